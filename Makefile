@@ -1,0 +1,55 @@
+# bake: the two set-up commands are `make bake` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= ha-stacked
+OUT ?= outputs
+STAMP := $(VENV)/.installed
+
+.PHONY: bake test test-fast lint vm-image vm-test bench fuzz golden clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## bake: create the venv, install, bake PROFILE (default ha-stacked) into OUT/
+bake: $(STAMP)
+	$(BIN)/bake --profile $(PROFILE) --out $(OUT)
+
+## test: lint, type-check and the whole test suite (VM tests included where QEMU runs)
+test: $(STAMP) lint
+	$(BIN)/pytest -q
+
+## test-fast: everything but the VM boots
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not vm"
+
+lint: $(STAMP)
+	$(BIN)/ruff check builder tests
+	$(BIN)/mypy
+
+## golden: refresh golden files after an intended rendering change
+golden: $(STAMP)
+	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_kubeadm_config.py tests/test_static_pods.py tests/test_cloudinit.py
+
+## vm-image: build (or reuse) the cached Debian guest images for the VM tests
+vm-image: $(STAMP)
+	$(BIN)/python -m tests.vm image --arch amd64
+
+## vm-test: boot every seed ISO of a baked PROFILE on a private QEMU network
+vm-test: $(STAMP)
+	$(BIN)/bake --profile $(PROFILE) --out $(OUT) --set cluster.packages.mode=prebaked --quiet
+	$(BIN)/python -m tests.vm run --profile-dir $(OUT)/$$($(BIN)/python -c "import sys; from builder.profile import load_profile; print(load_profile(sys.argv[1]).cluster.name)" $(PROFILE))
+
+## bench: speed and memory figures (printed, not asserted)
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
+
+## fuzz: long hypothesis run over the profile loader and the whole bake
+fuzz: $(STAMP)
+	BAKE_FUZZ_EXAMPLES=10000 $(BIN)/pytest -q tests/test_fuzz.py
+
+clean:
+	rm -rf $(VENV) .cache build dist *.egg-info

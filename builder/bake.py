@@ -1,0 +1,193 @@
+"""The whole bake, one way through: profile -> plan -> secrets -> per-node files -> output tree.
+
+Nodes are rendered and written one at a time (streaming), so memory stays flat with fleet size.
+Nothing becomes visible until every node is written and checked; then the tree is swapped in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import cloudinit, distribute, packaging, secrets
+from .errors import BakeError, OutputError, Problem
+from .outputs import OutputTree
+from .plan import ClusterPlan, NodePlan, build_plan
+from .profile import load_profile
+
+MANIFEST_FORMAT = 1
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class BakeOptions:
+    profile: str
+    sets: tuple[str, ...] = ()
+    out_root: Path = Path("outputs")
+    only: tuple[str, ...] = ()
+    rotate_ca: bool = False
+    rotate_token: bool = False
+    base_url: str | None = None
+    now: datetime | None = None
+
+
+@dataclass
+class BakeResult:
+    plan: ClusterPlan
+    tree: Path
+    manifest: dict[str, Any]
+    changes: list[secrets.Change] = field(default_factory=list)
+    rewritten: int = 0
+    linked: int = 0
+
+
+def source_epoch(bundle: secrets.Bundle) -> int:
+    """Timestamps inside artifacts: SOURCE_DATE_EPOCH if set, else the bundle's creation time."""
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env is not None:
+        try:
+            return int(env)
+        except ValueError:
+            raise BakeError([Problem("SOURCE_DATE_EPOCH", f"{env!r} is not an integer")]) from None
+    return bundle.created
+
+
+def _cert_entries(bundle: secrets.Bundle, owner: str) -> list[dict[str, str]]:
+    return [
+        {"name": name, "notAfter": held.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        for name, held in sorted(bundle.leaves.get(owner, {}).items())
+    ]
+
+
+def node_manifest(
+    node: NodePlan, rendered: cloudinit.RenderedNode, artifacts: dict[str, str], bundle: secrets.Bundle
+) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "role": node.role.value,
+        "ip": str(node.ip),
+        "prefixLength": node.prefix_length,
+        "mac": node.mac,
+        "arch": node.arch.value,
+        "os": node.os.name.value,
+        "kubeletVersion": node.kubelet_version,
+        "instanceId": _instance_id(rendered.meta_data),
+        "artifacts": dict(sorted(artifacts.items())),
+        "files": [
+            {"path": f.path, "mode": f.mode_text, "owner": f.owner, "sha256": f.sha256, "secret": f.secret}
+            for f in rendered.files
+        ],
+        "certificates": _cert_entries(bundle, node.name),
+    }
+
+
+def _instance_id(meta_data: bytes) -> str:
+    for line in meta_data.decode().splitlines():
+        if line.startswith("instance-id:"):
+            return line.split(":", 1)[1].strip().strip("'\"")
+    return ""
+
+
+def cluster_manifest(
+    plan: ClusterPlan, bundle: secrets.Bundle, nodes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "format": MANIFEST_FORMAT,
+        "cluster": plan.name,
+        "kubernetesVersion": plan.version,
+        "topology": plan.topology.value,
+        "endpoint": plan.api_endpoint().hostport if plan.control_planes else None,
+        "discoveryTokenCaCertHash": bundle.discovery_hash,
+        "secretsCreated": datetime.fromtimestamp(bundle.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "certificateAuthorities": [
+            {"name": name, "notAfter": ca.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            for name, ca in sorted(bundle.cas.items())
+        ],
+        "operatorCertificates": _cert_entries(bundle, secrets.OPERATOR),
+        "nodes": nodes,
+    }
+
+
+def _previous_manifest(tree: OutputTree) -> dict[str, Any] | None:
+    raw = tree.previous_bytes("manifest.json")
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
+    profile = load_profile(options.profile, options.sets)
+    plan = build_plan(profile)
+    names = {n.name for n in plan.nodes}
+    unknown = [n for n in options.only if n not in names]
+    if unknown:
+        raise BakeError([Problem("--only", f"no node named {n!r} in the profile") for n in unknown])
+    now = options.now or secrets.utcnow()
+    base_url = options.base_url or plan.settings.seed.http_base_url
+    with OutputTree(options.out_root, plan.name) as tree:
+        existing = None
+        if tree.previous is not None:
+            existing = secrets.load_bundle(tree.previous / "secrets")
+        if options.only and existing is None:
+            raise BakeError([Problem("--only", "needs an existing bake of this cluster to update")])
+        bundle, changes = secrets.reconcile(
+            plan,
+            existing,
+            now=now,
+            rotate_ca=options.rotate_ca,
+            rotate_token=options.rotate_token,
+            only=set(options.only) or None,
+        )
+        for rel, data, mode in secrets.bundle_files(bundle, plan):
+            tree.write(f"secrets/{rel}", data, mode)
+        if plan.control_planes:
+            tree.write("admin.conf", distribute.operator_admin_conf(plan, bundle), 0o600)
+        epoch = source_epoch(bundle)
+        previous = _previous_manifest(tree) if options.only else None
+        previous_nodes = {n.get("name"): n for n in (previous or {}).get("nodes", [])}
+        problems: list[Problem] = []
+        node_entries = []
+        total = len(plan.nodes)
+        for i, node in enumerate(plan.nodes):
+            if progress:
+                progress(node.name, i, total)
+            if options.only and node.name not in options.only:
+                entry = previous_nodes.get(node.name)
+                if entry is None or not all(tree.link_previous(rel) for rel in entry.get("artifacts", {})):
+                    raise OutputError(f"--only: the previous bake has no complete output for {node.name}")
+                node_entries.append(entry)
+                continue
+            rendered = cloudinit.render_node(
+                plan,
+                node,
+                pki_files=distribute.node_pki_files(plan, node, bundle),
+                token=bundle.token,
+                ca_hash=bundle.discovery_hash,
+            )
+            gz = packaging.gzip_bytes(rendered.user_data)
+            problems += packaging.size_problems(i, rendered, list(plan.settings.seed.targets), gz)
+            artifacts = {}
+            for art in packaging.node_artifacts(rendered, epoch=epoch, base_url=base_url, gz=gz):
+                tree.write(art.rel, art.data, art.mode)
+                artifacts[art.rel] = hashlib.sha256(art.data).hexdigest()
+            node_entries.append(node_manifest(node, rendered, artifacts, bundle))
+        if problems:
+            raise BakeError(problems)
+        if progress:
+            progress("manifest", total, total)
+        manifest = cluster_manifest(plan, bundle, node_entries)
+        tree.write("manifest.json", (json.dumps(manifest, indent=2) + "\n").encode(), 0o600)
+        sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(tree.written.items()))
+        tree.write("SHA256SUMS", sums.encode(), 0o600)
+        final = tree.commit()
+        return BakeResult(plan, final, manifest, changes, tree.rewritten, tree.linked)

@@ -1,0 +1,241 @@
+"""`bake` command line: argument parsing, progress and summary output, exit codes.
+
+Exit codes: 0 success; 1 `bake check` found drift; 2 bad input or a refused operation (every
+problem printed with its path); 70 an internal error (a bug: reported in one line, traceback only
+with BAKE_DEBUG=1); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__, resources
+from .bake import BakeOptions, BakeResult, run
+from .bake import Progress as ProgressFn
+from .errors import BakeError
+
+DEFAULT_PROFILE = "ha-stacked"
+EPILOG = """\
+examples:
+  bake                                   bake the default profile (ha-stacked) into outputs/ha-stacked/
+  bake --profile ./my-site.yaml          bake your own profile (it may `extends: ha-stacked`)
+  bake -p single-master --set cluster.kubernetesVersion=1.35 --set nodes[1].ip=10.77.0.40
+  bake -p ha-stacked --only worker-2     re-render one node, keep the rest of the tree
+  bake check outputs/ha-stacked          re-verify an output tree; non-zero exit on any drift
+
+embedded profiles: {profiles}
+"""
+
+
+def _bake_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bake",
+        description="Bake a kubeadm cluster offline: PKI and bootstrap token, per-node cloud-init, "
+        "NoCloud seed ISOs, raw and HTTP seeds. Secrets are kept in outputs/<cluster>/secrets/ and "
+        "reused by later bakes.",
+        epilog=EPILOG.format(profiles=", ".join(resources.profile_names())),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "-p",
+        "--profile",
+        default=DEFAULT_PROFILE,
+        help="embedded profile name or path to a YAML profile (default: %(default)s)",
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a profile field, e.g. cluster.cni=flannel or nodes[2].ip=10.0.0.5 "
+        "(value parsed as YAML; repeatable)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("outputs"),
+        help="output root; the cluster goes to OUT/<cluster>/ (default: %(default)s)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="re-render only this node (repeatable); other nodes are carried over",
+    )
+    p.add_argument(
+        "--base-url",
+        help="base URL the HTTP seed tree will be served from (overrides cluster.seed.httpBaseUrl)",
+    )
+    p.add_argument(
+        "--rotate-ca",
+        action="store_true",
+        help="regenerate every CA, the service-account key and all certificates "
+        "(existing nodes will no longer trust the new ones)",
+    )
+    p.add_argument("--rotate-token", action="store_true", help="generate a new bootstrap token")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
+    out.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.add_argument("--version", action="version", version=f"bake {__version__}")
+    return p
+
+
+def _check_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bake check",
+        description="Re-verify a baked output tree: checksums, certificate chains and expiry, "
+        "user-data schema, seed ISO contents, secret placement and file modes.",
+    )
+    p.add_argument("tree", type=Path, help="the cluster's output directory, e.g. outputs/ha-stacked")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    return p
+
+
+@contextmanager
+def _progress(console: Console, enabled: bool) -> Iterator[ProgressFn | None]:
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        TextColumn("[bold]baking[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def update(name: str, done: int, total: int) -> None:
+            bar.update(task, description=name, completed=done, total=total)
+
+        yield update
+
+
+def _summary(console: Console, result: BakeResult) -> None:
+    m = result.manifest
+    table = Table(
+        title=f"{m['cluster']}: Kubernetes {m['kubernetesVersion']}, {m['topology']}"
+        + (f", endpoint {m['endpoint']}" if m["endpoint"] else "")
+    )
+    for col in ("node", "role", "address", "arch/os", "seed.iso", "user-data", "checked"):
+        table.add_column(col, justify="right" if col in ("seed.iso", "user-data") else "left")
+    targets = ",".join(t.value for t in result.plan.settings.seed.targets)
+    for n in m["nodes"]:
+        sizes = {}
+        for rel in n["artifacts"]:
+            p = result.tree / rel
+            sizes[rel.rsplit("/", 1)[-1]] = p.stat().st_size if p.exists() else 0
+        table.add_row(
+            n["name"],
+            n["role"],
+            n["ip"],
+            f"{n['arch']}/{n['os']}",
+            f"{sizes.get('seed.iso', 0):,}",
+            f"{sizes.get('user-data', 0):,}",
+            f"size ({targets}), {len(n['files'])} files, {len(n['certificates'])} certs",
+        )
+    console.print(table)
+    for change in result.changes:
+        console.print(f"[yellow]secrets[/] {change}")
+    for warning in result.plan.warnings:
+        console.print(f"[yellow]warning[/] {warning}")
+    console.print(
+        f"wrote {result.rewritten} files, kept {result.linked} unchanged; "
+        f"discovery hash {m['discoveryTokenCaCertHash']}"
+    )
+
+
+def _print_problems(err: Console, exc: BakeError) -> None:
+    for problem in exc.problems:
+        err.print(Text.assemble(("error ", "bold red"), str(problem)), highlight=False, soft_wrap=True)
+
+
+def bake_main(argv: Sequence[str]) -> int:
+    args = _bake_parser().parse_args(argv)
+    if args.only and (args.rotate_ca or args.rotate_token):
+        raise BakeError(
+            "--only cannot be combined with --rotate-ca / --rotate-token: rotations re-render every node"
+        )
+    console = Console(stderr=False)
+    err = Console(stderr=True)
+    options = BakeOptions(
+        profile=args.profile,
+        sets=tuple(args.sets),
+        out_root=args.out,
+        only=tuple(args.only),
+        rotate_ca=args.rotate_ca,
+        rotate_token=args.rotate_token,
+        base_url=args.base_url,
+    )
+    interactive = err.is_terminal and not args.quiet and not args.json
+    with _progress(err, interactive) as update:
+        result = run(options, update)
+    if args.json:
+        sys.stdout.write(json.dumps(result.manifest, indent=2) + "\n")
+    elif not args.quiet:
+        _summary(console, result)
+        console.print(f"outputs in {args.out / result.plan.name}")
+    return 0
+
+
+def check_main(argv: Sequence[str]) -> int:
+    from . import check
+
+    args = _check_parser().parse_args(argv)
+    report = check.check_tree(args.tree)
+    console = Console()
+    if args.json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        for finding in report.findings:
+            colour = {"error": "red", "warning": "yellow", "ok": "green"}[finding.level]
+            console.print(
+                Text.assemble((f"{finding.level:7} ", colour), f"{finding.where}: {finding.message}"),
+                highlight=False,
+            )
+        console.print(f"{report.errors} errors, {report.warnings} warnings, {report.oks} checks passed")
+    return 1 if report.errors else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    err = Console(stderr=True)
+    try:
+        if argv and argv[0] == "check":
+            return check_main(argv[1:])
+        return bake_main(argv)
+    except BakeError as exc:
+        _print_problems(err, exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted; the previous outputs are untouched")
+        return 130
+    except Exception as exc:  # a bug: one line, not a traceback, unless asked
+        if os.environ.get("BAKE_DEBUG"):
+            traceback.print_exc()
+        err.print(
+            Text.assemble(("internal error ", "bold red"), f"{type(exc).__name__}: {exc}"),
+            "(BAKE_DEBUG=1 shows the traceback)",
+            highlight=False,
+        )
+        return 70
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

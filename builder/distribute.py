@@ -1,0 +1,104 @@
+# ruff: noqa: E501
+"""Which secret goes to which node: kubeadm's on-disk layout, cut down to what each role needs.
+
+The table below is also in the README (keep them in step).
+
+| role                          | CA certs                    | CA keys                   | leaves / kubeconfigs     |
+|-------------------------------|-----------------------------|---------------------------|--------------------------|
+| control plane, stacked etcd   | ca, front-proxy-ca, etcd/ca | ca, front-proxy-ca, etcd  | apiserver*, front-proxy-client, etcd/*, kubeconfigs |
+| control plane, external etcd  | ca, front-proxy-ca, etcd/ca | ca, front-proxy-ca        | apiserver*, front-proxy-client, kubeconfigs |
+| external etcd member          | etcd/ca                     | none                      | etcd/server, etcd/peer, etcd/healthcheck-client |
+| worker                        | none (kubeadm preflight rejects ca.crt) | none          | none: token + CA hash only |
+
+Control planes keep the CA keys because kubeadm's join needs them (`SharedCertificateExists`) and
+the controller-manager signs kubelet certificates with ca.key. `sa.key`/`sa.pub` go to every
+control plane. super-admin.conf and kubelet.conf exist only on the init node, as kubeadm does.
+"""
+
+from __future__ import annotations
+
+from . import certlist, pki
+from .files import NodeFile, public, secret
+from .plan import ClusterPlan, Endpoint, NodePlan, Topology
+from .profile import Role
+from .secrets import OPERATOR, Bundle, required_specs
+from .yamlio import dump
+
+PKI_DIR = "/etc/kubernetes/pki"
+KUBECONFIG_FILES = {
+    "admin": "admin.conf",
+    "super-admin": "super-admin.conf",
+    "kubelet": "kubelet.conf",
+    "controller-manager": "controller-manager.conf",
+    "scheduler": "scheduler.conf",
+}
+
+
+def _kubeconfig_server(plan: ClusterPlan, node: NodePlan, kind: str) -> Endpoint:
+    """kubeadm: admin/super-admin use the control-plane endpoint, KCM/scheduler the local one."""
+    if kind in ("controller-manager", "scheduler"):
+        return node.local_endpoint
+    if kind == "kubelet" and node.kubelet_info.control_plane_kubelet_local_mode:
+        return node.local_endpoint
+    return plan.api_endpoint()
+
+
+def kubeconfig_bytes(plan: ClusterPlan, bundle: Bundle, owner: str, kind: str, server: Endpoint) -> bytes:
+    spec = certlist.kubeconfig_client(kind, owner)
+    held = bundle.leaf(owner, spec.name)
+    config = pki.kubeconfig(
+        cluster_name=plan.name,
+        server=server.url,
+        ca_cert=bundle.cas["ca"].cert,
+        user=spec.cn,
+        client_cert=held.cert,
+        client_key=held.key,
+    )
+    return dump(config).encode()
+
+
+def operator_admin_conf(plan: ClusterPlan, bundle: Bundle) -> bytes:
+    """The operator's admin.conf: kubeadm's admin identity, pointing at the stable endpoint."""
+    return kubeconfig_bytes(plan, bundle, OPERATOR, "admin", plan.api_endpoint())
+
+
+def node_pki_files(plan: ClusterPlan, node: NodePlan, bundle: Bundle) -> list[NodeFile]:
+    """Every certificate, key and kubeconfig this node gets, at kubeadm's paths and modes."""
+    if node.role is Role.WORKER:
+        return []
+    files: list[NodeFile] = []
+    cas = bundle.cas
+    if node.role is Role.CONTROL_PLANE:
+        files += [
+            public(f"{PKI_DIR}/ca.crt", cas["ca"].cert_pem),
+            secret(f"{PKI_DIR}/ca.key", cas["ca"].key_pem),
+            public(f"{PKI_DIR}/front-proxy-ca.crt", cas["front-proxy-ca"].cert_pem),
+            secret(f"{PKI_DIR}/front-proxy-ca.key", cas["front-proxy-ca"].key_pem),
+            secret(f"{PKI_DIR}/sa.key", bundle.sa_key_pem),
+            secret(f"{PKI_DIR}/sa.pub", bundle.sa_pub_pem),
+            public(f"{PKI_DIR}/etcd/ca.crt", cas["etcd-ca"].cert_pem),
+        ]
+        if plan.topology is Topology.STACKED:
+            files.append(secret(f"{PKI_DIR}/etcd/ca.key", cas["etcd-ca"].key_pem))
+    else:
+        files.append(public(f"{PKI_DIR}/etcd/ca.crt", cas["etcd-ca"].cert_pem))
+    for spec in required_specs(plan, node):
+        if spec.base.startswith("kubeconfig/"):
+            continue
+        held = bundle.leaf(node.name, spec.name)
+        files.append(public(f"{PKI_DIR}/{spec.base}.crt", held.cert_pem))
+        files.append(secret(f"{PKI_DIR}/{spec.base}.key", held.key_pem))
+    if node.role is Role.CONTROL_PLANE:
+        kinds = ("admin", "super-admin", "kubelet", "controller-manager", "scheduler")
+        for kind in kinds:
+            spec = certlist.kubeconfig_client(kind, node.name)
+            if spec.name not in bundle.leaves.get(node.name, {}):
+                continue
+            server = _kubeconfig_server(plan, node, kind)
+            files.append(
+                secret(
+                    f"/etc/kubernetes/{KUBECONFIG_FILES[kind]}",
+                    kubeconfig_bytes(plan, bundle, node.name, kind, server),
+                )
+            )
+    return sorted(files, key=lambda f: f.path)

@@ -1,0 +1,50 @@
+"""The per-node file set: what lands on a node's disk, with the mode and owner it must have there."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Sensitivity(StrEnum):
+    """How a file must be treated in every artifact that carries it."""
+
+    PUBLIC = "public"
+    SECRET = "secret"  # private keys, kubeconfigs with keys, tokens: 0600 everywhere, never on the wrong role
+
+
+@dataclass(frozen=True)
+class NodeFile:
+    path: str
+    content: bytes
+    mode: int = 0o644
+    owner: str = "root:root"
+    sensitivity: Sensitivity = Sensitivity.PUBLIC
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/") or "\n" in self.path or "/../" in self.path:
+            raise ValueError(f"node file path must be absolute and clean: {self.path!r}")
+        if self.sensitivity is Sensitivity.SECRET and self.mode & 0o077:
+            raise ValueError(f"{self.path}: secret file with group/other permissions {self.mode:o}")
+
+    @property
+    def secret(self) -> bool:
+        return self.sensitivity is Sensitivity.SECRET
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def mode_text(self) -> str:
+        return f"{self.mode:04o}"
+
+
+def secret(path: str, content: bytes, mode: int = 0o600) -> NodeFile:
+    return NodeFile(path, content, mode, sensitivity=Sensitivity.SECRET)
+
+
+def public(path: str, content: bytes | str, mode: int = 0o644) -> NodeFile:
+    data = content.encode() if isinstance(content, str) else content
+    return NodeFile(path, data, mode)

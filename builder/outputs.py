@@ -1,0 +1,167 @@
+"""The output tree: written whole into a fresh generation, then swapped in with one atomic rename.
+
+`outputs/<cluster>` is a symlink to `outputs/.bake/<cluster>/<generation>/`. A bake writes a new
+generation next to the current one and replaces the symlink last, so an interrupted or failed bake
+leaves the previous tree untouched. A file whose bytes and mode did not change is hard-linked from
+the previous generation instead of being written again. A lock file serialises bakes of one cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+from types import TracebackType
+
+from .errors import OutputError
+
+STATE_DIR = ".bake"
+
+
+def _mkdirs(path: Path) -> None:
+    """Create directories 0700 whatever the umask: the tree holds secrets."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for p in reversed(missing):
+        p.mkdir(mode=0o700)
+        os.chmod(p, 0o700)
+
+
+class OutputTree:
+    """One bake's writer: lock, fresh generation, hard-link-if-unchanged writes, atomic commit."""
+
+    def __init__(self, root: Path, cluster: str) -> None:
+        self.root = root
+        self.cluster = cluster
+        self.state = root / STATE_DIR / cluster
+        self.link = root / cluster
+        self.previous: Path | None = None
+        self.work: Path | None = None
+        self._lock_fd: int | None = None
+        self.written: dict[str, str] = {}
+        """Relative path -> sha256 of every file in the new generation (for SHA256SUMS)."""
+        self.rewritten = 0
+        self.linked = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> OutputTree:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _mkdirs(self.state)
+        except OSError as exc:
+            raise OutputError(f"cannot create {self.state}: {exc.strerror}") from None
+        if self.link.exists() and not self.link.is_symlink():
+            raise OutputError(
+                f"{self.link} exists and is not a bake output link; move it away (bake writes "
+                f"{self.link} -> {STATE_DIR}/{self.cluster}/<generation>)"
+            )
+        lock_path = self.state / "lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = lock_path.read_text().strip() or "unknown"
+            raise OutputError(
+                f"another bake of cluster {self.cluster!r} is running (pid {holder}); "
+                f"wait for it to finish (lock: {lock_path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        if self.link.is_symlink():
+            target = self.link.resolve()
+            if target.is_dir():
+                self.previous = target
+        for stale in self.state.glob("tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        self.work = self.state / f"tmp-{os.getpid()}-{time.monotonic_ns()}"
+        _mkdirs(self.work)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.work is not None and self.work.exists():
+            shutil.rmtree(self.work, ignore_errors=True)
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def path(self, rel: str) -> Path:
+        assert self.work is not None, "use OutputTree as a context manager"
+        return self.work / rel
+
+    def previous_bytes(self, rel: str) -> bytes | None:
+        if self.previous is None:
+            return None
+        try:
+            return (self.previous / rel).read_bytes()
+        except OSError:
+            return None
+
+    def write(self, rel: str, data: bytes, mode: int = 0o600) -> None:
+        """Write one file of the new generation (never outside it), hard-linking unchanged bytes."""
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise OutputError(f"refusing to write outside the output tree: {rel}")
+        target = self.path(rel)
+        _mkdirs(target.parent)
+        digest = hashlib.sha256(data).hexdigest()
+        self.written[rel] = digest
+        if self.previous is not None:
+            old = self.previous / rel
+            try:
+                st = old.stat()
+                if st.st_size == len(data) and (st.st_mode & 0o7777) == mode and old.read_bytes() == data:
+                    os.link(old, target)
+                    self.linked += 1
+                    return
+            except OSError:
+                pass
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        self.rewritten += 1
+
+    def link_previous(self, rel: str) -> bool:
+        """Carry a file over unchanged from the previous generation (bake --only)."""
+        if self.previous is None or not (self.previous / rel).is_file():
+            return False
+        target = self.path(rel)
+        _mkdirs(target.parent)
+        os.link(self.previous / rel, target)
+        self.written[rel] = hashlib.sha256((self.previous / rel).read_bytes()).hexdigest()
+        self.linked += 1
+        return True
+
+    def commit(self) -> Path:
+        """Make the new generation current: fsync, rename, swap the symlink, drop old generations."""
+        assert self.work is not None
+        os.sync()
+        final = self.state / f"gen-{time.time_ns()}"
+        os.rename(self.work, final)
+        self.work = None
+        tmp_link = self.state / f"link-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp_link.unlink()
+        os.symlink(os.path.relpath(final, self.link.parent), tmp_link)
+        os.replace(tmp_link, self.link)
+        for old in self.state.glob("gen-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+        return final

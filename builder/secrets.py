@@ -1,0 +1,417 @@
+"""The secrets bundle: CAs, service-account key, bootstrap token and every leaf certificate, kept on disk.
+
+Later bakes reuse the bundle byte for byte. CAs, the SA key and the token change only on an explicit
+rotation; a leaf is re-issued only when kubeadm's own reuse check (spec 1.7) would reject it for the
+current plan (a node's IP changed, a SAN was added) or it is near expiry, and every re-issue is
+reported. A bundle that does not match itself is an error, never repaired.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from . import certlist, pki
+from .errors import Problem, SecretsError
+from .plan import ClusterPlan, NodePlan, Topology
+from .profile import Role, duration_seconds
+
+BUNDLE_FORMAT = 1
+RENEW_BEFORE = timedelta(days=30)
+CA_NAMES = ("ca", "front-proxy-ca", "etcd-ca")
+OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A certificate with its private key, and their PEM bytes exactly as stored."""
+
+    cert: x509.Certificate
+    key: pki.PrivateKey
+    cert_pem: bytes
+    key_pem: bytes
+
+    @classmethod
+    def from_objects(cls, cert: x509.Certificate, key: pki.PrivateKey) -> Issued:
+        return cls(cert, key, pki.cert_pem(cert), pki.key_pem(key))
+
+
+@dataclass
+class Bundle:
+    created: int
+    algorithm: pki.KeyAlgorithm
+    token: str
+    cas: dict[str, Issued]
+    sa_key_pem: bytes
+    sa_pub_pem: bytes
+    leaves: dict[str, dict[str, Issued]] = field(default_factory=dict)
+    """Per owner (node name, or `operator` for the admin.conf handed to the user), per CertSpec name."""
+
+    @property
+    def discovery_hash(self) -> str:
+        return pki.discovery_hash(self.cas["ca"].cert)
+
+    def leaf(self, owner: str, name: str) -> Issued:
+        return self.leaves[owner][name]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing the bake did to the bundle, told to the user."""
+
+    owner: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.owner}: {self.what}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Which certificates each node needs (kubeadm's layout per role)
+
+KUBECONFIG_KINDS_INIT = ("admin", "super-admin", "kubelet", "controller-manager", "scheduler")
+KUBECONFIG_KINDS_JOIN = ("admin", "controller-manager", "scheduler")
+
+
+def required_specs(plan: ClusterPlan, node: NodePlan) -> list[pki.CertSpec]:
+    """The leaf certificates kubeadm would create on this node, computed as kubeadm computes them."""
+    s = plan.settings
+    specs: list[pki.CertSpec] = []
+    if node.role is Role.CONTROL_PLANE:
+        endpoint_host = plan.endpoint.host if plan.endpoint else None
+        sans = list(s.api_server.cert_sans)
+        if s.load_balancer.vip is not None:
+            sans.append(str(s.load_balancer.vip))
+        apiserver, _ = certlist.apiserver(
+            node.name, node.ip, s.service_subnet, s.dns_domain, endpoint_host, sans
+        )
+        specs += [
+            apiserver,
+            certlist.apiserver_kubelet_client(plan.info.minor),
+            certlist.front_proxy_client(),
+            certlist.apiserver_etcd_client(),
+        ]
+        kinds = KUBECONFIG_KINDS_INIT if node.is_init else KUBECONFIG_KINDS_JOIN
+        specs += [certlist.kubeconfig_client(kind, node.name) for kind in kinds]
+    runs_etcd = (
+        node.role is Role.CONTROL_PLANE and plan.topology is Topology.STACKED
+    ) or node.role is Role.ETCD
+    if runs_etcd:
+        specs += [
+            certlist.etcd_server(node.name, node.ip, s.etcd.server_cert_sans)[0],
+            certlist.etcd_peer(node.name, node.ip, s.etcd.peer_cert_sans)[0],
+            certlist.etcd_healthcheck_client(),
+        ]
+    return specs
+
+
+def operator_specs() -> list[pki.CertSpec]:
+    """The admin.conf written to outputs/<cluster>/ for the operator (same identity as kubeadm's admin)."""
+    return [certlist.kubeconfig_client("admin", OPERATOR)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Generation and reconciliation (pure apart from randomness and the clock)
+
+
+def _validity(plan: ClusterPlan) -> tuple[timedelta, timedelta]:
+    s = plan.settings
+    return (
+        timedelta(seconds=duration_seconds(s.certificate_validity_period)),
+        timedelta(seconds=duration_seconds(s.ca_certificate_validity_period)),
+    )
+
+
+def new_bundle(plan: ClusterPlan, now: datetime) -> Bundle:
+    algorithm = pki.KeyAlgorithm(plan.settings.encryption_algorithm)
+    _, ca_validity = _validity(plan)
+    cas = {}
+    for name, spec in certlist.ca_specs().items():
+        key = algorithm.generate()
+        cas[name] = Issued.from_objects(pki.new_ca(spec, key, now=now, validity=ca_validity), key)
+    sa = algorithm.generate()
+    return Bundle(
+        created=int(now.timestamp()),
+        algorithm=algorithm,
+        token=pki.generate_token(),
+        cas=cas,
+        sa_key_pem=pki.key_pem(sa),
+        sa_pub_pem=pki.public_pem(sa),
+    )
+
+
+def _issue(spec: pki.CertSpec, bundle: Bundle, now: datetime, validity: timedelta) -> Issued:
+    assert spec.ca is not None
+    ca = bundle.cas[spec.ca]
+    key = bundle.algorithm.generate()
+    cert = pki.sign(spec, key.public_key(), ca.cert, ca.key, now=now, validity=validity)
+    return Issued.from_objects(cert, key)
+
+
+def _reuse_problems(spec: pki.CertSpec, held: Issued, bundle: Bundle, now: datetime) -> list[str]:
+    assert spec.ca is not None
+    problems = pki.verify_reuse(spec, held.cert, held.key, bundle.cas[spec.ca].cert)
+    if not problems and held.cert.not_valid_after_utc - now < RENEW_BEFORE:
+        problems.append(f"expires {held.cert.not_valid_after_utc:%Y-%m-%d}")
+    return problems
+
+
+def reconcile(
+    plan: ClusterPlan,
+    existing: Bundle | None,
+    *,
+    now: datetime,
+    rotate_ca: bool = False,
+    rotate_token: bool = False,
+    only: set[str] | None = None,
+) -> tuple[Bundle, list[Change]]:
+    """Return the bundle this plan needs, reusing everything still valid, and what changed.
+
+    With `only`, the certificates of every other node are carried over untouched (bake --only).
+    """
+    changes: list[Change] = []
+    algorithm = pki.KeyAlgorithm(plan.settings.encryption_algorithm)
+    if existing is None or rotate_ca:
+        bundle = new_bundle(plan, now)
+        what = "rotated every CA, the service-account key" if existing else "created CAs, service-account key"
+        changes.append(Change("bundle", what + " and bootstrap token"))
+        if existing is not None and not rotate_token:
+            bundle.token = existing.token
+            changes[-1] = Change("bundle", "rotated every CA and the service-account key (token kept)")
+    else:
+        if existing.algorithm is not algorithm:
+            raise SecretsError(
+                [
+                    Problem(
+                        "cluster.encryptionAlgorithm",
+                        f"the profile asks for {algorithm.value} but the secrets bundle holds "
+                        f"{existing.algorithm.value} keys; pass --rotate-ca to regenerate every CA and key",
+                    )
+                ]
+            )
+        bundle = Bundle(
+            created=existing.created,
+            algorithm=existing.algorithm,
+            token=existing.token,
+            cas=dict(existing.cas),
+            sa_key_pem=existing.sa_key_pem,
+            sa_pub_pem=existing.sa_pub_pem,
+        )
+        if rotate_token:
+            bundle.token = pki.generate_token()
+            changes.append(Change("bundle", "rotated the bootstrap token"))
+    validity, _ = _validity(plan)
+    old_leaves: Mapping[str, dict[str, Issued]] = {} if existing is None or rotate_ca else existing.leaves
+    wanted: dict[str, list[pki.CertSpec]] = {n.name: required_specs(plan, n) for n in plan.nodes}
+    wanted[OPERATOR] = operator_specs()
+    for owner, specs in wanted.items():
+        held = old_leaves.get(owner, {})
+        if only is not None and owner not in only and not rotate_ca:
+            if held:
+                bundle.leaves[owner] = dict(held)
+            continue
+        issued: dict[str, Issued] = {}
+        for spec in specs:
+            current = held.get(spec.name)
+            if current is not None:
+                problems = _reuse_problems(spec, current, bundle, now)
+                if not problems:
+                    issued[spec.name] = current
+                    continue
+                changes.append(Change(owner, f"re-issued {spec.name}: " + "; ".join(problems)))
+            elif existing is not None and not rotate_ca:
+                changes.append(Change(owner, f"issued {spec.name}"))
+            issued[spec.name] = _issue(spec, bundle, now, validity)
+        for name in sorted(set(held) - {s.name for s in specs}):
+            changes.append(Change(owner, f"dropped {name} (no longer needed)"))
+        if issued:
+            bundle.leaves[owner] = issued
+    for owner in sorted(set(old_leaves) - set(wanted)):
+        changes.append(Change(owner, "dropped the node's certificates (node left the profile)"))
+    return bundle, changes
+
+
+# --------------------------------------------------------------------------------------------------
+# On-disk form
+
+
+def _spec_index(plan: ClusterPlan) -> dict[str, dict[str, pki.CertSpec]]:
+    index = {n.name: {s.name: s for s in required_specs(plan, n)} for n in plan.nodes}
+    index[OPERATOR] = {s.name: s for s in operator_specs()}
+    return index
+
+
+def _base(specs: dict[str, dict[str, pki.CertSpec]], owner: str, name: str) -> str:
+    spec = specs.get(owner, {}).get(name)
+    return spec.base if spec is not None else name
+
+
+def bundle_files(bundle: Bundle, plan: ClusterPlan) -> Iterator[tuple[str, bytes, int]]:
+    """(relative path, bytes, mode) of every file of the bundle, in a stable order."""
+    specs = _spec_index(plan)
+    meta: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "cluster": plan.name,
+        "created": bundle.created,
+        "algorithm": bundle.algorithm.value,
+        "leaves": {
+            owner: {name: _base(specs, owner, name) for name in sorted(certs)}
+            for owner, certs in sorted(bundle.leaves.items())
+        },
+    }
+    yield "bundle.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(), 0o600
+    yield "token", (bundle.token + "\n").encode(), 0o600
+    for name in CA_NAMES:
+        base = certlist.ca_specs()[name].base
+        yield f"pki/{base}.crt", bundle.cas[name].cert_pem, 0o644
+        yield f"pki/{base}.key", bundle.cas[name].key_pem, 0o600
+    yield "pki/sa.key", bundle.sa_key_pem, 0o600
+    yield "pki/sa.pub", bundle.sa_pub_pem, 0o600
+    for owner, certs in sorted(bundle.leaves.items()):
+        for name, held in sorted(certs.items()):
+            base = _base(specs, owner, name)
+            yield f"nodes/{owner}/{base}.crt", held.cert_pem, 0o644
+            yield f"nodes/{owner}/{base}.key", held.key_pem, 0o600
+
+
+def _read(path: Path, problems: list[Problem], where: str) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        problems.append(Problem(where, "missing"))
+    except OSError as exc:
+        problems.append(Problem(where, f"unreadable: {exc.strerror}"))
+    return None
+
+
+def _load_pair(root: Path, base: str, problems: list[Problem]) -> Issued | None:
+    where = f"secrets/{base}"
+    cert_pem = _read(root / f"{base}.crt", problems, f"{where}.crt")
+    key_pem = _read(root / f"{base}.key", problems, f"{where}.key")
+    if cert_pem is None or key_pem is None:
+        return None
+    try:
+        cert = pki.load_cert(cert_pem)
+    except ValueError as exc:
+        problems.append(Problem(f"{where}.crt", str(exc)))
+        return None
+    try:
+        key = pki.load_key(key_pem)
+    except ValueError as exc:
+        problems.append(Problem(f"{where}.key", str(exc)))
+        return None
+    if pki.public_pem(key) != pki.public_pem(cert.public_key()):
+        problems.append(Problem(where, "the key does not belong to the certificate"))
+        return None
+    return Issued(cert, key, cert_pem, key_pem)
+
+
+def load_bundle(root: Path) -> Bundle | None:
+    """Read and fully check a bundle; None if there is none; SecretsError listing every inconsistency."""
+    if not root.exists():
+        return None
+    problems: list[Problem] = []
+    raw = _read(root / "bundle.json", problems, "secrets/bundle.json")
+    meta: dict[str, Any] = {}
+    if raw is not None:
+        try:
+            meta = json.loads(raw)
+            if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+                raise ValueError(f"unknown format {meta.get('format') if isinstance(meta, dict) else meta!r}")
+            algorithm = pki.KeyAlgorithm(meta["algorithm"])
+            created = int(meta["created"])
+            leaf_index = {
+                str(owner): {str(name): str(base) for name, base in dict(certs).items()}
+                for owner, certs in dict(meta["leaves"]).items()
+            }
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(Problem("secrets/bundle.json", f"corrupt: {exc}"))
+    if problems:
+        raise SecretsError(_with_hint(problems))
+    token_raw = _read(root / "token", problems, "secrets/token")
+    token = token_raw.decode(errors="replace").strip() if token_raw is not None else ""
+    if token_raw is not None and not pki.TOKEN_RE.match(token):
+        problems.append(Problem("secrets/token", "not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})"))
+    cas: dict[str, Issued] = {}
+    for name in CA_NAMES:
+        pair = _load_pair(root / "pki", certlist.ca_specs()[name].base, problems)
+        if pair is None:
+            continue
+        if not _is_ca(pair.cert):
+            problems.append(Problem(f"secrets/pki/{certlist.ca_specs()[name].base}.crt", "is not a CA"))
+        if not algorithm.matches(pair.key):
+            problems.append(
+                Problem(f"secrets/pki/{certlist.ca_specs()[name].base}.key", f"is not {algorithm.value}")
+            )
+        cas[name] = pair
+    sa_key = _read(root / "pki/sa.key", problems, "secrets/pki/sa.key")
+    sa_pub = _read(root / "pki/sa.pub", problems, "secrets/pki/sa.pub")
+    if sa_key is not None and sa_pub is not None:
+        try:
+            if pki.public_pem(pki.load_key(sa_key)) != sa_pub:
+                problems.append(Problem("secrets/pki/sa.pub", "does not match sa.key"))
+        except ValueError as exc:
+            problems.append(Problem("secrets/pki/sa.key", str(exc)))
+    leaves: dict[str, dict[str, Issued]] = {}
+    ca_by_subject = {pair.cert.subject: name for name, pair in cas.items()}
+    for owner, names in sorted(leaf_index.items()):
+        for name, base in sorted(names.items()):
+            if (
+                ".." in Path(owner).parts
+                or ".." in Path(base).parts
+                or owner.startswith("/")
+                or base.startswith("/")
+            ):
+                problems.append(Problem("secrets/bundle.json", f"bad leaf path {owner}/{base}"))
+                continue
+            pair = _load_pair(root / "nodes" / owner, base, problems)
+            if pair is None:
+                continue
+            issuer = ca_by_subject.get(pair.cert.issuer)
+            if issuer is None or not _signed_by(pair.cert, cas[issuer].cert):
+                problems.append(
+                    Problem(f"secrets/nodes/{owner}/{base}.crt", "not signed by any CA of the bundle")
+                )
+                continue
+            leaves.setdefault(owner, {})[name] = pair
+    if problems:
+        raise SecretsError(_with_hint(problems))
+    assert sa_key is not None and sa_pub is not None
+    return Bundle(created, algorithm, token, cas, sa_key, sa_pub, leaves)
+
+
+def _with_hint(problems: list[Problem]) -> list[Problem]:
+    return [
+        *problems,
+        Problem(
+            "secrets",
+            "the bundle is inconsistent and was not changed; restore it from a backup, remove the "
+            "offending node directory under secrets/nodes/ to re-issue that node, "
+            "or --rotate-ca to start over",
+        ),
+    ]
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, Exception):
+        return False
+    return True
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
