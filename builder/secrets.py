@@ -156,7 +156,9 @@ def _issue(spec: pki.CertSpec, bundle: Bundle, now: datetime, validity: timedelt
 
 def _reuse_problems(spec: pki.CertSpec, held: Issued, bundle: Bundle, now: datetime) -> list[str]:
     assert spec.ca is not None
-    problems = pki.verify_reuse(spec, held.cert, held.key, bundle.cas[spec.ca].cert)
+    problems = pki.verify_reuse(
+        spec, held.cert, held.key, bundle.cas[spec.ca].cert, now=now, algorithm=bundle.algorithm
+    )
     if not problems and held.cert.not_valid_after_utc - now < RENEW_BEFORE:
         problems.append(f"expires {held.cert.not_valid_after_utc:%Y-%m-%d}")
     return problems

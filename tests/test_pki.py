@@ -361,7 +361,9 @@ def test_mtls_handshake(tree: Tree, etcd_server: int) -> None:
     ok, out = _client(tree, etcd_server, *client, "-verify_ip", "10.9.9.9")
     assert not ok and "IP address mismatch" in out, "server certificate accepted for an IP it does not carry"
     ok, out = _client(tree, etcd_server, *client, "-verify_hostname", "cp-2")
-    assert not ok and "Hostname mismatch" in out, "server certificate accepted for a name it does not carry"
+    assert not ok and "hostname mismatch" in out.lower(), (
+        "server certificate accepted for a name it does not carry"
+    )
     # the server is still up: the failures above were the certificates, not a dead server
     ok, out = _client(tree, etcd_server, *client)
     assert ok, out

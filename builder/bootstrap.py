@@ -1,0 +1,438 @@
+"""The first-boot bootstrap: a fixed script, its systemd unit, and the per-node env file it reads.
+
+The script text (templates/bootstrap.sh.j2) is the same for every node and every profile; what differs
+reaches it only through /etc/bake/bootstrap.env, whose names are fixed here and whose every value is
+`shlex.quote`d. So no profile string can become shell code, whatever characters it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+
+import jinja2
+
+from . import resources, yamlio
+from .errors import BakeError, Problem
+from .files import NodeFile, public
+from .host import SYSCTL_PATH, HostPrep
+from .kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
+from .plan import ClusterPlan, NodePlan, Topology
+from .profile import Cni, Role
+
+SCRIPT_PATH = "/usr/local/sbin/bake-bootstrap"
+UNIT_NAME = "bake-bootstrap.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
+ENV_PATH = "/etc/bake/bootstrap.env"
+STATE_DIR = "/var/lib/bake"
+STEPS_DIR = f"{STATE_DIR}/steps"
+DONE_PATH = f"{STATE_DIR}/bootstrap.done"
+STOPPED_PATH = f"{STATE_DIR}/bootstrap.stopped"
+SAVED_CONFIG_DIR = f"{STATE_DIR}/kubeadm"
+TEST_STOP_PATH = "/etc/bake/test-stop-before-kubeadm"
+LOG_PATH = "/var/log/bake/bootstrap.log"
+CAPI_SENTINEL_PATH = "/run/cluster-api/bootstrap-success.complete"
+CNI_DIR = "/etc/bake/cni"
+ADMIN_CONF_PATH = "/etc/kubernetes/admin.conf"
+SUPER_ADMIN_CONF_PATH = "/etc/kubernetes/super-admin.conf"
+MANIFESTS_DIR = "/etc/kubernetes/manifests"
+
+# Bounded waits of joining nodes; past them the unit fails and runs again at the next boot.
+WAIT_ENDPOINT_SECONDS = 1800
+WAIT_PEERS_SECONDS = 3600
+
+# --------------------------------------------------------------------------------------------------
+# Pod network add-ons: versions and where they are downloaded from at first boot (the init node only).
+# The base URLs are the upstream release locations; pass a CniSource with another base to use a mirror.
+
+CALICO_VERSION = "v3.32.2"
+CALICO_BASE_URL = "https://raw.githubusercontent.com/projectcalico/calico"
+FLANNEL_VERSION = "v0.28.7"
+FLANNEL_BASE_URL = "https://github.com/flannel-io/flannel/releases/download"
+CILIUM_VERSION = "1.19.5"
+CILIUM_CLI_VERSION = "v0.19.5"
+CILIUM_CLI_BASE_URL = "https://github.com/cilium/cilium-cli/releases/download"
+
+
+@dataclass(frozen=True)
+class CniSource:
+    """Where the init node fetches its CNI from; override the bases for a mirror or an air gap."""
+
+    calico_base_url: str = CALICO_BASE_URL
+    calico_version: str = CALICO_VERSION
+    flannel_base_url: str = FLANNEL_BASE_URL
+    flannel_version: str = FLANNEL_VERSION
+    cilium_cli_base_url: str = CILIUM_CLI_BASE_URL
+    cilium_cli_version: str = CILIUM_CLI_VERSION
+    cilium_version: str = CILIUM_VERSION
+
+    def urls(self, cni: Cni, arch: str) -> tuple[str, ...]:
+        if cni is Cni.CALICO:
+            base = f"{self.calico_base_url.rstrip('/')}/{self.calico_version}/manifests"
+            return (f"{base}/operator-crds.yaml", f"{base}/tigera-operator.yaml")
+        if cni is Cni.FLANNEL:
+            return (f"{self.flannel_base_url.rstrip('/')}/{self.flannel_version}/kube-flannel.yml",)
+        if cni is Cni.CILIUM:
+            tarball = f"{self.cilium_cli_base_url.rstrip('/')}/{self.cilium_cli_version}/cilium-linux-{arch}.tar.gz"
+            return (tarball, f"{tarball}.sha256sum")
+        return ()
+
+
+DEFAULT_CNI_SOURCE = CniSource()
+
+
+class BootstrapRole(StrEnum):
+    INIT = "init"
+    JOIN_CONTROL_PLANE = "join-control-plane"
+    WORKER = "worker"
+    ETCD = "etcd"
+
+
+def bootstrap_role(node: NodePlan) -> BootstrapRole:
+    if node.role is Role.ETCD:
+        return BootstrapRole.ETCD
+    if node.role is Role.WORKER:
+        return BootstrapRole.WORKER
+    return BootstrapRole.INIT if node.is_init else BootstrapRole.JOIN_CONTROL_PLANE
+
+
+# --------------------------------------------------------------------------------------------------
+# CNI configuration, built as data with the profile's pod CIDRs
+
+
+def _pod_cidrs(plan: ClusterPlan) -> list[str]:
+    return plan.settings.pod_subnet.split(",")
+
+
+def calico_documents(plan: ClusterPlan) -> list[dict[str, object]]:
+    """Tigera operator Installation (the IP pools carry the pod CIDRs) and the APIServer."""
+    pools = []
+    for cidr in _pod_cidrs(plan):
+        v6 = ":" in cidr
+        pools.append(
+            {
+                "name": "default-ipv6-ippool" if v6 else "default-ipv4-ippool",
+                "blockSize": 122 if v6 else 26,
+                "cidr": cidr,
+                "encapsulation": "VXLANCrossSubnet",
+                "natOutgoing": "Enabled",
+                "nodeSelector": "all()",
+            }
+        )
+    return [
+        {
+            "apiVersion": "operator.tigera.io/v1",
+            "kind": "Installation",
+            "metadata": {"name": "default"},
+            "spec": {"calicoNetwork": {"ipPools": pools}},
+        },
+        {"apiVersion": "operator.tigera.io/v1", "kind": "APIServer", "metadata": {"name": "default"}, "spec": {}},
+    ]
+
+
+def flannel_net_conf(plan: ClusterPlan) -> dict[str, object]:
+    v4 = [c for c in _pod_cidrs(plan) if ":" not in c]
+    v6 = [c for c in _pod_cidrs(plan) if ":" in c]
+    conf: dict[str, object] = {}
+    if v4:
+        conf["Network"] = v4[0]
+    else:
+        conf["EnableIPv4"] = False
+    if v6:
+        conf["EnableIPv6"] = True
+        conf["IPv6Network"] = v6[0]
+    conf["EnableNFTables"] = False
+    conf["Backend"] = {"Type": "vxlan"}
+    return conf
+
+
+def cilium_values(plan: ClusterPlan) -> dict[str, object]:
+    """ipam.mode=kubernetes: pods get addresses from each node's podCIDR, carved by kube-controller-manager
+    out of networking.podSubnet, so the profile's pod CIDR is the one in use."""
+    cidrs = _pod_cidrs(plan)
+    return {
+        "ipam": {"mode": "kubernetes"},
+        "ipv4": {"enabled": any(":" not in c for c in cidrs)},
+        "ipv6": {"enabled": any(":" in c for c in cidrs)},
+    }
+
+
+def cni_config_file(plan: ClusterPlan) -> NodeFile | None:
+    cni = plan.settings.cni
+    if cni is Cni.CALICO:
+        return public(f"{CNI_DIR}/calico-installation.yaml", yamlio.dump_all(calico_documents(plan)))
+    if cni is Cni.FLANNEL:
+        patch = {"data": {"net-conf.json": json.dumps(flannel_net_conf(plan), indent=2) + "\n"}}
+        return public(f"{CNI_DIR}/flannel-net-conf-patch.yaml", yamlio.dump(patch))
+    if cni is Cni.CILIUM:
+        return public(f"{CNI_DIR}/cilium-values.yaml", yamlio.dump(cilium_values(plan)))
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# kubeadm retries: preflight checks that only the leftovers of an earlier, unfinished try trip
+
+_RETRY_INIT = (
+    "DirAvailable--var-lib-etcd",
+    "FileAvailable--etc-kubernetes-manifests-etcd.yaml",
+    "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
+    "FileAvailable--etc-kubernetes-manifests-kube-controller-manager.yaml",
+    "FileAvailable--etc-kubernetes-manifests-kube-scheduler.yaml",
+    "Port-10250",
+    "Port-10257",
+    "Port-10259",
+    "Port-2379",
+    "Port-2380",
+    "Port-6443",
+)
+_RETRY_JOIN = (
+    "FileAvailable--etc-kubernetes-bootstrap-kubelet.conf",
+    "FileAvailable--etc-kubernetes-kubelet.conf",
+    "FileAvailable--etc-kubernetes-pki-ca.crt",
+    "Port-10250",
+)
+
+
+def retry_ignored_checks(role: BootstrapRole) -> tuple[str, ...]:
+    if role is BootstrapRole.INIT:
+        return _RETRY_INIT
+    if role is BootstrapRole.WORKER:
+        return _RETRY_JOIN
+    if role is BootstrapRole.JOIN_CONTROL_PLANE:
+        return tuple(sorted({*_RETRY_INIT, *_RETRY_JOIN, "DirAvailable--etc-kubernetes-manifests"}))
+    return ()
+
+
+# --------------------------------------------------------------------------------------------------
+# The env file
+
+
+def _words(values: Sequence[str]) -> str:
+    for v in values:
+        if not v or any(c.isspace() for c in v):
+            raise ValueError(f"list item {v!r} cannot travel space-separated")
+    return " ".join(values)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def env_values(
+    plan: ClusterPlan,
+    node: NodePlan,
+    prep: HostPrep,
+    *,
+    node_files: Sequence[NodeFile],
+    cni_source: CniSource = DEFAULT_CNI_SOURCE,
+) -> dict[str, str]:
+    """Every name the script reads, in a fixed order; `node_files` are the node's other files."""
+    c = plan.settings
+    role = bootstrap_role(node)
+    paths = {f.path for f in node_files}
+    kubeadm_config = {
+        BootstrapRole.INIT: INIT_CONFIG_PATH,
+        BootstrapRole.JOIN_CONTROL_PLANE: JOIN_CONFIG_PATH,
+        BootstrapRole.WORKER: JOIN_CONFIG_PATH,
+        BootstrapRole.ETCD: "",
+    }[role]
+    joining = role in (BootstrapRole.JOIN_CONTROL_PLANE, BootstrapRole.WORKER)
+    earlier = [n.name for n in plan.control_planes if n.index < node.index] if node.is_control_plane else []
+    if role is not BootstrapRole.JOIN_CONTROL_PLANE:
+        earlier = []
+    join_after_pods = ["etcd", "kube-apiserver"] if plan.topology is Topology.STACKED else ["kube-apiserver"]
+    kube_vip = ""
+    if role is BootstrapRole.INIT:
+        for f in node_files:
+            if (
+                f.path.startswith(f"{MANIFESTS_DIR}/")
+                and "kube-vip" in f.path.rsplit("/", 1)[-1]
+                and SUPER_ADMIN_CONF_PATH.encode() in f.content
+            ):
+                kube_vip = f.path
+    cni_file = cni_config_file(plan) if role is BootstrapRole.INIT else None
+    cni_urls = cni_source.urls(c.cni, node.arch.value) if role is BootstrapRole.INIT else ()
+    fw = prep.firewall
+    values = {
+        "BAKE_CLUSTER": plan.name,
+        "BAKE_NODE_NAME": node.name,
+        "BAKE_ROLE": role.value,
+        "BAKE_OS": node.os.name.value,
+        "BAKE_ARCH": node.arch.value,
+        "BAKE_KUBERNETES_VERSION": node.kubelet_version,
+        "BAKE_PACKAGE_MODE": c.packages.mode.value,
+        "BAKE_PKG_FAMILY": prep.package_family.value,
+        "BAKE_BASE_PACKAGES": _words(prep.base_packages),
+        "BAKE_RUNTIME_PACKAGES": _words(prep.runtime_packages),
+        "BAKE_KUBE_PACKAGES": _words(prep.kube_packages),
+        "BAKE_HOLD_PACKAGES": _words(prep.hold_packages),
+        "BAKE_APT_KEY_URLS": _words([k.url for k in prep.apt_keys]),
+        "BAKE_APT_KEYRINGS": _words([k.keyring for k in prep.apt_keys]),
+        "BAKE_APT_STAGED_SOURCES": _words(prep.apt_staged_sources),
+        "BAKE_RUNTIME_SERVICE": prep.runtime_service,
+        "BAKE_CRI_SOCKET": prep.cri_socket,
+        "BAKE_CONTAINERD_CONFIG_VERSION": str(prep.containerd_config_version or ""),
+        "BAKE_SELINUX_PERMISSIVE": _yes(prep.selinux_permissive),
+        "BAKE_FIREWALL_TCP": _words(fw.tcp),
+        "BAKE_FIREWALL_UDP": _words(fw.udp),
+        "BAKE_FIREWALL_PROTOCOLS": _words(fw.protocols),
+        "BAKE_KUBEADM_CONFIG": kubeadm_config,
+        "BAKE_KUBEADM_RETRY_IGNORE": ",".join(retry_ignored_checks(role)),
+        "BAKE_API_ENDPOINT": plan.api_endpoint().hostport if joining else "",
+        "BAKE_WAIT_ENDPOINT_SECONDS": str(WAIT_ENDPOINT_SECONDS),
+        "BAKE_JOIN_AFTER": _words(earlier),
+        "BAKE_JOIN_AFTER_PODS": _words(join_after_pods),
+        "BAKE_WAIT_PEERS_SECONDS": str(WAIT_PEERS_SECONDS),
+        "BAKE_KUBE_VIP_MANIFEST": kube_vip,
+        "BAKE_CNI": c.cni.value if role is BootstrapRole.INIT else "none",
+        "BAKE_CNI_URLS": _words(cni_urls),
+        "BAKE_CNI_CONFIG": cni_file.path if cni_file is not None else "",
+        "BAKE_CILIUM_VERSION": cni_source.cilium_version,
+        "BAKE_REMOVE_CONTROL_PLANE_TAINT": _yes(node.is_control_plane and c.allow_scheduling_on_control_planes),
+    }
+    if role is BootstrapRole.JOIN_CONTROL_PLANE and earlier and ADMIN_CONF_PATH not in paths:
+        raise BakeError(
+            [Problem(f"node {node.name}", f"a joining control plane needs {ADMIN_CONF_PATH} to check the join order")]
+        )
+    return values
+
+
+ENV_NAMES = (
+    "BAKE_CLUSTER",
+    "BAKE_NODE_NAME",
+    "BAKE_ROLE",
+    "BAKE_OS",
+    "BAKE_ARCH",
+    "BAKE_KUBERNETES_VERSION",
+    "BAKE_PACKAGE_MODE",
+    "BAKE_PKG_FAMILY",
+    "BAKE_BASE_PACKAGES",
+    "BAKE_RUNTIME_PACKAGES",
+    "BAKE_KUBE_PACKAGES",
+    "BAKE_HOLD_PACKAGES",
+    "BAKE_APT_KEY_URLS",
+    "BAKE_APT_KEYRINGS",
+    "BAKE_APT_STAGED_SOURCES",
+    "BAKE_RUNTIME_SERVICE",
+    "BAKE_CRI_SOCKET",
+    "BAKE_CONTAINERD_CONFIG_VERSION",
+    "BAKE_SELINUX_PERMISSIVE",
+    "BAKE_FIREWALL_TCP",
+    "BAKE_FIREWALL_UDP",
+    "BAKE_FIREWALL_PROTOCOLS",
+    "BAKE_KUBEADM_CONFIG",
+    "BAKE_KUBEADM_RETRY_IGNORE",
+    "BAKE_API_ENDPOINT",
+    "BAKE_WAIT_ENDPOINT_SECONDS",
+    "BAKE_JOIN_AFTER",
+    "BAKE_JOIN_AFTER_PODS",
+    "BAKE_WAIT_PEERS_SECONDS",
+    "BAKE_KUBE_VIP_MANIFEST",
+    "BAKE_CNI",
+    "BAKE_CNI_URLS",
+    "BAKE_CNI_CONFIG",
+    "BAKE_CILIUM_VERSION",
+    "BAKE_REMOVE_CONTROL_PLANE_TAINT",
+)
+"""The fixed set of names the script reads (it runs with `set -u`: a missing one stops it)."""
+
+
+def env_text(values: Mapping[str, str]) -> str:
+    """`NAME=<shlex.quote(value)>` lines; only the fixed names, every value quoted."""
+    if tuple(values) != ENV_NAMES:
+        raise ValueError("bootstrap env names differ from ENV_NAMES")
+    lines = ["# bake: values for /usr/local/sbin/bake-bootstrap (each one shell-quoted)"]
+    for name, value in values.items():
+        if "\x00" in value:
+            raise ValueError(f"{name}: NUL cannot be passed to a shell")
+        lines.append(f"{name}={shlex.quote(value)}")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Script and unit
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        # bash has `${#array[@]}`: move Jinja's comment markers out of its way.
+        comment_start_string="{##",
+        comment_end_string="##}",
+    )
+    env.filters["shquote"] = shlex.quote
+    return env
+
+
+@cache
+def script_text() -> str:
+    """The bootstrap script; the same bytes for every node (only constants are rendered into it)."""
+    return _environment().get_template("bootstrap.sh.j2").render(
+        unit_name=UNIT_NAME,
+        env_file=ENV_PATH,
+        state_dir=STATE_DIR,
+        steps_dir=STEPS_DIR,
+        done_file=DONE_PATH,
+        stopped_file=STOPPED_PATH,
+        test_stop_file=TEST_STOP_PATH,
+        log_file=LOG_PATH,
+        saved_config_dir=SAVED_CONFIG_DIR,
+        capi_sentinel=CAPI_SENTINEL_PATH,
+        sysctl_file=SYSCTL_PATH,
+    )
+
+
+def unit_text() -> str:
+    # After cloud-init.service (which runs write_files), never After=cloud-final.service: cloud-final
+    # is ordered after multi-user.target on Debian/Ubuntu, and this unit is wanted by multi-user.target,
+    # which would be an ordering cycle. runcmd starts it with --no-block on the first boot; later boots
+    # start it through multi-user.target until the done file exists.
+    return (
+        "[Unit]\n"
+        "Description=bake: bootstrap this Kubernetes node (kubeadm) until it is done\n"
+        "Documentation=file:///var/log/bake/bootstrap.log\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target cloud-init.service\n"
+        f"ConditionPathExists=!{DONE_PATH}\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        f"ExecStart={SCRIPT_PATH}\n"
+        "TimeoutStartSec=infinity\n"
+        "StandardOutput=journal\n"
+        "StandardError=journal\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def bootstrap_files(
+    plan: ClusterPlan,
+    node: NodePlan,
+    prep: HostPrep,
+    *,
+    node_files: Sequence[NodeFile],
+    cni_source: CniSource = DEFAULT_CNI_SOURCE,
+) -> list[NodeFile]:
+    """Script, unit, env file and (init node) the CNI configuration."""
+    values = env_values(plan, node, prep, node_files=node_files, cni_source=cni_source)
+    files = [
+        NodeFile(SCRIPT_PATH, script_text().encode(), 0o755),
+        public(UNIT_PATH, unit_text()),
+        public(ENV_PATH, env_text(values)),
+    ]
+    if bootstrap_role(node) is BootstrapRole.INIT:
+        cni_file = cni_config_file(plan)
+        if cni_file is not None:
+            files.append(cni_file)
+    return files

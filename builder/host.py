@@ -1,0 +1,452 @@
+"""OS preparation for one node, as files plus the data the bootstrap script acts on (pure).
+
+Everything here follows the NODE (its OS family, arch, kubelet version), never the machine that bakes.
+Files are returned ready for write_files; actions that must run on the node (modprobe, package
+installs, firewall rules) are returned as data that `bootstrap` passes to the script through its
+shell-quoted env file, so no profile string is ever spliced into shell code.
+
+Sources: spec 7.1 (pkgs.k8s.io repositories), 7.2 (modules, sysctls, swap), 7.3 (containerd), 7.4
+(ports), 6.4 (kubelet as etcd service manager); setup guide parts 1 and 8 (SELinux, ebtables/ethtool).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import yamlio
+from .files import NodeFile, public
+from .plan import ClusterPlan, NodePlan, PackageFamily, Topology
+from .profile import Cni, LoadBalancerKind, PackageMode, Role, Runtime
+
+MODULES_LOAD_PATH = "/etc/modules-load.d/k8s.conf"
+SYSCTL_PATH = "/etc/sysctl.d/k8s.conf"
+CONTAINERD_CONFIG_PATH = "/etc/containerd/config.toml"
+CRIO_DROPIN_PATH = "/etc/crio/crio.conf.d/10-bake.conf"
+CRICTL_PATH = "/etc/crictl.yaml"
+ZRAM_GENERATOR_PATH = "/etc/systemd/zram-generator.conf"
+ETCD_DROPIN_PATH = "/etc/systemd/system/kubelet.service.d/20-etcd-service-manager.conf"
+ETCD_KUBELET_CONFIG_PATH = "/etc/systemd/system/kubelet.service.d/kubelet.conf"
+
+# apt sources are staged here and moved into /etc/apt/sources.list.d by the script only once their
+# keyring exists: an apt source whose signed-by file is missing makes every `apt-get update` fail,
+# including the one that may be needed to install curl/gpg to fetch the key.
+APT_STAGING_DIR = "/etc/bake/apt"
+APT_KEYRING_DIR = "/etc/apt/keyrings"
+YUM_REPOS_DIR = "/etc/yum.repos.d"
+
+CONTAINERD_SOCKET = "unix:///var/run/containerd/containerd.sock"
+CRIO_SOCKET = "unix:///var/run/crio/crio.sock"
+
+# containerd.io for EL 9 comes from Docker's repository (RHEL-family base repos ship no containerd).
+# There is no profile field for a mirror of it yet: see the report / README.
+DOCKER_RPM_BASE_URL = "https://download.docker.com/linux"
+
+K8S_PACKAGES = ("kubelet", "kubeadm", "kubectl")
+# Guide part 8 (preflight warnings) plus what fetching repository keys needs.
+APT_BASE_PACKAGES = ("ca-certificates", "conntrack", "curl", "ebtables", "ethtool", "gpg", "socat")
+# On EL 9 / Fedora the `ebtables` command comes from whatever provides it (iptables-nft); the kubelet
+# RPM requires it, so dnf resolves it with the kubelet.
+DNF_BASE_PACKAGES = ("ca-certificates", "conntrack-tools", "curl", "ethtool", "iptables", "socat")
+
+_ARCH_RPM = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+@dataclass(frozen=True)
+class Firewall:
+    """Inbound openings for the node's role (spec 7.4), as firewalld/ufw will need them."""
+
+    tcp: tuple[str, ...]
+    udp: tuple[str, ...]
+    protocols: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AptKey:
+    url: str
+    keyring: str
+
+
+@dataclass(frozen=True)
+class HostPrep:
+    """What a node needs before kubeadm: its files and the actions the script takes."""
+
+    files: tuple[NodeFile, ...]
+    package_family: PackageFamily
+    prebaked: bool
+    runtime: Runtime
+    runtime_service: str
+    cri_socket: str
+    containerd_config_version: int | None
+    base_packages: tuple[str, ...]
+    runtime_packages: tuple[str, ...]
+    kube_packages: tuple[str, ...]
+    """Pinned specs: apt `kubelet=1.NN.P-*`, dnf `kubelet-1.NN.P`."""
+    hold_packages: tuple[str, ...]
+    apt_keys: tuple[AptKey, ...]
+    apt_staged_sources: tuple[str, ...]
+    selinux_permissive: bool
+    firewall: Firewall
+    etcd_service_manager: bool
+
+
+# --------------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+def minor_of(version: str) -> str:
+    """"1.37.1" -> "1.37" (the pkgs.k8s.io repositories are one per minor)."""
+    major, minor = version.removeprefix("v").split(".")[:2]
+    return f"{major}.{minor}"
+
+
+def cri_socket(runtime: Runtime) -> str:
+    return CRIO_SOCKET if runtime is Runtime.CRIO else CONTAINERD_SOCKET
+
+
+def pause_image(plan: ClusterPlan, node: NodePlan) -> str:
+    """The sandbox image the node's kubeadm expects; runtime and kubelet must agree on it."""
+    return f"{plan.settings.image_repository}/pause:{node.kubelet_info.pause_tag}"
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: JSON's escapes are valid TOML ones; astral characters stay literal (TOML has
+    no surrogate pairs) and DEL, which JSON leaves bare, is escaped."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_key(key: str) -> str:
+    if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii():
+        return key
+    return _toml_string(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def toml_dump(data: dict[str, Any]) -> str:
+    """A minimal TOML writer for nested tables of scalars (what runtime configs need), built as data."""
+    out: list[str] = []
+
+    def table(prefix: tuple[str, ...], body: dict[str, Any]) -> None:
+        scalars = [(k, v) for k, v in body.items() if not isinstance(v, dict)]
+        tables = [(k, v) for k, v in body.items() if isinstance(v, dict)]
+        if scalars and prefix:
+            if out:
+                out.append("")
+            out.append("[" + ".".join(_toml_key(p) for p in prefix) + "]")
+        for k, v in scalars:
+            out.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        for k, v in tables:
+            table((*prefix, k), v)
+
+    table((), data)
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+
+
+def modules_file() -> NodeFile:
+    return public(MODULES_LOAD_PATH, "# bake: kernel modules for container networking (spec 7.2)\noverlay\nbr_netfilter\n")
+
+
+def sysctl_file(node: NodePlan) -> NodeFile:
+    lines = [
+        "# bake: kubeadm preflight needs forwarding; bridged traffic must traverse iptables (spec 7.2)",
+        "net.bridge.bridge-nf-call-iptables = 1",
+        "net.bridge.bridge-nf-call-ip6tables = 1",
+        "net.ipv4.ip_forward = 1",
+    ]
+    if node.ip.version == 6:
+        # kubeadm preflight checks .../ipv6/conf/default/forwarding with an IPv6 advertise address.
+        lines += ["net.ipv6.conf.all.forwarding = 1", "net.ipv6.conf.default.forwarding = 1"]
+    return public(SYSCTL_PATH, "\n".join(lines) + "\n")
+
+
+def containerd_config(plan: ClusterPlan, node: NodePlan) -> NodeFile:
+    """config.toml in the schema of the containerd this Kubernetes minor is paired with (versions.py)."""
+    version = node.kubelet_info.containerd_config_version
+    runc_options = {"SystemdCgroup": True}
+    runc = {"runtime_type": "io.containerd.runc.v2", "options": runc_options}
+    data: dict[str, Any]
+    if version >= 3:
+        data = {
+            "version": 3,
+            "disabled_plugins": [],
+            "plugins": {
+                "io.containerd.cri.v1.images": {"pinned_images": {"sandbox": pause_image(plan, node)}},
+                "io.containerd.cri.v1.runtime": {"containerd": {"runtimes": {"runc": runc}}},
+            },
+        }
+    else:
+        data = {
+            "version": 2,
+            "disabled_plugins": [],
+            "plugins": {
+                "io.containerd.grpc.v1.cri": {
+                    "sandbox_image": pause_image(plan, node),
+                    "containerd": {"runtimes": {"runc": runc}},
+                }
+            },
+        }
+    header = "# bake: systemd cgroups and kubeadm's pause image, so kubelet and containerd agree (spec 7.3)\n"
+    return public(CONTAINERD_CONFIG_PATH, header + toml_dump(data))
+
+
+def crio_dropin(plan: ClusterPlan, node: NodePlan) -> NodeFile:
+    data = {
+        "crio": {
+            "runtime": {"cgroup_manager": "systemd"},
+            "image": {"pause_image": pause_image(plan, node)},
+        }
+    }
+    header = "# bake: systemd cgroups and kubeadm's pause image, so kubelet and CRI-O agree\n"
+    return public(CRIO_DROPIN_PATH, header + toml_dump(data))
+
+
+def crictl_file(runtime: Runtime) -> NodeFile:
+    socket = cri_socket(runtime)
+    return public(
+        CRICTL_PATH, yamlio.dump({"runtime-endpoint": socket, "image-endpoint": socket, "timeout": 10})
+    )
+
+
+def etcd_kubelet_configuration(runtime: Runtime) -> dict[str, Any]:
+    """The standalone kubelet that runs an external etcd member's static pod (spec 6.4, current text)."""
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False}},
+        "authorization": {"mode": "AlwaysAllow"},
+        "cgroupDriver": "systemd",
+        "address": "127.0.0.1",
+        "containerRuntimeEndpoint": cri_socket(runtime),
+        "staticPodPath": "/etc/kubernetes/manifests",
+    }
+
+
+def etcd_service_manager_files(runtime: Runtime) -> list[NodeFile]:
+    config_header = (
+        '# Replace "systemd" with the cgroup driver of your container runtime. '
+        'The default value in the kubelet is "cgroupfs".\n'
+        '# Replace the value of "containerRuntimeEndpoint" for a different container runtime if needed.\n'
+        "#\n"
+    )
+    dropin = (
+        "[Service]\n"
+        "ExecStart=\n"
+        f"ExecStart=/usr/bin/kubelet --config={ETCD_KUBELET_CONFIG_PATH}\n"
+        "Restart=always\n"
+    )
+    return [
+        public(ETCD_KUBELET_CONFIG_PATH, config_header + yamlio.dump(etcd_kubelet_configuration(runtime))),
+        public(ETCD_DROPIN_PATH, dropin),
+    ]
+
+
+def _k8s_apt_url(base: str, minor: str) -> str:
+    return f"{base.rstrip('/')}/core:/stable:/v{minor}/deb/"
+
+
+def _crio_apt_url(base: str, minor: str) -> str:
+    return f"{base.rstrip('/')}/addons:/cri-o:/stable:/v{minor}/deb/"
+
+
+def _k8s_rpm_url(base: str, minor: str) -> str:
+    return f"{base.rstrip('/')}/core:/stable:/v{minor}/rpm/"
+
+
+def _crio_rpm_url(base: str, minor: str) -> str:
+    return f"{base.rstrip('/')}/addons:/cri-o:/stable:/v{minor}/rpm/"
+
+
+def _ini(sections: list[tuple[str, list[tuple[str, str]]]]) -> str:
+    blocks = []
+    for name, items in sections:
+        blocks.append("\n".join([f"[{name}]", *(f"{k}={v}" for k, v in items)]))
+    return "\n\n".join(blocks) + "\n"
+
+
+def repository_files(plan: ClusterPlan, node: NodePlan) -> tuple[list[NodeFile], list[AptKey], list[str]]:
+    """Repository definitions for the node's minor; apt ones are staged (see APT_STAGING_DIR)."""
+    pkgs = plan.settings.packages
+    minor = minor_of(node.kubelet_version)
+    runtime = plan.settings.container_runtime
+    files: list[NodeFile] = []
+    keys: list[AptKey] = []
+    staged: list[str] = []
+    if node.os.family is PackageFamily.APT:
+        repos = [("kubernetes", _k8s_apt_url(pkgs.apt_base_url, minor))]
+        if runtime is Runtime.CRIO:
+            repos.append(("cri-o", _crio_apt_url(pkgs.apt_base_url, minor)))
+        for name, url in repos:
+            keyring = f"{APT_KEYRING_DIR}/{name}-apt-keyring.gpg"
+            staged_path = f"{APT_STAGING_DIR}/{name}.list"
+            files.append(public(staged_path, f"deb [signed-by={keyring}] {url} /\n"))
+            keys.append(AptKey(f"{url}Release.key", keyring))
+            staged.append(staged_path)
+        return files, keys, staged
+    k8s_url = _k8s_rpm_url(pkgs.rpm_base_url, minor)
+    sections = [
+        (
+            "kubernetes",
+            [
+                ("name", "Kubernetes"),
+                ("baseurl", k8s_url),
+                ("enabled", "1"),
+                ("gpgcheck", "1"),
+                ("gpgkey", f"{k8s_url}repodata/repomd.xml.key"),
+                ("exclude", "kubelet kubeadm kubectl cri-tools kubernetes-cni"),
+            ],
+        )
+    ]
+    files.append(public(f"{YUM_REPOS_DIR}/kubernetes.repo", _ini(sections)))
+    if runtime is Runtime.CRIO:
+        crio_url = _crio_rpm_url(pkgs.rpm_base_url, minor)
+        crio = [
+            (
+                "cri-o",
+                [
+                    ("name", "CRI-O"),
+                    ("baseurl", crio_url),
+                    ("enabled", "1"),
+                    ("gpgcheck", "1"),
+                    ("gpgkey", f"{crio_url}repodata/repomd.xml.key"),
+                ],
+            )
+        ]
+        files.append(public(f"{YUM_REPOS_DIR}/cri-o.repo", _ini(crio)))
+    elif node.os.distro != "fedora":
+        # EL 9: containerd.io from Docker's repository, for the node's own architecture.
+        flavour = "rhel" if node.os.distro == "rhel" else "centos"
+        base = f"{DOCKER_RPM_BASE_URL}/{flavour}"
+        docker = [
+            (
+                "docker-ce-stable",
+                [
+                    ("name", "Docker CE Stable (containerd.io)"),
+                    ("baseurl", f"{base}/{node.os.release}/{_ARCH_RPM[node.arch.value]}/stable"),
+                    ("enabled", "1"),
+                    ("gpgcheck", "1"),
+                    ("gpgkey", f"{base}/gpg"),
+                ],
+            )
+        ]
+        files.append(public(f"{YUM_REPOS_DIR}/docker-ce.repo", _ini(docker)))
+    return files, keys, staged
+
+
+# --------------------------------------------------------------------------------------------------
+# Ports (spec 7.4)
+
+
+def _cni_ports(cni: Cni) -> tuple[list[str], list[str]]:
+    """Inter-node ports of the pod network (guide part 1: 'the pod network plugin may need ports')."""
+    if cni is Cni.CALICO:
+        return ["179", "5473"], ["4789"]  # BGP, Typha; VXLAN
+    if cni is Cni.FLANNEL:
+        return [], ["8472"]  # VXLAN
+    if cni is Cni.CILIUM:
+        return ["4240"], ["8472"]  # health; VXLAN
+    return [], []
+
+
+def firewall_rules(plan: ClusterPlan, node: NodePlan) -> Firewall:
+    c = plan.settings
+    tcp: list[str] = []
+    udp: list[str] = []
+    protocols: list[str] = []
+    if node.role is Role.ETCD:
+        tcp += ["2379-2380", "10250"]
+    else:
+        cni_tcp, cni_udp = _cni_ports(c.cni)
+        tcp += cni_tcp
+        udp += cni_udp
+        tcp.append("10250")
+        if node.role is Role.CONTROL_PLANE:
+            tcp += ["6443", "10257", "10259"]
+            if plan.topology is Topology.STACKED:
+                tcp.append("2379-2380")
+            if c.load_balancer.kind is LoadBalancerKind.HAPROXY_KEEPALIVED:
+                tcp.append(str(c.load_balancer.port))
+                protocols.append("vrrp")
+            if c.allow_scheduling_on_control_planes:
+                tcp.append("30000-32767")
+        else:
+            tcp.append("30000-32767")
+
+    def order(ports: list[str]) -> tuple[str, ...]:
+        return tuple(sorted(set(ports), key=lambda p: int(p.split("-")[0])))
+
+    return Firewall(order(tcp), order(udp), tuple(sorted(set(protocols))))
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole preparation
+
+
+def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
+    c = plan.settings
+    runtime = c.container_runtime
+    family = node.os.family
+    prebaked = c.packages.mode is PackageMode.PREBAKED
+    files = [modules_file(), sysctl_file(node), crictl_file(runtime)]
+    if runtime is Runtime.CRIO:
+        files.append(crio_dropin(plan, node))
+        config_version = None
+    else:
+        files.append(containerd_config(plan, node))
+        config_version = node.kubelet_info.containerd_config_version
+    if node.os.distro == "fedora":
+        # Fedora enables swap on zram by default; an empty generator config in /etc disables it.
+        files.append(public(ZRAM_GENERATOR_PATH, "# bake: no swap on zram (the kubelet needs swap off)\n"))
+    if node.role is Role.ETCD:
+        files += etcd_service_manager_files(runtime)
+
+    keys: list[AptKey] = []
+    staged: list[str] = []
+    version = node.kubelet_version.removeprefix("v")
+    if family is PackageFamily.APT:
+        base_packages = APT_BASE_PACKAGES
+        runtime_packages: tuple[str, ...] = ("cri-o",) if runtime is Runtime.CRIO else ("containerd",)
+        kube_packages = tuple(f"{p}={version}-*" for p in K8S_PACKAGES)
+    else:
+        base_packages = DNF_BASE_PACKAGES
+        if runtime is Runtime.CRIO:
+            runtime_packages = ("cri-o",)
+        else:
+            runtime_packages = ("containerd",) if node.os.distro == "fedora" else ("containerd.io",)
+        kube_packages = tuple(f"{p}-{version}" for p in K8S_PACKAGES)
+    if not prebaked:
+        repo_files, keys, staged = repository_files(plan, node)
+        files += repo_files
+    return HostPrep(
+        files=tuple(sorted(files, key=lambda f: f.path)),
+        package_family=family,
+        prebaked=prebaked,
+        runtime=runtime,
+        runtime_service="crio" if runtime is Runtime.CRIO else "containerd",
+        cri_socket=cri_socket(runtime),
+        containerd_config_version=config_version,
+        base_packages=base_packages,
+        runtime_packages=runtime_packages,
+        kube_packages=kube_packages,
+        hold_packages=K8S_PACKAGES,
+        apt_keys=tuple(keys),
+        apt_staged_sources=tuple(staged),
+        selinux_permissive=node.os.rhel_like,
+        firewall=firewall_rules(plan, node),
+        etcd_service_manager=node.role is Role.ETCD,
+    )

@@ -1,0 +1,440 @@
+"""kubeadm's own config documents (v1beta4 + KubeletConfiguration v1beta1), built as data.
+
+The node runs `kubeadm init --config INIT_CONFIG_PATH` (first control plane) or
+`kubeadm join --config JOIN_CONFIG_PATH` (everyone else but etcd-only members). Everything version-
+dependent comes from `plan.info` / `node.kubelet_info` (builder.versions.MinorInfo).
+
+Upstream facts relied on (see kubeadm-spec.md sections 2, 4 and 6):
+- `kubeadm join --config` reads only the JoinConfiguration document: `documentMapToJoinConfiguration`
+  (cmd/kubeadm/app/util/config/joinconfiguration.go) skips every other kind ("not interested in
+  anything other than JoinConfiguration"), and the v1beta4 reference says "When executing kubeadm join
+  with the --config option, the JoinConfiguration type should be provided". A joining node gets its
+  KubeletConfiguration from the `kube-system/kubelet-config` ConfigMap that `kubeadm init` uploads, so
+  the KubeletConfiguration document is written only into the init node's file.
+- `kubeadm join` preflight (`RunJoinNodeChecks`, cmd/kubeadm/app/preflight/checks.go) fails on a
+  non-empty /etc/kubernetes/manifests (`DirAvailable--etc-kubernetes-manifests`); `kubeadm init` only
+  checks its own four manifest files. A joining control plane that gets load-balancer static pods
+  before `kubeadm join` therefore ignores that one check.
+- `nodeRegistration.taints` has no omitempty: absent means "kubeadm's control-plane taint", `[]` none.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from . import kubeadm_schema, versions, yamlio
+from .errors import BakeError, Problem
+from .files import NodeFile, secret
+from .plan import API_PORT, ClusterPlan, NodePlan, Topology
+from .profile import DNS1123_SUBDOMAIN, Arg, Role, Runtime, deep_merge, duration_seconds
+
+INIT_CONFIG_PATH = "/run/kubeadm/kubeadm.yaml"
+JOIN_CONFIG_PATH = "/run/kubeadm/kubeadm-join-config.yaml"
+
+KUBEADM_API = kubeadm_schema.KUBEADM_API
+KUBELET_API = kubeadm_schema.KUBELET_API
+
+PKI_DIR = "/etc/kubernetes/pki"
+MANIFESTS_DIR = "/etc/kubernetes/manifests"
+ETCD_CA_FILE = f"{PKI_DIR}/etcd/ca.crt"
+APISERVER_ETCD_CLIENT_CERT = f"{PKI_DIR}/apiserver-etcd-client.crt"
+APISERVER_ETCD_CLIENT_KEY = f"{PKI_DIR}/apiserver-etcd-client.key"
+
+CRI_SOCKETS: Mapping[Runtime, str] = {
+    Runtime.CONTAINERD: "unix:///var/run/containerd/containerd.sock",
+    Runtime.CRIO: "unix:///var/run/crio/crio.sock",
+}
+
+# kubeadm's defaults for a bootstrap token (cmd/kubeadm/app/apis/bootstraptoken/v1 defaults.go).
+TOKEN_USAGES = ("signing", "authentication")
+TOKEN_GROUPS = ("system:bootstrappers:kubeadm:default-node-token",)
+DISCOVERY_TIMEOUT = "5m0s"  # kubeadm's default, written out so a join never waits longer
+PREFLIGHT_MANIFESTS_DIR = "DirAvailable--etc-kubernetes-manifests"
+LOCAL_MODE_GATE = "ControlPlaneKubeletLocalMode"
+
+TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
+CA_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+# Kubernetes label syntax (apimachinery validation.IsQualifiedName / IsValidLabelValue).
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+# The kubelet refuses --node-labels in the kubernetes.io / k8s.io namespaces except these
+# (k8s.io/kubelet/pkg/apis well_known_labels.go: KubeletLabels / KubeletLabelNamespaces).
+_KUBELET_LABELS = frozenset(
+    {
+        "kubernetes.io/hostname",
+        "kubernetes.io/instance-type",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "beta.kubernetes.io/instance-type",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+        "failure-domain.beta.kubernetes.io/zone",
+        "failure-domain.beta.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+        "node.kubernetes.io/instance-type",
+    }
+)
+_KUBELET_LABEL_NAMESPACES = ("kubelet.kubernetes.io", "node.kubernetes.io")
+
+
+# --------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def go_duration(seconds: int) -> str:
+    """Format like Go's time.Duration.String(): 8760h0m0s, 1h30m0s, 5m0s, 30s, 0s."""
+    if seconds == 0:
+        return "0s"
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m}m{s}s"
+    if m:
+        return f"{m}m{s}s"
+    return f"{s}s"
+
+
+def go_duration_text(text: str) -> str:
+    """A profile duration ("8760h", "24h0m0s") in the form kubeadm writes back."""
+    return go_duration(duration_seconds(text))
+
+
+def cri_socket(plan: ClusterPlan) -> str:
+    return CRI_SOCKETS[plan.settings.container_runtime]
+
+
+def args_list(args: Iterable[Arg]) -> list[dict[str, str]]:
+    return [{"name": a.name, "value": a.value} for a in args]
+
+
+def _node_index(plan: ClusterPlan, node: NodePlan) -> int:
+    return plan.nodes.index(node)
+
+
+def check_token(token: str) -> None:
+    if not TOKEN_RE.match(token):
+        raise BakeError([Problem("token", "a bootstrap token looks like abcdef.0123456789abcdef")])
+
+
+def check_ca_hash(ca_hash: str) -> None:
+    if not CA_HASH_RE.match(ca_hash):
+        raise BakeError([Problem("caCertHash", "expected sha256:<64 lower-case hex digits>")])
+
+
+def _label_problems(key: str, value: str, path: str) -> Iterator[Problem]:
+    prefix, slash, name = key.rpartition("/")
+    if not _LABEL_NAME.match(name) or (slash and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix))):
+        yield Problem(path, f"{key!r} is not a valid label key (optional DNS prefix/, then a name)")
+        return
+    if not _LABEL_VALUE.match(value):
+        yield Problem(path, f"{value!r} is not a valid label value (63 letters, digits, '-', '_', '.')")
+    if prefix and (prefix.endswith(("kubernetes.io", "k8s.io"))):
+        allowed = key in _KUBELET_LABELS or any(
+            prefix == ns or prefix.endswith("." + ns) for ns in _KUBELET_LABEL_NAMESPACES
+        )
+        if not allowed:
+            yield Problem(
+                path,
+                f"the kubelet refuses to set {key!r} itself (kubernetes.io/k8s.io labels are limited to "
+                "node.kubernetes.io/, kubelet.kubernetes.io/ and a few well-known ones); set it after join",
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# ClusterConfiguration
+
+
+def _cert_sans(plan: ClusterPlan) -> list[str]:
+    """Endpoint host and load-balancer VIP first (kubeadm adds the endpoint too), then the profile's."""
+    sans: list[str] = []
+    if plan.endpoint is not None:
+        sans.append(plan.endpoint.host)
+    vip = plan.settings.load_balancer.vip
+    if vip is not None:
+        sans.append(str(vip))
+    sans.extend(plan.settings.api_server.cert_sans)
+    return list(dict.fromkeys(sans))
+
+
+def feature_gates(plan: ClusterPlan) -> dict[str, bool]:
+    """The profile's kubeadm feature gates, checked against this minor, plus the ones bake needs.
+
+    ControlPlaneKubeletLocalMode is switched on where it exists but is off by default (alpha: 1.31,
+    1.32), as Cluster API does for >= 1.31: a control plane's kubelet then talks to its own
+    kube-apiserver instead of the load-balanced endpoint that may not be up yet. From beta on it is
+    the default and naming it is noise (and an error once the gate is removed).
+    """
+    info = plan.info
+    known = dict(info.feature_gates)
+    problems = []
+    for name, value in plan.settings.feature_gates.items():
+        state = known.get(name)
+        path = f"cluster.featureGates.{name}"
+        if state in (versions.REMOVED, versions.ABSENT):
+            problems.append(Problem(path, f"kubeadm {info.version} has no feature gate {name} ({state})"))
+        elif state == versions.GA and value is False:
+            problems.append(Problem(path, f"{name} is GA and locked to true in kubeadm {info.version}"))
+    if problems:
+        raise BakeError(problems)
+    gates = dict(plan.settings.feature_gates)
+    if plan.control_planes and known.get(LOCAL_MODE_GATE) == versions.ALPHA:
+        gates.setdefault(LOCAL_MODE_GATE, True)
+    return dict(sorted(gates.items()))
+
+
+def _etcd(plan: ClusterPlan) -> dict[str, Any]:
+    e = plan.settings.etcd
+    if plan.topology is Topology.STACKED:
+        local: dict[str, Any] = {"dataDir": e.data_dir}
+        if e.server_cert_sans:
+            local["serverCertSANs"] = list(e.server_cert_sans)
+        if e.peer_cert_sans:
+            local["peerCertSANs"] = list(e.peer_cert_sans)
+        if e.extra_args:
+            local["extraArgs"] = args_list(e.extra_args)
+        return {"local": local}
+    return {
+        "external": {
+            "endpoints": list(plan.etcd_client_urls),
+            "caFile": ETCD_CA_FILE,
+            "certFile": APISERVER_ETCD_CLIENT_CERT,
+            "keyFile": APISERVER_ETCD_CLIENT_KEY,
+        }
+    }
+
+
+def _component(args: Sequence[Arg]) -> dict[str, Any]:
+    return {"extraArgs": args_list(args)} if args else {}
+
+
+def cluster_configuration(plan: ClusterPlan) -> dict[str, Any]:
+    s = plan.settings
+    if not plan.control_planes:
+        raise BakeError([Problem("nodes", "a ClusterConfiguration needs a control plane")])
+    doc: dict[str, Any] = {
+        "apiVersion": KUBEADM_API,
+        "kind": "ClusterConfiguration",
+        "clusterName": plan.name,
+        "kubernetesVersion": f"v{plan.version}",
+    }
+    if plan.endpoint is not None:
+        doc["controlPlaneEndpoint"] = plan.endpoint.hostport
+    doc["certificatesDir"] = PKI_DIR
+    doc["imageRepository"] = s.image_repository
+    doc["networking"] = {
+        "serviceSubnet": s.service_subnet,
+        "podSubnet": s.pod_subnet,
+        "dnsDomain": s.dns_domain,
+    }
+    api_server: dict[str, Any] = {"certSANs": _cert_sans(plan)}
+    api_server.update(_component(s.api_server.extra_args))
+    doc["apiServer"] = api_server
+    for key, comp in (("controllerManager", s.controller_manager), ("scheduler", s.scheduler)):
+        if comp.extra_args:
+            doc[key] = _component(comp.extra_args)
+    doc["etcd"] = _etcd(plan)
+    doc["dns"] = {"disabled": False}
+    doc["proxy"] = {"disabled": False}
+    doc["encryptionAlgorithm"] = s.encryption_algorithm
+    doc["certificateValidityPeriod"] = go_duration_text(s.certificate_validity_period)
+    doc["caCertificateValidityPeriod"] = go_duration_text(s.ca_certificate_validity_period)
+    gates = feature_gates(plan)
+    if gates:
+        doc["featureGates"] = gates
+    return doc
+
+
+# --------------------------------------------------------------------------------------------------
+# KubeletConfiguration
+
+
+def _kubelet_defaults(plan: ClusterPlan) -> dict[str, Any]:
+    """What bake sets; kubeadm's componentconfigs/kubelet.go Default() agrees on every value."""
+    return {
+        "apiVersion": KUBELET_API,
+        "kind": "KubeletConfiguration",
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": f"{PKI_DIR}/ca.crt"},
+        },
+        "authorization": {"mode": "Webhook"},
+        "cgroupDriver": "systemd",
+        "clusterDNS": [str(plan.cluster_dns_ip)],
+        "clusterDomain": plan.settings.dns_domain,
+        "containerRuntimeEndpoint": cri_socket(plan),
+        "rotateCertificates": True,
+        "staticPodPath": MANIFESTS_DIR,
+    }
+
+
+def kubelet_config_problems(config: Mapping[str, Any]) -> list[Problem]:
+    allowed = set(kubeadm_schema.KUBELET_CONFIGURATION_FIELDS)
+    problems = []
+    for key in config:
+        path = f"cluster.kubelet.config.{key}"
+        if key in ("apiVersion", "kind"):
+            problems.append(Problem(path, "bake writes apiVersion and kind itself"))
+        elif key not in allowed:
+            problems.append(Problem(path, "not a KubeletConfiguration (kubelet.config.k8s.io/v1beta1) field"))
+    return problems
+
+
+def kubelet_configuration(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
+    """The cluster-wide KubeletConfiguration (cluster.kubelet.config merged over bake's defaults).
+
+    kubeadm uploads it to `kube-system/kubelet-config` and every joining kubelet downloads that, so it
+    is the same for every node: `node.kubelet_version` only changes the node's packages and flags, not
+    this document. `node` is the node whose config file carries it (the init node).
+    """
+    del node  # same document for every node; see above
+    user = plan.settings.kubelet.config
+    problems = kubelet_config_problems(user)
+    if problems:
+        raise BakeError(problems)
+    merged = deep_merge(_kubelet_defaults(plan), dict(user))
+    assert isinstance(merged, dict)
+    nested = kubeadm_schema.unknown_fields(merged)
+    if nested:
+        raise BakeError(
+            [
+                Problem(f"cluster.kubelet.config.{p}", "not a KubeletConfiguration v1beta1 field")
+                for p in nested
+            ]
+        )
+    return merged
+
+
+# --------------------------------------------------------------------------------------------------
+# InitConfiguration / JoinConfiguration
+
+
+def kubelet_extra_args(plan: ClusterPlan, node: NodePlan) -> list[dict[str, str]]:
+    """node-ip always, then cluster.kubelet.extraArgs, the node's own (which win by name), node-labels."""
+    i = _node_index(plan, node)
+    cluster_args = plan.settings.kubelet.extra_args
+    node_args = node.kubelet_extra_args
+    problems = []
+    reserved = {"node-ip": "nodes[].ip", "node-labels": "nodes[].labels"}
+    sources = (("cluster.kubelet.extraArgs", cluster_args), (f"nodes[{i}].kubeletExtraArgs", node_args))
+    for where, args in sources:
+        for j, a in enumerate(args):
+            if a.name in reserved:
+                problems.append(
+                    Problem(f"{where}[{j}].name", f"bake sets --{a.name} from {reserved[a.name]}")
+                )
+    for key, value in node.labels:
+        problems.extend(_label_problems(key, value, f"nodes[{i}].labels.{key}"))
+    if problems:
+        raise BakeError(problems)
+    own = {a.name for a in node_args}
+    out = [{"name": "node-ip", "value": str(node.ip)}]
+    out += args_list(a for a in cluster_args if a.name not in own)
+    out += args_list(node_args)
+    if node.labels:
+        out.append({"name": "node-labels", "value": ",".join(f"{k}={v}" for k, v in node.labels)})
+    return out
+
+
+def node_registration(
+    plan: ClusterPlan, node: NodePlan, *, ignore_manifests_dir: bool = False
+) -> dict[str, Any]:
+    reg: dict[str, Any] = {"name": node.name, "criSocket": cri_socket(plan)}
+    if node.is_control_plane and plan.settings.allow_scheduling_on_control_planes:
+        reg["taints"] = []  # no omitempty upstream: [] removes the control-plane taint, absent keeps it
+    reg["kubeletExtraArgs"] = kubelet_extra_args(plan, node)
+    if ignore_manifests_dir:
+        reg["ignorePreflightErrors"] = [PREFLIGHT_MANIFESTS_DIR]
+    return reg
+
+
+def _local_api_endpoint(node: NodePlan) -> dict[str, Any]:
+    return {"advertiseAddress": str(node.ip), "bindPort": API_PORT}
+
+
+def init_configuration(plan: ClusterPlan, node: NodePlan, token: str) -> dict[str, Any]:
+    check_token(token)
+    if not node.is_init:
+        raise BakeError(
+            [Problem(f"nodes[{_node_index(plan, node)}]", f"{node.name} does not run kubeadm init")]
+        )
+    return {
+        "apiVersion": KUBEADM_API,
+        "kind": "InitConfiguration",
+        "bootstrapTokens": [
+            {
+                "token": token,
+                "ttl": go_duration_text(plan.settings.token_ttl),
+                "usages": list(TOKEN_USAGES),
+                "groups": list(TOKEN_GROUPS),
+            }
+        ],
+        "nodeRegistration": node_registration(plan, node),
+        "localAPIEndpoint": _local_api_endpoint(node),
+    }
+
+
+def _has_static_pods_before_join(plan: ClusterPlan, node: NodePlan) -> bool:
+    from . import static_pods  # static_pods imports this module
+
+    return static_pods.has_static_pods(plan, node)
+
+
+def join_configuration(plan: ClusterPlan, node: NodePlan, token: str, ca_hash: str) -> dict[str, Any]:
+    check_token(token)
+    check_ca_hash(ca_hash)
+    if node.role is Role.ETCD or node.is_init:
+        raise BakeError(
+            [Problem(f"nodes[{_node_index(plan, node)}]", f"{node.name} does not run kubeadm join")]
+        )
+    doc: dict[str, Any] = {
+        "apiVersion": KUBEADM_API,
+        "kind": "JoinConfiguration",
+        "nodeRegistration": node_registration(
+            plan, node, ignore_manifests_dir=_has_static_pods_before_join(plan, node)
+        ),
+        "discovery": {
+            "bootstrapToken": {
+                "apiServerEndpoint": plan.api_endpoint().hostport,
+                "token": token,
+                "caCertHashes": [ca_hash],
+            }
+        },
+    }
+    if node.is_control_plane:
+        # No certificateKey: ca, sa, front-proxy-ca (and etcd-ca when stacked) are pre-placed on disk.
+        doc["controlPlane"] = {"localAPIEndpoint": _local_api_endpoint(node)}
+    doc["timeouts"] = {"discovery": DISCOVERY_TIMEOUT}
+    return doc
+
+
+# --------------------------------------------------------------------------------------------------
+# files
+
+
+def config_documents(plan: ClusterPlan, node: NodePlan, token: str, ca_hash: str) -> list[dict[str, Any]]:
+    """The documents of the node's kubeadm config file, in file order; [] for etcd-only members."""
+    if node.role is Role.ETCD:
+        return []
+    if node.is_init:
+        return [
+            init_configuration(plan, node, token),
+            cluster_configuration(plan),
+            kubelet_configuration(plan, node),
+        ]
+    return [join_configuration(plan, node, token, ca_hash)]
+
+
+def node_config_files(plan: ClusterPlan, node: NodePlan, token: str, ca_hash: str) -> list[NodeFile]:
+    docs = config_documents(plan, node, token, ca_hash)
+    if not docs:
+        return []
+    bad = [f"{d['kind']}.{p}" for d in docs for p in kubeadm_schema.unknown_fields(d)]
+    if bad:  # a renderer bug, never the user's: fail loudly rather than let kubeadm drop the field
+        raise AssertionError(f"unknown kubeadm config fields: {bad}")
+    path = INIT_CONFIG_PATH if node.is_init else JOIN_CONFIG_PATH
+    return [secret(path, yamlio.dump_all(docs).encode())]

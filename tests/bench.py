@@ -1,0 +1,205 @@
+"""`make bench`: speed and memory figures for bake, printed side by side (nothing asserted).
+
+Each bake runs in its own child process so its wall time and peak RSS are its own. Targets from the
+benchmark issue are printed next to the figures with a met / MISSED mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+PY = sys.executable
+
+
+def fleet_profile(directory: Path, workers: int) -> Path:
+    """3 control planes + N workers, extending the embedded ha-stacked profile."""
+    nodes = [
+        {"name": f"cp-{i}", "role": "control-plane", "ip": f"10.77.0.{10 + i}", "mac": f"52:54:00:77:00:{10 + i:02x}"}
+        for i in range(1, 4)
+    ]
+    for w in range(workers):
+        hi, lo = divmod(w, 250)
+        nodes.append(
+            {
+                "name": f"worker-{w + 1}",
+                "role": "worker",
+                "ip": f"10.78.{hi}.{lo + 2}",
+                "mac": f"52:54:01:{hi:02x}:{lo // 256:02x}:{lo % 256:02x}",
+            }
+        )
+    profile = {
+        "extends": "ha-stacked",
+        "cluster": {"name": f"fleet-{workers}"},
+        "defaults": {"prefixLength": 16, "gateway": "10.77.0.1"},
+        "nodes": nodes,
+    }
+    path = directory / f"fleet-{workers}.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return path
+
+
+def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Wall seconds and peak RSS (MiB) of one child process, measured from a fresh wrapper."""
+    wrapper = (
+        "import resource, subprocess, sys, time, json;"
+        "t = time.perf_counter();"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+        "w = time.perf_counter() - t;"
+        "r = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024;"
+        "print(json.dumps([p.returncode, w, r, p.stdout[-2000:], p.stderr[-2000:]]))"
+    )
+    out = subprocess.run([PY, "-c", wrapper, *cmd], capture_output=True, text=True, env=env, check=True)
+    rc, wall, rss, stdout, stderr = json.loads(out.stdout)
+    if rc != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({rc}):\n{stderr}")
+    return wall, rss, stdout
+
+
+def bake_cmd(profile: str | Path, out: Path, *extra: str) -> list[str]:
+    return [PY, "-m", "builder.cli", "--profile", str(profile), "--out", str(out), "--quiet", *extra]
+
+
+def mark(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def bench_fleets(work: Path, sizes: list[int]) -> dict[int, tuple[float, float]]:
+    print("\n== bake wall time and peak RSS (PKI, rendering, ISOs, manifest) ==")
+    print(f"{'profile':<22}{'nodes':>7}{'wall s':>10}{'peak MiB':>10}{'ms/node':>10}")
+    figures: dict[int, tuple[float, float]] = {}
+    wall, rss, _ = measured(bake_cmd("ha-stacked", work / "out-ha"))
+    print(f"{'ha-stacked':<22}{5:>7}{wall:>10.2f}{rss:>10.1f}{1000 * wall / 5:>10.1f}")
+    for n in sizes:
+        profile = fleet_profile(work, n)
+        wall, rss, _ = measured(bake_cmd(profile, work / f"out-{n}"))
+        figures[n] = (wall, rss)
+        print(f"{'3 cp + ' + str(n) + ' workers':<22}{n + 3:>7}{wall:>10.2f}{rss:>10.1f}{1000 * wall / (n + 3):>10.1f}")
+    if len(sizes) >= 2:
+        (a, (wa, _)), (b, (wb, _)) = list(figures.items())[-2:]
+        print(f"marginal cost per node between {a + 3} and {b + 3} nodes: {1000 * (wb - wa) / (b - a):.2f} ms")
+    biggest = max(sizes)
+    print(f"target: peak RSS < 150 MiB at {biggest + 3} nodes: {figures[biggest][1]:.1f} MiB — "
+          f"{mark(figures[biggest][1] < 150)}")
+    return figures
+
+
+def bench_localds(work: Path, workers: int, bake_wall: float) -> None:
+    localds = shutil.which("cloud-localds")
+    print("\n== the same seeds packed by cloud-localds, one process per seed ==")
+    if localds is None:
+        print("cloud-localds not installed (Debian package cloud-image-utils): skipped")
+        return
+    tree = (work / f"out-{workers}" / f"fleet-{workers}").resolve()
+    nodes = sorted(p for p in (tree / "nodes").iterdir() if p.is_dir())
+    dest = work / "localds"
+    dest.mkdir(exist_ok=True)
+    t = time.perf_counter()
+    for node in nodes:
+        subprocess.run(
+            [localds, "--network-config", str(node / "network-config"), str(dest / f"{node.name}.iso"),
+             str(node / "user-data"), str(node / "meta-data")],
+            check=True, capture_output=True,
+        )
+    wall = time.perf_counter() - t
+    print(f"cloud-localds: {len(nodes)} seeds in {wall:.2f} s ({1000 * wall / len(nodes):.1f} ms/seed)")
+    print(f"bake (everything) / cloud-localds (ISOs only) = {bake_wall / wall:.2f}; "
+          f"target <= 0.5: {mark(bake_wall / wall <= 0.5)}")
+
+
+def _time(fn: Callable[[], object], repeat: int = 1) -> float:
+    t = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return time.perf_counter() - t
+
+
+def bench_pki(work: Path) -> None:
+    from builder import pki, secrets
+    from builder.plan import build_plan
+    from builder.profile import load_profile
+
+    print("\n== PKI for ha-stacked per encryptionAlgorithm ==")
+    print(f"{'algorithm':<12}{'keys':>6}{'floor s':>9}{'bake s':>9}{'ratio':>7}{'openssl s':>11}  target ratio <= 1.2")
+    openssl = shutil.which("openssl")
+    for alg in pki.KeyAlgorithm:
+        version = "1.37"
+        plan = build_plan(load_profile("ha-stacked", [f"cluster.encryptionAlgorithm={alg.value}",
+                                                       f"cluster.kubernetesVersion={version}"]))
+        now = datetime.now(UTC)
+        t = time.perf_counter()
+        bundle, _ = secrets.reconcile(plan, None, now=now)
+        full = time.perf_counter() - t
+        keys = len(bundle.cas) + 1 + sum(len(v) for v in bundle.leaves.values())
+        floor = _time(lambda alg=alg: alg.generate(), keys)
+        ossl = "-"
+        if openssl:
+            ossl = f"{_openssl_pki(work, openssl, alg.value, keys):.2f}"
+        ratio = full / floor
+        print(f"{alg.value:<12}{keys:>6}{floor:>9.2f}{full:>9.2f}{ratio:>7.2f}{ossl:>11}  {mark(ratio <= 1.2)}")
+
+
+def _openssl_pki(work: Path, openssl: str, alg: str, count: int) -> float:
+    """The same number of keys + certificates made by the openssl CLI (one CA, count-1 leaves)."""
+    d = Path(tempfile.mkdtemp(dir=work))
+    if alg.startswith("RSA"):
+        newkey = ["-newkey", f"rsa:{alg.split('-')[1]}"]
+    else:
+        curve = {"ECDSA-P256": "prime256v1", "ECDSA-P384": "secp384r1"}[alg]
+        newkey = ["-newkey", "ec", "-pkeyopt", f"ec_paramgen_curve:{curve}"]
+    t = time.perf_counter()
+    subprocess.run([openssl, "req", "-x509", "-nodes", *newkey, "-keyout", str(d / "ca.key"), "-out",
+                    str(d / "ca.crt"), "-subj", "/CN=kubernetes", "-days", "3650"], check=True, capture_output=True)
+    for i in range(count - 1):
+        subprocess.run([openssl, "req", "-x509", "-nodes", *newkey, "-keyout", str(d / f"{i}.key"), "-out",
+                        str(d / f"{i}.crt"), "-subj", f"/CN=leaf-{i}", "-CA", str(d / "ca.crt"), "-CAkey",
+                        str(d / "ca.key"), "-days", "365"], check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def bench_rebake(work: Path, workers: int) -> None:
+    print("\n== re-bake with the existing secrets bundle (the common case) ==")
+    profile = work / f"fleet-{workers}.yaml"
+    out = work / f"out-{workers}"
+    secrets_dir = (out / f"fleet-{workers}" / "secrets").resolve()
+    before = {p: p.stat().st_mtime_ns for p in secrets_dir.rglob("*.key")}
+    wall, rss, _ = measured(bake_cmd(profile, out))
+    proc = subprocess.run(bake_cmd(profile, out)[:-1], capture_output=True, text=True, check=True)
+    summary = next((line for line in proc.stdout.splitlines() if line.startswith("wrote ")), "")
+    after_dir = (out / f"fleet-{workers}" / "secrets").resolve()
+    after = {p.relative_to(after_dir): p.stat().st_mtime_ns for p in after_dir.rglob("*.key")}
+    same_keys = all(after.get(p.relative_to(secrets_dir)) == m for p, m in before.items())
+    print(f"re-bake of {workers + 3} nodes: {wall:.2f} s, peak {rss:.1f} MiB; {summary.strip()}")
+    print(f"keys regenerated: {'none' if same_keys else 'SOME'} — {mark(same_keys)}; "
+          f"rewrites nothing unchanged: {mark(summary.startswith('wrote 0 files'))}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="10,100,1000", help="worker counts (default: %(default)s)")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"bake benchmark on {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    with tempfile.TemporaryDirectory(prefix="bake-bench-") as tmp:
+        work = Path(tmp)
+        figures = bench_fleets(work, sizes)
+        biggest = max(sizes)
+        bench_localds(work, biggest, figures[biggest][0])
+        bench_rebake(work, biggest)
+        bench_pki(work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""builder.certlist against the tables of spec 1.1, 1.2 and 2, checked on real certificates."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from builder import certlist, pki
+from builder.pki import CertSpec, ExtUsage, KeyAlgorithm
+
+SERVER, CLIENT = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _ips(*texts: str) -> list[IPv4Address | IPv6Address]:
+    return [ip_address(t) for t in texts]
+
+
+# Spec 1.1 and 2, written out by hand: name -> (file base, signing CA, CN, O, EKU)
+TABLE: dict[str, tuple[str, str | None, str, list[str], list[x509.ObjectIdentifier]]] = {
+    "ca": ("ca", None, "kubernetes", [], []),
+    "apiserver": ("apiserver", "ca", "kube-apiserver", [], [SERVER]),
+    "apiserver-kubelet-client": (
+        "apiserver-kubelet-client",
+        "ca",
+        "kube-apiserver-kubelet-client",
+        ["kubeadm:cluster-admins"],
+        [CLIENT],
+    ),
+    "front-proxy-ca": ("front-proxy-ca", None, "front-proxy-ca", [], []),
+    "front-proxy-client": ("front-proxy-client", "front-proxy-ca", "front-proxy-client", [], [CLIENT]),
+    "etcd-ca": ("etcd/ca", None, "etcd-ca", [], []),
+    "etcd-server": ("etcd/server", "etcd-ca", "cp-1", [], [SERVER, CLIENT]),
+    "etcd-peer": ("etcd/peer", "etcd-ca", "cp-1", [], [SERVER, CLIENT]),
+    "etcd-healthcheck-client": (
+        "etcd/healthcheck-client",
+        "etcd-ca",
+        "kube-etcd-healthcheck-client",
+        [],
+        [CLIENT],
+    ),
+    "apiserver-etcd-client": ("apiserver-etcd-client", "etcd-ca", "kube-apiserver-etcd-client", [], [CLIENT]),
+    "admin.conf": ("kubeconfig/admin", "ca", "kubernetes-admin", ["kubeadm:cluster-admins"], [CLIENT]),
+    "super-admin.conf": (
+        "kubeconfig/super-admin",
+        "ca",
+        "kubernetes-super-admin",
+        ["system:masters"],
+        [CLIENT],
+    ),
+    "kubelet.conf": ("kubeconfig/kubelet", "ca", "system:node:cp-1", ["system:nodes"], [CLIENT]),
+    "controller-manager.conf": (
+        "kubeconfig/controller-manager",
+        "ca",
+        "system:kube-controller-manager",
+        [],
+        [CLIENT],
+    ),
+    "scheduler.conf": ("kubeconfig/scheduler", "ca", "system:kube-scheduler", [], [CLIENT]),
+}
+
+# Spec 1.2 for the configuration below: DNS sorted, IPs in first-occurrence order.
+APISERVER_DNS = [
+    "*.apps.example.com",
+    "cp-1",
+    "k8s.example.com",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.corp.local",
+    "lb.example.com",
+]
+APISERVER_IPS = _ips("10.96.0.1", "192.168.56.10", "192.168.56.100", "fd00::5")
+ETCD_DNS = ["cp-1", "etcd.example.com", "localhost"]
+ETCD_IPS = _ips("192.168.56.10", "127.0.0.1", "::1", "10.1.1.1")
+
+
+def _all_specs() -> dict[str, CertSpec]:
+    specs = dict(certlist.ca_specs())
+    api, warnings = certlist.apiserver(
+        "cp-1",
+        "192.168.56.10",
+        "10.96.0.0/12,fd00:10::/108",
+        "corp.local",
+        "k8s.example.com",
+        [
+            "lb.example.com",
+            "192.168.56.100",
+            "*.apps.example.com",
+            "fd00::5",
+            "not valid!",
+            "cp-1",
+            "10.96.0.1",
+        ],
+    )
+    assert warnings == [
+        "'not valid!' was not added to the 'apiserver' SAN, because it is not a valid IP "
+        "or RFC-1123 compliant DNS entry"
+    ]
+    specs["apiserver"] = api
+    specs["apiserver-kubelet-client"] = certlist.apiserver_kubelet_client(31)
+    specs["front-proxy-client"] = certlist.front_proxy_client()
+    specs["etcd-server"] = certlist.etcd_server(
+        "cp-1", IPv4Address("192.168.56.10"), ["etcd.example.com", "10.1.1.1"]
+    )[0]
+    specs["etcd-peer"] = certlist.etcd_peer(
+        "cp-1", "192.168.56.10", ["10.1.1.1", "etcd.example.com", "localhost"]
+    )[0]
+    specs["etcd-healthcheck-client"] = certlist.etcd_healthcheck_client()
+    specs["apiserver-etcd-client"] = certlist.apiserver_etcd_client()
+    for kind in certlist.KUBECONFIG_KINDS:
+        spec = certlist.kubeconfig_client(kind, "cp-1")
+        specs[spec.name] = spec
+    return specs
+
+
+@pytest.fixture(
+    scope="module",
+    params=[KeyAlgorithm.ECDSA_P256, KeyAlgorithm.ECDSA_P384, KeyAlgorithm.RSA_2048],
+    ids=lambda a: a.value,
+)
+def certs(request: pytest.FixtureRequest) -> dict[str, tuple[CertSpec, x509.Certificate]]:
+    alg: KeyAlgorithm = request.param
+    specs = _all_specs()
+    cas: dict[str, tuple[x509.Certificate, pki.PrivateKey]] = {}
+    out: dict[str, tuple[CertSpec, x509.Certificate]] = {}
+    for name in certlist.CA_NAMES:
+        key = alg.generate()
+        cas[name] = (pki.new_ca(specs[name], key, now=NOW, validity=timedelta(days=3650)), key)
+        out[name] = (specs[name], cas[name][0])
+    leaf_key = alg.generate()  # one leaf key is enough to look at the fields
+    for name, spec in specs.items():
+        if spec.ca is not None:
+            ca_cert, ca_key = cas[spec.ca]
+            cert = pki.sign(
+                spec, leaf_key.public_key(), ca_cert, ca_key, now=NOW, validity=timedelta(days=365)
+            )
+            out[name] = (spec, cert)
+    return out
+
+
+def test_every_certificate_is_in_the_table() -> None:
+    assert set(_all_specs()) == set(TABLE)
+    assert list(certlist.DEFAULT_CERT_ORDER) == [
+        "ca",
+        "apiserver",
+        "apiserver-kubelet-client",
+        "front-proxy-ca",
+        "front-proxy-client",
+        "etcd-ca",
+        "etcd-server",
+        "etcd-peer",
+        "etcd-healthcheck-client",
+        "apiserver-etcd-client",
+    ]
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_certificate_fields_match_spec_table(
+    certs: dict[str, tuple[CertSpec, x509.Certificate]], name: str
+) -> None:
+    base, ca, cn, orgs, ekus = TABLE[name]
+    spec, cert = certs[name]
+    assert (spec.name, spec.base, spec.ca, spec.is_ca) == (name, base, ca, ca is None)
+    assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == [cn]
+    assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == orgs
+    assert {a.oid for a in cert.subject} <= {NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME}
+
+    exts = cert.extensions
+    ku = exts.get_extension_for_class(x509.KeyUsage)
+    assert ku.critical
+    assert ku.value.digital_signature and ku.value.key_encipherment  # KeyEncipherment even on ECDSA keys
+    assert ku.value.key_cert_sign is (ca is None)
+    assert not (
+        ku.value.crl_sign
+        or ku.value.content_commitment
+        or ku.value.data_encipherment
+        or ku.value.key_agreement
+    )
+    bc = exts.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and bc.value.ca is (ca is None) and bc.value.path_length is None
+    if ekus:
+        assert list(exts.get_extension_for_class(x509.ExtendedKeyUsage).value) == ekus
+    else:
+        with pytest.raises(x509.ExtensionNotFound):
+            exts.get_extension_for_class(x509.ExtendedKeyUsage)
+
+    want_dns: list[str] = []
+    want_ips: list[IPv4Address | IPv6Address] = []
+    if ca is None:
+        want_dns = [cn]
+    elif name == "apiserver":
+        want_dns, want_ips = APISERVER_DNS, APISERVER_IPS
+    elif name in ("etcd-server", "etcd-peer"):
+        want_dns, want_ips = ETCD_DNS, ETCD_IPS
+    if want_dns or want_ips:
+        san = exts.get_extension_for_class(x509.SubjectAlternativeName)
+        assert not san.critical
+        # order matters: all DNS names first (sorted), then the IPs in kubeadm's order
+        got = [(type(g).__name__, str(g.value)) for g in san.value]
+        assert got == [("DNSName", d) for d in want_dns] + [("IPAddress", str(i)) for i in want_ips]
+    else:
+        with pytest.raises(x509.ExtensionNotFound):
+            exts.get_extension_for_class(x509.SubjectAlternativeName)
+    validity = timedelta(days=3650 if ca is None else 365)
+    assert cert.not_valid_before_utc == NOW - timedelta(minutes=5)
+    assert cert.not_valid_after_utc == NOW + validity
+
+
+# --------------------------------------------------------------------------------------------------
+# SAN rules (spec 1.2), on the specs themselves
+
+
+def test_apiserver_defaults() -> None:
+    spec, warnings = certlist.apiserver("node-a", "10.0.0.5", "10.96.0.0/12", "cluster.local", None, [])
+    assert warnings == []
+    assert spec.dns == (
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "node-a",
+    )
+    assert spec.ips == (IPv4Address("10.96.0.1"), IPv4Address("10.0.0.5"))
+    assert "localhost" not in spec.dns and IPv4Address("127.0.0.1") not in spec.ips
+    assert (spec.cn, spec.usages, spec.ca, spec.orgs) == ("kube-apiserver", (ExtUsage.SERVER,), "ca", ())
+
+
+def test_apiserver_endpoint_host_ip_or_name() -> None:
+    spec, _ = certlist.apiserver(
+        "n", "10.0.0.5", "10.96.0.0/12", "cluster.local", "10.0.0.100", ["10.0.0.101"]
+    )
+    assert spec.ips == (
+        IPv4Address("10.96.0.1"),
+        IPv4Address("10.0.0.5"),
+        IPv4Address("10.0.0.100"),
+        IPv4Address("10.0.0.101"),
+    )
+    spec, _ = certlist.apiserver("n", "fd00::5", "fd00:10::/108", "cluster.local", "[fd00::100]", [])
+    assert spec.ips == (IPv6Address("fd00:10::1"), IPv6Address("fd00::5"), IPv6Address("fd00::100"))
+    spec, _ = certlist.apiserver("n", "10.0.0.5", "10.96.0.0/12", "cluster.local", "API.example.com", [])
+    assert "API.example.com" in spec.dns  # the endpoint host is taken as-is, without validation
+
+
+def test_apiserver_service_ip_from_first_cidr_only() -> None:
+    assert certlist.apiserver_service_ip("10.96.0.0/12") == IPv4Address("10.96.0.1")
+    assert certlist.apiserver_service_ip("10.100.7.9/16") == IPv4Address("10.100.0.1")
+    assert certlist.apiserver_service_ip("fd00:10::/108,10.96.0.0/12") == IPv6Address("fd00:10::1")
+    assert certlist.apiserver_service_ip("10.96.0.0/12,fd00:10::/108") == IPv4Address("10.96.0.1")
+    for bad in (
+        "",
+        "10.96.0.0",
+        "10.96.0.0/12,nonsense",
+        "10.96.0.0/33",
+        "10.96.0.5/32",
+        "10.96.0.0/12, fd00::/108",
+    ):
+        with pytest.raises(ValueError):
+            certlist.apiserver_service_ip(bad)
+
+
+def test_cert_sans_split_and_warnings() -> None:
+    sans = [
+        "Upper.example.com",
+        "good.example.com",
+        "*.wild.example.com",
+        "*bad.example.com",
+        "10.0.0.9",
+        "fe80::1%eth0",
+        "under_score",
+        "010.000.000.011",
+        "::ffff:10.0.0.12",
+        "a" * 254,
+    ]
+    spec, warnings = certlist.apiserver("n", "10.0.0.5", "10.96.0.0/12", "cluster.local", None, sans)
+    assert "good.example.com" in spec.dns and "*.wild.example.com" in spec.dns
+    for dropped in ("Upper.example.com", "*bad.example.com", "fe80::1%eth0", "under_score", "a" * 254):
+        assert dropped not in spec.dns
+        assert any(f"'{dropped}' was not added to the 'apiserver' SAN" in w for w in warnings)
+    assert len(warnings) == 5
+    # ParseIPSloppy: leading zeros are decimal; IPv4-mapped IPv6 is written as IPv4
+    assert spec.ips[2:] == (IPv4Address("10.0.0.9"), IPv4Address("10.0.0.11"), IPv4Address("10.0.0.12"))
+    assert certlist.san_warnings(sans, "apiserver") == warnings
+
+
+def test_apiserver_dedup() -> None:
+    spec, _ = certlist.apiserver(
+        "kubernetes",
+        "10.96.0.1",
+        "10.96.0.0/12",
+        "cluster.local",
+        "10.96.0.1",
+        ["kubernetes.default", "10.96.0.1", "10.0.0.1", "10.0.0.1"],
+    )
+    assert spec.ips == (IPv4Address("10.96.0.1"), IPv4Address("10.0.0.1"))
+    assert spec.dns == (
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    )
+
+
+def test_etcd_sans() -> None:
+    server, w1 = certlist.etcd_server("zeta", "10.0.0.5")
+    peer, w2 = certlist.etcd_peer("zeta", "10.0.0.5")
+    assert w1 == w2 == []
+    # [nodeName, localhost] run through RemoveDuplicateAltNames -> sorted
+    assert server.dns == peer.dns == ("localhost", "zeta")
+    assert server.ips == peer.ips == (IPv4Address("10.0.0.5"), IPv4Address("127.0.0.1"), IPv6Address("::1"))
+    server, warnings = certlist.etcd_server("alpha", "127.0.0.1", ["10.0.0.5", "etcd.local", "bad name"])
+    assert server.dns == ("alpha", "etcd.local", "localhost")
+    assert server.ips == (IPv4Address("127.0.0.1"), IPv6Address("::1"), IPv4Address("10.0.0.5"))
+    assert warnings == [
+        "'bad name' was not added to the 'etcd-server' SAN, because it is not a valid IP or RFC-1123 "
+        "compliant DNS entry"
+    ]
+    peer, warnings = certlist.etcd_peer("alpha", "fd00::5", ["bad name"])
+    assert peer.ips[0] == IPv6Address("fd00::5") and "'etcd-peer' SAN" in warnings[0]
+    # server and peer SANs are independent
+    assert certlist.etcd_peer("alpha", "10.0.0.1")[0].dns == ("alpha", "localhost")
+    with pytest.raises(ValueError, match="advertise address"):
+        certlist.etcd_server("alpha", "not-an-ip")
+
+
+def test_version_dependent_orgs() -> None:
+    assert certlist.apiserver_kubelet_client(29).orgs == ("kubeadm:cluster-admins",)
+    assert certlist.apiserver_kubelet_client(34).orgs == ("kubeadm:cluster-admins",)
+    assert certlist.apiserver_kubelet_client(28).orgs == ("system:masters",)
+    assert certlist.etcd_healthcheck_client().orgs == () == certlist.apiserver_etcd_client(minor=31).orgs
+    assert certlist.etcd_healthcheck_client(minor=28).orgs == ("system:masters",)
+    assert certlist.apiserver_etcd_client(minor=28).orgs == ("system:masters",)
+
+
+def test_kubeconfig_client_kinds() -> None:
+    assert certlist.KUBECONFIG_KINDS == ("admin", "super-admin", "kubelet", "controller-manager", "scheduler")
+    kubelet = certlist.kubeconfig_client("kubelet", "worker-7")
+    assert (kubelet.cn, kubelet.orgs) == ("system:node:worker-7", ("system:nodes",))
+    assert certlist.kubeconfig_client("admin", "worker-7").cn == "kubernetes-admin"  # node name irrelevant
+    for spec in (certlist.kubeconfig_client(k, "n") for k in certlist.KUBECONFIG_KINDS):
+        assert spec.dns == () and spec.ips == () and spec.usages == (ExtUsage.CLIENT,) and spec.ca == "ca"
+    with pytest.raises(ValueError, match="unknown kubeconfig kind"):
+        certlist.kubeconfig_client("bootstrap-kubelet", "n")
+
+
+def test_parse_ip_sloppy() -> None:
+    assert certlist.parse_ip_sloppy("10.0.0.1") == IPv4Address("10.0.0.1")
+    assert certlist.parse_ip_sloppy("010.001.0.1") == IPv4Address("10.1.0.1")
+    assert certlist.parse_ip_sloppy("::ffff:1.2.3.4") == IPv4Address("1.2.3.4")
+    assert certlist.parse_ip_sloppy("FD00::1") == IPv6Address("fd00::1")
+    for bad in ("256.0.0.1", "fe80::1%eth0", "1.2.3", "host", "", "1.2.3.4/32"):
+        assert certlist.parse_ip_sloppy(bad) is None, bad
+
+
+def test_dns1123_validation() -> None:
+    assert certlist.is_dns1123_subdomain("a.b-c.d")
+    assert not certlist.is_dns1123_subdomain("-a.b")
+    assert not certlist.is_dns1123_subdomain("a..b")
+    assert not certlist.is_dns1123_subdomain("A.b")
+    assert not certlist.is_dns1123_subdomain("*.b")
+    assert certlist.is_wildcard_dns1123_subdomain("*.b.c")
+    assert not certlist.is_wildcard_dns1123_subdomain("*")
+    assert not certlist.is_wildcard_dns1123_subdomain("a.*.c")

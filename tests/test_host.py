@@ -1,0 +1,278 @@
+"""host.py: OS preparation files and data, per role, OS family, arch, runtime and package mode."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from builder import host
+from builder.plan import ClusterPlan, NodePlan, PackageFamily, build_plan
+from builder.profile import Runtime, load_profile
+
+
+@cache
+def _plan(name: str, *sets: str) -> ClusterPlan:
+    return build_plan(load_profile(name, sets))
+
+
+def _node(name: str, node: str, *sets: str) -> tuple[ClusterPlan, NodePlan]:
+    plan = _plan(name, *sets)
+    return plan, plan.node(node)
+
+
+def _files(prep: host.HostPrep) -> dict[str, str]:
+    return {f.path: f.content.decode() for f in prep.files}
+
+
+def test_modules_and_sysctl_ipv4() -> None:
+    plan, node = _node("single-master", "cp-1")
+    files = _files(host.host_prep(plan, node))
+    modules = [ln for ln in files[host.MODULES_LOAD_PATH].splitlines() if not ln.startswith("#")]
+    assert modules == ["overlay", "br_netfilter"]
+    sysctl = dict(
+        (k.strip(), v.strip())
+        for k, v in (ln.split("=") for ln in files[host.SYSCTL_PATH].splitlines() if not ln.startswith("#"))
+    )
+    assert sysctl == {
+        "net.bridge.bridge-nf-call-iptables": "1",
+        "net.bridge.bridge-nf-call-ip6tables": "1",
+        "net.ipv4.ip_forward": "1",
+    }
+
+
+IPV6 = (
+    "cluster.podSubnet=fd00:10:244::/56",
+    "cluster.serviceSubnet=fd00:10:96::/112",
+    "defaults.gateway=fd00:77::1",
+    "defaults.dns=[fd00:77::1]",
+    "defaults.prefixLength=64",
+    "nodes[0].ip=fd00:77::11",
+    "nodes[1].ip=fd00:77::21",
+    "nodes[2].ip=fd00:77::22",
+)
+
+
+def test_sysctl_ipv6_forwarding() -> None:
+    plan, node = _node("single-master", "worker-1", *IPV6)
+    text = _files(host.host_prep(plan, node))[host.SYSCTL_PATH]
+    assert "net.ipv6.conf.all.forwarding = 1" in text
+    assert "net.ipv6.conf.default.forwarding = 1" in text
+
+
+@pytest.mark.parametrize(
+    ("version", "schema"),
+    [("1.34", 2), ("1.37", 3)],
+)
+def test_containerd_config_schema_follows_minor(version: str, schema: int) -> None:
+    plan, node = _node("single-master", "cp-1", f"cluster.kubernetesVersion={version}")
+    prep = host.host_prep(plan, node)
+    conf = tomllib.loads(_files(prep)[host.CONTAINERD_CONFIG_PATH])
+    pause = f"registry.k8s.io/pause:{node.kubelet_info.pause_tag}"
+    assert conf["version"] == schema
+    assert conf["disabled_plugins"] == []
+    assert prep.containerd_config_version == schema
+    if schema == 3:
+        assert conf["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == pause
+        runc = conf["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]
+    else:
+        cri = conf["plugins"]["io.containerd.grpc.v1.cri"]
+        assert cri["sandbox_image"] == pause
+        runc = cri["containerd"]["runtimes"]["runc"]
+    assert runc == {"runtime_type": "io.containerd.runc.v2", "options": {"SystemdCgroup": True}}
+
+
+def test_pause_image_follows_image_repository_and_node_version() -> None:
+    plan, node = _node(
+        "single-master",
+        "worker-1",
+        "cluster.imageRepository=mirror.example:5000/k8s",
+        "nodes[1].kubernetesVersion=1.34",
+    )
+    conf = tomllib.loads(_files(host.host_prep(plan, node))[host.CONTAINERD_CONFIG_PATH])
+    assert conf["version"] == 2  # the node's own minor (1.34), not the cluster's (1.37)
+    assert conf["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"] == "mirror.example:5000/k8s/pause:3.10.1"
+
+
+def test_crio_dropin_and_crictl() -> None:
+    plan, node = _node("single-master", "cp-1", "cluster.containerRuntime=crio")
+    prep = host.host_prep(plan, node)
+    files = _files(prep)
+    assert host.CONTAINERD_CONFIG_PATH not in files
+    conf = tomllib.loads(files[host.CRIO_DROPIN_PATH])
+    assert conf == {
+        "crio": {"runtime": {"cgroup_manager": "systemd"}, "image": {"pause_image": "registry.k8s.io/pause:3.10.2"}}
+    }
+    assert yaml.safe_load(files[host.CRICTL_PATH]) == {
+        "runtime-endpoint": host.CRIO_SOCKET,
+        "image-endpoint": host.CRIO_SOCKET,
+        "timeout": 10,
+    }
+    assert prep.runtime_service == "crio" and prep.runtime_packages == ("cri-o",)
+    assert prep.apt_staged_sources == ("/etc/bake/apt/kubernetes.list", "/etc/bake/apt/cri-o.list")
+    assert files["/etc/bake/apt/cri-o.list"] == (
+        "deb [signed-by=/etc/apt/keyrings/cri-o-apt-keyring.gpg] "
+        "https://pkgs.k8s.io/addons:/cri-o:/stable:/v1.37/deb/ /\n"
+    )
+
+
+def test_apt_repository_pins_and_holds() -> None:
+    plan, node = _node("single-master", "cp-1")
+    prep = host.host_prep(plan, node)
+    assert prep.package_family is PackageFamily.APT
+    assert _files(prep)["/etc/bake/apt/kubernetes.list"] == (
+        "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] "
+        "https://pkgs.k8s.io/core:/stable:/v1.37/deb/ /\n"
+    )
+    assert prep.apt_keys == (
+        host.AptKey(
+            "https://pkgs.k8s.io/core:/stable:/v1.37/deb/Release.key",
+            "/etc/apt/keyrings/kubernetes-apt-keyring.gpg",
+        ),
+    )
+    assert prep.kube_packages == ("kubelet=1.37.1-*", "kubeadm=1.37.1-*", "kubectl=1.37.1-*")
+    assert prep.hold_packages == ("kubelet", "kubeadm", "kubectl")
+    assert {"ebtables", "ethtool", "conntrack", "socat"} <= set(prep.base_packages)
+    assert not prep.selinux_permissive
+    # Staged, never live before its keyring exists.
+    assert not any(f.path.startswith("/etc/apt/sources.list.d/") for f in prep.files)
+
+
+def test_mirror_base_urls() -> None:
+    plan, node = _node("single-master", "cp-1", "cluster.packages.aptBaseUrl=http://mirror.lan/k8s/")
+    prep = host.host_prep(plan, node)
+    assert _files(prep)["/etc/bake/apt/kubernetes.list"].endswith(
+        "http://mirror.lan/k8s/core:/stable:/v1.37/deb/ /\n"
+    )
+    plan, node = _node(
+        "single-master", "cp-1", "defaults.os=rocky-9", "cluster.packages.rpmBaseUrl=https://mirror.lan/pkgs"
+    )
+    repo = _files(host.host_prep(plan, node))["/etc/yum.repos.d/kubernetes.repo"]
+    assert "baseurl=https://mirror.lan/pkgs/core:/stable:/v1.37/rpm/\n" in repo
+
+
+def test_worker_with_older_kubelet_gets_its_own_minor() -> None:
+    plan, node = _node("single-master", "worker-1", "nodes[1].kubernetesVersion=1.35.2")
+    prep = host.host_prep(plan, node)
+    assert prep.kube_packages == ("kubelet=1.35.2-*", "kubeadm=1.35.2-*", "kubectl=1.35.2-*")
+    assert "/core:/stable:/v1.35/deb/" in _files(prep)["/etc/bake/apt/kubernetes.list"]
+
+
+def test_rhel_family_repo_selinux_and_arch_of_the_node() -> None:
+    plan, node = _node("single-master", "worker-1", "defaults.os=rocky-9", "defaults.arch=arm64")
+    prep = host.host_prep(plan, node)
+    files = _files(prep)
+    assert prep.package_family is PackageFamily.DNF
+    assert prep.selinux_permissive
+    assert files["/etc/yum.repos.d/kubernetes.repo"] == (
+        "[kubernetes]\n"
+        "name=Kubernetes\n"
+        "baseurl=https://pkgs.k8s.io/core:/stable:/v1.37/rpm/\n"
+        "enabled=1\n"
+        "gpgcheck=1\n"
+        "gpgkey=https://pkgs.k8s.io/core:/stable:/v1.37/rpm/repodata/repomd.xml.key\n"
+        "exclude=kubelet kubeadm kubectl cri-tools kubernetes-cni\n"
+    )
+    # containerd.io from Docker's EL repository, for the NODE's arch (aarch64), whatever bakes it.
+    assert "baseurl=https://download.docker.com/linux/centos/9/aarch64/stable\n" in files[
+        "/etc/yum.repos.d/docker-ce.repo"
+    ]
+    assert prep.kube_packages == ("kubelet-1.37.1", "kubeadm-1.37.1", "kubectl-1.37.1")
+    assert prep.runtime_packages == ("containerd.io",)
+    assert prep.apt_keys == () and prep.apt_staged_sources == ()
+
+
+def test_fedora_disables_zram_swap_and_uses_distro_containerd() -> None:
+    plan, node = _node("single-master", "worker-1", "defaults.os=fedora-42")
+    prep = host.host_prep(plan, node)
+    assert host.ZRAM_GENERATOR_PATH in _files(prep)
+    assert prep.runtime_packages == ("containerd",)
+    assert "/etc/yum.repos.d/docker-ce.repo" not in _files(prep)
+
+
+def test_crio_on_rhel_family_repo() -> None:
+    plan, node = _node("single-master", "worker-1", "defaults.os=alma-9", "cluster.containerRuntime=crio")
+    files = _files(host.host_prep(plan, node))
+    assert "baseurl=https://pkgs.k8s.io/addons:/cri-o:/stable:/v1.37/rpm/\n" in files["/etc/yum.repos.d/cri-o.repo"]
+    assert "/etc/yum.repos.d/docker-ce.repo" not in files
+
+
+def test_prebaked_skips_repositories() -> None:
+    for sets in ((), ("defaults.os=rocky-9",)):
+        plan, node = _node("single-master", "cp-1", "cluster.packages.mode=prebaked", *sets)
+        prep = host.host_prep(plan, node)
+        assert prep.prebaked
+        paths = {f.path for f in prep.files}
+        assert not any(p.startswith(("/etc/bake/apt/", "/etc/yum.repos.d/")) for p in paths)
+        assert prep.apt_keys == ()
+
+
+def test_firewall_ports_per_role() -> None:
+    plan = _plan("ha-external-etcd")
+    cp = host.firewall_rules(plan, plan.node("cp-2"))
+    # Calico's 179/5473 (tcp) and 4789 (udp); haproxy frontend 8443 and VRRP for keepalived.
+    assert cp.tcp == ("179", "5473", "6443", "8443", "10250", "10257", "10259")
+    assert cp.udp == ("4789",)
+    assert cp.protocols == ("vrrp",)
+    worker = host.firewall_rules(plan, plan.node("worker-1"))
+    assert worker.tcp == ("179", "5473", "10250", "30000-32767")
+    etcd = host.firewall_rules(plan, plan.node("etcd-1"))
+    assert etcd == host.Firewall(("2379-2380", "10250"), (), ())
+    stacked = _plan("ha-stacked")
+    cp = host.firewall_rules(stacked, stacked.node("cp-1"))
+    assert "2379-2380" in cp.tcp and cp.protocols == ()  # kube-vip: ARP, no VRRP
+
+
+def test_etcd_member_kubelet_is_spec_6_4() -> None:
+    plan, node = _node("ha-external-etcd", "etcd-2")
+    prep = host.host_prep(plan, node)
+    files = _files(prep)
+    assert prep.etcd_service_manager
+    assert files[host.ETCD_DROPIN_PATH] == (
+        "[Service]\n"
+        "ExecStart=\n"
+        "ExecStart=/usr/bin/kubelet --config=/etc/systemd/system/kubelet.service.d/kubelet.conf\n"
+        "Restart=always\n"
+    )
+    assert yaml.safe_load(files[host.ETCD_KUBELET_CONFIG_PATH]) == {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False}},
+        "authorization": {"mode": "AlwaysAllow"},
+        "cgroupDriver": "systemd",
+        "address": "127.0.0.1",
+        "containerRuntimeEndpoint": "unix:///var/run/containerd/containerd.sock",
+        "staticPodPath": "/etc/kubernetes/manifests",
+    }
+    assert list(yaml.safe_load(files[host.ETCD_KUBELET_CONFIG_PATH])) == [
+        "apiVersion", "kind", "authentication", "authorization", "cgroupDriver", "address",
+        "containerRuntimeEndpoint", "staticPodPath",
+    ]  # fmt: skip
+    crio = host.etcd_kubelet_configuration(Runtime.CRIO)
+    assert crio["containerRuntimeEndpoint"] == "unix:///var/run/crio/crio.sock"
+    # Only etcd members get it.
+    plan, cp = _node("ha-external-etcd", "cp-1")
+    assert host.ETCD_DROPIN_PATH not in _files(host.host_prep(plan, cp))
+
+
+def test_files_are_sorted_unique_and_public() -> None:
+    for name in ("single-master", "ha-stacked", "ha-external-etcd", "etcd-cluster", "single-node"):
+        plan = _plan(name)
+        for node in plan.nodes:
+            prep = host.host_prep(plan, node)
+            paths = [f.path for f in prep.files]
+            assert paths == sorted(set(paths))
+            assert all(not f.secret and f.owner == "root:root" for f in prep.files)
+
+
+_TOML_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+
+
+@given(key=_TOML_TEXT, value=_TOML_TEXT)
+def test_toml_dump_round_trips(key: str, value: str) -> None:
+    data = {"version": 2, "plugins": {key: {"nested": {"value": value, "flag": True}}}}
+    assert tomllib.loads(host.toml_dump(data)) == data

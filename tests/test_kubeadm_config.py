@@ -1,0 +1,620 @@
+"""builder.kubeadm_config / builder.kubeadm_schema: kubeadm's config documents as data.
+
+Golden files: `UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_kubeadm_config.py tests/test_static_pods.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from builder import kubeadm_config as kc
+from builder import kubeadm_schema, resources, versions, yamlio
+from builder.errors import BakeError, ProfileError
+from builder.files import Sensitivity
+from builder.plan import ClusterPlan, build_plan
+from builder.profile import Profile, load_profile
+
+TOKEN = "abcdef.0123456789abcdef"
+CA_HASH = "sha256:" + "0123456789abcdef" * 4
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+GOLDEN_NODES = {
+    "ha-stacked": ("cp-1", "cp-2", "worker-1"),
+    "ha-external-etcd": ("etcd-1", "cp-1", "cp-2", "worker-1"),
+}
+MINORS = sorted(versions.TABLE)
+
+V6_STACKED = """
+cluster:
+  name: v6-stacked
+  kubernetesVersion: "1.37"
+  podSubnet: fd00:10:244::/56
+  serviceSubnet: fd00:10:96::/112
+  loadBalancer: {kind: kube-vip, vip: "fd00:77::10", interface: eth0}
+defaults: {prefixLength: 64, gateway: "fd00:77::1", dns: ["fd00:77::1"]}
+nodes:
+  - {name: cp-1, role: control-plane, ip: "fd00:77::11"}
+  - {name: cp-2, role: control-plane, ip: "fd00:77::12"}
+  - {name: cp-3, role: control-plane, ip: "fd00:77::13"}
+  - {name: worker-1, role: worker, ip: "fd00:77::21"}
+"""
+
+
+def plan_of(name: str, *sets: str) -> ClusterPlan:
+    return build_plan(load_profile(name, list(sets)))
+
+
+def plan_from_text(tmp_path: Path, text: str, *sets: str) -> ClusterPlan:
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    return plan_of(str(path), *sets)
+
+
+def docs_of(plan: ClusterPlan, node_name: str) -> list[dict[str, Any]]:
+    return kc.config_documents(plan, plan.node(node_name), TOKEN, CA_HASH)
+
+
+def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for d in docs}
+
+
+# --- schema: every generated document, every profile, every minor --------------------------------
+
+
+@pytest.mark.parametrize("minor", MINORS)
+@pytest.mark.parametrize("name", resources.profile_names())
+def test_every_document_has_only_known_fields(name: str, minor: int) -> None:
+    plan = plan_of(name, f"cluster.kubernetesVersion=1.{minor}")
+    seen = set()
+    for node in plan.nodes:
+        for doc in kc.config_documents(plan, node, TOKEN, CA_HASH):
+            assert kubeadm_schema.unknown_fields(doc) == [], (name, minor, node.name, doc["kind"])
+            seen.add(doc["kind"])
+    if plan.control_planes:
+        assert seen >= {"InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"}
+    if plan.workers or len(plan.control_planes) > 1:
+        assert "JoinConfiguration" in seen
+
+
+def test_misspelt_fields_are_reported() -> None:
+    plan = plan_of("ha-stacked")
+    init, cluster, kubelet = docs_of(plan, "cp-1")
+    (join,) = docs_of(plan, "cp-2")
+
+    bad = copy.deepcopy(init)
+    bad["nodeRegistraton"] = bad.pop("nodeRegistration")
+    assert kubeadm_schema.unknown_fields(bad) == ["nodeRegistraton"]
+
+    bad = copy.deepcopy(init)
+    bad["nodeRegistration"]["kubeletExtraArgs"][0]["nam"] = "x"
+    assert kubeadm_schema.unknown_fields(bad) == ["nodeRegistration.kubeletExtraArgs[0].nam"]
+
+    bad = copy.deepcopy(cluster)
+    bad["etcd"]["local"]["dataDirectory"] = "/x"
+    bad["apiServer"]["timeoutForControlPlane"] = "4m0s"  # v1beta3 only: moved to timeouts in v1beta4
+    assert kubeadm_schema.unknown_fields(bad) == [
+        "apiServer.timeoutForControlPlane",
+        "etcd.local.dataDirectory",
+    ]
+
+    bad = copy.deepcopy(join)
+    bad["discovery"]["timeout"] = "5m0s"  # v1beta3 only
+    bad["controlPlane"]["certificateKeys"] = "x"
+    assert kubeadm_schema.unknown_fields(bad) == ["discovery.timeout", "controlPlane.certificateKeys"]
+
+    bad = copy.deepcopy(kubelet)
+    bad["cgroupDrivers"] = "systemd"
+    bad["authentication"]["x509"]["clientCAFil"] = "/x"
+    assert kubeadm_schema.unknown_fields(bad) == ["authentication.x509.clientCAFil", "cgroupDrivers"]
+
+    assert kubeadm_schema.unknown_fields(
+        {"apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "InitConfiguration"}
+    ) == ["kind"]
+
+
+def test_join_config_holds_only_a_join_configuration() -> None:
+    plan = plan_of("ha-stacked")
+    for name in ("cp-2", "worker-1"):
+        assert [d["kind"] for d in docs_of(plan, name)] == ["JoinConfiguration"]
+    assert [d["kind"] for d in docs_of(plan, "cp-1")] == [
+        "InitConfiguration",
+        "ClusterConfiguration",
+        "KubeletConfiguration",
+    ]
+
+
+# --- ClusterConfiguration ----------------------------------------------------------------------
+
+
+def test_cluster_configuration_stacked() -> None:
+    plan = plan_of("ha-stacked")
+    c = kc.cluster_configuration(plan)
+    assert c["apiVersion"] == "kubeadm.k8s.io/v1beta4"
+    assert c["kubernetesVersion"] == f"v{plan.version}"
+    assert c["clusterName"] == "ha-stacked"
+    assert c["controlPlaneEndpoint"] == "10.77.0.10:6443"
+    assert c["apiServer"]["certSANs"] == ["10.77.0.10"]
+    assert c["etcd"] == {"local": {"dataDir": "/var/lib/etcd"}}
+    assert c["networking"] == {
+        "serviceSubnet": "10.96.0.0/12",
+        "podSubnet": "10.244.0.0/16",
+        "dnsDomain": "cluster.local",
+    }
+    assert c["certificateValidityPeriod"] == "8760h0m0s"
+    assert c["caCertificateValidityPeriod"] == "87600h0m0s"
+    assert c["encryptionAlgorithm"] == "RSA-2048"
+    assert "featureGates" not in c  # 1.37: ControlPlaneKubeletLocalMode is GA, nothing to ask for
+
+
+def test_cluster_configuration_external_etcd() -> None:
+    plan = plan_of("ha-external-etcd")
+    c = kc.cluster_configuration(plan)
+    assert c["controlPlaneEndpoint"] == "10.77.0.10:8443"
+    assert c["etcd"] == {
+        "external": {
+            "endpoints": ["https://10.77.0.31:2379", "https://10.77.0.32:2379", "https://10.77.0.33:2379"],
+            "caFile": "/etc/kubernetes/pki/etcd/ca.crt",
+            "certFile": "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+            "keyFile": "/etc/kubernetes/pki/apiserver-etcd-client.key",
+        }
+    }
+
+
+def test_cluster_configuration_from_profile_settings() -> None:
+    plan = plan_of(
+        "single-master",
+        "cluster.controlPlaneEndpoint=api.example.com",
+        "cluster.apiServer.certSANs=[api.example.com, 10.1.2.3]",
+        "cluster.apiServer.extraArgs={audit-log-maxage: 30}",
+        "cluster.scheduler.extraArgs=[{name: v, value: '2'}, {name: v, value: '3'}]",
+        "cluster.etcd.extraArgs={snapshot-count: '5000'}",
+        "cluster.etcd.serverCertSANs=[etcd.example.com]",
+        "cluster.certificateValidityPeriod=2160h30m",
+        "cluster.caCertificateValidityPeriod=90m",
+        "cluster.encryptionAlgorithm=ECDSA-P256",
+        "cluster.imageRepository=registry.example.com/k8s",
+    )
+    c = kc.cluster_configuration(plan)
+    assert c["controlPlaneEndpoint"] == "api.example.com:6443"
+    assert c["apiServer"] == {
+        "certSANs": ["api.example.com", "10.1.2.3"],
+        "extraArgs": [{"name": "audit-log-maxage", "value": "30"}],
+    }
+    assert c["scheduler"] == {"extraArgs": [{"name": "v", "value": "2"}, {"name": "v", "value": "3"}]}
+    assert "controllerManager" not in c
+    assert c["etcd"]["local"] == {
+        "dataDir": "/var/lib/etcd",
+        "serverCertSANs": ["etcd.example.com"],
+        "extraArgs": [{"name": "snapshot-count", "value": "5000"}],
+    }
+    assert c["certificateValidityPeriod"] == "2160h30m0s"
+    assert c["caCertificateValidityPeriod"] == "1h30m0s"
+    assert c["encryptionAlgorithm"] == "ECDSA-P256"
+    assert c["imageRepository"] == "registry.example.com/k8s"
+
+
+@pytest.mark.parametrize("minor", MINORS)
+def test_control_plane_kubelet_local_mode_only_where_it_is_off_by_default(minor: int) -> None:
+    plan = plan_of("ha-stacked", f"cluster.kubernetesVersion=1.{minor}")
+    gates = kc.cluster_configuration(plan).get("featureGates", {})
+    state = versions.TABLE[minor].gate_state(kc.LOCAL_MODE_GATE)
+    assert (gates.get(kc.LOCAL_MODE_GATE) is True) == (state == versions.ALPHA)
+    assert (kc.LOCAL_MODE_GATE in gates) == (state == versions.ALPHA)
+
+
+def test_feature_gates_are_checked_against_the_minor() -> None:
+    plan = plan_of(
+        "ha-stacked",
+        "cluster.kubernetesVersion=1.31",
+        "cluster.featureGates={ControlPlaneKubeletLocalMode: false}",
+    )
+    assert kc.cluster_configuration(plan)["featureGates"] == {
+        "ControlPlaneKubeletLocalMode": False
+    }  # the user's wins
+
+    plan = plan_of(
+        "ha-stacked", "cluster.kubernetesVersion=1.37", "cluster.featureGates={NodeLocalCRISocket: true}"
+    )
+    with pytest.raises(BakeError) as exc:
+        kc.cluster_configuration(plan)
+    assert exc.value.problems[0].path == "cluster.featureGates.NodeLocalCRISocket"
+
+    plan = plan_of(
+        "ha-stacked",
+        "cluster.kubernetesVersion=1.35",
+        "cluster.featureGates={ControlPlaneKubeletLocalMode: false}",
+    )
+    with pytest.raises(BakeError, match="locked"):
+        kc.cluster_configuration(plan)
+
+    plan = plan_of(
+        "ha-stacked", "cluster.featureGates={SomeFutureGate: true}"
+    )  # unknown to the table: passed on
+    assert kc.cluster_configuration(plan)["featureGates"] == {"SomeFutureGate": True}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (30, "30s"), (300, "5m0s"), (5400, "1h30m0s"), (86400, "24h0m0s"), (31536000, "8760h0m0s")],
+)
+def test_go_duration(seconds: int, text: str) -> None:
+    assert kc.go_duration(seconds) == text
+
+
+# --- KubeletConfiguration ----------------------------------------------------------------------
+
+
+def test_kubelet_configuration_defaults_and_merge() -> None:
+    plan = plan_of(
+        "single-master",
+        "cluster.kubelet.config={maxPods: 200, authentication: {webhook: {cacheTTL: 30s}},"
+        " cgroupDriver: cgroupfs}",
+    )
+    k = kc.kubelet_configuration(plan, plan.node("cp-1"))
+    assert k["apiVersion"] == "kubelet.config.k8s.io/v1beta1"
+    assert k["kind"] == "KubeletConfiguration"
+    assert k["clusterDNS"] == ["10.96.0.10"]
+    assert k["clusterDomain"] == "cluster.local"
+    assert k["containerRuntimeEndpoint"] == "unix:///var/run/containerd/containerd.sock"
+    assert k["rotateCertificates"] is True
+    assert k["maxPods"] == 200
+    assert k["cgroupDriver"] == "cgroupfs"
+    assert k["authentication"]["webhook"] == {"enabled": True, "cacheTTL": "30s"}
+    assert k["authentication"]["x509"] == {"clientCAFile": "/etc/kubernetes/pki/ca.crt"}
+
+    plan = plan_of("single-master", "cluster.containerRuntime=crio", "cluster.dnsDomain=k8s.example")
+    k = kc.kubelet_configuration(plan, plan.node("cp-1"))
+    assert k["containerRuntimeEndpoint"] == "unix:///var/run/crio/crio.sock"
+    assert k["clusterDomain"] == "k8s.example"
+
+
+@pytest.mark.parametrize(
+    ("config", "path"),
+    [
+        ("{maxPod: 10}", "cluster.kubelet.config.maxPod"),
+        ("{kind: KubeletConfiguration}", "cluster.kubelet.config.kind"),
+        (
+            "{authentication: {x509: {clientCAFil: /x}}}",
+            "cluster.kubelet.config.authentication.x509.clientCAFil",
+        ),
+    ],
+)
+def test_kubelet_configuration_rejects_unknown_keys(config: str, path: str) -> None:
+    plan = plan_of("single-master", f"cluster.kubelet.config={config}")
+    with pytest.raises(BakeError) as exc:
+        kc.kubelet_configuration(plan, plan.node("cp-1"))
+    assert [p.path for p in exc.value.problems] == [path]
+    with pytest.raises(BakeError):
+        kc.node_config_files(plan, plan.node("cp-1"), TOKEN, CA_HASH)
+
+
+# --- Init / Join ---------------------------------------------------------------------------------
+
+
+def test_init_configuration() -> None:
+    plan = plan_of("ha-stacked")
+    i = kc.init_configuration(plan, plan.node("cp-1"), TOKEN)
+    assert i["bootstrapTokens"] == [
+        {
+            "token": TOKEN,
+            "ttl": "24h0m0s",
+            "usages": ["signing", "authentication"],
+            "groups": ["system:bootstrappers:kubeadm:default-node-token"],
+        }
+    ]
+    reg = i["nodeRegistration"]
+    assert reg["name"] == "cp-1"
+    assert reg["criSocket"] == "unix:///var/run/containerd/containerd.sock"
+    assert "taints" not in reg  # kubeadm's control-plane taint
+    assert "ignorePreflightErrors" not in reg  # init only checks its own four manifests
+    assert reg["kubeletExtraArgs"] == [{"name": "node-ip", "value": "10.77.0.11"}]
+    assert i["localAPIEndpoint"] == {"advertiseAddress": "10.77.0.11", "bindPort": 6443}
+    with pytest.raises(BakeError):
+        kc.init_configuration(plan, plan.node("cp-2"), TOKEN)
+    with pytest.raises(BakeError):
+        kc.init_configuration(plan, plan.node("cp-1"), "not-a-token")
+
+
+def test_taints_empty_when_scheduling_on_control_planes() -> None:
+    plan = plan_of("single-node")
+    assert kc.init_configuration(plan, plan.node("dev-1"), TOKEN)["nodeRegistration"]["taints"] == []
+    plan = plan_of("ha-stacked", "cluster.allowSchedulingOnControlPlanes=true")
+    assert kc.join_configuration(plan, plan.node("cp-2"), TOKEN, CA_HASH)["nodeRegistration"]["taints"] == []
+    assert (
+        "taints" not in kc.join_configuration(plan, plan.node("worker-1"), TOKEN, CA_HASH)["nodeRegistration"]
+    )
+
+
+def test_join_configurations() -> None:
+    plan = plan_of("ha-stacked")
+    worker = kc.join_configuration(plan, plan.node("worker-1"), TOKEN, CA_HASH)
+    assert worker["discovery"] == {
+        "bootstrapToken": {"apiServerEndpoint": "10.77.0.10:6443", "token": TOKEN, "caCertHashes": [CA_HASH]}
+    }
+    assert "controlPlane" not in worker
+    assert "ignorePreflightErrors" not in worker["nodeRegistration"]
+    assert worker["timeouts"] == {"discovery": "5m0s"}
+
+    cp = kc.join_configuration(plan, plan.node("cp-2"), TOKEN, CA_HASH)
+    assert cp["controlPlane"] == {"localAPIEndpoint": {"advertiseAddress": "10.77.0.12", "bindPort": 6443}}
+    assert "certificateKey" not in cp["controlPlane"]  # PKI is pre-placed
+    # kube-vip.yaml is in /etc/kubernetes/manifests before kubeadm join runs
+    assert cp["nodeRegistration"]["ignorePreflightErrors"] == ["DirAvailable--etc-kubernetes-manifests"]
+
+    plan = plan_of(
+        "ha-stacked",
+        "cluster.loadBalancer={kind: external}",
+        "cluster.controlPlaneEndpoint=lb.example.com:443",
+    )
+    cp = kc.join_configuration(plan, plan.node("cp-2"), TOKEN, CA_HASH)
+    assert "ignorePreflightErrors" not in cp["nodeRegistration"]  # no static pods of ours
+    assert cp["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "lb.example.com:443"
+
+    with pytest.raises(BakeError):
+        kc.join_configuration(plan, plan.node("cp-1"), TOKEN, CA_HASH)
+    with pytest.raises(BakeError):
+        kc.join_configuration(plan, plan.node("cp-2"), TOKEN, "sha256:XYZ")
+
+
+def test_single_master_join_uses_the_init_node_address() -> None:
+    plan = plan_of("single-master")
+    j = kc.join_configuration(plan, plan.node("worker-1"), TOKEN, CA_HASH)
+    assert j["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "10.77.0.11:6443"
+    assert "controlPlaneEndpoint" not in kc.cluster_configuration(plan)
+
+
+def test_kubelet_extra_args_order_and_overrides(tmp_path: Path) -> None:
+    plan = plan_from_text(
+        tmp_path,
+        """
+extends: single-master
+cluster:
+  kubelet:
+    extraArgs: {max-pods: "200", v: "2"}
+nodes:
+  - {name: cp-1, role: control-plane, ip: 10.77.0.11}
+  - name: worker-1
+    role: worker
+    ip: 10.77.0.21
+    labels: {node.kubernetes.io/pool: blue, example.com/gpu: "true"}
+    kubeletExtraArgs: {v: "4"}
+""",
+    )
+    args = kc.init_configuration(plan, plan.node("cp-1"), TOKEN)["nodeRegistration"]["kubeletExtraArgs"]
+    assert args == [
+        {"name": "node-ip", "value": "10.77.0.11"},
+        {"name": "max-pods", "value": "200"},
+        {"name": "v", "value": "2"},
+    ]
+    args = kc.join_configuration(plan, plan.node("worker-1"), TOKEN, CA_HASH)["nodeRegistration"][
+        "kubeletExtraArgs"
+    ]
+    assert args == [
+        {"name": "node-ip", "value": "10.77.0.21"},
+        {"name": "max-pods", "value": "200"},
+        {"name": "v", "value": "4"},
+        {"name": "node-labels", "value": "example.com/gpu=true,node.kubernetes.io/pool=blue"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sets", "path"),
+    [
+        (["cluster.kubelet.extraArgs={node-ip: 1.2.3.4}"], "cluster.kubelet.extraArgs[0].name"),
+        (["nodes[1].kubeletExtraArgs={node-labels: a=b}"], "nodes[1].kubeletExtraArgs[0].name"),
+        (
+            ["nodes[1].labels={node-role.kubernetes.io/worker: ''}"],
+            "nodes[1].labels.node-role.kubernetes.io/worker",
+        ),
+        (["nodes[1].labels={'a,b': c}"], "nodes[1].labels.a,b"),
+        (["nodes[1].labels={a: 'b,c=d'}"], "nodes[1].labels.a"),
+        (['nodes[1].labels={a: "x\\ny"}'], "nodes[1].labels.a"),
+        (["nodes[1].labels={'bad prefix!/a': b}"], "nodes[1].labels.bad prefix!/a"),
+    ],
+)
+def test_kubelet_args_and_labels_are_checked(sets: list[str], path: str) -> None:
+    plan = plan_of("single-master", *sets)
+    with pytest.raises(BakeError) as exc:
+        kc.node_config_files(plan, plan.node("worker-1"), TOKEN, CA_HASH)
+    assert path in [p.path for p in exc.value.problems]
+
+
+def test_allowed_kubelet_labels() -> None:
+    plan = plan_of(
+        "single-master",
+        "nodes[1].labels={topology.kubernetes.io/zone: z1, node.kubernetes.io/role: worker, "
+        "sub.kubelet.kubernetes.io/x: y, example.com/empty: ''}",
+    )
+    (join,) = docs_of(plan, "worker-1")
+    assert join["nodeRegistration"]["kubeletExtraArgs"][-1] == {
+        "name": "node-labels",
+        "value": "example.com/empty=,node.kubernetes.io/role=worker,sub.kubelet.kubernetes.io/x=y,"
+        "topology.kubernetes.io/zone=z1",
+    }
+
+
+# --- IPv6 --------------------------------------------------------------------------------------
+
+
+def test_ipv6(tmp_path: Path) -> None:
+    plan = plan_from_text(tmp_path, V6_STACKED)
+    init, cluster, kubelet = docs_of(plan, "cp-1")
+    assert cluster["controlPlaneEndpoint"] == "[fd00:77::10]:6443"
+    assert cluster["apiServer"]["certSANs"] == ["fd00:77::10"]
+    assert cluster["networking"]["serviceSubnet"] == "fd00:10:96::/112"
+    assert init["localAPIEndpoint"]["advertiseAddress"] == "fd00:77::11"
+    assert init["nodeRegistration"]["kubeletExtraArgs"][0] == {"name": "node-ip", "value": "fd00:77::11"}
+    assert kubelet["clusterDNS"] == ["fd00:10:96::a"]
+    (join,) = docs_of(plan, "worker-1")
+    assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "[fd00:77::10]:6443"
+    (cp,) = docs_of(plan, "cp-2")
+    assert cp["controlPlane"]["localAPIEndpoint"]["advertiseAddress"] == "fd00:77::12"
+    for node in plan.nodes:
+        for doc in docs_of(plan, node.name):
+            assert kubeadm_schema.unknown_fields(doc) == []
+
+
+# --- YAML safety -------------------------------------------------------------------------------
+
+NASTY = [
+    "a: b",
+    "# not a comment",
+    "line1\nline2",
+    'it\'s "quoted"',
+    "{flow: map}",
+    "[1, 2]",
+    "&anchor x",
+    "*alias",
+    "!!python/object:os.system",
+    "--- ",
+    "...",
+    "true",
+    "null",
+    "~",
+    "0123",
+    "1e3",
+    "0x1F",
+    "-",
+    "? key",
+    "|",
+    "@at",
+    "%percent",
+    " leading space",
+    "trailing space ",
+    "tab\there",
+    "unicode ✓",
+]
+
+
+def _round_trip(docs: list[dict[str, Any]]) -> None:
+    text = yamlio.dump_all(docs)
+    loaded = list(yaml.safe_load_all(text))
+    assert loaded == docs
+    for before, after in zip(docs, loaded, strict=True):
+        assert list(after) == list(before)
+
+
+def test_special_characters_cannot_change_structure(tmp_path: Path) -> None:
+    data: dict[str, Any] = {
+        "extends": "ha-stacked",
+        "cluster": {
+            "apiServer": {"extraArgs": [{"name": f"flag-{i}", "value": v} for i, v in enumerate(NASTY)]},
+            "controllerManager": {"extraArgs": [{"name": "x", "value": v} for v in NASTY]},
+            "etcd": {"extraArgs": [{"name": "y", "value": v} for v in NASTY]},
+            "kubelet": {"extraArgs": [{"name": "z", "value": v} for v in NASTY]},
+        },
+    }
+    path = tmp_path / "nasty.yaml"
+    path.write_text(yamlio.dump(data))
+    plan = plan_of(str(path))
+    assert [a.value for a in plan.settings.api_server.extra_args] == NASTY
+    for node in plan.nodes:
+        docs = docs_of(plan, node.name)
+        _round_trip(docs)
+        for f in kc.node_config_files(plan, node, TOKEN, CA_HASH):
+            assert list(yaml.safe_load_all(f.content)) == docs
+    cluster = by_kind(docs_of(plan, "cp-1"))["ClusterConfiguration"]
+    assert [a["value"] for a in cluster["apiServer"]["extraArgs"]] == NASTY
+    assert set(cluster) == set(kc.cluster_configuration(plan_of("ha-stacked"))) | {"controllerManager"}
+
+
+def test_special_characters_in_sans_are_rejected_and_could_not_escape_anyway() -> None:
+    with pytest.raises(ProfileError):
+        load_profile("ha-stacked", ["cluster.apiServer.certSANs=['a: b', '#c']"])
+    # Bypass the profile's semantic checks: the YAML writer still keeps each value a plain string.
+    data = yaml.safe_load(resources.profile_text("ha-stacked") or b"")
+    base = yaml.safe_load(resources.profile_text("single-master") or b"")
+    data = {**base, **data, "defaults": base["defaults"]}
+    data.pop("extends", None)
+    data["cluster"] = {**base["cluster"], **data["cluster"], "apiServer": {"certSANs": NASTY}}
+    data["cluster"]["etcd"] = {"serverCertSANs": NASTY, "peerCertSANs": NASTY}
+    plan = build_plan(Profile.model_validate(data))
+    for node in plan.nodes:
+        _round_trip(docs_of(plan, node.name))
+    assert kc.cluster_configuration(plan)["apiServer"]["certSANs"][1:] == NASTY
+
+
+def test_label_values_that_look_like_other_yaml_types_stay_strings() -> None:
+    plan = plan_of(
+        "single-master",
+        "nodes[1].labels={example.com/a: 'true', example.com/b: '0123', example.com/c: 'null'}",
+    )
+    (join,) = docs_of(plan, "worker-1")
+    _round_trip([join])
+    assert (
+        join["nodeRegistration"]["kubeletExtraArgs"][-1]["value"]
+        == "example.com/a=true,example.com/b=0123,example.com/c=null"
+    )
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def test_node_config_files() -> None:
+    plan = plan_of("ha-external-etcd")
+    (init,) = kc.node_config_files(plan, plan.node("cp-1"), TOKEN, CA_HASH)
+    assert init.path == kc.INIT_CONFIG_PATH == "/run/kubeadm/kubeadm.yaml"
+    (join,) = kc.node_config_files(plan, plan.node("worker-1"), TOKEN, CA_HASH)
+    assert join.path == kc.JOIN_CONFIG_PATH == "/run/kubeadm/kubeadm-join-config.yaml"
+    for f in (init, join):
+        assert f.mode == 0o600
+        assert f.owner == "root:root"
+        assert f.sensitivity is Sensitivity.SECRET
+        assert TOKEN.encode() in f.content
+    assert kc.node_config_files(plan, plan.node("etcd-1"), TOKEN, CA_HASH) == []
+    assert [d["kind"] for d in yaml.safe_load_all(init.content)] == [
+        "InitConfiguration",
+        "ClusterConfiguration",
+        "KubeletConfiguration",
+    ]
+
+
+def test_deterministic() -> None:
+    a, b = plan_of("ha-stacked"), plan_of("ha-stacked")
+    for node in a.nodes:
+        assert kc.node_config_files(a, node, TOKEN, CA_HASH) == kc.node_config_files(
+            b, b.node(node.name), TOKEN, CA_HASH
+        )
+
+
+# --- golden files ------------------------------------------------------------------------------
+
+
+def check_golden(path: Path, content: bytes) -> None:
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    assert path.is_file(), f"missing golden {path}: run with UPDATE_GOLDEN=1"
+    assert path.read_bytes() == content, f"{path} differs: review, then refresh with UPDATE_GOLDEN=1"
+
+
+@pytest.mark.parametrize(("profile", "node"), [(p, n) for p, nodes in GOLDEN_NODES.items() for n in nodes])
+def test_golden(profile: str, node: str) -> None:
+    plan = plan_of(profile)
+    files = kc.node_config_files(plan, plan.node(node), TOKEN, CA_HASH)
+    expected = {kc.INIT_CONFIG_PATH, kc.JOIN_CONFIG_PATH}
+    for f in files:
+        assert f.path in expected
+        check_golden(GOLDEN / profile / node / Path(f.path).name, f.content)
+    for name in ("kubeadm.yaml", "kubeadm-join-config.yaml"):
+        stale = GOLDEN / profile / node / name
+        if not any(Path(f.path).name == name for f in files):
+            if os.environ.get("UPDATE_GOLDEN"):
+                stale.unlink(missing_ok=True)
+            assert not stale.exists(), f"stale golden {stale}"
+
+
+def test_an_older_kubelet_does_not_change_the_join_document() -> None:
+    plan = plan_of("ha-stacked", "nodes[3].kubernetesVersion=1.35")
+    older, same = plan.node("worker-1"), plan.node("worker-2")
+    assert older.kubelet_info.minor == 35 != plan.info.minor
+    a = kc.join_configuration(plan, older, TOKEN, CA_HASH)
+    b = kc.join_configuration(plan, same, TOKEN, CA_HASH)
+    a_text = yamlio.dump(a).replace("worker-1", "W").replace("10.77.0.21", "IP")
+    assert a_text == yamlio.dump(b).replace("worker-2", "W").replace("10.77.0.22", "IP")
+    assert kubeadm_schema.unknown_fields(a) == []

@@ -1,0 +1,569 @@
+"""builder.secrets: the bundle is created once, reused byte for byte, changed only as reported, never repaired."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from builder import pki, secrets
+from builder.errors import SecretsError
+from builder.pki import KeyAlgorithm
+from builder.plan import ClusterPlan, build_plan
+from builder.profile import load_profile, validate
+from builder.secrets import Bundle, Change, load_bundle, reconcile, required_specs
+
+Files = list[tuple[str, bytes, int]]
+Baked = Callable[..., tuple[ClusterPlan, Bundle]]  # the `baked` fixture of conftest.py
+
+
+def files(bundle: Bundle, plan: ClusterPlan) -> Files:
+    return list(secrets.bundle_files(bundle, plan))
+
+
+def write_bundle(root: Path, bundle: Bundle, plan: ClusterPlan) -> Path:
+    for rel, data, mode in secrets.bundle_files(bundle, plan):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(mode)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def leaves(bundle: Bundle) -> dict[tuple[str, str], tuple[bytes, bytes]]:
+    return {
+        (owner, name): (held.cert_pem, held.key_pem)
+        for owner, certs in bundle.leaves.items()
+        for name, held in certs.items()
+    }
+
+
+def data(name: str, *sets: str) -> dict[str, Any]:
+    return load_profile(name, sets).model_dump(mode="json", by_alias=True)
+
+
+def plan_from(d: dict[str, Any]) -> ClusterPlan:
+    return build_plan(validate(d))
+
+
+def owners(changes: list[Change]) -> set[str]:
+    return {c.owner for c in changes}
+
+
+def san_ips(cert: x509.Certificate) -> set[str]:
+    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(ip) for ip in ext.get_values_for_type(x509.IPAddress)}
+
+
+def now() -> datetime:
+    return secrets.utcnow()
+
+
+@pytest.fixture(scope="module")
+def stacked(baked: Baked) -> tuple[ClusterPlan, Bundle]:
+    return baked("ha-stacked")
+
+
+@pytest.fixture(scope="module")
+def stacked_loaded(stacked: tuple[ClusterPlan, Bundle], tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    plan, bundle = stacked
+    loaded = load_bundle(write_bundle(tmp_path_factory.mktemp("stacked") / "secrets", bundle, plan))
+    assert loaded is not None
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def small(baked: Baked) -> tuple[ClusterPlan, Bundle]:
+    """A cheap ECDSA bundle for tests that re-issue everything."""
+    return baked("single-node", "cluster.encryptionAlgorithm=ECDSA-P256")
+
+
+# --------------------------------------------------------------------------------------------------
+# A fresh bundle
+
+
+def test_fresh_reconcile_reports_creation() -> None:
+    plan = build_plan(load_profile("single-node", ["cluster.encryptionAlgorithm=ECDSA-P256"]))
+    bundle, changes = reconcile(plan, None, now=now())
+    assert len(changes) == 1 and changes[0].owner == "bundle" and "created" in changes[0].what
+    assert set(bundle.leaves) == {"dev-1", secrets.OPERATOR}
+
+
+def test_fresh_bundle_contents(stacked: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = stacked
+    assert bundle.algorithm is KeyAlgorithm.RSA_2048
+    assert pki.TOKEN_RE.match(bundle.token)
+    cns = {
+        name: ca.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        for name, ca in bundle.cas.items()
+    }
+    assert cns == {"ca": "kubernetes", "front-proxy-ca": "front-proxy-ca", "etcd-ca": "etcd-ca"}
+    for ca in bundle.cas.values():
+        assert ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        ca.cert.verify_directly_issued_by(ca.cert)
+        assert pki.public_pem(ca.key) == pki.public_pem(ca.cert.public_key())
+        assert ca.key_pem.startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert len({ca.cert.serial_number for ca in bundle.cas.values()}) == 3
+    sa = pki.load_key(bundle.sa_key_pem)
+    assert pki.public_pem(sa) == bundle.sa_pub_pem
+    assert bundle.sa_pub_pem.startswith(b"-----BEGIN PUBLIC KEY-----")
+    assert KeyAlgorithm.of(sa) is KeyAlgorithm.RSA_2048
+    # workers hold nothing; every leaf chains to the CA its spec names
+    assert set(bundle.leaves) == {"cp-1", "cp-2", "cp-3", secrets.OPERATOR}
+    for node in plan.nodes:
+        for spec in required_specs(plan, node):
+            held = bundle.leaf(node.name, spec.name)
+            assert spec.ca is not None
+            held.cert.verify_directly_issued_by(bundle.cas[spec.ca].cert)
+            assert pki.verify_reuse(spec, held.cert, held.key, bundle.cas[spec.ca].cert) == []
+    spki = (
+        bundle.cas["ca"]
+        .cert.public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    assert bundle.discovery_hash == "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# On disk and back
+
+
+def test_bundle_files_layout_and_modes(stacked: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = stacked
+    fs = files(bundle, plan)
+    by_path = {rel: mode for rel, _, mode in fs}
+    assert len(by_path) == len(fs)
+    for rel in ("bundle.json", "token", "pki/ca.key", "pki/sa.key", "pki/sa.pub", "pki/etcd/ca.key"):
+        assert by_path[rel] == 0o600, rel
+    for rel in ("pki/ca.crt", "pki/front-proxy-ca.crt", "pki/etcd/ca.crt", "nodes/cp-2/apiserver.crt"):
+        assert by_path[rel] == 0o644, rel
+    assert by_path["nodes/cp-3/etcd/peer.key"] == 0o600
+    assert by_path["nodes/cp-1/kubeconfig/super-admin.key"] == 0o600
+    assert by_path["nodes/operator/kubeconfig/admin.crt"] == 0o644
+    assert not any(rel.startswith("nodes/worker-") for rel in by_path)
+    for rel, content, mode in fs:
+        if b"PRIVATE KEY" in content:
+            assert mode == 0o600, rel
+    assert files(bundle, plan) == fs  # stable order
+
+
+def test_round_trip_is_byte_identical(stacked: tuple[ClusterPlan, Bundle], tmp_path: Path) -> None:
+    plan, bundle = stacked
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    loaded = load_bundle(root)
+    assert loaded is not None
+    assert files(loaded, plan) == files(bundle, plan)
+    assert (loaded.token, loaded.created, loaded.algorithm) == (
+        bundle.token,
+        bundle.created,
+        bundle.algorithm,
+    )
+    assert leaves(loaded) == leaves(bundle)
+    assert {n: c.cert_pem + c.key_pem for n, c in loaded.cas.items()} == {
+        n: c.cert_pem + c.key_pem for n, c in bundle.cas.items()
+    }
+    assert snapshot(root) == {rel: content for rel, content, _ in files(loaded, plan)}
+
+
+def test_missing_bundle_directory_is_none(tmp_path: Path) -> None:
+    assert load_bundle(tmp_path / "nope") is None
+
+
+def test_second_reconcile_reuses_everything(
+    stacked: tuple[ClusterPlan, Bundle], stacked_loaded: Bundle
+) -> None:
+    plan, bundle = stacked
+    for existing in (bundle, stacked_loaded):
+        again, changes = reconcile(plan, existing, now=now())
+        assert changes == []
+        assert files(again, plan) == files(bundle, plan)
+
+
+@pytest.mark.xfail(
+    reason="BUG: secrets._reuse_problems calls pki.verify_reuse without now=, so reuse is judged by the wall "
+    "clock instead of reconcile's `now`: a bake with a fixed clock re-issues every leaf each time",
+    strict=True,
+)
+def test_reconcile_judges_reuse_at_its_own_now(small: tuple[ClusterPlan, Bundle]) -> None:
+    plan, _ = small
+    fixed = datetime(2031, 1, 1, tzinfo=UTC)
+    first, _ = reconcile(plan, None, now=fixed)
+    again, changes = reconcile(plan, first, now=fixed)
+    assert [str(c) for c in changes] == []
+
+
+def test_leaves_near_expiry_are_renewed_and_reported(small: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = small
+    later = now() + timedelta(days=340)  # 25 days before the 1-year leaves expire
+    renewed, changes = reconcile(plan, bundle, now=later)
+    assert changes and all("expires" in c.what and c.what.startswith("re-issued ") for c in changes)
+    assert {(c.owner, c.what.split()[1].rstrip(":")) for c in changes} == set(leaves(bundle))
+    assert {n: c.cert_pem for n, c in renewed.cas.items()} == {n: c.cert_pem for n, c in bundle.cas.items()}
+    assert renewed.token == bundle.token
+
+
+# --------------------------------------------------------------------------------------------------
+# Profile changes: only what the change needs is re-issued, and it is reported
+
+
+def test_adding_a_node_issues_only_its_certificates(
+    stacked: tuple[ClusterPlan, Bundle], stacked_loaded: Bundle
+) -> None:
+    plan, bundle = stacked
+    d = data("ha-stacked")
+    d["nodes"].append({"name": "cp-4", "role": "control-plane", "ip": "10.77.0.14"})
+    d["nodes"].append({"name": "worker-3", "role": "worker", "ip": "10.77.0.23"})
+    plan2 = plan_from(d)
+    grown, changes = reconcile(plan2, stacked_loaded, now=now())
+    assert owners(changes) == {"cp-4"}
+    wanted = {s.name for s in required_specs(plan2, plan2.node("cp-4"))}
+    assert {c.what for c in changes} == {f"issued {name}" for name in wanted}
+    assert "super-admin.conf" not in wanted and "etcd-server" in wanted
+    old = leaves(bundle)
+    new = leaves(grown)
+    assert {k: v for k, v in new.items() if k[0] != "cp-4"} == old
+    assert grown.token == bundle.token and grown.sa_key_pem == bundle.sa_key_pem
+    assert "worker-3" not in grown.leaves
+
+
+def test_changing_a_node_ip_reissues_its_server_certificates_only(
+    stacked: tuple[ClusterPlan, Bundle], stacked_loaded: Bundle
+) -> None:
+    plan, bundle = stacked
+    d = data("ha-stacked")
+    d["nodes"][1]["ip"] = "10.77.0.14"
+    moved, changes = reconcile(plan_from(d), stacked_loaded, now=now())
+    assert owners(changes) == {"cp-2"}
+    reissued = {c.what.split()[1].rstrip(":") for c in changes}
+    assert reissued == {"apiserver", "etcd-server", "etcd-peer"}
+    for c in changes:
+        assert c.what.startswith("re-issued ") and "does not cover SAN 10.77.0.14" in c.what, c
+    old, new = leaves(bundle), leaves(moved)
+    assert {k for k in old if old[k] != new[k]} == {("cp-2", n) for n in reissued}
+    for name in reissued:
+        assert "10.77.0.14" in san_ips(moved.leaf("cp-2", name).cert)
+
+
+def test_removing_a_node_drops_its_certificates(
+    stacked: tuple[ClusterPlan, Bundle], stacked_loaded: Bundle
+) -> None:
+    plan, bundle = stacked
+    d = data("ha-stacked")
+    d["nodes"] = [n for n in d["nodes"] if n["name"] != "cp-3"]
+    plan2 = plan_from(d)
+    shrunk, changes = reconcile(plan2, stacked_loaded, now=now())
+    assert len(changes) == 1 and changes[0].owner == "cp-3" and "dropped" in changes[0].what
+    assert "cp-3" not in shrunk.leaves
+    assert leaves(shrunk) == {k: v for k, v in leaves(bundle).items() if k[0] != "cp-3"}
+    assert not any(rel.startswith("nodes/cp-3/") for rel, _, _ in files(shrunk, plan2))
+
+
+def test_new_init_node_gets_init_only_kubeconfigs(
+    stacked: tuple[ClusterPlan, Bundle], stacked_loaded: Bundle
+) -> None:
+    d = data("ha-stacked")
+    d["nodes"] = [n for n in d["nodes"] if n["name"] != "cp-1"]
+    _, changes = reconcile(plan_from(d), stacked_loaded, now=now())
+    assert {str(c) for c in changes if c.owner == "cp-2"} == {
+        "cp-2: issued super-admin.conf",
+        "cp-2: issued kubelet.conf",
+    }
+    assert owners(changes) == {"cp-1", "cp-2"}
+
+
+def test_only_carries_other_nodes_over(stacked: tuple[ClusterPlan, Bundle], stacked_loaded: Bundle) -> None:
+    plan, bundle = stacked
+    d = data("ha-stacked")
+    d["nodes"][0]["ip"] = "10.77.0.15"  # cp-1 moves, but only cp-2 is re-rendered
+    result, changes = reconcile(plan_from(d), stacked_loaded, now=now(), only={"cp-2"})
+    assert changes == []
+    assert leaves(result) == leaves(bundle)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rotations
+
+
+def test_rotate_token_changes_only_the_token(stacked: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = stacked
+    rotated, changes = reconcile(plan, bundle, now=now(), rotate_token=True)
+    assert changes == [Change("bundle", "rotated the bootstrap token")]
+    assert rotated.token != bundle.token and pki.TOKEN_RE.match(rotated.token)
+    before = [f for f in files(bundle, plan) if f[0] != "token"]
+    assert [f for f in files(rotated, plan) if f[0] != "token"] == before
+
+
+def test_rotate_ca_replaces_every_ca_and_leaf(small: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = small
+    rotated, changes = reconcile(plan, bundle, now=now(), rotate_ca=True)
+    assert len(changes) == 1 and "rotated every CA" in changes[0].what and "token kept" in changes[0].what
+    assert rotated.token == bundle.token
+    for name, ca in rotated.cas.items():
+        assert ca.cert_pem != bundle.cas[name].cert_pem and ca.key_pem != bundle.cas[name].key_pem
+    assert rotated.sa_key_pem != bundle.sa_key_pem
+    assert rotated.discovery_hash != bundle.discovery_hash
+    old = leaves(bundle)
+    for key, (cert_pem, key_pem) in leaves(rotated).items():
+        assert cert_pem != old[key][0] and key_pem != old[key][1]
+    for node in plan.nodes:
+        for spec in required_specs(plan, node):
+            assert spec.ca is not None
+            rotated.leaf(node.name, spec.name).cert.verify_directly_issued_by(rotated.cas[spec.ca].cert)
+    both, changes = reconcile(plan, bundle, now=now(), rotate_ca=True, rotate_token=True)
+    assert both.token != bundle.token
+
+
+def test_algorithm_change_needs_rotate_ca(small: tuple[ClusterPlan, Bundle]) -> None:
+    _, bundle = small
+    rsa_plan = build_plan(load_profile("single-node", ["cluster.encryptionAlgorithm=RSA-2048"]))
+    with pytest.raises(SecretsError) as info:
+        reconcile(rsa_plan, bundle, now=now())
+    (problem,) = info.value.problems
+    assert problem.path == "cluster.encryptionAlgorithm"
+    assert (
+        "RSA-2048" in problem.message and "ECDSA-P256" in problem.message and "rotate-ca" in problem.message
+    )
+    p384_plan = build_plan(load_profile("single-node", ["cluster.encryptionAlgorithm=ECDSA-P384"]))
+    rotated, _ = reconcile(p384_plan, bundle, now=now(), rotate_ca=True)
+    assert rotated.algorithm is KeyAlgorithm.ECDSA_P384
+    assert all(KeyAlgorithm.of(k.key) is KeyAlgorithm.ECDSA_P384 for k in rotated.cas.values())
+    assert all(
+        KeyAlgorithm.of(h.key) is KeyAlgorithm.ECDSA_P384 for c in rotated.leaves.values() for h in c.values()
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Corrupt bundles are errors, never repaired
+
+
+def _truncate_key(root: Path, foreign: Bundle) -> None:
+    p = root / "nodes/cp-1/apiserver.key"
+    p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+
+
+def _swap_keys(root: Path, foreign: Bundle) -> None:
+    a, b = root / "nodes/cp-1/apiserver.key", root / "nodes/cp-2/apiserver.key"
+    da, db = a.read_bytes(), b.read_bytes()
+    a.write_bytes(db)
+    b.write_bytes(da)
+
+
+def _foreign_leaf(root: Path, foreign: Bundle) -> None:
+    held = foreign.leaf("dev-1", "apiserver")
+    (root / "nodes/cp-2/apiserver.crt").write_bytes(held.cert_pem)
+    (root / "nodes/cp-2/apiserver.key").write_bytes(held.key_pem)
+
+
+def _foreign_ca(root: Path, foreign: Bundle) -> None:
+    (root / "pki/ca.crt").write_bytes(foreign.cas["ca"].cert_pem)
+    (root / "pki/ca.key").write_bytes(foreign.cas["ca"].key_pem)
+
+
+def _garbage_json(root: Path, foreign: Bundle) -> None:
+    (root / "bundle.json").write_bytes(b"{not json\x00")
+
+
+def _json_not_a_mapping(root: Path, foreign: Bundle) -> None:
+    (root / "bundle.json").write_text("[1, 2]\n")
+
+
+def _missing_token(root: Path, foreign: Bundle) -> None:
+    (root / "token").unlink()
+
+
+def _bad_token(root: Path, foreign: Bundle) -> None:
+    (root / "token").write_text("ABCDEF.0123456789abcdef\n")
+
+
+def _sa_mismatch(root: Path, foreign: Bundle) -> None:
+    (root / "pki/sa.pub").write_bytes(foreign.sa_pub_pem)
+
+
+def _ca_key_mismatch(root: Path, foreign: Bundle) -> None:
+    shutil.copy(root / "pki/front-proxy-ca.key", root / "pki/ca.key")
+
+
+def _missing_leaf(root: Path, foreign: Bundle) -> None:
+    (root / "nodes/cp-3/etcd/peer.crt").unlink()
+
+
+def _wrong_algorithm(root: Path, foreign: Bundle) -> None:
+    meta = json.loads((root / "bundle.json").read_text())
+    meta["algorithm"] = "ECDSA-P256"
+    (root / "bundle.json").write_text(json.dumps(meta))
+
+
+def _path_escape(root: Path, foreign: Bundle) -> None:
+    meta = json.loads((root / "bundle.json").read_text())
+    meta["leaves"]["cp-1"]["apiserver"] = "../../pki/ca"
+    (root / "bundle.json").write_text(json.dumps(meta))
+
+
+def _leaf_as_ca(root: Path, foreign: Bundle) -> None:
+    shutil.copy(root / "nodes/cp-1/apiserver.crt", root / "pki/etcd/ca.crt")
+    shutil.copy(root / "nodes/cp-1/apiserver.key", root / "pki/etcd/ca.key")
+
+
+CORRUPTIONS: list[tuple[Callable[[Path, Bundle], None], str, str]] = [
+    (_truncate_key, "secrets/nodes/cp-1/apiserver.key", "not a PEM private key"),
+    (_swap_keys, "secrets/nodes/cp-1/apiserver", "does not belong"),
+    (_foreign_leaf, "secrets/nodes/cp-2/apiserver.crt", "not signed by any CA"),
+    (_foreign_ca, "secrets/nodes/cp-1/apiserver.crt", "not signed by any CA"),
+    (_garbage_json, "secrets/bundle.json", "corrupt"),
+    (_json_not_a_mapping, "secrets/bundle.json", "corrupt"),
+    (_missing_token, "secrets/token", "missing"),
+    (_bad_token, "secrets/token", "not a bootstrap token"),
+    (_sa_mismatch, "secrets/pki/sa.pub", "does not match"),
+    (_ca_key_mismatch, "secrets/pki/ca", "does not belong"),
+    (_missing_leaf, "secrets/nodes/cp-3/etcd/peer.crt", "missing"),
+    (_wrong_algorithm, "secrets/pki/ca.key", "is not ECDSA-P256"),
+    (_path_escape, "secrets/bundle.json", "bad leaf path"),
+    (_leaf_as_ca, "secrets/pki/etcd/ca.crt", "is not a CA"),
+]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "path", "needle"), CORRUPTIONS, ids=[c[0].__name__.strip("_") for c in CORRUPTIONS]
+)
+def test_corrupt_bundle_is_an_error_and_left_alone(
+    stacked: tuple[ClusterPlan, Bundle],
+    baked: Baked,
+    tmp_path: Path,
+    corrupt: Callable[[Path, Bundle], None],
+    path: str,
+    needle: str,
+) -> None:
+    plan, bundle = stacked
+    _, foreign = baked("single-node")  # same algorithm, other CAs
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    corrupt(root, foreign)
+    before = snapshot(root)
+    with pytest.raises(SecretsError) as info:
+        load_bundle(root)
+    problems = list(info.value.problems)
+    hits = [p for p in problems if p.path == path]
+    assert hits, [str(p) for p in problems]
+    assert any(needle in p.message for p in hits), [str(p) for p in hits]
+    assert problems[-1].path == "secrets" and "not changed" in problems[-1].message
+    assert snapshot(root) == before
+
+
+def test_corrupt_bundle_lists_every_problem(stacked: tuple[ClusterPlan, Bundle], tmp_path: Path) -> None:
+    plan, bundle = stacked
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    _truncate_key(root, bundle)
+    _missing_token(root, bundle)
+    _missing_leaf(root, bundle)
+    with pytest.raises(SecretsError) as info:
+        load_bundle(root)
+    got = {p.path for p in info.value.problems}
+    assert {"secrets/nodes/cp-1/apiserver.key", "secrets/token", "secrets/nodes/cp-3/etcd/peer.crt"} <= got
+
+
+# --------------------------------------------------------------------------------------------------
+# Which certificates each role needs
+
+
+def _names(plan: ClusterPlan, node: str) -> set[str]:
+    return {s.name for s in required_specs(plan, plan.node(node))}
+
+
+KUBECONFIGS_JOIN = {"admin.conf", "controller-manager.conf", "scheduler.conf"}
+KUBECONFIGS_INIT = KUBECONFIGS_JOIN | {"super-admin.conf", "kubelet.conf"}
+CP_CERTS = {"apiserver", "apiserver-kubelet-client", "front-proxy-client", "apiserver-etcd-client"}
+ETCD_CERTS = {"etcd-server", "etcd-peer", "etcd-healthcheck-client"}
+
+
+def test_required_specs_external_etcd() -> None:
+    plan = build_plan(load_profile("ha-external-etcd"))
+    assert _names(plan, "worker-1") == set()
+    assert _names(plan, "etcd-2") == ETCD_CERTS
+    assert _names(plan, "cp-1") == CP_CERTS | KUBECONFIGS_INIT
+    assert _names(plan, "cp-2") == CP_CERTS | KUBECONFIGS_JOIN
+
+
+def test_required_specs_stacked() -> None:
+    plan = build_plan(load_profile("ha-stacked"))
+    assert _names(plan, "worker-2") == set()
+    assert _names(plan, "cp-1") == CP_CERTS | KUBECONFIGS_INIT | ETCD_CERTS
+    assert _names(plan, "cp-3") == CP_CERTS | KUBECONFIGS_JOIN | ETCD_CERTS
+    assert _names(build_plan(load_profile("etcd-cluster")), "etcd-1") == ETCD_CERTS
+
+
+def test_required_spec_contents() -> None:
+    plan = build_plan(load_profile("ha-stacked"))
+    specs = {s.name: s for s in required_specs(plan, plan.node("cp-2"))}
+    api = specs["apiserver"]
+    assert api.cn == "kube-apiserver" and api.ca == "ca"
+    assert [str(ip) for ip in api.ips] == ["10.96.0.1", "10.77.0.12", "10.77.0.10"]
+    assert set(api.dns) == {
+        "cp-2",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    }
+    assert specs["etcd-server"].cn == "cp-2" and specs["etcd-server"].ca == "etcd-ca"
+    assert [str(ip) for ip in specs["etcd-peer"].ips] == ["10.77.0.12", "127.0.0.1", "::1"]
+    assert specs["apiserver-etcd-client"].ca == "etcd-ca" and specs["apiserver-etcd-client"].orgs == ()
+    assert specs["apiserver-kubelet-client"].orgs == ("kubeadm:cluster-admins",)
+    assert specs["front-proxy-client"].ca == "front-proxy-ca"
+
+
+# --------------------------------------------------------------------------------------------------
+# Every algorithm, and IPv6
+
+
+@pytest.mark.parametrize("algorithm", list(KeyAlgorithm))
+def test_every_algorithm_round_trips(algorithm: KeyAlgorithm, tmp_path: Path) -> None:
+    plan = build_plan(load_profile("single-node", [f"cluster.encryptionAlgorithm={algorithm.value}"]))
+    assert plan.info.ecdsa_p384  # 1.37
+    bundle, _ = reconcile(plan, None, now=now())
+    loaded = load_bundle(write_bundle(tmp_path / "secrets", bundle, plan))
+    assert loaded is not None and loaded.algorithm is algorithm
+    keys = [ca.key for ca in loaded.cas.values()] + [
+        h.key for c in loaded.leaves.values() for h in c.values()
+    ]
+    keys.append(pki.load_key(loaded.sa_key_pem))
+    assert all(KeyAlgorithm.of(k) is algorithm for k in keys)
+    assert files(loaded, plan) == files(bundle, plan)
+    again, changes = reconcile(plan, loaded, now=now())
+    assert changes == [] and files(again, plan) == files(bundle, plan)
+    if algorithm.value.startswith("ECDSA"):
+        assert loaded.cas["ca"].key_pem.startswith(b"-----BEGIN EC PRIVATE KEY-----")
+
+
+def test_ipv6_bundle_is_reused(tmp_path: Path) -> None:
+    d = data("ha-stacked", "cluster.encryptionAlgorithm=ECDSA-P256")
+    d["cluster"].update(
+        podSubnet="fd00:244::/56",
+        serviceSubnet="fd00:96::/112",
+        loadBalancer={"kind": "kube-vip", "vip": "fd00:77::10"},
+    )
+    d["defaults"].update(gateway="fd00:77::1", dns=["fd00:77::1"])
+    d["nodes"] = [{"name": f"cp-{i}", "role": "control-plane", "ip": f"fd00:77::1{i}"} for i in (1, 2, 3)]
+    plan = plan_from(d)
+    bundle, _ = reconcile(plan, None, now=now())
+    assert san_ips(bundle.leaf("cp-2", "apiserver").cert) == {"fd00:96::1", "fd00:77::12", "fd00:77::10"}
+    assert san_ips(bundle.leaf("cp-3", "etcd-server").cert) == {"fd00:77::13", "127.0.0.1", "::1"}
+    eku = (
+        bundle.leaf("cp-3", "etcd-peer").cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    )
+    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    loaded = load_bundle(write_bundle(tmp_path / "s", bundle, plan))
+    assert loaded is not None
+    _, changes = reconcile(plan, loaded, now=now())
+    assert changes == []

@@ -1,0 +1,679 @@
+"""builder.static_pods: external etcd members and the control-plane load balancer as static pods.
+
+Real peers: the `kubernetes-validate` Pod schemas, haproxy -c, keepalived --config-test, shellcheck
+and an etcd binary. Goldens: `UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_kubeadm_config.py
+tests/test_static_pods.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_validate import utils as kv
+
+from builder import kubeadm_config as kc
+from builder import resources, static_pods, versions, yamlio
+from builder.errors import BakeError
+from builder.files import Sensitivity
+from builder.plan import ClusterPlan, build_plan
+from builder.profile import Arg, load_profile
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+GOLDEN_NODES = {
+    "ha-stacked": ("cp-1", "cp-2", "worker-1"),
+    "ha-external-etcd": ("etcd-1", "cp-1", "cp-2", "worker-1"),
+}
+CONFIG_FILES = {"kubeadm.yaml", "kubeadm-join-config.yaml"}  # tests/test_kubeadm_config.py's goldens
+MINORS = sorted(versions.TABLE)
+
+V6_EXTERNAL = """
+cluster:
+  name: v6-external
+  kubernetesVersion: "1.37"
+  podSubnet: fd00:10:244::/56
+  serviceSubnet: fd00:10:96::/112
+  loadBalancer: {kind: haproxy-keepalived, vip: "fd00:77::10", interface: eth0, port: 8443}
+defaults: {prefixLength: 64, gateway: "fd00:77::1", dns: ["fd00:77::1"]}
+nodes:
+  - {name: etcd-1, role: etcd, ip: "fd00:77::31"}
+  - {name: etcd-2, role: etcd, ip: "fd00:77::32"}
+  - {name: etcd-3, role: etcd, ip: "fd00:77::33"}
+  - {name: cp-1, role: control-plane, ip: "fd00:77::11"}
+  - {name: cp-2, role: control-plane, ip: "fd00:77::12"}
+  - {name: worker-1, role: worker, ip: "fd00:77::21"}
+"""
+
+
+def plan_of(name: str, *sets: str) -> ClusterPlan:
+    return build_plan(load_profile(name, list(sets)))
+
+
+def v6_plan(tmp_path: Path, *sets: str) -> ClusterPlan:
+    path = tmp_path / "v6.yaml"
+    path.write_text(V6_EXTERNAL)
+    return plan_of(str(path), *sets)
+
+
+def pods_of(plan: ClusterPlan) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for node in plan.nodes:
+        for f in static_pods.node_static_pod_files(plan, node):
+            if f.path.startswith(kc.MANIFESTS_DIR):
+                out.append((f"{node.name}:{f.path}", yaml.safe_load(f.content)))
+    return out
+
+
+def command(pod: dict[str, Any]) -> list[str]:
+    cmd: list[str] = pod["spec"]["containers"][0]["command"]
+    return cmd
+
+
+def name_value(arg: str) -> tuple[str, str]:
+    """`--name=value` as ArgumentsToCommand sorts it: by name, then by value."""
+    name, _, value = arg[2:].partition("=")
+    return name, value
+
+
+def flags(pod: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for arg in command(pod)[1:]:
+        name, _, value = arg[2:].partition("=")
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def etcd(plan: ClusterPlan, name: str = "etcd-1") -> dict[str, Any]:
+    return static_pods.etcd_pod(plan, plan.node(name))
+
+
+# --- Pod schema (kubernetes-validate) ------------------------------------------------------------
+
+
+def schema_versions(minor: int) -> list[str]:
+    """The profile's own minor if the package knows it, and the newest it knows (>= the profile's)."""
+    known = kv.all_versions()
+    newest = known[-1]
+    own = [v for v in known if kv.major_minor(v) == f"1.{minor}"]
+    return sorted({*own[-1:], newest})
+
+
+def test_kubernetes_validate_knows_our_newest_minor() -> None:
+    assert kv.major_minor(kv.latest_version()) >= f"1.{versions.NEWEST_MINOR}"
+
+
+@pytest.mark.parametrize("minor", MINORS)
+@pytest.mark.parametrize("name", resources.profile_names())
+def test_static_pods_are_valid_pods(name: str, minor: int) -> None:
+    plan = plan_of(name, f"cluster.kubernetesVersion=1.{minor}")
+    for where, pod in pods_of(plan):
+        for version in schema_versions(minor):
+            kv.validate(pod, version, strict=True)  # raises on any schema violation
+        assert pod["metadata"]["namespace"] == "kube-system", where
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda p: p["spec"].__setitem__("hostNetwrok", True),
+        lambda p: p["spec"]["containers"][0].__setitem__("image", 5),
+        lambda p: p["spec"]["containers"][0]["livenessProbe"]["httpGet"].__setitem__("port", [1]),
+        lambda p: p["spec"]["volumes"][0].__setitem__("hostPath", "/etc"),
+        lambda p: p["spec"].pop("containers"),
+    ],
+)
+def test_a_broken_pod_fails_validation(breakage: Any) -> None:
+    pod = copy.deepcopy(etcd(plan_of("ha-external-etcd")))
+    kv.validate(pod, kv.latest_version(), strict=True)
+    breakage(pod)
+    with pytest.raises(kv.ValidationError):
+        kv.validate(pod, kv.latest_version(), strict=True)
+
+
+# --- etcd ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("minor", MINORS)
+def test_etcd_flags_sorted_like_arguments_to_command(minor: int) -> None:
+    pod = etcd(plan_of("ha-external-etcd", f"cluster.kubernetesVersion=1.{minor}"))
+    cmd = command(pod)
+    assert cmd[0] == "etcd"
+    assert all(a.startswith("--") and "=" in a for a in cmd[1:])
+    assert cmd[1:] == sorted(cmd[1:], key=name_value)
+    assert (
+        cmd.index("--initial-cluster-state=new")
+        == cmd.index(next(a for a in cmd if a.startswith("--initial-cluster="))) + 1
+    )
+
+
+def test_etcd_pod_for_a_member() -> None:
+    plan = plan_of("ha-external-etcd")
+    pod = etcd(plan, "etcd-2")
+    f = flags(pod)
+    assert f["initial-cluster"] == [
+        "etcd-1=https://10.77.0.31:2380,etcd-2=https://10.77.0.32:2380,etcd-3=https://10.77.0.33:2380"
+    ]
+    assert f["initial-cluster-state"] == ["new"]
+    assert f["name"] == ["etcd-2"]
+    assert f["advertise-client-urls"] == ["https://10.77.0.32:2379"]
+    assert f["initial-advertise-peer-urls"] == f["listen-peer-urls"] == ["https://10.77.0.32:2380"]
+    assert f["listen-client-urls"] == ["https://127.0.0.1:2379,https://10.77.0.32:2379"]
+    assert f["listen-metrics-urls"] == ["http://127.0.0.1:2381"]
+    assert f["cert-file"] == ["/etc/kubernetes/pki/etcd/server.crt"]
+    assert f["peer-trusted-ca-file"] == f["trusted-ca-file"] == ["/etc/kubernetes/pki/etcd/ca.crt"]
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == f"registry.k8s.io/etcd:{plan.info.etcd_tag}"
+    assert pod["metadata"]["annotations"] == {
+        "kubeadm.kubernetes.io/etcd.advertise-client-urls": "https://10.77.0.32:2379"
+    }
+    assert [m["name"] for m in container["volumeMounts"]] == ["etcd-data", "etcd-certs"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["etcd-certs", "etcd-data"]
+    assert pod["spec"]["priorityClassName"] == "system-node-critical"
+
+
+def test_initial_cluster_follows_profile_order(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        """
+extends: etcd-cluster
+nodes:
+  - {name: zeta, role: etcd, ip: 10.77.0.39}
+  - {name: alpha, role: etcd, ip: 10.77.0.31}
+  - {name: mid, role: etcd, ip: 10.77.0.35}
+"""
+    )
+    plan = plan_of(str(path))
+    for member in plan.nodes:
+        assert flags(etcd(plan, member.name))["initial-cluster"] == [
+            "zeta=https://10.77.0.39:2380,alpha=https://10.77.0.31:2380,mid=https://10.77.0.35:2380"
+        ]
+
+
+def test_etcd_ipv6_urls_are_bracketed(tmp_path: Path) -> None:
+    plan = v6_plan(tmp_path)
+    pod = etcd(plan)
+    f = flags(pod)
+    assert f["advertise-client-urls"] == ["https://[fd00:77::31]:2379"]
+    assert f["listen-client-urls"] == ["https://[::1]:2379,https://[fd00:77::31]:2379"]
+    assert f["listen-metrics-urls"] == ["http://[::1]:2381"]
+    assert f["initial-cluster"][0].split(",")[2] == "etcd-3=https://[fd00:77::33]:2380"
+    probe = pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]
+    assert probe["host"] == "::1"
+
+
+def test_etcd_36_flags_switch() -> None:
+    old = [m for m in MINORS if not versions.TABLE[m].etcd_36_flags]
+    new = [m for m in MINORS if versions.TABLE[m].etcd_36_flags]
+    assert old and new
+    f_old = flags(etcd(plan_of("ha-external-etcd", f"cluster.kubernetesVersion=1.{old[-1]}")))
+    f_new = flags(etcd(plan_of("ha-external-etcd", f"cluster.kubernetesVersion=1.{new[0]}")))
+    assert f_old["experimental-initial-corrupt-check"] == ["true"]
+    assert f_old["experimental-watch-progress-notify-interval"] == ["5s"]
+    assert "feature-gates" not in f_old and "watch-progress-notify-interval" not in f_old
+    assert f_new["feature-gates"] == ["InitialCorruptCheck=true"]
+    assert f_new["watch-progress-notify-interval"] == ["5s"]
+    assert not any(k.startswith("experimental-") for k in f_new)
+
+
+def test_named_probe_port_switch() -> None:
+    for minor in MINORS:
+        info = versions.TABLE[minor]
+        container = etcd(plan_of("ha-external-etcd", f"cluster.kubernetesVersion=1.{minor}"))["spec"][
+            "containers"
+        ][0]
+        ports = {container[p]["httpGet"]["port"] for p in ("livenessProbe", "readinessProbe", "startupProbe")}
+        if info.named_probe_port:
+            assert ports == {"probe-port"}
+            assert container["ports"] == [{"containerPort": 2381, "name": "probe-port", "protocol": "TCP"}]
+        else:
+            assert ports == {2381}
+            assert "ports" not in container
+
+
+def test_etcd_extra_args_override_by_name() -> None:
+    sorted_minor = max(m for m in MINORS if not versions.TABLE[m].extra_args_user_order_kept)
+    plan = plan_of(
+        "ha-external-etcd",
+        f"cluster.kubernetesVersion=1.{sorted_minor}",
+        "cluster.etcd.extraArgs=[{name: snapshot-count, value: '5000'},"
+        " {name: quota-backend-bytes, value: '8589934592'},"
+        " {name: cipher-suites, value: b}, {name: cipher-suites, value: a},"
+        " {name: listen-metrics-urls, value: 'http://0.0.0.0:12381'}]",
+    )
+    pod = etcd(plan)
+    f = flags(pod)
+    assert f["snapshot-count"] == ["5000"]  # the default 10000 is gone
+    assert f["quota-backend-bytes"] == ["8589934592"]
+    assert f["cipher-suites"] == ["a", "b"]  # duplicates kept, sorted by value
+    assert f["listen-metrics-urls"] == ["http://0.0.0.0:12381"]
+    probe = pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]
+    assert (probe["host"], probe["port"], probe["scheme"]) == (
+        "0.0.0.0",
+        2381 if not plan.info.named_probe_port else "probe-port",
+        "HTTP",
+    )
+    if plan.info.named_probe_port:
+        assert pod["spec"]["containers"][0]["ports"][0]["containerPort"] == 12381
+    assert command(pod)[1:] == sorted(command(pod)[1:], key=name_value)
+
+
+def test_etcd_extra_args_keep_user_order_where_kubeadm_does() -> None:
+    kept = [m for m in MINORS if versions.TABLE[m].extra_args_user_order_kept]
+    if not kept:
+        pytest.skip("no minor keeps the user's extraArgs order")
+    plan = plan_of(
+        "ha-external-etcd",
+        f"cluster.kubernetesVersion=1.{kept[0]}",
+        "cluster.etcd.extraArgs=[{name: snapshot-count, value: '5000'}, {name: cipher-suites, value: b},"
+        " {name: cipher-suites, value: a}]",
+    )
+    cmd = command(etcd(plan))[1:]
+    assert cmd[:3] == ["--snapshot-count=5000", "--cipher-suites=b", "--cipher-suites=a"]
+    assert cmd[3:] == sorted(cmd[3:], key=name_value)
+    assert "--snapshot-count=10000" not in cmd
+
+
+def test_etcd_pod_refuses_stacked_members() -> None:
+    plan = plan_of("ha-stacked")
+    with pytest.raises(ValueError, match="kubeadm itself"):
+        static_pods.etcd_pod(plan, plan.node("cp-1"))
+
+
+def test_etcd_special_characters_round_trip() -> None:
+    nasty = [
+        "a: b",
+        "#x",
+        "l1\nl2",
+        "'q\"",
+        "{f}",
+        "&a",
+        "*b",
+        "!!python/object:os.system",
+        "true",
+        "0x10",
+        "~",
+    ]
+    plan = plan_of("ha-external-etcd")
+    args = [Arg(name=f"x{i}", value=v) for i, v in enumerate(nasty)]
+    settings = plan.settings.model_copy(
+        update={"etcd": plan.settings.etcd.model_copy(update={"extra_args": args})}
+    )
+    pod = etcd(replace(plan, settings=settings))
+    loaded = yaml.safe_load(yamlio.dump(pod))
+    assert loaded == pod
+    assert list(loaded) == list(pod) and list(loaded["spec"]) == list(pod["spec"])
+    assert [a for a in command(loaded) if a.startswith("--x")] == [f"--x{i}={v}" for i, v in enumerate(nasty)]
+
+
+# --- kube-vip ----------------------------------------------------------------------------------
+
+
+def test_kube_vip_pods() -> None:
+    plan = plan_of("ha-stacked")
+    for node in plan.control_planes:
+        pod = static_pods.kube_vip_pod(plan, node)
+        c = pod["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in c["env"]}
+        assert env["address"] == "10.77.0.10"
+        assert env["vip_interface"] == "eth0"
+        assert env["port"] == "6443"
+        assert env["vip_arp"] == env["cp_enable"] == env["vip_leaderelection"] == "true"
+        assert env["svc_enable"] == "false"
+        assert env["vip_nodename"] == node.name
+        assert c["image"] == static_pods.KUBE_VIP_IMAGE
+        assert static_pods.KUBE_VIP_IMAGE.startswith("ghcr.io/kube-vip/kube-vip:v")
+        assert c["volumeMounts"][0]["mountPath"] == "/etc/kubernetes/admin.conf"
+        host_path = pod["spec"]["volumes"][0]["hostPath"]
+        expected = "/etc/kubernetes/super-admin.conf" if node.is_init else "/etc/kubernetes/admin.conf"
+        assert host_path == {"path": expected, "type": "File"}
+        assert pod["spec"]["hostNetwork"] is True
+    assert static_pods.node_static_pod_files(plan, plan.node("worker-1")) == []
+
+
+def test_kube_vip_super_admin_depends_on_the_version_table() -> None:
+    plan = plan_of("ha-stacked")
+    old = replace(plan, info=replace(plan.info, super_admin_conf=False))
+    host = static_pods.kube_vip_pod(old, old.node("cp-1"))["spec"]["volumes"][0]["hostPath"]["path"]
+    assert host == "/etc/kubernetes/admin.conf"
+
+
+def test_kube_vip_ipv6(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        V6_EXTERNAL.replace("kind: haproxy-keepalived", "kind: kube-vip").replace(
+            "role: etcd", "role: worker"
+        )
+    )
+    plan = plan_of(str(path))
+    container = static_pods.kube_vip_pod(plan, plan.node("cp-1"))["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["address"] == "fd00:77::10"
+    assert env["vip_subnet"] == "128"
+
+
+# --- haproxy / keepalived ----------------------------------------------------------------------
+
+
+def test_load_balancer_files_per_node() -> None:
+    plan = plan_of("ha-external-etcd")
+    files = {f.path: f for f in static_pods.node_static_pod_files(plan, plan.node("cp-2"))}
+    assert set(files) == {
+        "/etc/kubernetes/manifests/haproxy.yaml",
+        "/etc/kubernetes/manifests/keepalived.yaml",
+        "/etc/haproxy/haproxy.cfg",
+        "/etc/keepalived/keepalived.conf",
+        "/etc/keepalived/check_apiserver.sh",
+    }
+    assert files["/etc/kubernetes/manifests/haproxy.yaml"].mode == 0o600
+    assert files["/etc/kubernetes/manifests/keepalived.yaml"].mode == 0o600
+    assert files["/etc/keepalived/check_apiserver.sh"].mode == 0o755
+    assert all(f.sensitivity is Sensitivity.PUBLIC and f.owner == "root:root" for f in files.values())
+    assert [f.path for f in static_pods.node_static_pod_files(plan, plan.node("etcd-3"))] == [
+        "/etc/kubernetes/manifests/etcd.yaml"
+    ]
+    assert static_pods.node_static_pod_files(plan, plan.node("worker-2")) == []
+    for name in ("ha-stacked", "ha-external-etcd", "etcd-cluster", "single-node", "single-master"):
+        some = plan_of(name)
+        for node in some.nodes:
+            made = static_pods.node_static_pod_files(some, node)
+            assert static_pods.has_static_pods(some, node) == any(
+                f.path.startswith(kc.MANIFESTS_DIR + "/") for f in made
+            )
+    for kind in ("none", "external"):
+        sets = [f"cluster.loadBalancer={{kind: {kind}}}", "cluster.controlPlaneEndpoint=lb.example.com"]
+        other = plan_of("ha-stacked", *sets)
+        assert all(static_pods.node_static_pod_files(other, n) == [] for n in other.nodes)
+
+
+def test_haproxy_cfg_lists_every_control_plane() -> None:
+    plan = plan_of("ha-external-etcd")
+    cfg = static_pods.haproxy_cfg(plan)
+    assert "    bind *:8443\n" in cfg
+    servers = [line.split() for line in cfg.splitlines() if line.strip().startswith("server ")]
+    assert [s[1:3] for s in servers] == [
+        ["cp-1", "10.77.0.11:6443"],
+        ["cp-2", "10.77.0.12:6443"],
+        ["cp-3", "10.77.0.13:6443"],
+    ]
+    assert "option httpchk GET /healthz" in cfg
+    pod = static_pods.haproxy_pod(plan, plan.node("cp-1"))
+    assert pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] == 8443
+
+
+def test_keepalived_priorities() -> None:
+    plan = plan_of("ha-external-etcd")
+    confs = [static_pods.keepalived_conf(plan, cp) for cp in plan.control_planes]
+
+    def value(conf: str, key: str) -> str:
+        return next(line.split()[1] for line in conf.splitlines() if line.strip().startswith(key + " "))
+
+    assert [value(c, "state") for c in confs] == ["MASTER", "BACKUP", "BACKUP"]
+    priorities = [int(value(c, "priority")) for c in confs]
+    weight = int(value(confs[0], "weight"))
+    assert priorities == sorted(priorities, reverse=True) and len(set(priorities)) == 3
+    assert max(priorities) + weight < min(priorities)  # any failing node drops below every healthy one
+    assert len({value(c, "virtual_router_id") for c in confs}) == 1
+    assert "10.77.0.10" in confs[0]
+    assert "unicast_src_ip 10.77.0.12" in confs[1]
+    assert static_pods.vrrp_router_id(plan) != static_pods.vrrp_router_id(
+        plan_of("ha-external-etcd", "cluster.name=other")
+    )
+
+
+def test_load_balancer_ipv6(tmp_path: Path) -> None:
+    plan = v6_plan(tmp_path)
+    cfg = static_pods.haproxy_cfg(plan)
+    assert "bind :::8443 v4v6" in cfg
+    assert "server cp-1 fd00:77::11:6443 " in cfg
+    conf = static_pods.keepalived_conf(plan, plan.node("cp-1"))
+    assert "authentication" not in conf and "fd00:77::10" in conf
+    script = static_pods.check_apiserver_sh(plan)
+    assert "https://[::1]:" in script and "https://[fd00:77::10]:" in script
+
+
+def test_template_values_cannot_change_structure() -> None:
+    plan = plan_of("ha-external-etcd")
+    lb = plan.settings.load_balancer.model_copy(update={"interface": "eth0\n    virtual_ipaddress {"})
+    bad = replace(plan, settings=plan.settings.model_copy(update={"load_balancer": lb}))
+    with pytest.raises(BakeError) as exc:
+        static_pods.keepalived_conf(bad, bad.node("cp-1"))
+    assert exc.value.problems[0].path == "cluster.loadBalancer.interface"
+    bad = replace(plan, name="x\nbackend evil")
+    for render in (static_pods.haproxy_cfg, lambda p: static_pods.keepalived_conf(p, p.node("cp-1"))):
+        with pytest.raises(BakeError):
+            render(bad)
+
+
+def test_low_or_clashing_haproxy_port_is_refused() -> None:
+    for port in (443, 6443):
+        plan = plan_of("ha-external-etcd", f"cluster.loadBalancer.port={port}")
+        with pytest.raises(BakeError):
+            static_pods.node_static_pod_files(plan, plan.node("cp-1"))
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+@pytest.mark.parametrize("v6", [False, True])
+def test_haproxy_accepts_the_config(tmp_path: Path, v6: bool) -> None:
+    plan = v6_plan(tmp_path) if v6 else plan_of("ha-external-etcd")
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(static_pods.haproxy_cfg(plan))
+    run = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "ALERT" not in run.stderr and "WARNING" not in run.stderr, run.stderr
+    cfg.write_text(
+        static_pods.haproxy_cfg(plan).replace("backend apiserver", "backend apiserver\n    bogus-keyword")
+    )
+    assert subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, check=False).returncode != 0
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived is not installed")
+@pytest.mark.parametrize("v6", [False, True])
+def test_keepalived_accepts_the_config(tmp_path: Path, v6: bool) -> None:
+    plan = v6_plan(tmp_path) if v6 else plan_of("ha-external-etcd")
+    for cp in plan.control_planes:
+        conf = tmp_path / "keepalived.conf"
+        script = static_pods.CHECK_SCRIPT_PATH
+        conf.write_text(static_pods.keepalived_conf(plan, cp).replace(script, "/bin/true"))
+        run = subprocess.run(
+            ["keepalived", "--config-test", "-f", str(conf)], capture_output=True, text=True, check=False
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+    conf.write_text(static_pods.keepalived_conf(plan, cp).replace("priority", "priorit"))
+    run = subprocess.run(
+        ["keepalived", "--config-test", "-f", str(conf)], capture_output=True, text=True, check=False
+    )
+    assert run.returncode != 0
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+@pytest.mark.parametrize("v6", [False, True])
+def test_check_script_is_clean_sh(tmp_path: Path, v6: bool) -> None:
+    plan = v6_plan(tmp_path) if v6 else plan_of("ha-external-etcd")
+    script = tmp_path / "check_apiserver.sh"
+    script.write_text(static_pods.check_apiserver_sh(plan))
+    assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
+    run = subprocess.run(["shellcheck", "-s", "sh", str(script)], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout
+    # Nobody holds the VIP and nothing listens: the check must fail, not hang.
+    start = time.monotonic()
+    fail = subprocess.run(["sh", str(script)], capture_output=True, text=True, check=False, timeout=30)
+    assert fail.returncode == 1 and "Error GET" in fail.stderr
+    assert time.monotonic() - start < 10
+
+
+# --- etcd as a real peer -------------------------------------------------------------------------
+
+
+def _etcd_version() -> tuple[int, int]:
+    out = subprocess.run(["etcd", "--version"], capture_output=True, text=True, check=False).stdout
+    major, minor = out.split("Version:")[1].split()[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+def _write_etcd_pki(directory: Path, ip: str) -> None:
+    """etcd CA, server and peer certificates, as kubeadm's certlist describes them (spec 1.1)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+
+    def write(name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (directory / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "etcd-ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    write("ca", ca, ca_key)
+    sans = x509.SubjectAlternativeName(
+        [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address(ip)),
+        ]
+    )
+    for name, serial in (("server", 2), ("peer", 3)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "member")]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(sans, critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        write(name, cert, key)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
+def test_etcd_runs_the_generated_command(tmp_path: Path) -> None:
+    """A one-member cluster on a loopback address runs the pod's exact command and turns ready."""
+    if _etcd_version() >= (3, 6):
+        minors = [m for m in MINORS if versions.TABLE[m].etcd_36_flags]
+    else:
+        minors = [m for m in MINORS if not versions.TABLE[m].etcd_36_flags]
+    if not minors or not all(_free(p) for p in (2379, 2380, 2381)):
+        pytest.skip("no minor matches the local etcd's flag set, or etcd's ports are busy")
+    path = tmp_path / "one.yaml"
+    path.write_text(
+        f"""
+extends: etcd-cluster
+cluster: {{kubernetesVersion: "1.{minors[-1]}"}}
+nodes:
+  - {{name: solo, role: etcd, ip: 127.0.0.2}}
+"""
+    )
+    plan = plan_of(str(path))
+    pod = etcd(plan, "solo")
+    pki, data = tmp_path / "pki", tmp_path / "data"
+    pki.mkdir()
+    _write_etcd_pki(pki, "127.0.0.2")
+    cmd = [
+        a.replace(static_pods.ETCD_PKI, str(pki)).replace("/var/lib/etcd", str(data)) for a in command(pod)
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        probe = pod["spec"]["containers"][0]["readinessProbe"]["httpGet"]
+        url = f"http://{probe['host']}:2381{probe['path']}"
+        if _etcd_version() < (3, 5):
+            url = f"http://{probe['host']}:2381/health"  # /readyz arrived in etcd 3.5
+        deadline = time.monotonic() + 20
+        status = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:  # loopback only
+                    status = resp.status
+                    break
+            except OSError:
+                time.sleep(0.3)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# --- determinism and goldens -------------------------------------------------------------------
+
+
+def test_deterministic() -> None:
+    a, b = plan_of("ha-external-etcd"), plan_of("ha-external-etcd")
+    for node in a.nodes:
+        assert static_pods.node_static_pod_files(a, node) == static_pods.node_static_pod_files(
+            b, b.node(node.name)
+        )
+
+
+def check_golden(path: Path, content: bytes) -> None:
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    assert path.is_file(), f"missing golden {path}: run with UPDATE_GOLDEN=1"
+    assert path.read_bytes() == content, f"{path} differs: review, then refresh with UPDATE_GOLDEN=1"
+
+
+@pytest.mark.parametrize(("profile", "node"), [(p, n) for p, nodes in GOLDEN_NODES.items() for n in nodes])
+def test_golden(profile: str, node: str) -> None:
+    plan = plan_of(profile)
+    files = static_pods.node_static_pod_files(plan, plan.node(node))
+    names = {Path(f.path).name for f in files}
+    assert len(names) == len(files)
+    for f in files:
+        check_golden(GOLDEN / profile / node / Path(f.path).name, f.content)
+    directory = GOLDEN / profile / node
+    for stale in directory.iterdir() if directory.is_dir() else []:
+        if stale.name not in names | CONFIG_FILES:
+            if os.environ.get("UPDATE_GOLDEN"):
+                stale.unlink()
+            assert not stale.exists(), f"stale golden {stale}"
+    # the config goldens exist for exactly the nodes that run kubeadm
+    runs_kubeadm = bool(
+        kc.node_config_files(plan, plan.node(node), "abcdef.0123456789abcdef", "sha256:" + "0" * 64)
+    )
+    assert runs_kubeadm == any((directory / n).exists() for n in CONFIG_FILES) or os.environ.get(
+        "UPDATE_GOLDEN"
+    )
