@@ -77,7 +77,9 @@ class CniSource:
         if cni is Cni.FLANNEL:
             return (f"{self.flannel_base_url.rstrip('/')}/{self.flannel_version}/kube-flannel.yml",)
         if cni is Cni.CILIUM:
-            tarball = f"{self.cilium_cli_base_url.rstrip('/')}/{self.cilium_cli_version}/cilium-linux-{arch}.tar.gz"
+            tarball = (
+                f"{self.cilium_cli_base_url.rstrip('/')}/{self.cilium_cli_version}/cilium-linux-{arch}.tar.gz"
+            )
             return (tarball, f"{tarball}.sha256sum")
         return ()
 
@@ -130,7 +132,12 @@ def calico_documents(plan: ClusterPlan) -> list[dict[str, object]]:
             "metadata": {"name": "default"},
             "spec": {"calicoNetwork": {"ipPools": pools}},
         },
-        {"apiVersion": "operator.tigera.io/v1", "kind": "APIServer", "metadata": {"name": "default"}, "spec": {}},
+        {
+            "apiVersion": "operator.tigera.io/v1",
+            "kind": "APIServer",
+            "metadata": {"name": "default"},
+            "spec": {},
+        },
     ]
 
 
@@ -292,11 +299,18 @@ def env_values(
         "BAKE_CNI_URLS": _words(cni_urls),
         "BAKE_CNI_CONFIG": cni_file.path if cni_file is not None else "",
         "BAKE_CILIUM_VERSION": cni_source.cilium_version,
-        "BAKE_REMOVE_CONTROL_PLANE_TAINT": _yes(node.is_control_plane and c.allow_scheduling_on_control_planes),
+        "BAKE_REMOVE_CONTROL_PLANE_TAINT": _yes(
+            node.is_control_plane and c.allow_scheduling_on_control_planes
+        ),
     }
     if role is BootstrapRole.JOIN_CONTROL_PLANE and earlier and ADMIN_CONF_PATH not in paths:
         raise BakeError(
-            [Problem(f"node {node.name}", f"a joining control plane needs {ADMIN_CONF_PATH} to check the join order")]
+            [
+                Problem(
+                    f"node {node.name}",
+                    f"a joining control plane needs {ADMIN_CONF_PATH} to check the join order",
+                )
+            ]
         )
     return values
 
@@ -375,18 +389,22 @@ def _environment() -> jinja2.Environment:
 @cache
 def script_text() -> str:
     """The bootstrap script; the same bytes for every node (only constants are rendered into it)."""
-    return _environment().get_template("bootstrap.sh.j2").render(
-        unit_name=UNIT_NAME,
-        env_file=ENV_PATH,
-        state_dir=STATE_DIR,
-        steps_dir=STEPS_DIR,
-        done_file=DONE_PATH,
-        stopped_file=STOPPED_PATH,
-        test_stop_file=TEST_STOP_PATH,
-        log_file=LOG_PATH,
-        saved_config_dir=SAVED_CONFIG_DIR,
-        capi_sentinel=CAPI_SENTINEL_PATH,
-        sysctl_file=SYSCTL_PATH,
+    return (
+        _environment()
+        .get_template("bootstrap.sh.j2")
+        .render(
+            unit_name=UNIT_NAME,
+            env_file=ENV_PATH,
+            state_dir=STATE_DIR,
+            steps_dir=STEPS_DIR,
+            done_file=DONE_PATH,
+            stopped_file=STOPPED_PATH,
+            test_stop_file=TEST_STOP_PATH,
+            log_file=LOG_PATH,
+            saved_config_dir=SAVED_CONFIG_DIR,
+            capi_sentinel=CAPI_SENTINEL_PATH,
+            sysctl_file=SYSCTL_PATH,
+        )
     )
 
 

@@ -91,8 +91,11 @@ def _as_text(content: bytes) -> str | None:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if any((ord(ch) < 0x20 and ch not in "\t\n") or 0x7F <= ord(ch) < 0xA0 or ch == "\ufeff" for ch in text):
-        return None
+    if any(
+        (ord(ch) < 0x20 and ch not in "\t\n") or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029\ufeff"
+        for ch in text
+    ):
+        return None  # YAML would escape, fold or treat these as line breaks
     return text
 
 

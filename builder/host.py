@@ -46,9 +46,9 @@ DOCKER_RPM_BASE_URL = "https://download.docker.com/linux"
 K8S_PACKAGES = ("kubelet", "kubeadm", "kubectl")
 # Guide part 8 (preflight warnings) plus what fetching repository keys needs.
 APT_BASE_PACKAGES = ("ca-certificates", "conntrack", "curl", "ebtables", "ethtool", "gpg", "socat")
-# On EL 9 / Fedora the `ebtables` command comes from whatever provides it (iptables-nft); the kubelet
-# RPM requires it, so dnf resolves it with the kubelet.
-DNF_BASE_PACKAGES = ("ca-certificates", "conntrack-tools", "curl", "ethtool", "iptables", "socat")
+# dnf resolves `ebtables` by its provides (iptables-ebtables / iptables-nft on EL 9 and Fedora); the
+# kubelet RPM requires the same name (spec 6.1), so it is installable wherever the kubelet is.
+DNF_BASE_PACKAGES = ("ca-certificates", "conntrack-tools", "curl", "ebtables", "ethtool", "iptables", "socat")
 
 _ARCH_RPM = {"amd64": "x86_64", "arm64": "aarch64"}
 
@@ -96,7 +96,7 @@ class HostPrep:
 
 
 def minor_of(version: str) -> str:
-    """"1.37.1" -> "1.37" (the pkgs.k8s.io repositories are one per minor)."""
+    """Minor of a version, "1.37.1" -> "1.37": pkgs.k8s.io has one repository per minor."""
     major, minor = version.removeprefix("v").split(".")[:2]
     return f"{major}.{minor}"
 
@@ -159,7 +159,10 @@ def toml_dump(data: dict[str, Any]) -> str:
 
 
 def modules_file() -> NodeFile:
-    return public(MODULES_LOAD_PATH, "# bake: kernel modules for container networking (spec 7.2)\noverlay\nbr_netfilter\n")
+    return public(
+        MODULES_LOAD_PATH,
+        "# bake: kernel modules for container networking (spec 7.2)\noverlay\nbr_netfilter\n",
+    )
 
 
 def sysctl_file(node: NodePlan) -> NodeFile:
@@ -418,6 +421,7 @@ def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
     keys: list[AptKey] = []
     staged: list[str] = []
     version = node.kubelet_version.removeprefix("v")
+    base_packages: tuple[str, ...]
     if family is PackageFamily.APT:
         base_packages = APT_BASE_PACKAGES
         runtime_packages: tuple[str, ...] = ("cri-o",) if runtime is Runtime.CRIO else ("containerd",)

@@ -53,7 +53,9 @@ class OutputTree:
 
     def __enter__(self) -> OutputTree:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            if not self.root.exists():
+                self.root.mkdir(parents=True)
+                os.chmod(self.root, 0o755)  # whatever the umask: others must not swap our symlinks
             _mkdirs(self.state)
         except OSError as exc:
             raise OutputError(f"cannot create {self.state}: {exc.strerror}") from None

@@ -411,13 +411,28 @@ def _split_set_path(path: str) -> list[str | int]:
     return parts
 
 
+FREE_FORM = ("cluster.kubelet.config.",)
+"""Paths into untyped mappings, where a --set value keeps its YAML type (maxPods=110 is an int)."""
+
+
 def _set_value(raw: str, path: str) -> Any:
-    """Scalars stay strings (pydantic converts them by field type, so `1.30` stays "1.30");
-    `[...]` / `{...}` are parsed as YAML flow collections; `null` / `~` clear a field."""
+    """Parse a --set value without letting YAML guess types for typed fields.
+
+    Scalars stay strings (pydantic converts them by field type, so `1.30` stays "1.30") except
+    under FREE_FORM paths; whole `[...]` / `{...}` flow collections are parsed as YAML (a bracketed
+    IPv6 endpoint like `[fd00::1]:6443` is not one); `null` / `~` clear a field.
+    """
     if raw in ("null", "~"):
         return None
-    if raw.startswith(("[", "{")):
-        return yamlio.load_document(raw, source=f"--set {path}")
+    if path.startswith(FREE_FORM) or (raw[:1], raw[-1:]) in (("[", "]"), ("{", "}")):
+        try:
+            value = yamlio.load_document(raw, source=f"--set {path}")
+        except ProfileError:
+            if path.startswith(FREE_FORM):
+                raise
+            return raw
+        if path.startswith(FREE_FORM) or isinstance(value, list | dict):
+            return value
     return raw
 
 
@@ -458,7 +473,7 @@ def _read_raw(ref: str, *, base_dir: Path | None, chain: tuple[str, ...]) -> tup
     path = Path(ref)
     if base_dir is not None and not path.is_absolute() and (base_dir / path).exists():
         path = base_dir / path
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or "/" in ref or path.is_file():
         try:
             text = path.read_bytes()
         except OSError as exc:
@@ -498,7 +513,8 @@ def validate(data: Any) -> Profile:
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(_pydantic_problems(exc)) from None
+        extra = [p for p in _raw_problems(data) if p not in _pydantic_problems(exc)]
+        raise ProfileError(_pydantic_problems(exc) + extra) from None
     problems = list(semantic_problems(profile))
     if problems:
         raise ProfileError(problems)
@@ -548,6 +564,36 @@ def _dupes(values: Sequence[Any], path: str, what: str) -> Iterator[Problem]:
             first[v] = i
 
 
+def _overlaps(pod_subnet: str, service_subnet: str) -> Iterator[Problem]:
+    for pn in _networks(pod_subnet):
+        for sn in _networks(service_subnet):
+            if pn.version == sn.version and pn.overlaps(sn):
+                yield Problem("cluster.podSubnet", f"{pn} overlaps cluster.serviceSubnet {sn}")
+
+
+def _raw_problems(data: Any) -> list[Problem]:
+    """The whole-profile checks that still make sense when some fields failed validation, so one
+    run reports a bad address and a duplicate name together."""
+    if not isinstance(data, dict):
+        return []
+    problems: list[Problem] = []
+    nodes = data.get("nodes")
+    if isinstance(nodes, list):
+        rows = [n if isinstance(n, dict) else {} for n in nodes]
+        for key, what in (("name", "name"), ("ip", "address"), ("mac", "MAC address")):
+            values = [r[key].lower() if isinstance(r.get(key), str) else None for r in rows]
+            problems += _dupes(values, key, what)
+    cluster = data.get("cluster")
+    if isinstance(cluster, dict):
+        pod = cluster.get("podSubnet", Cluster.model_fields["pod_subnet"].default)
+        svc = cluster.get("serviceSubnet", Cluster.model_fields["service_subnet"].default)
+        try:
+            problems += _overlaps(str(pod), str(svc))
+        except ValueError:
+            pass
+    return problems
+
+
 def semantic_problems(p: Profile) -> Iterator[Problem]:
     from . import versions
 
@@ -561,10 +607,7 @@ def semantic_problems(p: Profile) -> Iterator[Problem]:
         yield Problem("cluster.encryptionAlgorithm", "ECDSA-P384 needs Kubernetes 1.34 or newer")
 
     pods, services = _networks(c.pod_subnet), _networks(c.service_subnet)
-    for pn in pods:
-        for sn in services:
-            if pn.version == sn.version and pn.overlaps(sn):
-                yield Problem("cluster.podSubnet", f"{pn} overlaps cluster.serviceSubnet {sn}")
+    yield from _overlaps(c.pod_subnet, c.service_subnet)
     if services[0].num_addresses < 16:
         yield Problem("cluster.serviceSubnet", f"{services[0]} is too small (kube-dns uses its 10th address)")
 
@@ -592,6 +635,13 @@ def semantic_problems(p: Profile) -> Iterator[Problem]:
                     yield Problem(f"nodes[{i}].kubernetesVersion", msg)
         if n.role is Role.ETCD and n.labels:
             yield Problem(f"nodes[{i}].labels", "etcd members are not Kubernetes nodes")
+    reported: set[str] = set()
+    for i, n in enumerate(p.nodes):
+        gw = n.gateway if n.gateway is not None else p.defaults.gateway
+        where = f"nodes[{i}].gateway" if n.gateway is not None else "defaults.gateway"
+        if gw is not None and gw.version != n.ip.version and where not in reported:
+            reported.add(where)
+            yield Problem(where, f"{gw} is not of the same address family as nodes[{i}].ip {n.ip}")
     if len(families) > 1:
         yield Problem("nodes", "mixing IPv4 and IPv6 node addresses is not supported (dual-stack)")
 
@@ -616,6 +666,13 @@ def semantic_problems(p: Profile) -> Iterator[Problem]:
             yield Problem("cluster.loadBalancer.vip", f"required with kind {lb.kind.value}")
         elif any(n.ip == lb.vip for n in p.nodes):
             yield Problem("cluster.loadBalancer.vip", f"{lb.vip} is also a node address")
+        elif families and lb.vip.version not in families:
+            yield Problem("cluster.loadBalancer.vip", f"{lb.vip} is not of the nodes' address family")
+        else:
+            for label, nets in (("cluster.podSubnet", pods), ("cluster.serviceSubnet", services)):
+                for net in nets:
+                    if lb.vip.version == net.version and lb.vip in net:
+                        yield Problem("cluster.loadBalancer.vip", f"{lb.vip} is inside {label} {net}")
         if cps == 0:
             yield Problem("cluster.loadBalancer.kind", "a control-plane load balancer needs control planes")
     if lb.kind is LoadBalancerKind.EXTERNAL and c.control_plane_endpoint is None:

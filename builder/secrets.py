@@ -25,7 +25,7 @@ from .profile import Role, duration_seconds
 BUNDLE_FORMAT = 1
 RENEW_BEFORE = timedelta(days=30)
 CA_NAMES = ("ca", "front-proxy-ca", "etcd-ca")
-OPERATOR = "operator"
+OPERATOR = "_operator"  # not an RFC 1123 name, so no node can collide with it
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,8 @@ def reconcile(
     validity, _ = _validity(plan)
     old_leaves: Mapping[str, dict[str, Issued]] = {} if existing is None or rotate_ca else existing.leaves
     wanted: dict[str, list[pki.CertSpec]] = {n.name: required_specs(plan, n) for n in plan.nodes}
-    wanted[OPERATOR] = operator_specs()
+    if plan.control_planes:
+        wanted[OPERATOR] = operator_specs()
     for owner, specs in wanted.items():
         held = old_leaves.get(owner, {})
         if only is not None and owner not in only and not rotate_ca:
@@ -292,8 +293,8 @@ def _read(path: Path, problems: list[Problem], where: str) -> bytes | None:
     return None
 
 
-def _load_pair(root: Path, base: str, problems: list[Problem]) -> Issued | None:
-    where = f"secrets/{base}"
+def _load_pair(root: Path, base: str, problems: list[Problem], label: str) -> Issued | None:
+    where = f"{label}/{base}"
     cert_pem = _read(root / f"{base}.crt", problems, f"{where}.crt")
     key_pem = _read(root / f"{base}.key", problems, f"{where}.key")
     if cert_pem is None or key_pem is None:
@@ -342,7 +343,7 @@ def load_bundle(root: Path) -> Bundle | None:
         problems.append(Problem("secrets/token", "not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})"))
     cas: dict[str, Issued] = {}
     for name in CA_NAMES:
-        pair = _load_pair(root / "pki", certlist.ca_specs()[name].base, problems)
+        pair = _load_pair(root / "pki", certlist.ca_specs()[name].base, problems, "secrets/pki")
         if pair is None:
             continue
         if not _is_ca(pair.cert):
@@ -372,7 +373,7 @@ def load_bundle(root: Path) -> Bundle | None:
             ):
                 problems.append(Problem("secrets/bundle.json", f"bad leaf path {owner}/{base}"))
                 continue
-            pair = _load_pair(root / "nodes" / owner, base, problems)
+            pair = _load_pair(root / "nodes" / owner, base, problems, f"secrets/nodes/{owner}")
             if pair is None:
                 continue
             issuer = ca_by_subject.get(pair.cert.issuer)

@@ -16,8 +16,8 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses aliases (YAML bombs) and duplicate keys (silent overrides)."""
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise yaml.constructor.ConstructorError(
                 None, None, "anchors and aliases are not supported in profiles", event.start_mark
             )

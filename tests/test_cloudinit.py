@@ -1,0 +1,573 @@
+"""cloudinit.py: user-data / meta-data / network-config per node.
+
+Every user-data of every embedded profile (and OS / arch / runtime / package-mode / IPv6 variants) is
+checked by cloud-init's own validator (`cloud-init schema`, the Debian package, run as a program).
+Golden files pin one node per role; refresh them with
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_cloudinit.py
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from builder import bootstrap, cloudinit, resources, yamlio
+from builder.errors import BakeError
+from builder.files import NodeFile, public, secret
+from builder.plan import ClusterPlan, NodePlan, build_plan
+from builder.profile import Profile, load_profile, validate
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "fixtures" / "golden" / "cloudinit"
+TOKEN = "abcdef.0123456789abcdef"
+CA_HASH = "sha256:" + "ab" * 32
+PROFILES = ("single-master", "single-node", "ha-stacked", "ha-external-etcd", "etcd-cluster")
+
+IPV6_HA_STACKED = (
+    "cluster.loadBalancer.vip=fd00:77::10",
+    "cluster.podSubnet=fd00:10:244::/56",
+    "cluster.serviceSubnet=fd00:10:96::/112",
+    "defaults.gateway=fd00:77::1",
+    "defaults.dns=[fd00:77::1]",
+    "defaults.prefixLength=64",
+    "nodes[0].ip=fd00:77::11",
+    "nodes[1].ip=fd00:77::12",
+    "nodes[2].ip=fd00:77::13",
+    "nodes[3].ip=fd00:77::21",
+    "nodes[4].ip=fd00:77::22",
+)
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "rocky-9": ("ha-external-etcd", ("defaults.os=rocky-9",)),
+    "fedora-42": ("ha-stacked", ("defaults.os=fedora-42",)),
+    "debian-12-arm64": ("ha-stacked", ("defaults.os=debian-12", "defaults.arch=arm64")),
+    "crio": ("ha-external-etcd", ("cluster.containerRuntime=crio",)),
+    "crio-alma": ("ha-stacked", ("cluster.containerRuntime=crio", "defaults.os=alma-9")),
+    "prebaked": ("ha-stacked", ("cluster.packages.mode=prebaked",)),
+    "ipv6": ("ha-stacked", IPV6_HA_STACKED),
+    "flannel-1.34": ("single-node", ("cluster.cni=flannel", "cluster.kubernetesVersion=1.34")),
+    "cilium": ("single-master", ("cluster.cni=cilium", "defaults.arch=arm64")),
+    "no-mac-ubuntu-22.04": ("single-master", ("defaults.os=ubuntu-22.04", "nodes[0].mac=null")),
+}
+
+
+def fake_pki_files(plan: ClusterPlan, node: NodePlan) -> list[NodeFile]:
+    """TEST DOUBLE for the secrets stage (built in parallel): fixed strings at kubeadm's paths and modes.
+
+    These tests are about the structure of the seed (YAML, modes, owners, which files), not about
+    certificates, so a fake with the real stage's shape is enough here.
+    """
+    pki = "/etc/kubernetes/pki"
+    if node.role.value == "worker":
+        return []
+    if node.role.value == "etcd":
+        return [
+            public(f"{pki}/etcd/ca.crt", f"FAKE etcd CA for {plan.name}\n"),
+            public(f"{pki}/etcd/server.crt", f"FAKE etcd server cert for {node.name}\n"),
+            secret(f"{pki}/etcd/server.key", f"FAKE etcd server key for {node.name}\n".encode()),
+        ]
+    files = [
+        public(f"{pki}/ca.crt", f"FAKE CA for {plan.name}\n"),
+        secret(f"{pki}/ca.key", f"FAKE CA key for {plan.name}\n".encode()),
+        secret(f"{pki}/sa.key", b"FAKE sa.key\n"),
+        secret("/etc/kubernetes/admin.conf", f"FAKE admin.conf for {node.name}\n".encode()),
+    ]
+    if node.is_init:
+        files.append(secret("/etc/kubernetes/super-admin.conf", b"FAKE super-admin.conf\n"))
+    return files
+
+
+@cache
+def _plan(name: str, *sets: str) -> ClusterPlan:
+    return build_plan(load_profile(name, sets))
+
+
+def render(plan: ClusterPlan, node: NodePlan) -> cloudinit.RenderedNode:
+    return cloudinit.render_node(
+        plan, node, pki_files=fake_pki_files(plan, node), token=TOKEN, ca_hash=CA_HASH
+    )
+
+
+def _load(user_data: bytes) -> dict[str, Any]:
+    assert user_data.startswith(b"#cloud-config\n")
+    doc = yaml.safe_load(user_data)
+    assert isinstance(doc, dict)
+    return doc
+
+
+# --------------------------------------------------------------------------------------------------
+# cloud-init's own validator
+
+
+def _cloud_init() -> str:
+    path = shutil.which("cloud-init")
+    if path is None:
+        pytest.skip("cloud-init is not installed (apt-get install cloud-init): it is the schema's real peer")
+    return path
+
+
+def schema_check(tmp_path: Path, name: str, user_data: bytes) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / f"{name}.user-data"
+    path.write_bytes(user_data)
+    # cloud-init runs on the system python (it is a Debian package); keep the project's venv out of it.
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+    return subprocess.run(
+        [_cloud_init(), "schema", "--config-file", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def _all_cases() -> Iterator[tuple[str, str, tuple[str, ...], str]]:
+    for name in PROFILES:
+        for node in _plan(name).nodes:
+            yield f"{name}/{node.name}", name, (), node.name
+    for variant, (name, sets) in VARIANTS.items():
+        plan = _plan(name, *sets)
+        seen = set()
+        for node in plan.nodes:
+            kind = "init" if node.is_init else node.role.value
+            if kind not in seen:
+                seen.add(kind)
+                yield f"{variant}/{node.name}", name, sets, node.name
+
+
+CASES = list(_all_cases())
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("case", "profile", "sets", "node"), CASES, ids=[c[0] for c in CASES])
+def test_user_data_passes_cloud_init_schema(
+    tmp_path: Path, case: str, profile: str, sets: tuple[str, ...], node: str
+) -> None:
+    plan = _plan(profile, *sets)
+    rendered = render(plan, plan.node(node))
+    proc = schema_check(tmp_path, "ud", rendered.user_data)
+    assert proc.returncode == 0, f"{case}: {proc.stdout}{proc.stderr}"
+    assert "Valid cloud-config" in proc.stdout
+
+
+def _broken(doc: dict[str, Any], how: str) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    if how == "permissions-not-a-string":
+        doc["write_files"][0]["permissions"] = 420
+    elif how == "unknown-write-files-key":
+        doc["write_files"][0]["mode"] = "0644"
+    elif how == "users-not-a-list":
+        doc["users"] = 42
+    elif how == "runcmd-not-a-list":
+        doc["runcmd"] = {"systemctl": "start"}
+    return doc
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "how", ["permissions-not-a-string", "unknown-write-files-key", "users-not-a-list", "runcmd-not-a-list"]
+)
+def test_broken_user_data_fails_the_validator(tmp_path: Path, how: str) -> None:
+    plan = _plan("single-master")
+    good = _load(render(plan, plan.node("worker-1")).user_data)
+    bad = ("#cloud-config\n" + yamlio.dump(_broken(good, how))).encode()
+    proc = schema_check(tmp_path, how, bad)
+    assert proc.returncode != 0, proc.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# structure
+
+
+def _write_files(user_data: bytes) -> dict[str, tuple[bytes, str, str]]:
+    out = {}
+    for entry in _load(user_data)["write_files"]:
+        assert set(entry) <= {"path", "owner", "permissions", "encoding", "content", "defer"}
+        assert entry["defer"] is False
+        raw = entry["content"]
+        content = base64.b64decode(raw) if entry.get("encoding") == "b64" else raw.encode()
+        out[entry["path"]] = (content, entry["permissions"], entry["owner"])
+    return out
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_files_are_exactly_write_files(name: str) -> None:
+    plan = _plan(name)
+    for node in plan.nodes:
+        rendered = render(plan, node)
+        written = _write_files(rendered.user_data)
+        assert list(written) == [f.path for f in rendered.files] == sorted(written)
+        for f in rendered.files:
+            assert written[f.path] == (f.content, f.mode_text, f.owner)
+            if f.secret:
+                assert f.mode & 0o077 == 0
+
+
+def test_every_node_gets_the_bootstrap_and_host_files() -> None:
+    plan = _plan("ha-external-etcd")
+    for node in plan.nodes:
+        paths = {f.path for f in render(plan, node).files}
+        assert {
+            bootstrap.SCRIPT_PATH,
+            bootstrap.UNIT_PATH,
+            bootstrap.ENV_PATH,
+            "/etc/modules-load.d/k8s.conf",
+            "/etc/sysctl.d/k8s.conf",
+            "/etc/containerd/config.toml",
+            "/etc/crictl.yaml",
+        } <= paths
+        if node.role.value != "etcd":
+            assert any(p.startswith("/run/kubeadm/") for p in paths)
+    script = next(f for f in render(plan, plan.node("cp-1")).files if f.path == bootstrap.SCRIPT_PATH)
+    assert script.mode == 0o755
+
+
+def test_user_data_shape() -> None:
+    plan = _plan("single-master")
+    doc = _load(render(plan, plan.node("cp-1")).user_data)
+    assert list(doc) == [
+        "hostname", "fqdn", "preserve_hostname", "manage_etc_hosts",
+        "users", "ssh_pwauth", "write_files", "runcmd",
+    ]  # fmt: skip
+    assert doc["hostname"] == doc["fqdn"] == "cp-1"
+    assert doc["ssh_pwauth"] is False
+    assert doc["users"] == [
+        {"name": "ops", "sudo": "ALL=(ALL) NOPASSWD:ALL", "shell": "/bin/bash", "lock_passwd": True}
+    ]
+    assert doc["runcmd"] == [
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "bake-bootstrap.service"],
+        ["systemctl", "start", "--no-block", "bake-bootstrap.service"],
+    ]
+    assert "bootcmd" not in doc
+
+
+def test_network_config_v4_with_mac_and_v6_by_name() -> None:
+    plan = _plan("single-master")
+    net = yaml.safe_load(render(plan, plan.node("worker-1")).network_config)
+    assert net == {
+        "version": 2,
+        "ethernets": {
+            "eth0": {
+                "match": {"macaddress": "52:54:00:77:00:21"},
+                "set-name": "eth0",
+                "dhcp4": False,
+                "dhcp6": False,
+                "addresses": ["10.77.0.21/24"],
+                "routes": [{"to": "0.0.0.0/0", "via": "10.77.0.1"}],
+                "nameservers": {"addresses": ["10.77.0.1"]},
+            }
+        },
+    }
+    plan = _plan("ha-stacked", *IPV6_HA_STACKED, "nodes[3].mac=null", "nodes[3].interface=ens3")
+    net = yaml.safe_load(render(plan, plan.node("worker-1")).network_config)
+    eth = net["ethernets"]["ens3"]
+    assert eth["match"] == {"name": "ens3"} and "set-name" not in eth
+    assert eth["addresses"] == ["fd00:77::21/64"]
+    assert eth["routes"] == [{"to": "::/0", "via": "fd00:77::1"}]
+
+
+def test_meta_data() -> None:
+    plan = _plan("ha-stacked")
+    rendered = render(plan, plan.node("cp-2"))
+    meta = yaml.safe_load(rendered.meta_data)
+    h = hashlib.sha256()
+    for part in (rendered.user_data, rendered.network_config):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    assert meta == {"instance-id": f"ha-stacked-cp-2-{h.hexdigest()[:16]}", "local-hostname": "cp-2"}
+
+
+def test_binary_and_control_character_content_goes_base64() -> None:
+    for content in (b"\x00\x01\xff binary", b"text with \x1b escape\n", "caf\u00e9\n".encode("latin-1")):
+        entry = cloudinit.write_file_entry(NodeFile("/etc/x", content))
+        assert entry["encoding"] == "b64" and base64.b64decode(entry["content"]) == content
+    entry = cloudinit.write_file_entry(NodeFile("/etc/x", "café\tok\n".encode()))
+    assert "encoding" not in entry and entry["content"] == "café\tok\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    content=st.one_of(
+        st.binary(max_size=200), st.text(max_size=200).map(lambda t: t.encode("utf-8", "replace"))
+    )
+)
+def test_any_content_survives_the_yaml_round_trip(content: bytes) -> None:
+    doc = {"write_files": [cloudinit.write_file_entry(NodeFile("/etc/x", content))]}
+    loaded = yaml.safe_load("#cloud-config\n" + yamlio.dump(doc))["write_files"][0]
+    raw = loaded["content"]
+    assert (base64.b64decode(raw) if loaded.get("encoding") == "b64" else raw.encode()) == content
+
+
+def test_conflicting_files_are_refused() -> None:
+    plan = _plan("single-master")
+    node = plan.node("cp-1")
+    clash = [secret("/etc/containerd/config.toml", b"other\n")]
+    with pytest.raises(BakeError, match="two different files"):
+        cloudinit.render_node(plan, node, pki_files=clash, token=TOKEN, ca_hash=CA_HASH)
+
+
+# --------------------------------------------------------------------------------------------------
+# users and passwords
+
+
+def _profile_with(mutate: Any) -> Profile:
+    data = yamlio.load_document(resources.profile_text("single-master") or b"", source="single-master")
+    mutate(data)
+    return validate(data)
+
+
+def test_password_is_hashed_deterministically_and_never_clear() -> None:
+    def with_password(data: dict[str, Any]) -> None:
+        data["defaults"]["users"] = [{"name": "ops", "sudo": True, "password": "s3cret-Passw0rd"}]
+
+    plan = build_plan(_profile_with(with_password))
+    first = render(plan, plan.node("cp-1")).user_data
+    assert first == render(plan, plan.node("cp-1")).user_data
+    assert b"s3cret-Passw0rd" not in first
+    doc = _load(first)
+    user = doc["users"][0]
+    assert user["lock_passwd"] is False and doc["ssh_pwauth"] is True
+    assert user["passwd"].startswith(f"$6$rounds={cloudinit.PASSWORD_ROUNDS}$")
+    from passlib.hash import sha512_crypt
+
+    assert sha512_crypt.verify("s3cret-Passw0rd", user["passwd"])
+    other = _load(render(plan, plan.node("worker-1")).user_data)["users"][0]["passwd"]
+    assert other != user["passwd"]  # the node name is part of the salt
+
+
+def test_password_hash_is_passed_as_is() -> None:
+    given = "$6$abcdefgh$" + "x" * 86
+
+    def with_hash(data: dict[str, Any]) -> None:
+        data["defaults"]["users"] = [{"name": "ops", "passwordHash": given}]
+
+    plan = build_plan(_profile_with(with_hash))
+    assert _load(render(plan, plan.node("cp-1")).user_data)["users"][0]["passwd"] == given
+
+
+def test_salt_alphabet() -> None:
+    salt = cloudinit.password_salt("c", "n", "u", "p")
+    assert len(salt) == 16 and set(salt) <= set(cloudinit._CRYPT_ALPHABET)
+    assert salt != cloudinit.password_salt("c", "n", "u", "q")
+
+
+# --------------------------------------------------------------------------------------------------
+# injection
+
+PAYLOADS = (
+    "a: b",
+    "x # not a comment",
+    "'single' \"double\"",
+    "$(touch pwned-dollar)",
+    "`touch pwned-backtick`",
+    "a; touch pwned-semicolon",
+    "- item",
+    "{flow: map}",
+    "&anchor *alias !!python/object:os.system",
+    "| > % @ ` \\",
+)
+
+
+def _env_of(rendered: cloudinit.RenderedNode) -> str:
+    return next(f.content.decode() for f in rendered.files if f.path == bootstrap.ENV_PATH)
+
+
+def _source_env(env_text: str, cwd: Path) -> dict[str, str]:
+    (cwd / "bootstrap.env").write_text(env_text)
+    names = bootstrap.ENV_NAMES
+    script = "set -euo pipefail; . ./bootstrap.env; " + " ".join(f'printf "%s\\0" "${n}";' for n in names)
+    out = subprocess.run(
+        ["bash", "-c", script], cwd=cwd, capture_output=True, check=True, env={"PATH": "/usr/bin:/bin"}
+    )
+    return dict(zip(names, (v.decode() for v in out.stdout.split(b"\0")[:-1]), strict=True))
+
+
+def _parse_env(env_text: str) -> dict[str, str]:
+    out = {}
+    for line in env_text.splitlines():
+        if line.startswith("#"):
+            continue
+        name, _, quoted = line.partition("=")
+        words = shlex.split(quoted)
+        out[name] = words[0] if words else ""
+    return out
+
+
+def test_profile_strings_cannot_change_the_yaml_structure(tmp_path: Path) -> None:
+    baseline_plan = _plan("single-master")
+    baseline = {n.name: _load(render(baseline_plan, n).user_data) for n in baseline_plan.nodes}
+    for payload in PAYLOADS:
+        key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKey " + payload
+        multiline = payload + "\nsecond: line\n- third"
+
+        def mutate(
+            data: dict[str, Any], payload: str = payload, key: str = key, multiline: str = multiline
+        ) -> None:
+            data["defaults"]["users"] = [
+                {"name": "ops", "sudo": True, "groups": [payload, "adm"], "sshAuthorizedKeys": [key]}
+            ]
+            data["cluster"]["apiServer"] = {"extraArgs": [{"name": "audit-policy-file", "value": multiline}]}
+            data["nodes"][1]["kubeletExtraArgs"] = [{"name": "node-status-max-images", "value": payload}]
+
+        plan = build_plan(_profile_with(mutate))
+        for node in plan.nodes:
+            rendered = render(plan, node)
+            doc = _load(rendered.user_data)
+            base = baseline[node.name]
+            assert list(doc) == list(base)
+            assert [w["path"] for w in doc["write_files"]] == [w["path"] for w in base["write_files"]]
+            assert doc["users"][0]["groups"] == [payload, "adm"]
+            assert doc["users"][0]["ssh_authorized_keys"] == [key]
+            assert doc["runcmd"] == base["runcmd"]
+            written = _write_files(rendered.user_data)
+            config_path = next(p for p in written if p.startswith("/run/kubeadm/"))
+            docs = list(yaml.safe_load_all(written[config_path][0]))
+            if node.is_init:
+                cluster = next(d for d in docs if d["kind"] == "ClusterConfiguration")
+                assert {"name": "audit-policy-file", "value": multiline} in cluster["apiServer"]["extraArgs"]
+            if node.name == "worker-1":
+                join = next(d for d in docs if d["kind"] == "JoinConfiguration")
+                args = join["nodeRegistration"]["kubeletExtraArgs"]
+                assert {"name": "node-status-max-images", "value": payload} in args
+            # The env file: sourced, it gives back exactly what it says, and runs nothing.
+            env = _env_of(rendered)
+            assert _source_env(env, tmp_path) == _parse_env(env)
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["bootstrap.env"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("labels", {"team": "a: b"}),
+        ("labels", {"x$(touch pwned)": "y"}),
+        ("certSANs", ["evil.example\n- injected"]),
+        ("certSANs", ["$(touch pwned).example"]),
+    ],
+)
+def test_unsafe_labels_and_sans_are_refused(field: str, value: Any) -> None:
+    def mutate(data: dict[str, Any]) -> None:
+        if field == "labels":
+            data["nodes"][1]["labels"] = value
+        else:
+            data["cluster"]["apiServer"] = {"certSANs": value}
+
+    with pytest.raises(BakeError):
+        plan = build_plan(_profile_with(mutate))
+        for node in plan.nodes:
+            render(plan, node)
+
+
+def test_base_url_reaches_the_env_file_only_quoted(tmp_path: Path) -> None:
+    url = "https://mirror.example/k8s;touch>pwned-1&&id|tee>pwned-2#"
+
+    def mutate(data: dict[str, Any]) -> None:
+        data["cluster"]["packages"] = {"aptBaseUrl": url}
+
+    plan = build_plan(_profile_with(mutate))
+    env = _env_of(render(plan, plan.node("worker-1")))
+    values = _source_env(env, tmp_path)
+    assert values["BAKE_APT_KEY_URLS"] == f"{url}/core:/stable:/v1.37/deb/Release.key"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bootstrap.env"]
+
+
+# --------------------------------------------------------------------------------------------------
+# determinism and instance-id
+
+
+def test_rendering_is_deterministic() -> None:
+    plan = _plan("ha-external-etcd")
+    for node in plan.nodes:
+        a, b = render(plan, node), render(plan, node)
+        assert (a.user_data, a.meta_data, a.network_config, a.files) == (
+            b.user_data,
+            b.meta_data,
+            b.network_config,
+            b.files,
+        )
+
+
+def test_rendering_is_deterministic_across_processes() -> None:
+    code = (
+        "import hashlib, sys; sys.path.insert(0, 'tests'); import test_cloudinit as t; "
+        "p = t._plan('ha-stacked'); "
+        "print(hashlib.sha256(b''.join(t.render(p, n).user_data for n in p.nodes)).hexdigest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1
+
+
+def _instance_id(rendered: cloudinit.RenderedNode) -> str:
+    return str(yaml.safe_load(rendered.meta_data)["instance-id"])
+
+
+def test_instance_id_changes_exactly_with_the_node_content() -> None:
+    before = _plan("ha-stacked")
+    after = _plan("ha-stacked", "nodes[4].ip=10.77.0.29")  # worker-2 moves
+    assert _instance_id(render(before, before.node("worker-2"))) != _instance_id(
+        render(after, after.node("worker-2"))
+    )
+    assert _instance_id(render(before, before.node("worker-1"))) == _instance_id(
+        render(after, after.node("worker-1"))
+    )
+    assert _instance_id(render(before, before.node("worker-1"))).startswith("ha-stacked-worker-1-")
+
+
+# --------------------------------------------------------------------------------------------------
+# golden files
+
+GOLDEN_NODES = [
+    ("ha-stacked", "cp-1"),
+    ("ha-stacked", "cp-2"),
+    ("ha-stacked", "worker-1"),
+    ("ha-external-etcd", "cp-1"),
+    ("ha-external-etcd", "cp-2"),
+    ("ha-external-etcd", "worker-1"),
+    ("ha-external-etcd", "etcd-1"),
+]
+
+
+@pytest.mark.parametrize(("profile", "node"), GOLDEN_NODES, ids=[f"{p}/{n}" for p, n in GOLDEN_NODES])
+def test_golden(profile: str, node: str) -> None:
+    plan = _plan(profile)
+    rendered = render(plan, plan.node(node))
+    outputs = {
+        "user-data": rendered.user_data,
+        "meta-data": rendered.meta_data,
+        "network-config": rendered.network_config,
+    }
+    directory = GOLDEN / profile / node
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in outputs.items():
+            (directory / name).write_bytes(data)
+    for name, data in outputs.items():
+        path = directory / name
+        assert path.exists(), f"{path} missing: run UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_cloudinit.py"
+        assert data == path.read_bytes(), (
+            f"{profile}/{node} {name} differs from {path}; if the change is intended, run "
+            "UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_cloudinit.py and review the diff"
+        )

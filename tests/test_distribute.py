@@ -1,0 +1,385 @@
+"""builder.distribute: which secret lands on which role, at kubeadm's paths and modes, and the kubeconfigs."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from builder import pki, secrets
+from builder.distribute import node_pki_files, operator_admin_conf
+from builder.errors import ProfileError
+from builder.files import NodeFile, Sensitivity
+from builder.plan import ClusterPlan, build_plan
+from builder.profile import load_profile, validate
+from builder.secrets import Bundle
+
+Baked = Callable[..., tuple[ClusterPlan, Bundle]]  # the `baked` fixture of conftest.py
+PKI = "/etc/kubernetes/pki"
+ECDSA = "cluster.encryptionAlgorithm=ECDSA-P256"
+
+
+def by_path(plan: ClusterPlan, bundle: Bundle, node: str) -> dict[str, NodeFile]:
+    fs = node_pki_files(plan, plan.node(node), bundle)
+    out = {f.path: f for f in fs}
+    assert len(out) == len(fs), "duplicate paths"
+    return out
+
+
+def kubeconfig(f: NodeFile | bytes) -> dict[str, Any]:
+    doc = yaml.safe_load(f.content if isinstance(f, NodeFile) else f)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def client_cert(doc: dict[str, Any]) -> x509.Certificate:
+    (user,) = doc["users"]
+    return x509.load_pem_x509_certificate(base64.b64decode(user["user"]["client-certificate-data"]))
+
+
+def subject(cert: x509.Certificate) -> tuple[str, list[str]]:
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return str(cn), [str(o) for o in orgs]
+
+
+@pytest.fixture(scope="module")
+def stacked(baked: Baked) -> tuple[ClusterPlan, Bundle]:
+    return baked("ha-stacked")
+
+
+@pytest.fixture(scope="module")
+def external(baked: Baked) -> tuple[ClusterPlan, Bundle]:
+    return baked("ha-external-etcd", ECDSA)
+
+
+ETCD_MEMBER_FILES = {
+    f"{PKI}/etcd/ca.crt",
+    f"{PKI}/etcd/server.crt",
+    f"{PKI}/etcd/server.key",
+    f"{PKI}/etcd/peer.crt",
+    f"{PKI}/etcd/peer.key",
+    f"{PKI}/etcd/healthcheck-client.crt",
+    f"{PKI}/etcd/healthcheck-client.key",
+}
+CP_COMMON = {
+    f"{PKI}/ca.crt",
+    f"{PKI}/ca.key",
+    f"{PKI}/front-proxy-ca.crt",
+    f"{PKI}/front-proxy-ca.key",
+    f"{PKI}/sa.key",
+    f"{PKI}/sa.pub",
+    f"{PKI}/etcd/ca.crt",
+    f"{PKI}/apiserver.crt",
+    f"{PKI}/apiserver.key",
+    f"{PKI}/apiserver-kubelet-client.crt",
+    f"{PKI}/apiserver-kubelet-client.key",
+    f"{PKI}/front-proxy-client.crt",
+    f"{PKI}/front-proxy-client.key",
+    f"{PKI}/apiserver-etcd-client.crt",
+    f"{PKI}/apiserver-etcd-client.key",
+    "/etc/kubernetes/admin.conf",
+    "/etc/kubernetes/controller-manager.conf",
+    "/etc/kubernetes/scheduler.conf",
+}
+INIT_ONLY = {"/etc/kubernetes/super-admin.conf", "/etc/kubernetes/kubelet.conf"}
+
+
+# --------------------------------------------------------------------------------------------------
+# The secret-per-role table
+
+
+@pytest.mark.parametrize(("which", "node"), [("stacked", "worker-1"), ("external", "worker-2")])
+def test_worker_gets_no_files_at_all(
+    which: str, node: str, stacked: tuple[ClusterPlan, Bundle], external: tuple[ClusterPlan, Bundle]
+) -> None:
+    plan, bundle = stacked if which == "stacked" else external
+    assert node_pki_files(plan, plan.node(node), bundle) == []
+
+
+def test_external_etcd_member_gets_only_its_etcd_certificates(external: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = external
+    files = by_path(plan, bundle, "etcd-2")
+    assert set(files) == ETCD_MEMBER_FILES
+    assert files[f"{PKI}/etcd/ca.crt"].content == bundle.cas["etcd-ca"].cert_pem
+    ca_keys = {ca.key_pem for ca in bundle.cas.values()} | {bundle.sa_key_pem}
+    assert not any(f.content in ca_keys for f in files.values())
+    assert files[f"{PKI}/etcd/server.key"].content == bundle.leaf("etcd-2", "etcd-server").key_pem
+    assert files[f"{PKI}/etcd/peer.crt"].content == bundle.leaf("etcd-2", "etcd-peer").cert_pem
+    assert files[f"{PKI}/etcd/healthcheck-client.crt"].content == (
+        bundle.leaf("etcd-2", "etcd-healthcheck-client").cert_pem
+    )
+
+
+def test_external_etcd_control_planes(external: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = external
+    init, join = by_path(plan, bundle, "cp-1"), by_path(plan, bundle, "cp-3")
+    assert set(init) == CP_COMMON | INIT_ONLY
+    assert set(join) == CP_COMMON
+    for files in (init, join):
+        assert f"{PKI}/etcd/ca.key" not in files
+        assert not any(p.startswith(f"{PKI}/etcd/") and p != f"{PKI}/etcd/ca.crt" for p in files)
+        assert files[f"{PKI}/etcd/ca.crt"].content == bundle.cas["etcd-ca"].cert_pem
+        assert bundle.cas["etcd-ca"].key_pem not in {f.content for f in files.values()}
+    assert (
+        init[f"{PKI}/apiserver-etcd-client.key"].content
+        == bundle.leaf("cp-1", "apiserver-etcd-client").key_pem
+    )
+
+
+def test_stacked_control_planes(stacked: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = stacked
+    etcd_local = (ETCD_MEMBER_FILES - {f"{PKI}/etcd/ca.crt"}) | {f"{PKI}/etcd/ca.key"}
+    init, join = by_path(plan, bundle, "cp-1"), by_path(plan, bundle, "cp-2")
+    assert set(init) == CP_COMMON | INIT_ONLY | etcd_local
+    assert set(join) == CP_COMMON | etcd_local
+    assert join[f"{PKI}/etcd/ca.key"].content == bundle.cas["etcd-ca"].key_pem
+    assert join[f"{PKI}/ca.key"].content == bundle.cas["ca"].key_pem
+    assert join[f"{PKI}/front-proxy-ca.key"].content == bundle.cas["front-proxy-ca"].key_pem
+    assert join[f"{PKI}/sa.key"].content == bundle.sa_key_pem
+    assert join[f"{PKI}/sa.pub"].content == bundle.sa_pub_pem
+    assert join[f"{PKI}/etcd/server.crt"].content == bundle.leaf("cp-2", "etcd-server").cert_pem
+    assert join[f"{PKI}/apiserver.crt"].content == bundle.leaf("cp-2", "apiserver").cert_pem
+
+
+def test_etcd_only_cluster(baked: Baked) -> None:
+    plan, bundle = baked("etcd-cluster", ECDSA)
+    for node in plan.nodes:
+        assert set(by_path(plan, bundle, node.name)) == ETCD_MEMBER_FILES
+
+
+@pytest.mark.parametrize("which", ["stacked", "external"])
+def test_modes_and_sensitivity(
+    which: str, stacked: tuple[ClusterPlan, Bundle], external: tuple[ClusterPlan, Bundle]
+) -> None:
+    plan, bundle = stacked if which == "stacked" else external
+    for node in plan.nodes:
+        for f in node_pki_files(plan, node, bundle):
+            private = f.path.endswith((".key", ".conf", "/sa.pub"))
+            if private:
+                assert (f.mode, f.sensitivity) == (0o600, Sensitivity.SECRET), f.path
+            else:
+                assert f.path.endswith(".crt"), f.path
+                assert (f.mode, f.sensitivity) == (0o644, Sensitivity.PUBLIC), f.path
+            if b"PRIVATE KEY" in f.content or b"client-key-data" in f.content:
+                assert f.secret and f.mode == 0o600, f.path
+            assert f.owner == "root:root"
+
+
+def test_leaf_keys_match_their_certificates(stacked: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = stacked
+    files = by_path(plan, bundle, "cp-3")
+    crts = [p for p in files if p.endswith(".crt") and "/ca.crt" not in p and "front-proxy-ca" not in p]
+    assert len(crts) == 7
+    for crt in crts:
+        cert = pki.load_cert(files[crt].content)
+        key = pki.load_key(files[crt.removesuffix(".crt") + ".key"].content)
+        assert key.public_key() == cert.public_key(), crt
+
+
+def test_distribution_is_deterministic(external: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = external
+    for node in plan.nodes:
+        assert node_pki_files(plan, node, bundle) == node_pki_files(plan, node, bundle)
+
+
+# --------------------------------------------------------------------------------------------------
+# kubeconfigs (spec section 2)
+
+KUBECONFIG_SUBJECTS = {
+    "admin.conf": ("kubernetes-admin", ["kubeadm:cluster-admins"]),
+    "super-admin.conf": ("kubernetes-super-admin", ["system:masters"]),
+    "kubelet.conf": ("system:node:{node}", ["system:nodes"]),
+    "controller-manager.conf": ("system:kube-controller-manager", []),
+    "scheduler.conf": ("system:kube-scheduler", []),
+}
+
+
+def check_kubeconfig(
+    doc: dict[str, Any], bundle: Bundle, cluster: str, server: str, cn: str, orgs: list[str]
+) -> None:
+    assert doc["apiVersion"] == "v1" and doc["kind"] == "Config"
+    (c,) = doc["clusters"]
+    assert c["name"] == cluster
+    assert c["cluster"]["server"] == server
+    assert base64.b64decode(c["cluster"]["certificate-authority-data"]) == bundle.cas["ca"].cert_pem
+    (ctx,) = doc["contexts"]
+    assert ctx["name"] == f"{cn}@{cluster}" == doc["current-context"]
+    assert ctx["context"] == {"cluster": cluster, "user": cn}
+    (user,) = doc["users"]
+    assert user["name"] == cn
+    cert = client_cert(doc)
+    key = pki.load_key(base64.b64decode(user["user"]["client-key-data"]))
+    assert key.public_key() == cert.public_key()
+    assert subject(cert) == (cn, orgs)
+    cert.verify_directly_issued_by(bundle.cas["ca"].cert)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    with pytest.raises(x509.ExtensionNotFound):
+        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+
+
+@pytest.mark.parametrize(
+    ("node", "conf", "server"),
+    [
+        ("cp-1", "admin.conf", "https://10.77.0.10:6443"),
+        ("cp-1", "super-admin.conf", "https://10.77.0.10:6443"),
+        ("cp-1", "kubelet.conf", "https://10.77.0.11:6443"),  # ControlPlaneKubeletLocalMode (1.37)
+        ("cp-1", "controller-manager.conf", "https://10.77.0.11:6443"),
+        ("cp-1", "scheduler.conf", "https://10.77.0.11:6443"),
+        ("cp-2", "admin.conf", "https://10.77.0.10:6443"),
+        ("cp-2", "controller-manager.conf", "https://10.77.0.12:6443"),
+        ("cp-3", "scheduler.conf", "https://10.77.0.13:6443"),
+    ],
+)
+def test_kubeconfig_contents(stacked: tuple[ClusterPlan, Bundle], node: str, conf: str, server: str) -> None:
+    plan, bundle = stacked
+    doc = kubeconfig(by_path(plan, bundle, node)[f"/etc/kubernetes/{conf}"])
+    cn, orgs = KUBECONFIG_SUBJECTS[conf]
+    check_kubeconfig(doc, bundle, "ha-stacked", server, cn.format(node=node), orgs)
+
+
+def test_kubeconfig_embeds_the_bundle_leaf(stacked: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = stacked
+    doc = kubeconfig(by_path(plan, bundle, "cp-1")["/etc/kubernetes/kubelet.conf"])
+    user = doc["users"][0]["user"]
+    held = bundle.leaf("cp-1", "kubelet.conf")
+    assert base64.b64decode(user["client-certificate-data"]) == held.cert_pem
+    assert base64.b64decode(user["client-key-data"]) == held.key_pem
+
+
+def test_haproxy_endpoint_in_kubeconfigs(external: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = external
+    files = by_path(plan, bundle, "cp-2")
+    admin = kubeconfig(files["/etc/kubernetes/admin.conf"])
+    assert admin["clusters"][0]["cluster"]["server"] == "https://10.77.0.10:8443"
+    kcm = kubeconfig(files["/etc/kubernetes/controller-manager.conf"])
+    assert kcm["clusters"][0]["cluster"]["server"] == "https://10.77.0.12:6443"
+
+
+def test_kubelet_conf_uses_the_endpoint_before_local_mode(baked: Baked) -> None:
+    plan, bundle = baked("ha-stacked", ECDSA, "cluster.kubernetesVersion=1.32")
+    assert not plan.node("cp-1").kubelet_info.control_plane_kubelet_local_mode
+    doc = kubeconfig(by_path(plan, bundle, "cp-1")["/etc/kubernetes/kubelet.conf"])
+    check_kubeconfig(
+        doc, bundle, "ha-stacked", "https://10.77.0.10:6443", "system:node:cp-1", ["system:nodes"]
+    )
+
+
+def test_ipv6_local_urls_are_bracketed() -> None:
+    d = load_profile("ha-stacked", [ECDSA]).model_dump(mode="json", by_alias=True)
+    d["cluster"].update(
+        podSubnet="fd00:244::/56",
+        serviceSubnet="fd00:96::/112",
+        loadBalancer={"kind": "kube-vip", "vip": "fd00:77::10"},
+    )
+    d["defaults"].update(gateway="fd00:77::1", dns=["fd00:77::1"])
+    d["nodes"] = [{"name": "cp-1", "role": "control-plane", "ip": "fd00:77::11"}]
+    plan = build_plan(validate(d))
+    bundle, _ = secrets.reconcile(plan, None, now=secrets.utcnow())
+    files = by_path(plan, bundle, "cp-1")
+    servers = {
+        name: kubeconfig(files[f"/etc/kubernetes/{name}"])["clusters"][0]["cluster"]["server"]
+        for name in ("admin.conf", "scheduler.conf", "kubelet.conf")
+    }
+    assert servers == {
+        "admin.conf": "https://[fd00:77::10]:6443",
+        "scheduler.conf": "https://[fd00:77::11]:6443",
+        "kubelet.conf": "https://[fd00:77::11]:6443",
+    }
+
+
+def test_operator_admin_conf(external: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = external
+    doc = kubeconfig(operator_admin_conf(plan, bundle))
+    check_kubeconfig(
+        doc,
+        bundle,
+        "ha-external-etcd",
+        "https://10.77.0.10:8443",
+        "kubernetes-admin",
+        ["kubeadm:cluster-admins"],
+    )
+    held = bundle.leaf(secrets.OPERATOR, "admin.conf")
+    assert base64.b64decode(doc["users"][0]["user"]["client-certificate-data"]) == held.cert_pem
+    # the operator's identity is its own, not a node's admin.conf
+    node_admin = kubeconfig(by_path(plan, bundle, "cp-1")["/etc/kubernetes/admin.conf"])
+    assert client_cert(node_admin).serial_number != client_cert(doc).serial_number
+
+
+def test_operator_admin_conf_without_endpoint_points_at_the_init_node(baked: Baked) -> None:
+    plan, bundle = baked("single-master", ECDSA)
+    doc = kubeconfig(operator_admin_conf(plan, bundle))
+    assert doc["clusters"][0]["cluster"]["server"] == "https://10.77.0.11:6443"
+    assert doc["current-context"] == "kubernetes-admin@single-master"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_operator_admin_conf_verifies_with_openssl(
+    stacked: tuple[ClusterPlan, Bundle], baked: Baked, tmp_path: Path
+) -> None:
+    plan, bundle = stacked
+    doc = kubeconfig(operator_admin_conf(plan, bundle))
+    cluster = doc["clusters"][0]["cluster"]
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    assert ca.read_bytes() == bundle.cas["ca"].cert_pem
+    client = tmp_path / "client.crt"
+    client.write_bytes(base64.b64decode(doc["users"][0]["user"]["client-certificate-data"]))
+    key = tmp_path / "client.key"
+    key.write_bytes(base64.b64decode(doc["users"][0]["user"]["client-key-data"]))
+    ok = subprocess.run(
+        ["openssl", "verify", "-purpose", "sslclient", "-CAfile", str(ca), str(client)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0 and ok.stdout.strip() == f"{client}: OK", ok.stdout + ok.stderr
+    # the key really is the certificate's
+    pub_cert = subprocess.run(
+        ["openssl", "x509", "-noout", "-pubkey", "-in", str(client)], capture_output=True, check=True
+    ).stdout
+    pub_key = subprocess.run(
+        ["openssl", "pkey", "-pubout", "-in", str(key)], capture_output=True, check=True
+    ).stdout
+    assert pub_cert == pub_key
+    subj = subprocess.run(
+        ["openssl", "x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in", str(client)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert subj.strip() == "subject=CN=kubernetes-admin,O=kubeadm:cluster-admins"
+    # and another cluster's CA does not verify it
+    foreign = tmp_path / "foreign-ca.crt"
+    foreign.write_bytes(baked("single-node", ECDSA)[1].cas["ca"].cert_pem)
+    bad = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(foreign), str(client)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode != 0
+
+
+def test_node_named_operator() -> None:
+    try:
+        plan = build_plan(load_profile("single-master", ["nodes[0].name=operator", ECDSA]))
+    except ProfileError as exc:  # refusing the reserved name is a fix too
+        assert [p.path for p in exc.problems] == ["nodes[0].name"]
+        return
+    bundle, _ = secrets.reconcile(plan, None, now=secrets.utcnow())
+    files = by_path(plan, bundle, "operator")
+    assert f"{PKI}/apiserver.crt" in files and "/etc/kubernetes/super-admin.conf" in files
+    assert (
+        kubeconfig(operator_admin_conf(plan, bundle))["current-context"] == "kubernetes-admin@single-master"
+    )

@@ -1,0 +1,447 @@
+"""Boot bake nodes in QEMU from their NoCloud seeds and read what the guest agent reports.
+
+    from tests.vm.harness import VmSpec, run_vms, qemu_available
+    from tests.vm import expect
+    results = run_vms(
+        [VmSpec("cp1", "amd64", Path("outputs/c/nodes/cp1/seed.iso"), "52:54:00:00:00:11",
+                expectations=expect.expectations(expect.hostname("cp1")))],
+        workdir=tmp_path, timeout_s=300)
+    assert all(r.ok for r in results), "\\n".join(r.explain() for r in results)
+
+All VMs of one call boot at once on ONE private vde_switch (no host networking at all). Each gets a qcow2
+overlay on the cached image (tests/vm/image.py), the seed ISO as its second virtio disk and, when it has
+expectations, a `baketest` ISO (check.py + expectations.json) as the third. The guest agent prints one
+`BAKE-TEST-RESULT <json>` line per boot on the serial console and powers the VM off; this module waits
+for QEMU to exit (bounded), parses the serial log and always kills what it started.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .image import GuestImage, cached_image, ensure_image, host_arch
+
+PREFIX = "BAKE-TEST-RESULT"
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
+QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0"}
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+RESULT_RE = re.compile(PREFIX + r" (\{.*\})\s*$")
+
+
+@dataclass
+class VmSpec:
+    """One guest to boot. `reboots` extra boots prove state survives a reboot (one result per boot)."""
+
+    name: str
+    arch: str
+    seed_iso: Path
+    mac: str
+    memory_mb: int = 1024
+    cpus: int = 1
+    expectations: dict[str, Any] | None = None
+    reboots: int = 0
+    extra_kernel_args: Sequence[str] = ()
+
+
+@dataclass
+class VmResult:
+    """What one guest reported; `ok` only if every expected boot reported ok and QEMU exited cleanly."""
+
+    name: str
+    ok: bool
+    results: list[dict[str, Any]]
+    serial_log: Path
+    qemu_returncode: int | None
+    timed_out: bool = False
+    elapsed_s: float = 0.0
+    expected_boots: int = 1
+    problems: list[str] = field(default_factory=list)
+
+    def failing_checks(self) -> list[tuple[int, dict[str, Any]]]:
+        return [(r.get("boot", 0), c) for r in self.results for c in r.get("checks", []) if not c.get("ok")]
+
+    def explain(self) -> str:
+        """A human summary of why this VM failed (or that it passed), pointing at the serial log."""
+        state = "ok" if self.ok else "FAILED"
+        lines = [f"[vm] {self.name}: {state} after {self.elapsed_s:.0f} s; serial log: {self.serial_log}"]
+        lines += [f"  - {p}" for p in self.problems]
+        for r in self.results:
+            ci = r.get("cloud_init", {})
+            bs = r.get("bootstrap", {})
+            lines.append(
+                f"  boot {r.get('boot')}: ok={r.get('ok')} cloud-init {ci.get('status')} (rc {ci.get('status_rc')}, "
+                f"errors {ci.get('result', {}).get('v1', {}).get('errors')}); bootstrap "
+                + (
+                    f"{bs.get('ActiveState')}/{bs.get('Result')} stopped={bs.get('stopped') is not None} "
+                    f"done={bs.get('done')}"
+                    if bs.get("present")
+                    else "absent"
+                )
+            )
+            if "agent_error" in r:
+                lines.append(f"    agent error: {r['agent_error']}")
+            for c in r.get("checks", []):
+                if not c.get("ok"):
+                    lines.append(f"    FAIL {c.get('name')}: {c.get('detail')}")
+            for key, value in (r.get("logs") or {}).items():
+                if value:
+                    lines.append(f"    {key}:")
+                    lines += [f"      {v}" for v in (value if isinstance(value, list) else [value])]
+        return "\n".join(lines)
+
+
+class HarnessError(RuntimeError):
+    """The harness itself could not run (bad spec, missing tool); not a guest failure."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# availability and acceleration
+
+
+def qemu_available(arch: str) -> str | None:
+    """None if VMs of `arch` can be booted here, else the reason (for pytest.skip)."""
+    if arch not in QEMU:
+        return f"unknown arch {arch!r}"
+    for tool in (QEMU[arch], "qemu-img", "vde_switch"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install qemu-system-x86 qemu-system-arm qemu-utils vde2)"
+    try:
+        netdevs = subprocess.run([QEMU[arch], "-netdev", "help"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{QEMU[arch]} does not run: {e}"
+    if "vde" not in netdevs.split():
+        return f"{QEMU[arch]} was built without vde networking"
+    if cached_image(arch) is None:
+        if os.geteuid() != 0:
+            return f"no cached {arch} image and building one needs root"
+        if shutil.which("mmdebstrap") is None:
+            return "no cached image and mmdebstrap is not installed"
+        if arch != host_arch() and shutil.which("update-binfmts") is None:
+            return f"no cached {arch} image and no binfmt support (apt-get install qemu-user-static binfmt-support)"
+    return None
+
+
+_KVM_PROBE: dict[str, bool] = {}
+
+
+def _kvm_boots(image: GuestImage, workdir: Path) -> bool:
+    """KVM is used only if a kernel actually runs under it (nested/PVM KVM here aborts or crawls)."""
+    if image.arch in _KVM_PROBE:
+        return _KVM_PROBE[image.arch]
+    ok = False
+    if image.arch == host_arch() and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        log = workdir / "kvm-probe.log"
+        argv = [
+            QEMU[image.arch], "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-no-user-config",
+            "-display", "none", "-no-reboot", "-serial", f"file:{log}", "-kernel", str(image.kernel),
+            "-append", f"console={CONSOLE[image.arch]} panic=-1 root=/dev/bake-kvm-probe",
+        ]  # fmt: skip
+        try:
+            subprocess.run(argv, capture_output=True, timeout=30, check=False, start_new_session=True)
+        except subprocess.TimeoutExpired:
+            pass
+        text = log.read_text(errors="replace") if log.exists() else ""
+        ok = "Kernel panic" in text or "Unable to mount root" in text
+    _KVM_PROBE[image.arch] = ok
+    return ok
+
+
+def _accel(image: GuestImage, workdir: Path) -> list[str]:
+    want = os.environ.get("BAKE_VM_ACCEL", "auto").lower()
+    if want not in ("auto", "tcg", "kvm"):
+        raise HarnessError(f"BAKE_VM_ACCEL={want!r}: use tcg, kvm or auto")
+    if want == "kvm" or (want == "auto" and _kvm_boots(image, workdir)):
+        return ["-accel", "kvm", "-cpu", "host"]
+    cpu = "max" if image.arch == "amd64" else "cortex-a57"
+    return ["-accel", "tcg,thread=multi", "-cpu", cpu]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ISOs
+
+
+def _iso_name(name: str, used: set[str]) -> str:
+    stem, _, ext = name.upper().rpartition(".") if "." in name else (name.upper(), "", "")
+    clean = lambda s: re.sub(r"[^A-Z0-9_]", "_", s)  # noqa: E731
+    stem, ext = clean(stem)[:8] or "F", clean(ext)[:3]
+    for i in range(1000):
+        cand = stem if i == 0 else f"{stem[:8 - len(str(i))]}{i}"
+        iso = f"/{cand}.{ext};1"
+        if iso not in used:
+            used.add(iso)
+            return iso
+    raise HarnessError(f"cannot find an ISO name for {name}")
+
+
+def make_iso(path: Path, label: str, files: dict[str, bytes]) -> Path:
+    """A flat ISO9660 + Joliet + Rock Ridge image with volume label `label` (how cloud-init finds cidata)."""
+    import pycdlib
+
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=label)
+    used: set[str] = set()
+    for name, data in sorted(files.items()):
+        iso.add_fp(io.BytesIO(data), len(data), iso_path=_iso_name(name, used), rr_name=name, joliet_path=f"/{name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iso.write(str(path))
+    iso.close()
+    return path
+
+
+def make_seed_iso(
+    path: Path, *, user_data: str, meta_data: str, network_config: str | None = None, vendor_data: str | None = None
+) -> Path:
+    """A NoCloud `cidata` seed (what the renderer produces; here for hand-made test seeds)."""
+    files = {"user-data": user_data.encode(), "meta-data": meta_data.encode()}
+    if network_config is not None:
+        files["network-config"] = network_config.encode()
+    if vendor_data is not None:
+        files["vendor-data"] = vendor_data.encode()
+    return make_iso(path, "cidata", files)
+
+
+def make_check_iso(path: Path, expectations: dict[str, Any]) -> Path:
+    """The `baketest` ISO the guest agent runs: check.py + expectations.json."""
+    if not isinstance(expectations.get("checks"), list):
+        raise HarnessError("expectations must be {'checks': [...]} (see tests/vm/expect.py)")
+    files = {
+        "check.py": (GUEST_DIR / "check.py").read_bytes(),
+        "expectations.json": json.dumps(expectations, indent=1, sort_keys=True).encode(),
+    }
+    return make_iso(path, "baketest", files)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# processes
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=grace)
+
+
+@contextmanager
+def vde_switch(workdir: Path) -> Iterator[Path]:
+    """A private switch for this run only; stops when its stdin closes, and is killed on the way out."""
+    sock = workdir / "sw"
+    link: Path | None = None
+    if len(str(sock)) > 90:  # sun_path is 108 bytes and vde appends /ctl and port names
+        link = Path(tempfile.mkdtemp(prefix="bakevde-"))
+        sock = link / "sw"
+    proc = subprocess.Popen(
+        ["vde_switch", "-s", str(sock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "vde_switch.log").open("wb"),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not (sock / "ctl").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise HarnessError(f"vde_switch did not start (see {workdir / 'vde_switch.log'})")
+            time.sleep(0.1)
+        yield sock
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        _kill_group(proc, grace=3)
+        if link is not None:
+            shutil.rmtree(link, ignore_errors=True)
+
+
+def kernel_cmdline(spec: VmSpec, guest_timeout: int) -> str:
+    args = [
+        "root=/dev/vda", "rw", f"console={CONSOLE[spec.arch]}", "ipv6.disable=1", "panic=-1",
+        "bake.test=1", f"bake.test.reboots={spec.reboots}", f"bake.test.timeout={guest_timeout}",
+        *spec.extra_kernel_args,
+    ]  # fmt: skip
+    return " ".join(args)
+
+
+def qemu_argv(spec: VmSpec, image: GuestImage, vmdir: Path, switch: Path, accel: list[str], guest_timeout: int) -> list[str]:
+    """The full QEMU command line for one guest (pure, so it can be inspected in unit tests)."""
+    machine = ["-machine", "virt"] if spec.arch == "arm64" else ["-machine", "pc"]
+    drives: list[str] = []
+    disks = [("root", vmdir / "root.qcow2", "qcow2", False), ("seed", spec.seed_iso, "raw", True)]
+    if spec.expectations is not None:
+        disks.append(("checks", vmdir / "baketest.iso", "raw", True))
+    for ident, path, fmt, ro in disks:
+        opts = f"if=none,id={ident},file={path.resolve()},format={fmt}" + (",readonly=on" if ro else ",cache=unsafe")
+        drives += ["-drive", opts, "-device", f"virtio-blk-pci,drive={ident}"]
+    argv = [
+        QEMU[spec.arch], "-name", spec.name, *machine, *accel,
+        "-smp", str(spec.cpus), "-m", str(spec.memory_mb),
+        "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
+        "-serial", f"file:{vmdir / 'serial.log'}",
+        "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+        "-append", kernel_cmdline(spec, guest_timeout),
+        *drives,
+        "-netdev", f"vde,id=n0,sock={switch}", "-device", f"virtio-net-pci,netdev=n0,mac={spec.mac}",
+        "-device", "virtio-rng-pci",
+    ]  # fmt: skip
+    if spec.reboots == 0:
+        argv.append("-no-reboot")
+    return argv
+
+
+def parse_serial(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Result lines from a serial log, one per boot (a repeated boot number keeps the first)."""
+    results: dict[int, dict[str, Any]] = {}
+    problems: list[str] = []
+    for raw in text.splitlines():
+        line = raw.replace("\r", "")
+        idx = line.find(PREFIX + " ")
+        if idx < 0:
+            continue
+        m = RESULT_RE.search(line[idx:])
+        try:
+            if m is None:
+                raise ValueError("no JSON object after the prefix")
+            doc = json.loads(m.group(1))
+            boot = int(doc["boot"])
+        except (ValueError, KeyError, TypeError) as e:
+            problems.append(f"unparsable result line ({e}): {line[idx : idx + 300]}")
+            continue
+        results.setdefault(boot, doc)
+    return [results[b] for b in sorted(results)], problems
+
+
+def _validate(specs: Sequence[VmSpec]) -> None:
+    names = [s.name for s in specs]
+    macs = [s.mac.lower() for s in specs]
+    if len(set(names)) != len(names) or len(set(macs)) != len(macs):
+        raise HarnessError(f"VM names and MACs must be unique: {names} {macs}")
+    for s in specs:
+        if s.arch not in QEMU:
+            raise HarnessError(f"{s.name}: unknown arch {s.arch!r}")
+        if not MAC_RE.match(s.mac):
+            raise HarnessError(f"{s.name}: bad MAC {s.mac!r}")
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", s.name):
+            raise HarnessError(f"{s.name!r}: VM names become directory names; use [A-Za-z0-9_.-]")
+        if not s.seed_iso.is_file():
+            raise HarnessError(f"{s.name}: seed ISO {s.seed_iso} does not exist")
+
+
+def run_vms(
+    specs: Sequence[VmSpec], *, workdir: Path, timeout_s: int, progress: bool = True
+) -> list[VmResult]:
+    """Boot every spec at once on one private switch; wait (at most timeout_s) for all to power off."""
+    _validate(specs)
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    images = {arch: ensure_image(arch) for arch in sorted({s.arch for s in specs})}
+    guest_timeout = max(60, timeout_s // (1 + max(s.reboots for s in specs)) - 20) if specs else 60
+
+    def note(msg: str) -> None:
+        if progress:
+            print(f"[vm] {msg}", file=sys.stderr, flush=True)
+
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    started: dict[str, float] = {}
+    ended: dict[str, float] = {}
+    timed_out: set[str] = set()
+    try:
+        with vde_switch(workdir) as switch:
+            for spec in specs:
+                vmdir = workdir / spec.name
+                shutil.rmtree(vmdir, ignore_errors=True)
+                vmdir.mkdir(parents=True)
+                image = images[spec.arch]
+                subprocess.run(
+                    ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.rootfs), "-F", "raw",
+                     str(vmdir / "root.qcow2")],
+                    check=True, capture_output=True, timeout=60,
+                )  # fmt: skip
+                if spec.expectations is not None:
+                    make_check_iso(vmdir / "baketest.iso", spec.expectations)
+                argv = qemu_argv(spec, image, vmdir, switch, _accel(image, workdir), guest_timeout)
+                (vmdir / "qemu.argv").write_text(" ".join(argv) + "\n")
+                procs[spec.name] = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=(vmdir / "qemu.log").open("wb"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                started[spec.name] = time.monotonic()
+                note(f"{spec.name} ({spec.arch}, {' '.join(argv[argv.index('-accel') + 1 : argv.index('-accel') + 2])}) "
+                     f"booting; serial log {vmdir / 'serial.log'}")
+            deadline = time.monotonic() + timeout_s
+            while len(ended) < len(procs):
+                for name, proc in procs.items():
+                    if name not in ended and proc.poll() is not None:
+                        ended[name] = time.monotonic()
+                        note(f"{name} powered off after {ended[name] - started[name]:.0f} s (qemu exit {proc.returncode})")
+                if time.monotonic() > deadline:
+                    for name, proc in procs.items():
+                        if name not in ended:
+                            timed_out.add(name)
+                            _kill_group(proc)
+                            ended[name] = time.monotonic()
+                            note(f"{name} TIMED OUT after {timeout_s} s: killed")
+                    break
+                time.sleep(0.5)
+    finally:
+        for proc in procs.values():
+            _kill_group(proc)
+
+    out: list[VmResult] = []
+    for spec in specs:
+        vmdir = workdir / spec.name
+        log = vmdir / "serial.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        results, problems = parse_serial(text)
+        rc = procs[spec.name].returncode if spec.name in procs else None
+        want = spec.reboots + 1
+        if spec.name in timed_out:
+            problems.append(f"timed out after {timeout_s} s (killed)")
+        elif rc != 0:
+            qlog = (vmdir / "qemu.log").read_text(errors="replace")[-1500:] if (vmdir / "qemu.log").exists() else ""
+            problems.append(f"qemu exited {rc}: {qlog.strip()}")
+        if len(results) != want:
+            problems.append(f"{len(results)} result line(s) for {want} boot(s)")
+        ok = not problems and all(r.get("ok") is True for r in results)
+        res = VmResult(
+            name=spec.name,
+            ok=ok,
+            results=results,
+            serial_log=log,
+            qemu_returncode=rc,
+            timed_out=spec.name in timed_out,
+            elapsed_s=ended.get(spec.name, time.monotonic()) - started.get(spec.name, time.monotonic()),
+            expected_boots=want,
+            problems=problems,
+        )
+        (vmdir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        if not ok and progress:
+            print(res.explain(), file=sys.stderr, flush=True)
+        out.append(res)
+    return out
