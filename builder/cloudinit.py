@@ -55,11 +55,11 @@ def password_salt(cluster: str, node: str, user: str, password: str) -> str:
 
 
 def hash_password(cluster: str, node: str, user: str, password: str) -> str:
-    from passlib.hash import sha512_crypt
-
     salt = password_salt(cluster, node, user, password)
-    with warnings.catch_warnings():  # passlib's os_crypt backend imports the deprecated `crypt`
+    with warnings.catch_warnings():  # passlib imports the deprecated `crypt` module for its fast backend
         warnings.simplefilter("ignore", DeprecationWarning)
+        from passlib.hash import sha512_crypt
+
         return str(sha512_crypt.using(rounds=PASSWORD_ROUNDS, salt=salt).hash(password))
 
 

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -342,9 +343,11 @@ def test_password_is_hashed_deterministically_and_never_clear() -> None:
     user = doc["users"][0]
     assert user["lock_passwd"] is False and doc["ssh_pwauth"] is True
     assert user["passwd"].startswith(f"$6$rounds={cloudinit.PASSWORD_ROUNDS}$")
-    from passlib.hash import sha512_crypt
+    with warnings.catch_warnings():  # passlib imports the deprecated `crypt` module
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from passlib.hash import sha512_crypt
 
-    assert sha512_crypt.verify("s3cret-Passw0rd", user["passwd"])
+        assert sha512_crypt.verify("s3cret-Passw0rd", user["passwd"])
     other = _load(render(plan, plan.node("worker-1")).user_data)["users"][0]["passwd"]
     assert other != user["passwd"]  # the node name is part of the salt
 
