@@ -145,7 +145,7 @@ def _schema(paths: list[Path], report: Report) -> None:
 def _node(
     tree: Path, node: dict[str, Any], bundle: secrets.Bundle | None, topology: str, report: Report
 ) -> Path | None:
-    name, role = node["name"], node["role"]
+    name, role = str(node["name"]), str(node["role"])
     base = tree / "nodes" / name
     try:
         seed = {f: (base / f).read_bytes() for f in SEED_FILES}

@@ -7,6 +7,7 @@ topology). Both collect every problem before failing, so a user fixes a profile 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -587,10 +588,8 @@ def _raw_problems(data: Any) -> list[Problem]:
     if isinstance(cluster, dict):
         pod = cluster.get("podSubnet", Cluster.model_fields["pod_subnet"].default)
         svc = cluster.get("serviceSubnet", Cluster.model_fields["service_subnet"].default)
-        try:
+        with contextlib.suppress(ValueError):
             problems += _overlaps(str(pod), str(svc))
-        except ValueError:
-            pass
     return problems
 
 

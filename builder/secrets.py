@@ -309,7 +309,7 @@ def _load_pair(root: Path, base: str, problems: list[Problem], label: str) -> Is
     except ValueError as exc:
         problems.append(Problem(f"{where}.key", str(exc)))
         return None
-    if pki.public_pem(key) != pki.public_pem(cert.public_key()):
+    if key.public_key() != cert.public_key():
         problems.append(Problem(where, "the key does not belong to the certificate"))
         return None
     return Issued(cert, key, cert_pem, key_pem)

@@ -26,7 +26,12 @@ PY = sys.executable
 def fleet_profile(directory: Path, workers: int) -> Path:
     """3 control planes + N workers, extending the embedded ha-stacked profile."""
     nodes = [
-        {"name": f"cp-{i}", "role": "control-plane", "ip": f"10.77.0.{10 + i}", "mac": f"52:54:00:77:00:{10 + i:02x}"}
+        {
+            "name": f"cp-{i}",
+            "role": "control-plane",
+            "ip": f"10.77.0.{10 + i}",
+            "mac": f"52:54:00:77:00:{10 + i:02x}",
+        }
         for i in range(1, 4)
     ]
     for w in range(workers):
@@ -85,13 +90,20 @@ def bench_fleets(work: Path, sizes: list[int]) -> dict[int, tuple[float, float]]
         profile = fleet_profile(work, n)
         wall, rss, _ = measured(bake_cmd(profile, work / f"out-{n}"))
         figures[n] = (wall, rss)
-        print(f"{'3 cp + ' + str(n) + ' workers':<22}{n + 3:>7}{wall:>10.2f}{rss:>10.1f}{1000 * wall / (n + 3):>10.1f}")
+        print(
+            f"{f'3 cp + {n} workers':<22}{n + 3:>7}{wall:>10.2f}{rss:>10.1f}"
+            f"{1000 * wall / (n + 3):>10.1f}"
+        )
     if len(sizes) >= 2:
         (a, (wa, _)), (b, (wb, _)) = list(figures.items())[-2:]
-        print(f"marginal cost per node between {a + 3} and {b + 3} nodes: {1000 * (wb - wa) / (b - a):.2f} ms")
+        print(
+            f"marginal cost per node between {a + 3} and {b + 3} nodes: {1000 * (wb - wa) / (b - a):.2f} ms"
+        )
     biggest = max(sizes)
-    print(f"target: peak RSS < 150 MiB at {biggest + 3} nodes: {figures[biggest][1]:.1f} MiB — "
-          f"{mark(figures[biggest][1] < 150)}")
+    print(
+        f"target: peak RSS < 150 MiB at {biggest + 3} nodes: {figures[biggest][1]:.1f} MiB — "
+        f"{mark(figures[biggest][1] < 150)}"
+    )
     return figures
 
 
@@ -108,14 +120,23 @@ def bench_localds(work: Path, workers: int, bake_wall: float) -> None:
     t = time.perf_counter()
     for node in nodes:
         subprocess.run(
-            [localds, "--network-config", str(node / "network-config"), str(dest / f"{node.name}.iso"),
-             str(node / "user-data"), str(node / "meta-data")],
-            check=True, capture_output=True,
+            [
+                localds,
+                "--network-config",
+                str(node / "network-config"),
+                str(dest / f"{node.name}.iso"),
+                str(node / "user-data"),
+                str(node / "meta-data"),
+            ],
+            check=True,
+            capture_output=True,
         )
     wall = time.perf_counter() - t
     print(f"cloud-localds: {len(nodes)} seeds in {wall:.2f} s ({1000 * wall / len(nodes):.1f} ms/seed)")
-    print(f"bake (everything) / cloud-localds (ISOs only) = {bake_wall / wall:.2f}; "
-          f"target <= 0.5: {mark(bake_wall / wall <= 0.5)}")
+    print(
+        f"bake (everything) / cloud-localds (ISOs only) = {bake_wall / wall:.2f}; "
+        f"target <= 0.5: {mark(bake_wall / wall <= 0.5)}"
+    )
 
 
 def _time(fn: Callable[[], object], repeat: int = 1) -> float:
@@ -131,12 +152,19 @@ def bench_pki(work: Path) -> None:
     from builder.profile import load_profile
 
     print("\n== PKI for ha-stacked per encryptionAlgorithm ==")
-    print(f"{'algorithm':<12}{'keys':>6}{'floor s':>9}{'bake s':>9}{'ratio':>7}{'openssl s':>11}  target ratio <= 1.2")
+    print(
+        f"{'algorithm':<12}{'keys':>6}{'floor s':>9}{'bake s':>9}{'ratio':>7}{'openssl s':>11}"
+        "  target ratio <= 1.2"
+    )
     openssl = shutil.which("openssl")
     for alg in pki.KeyAlgorithm:
         version = "1.37"
-        plan = build_plan(load_profile("ha-stacked", [f"cluster.encryptionAlgorithm={alg.value}",
-                                                       f"cluster.kubernetesVersion={version}"]))
+        plan = build_plan(
+            load_profile(
+                "ha-stacked",
+                [f"cluster.encryptionAlgorithm={alg.value}", f"cluster.kubernetesVersion={version}"],
+            )
+        )
         now = datetime.now(UTC)
         t = time.perf_counter()
         bundle, _ = secrets.reconcile(plan, None, now=now)
@@ -147,7 +175,9 @@ def bench_pki(work: Path) -> None:
         if openssl:
             ossl = f"{_openssl_pki(work, openssl, alg.value, keys):.2f}"
         ratio = full / floor
-        print(f"{alg.value:<12}{keys:>6}{floor:>9.2f}{full:>9.2f}{ratio:>7.2f}{ossl:>11}  {mark(ratio <= 1.2)}")
+        print(
+            f"{alg.value:<12}{keys:>6}{floor:>9.2f}{full:>9.2f}{ratio:>7.2f}{ossl:>11}  {mark(ratio <= 1.2)}"
+        )
 
 
 def _openssl_pki(work: Path, openssl: str, alg: str, count: int) -> float:
@@ -159,12 +189,49 @@ def _openssl_pki(work: Path, openssl: str, alg: str, count: int) -> float:
         curve = {"ECDSA-P256": "prime256v1", "ECDSA-P384": "secp384r1"}[alg]
         newkey = ["-newkey", "ec", "-pkeyopt", f"ec_paramgen_curve:{curve}"]
     t = time.perf_counter()
-    subprocess.run([openssl, "req", "-x509", "-nodes", *newkey, "-keyout", str(d / "ca.key"), "-out",
-                    str(d / "ca.crt"), "-subj", "/CN=kubernetes", "-days", "3650"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-nodes",
+            *newkey,
+            "-keyout",
+            str(d / "ca.key"),
+            "-out",
+            str(d / "ca.crt"),
+            "-subj",
+            "/CN=kubernetes",
+            "-days",
+            "3650",
+        ],
+        check=True,
+        capture_output=True,
+    )
     for i in range(count - 1):
-        subprocess.run([openssl, "req", "-x509", "-nodes", *newkey, "-keyout", str(d / f"{i}.key"), "-out",
-                        str(d / f"{i}.crt"), "-subj", f"/CN=leaf-{i}", "-CA", str(d / "ca.crt"), "-CAkey",
-                        str(d / "ca.key"), "-days", "365"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-nodes",
+                *newkey,
+                "-keyout",
+                str(d / f"{i}.key"),
+                "-out",
+                str(d / f"{i}.crt"),
+                "-subj",
+                f"/CN=leaf-{i}",
+                "-CA",
+                str(d / "ca.crt"),
+                "-CAkey",
+                str(d / "ca.key"),
+                "-days",
+                "365",
+            ],
+            check=True,
+            capture_output=True,
+        )
     return time.perf_counter() - t
 
 
@@ -181,8 +248,10 @@ def bench_rebake(work: Path, workers: int) -> None:
     after = {p.relative_to(after_dir): p.stat().st_mtime_ns for p in after_dir.rglob("*.key")}
     same_keys = all(after.get(p.relative_to(secrets_dir)) == m for p, m in before.items())
     print(f"re-bake of {workers + 3} nodes: {wall:.2f} s, peak {rss:.1f} MiB; {summary.strip()}")
-    print(f"keys regenerated: {'none' if same_keys else 'SOME'} — {mark(same_keys)}; "
-          f"rewrites nothing unchanged: {mark(summary.startswith('wrote 0 files'))}")
+    print(
+        f"keys regenerated: {'none' if same_keys else 'SOME'} — {mark(same_keys)}; "
+        f"rewrites nothing unchanged: {mark(summary.startswith('wrote 0 files'))}"
+    )
 
 
 def main() -> None:
@@ -190,8 +259,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,100,1000", help="worker counts (default: %(default)s)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"bake benchmark on {os.cpu_count()} cores, python {sys.version.split()[0]}, "
-          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(
+        f"bake benchmark on {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
     with tempfile.TemporaryDirectory(prefix="bake-bench-") as tmp:
         work = Path(tmp)
         figures = bench_fleets(work, sizes)

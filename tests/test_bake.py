@@ -52,7 +52,9 @@ def baked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.integration
 @pytest.mark.parametrize("name", PROFILES)
 def test_bake_check_passes(baked: dict[str, Path], name: str) -> None:
-    proc = subprocess.run([*BAKE, "check", str(baked[name]), "--json"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*BAKE, "check", str(baked[name]), "--json"], capture_output=True, text=True, timeout=600
+    )
     report = json.loads(proc.stdout)
     errors = [f for f in report["findings"] if f["level"] == "error"]
     assert proc.returncode == 0 and not errors, errors
@@ -69,7 +71,10 @@ def test_every_leaf_verifies_with_openssl(baked: dict[str, Path], name: str) -> 
         for cert_name, base in leaves.items():
             crt = secrets / "nodes" / owner / f"{base}.crt"
             subject = subprocess.run(
-                [OPENSSL, "x509", "-noout", "-issuer", "-in", str(crt)], capture_output=True, text=True, check=True
+                [OPENSSL, "x509", "-noout", "-issuer", "-in", str(crt)],
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             ca = {"etcd-ca": "etcd/ca", "front-proxy-ca": "front-proxy-ca"}.get(
                 next((c for c in ("etcd-ca", "front-proxy-ca") if f"CN = {c}" in subject), ""), "ca"
@@ -145,7 +150,13 @@ def test_bad_profile_writes_nothing_and_names_fields(tmp_path: Path) -> None:
     assert bake("--profile", "single-master", "--quiet", out=tmp_path).returncode == 0
     before = tree_digest(tmp_path)
     proc = bake(
-        "--profile", "single-master", "--set", "nodes[2].ip=10.0.0.300", "--set", "nodes[1].mac=nope", out=tmp_path
+        "--profile",
+        "single-master",
+        "--set",
+        "nodes[2].ip=10.0.0.300",
+        "--set",
+        "nodes[1].mac=nope",
+        out=tmp_path,
     )
     assert proc.returncode == 2
     assert "nodes[2].ip: '10.0.0.300' is not an IPv4 or IPv6 address" in proc.stderr

@@ -27,7 +27,11 @@ EXAMPLES = int(os.environ.get("BAKE_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 
 NASTY = st.sampled_from(
@@ -69,7 +73,8 @@ SCALARS = st.one_of(
 VALUES = st.recursive(
     SCALARS,
     lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(st.one_of(NASTY, st.text(max_size=10)), inner, max_size=4)
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(NASTY, st.text(max_size=10)), inner, max_size=4),
     ),
     max_leaves=12,
 )
