@@ -23,6 +23,8 @@ from .profile import Cni, LoadBalancerKind, PackageMode, Role, Runtime
 MODULES_LOAD_PATH = "/etc/modules-load.d/k8s.conf"
 SYSCTL_PATH = "/etc/sysctl.d/k8s.conf"
 CONTAINERD_CONFIG_PATH = "/etc/containerd/config.toml"
+CONTAINERD_STAGED = "/etc/bake/containerd/config-v{}.toml"
+"""Both schemas are staged; the bootstrap installs the one the node's containerd reads (1.x: 2, 2.x: 3)."""
 CRIO_DROPIN_PATH = "/etc/crio/crio.conf.d/10-bake.conf"
 CRICTL_PATH = "/etc/crictl.yaml"
 ZRAM_GENERATOR_PATH = "/etc/systemd/zram-generator.conf"
@@ -178,9 +180,13 @@ def sysctl_file(node: NodePlan) -> NodeFile:
     return public(SYSCTL_PATH, "\n".join(lines) + "\n")
 
 
-def containerd_config(plan: ClusterPlan, node: NodePlan) -> NodeFile:
-    """config.toml in the schema of the containerd this Kubernetes minor is paired with (versions.py)."""
-    version = node.kubelet_info.containerd_config_version
+def containerd_configs(plan: ClusterPlan, node: NodePlan) -> list[NodeFile]:
+    """config.toml in both schemas: which containerd a node runs is only known on the node (distro
+    packages ship 1.6/1.7, Docker's containerd.io ships 2.x), and a wrong schema breaks the runtime."""
+    return [containerd_config(plan, node, version) for version in (2, 3)]
+
+
+def containerd_config(plan: ClusterPlan, node: NodePlan, version: int) -> NodeFile:
     runc_options = {"SystemdCgroup": True}
     runc = {"runtime_type": "io.containerd.runc.v2", "options": runc_options}
     data: dict[str, Any]
@@ -205,7 +211,7 @@ def containerd_config(plan: ClusterPlan, node: NodePlan) -> NodeFile:
             },
         }
     header = "# bake: systemd cgroups and kubeadm's pause image, so kubelet and containerd agree (spec 7.3)\n"
-    return public(CONTAINERD_CONFIG_PATH, header + toml_dump(data))
+    return public(CONTAINERD_STAGED.format(version), header + toml_dump(data))
 
 
 def crio_dropin(plan: ClusterPlan, node: NodePlan) -> NodeFile:
@@ -410,7 +416,7 @@ def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
         files.append(crio_dropin(plan, node))
         config_version = None
     else:
-        files.append(containerd_config(plan, node))
+        files += containerd_configs(plan, node)
         config_version = node.kubelet_info.containerd_config_version
     if node.os.distro == "fedora":
         # Fedora enables swap on zram by default; an empty generator config in /etc disables it.

@@ -227,7 +227,8 @@ def test_every_node_gets_the_bootstrap_and_host_files() -> None:
             bootstrap.ENV_PATH,
             "/etc/modules-load.d/k8s.conf",
             "/etc/sysctl.d/k8s.conf",
-            "/etc/containerd/config.toml",
+            "/etc/bake/containerd/config-v2.toml",
+            "/etc/bake/containerd/config-v3.toml",
             "/etc/crictl.yaml",
         } <= paths
         if node.role.value != "etcd":
@@ -316,7 +317,7 @@ def test_any_content_survives_the_yaml_round_trip(content: bytes) -> None:
 def test_conflicting_files_are_refused() -> None:
     plan = _plan("single-master")
     node = plan.node("cp-1")
-    clash = [secret("/etc/containerd/config.toml", b"other\n")]
+    clash = [secret("/etc/modules-load.d/k8s.conf", b"other\n")]
     with pytest.raises(BakeError, match="two different files"):
         cloudinit.render_node(plan, node, pki_files=clash, token=TOKEN, ca_hash=CA_HASH)
 

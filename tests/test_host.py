@@ -64,18 +64,17 @@ def test_sysctl_ipv6_forwarding() -> None:
     assert "net.ipv6.conf.default.forwarding = 1" in text
 
 
-@pytest.mark.parametrize(
-    ("version", "schema"),
-    [("1.34", 2), ("1.37", 3)],
-)
-def test_containerd_config_schema_follows_minor(version: str, schema: int) -> None:
+@pytest.mark.parametrize("version", ["1.34", "1.37"])
+@pytest.mark.parametrize("schema", [2, 3])
+def test_containerd_config_staged_in_both_schemas(version: str, schema: int) -> None:
     plan, node = _node("single-master", "cp-1", f"cluster.kubernetesVersion={version}")
     prep = host.host_prep(plan, node)
-    conf = tomllib.loads(_files(prep)[host.CONTAINERD_CONFIG_PATH])
+    assert host.CONTAINERD_CONFIG_PATH not in _files(prep)  # installed by the bootstrap, per containerd
+    conf = tomllib.loads(_files(prep)[host.CONTAINERD_STAGED.format(schema)])
     pause = f"registry.k8s.io/pause:{node.kubelet_info.pause_tag}"
     assert conf["version"] == schema
     assert conf["disabled_plugins"] == []
-    assert prep.containerd_config_version == schema
+    assert prep.containerd_config_version == node.kubelet_info.containerd_config_version
     if schema == 3:
         assert conf["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == pause
         runc = conf["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]
@@ -93,8 +92,7 @@ def test_pause_image_follows_image_repository_and_node_version() -> None:
         "cluster.imageRepository=mirror.example:5000/k8s",
         "nodes[1].kubernetesVersion=1.34",
     )
-    conf = tomllib.loads(_files(host.host_prep(plan, node))[host.CONTAINERD_CONFIG_PATH])
-    assert conf["version"] == 2  # the node's own minor (1.34), not the cluster's (1.37)
+    conf = tomllib.loads(_files(host.host_prep(plan, node))[host.CONTAINERD_STAGED.format(2)])
     assert (
         conf["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"]
         == "mirror.example:5000/k8s/pause:3.10.1"
@@ -105,7 +103,7 @@ def test_crio_dropin_and_crictl() -> None:
     plan, node = _node("single-master", "cp-1", "cluster.containerRuntime=crio")
     prep = host.host_prep(plan, node)
     files = _files(prep)
-    assert host.CONTAINERD_CONFIG_PATH not in files
+    assert host.CONTAINERD_STAGED.format(2) not in files
     conf = tomllib.loads(files[host.CRIO_DROPIN_PATH])
     assert conf == {
         "crio": {

@@ -121,7 +121,7 @@ def qemu_available(arch: str) -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed (apt-get install qemu-system-x86 qemu-system-arm qemu-utils vde2)"
     try:
-        netdevs = subprocess.run([QEMU[arch], "-netdev", "help"], capture_output=True, text=True, timeout=30).stdout
+        netdevs = subprocess.run([QEMU[arch], "-machine", "none", "-netdev", "help"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"{QEMU[arch]} does not run: {e}"
     if "vde" not in netdevs.split():
