@@ -8,34 +8,16 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from builder import resources
 
+from .helpers import BAKE, bake, tree_digest
+
 PROFILES = resources.profile_names()
 OPENSSL = shutil.which("openssl")
-BAKE = [sys.executable, "-m", "builder.cli"]
-
-
-def bake(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*BAKE, "--out", str(out), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")

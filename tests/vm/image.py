@@ -45,6 +45,11 @@ COMMON_PACKAGES = (
     "iputils-ping",
     "procps",
     "openssh-client",
+    # sshd: a real node image has it, and without it cloud-init 22.4 warns on every boot
+    # ("Ignoring config 'ssh_pwauth: ...'. SSH service 'ssh' is not installed.").
+    "openssh-server",
+    "openssl",
+    "sudo",
     "cloud-init",
     "initramfs-tools",
     "e2fsprogs",
@@ -357,6 +362,9 @@ def _customise(tree: Path) -> str:
         _write(tree, path, content.encode(), mode)
     for name, (path, mode) in GUEST_FILES.items():
         _write(tree, path, (GUEST_DIR / name).read_bytes(), mode)
+    # Host keys generated at build time would be shared by every VM; cloud-init makes fresh ones.
+    for key in (tree / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
     # 8: a dbus machine-id copy would pin the same id into every VM.
     dbus_id = tree / "var/lib/dbus/machine-id"
     if dbus_id.is_file() and not dbus_id.is_symlink():

@@ -1,0 +1,30 @@
+"""Shared helpers for the end-to-end tests: run the real CLI, hash a tree."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BAKE = [sys.executable, "-m", "builder.cli"]
+
+
+def bake(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `bake --out OUT ARGS...` as a user would, in a child process."""
+    return subprocess.run(
+        [*BAKE, "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -1,0 +1,205 @@
+"""Packing and shipping: size limits, HTTP seed tree, manifest, checksums, --only, --json, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from builder import packaging
+from builder.cloudinit import RenderedNode
+from builder.plan import build_plan
+from builder.profile import SizeTarget, load_profile
+
+from .helpers import BAKE, bake, tree_digest
+
+
+def _rendered(size: int) -> RenderedNode:
+    plan = build_plan(load_profile("single-node"))
+    return RenderedNode(plan.nodes[0], (), b"#" * size, b"instance-id: x\n", b"version: 2\n")
+
+
+@pytest.mark.parametrize(("target", "limit"), [("aws", 16384), ("hetzner", 32768), ("openstack", 65535)])
+def test_size_limit_is_exact(target: str, limit: int) -> None:
+    at = _rendered(limit)
+    assert packaging.size_problems(0, at, [SizeTarget(target)], packaging.gzip_bytes(at.user_data)) == []
+    over = _rendered(limit + 1)
+    (problem,) = packaging.size_problems(0, over, [SizeTarget(target)], packaging.gzip_bytes(over.user_data))
+    assert problem.path == "nodes[0] (dev-1)"
+    assert f"1 over the {target} limit of {limit:,}" in problem.message
+    assert "user-data.gz" in problem.message and "HTTP seed tree" in problem.message
+    assert packaging.size_problems(0, over, [SizeTarget.NOCLOUD], b"") == []
+
+
+def test_oversized_user_data_fails_the_bake_and_writes_nothing(tmp_path: Path) -> None:
+    proc = bake("--profile", "ha-stacked", "--set", "cluster.seed.targets=[aws]", out=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "over the aws limit of 16,384" in proc.stderr
+    assert not (tmp_path / "ha-stacked").exists()
+    assert not list(tmp_path.glob(".bake/*/tmp-*"))
+
+
+def test_gzip_is_deterministic_and_readable() -> None:
+    data = b"#cloud-config\n" + b"x: 1\n" * 1000
+    assert packaging.gzip_bytes(data) == packaging.gzip_bytes(data)
+    proc = subprocess.run(["gzip", "-dc"], input=packaging.gzip_bytes(data), capture_output=True, check=True)
+    assert proc.stdout == data
+
+
+@pytest.fixture(scope="module")
+def stacked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pack")
+    proc = bake("--profile", "ha-stacked", "--base-url", "http://seed.example.test/c1", "--quiet", out=out)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_http_tree_and_pxe_snippets(stacked: Path) -> None:
+    tree = stacked / "ha-stacked"
+    for node in ("cp-1", "worker-2"):
+        for name in ("user-data", "meta-data", "network-config"):
+            assert (tree / "http" / node / name).read_bytes() == (tree / "nodes" / node / name).read_bytes()
+        assert (tree / "http" / node / "cmdline.txt").read_text() == (
+            f"ds=nocloud;s=http://seed.example.test/c1/{node}/\n"
+        )
+        ipxe = (tree / "http" / node / "boot.ipxe").read_text()
+        assert ipxe.startswith("#!ipxe\n") and f"s=http://seed.example.test/c1/{node}/" in ipxe
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="coreutils sha256sum missing")
+def test_sha256sums_verify_with_coreutils(stacked: Path) -> None:
+    proc = subprocess.run(
+        ["sha256sum", "--strict", "-c", "SHA256SUMS"],
+        cwd=stacked / "ha-stacked",
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "nodes/cp-1/seed.iso: OK" in proc.stdout
+
+
+def test_manifest_lists_every_node_artifact_and_expiry(stacked: Path) -> None:
+    tree = stacked / "ha-stacked"
+    manifest = json.loads((tree / "manifest.json").read_text())
+    assert [n["name"] for n in manifest["nodes"]] == ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"]
+    cp1 = manifest["nodes"][0]
+    assert cp1["role"] == "control-plane" and cp1["ip"] == "10.77.0.11" and cp1["arch"] == "amd64"
+    assert cp1["mac"] == "52:54:00:77:00:11"
+    for rel, digest in cp1["artifacts"].items():
+        import hashlib
+
+        assert hashlib.sha256((tree / rel).read_bytes()).hexdigest() == digest
+    assert {c["name"] for c in cp1["certificates"]} >= {"apiserver", "etcd-server", "super-admin.conf"}
+    assert all(c["notAfter"].endswith("Z") for c in cp1["certificates"])
+    assert {ca["name"] for ca in manifest["certificateAuthorities"]} == {"ca", "etcd-ca", "front-proxy-ca"}
+    worker = manifest["nodes"][3]
+    assert worker["certificates"] == [] and not any(
+        f["secret"] and "pki" in f["path"] for f in worker["files"]
+    )
+
+
+def test_json_prints_the_manifest(tmp_path: Path) -> None:
+    proc = bake("--profile", "single-node", "--json", out=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert printed == json.loads((tmp_path / "single-node" / "manifest.json").read_text())
+
+
+def test_quiet_prints_nothing(tmp_path: Path) -> None:
+    proc = bake("--profile", "single-node", "--quiet", out=tmp_path)
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+
+
+def test_only_rebuilds_one_node(tmp_path: Path) -> None:
+    assert bake("--profile", "single-master", "--quiet", out=tmp_path).returncode == 0
+    before = tree_digest(tmp_path / "single-master")
+    proc = bake(
+        "--profile",
+        "single-master",
+        "--only",
+        "worker-2",
+        "--set",
+        "nodes[2].labels={tier: edge}",
+        out=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    after = tree_digest(tmp_path / "single-master")
+    changed = {p for p in after if after[p] != before.get(p)}
+    assert changed and all(
+        p.startswith(("nodes/worker-2/", "http/worker-2/")) or p in ("manifest.json", "SHA256SUMS")
+        for p in changed
+    ), changed
+    assert "tier=edge" in (tmp_path / "single-master/nodes/worker-2/user-data").read_text()
+    check = subprocess.run([*BAKE, "check", str(tmp_path / "single-master")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    bad = bake("--profile", "single-master", "--only", "nope", out=tmp_path)
+    assert bad.returncode == 2 and "--only: no node named 'nope'" in bad.stderr
+
+
+def test_check_detects_drift(tmp_path: Path) -> None:
+    assert bake("--profile", "single-master", "--quiet", out=tmp_path).returncode == 0
+    tree = (tmp_path / "single-master").resolve()
+    ud = tree / "nodes/worker-1/user-data"
+    ud.chmod(0o600)
+    ud.write_text(ud.read_text().replace("worker-1", "worker-9", 1))
+    proc = subprocess.run([*BAKE, "check", str(tmp_path / "single-master")], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "nodes/worker-1/user-data: content differs from SHA256SUMS" in proc.stdout
+    assert "seed.iso" in proc.stdout  # the ISO no longer matches the node's files
+
+
+@pytest.mark.integration
+def test_sigkill_mid_bake_leaves_previous_tree_intact(tmp_path: Path) -> None:
+    nodes = [{"name": "cp-1", "role": "control-plane", "ip": "10.77.0.11"}] + [
+        {"name": f"w-{i}", "role": "worker", "ip": f"10.78.{i // 250}.{i % 250 + 2}"} for i in range(400)
+    ]
+    profile = tmp_path / "big.yaml"
+    profile.write_text(
+        yaml.safe_dump(
+            {
+                "extends": "single-master",
+                "cluster": {"name": "big", "encryptionAlgorithm": "ECDSA-P256"},
+                "defaults": {"prefixLength": 16},
+                "nodes": nodes,
+            }
+        )
+    )
+    out = tmp_path / "out"
+    assert bake("--profile", str(profile), "--quiet", out=out).returncode == 0
+    before = tree_digest(out / "big")
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "builder.cli",
+            "--profile",
+            str(profile),
+            "--out",
+            str(out),
+            "--rotate-token",
+            "-q",
+        ]
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        partial = list(out.glob(".bake/big/tmp-*/nodes/*/seed.iso"))
+        if len(partial) > 20:
+            break
+        time.sleep(0.01)
+    assert child.poll() is None, "the bake finished before it could be interrupted"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert tree_digest(out / "big") == before
+    check = subprocess.run([*BAKE, "check", str(out / "big")], capture_output=True, text=True, timeout=600)
+    assert check.returncode == 0, check.stdout[-3000:]
+    # the next bake cleans the abandoned generation and succeeds
+    assert bake("--profile", str(profile), "--quiet", out=out).returncode == 0
+    assert not list(out.glob(".bake/big/tmp-*"))
