@@ -129,36 +129,31 @@ def _progress(console: Console, enabled: bool) -> Iterator[ProgressFn | None]:
 
 def _summary(console: Console, result: BakeResult) -> None:
     m = result.manifest
-    table = Table(
-        title=f"{m['cluster']}: Kubernetes {m['kubernetesVersion']}, {m['topology']}"
-        + (f", endpoint {m['endpoint']}" if m["endpoint"] else "")
-    )
-    for col in ("node", "role", "address", "arch/os", "seed.iso", "user-data", "checked"):
-        table.add_column(col, justify="right" if col in ("seed.iso", "user-data") else "left")
-    targets = ",".join(t.value for t in result.plan.settings.seed.targets)
+    title = f"{m['cluster']}: Kubernetes {m['kubernetesVersion']}, {m['topology']}"
+    if m["endpoint"]:
+        title += f", endpoint {m['endpoint']}"
+    table = Table(title=title, title_justify="left")
+    for col in ("node", "role", "address", "arch", "os", "seed.iso", "user-data", "files", "certs"):
+        table.add_column(col, justify="right" if col in ("seed.iso", "user-data", "files", "certs") else "left")
     for n in m["nodes"]:
-        sizes = {}
-        for rel in n["artifacts"]:
-            p = result.tree / rel
-            sizes[rel.rsplit("/", 1)[-1]] = p.stat().st_size if p.exists() else 0
+        sizes = {rel.rsplit("/", 1)[-1]: (result.tree / rel).stat().st_size for rel in n["artifacts"]}
         table.add_row(
-            n["name"],
-            n["role"],
-            n["ip"],
-            f"{n['arch']}/{n['os']}",
-            f"{sizes.get('seed.iso', 0):,}",
-            f"{sizes.get('user-data', 0):,}",
-            f"size ({targets}), {len(n['files'])} files, {len(n['certificates'])} certs",
-        )
+            n["name"], n["role"], n["ip"], n["arch"], n["os"],
+            f"{sizes.get('seed.iso', 0):,}", f"{sizes.get('user-data', 0):,}",
+            str(len(n["files"])), str(len(n["certificates"])),
+        )  # fmt: skip
     console.print(table)
-    for change in result.changes:
-        console.print(f"[yellow]secrets[/] {change}")
-    for warning in result.plan.warnings:
-        console.print(f"[yellow]warning[/] {warning}")
+    targets = ", ".join(t.value for t in result.plan.settings.seed.targets)
     console.print(
-        f"wrote {result.rewritten} files, kept {result.linked} unchanged; "
-        f"discovery hash {m['discoveryTokenCaCertHash']}"
+        f"checked: user-data size ({targets}), secrets per role, every leaf against kubeadm's reuse rules; "
+        f"discovery hash {m['discoveryTokenCaCertHash']}",
+        highlight=False,
     )
+    for change in result.changes:
+        console.print(Text.assemble(("secrets ", "yellow"), str(change)))
+    for warning in result.plan.warnings:
+        console.print(Text.assemble(("warning ", "yellow"), warning))
+    console.print(f"wrote {result.rewritten} files, kept {result.linked} unchanged")
 
 
 def _print_problems(err: Console, exc: BakeError) -> None:
@@ -172,7 +167,7 @@ def bake_main(argv: Sequence[str]) -> int:
         raise BakeError(
             "--only cannot be combined with --rotate-ca / --rotate-token: rotations re-render every node"
         )
-    console = Console(stderr=False)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
     err = Console(stderr=True)
     options = BakeOptions(
         profile=args.profile,
