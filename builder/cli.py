@@ -133,8 +133,9 @@ def _summary(console: Console, result: BakeResult) -> None:
     if m["endpoint"]:
         title += f", endpoint {m['endpoint']}"
     table = Table(title=title, title_justify="left")
-    for col in ("node", "role", "address", "arch", "os", "seed.iso", "user-data", "files", "certs"):
-        table.add_column(col, justify="right" if col in ("seed.iso", "user-data", "files", "certs") else "left")
+    numeric = ("seed.iso", "user-data", "files", "certs")
+    for col in ("node", "role", "address", "arch", "os", *numeric):
+        table.add_column(col, justify="right" if col in numeric else "left")
     for n in m["nodes"]:
         sizes = {rel.rsplit("/", 1)[-1]: (result.tree / rel).stat().st_size for rel in n["artifacts"]}
         table.add_row(

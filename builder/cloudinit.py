@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,12 +92,12 @@ def _as_text(content: bytes) -> str | None:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if any(
-        (ord(ch) < 0x20 and ch not in "\t\n") or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029\ufeff"
-        for ch in text
-    ):
+    if _NOT_VERBATIM.search(text):
         return None  # YAML would escape, fold or treat these as line breaks
     return text
+
+
+_NOT_VERBATIM = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
 
 def write_file_entry(f: NodeFile) -> dict[str, Any]:

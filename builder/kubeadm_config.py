@@ -112,7 +112,7 @@ def args_list(args: Iterable[Arg]) -> list[dict[str, str]]:
 
 
 def _node_index(plan: ClusterPlan, node: NodePlan) -> int:
-    return plan.nodes.index(node)
+    return plan.position(node.name)
 
 
 def check_token(token: str) -> None:

@@ -176,11 +176,16 @@ class ClusterPlan:
         """kubeadm: the 10th address of the first service CIDR (kube-dns)."""
         return self.service_networks[0].network_address + 10
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {n.name: i for i, n in enumerate(self.nodes)}
+
+    def position(self, name: str) -> int:
+        """Index in the profile's node list, for error paths like nodes[3].labels."""
+        return self._positions[name]
+
     def node(self, name: str) -> NodePlan:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        return self.nodes[self._positions[name]]
 
     def api_endpoint(self) -> Endpoint:
         """What clients (kubeconfigs, joins) use: the stable endpoint, else the init node."""

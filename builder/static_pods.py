@@ -399,7 +399,7 @@ def _render(name: str, **values: Any) -> str:
 
 
 def _cp_path(plan: ClusterPlan, node: NodePlan, field: str) -> str:
-    return f"nodes[{plan.nodes.index(node)}].{field}"
+    return f"nodes[{plan.position(node.name)}].{field}"
 
 
 def haproxy_cfg(plan: ClusterPlan) -> str:
