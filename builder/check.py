@@ -27,6 +27,7 @@ from .errors import BakeError
 EXPIRY_WARNING = timedelta(days=30)
 PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 SEED_FILES = ("user-data", "meta-data", "network-config")
+ROLE_NAMES = {"worker": "a worker", "etcd": "an etcd member", "control-plane": "a control plane"}
 
 
 @dataclass(frozen=True)
@@ -207,14 +208,15 @@ def _role_secrets(
     holds_ca = any(ca_key in b for b in blobs)
     holds_etcd = any(etcd_key in b for b in blobs)
     if holds_ca and role != "control-plane":
-        report.error(where, f"a {role} holds the cluster CA key")
+        report.error(where, f"{ROLE_NAMES.get(role, role)} holds the cluster CA key")
     if holds_etcd and not (role == "control-plane" and topology == "stacked"):
-        report.error(where, f"a {role} in a {topology} cluster holds the etcd CA key")
+        report.error(where, f"{ROLE_NAMES.get(role, role)} of a {topology} cluster holds the etcd CA key")
     if not any(e.where == where and e.level == "error" for e in report.findings):
         report.ok(where, f"secrets fit the {role} role")
 
 
-def check_tree(tree: Path) -> Report:
+def check_tree(tree: Path, now: datetime | None = None) -> Report:
+    """Every finding about one output tree; `now` is for tests of expiry."""
     report = Report()
     manifest_path = tree / "manifest.json"
     try:
@@ -224,7 +226,7 @@ def check_tree(tree: Path) -> Report:
         return report
     _checksums(tree, report)
     _modes(tree, report)
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     bundle = None
     try:
         bundle = secrets.load_bundle(tree / "secrets")

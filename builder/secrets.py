@@ -159,7 +159,9 @@ def _reuse_problems(spec: pki.CertSpec, held: Issued, bundle: Bundle, now: datet
     problems = pki.verify_reuse(
         spec, held.cert, held.key, bundle.cas[spec.ca].cert, now=now, algorithm=bundle.algorithm
     )
-    if not problems and held.cert.not_valid_after_utc - now < RENEW_BEFORE:
+    lifetime = held.cert.not_valid_after_utc - held.cert.not_valid_before_utc
+    # renew inside the last 30 days, or the last third for short-lived certificates (else every bake would)
+    if not problems and held.cert.not_valid_after_utc - now < min(RENEW_BEFORE, lifetime / 3):
         problems.append(f"expires {held.cert.not_valid_after_utc:%Y-%m-%d}")
     return problems
 
