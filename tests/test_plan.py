@@ -20,21 +20,8 @@ def data(name: str, *sets: str) -> dict[str, Any]:
 
 
 def ipv6_data() -> dict[str, Any]:
-    d = data("ha-stacked")
-    d["cluster"].update(
-        name="v6",
-        podSubnet="fd00:244::/56",
-        serviceSubnet="fd00:96::/112",
-        loadBalancer={"kind": "kube-vip", "vip": "fd00:77::10", "interface": "eth0"},
-    )
-    d["defaults"].update(gateway="fd00:77::1", dns=["fd00:77::1"], prefixLength=None)
-    d["nodes"] = [
-        {"name": "cp-1", "role": "control-plane", "ip": "fd00:77::11"},
-        {"name": "cp-2", "role": "control-plane", "ip": "fd00:77::12"},
-        {"name": "cp-3", "role": "control-plane", "ip": "fd00:77::13"},
-        {"name": "worker-1", "role": "worker", "ip": "fd00:77::21"},
-    ]
-    return d
+    """IPv6 single-stack: the embedded ipv6-ha-stacked profile as plain data."""
+    return data("ipv6-ha-stacked")
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from builder import resources, yamlio
 from builder.errors import Problem, ProfileError
 from builder.profile import Cni, LoadBalancerKind, Profile, Role, apply_set, load_profile, validate
 
-EMBEDDED = ("etcd-cluster", "ha-external-etcd", "ha-stacked", "single-master", "single-node")
+EMBEDDED = ("etcd-cluster", "ha-external-etcd", "ha-stacked", "ipv6-ha-stacked", "single-master", "single-node")
 REPO = Path(__file__).resolve().parent.parent
 BAKE = REPO / ".venv" / "bin" / "bake"
 
@@ -50,22 +50,8 @@ def write(path: Path, text: str) -> Path:
 
 
 def ipv6_profile() -> dict[str, Any]:
-    """IPv6 single-stack: v6 node addresses, pod/service CIDRs, gateway, DNS and kube-vip VIP."""
-    d = data("ha-stacked")
-    d["cluster"].update(
-        name="v6",
-        podSubnet="fd00:244::/56",
-        serviceSubnet="fd00:96::/112",
-        loadBalancer={"kind": "kube-vip", "vip": "fd00:77::10", "interface": "eth0"},
-    )
-    d["defaults"].update(gateway="fd00:77::1", dns=["fd00:77::1"], prefixLength=None)
-    d["nodes"] = [
-        {"name": "cp-1", "role": "control-plane", "ip": "fd00:77::11"},
-        {"name": "cp-2", "role": "control-plane", "ip": "fd00:77::12"},
-        {"name": "cp-3", "role": "control-plane", "ip": "fd00:77::13"},
-        {"name": "worker-1", "role": "worker", "ip": "fd00:77::21"},
-    ]
-    return d
+    """IPv6 single-stack: the embedded ipv6-ha-stacked profile as plain data."""
+    return data("ipv6-ha-stacked")
 
 
 # --------------------------------------------------------------------------------------------------

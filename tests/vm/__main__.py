@@ -1,4 +1,4 @@
-"""`python -m tests.vm image --arch amd64|arm64` and `python -m tests.vm run --profile-dir outputs/<cluster>`."""
+"""`python -m tests.vm image --arch amd64|arm64`; `python -m tests.vm run --profile-dir outputs/<cluster>`."""
 
 from __future__ import annotations
 

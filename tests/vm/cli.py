@@ -30,7 +30,9 @@ def node_expectations(node: dict[str, Any], extra: dict[str, Any] | None = None)
     return expect.expectations(*checks)
 
 
-def load_profile_specs(profile_dir: Path, *, memory_mb: int, reboots: int) -> list[tuple[VmSpec, dict[str, Any]]]:
+def load_profile_specs(
+    profile_dir: Path, *, memory_mb: int, reboots: int
+) -> list[tuple[VmSpec, dict[str, Any]]]:
     manifest_path = profile_dir / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -86,7 +88,10 @@ def cmd_image(a: argparse.Namespace) -> int:
     started = time.monotonic()
     img = ensure_image(a.arch)
     meta = json.loads((img.directory / "image.json").read_text())
-    print(f"{a.arch} image {img.directory.name} (kernel {meta['kernel_version']}, ready in {time.monotonic() - started:.0f} s)")
+    print(
+        f"{a.arch} image {img.directory.name} (kernel {meta['kernel_version']}, "
+        f"ready in {time.monotonic() - started:.0f} s)"
+    )
     for p in (img.kernel, img.initrd, img.rootfs):
         print(f"  {p}")
     return 0
@@ -115,10 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     pi.add_argument("--arch", choices=ARCHES, default="amd64")
     pr = sub.add_parser("run", help="boot every node of a baked output tree and report pass/fail")
     pr.add_argument("--profile-dir", type=Path, required=True, help="outputs/<cluster> (has manifest.json)")
-    pr.add_argument("--workdir", type=Path, help="where overlays and serial logs go (default .cache/vm/runs/<cluster>)")
-    pr.add_argument("--timeout", type=int, default=0, help="seconds for the whole run (default scales with nodes)")
+    pr.add_argument(
+        "--workdir", type=Path, help="where overlays and serial logs go (default .cache/vm/runs/<cluster>)"
+    )
+    pr.add_argument(
+        "--timeout", type=int, default=0, help="seconds for the whole run (default scales with nodes)"
+    )
     pr.add_argument("--memory", type=int, default=1024, help="MiB per VM")
-    pr.add_argument("--reboots", type=int, default=0, help="reboot each node this many times (state must survive)")
+    pr.add_argument(
+        "--reboots", type=int, default=0, help="reboot each node this many times (state must survive)"
+    )
     a = p.parse_args(argv)
     try:
         return cmd_image(a) if a.cmd == "image" else cmd_run(a)

@@ -20,7 +20,9 @@ from typing import Any
 Check = dict[str, Any]
 
 
-def _check(kind: str, *, name: str | None, wait_s: float | None, boots: Sequence[int] | None, **fields: Any) -> Check:
+def _check(
+    kind: str, *, name: str | None, wait_s: float | None, boots: Sequence[int] | None, **fields: Any
+) -> Check:
     c: Check = {"kind": kind}
     c.update({k: v for k, v in fields.items() if v is not None})
     if name is not None:
@@ -69,23 +71,34 @@ def file(
         group=group,
         sha256=sha256,
         contains=contains if contains is None or isinstance(contains, str) else list(contains),
-        not_contains=not_contains if not_contains is None or isinstance(not_contains, str) else list(not_contains),
+        not_contains=not_contains
+        if not_contains is None or isinstance(not_contains, str)
+        else list(not_contains),
         target=target,
     )
 
 
-def absent(path: str, *, name: str | None = None, wait_s: float | None = None, boots: Sequence[int] | None = None) -> Check:
+def absent(
+    path: str, *, name: str | None = None, wait_s: float | None = None, boots: Sequence[int] | None = None
+) -> Check:
     return _check("absent", name=name, wait_s=wait_s, boots=boots, path=path)
 
 
 def glob_absent(
-    root: str, pattern: str, *, name: str | None = None, wait_s: float | None = None, boots: Sequence[int] | None = None
+    root: str,
+    pattern: str,
+    *,
+    name: str | None = None,
+    wait_s: float | None = None,
+    boots: Sequence[int] | None = None,
 ) -> Check:
     """Nothing under `root` whose name matches `pattern` (root-relative path if it contains '/')."""
     return _check("glob_absent", name=name, wait_s=wait_s, boots=boots, root=root, pattern=pattern)
 
 
-def hostname(equals: str, *, name: str | None = None, wait_s: float | None = None, boots: Sequence[int] | None = None) -> Check:
+def hostname(
+    equals: str, *, name: str | None = None, wait_s: float | None = None, boots: Sequence[int] | None = None
+) -> Check:
     return _check("hostname", name=name, wait_s=wait_s, boots=boots, equals=equals)
 
 
@@ -102,12 +115,21 @@ def address(
     return _check("address", name=name, wait_s=wait_s, boots=boots, mac=mac, address=address, ifname=ifname)
 
 
-def module(module: str, *, name: str | None = None, wait_s: float | None = None, boots: Sequence[int] | None = None) -> Check:
+def module(
+    module: str, *, name: str | None = None, wait_s: float | None = None, boots: Sequence[int] | None = None
+) -> Check:
     """Kernel module loaded (or built in)."""
     return _check("module", name=name, wait_s=wait_s, boots=boots, module=module)
 
 
-def sysctl(key: str, equals: str | int, *, name: str | None = None, wait_s: float | None = None, boots: Sequence[int] | None = None) -> Check:
+def sysctl(
+    key: str,
+    equals: str | int,
+    *,
+    name: str | None = None,
+    wait_s: float | None = None,
+    boots: Sequence[int] | None = None,
+) -> Check:
     return _check("sysctl", name=name, wait_s=wait_s, boots=boots, key=key, equals=str(equals))
 
 
@@ -127,7 +149,14 @@ def unit(
 ) -> Check:
     """systemd unit state: ActiveState, UnitFileState and any `systemctl show` property values."""
     return _check(
-        "unit", name=name, wait_s=wait_s, boots=boots, unit=unit, active=active, enabled=enabled, properties=properties
+        "unit",
+        name=name,
+        wait_s=wait_s,
+        boots=boots,
+        unit=unit,
+        active=active,
+        enabled=enabled,
+        properties=properties,
     )
 
 
@@ -152,7 +181,9 @@ def command(
         wait_s=wait_s,
         boots=boots,
         contains=contains if contains is None or isinstance(contains, str) else list(contains),
-        not_contains=not_contains if not_contains is None or isinstance(not_contains, str) else list(not_contains),
+        not_contains=not_contains
+        if not_contains is None or isinstance(not_contains, str)
+        else list(not_contains),
         regex=regex,
         timeout=timeout,
         env=env,
@@ -162,12 +193,21 @@ def command(
     return c
 
 
-def unit_verify(unit: str, *, strict: bool = True, name: str | None = None, boots: Sequence[int] | None = None) -> Check:
+def unit_verify(
+    unit: str, *, strict: bool = True, name: str | None = None, boots: Sequence[int] | None = None
+) -> Check:
     """`systemd-analyze verify` on a unit (name or path) finds nothing wrong with it."""
     return _check("unit_verify", name=name, wait_s=None, boots=boots, unit=unit, strict=strict)
 
 
-def tcp(port: int, host: str = "127.0.0.1", *, name: str | None = None, wait_s: float | None = None, boots: Sequence[int] | None = None) -> Check:
+def tcp(
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    name: str | None = None,
+    wait_s: float | None = None,
+    boots: Sequence[int] | None = None,
+) -> Check:
     return _check("tcp", name=name, wait_s=wait_s, boots=boots, host=host, port=port)
 
 

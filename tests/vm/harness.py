@@ -17,6 +17,7 @@ for QEMU to exit (bounded), parses the serial log and always kills what it start
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -70,6 +71,7 @@ class VmResult:
     timed_out: bool = False
     elapsed_s: float = 0.0
     expected_boots: int = 1
+    report_times_s: list[float] = field(default_factory=list)  # seconds from QEMU start to each boot's report
     problems: list[str] = field(default_factory=list)
 
     def failing_checks(self) -> list[tuple[int, dict[str, Any]]]:
@@ -84,7 +86,8 @@ class VmResult:
             ci = r.get("cloud_init", {})
             bs = r.get("bootstrap", {})
             lines.append(
-                f"  boot {r.get('boot')}: ok={r.get('ok')} cloud-init {ci.get('status')} (rc {ci.get('status_rc')}, "
+                f"  boot {r.get('boot')}: ok={r.get('ok')} cloud-init {ci.get('status')} "
+                f"(rc {ci.get('status_rc')}, "
                 f"errors {ci.get('result', {}).get('v1', {}).get('errors')}); bootstrap "
                 + (
                     f"{bs.get('ActiveState')}/{bs.get('Result')} stopped={bs.get('stopped') is not None} "
@@ -119,9 +122,13 @@ def qemu_available(arch: str) -> str | None:
         return f"unknown arch {arch!r}"
     for tool in (QEMU[arch], "qemu-img", "vde_switch"):
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install qemu-system-x86 qemu-system-arm qemu-utils vde2)"
+            return (
+                f"{tool} is not installed (apt-get install qemu-system-x86 qemu-system-arm qemu-utils vde2)"
+            )
     try:
-        netdevs = subprocess.run([QEMU[arch], "-machine", "none", "-netdev", "help"], capture_output=True, text=True, timeout=30).stdout
+        netdevs = subprocess.run(
+            [QEMU[arch], "-machine", "none", "-netdev", "help"], capture_output=True, text=True, timeout=30
+        ).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"{QEMU[arch]} does not run: {e}"
     if "vde" not in netdevs.split():
@@ -132,7 +139,7 @@ def qemu_available(arch: str) -> str | None:
         if shutil.which("mmdebstrap") is None:
             return "no cached image and mmdebstrap is not installed"
         if arch != host_arch() and shutil.which("update-binfmts") is None:
-            return f"no cached {arch} image and no binfmt support (apt-get install qemu-user-static binfmt-support)"
+            return f"no cached {arch} image and no binfmt support (apt-get install qemu-user-static)"
     return None
 
 
@@ -151,12 +158,12 @@ def _kvm_boots(image: GuestImage, workdir: Path) -> bool:
             "-display", "none", "-no-reboot", "-serial", f"file:{log}", "-kernel", str(image.kernel),
             "-append", f"console={CONSOLE[image.arch]} panic=-1 root=/dev/bake-kvm-probe",
         ]  # fmt: skip
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             subprocess.run(argv, capture_output=True, timeout=30, check=False, start_new_session=True)
-        except subprocess.TimeoutExpired:
-            pass
         text = log.read_text(errors="replace") if log.exists() else ""
         ok = "Kernel panic" in text or "Unable to mount root" in text
+        if not ok:
+            print("[vm] /dev/kvm is present but a kernel does not boot under it: using TCG", file=sys.stderr)
     _KVM_PROBE[image.arch] = ok
     return ok
 
@@ -177,10 +184,10 @@ def _accel(image: GuestImage, workdir: Path) -> list[str]:
 
 def _iso_name(name: str, used: set[str]) -> str:
     stem, _, ext = name.upper().rpartition(".") if "." in name else (name.upper(), "", "")
-    clean = lambda s: re.sub(r"[^A-Z0-9_]", "_", s)  # noqa: E731
-    stem, ext = clean(stem)[:8] or "F", clean(ext)[:3]
+    stem = re.sub(r"[^A-Z0-9_]", "_", stem)[:8] or "F"
+    ext = re.sub(r"[^A-Z0-9_]", "_", ext)[:3]
     for i in range(1000):
-        cand = stem if i == 0 else f"{stem[:8 - len(str(i))]}{i}"
+        cand = stem if i == 0 else f"{stem[: 8 - len(str(i))]}{i}"
         iso = f"/{cand}.{ext};1"
         if iso not in used:
             used.add(iso)
@@ -196,7 +203,9 @@ def make_iso(path: Path, label: str, files: dict[str, bytes]) -> Path:
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=label)
     used: set[str] = set()
     for name, data in sorted(files.items()):
-        iso.add_fp(io.BytesIO(data), len(data), iso_path=_iso_name(name, used), rr_name=name, joliet_path=f"/{name}")
+        iso.add_fp(
+            io.BytesIO(data), len(data), iso_path=_iso_name(name, used), rr_name=name, joliet_path=f"/{name}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     iso.write(str(path))
     iso.close()
@@ -204,7 +213,12 @@ def make_iso(path: Path, label: str, files: dict[str, bytes]) -> Path:
 
 
 def make_seed_iso(
-    path: Path, *, user_data: str, meta_data: str, network_config: str | None = None, vendor_data: str | None = None
+    path: Path,
+    *,
+    user_data: str,
+    meta_data: str,
+    network_config: str | None = None,
+    vendor_data: str | None = None,
 ) -> Path:
     """A NoCloud `cidata` seed (what the renderer produces; here for hand-made test seeds)."""
     files = {"user-data": user_data.encode(), "meta-data": meta_data.encode()}
@@ -240,10 +254,8 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=grace)
 
 
@@ -277,16 +289,26 @@ def vde_switch(workdir: Path) -> Iterator[Path]:
             shutil.rmtree(link, ignore_errors=True)
 
 
-def kernel_cmdline(spec: VmSpec, guest_timeout: int) -> str:
+def kernel_cmdline(spec: VmSpec, guest_timeout: int, hold: bool = False) -> str:
+    """`hold`: after its last report the guest stays up (peers may still need it) until the host stops it."""
     args = [
         "root=/dev/vda", "rw", f"console={CONSOLE[spec.arch]}", "ipv6.disable=1", "panic=-1",
         "bake.test=1", f"bake.test.reboots={spec.reboots}", f"bake.test.timeout={guest_timeout}",
+        *(["bake.test.hold=1"] if hold else []),
         *spec.extra_kernel_args,
     ]  # fmt: skip
     return " ".join(args)
 
 
-def qemu_argv(spec: VmSpec, image: GuestImage, vmdir: Path, switch: Path, accel: list[str], guest_timeout: int) -> list[str]:
+def qemu_argv(
+    spec: VmSpec,
+    image: GuestImage,
+    vmdir: Path,
+    switch: Path,
+    accel: list[str],
+    guest_timeout: int,
+    hold: bool = False,
+) -> list[str]:
     """The full QEMU command line for one guest (pure, so it can be inspected in unit tests)."""
     machine = ["-machine", "virt"] if spec.arch == "arm64" else ["-machine", "pc"]
     drives: list[str] = []
@@ -294,7 +316,9 @@ def qemu_argv(spec: VmSpec, image: GuestImage, vmdir: Path, switch: Path, accel:
     if spec.expectations is not None:
         disks.append(("checks", vmdir / "baketest.iso", "raw", True))
     for ident, path, fmt, ro in disks:
-        opts = f"if=none,id={ident},file={path.resolve()},format={fmt}" + (",readonly=on" if ro else ",cache=unsafe")
+        opts = f"if=none,id={ident},file={path.resolve()},format={fmt}" + (
+            ",readonly=on" if ro else ",cache=unsafe"
+        )
         drives += ["-drive", opts, "-device", f"virtio-blk-pci,drive={ident}"]
     argv = [
         QEMU[spec.arch], "-name", spec.name, *machine, *accel,
@@ -302,7 +326,7 @@ def qemu_argv(spec: VmSpec, image: GuestImage, vmdir: Path, switch: Path, accel:
         "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
         "-serial", f"file:{vmdir / 'serial.log'}",
         "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-        "-append", kernel_cmdline(spec, guest_timeout),
+        "-append", kernel_cmdline(spec, guest_timeout, hold),
         *drives,
         "-netdev", f"vde,id=n0,sock={switch}", "-device", f"virtio-net-pci,netdev=n0,mac={spec.mac}",
         "-device", "virtio-rng-pci",
@@ -353,7 +377,12 @@ def _validate(specs: Sequence[VmSpec]) -> None:
 def run_vms(
     specs: Sequence[VmSpec], *, workdir: Path, timeout_s: int, progress: bool = True
 ) -> list[VmResult]:
-    """Boot every spec at once on one private switch; wait (at most timeout_s) for all to power off."""
+    """Boot every spec at once on one private switch; wait (at most timeout_s) for all to power off.
+
+    With several VMs each guest stays up after its last report until every other guest has reported (or
+    died), so checks against peers (ping, an etcd cluster) never find a peer already powered off; the
+    harness then stops the held VMs itself (SIGTERM: QEMU exits cleanly).
+    """
     _validate(specs)
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -368,6 +397,12 @@ def run_vms(
     started: dict[str, float] = {}
     ended: dict[str, float] = {}
     timed_out: set[str] = set()
+    released: set[str] = set()
+    reported: set[str] = set()
+    reported_at: dict[str, float] = {}
+    boot_seen: dict[str, dict[int, float]] = {s.name: {} for s in specs}
+    hold = len(specs) > 1
+    want = {s.name: s.reboots + 1 for s in specs}
     try:
         with vde_switch(workdir) as switch:
             for spec in specs:
@@ -382,7 +417,7 @@ def run_vms(
                 )  # fmt: skip
                 if spec.expectations is not None:
                     make_check_iso(vmdir / "baketest.iso", spec.expectations)
-                argv = qemu_argv(spec, image, vmdir, switch, _accel(image, workdir), guest_timeout)
+                argv = qemu_argv(spec, image, vmdir, switch, _accel(image, workdir), guest_timeout, hold)
                 (vmdir / "qemu.argv").write_text(" ".join(argv) + "\n")
                 procs[spec.name] = subprocess.Popen(
                     argv,
@@ -392,14 +427,38 @@ def run_vms(
                     start_new_session=True,
                 )
                 started[spec.name] = time.monotonic()
-                note(f"{spec.name} ({spec.arch}, {' '.join(argv[argv.index('-accel') + 1 : argv.index('-accel') + 2])}) "
-                     f"booting; serial log {vmdir / 'serial.log'}")
+                accel = argv[argv.index("-accel") + 1]
+                note(f"{spec.name} ({spec.arch}, {accel}) booting; serial log {vmdir / 'serial.log'}")
             deadline = time.monotonic() + timeout_s
+            next_scan = 0.0
             while len(ended) < len(procs):
                 for name, proc in procs.items():
                     if name not in ended and proc.poll() is not None:
                         ended[name] = time.monotonic()
-                        note(f"{name} powered off after {ended[name] - started[name]:.0f} s (qemu exit {proc.returncode})")
+                        took = ended[name] - started[name]
+                        note(f"{name} powered off after {took:.0f} s (qemu exit {proc.returncode})")
+                if time.monotonic() >= next_scan:
+                    next_scan = time.monotonic() + 1
+                    for name in procs:
+                        if name in reported:
+                            continue
+                        log = workdir / name / "serial.log"
+                        text = log.read_text(errors="replace") if log.exists() else ""
+                        for r in parse_serial(text)[0]:
+                            if r["boot"] not in boot_seen[name]:
+                                took = round(time.monotonic() - started[name], 1)
+                                boot_seen[name][r["boot"]] = took
+                                note(f"{name} boot {r['boot']} reported ok={r.get('ok')} after {took:.0f} s")
+                        if len(boot_seen[name]) >= want[name]:
+                            reported.add(name)
+                            reported_at[name] = time.monotonic()
+                if hold and all(n in ended or n in reported for n in procs):
+                    for name, proc in procs.items():
+                        if name not in ended:
+                            _kill_group(proc, grace=15)
+                            released.add(name)
+                            ended[name] = time.monotonic()
+                    note(f"all guests reported; stopped held VMs {sorted(released)}")
                 if time.monotonic() > deadline:
                     for name, proc in procs.items():
                         if name not in ended:
@@ -414,20 +473,26 @@ def run_vms(
             _kill_group(proc)
 
     out: list[VmResult] = []
+    now = time.monotonic()
     for spec in specs:
         vmdir = workdir / spec.name
         log = vmdir / "serial.log"
         text = log.read_text(errors="replace") if log.exists() else ""
         results, problems = parse_serial(text)
         rc = procs[spec.name].returncode if spec.name in procs else None
-        want = spec.reboots + 1
+        if spec.name in released:
+            rc = 0  # stopped by the harness after its last report: not a guest failure
         if spec.name in timed_out:
             problems.append(f"timed out after {timeout_s} s (killed)")
         elif rc != 0:
-            qlog = (vmdir / "qemu.log").read_text(errors="replace")[-1500:] if (vmdir / "qemu.log").exists() else ""
+            qlog = (
+                (vmdir / "qemu.log").read_text(errors="replace")[-1500:]
+                if (vmdir / "qemu.log").exists()
+                else ""
+            )
             problems.append(f"qemu exited {rc}: {qlog.strip()}")
-        if len(results) != want:
-            problems.append(f"{len(results)} result line(s) for {want} boot(s)")
+        if len(results) != want[spec.name]:
+            problems.append(f"{len(results)} result line(s) for {want[spec.name]} boot(s)")
         ok = not problems and all(r.get("ok") is True for r in results)
         res = VmResult(
             name=spec.name,
@@ -436,8 +501,9 @@ def run_vms(
             serial_log=log,
             qemu_returncode=rc,
             timed_out=spec.name in timed_out,
-            elapsed_s=ended.get(spec.name, time.monotonic()) - started.get(spec.name, time.monotonic()),
-            expected_boots=want,
+            elapsed_s=reported_at.get(spec.name, ended.get(spec.name, now)) - started.get(spec.name, now),
+            expected_boots=want[spec.name],
+            report_times_s=[boot_seen[spec.name][b] for b in sorted(boot_seen[spec.name])],
             problems=problems,
         )
         (vmdir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

@@ -281,7 +281,10 @@ def _base_tree(arch: str, *, log: bool) -> Path:
     tmp.mkdir(parents=True)
     started = time.monotonic()
     try:
-        _say(log, f"mmdebstrap {SUITE} {arch} minbase + {len(packages(arch))} packages (amd64 ~1 min, arm64 ~7 min)")
+        _say(
+            log,
+            f"mmdebstrap {SUITE} {arch} minbase + {len(packages(arch))} packages (amd64 ~1, arm64 ~10 min)",
+        )
         argv = [
             "mmdebstrap",
             "--mode=root",
@@ -310,7 +313,9 @@ def _base_tree(arch: str, *, log: bool) -> Path:
 
 def _build(arch: str, *, log: bool) -> GuestImage:
     if os.geteuid() != 0:
-        raise ImageBuildError("building the VM image needs root (mmdebstrap root mode, mkfs.ext4 -d ownership)")
+        raise ImageBuildError(
+            "building the VM image needs root (mmdebstrap root mode, mkfs.ext4 -d ownership)"
+        )
     for tool in ("mmdebstrap", "mkfs.ext4", "systemctl", "dpkg-query", "cp"):
         if shutil.which(tool) is None:
             raise ImageBuildError(f"{tool} is not installed (apt-get install mmdebstrap e2fsprogs)")
@@ -387,7 +392,10 @@ def _customise(tree: Path) -> str:
 
 
 def _unit_exists(tree: Path, unit: str) -> bool:
-    return any((tree / d / unit).exists() for d in ("lib/systemd/system", "usr/lib/systemd/system", "etc/systemd/system"))
+    return any(
+        (tree / d / unit).exists()
+        for d in ("lib/systemd/system", "usr/lib/systemd/system", "etc/systemd/system")
+    )
 
 
 def _write(tree: Path, path: str, data: bytes, mode: int) -> None:

@@ -91,13 +91,14 @@ def user_data(hostname: str) -> str:
         f"    content: {json.dumps(HELLO)}\n"
         "  - path: /usr/local/sbin/bake-bootstrap\n"
         "    permissions: '0755'\n"
-        "    content: |\n" + _indent(FAKE_BOOTSTRAP, 6)
+        "    content: |\n"
+        + _indent(FAKE_BOOTSTRAP, 6)
         + "  - path: /etc/systemd/system/bake-bootstrap.service\n"
-        "    content: |\n" + _indent(FAKE_BOOTSTRAP_UNIT, 6)
+        "    content: |\n"
+        + _indent(FAKE_BOOTSTRAP_UNIT, 6)
         + "  - path: /etc/kubernetes/manifests/etcd.yaml\n"
         "    permissions: '0600'\n"
-        "    content: |\n" + _indent(ETCD_MANIFEST, 6)
-        + "runcmd:\n"
+        "    content: |\n" + _indent(ETCD_MANIFEST, 6) + "runcmd:\n"
         "  - [systemctl, daemon-reload]\n"
         "  - [systemctl, enable, bake-bootstrap.service]\n"
         "  - [systemctl, start, --no-block, bake-bootstrap.service]\n"

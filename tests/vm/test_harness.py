@@ -24,10 +24,19 @@ def _checks(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _core_checks(hostname: str, mac: str, ip: str) -> list[dict[str, Any]]:
     return [
-        expect.file("/etc/bake-test/hello.txt", mode=0o640, owner="root", group="root", content=seeds.HELLO, name="hello file"),
+        expect.file(
+            "/etc/bake-test/hello.txt",
+            mode=0o640,
+            owner="root",
+            group="root",
+            content=seeds.HELLO,
+            name="hello file",
+        ),
         expect.hostname(hostname, name="hostname"),
         expect.address(mac, f"{ip}/24", name="address on MAC"),
-        expect.file("/var/lib/bake/bootstrap.stopped", contains="kubeadm", name="bootstrap stopped before kubeadm"),
+        expect.file(
+            "/var/lib/bake/bootstrap.stopped", contains="kubeadm", name="bootstrap stopped before kubeadm"
+        ),
         expect.absent("/var/lib/bake/bootstrap.done", name="bootstrap not done"),
         expect.file("/etc/bake/test-stop-before-kubeadm", name="image marker"),
         expect.swap_off(name="swap off"),
@@ -40,7 +49,9 @@ def _core_checks(hostname: str, mac: str, ip: str) -> list[dict[str, Any]]:
 
 def _etcd_checks() -> list[dict[str, Any]]:
     return [
-        expect.kubelet_standin(ready_port=2379, ready_timeout=120, name="etcd static pod via kubelet-standin", boots=[1]),
+        expect.kubelet_standin(
+            ready_port=2379, ready_timeout=120, name="etcd static pod via kubelet-standin", boots=[1]
+        ),
         expect.command(
             ["etcdctl", "--endpoints=http://127.0.0.1:2379", "endpoint", "health"],
             contains="is healthy",
@@ -50,7 +61,9 @@ def _etcd_checks() -> list[dict[str, Any]]:
         ),
         # the pod mounts hostPath /var/lib/etcd-standin at /var/lib/etcd: data must land in the former
         expect.file("/var/lib/etcd-standin/member", type="dir", name="etcd data bind mount", boots=[1]),
-        expect.command('test -z "$(ls -A /var/lib/etcd)"', name="nothing written through to /var/lib/etcd", boots=[1]),
+        expect.command(
+            'test -z "$(ls -A /var/lib/etcd)"', name="nothing written through to /var/lib/etcd", boots=[1]
+        ),
     ]
 
 
@@ -65,8 +78,12 @@ def test_amd64_seed_result_failure_and_reboot(vm_image_amd64: GuestImage, tmp_pa
         *_etcd_checks(),
         # state written on boot 1 must still be there on boot 2, and bootstrap ran again (not done yet)
         expect.file("/var/lib/bake-test/boots", content="2\n", boots=[2], name="boot counter"),
-        expect.command(["grep", "-c", "fake bake-bootstrap run", "/var/log/bake/bootstrap.log"],
-                       contains="2", boots=[2], name="bootstrap ran on both boots"),  # fmt: skip
+        expect.command(
+            ["grep", "-c", "fake bake-bootstrap run", "/var/log/bake/bootstrap.log"],
+            contains="2",
+            boots=[2],
+            name="bootstrap ran on both boots",
+        ),
         # deliberately wrong: these must fail, so the whole result must not be ok
         expect.file("/etc/bake-test/hello.txt", mode=0o600, name="DELIBERATE wrong mode"),
         expect.glob_absent("/etc/bake-test", "*.txt", name="DELIBERATE glob hit"),
@@ -99,11 +116,15 @@ def test_amd64_seed_result_failure_and_reboot(vm_image_amd64: GuestImage, tmp_pa
 def test_amd64_two_vms_ping_each_other(vm_image_amd64: GuestImage, tmp_path: Path) -> None:
     specs = []
     for name, mac, ip, other in (("p1", MAC1, IP1, IP2), ("p2", MAC2, IP2, IP1)):
-        seed = seeds.write_seed(tmp_path / f"{name}.iso", hostname=f"bake-{name}", mac=mac, address=f"{ip}/24")
+        seed = seeds.write_seed(
+            tmp_path / f"{name}.iso", hostname=f"bake-{name}", mac=mac, address=f"{ip}/24"
+        )
         checks = expect.expectations(
             expect.hostname(f"bake-{name}"),
             expect.address(mac, f"{ip}/24"),
-            expect.command(["ping", "-c1", "-W5", other], contains="1 received", wait_s=120, name=f"ping {other}"),
+            expect.command(
+                ["ping", "-c1", "-W5", other], contains="1 received", wait_s=120, name=f"ping {other}"
+            ),
         )
         specs.append(VmSpec(name, "amd64", seed, mac, expectations=checks))
     results = run_vms(specs, workdir=tmp_path / "run", timeout_s=600)

@@ -71,7 +71,9 @@ def check_file(c: Check) -> Outcome:
     except FileNotFoundError:
         return False, f"{path} does not exist"
     problems: list[str] = []
-    kind = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink"}.get(stat.S_IFMT(st.st_mode), "other")
+    kind = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink"}.get(
+        stat.S_IFMT(st.st_mode), "other"
+    )
     want_type = c.get("type", "file")
     if kind != want_type:
         problems.append(f"is a {kind}, want {want_type}")
@@ -205,7 +207,7 @@ def check_unit(c: Check) -> Outcome:
     if "enabled" in c:
         props.setdefault("UnitFileState", "enabled" if c["enabled"] else "disabled")
     names = sorted({*props, "LoadState", "ActiveState", "SubState", "Result"})
-    rc, out = _run(["systemctl", "show", unit, *(f"--property={p}" for p in names)], 30)
+    _, out = _run(["systemctl", "show", unit, *(f"--property={p}" for p in names)], 30)
     got = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
     bad = [f"{k}={got.get(k)!r} (want {v!r})" for k, v in props.items() if got.get(k) != str(v)]
     summary = f"{unit}: " + " ".join(f"{k}={got.get(k, '')}" for k in names)
