@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builder import cli, resources
+from builder.check import write_files_of
 from builder.errors import BakeError
 from builder.profile import load_profile
 
@@ -177,8 +178,60 @@ def test_mutated_profiles_bake_or_fail_with_paths(data: st.DataObject) -> None:
         profile = _mutate(profile, path, data.draw(VALUES))
     tmp = Path(tempfile.mkdtemp(prefix="bake-fuzz-"))
     try:
-        (tmp / "p.yaml").write_text(yaml.safe_dump(profile, allow_unicode=True))
+        (tmp / "p.yaml").write_text(yaml.safe_dump(profile))
         assert_bakes_or_fails_cleanly(tmp / "p.yaml", tmp / "out")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     assert not Path("/tmp/bake-pwned").exists()
+
+
+@FUZZ
+@given(
+    value=st.text(max_size=60),
+    key=st.text(alphabet=st.characters(codec="ascii", categories=["L", "N", "P", "S", "Zs"]), max_size=60),
+)
+def test_free_text_reaches_the_node_verbatim_or_is_refused(value: str, key: str) -> None:
+    """Arbitrary text in an extraArgs value and an SSH key either bakes, and then reads back exactly
+    from the node's kubeadm config / users after YAML parsing (structure unchanged), or is refused."""
+    profile = yaml.safe_load(yaml.safe_dump(BASES["single-master"]))
+    profile["cluster"]["encryptionAlgorithm"] = "ECDSA-P256"
+    profile["cluster"]["apiServer"]["extraArgs"] = [{"name": "audit-log-path", "value": value}]
+    profile["defaults"]["users"] = [{"name": "ops", "sshAuthorizedKeys": [key]}]
+    tmp = Path(tempfile.mkdtemp(prefix="bake-fuzz-"))
+    try:
+        (tmp / "p.yaml").write_text(yaml.safe_dump(profile))
+        assert_bakes_or_fails_cleanly(tmp / "p.yaml", tmp / "out")
+        tree = tmp / "out" / "single-master"
+        if not tree.exists():
+            return
+        user_data = yaml.safe_load((tree / "nodes/cp-1/user-data").read_bytes())
+        assert set(user_data) <= {
+            "hostname",
+            "fqdn",
+            "prefer_fqdn_over_hostname",
+            "manage_etc_hosts",
+            "users",
+            "ssh_pwauth",
+            "write_files",
+            "bootcmd",
+            "runcmd",
+            "disable_root",
+            "ssh_deletekeys",
+            "package_update",
+            "package_upgrade",
+            "timezone",
+            "ntp",
+            "final_message",
+            "preserve_hostname",
+            "create_hostname_file",
+        }, sorted(user_data)
+        (ops,) = [u for u in user_data["users"] if isinstance(u, dict) and u.get("name") == "ops"]
+        assert ops.get("ssh_authorized_keys", []) == [key]
+        content, _, _ = write_files_of((tree / "nodes/cp-1/user-data").read_bytes())[
+            "/run/kubeadm/kubeadm.yaml"
+        ]
+        docs = list(yaml.safe_load_all(content))
+        cluster = next(d for d in docs if d["kind"] == "ClusterConfiguration")
+        assert {"name": "audit-log-path", "value": value} in cluster["apiServer"]["extraArgs"]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
