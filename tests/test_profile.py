@@ -17,7 +17,14 @@ from builder import resources, yamlio
 from builder.errors import Problem, ProfileError
 from builder.profile import Cni, LoadBalancerKind, Profile, Role, apply_set, load_profile, validate
 
-EMBEDDED = ("etcd-cluster", "ha-external-etcd", "ha-stacked", "ipv6-ha-stacked", "single-master", "single-node")
+EMBEDDED = (
+    "etcd-cluster",
+    "ha-external-etcd",
+    "ha-stacked",
+    "ipv6-ha-stacked",
+    "single-master",
+    "single-node",
+)
 REPO = Path(__file__).resolve().parent.parent
 BAKE = REPO / ".venv" / "bin" / "bake"
 
