@@ -9,56 +9,42 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import expect
+from . import expect, nodecheck
 from .harness import HarnessError, VmResult, VmSpec, qemu_available, run_vms
-from .image import ARCHES, ImageBuildError, ensure_image, repo_root
-
-
-def node_expectations(node: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What every baked node must show after boot: its name, its address, and bootstrap at its stop."""
-    checks = [expect.hostname(node["name"])]
-    if node.get("ip"):
-        checks.append(expect.address(node["mac"], str(node["ip"])))
-    checks.append(
-        expect.command(
-            "test -e /var/lib/bake/bootstrap.stopped || test -e /var/lib/bake/bootstrap.done",
-            name="bake-bootstrap reached its test stop (or finished)",
-        )
-    )
-    if extra:
-        checks += list(extra.get("checks", []))
-    return expect.expectations(*checks)
+from .image import ARCHES, ImageBuildError, ensure_image, runs_root
 
 
 def load_profile_specs(
     profile_dir: Path, *, memory_mb: int, reboots: int
 ) -> list[tuple[VmSpec, dict[str, Any]]]:
+    """One VmSpec per node of a bake output tree, with every per-node check of nodecheck.py."""
     manifest_path = profile_dir / "manifest.json"
     try:
-        manifest = json.loads(manifest_path.read_text())
-        nodes = manifest["nodes"]
-        if not isinstance(nodes, list) or not nodes:
+        _, nodes = nodecheck.load_tree(profile_dir)
+        if not nodes:
             raise ValueError("'nodes' must be a non-empty list")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise HarnessError(f"{manifest_path}: {e}") from e
+    except nodecheck.TreeError as e:
+        raise HarnessError(f"{profile_dir}: the output tree contradicts itself: {e}") from e
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise HarnessError(f"{manifest_path}: {type(e).__name__}: {e}") from e
     specs = []
-    for i, node in enumerate(nodes):
-        for key in ("name", "mac"):
-            if not node.get(key):
-                raise HarnessError(f"{manifest_path}: nodes[{i}].{key} is missing")
-        node_dir = profile_dir / "nodes" / node["name"]
-        extra_path = node_dir / "vm-expectations.json"
-        extra = json.loads(extra_path.read_text()) if extra_path.exists() else None
+    for node in nodes:
+        checks = nodecheck.node_checks(
+            node, nodes, reboot_boots=list(range(2, reboots + 2)) if reboots else ()
+        )
+        extra_path = profile_dir / "nodes" / node.name / "vm-expectations.json"
+        if extra_path.exists():
+            checks += list(json.loads(extra_path.read_text()).get("checks", []))
         spec = VmSpec(
-            name=node["name"],
-            arch=node.get("arch") or "amd64",
-            seed_iso=node_dir / "seed.iso",
-            mac=node["mac"],
+            name=node.name,
+            arch=node.arch,
+            seed_iso=node.seed_iso,
+            mac=node.mac,
             memory_mb=memory_mb,
-            expectations=node_expectations(node, extra),
+            expectations=expect.expectations(*checks),
             reboots=reboots,
         )
-        specs.append((spec, node))
+        specs.append((spec, {"name": node.name, "role": node.role, "arch": node.arch}))
     return specs
 
 
@@ -67,14 +53,15 @@ def print_table(rows: list[tuple[dict[str, Any], VmResult]]) -> None:
     table = [header]
     for node, r in rows:
         failed = r.failing_checks()
+        findings = [f for res in r.results for f in nodecheck.cloud_init_findings(res)]
         table.append(
             (
                 r.name,
                 str(node.get("role", "")),
                 str(node.get("arch") or "amd64"),
-                "PASS" if r.ok else ("TIMEOUT" if r.timed_out else "FAIL"),
+                "PASS" if r.ok and not findings else ("TIMEOUT" if r.timed_out else "FAIL"),
                 f"{len(r.results)}/{r.expected_boots}",
-                ", ".join(sorted({c.get("name", "?") for _, c in failed}))[:60] or "-",
+                ", ".join(sorted({c.get("name", "?") for _, c in failed} | set(findings[:1])))[:80] or "-",
                 f"{r.elapsed_s:.0f}s",
                 str(r.serial_log),
             )
@@ -106,11 +93,16 @@ def cmd_run(a: argparse.Namespace) -> int:
             print(f"cannot boot {arch} VMs here: {reason}", file=sys.stderr)
             return 2
     specs = [s for s, _ in pairs]
-    timeout = a.timeout or (240 + 90 * len(specs)) * (1 + a.reboots)
-    workdir = a.workdir or repo_root() / ".cache" / "vm" / "runs" / profile_dir.resolve().name
+    timeout = a.timeout or (300 + 120 * len(specs)) * (1 + a.reboots)
+    workdir = a.workdir or runs_root() / profile_dir.absolute().name  # outputs/<cluster> is a symlink
     results = run_vms(specs, workdir=workdir, timeout_s=timeout)
+    for r in results:
+        findings = [f for res in r.results for f in nodecheck.cloud_init_findings(res)]
+        if findings:
+            print(f"[vm] {r.name}: cloud-init was not clean:", *findings, sep="\n  ", file=sys.stderr)
     print_table([(node, r) for (_, node), r in zip(pairs, results, strict=True)])
-    return 0 if all(r.ok for r in results) else 1
+    clean = all(r.ok and not any(nodecheck.cloud_init_findings(x) for x in r.results) for r in results)
+    return 0 if clean else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     pr = sub.add_parser("run", help="boot every node of a baked output tree and report pass/fail")
     pr.add_argument("--profile-dir", type=Path, required=True, help="outputs/<cluster> (has manifest.json)")
     pr.add_argument(
-        "--workdir", type=Path, help="where overlays and serial logs go (default .cache/vm/runs/<cluster>)"
+        "--workdir",
+        type=Path,
+        help="where overlays and serial logs go (default .cache/vm/runs/<cluster> in the checkout)",
     )
     pr.add_argument(
         "--timeout", type=int, default=0, help="seconds for the whole run (default scales with nodes)"

@@ -96,6 +96,18 @@ def glob_absent(
     return _check("glob_absent", name=name, wait_s=wait_s, boots=boots, root=root, pattern=pattern)
 
 
+def only_files(
+    root: str,
+    paths: Sequence[str],
+    *,
+    name: str | None = None,
+    wait_s: float | None = None,
+    boots: Sequence[int] | None = None,
+) -> Check:
+    """The files under `root` are exactly `paths` (absolute): nothing the node should not have."""
+    return _check("only_files", name=name, wait_s=wait_s, boots=boots, root=root, paths=sorted(paths))
+
+
 def hostname(
     equals: str, *, name: str | None = None, wait_s: float | None = None, boots: Sequence[int] | None = None
 ) -> Check:
@@ -194,10 +206,24 @@ def command(
 
 
 def unit_verify(
-    unit: str, *, strict: bool = True, name: str | None = None, boots: Sequence[int] | None = None
+    unit: str,
+    *,
+    strict: bool = True,
+    allow: Sequence[str] = (),
+    name: str | None = None,
+    boots: Sequence[int] | None = None,
 ) -> Check:
-    """`systemd-analyze verify` on a unit (name or path) finds nothing wrong with it."""
-    return _check("unit_verify", name=name, wait_s=None, boots=boots, unit=unit, strict=strict)
+    """`systemd-analyze verify` on a unit (name or path) finds nothing wrong with it or its drop-ins;
+    `allow`: regexes of messages to tolerate (a known finding, named where it is used)."""
+    return _check(
+        "unit_verify",
+        name=name,
+        wait_s=None,
+        boots=boots,
+        unit=unit,
+        strict=strict,
+        allow=list(allow) or None,
+    )
 
 
 def tcp(

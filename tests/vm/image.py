@@ -5,9 +5,10 @@ cloud-init with a NoCloud-only datasource list, the guest test agent from `tests
 `/etc/bake/test-stop-before-kubeadm` that tells the renderer's bootstrap to stop before kubeadm (kubeadm and
 kubelet are not packaged in Debian 12).
 
-The result (kernel, initrd, ext4 `rootfs.raw` with no partition table) is cached under
-`.cache/vm/<arch>-<recipe hash>/` and rebuilt only when the recipe (this file, the package list, the guest
-files) changes. Building needs root (mmdebstrap in root mode, `mkfs.ext4 -d` keeping ownership).
+The result (kernel, initrd, ext4 `rootfs.raw` with no partition table) is cached OUTSIDE the checkout, under
+`${BAKE_VM_CACHE:-/var/cache/bake-vm}/<arch>-<recipe hash>/`, so every clone on the machine (CI's fresh one
+included) reuses it; it is rebuilt only when the recipe (this file, the package list, the guest files)
+changes. Building needs root (mmdebstrap in root mode, `mkfs.ext4 -d` keeping ownership).
 """
 
 from __future__ import annotations
@@ -79,7 +80,13 @@ GUEST_DIR = Path(__file__).resolve().parent / "guest"
 GUEST_FILES = {
     "bake-test-report": ("/usr/local/sbin/bake-test-report", 0o755),
     "bake-test-report.service": ("/etc/systemd/system/bake-test-report.service", 0o644),
+    "bake-test-hooks.service": ("/etc/systemd/system/bake-test-hooks.service", 0o644),
     "kubelet-standin": ("/usr/local/sbin/kubelet-standin", 0o755),
+    # TEST DOUBLES for the kubelet package (not in Debian 12): its unit, so `systemctl enable kubelet`,
+    # drop-ins and `systemd-analyze verify` have something to work on, and /usr/bin/kubelet, which runs
+    # the static pod of a KubeletConfiguration's staticPodPath through kubelet-standin (etcd members).
+    "kubelet.service": ("/usr/lib/systemd/system/kubelet.service", 0o644),
+    "kubelet": ("/usr/bin/kubelet", 0o755),
 }
 
 # Fixes for the gotchas in qemu-notes.md (numbers refer to that list).
@@ -119,7 +126,7 @@ IMAGE_FILES: dict[str, tuple[int, str]] = {
         "This image cannot run kubeadm (not packaged in Debian 12): bake-bootstrap stops before it.\n",
     ),
 }
-ENABLE_UNITS = ("systemd-networkd.service", "bake-test-report.service")
+ENABLE_UNITS = ("systemd-networkd.service", "bake-test-hooks.service", "bake-test-report.service")
 # Debian's etcd.service would hold ports 2379/2380 that a static-pod etcd (kubelet-standin) needs;
 # the apt timers only cost boot time.
 DISABLE_UNITS = ("etcd.service", "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer")
@@ -155,8 +162,17 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+DEFAULT_CACHE = Path("/var/cache/bake-vm")
+
+
 def cache_root() -> Path:
-    return Path(os.environ.get("BAKE_VM_CACHE", repo_root() / ".cache" / "vm"))
+    """Shared by every checkout on the machine (a fresh CI clone reuses what a developer built)."""
+    return Path(os.environ.get("BAKE_VM_CACHE") or DEFAULT_CACHE)
+
+
+def runs_root() -> Path:
+    """Overlays and serial logs of `python -m tests.vm run`: per checkout, next to the code they test."""
+    return repo_root() / ".cache" / "vm" / "runs"
 
 
 def packages(arch: str) -> list[str]:

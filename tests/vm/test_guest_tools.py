@@ -16,8 +16,8 @@ from typing import Any
 import pycdlib
 import pytest
 
-from . import expect, image, seeds
-from .cli import load_profile_specs, main, node_expectations
+from . import expect, image, nodecheck, seeds
+from .cli import load_profile_specs, main
 from .harness import (
     HarnessError,
     VmSpec,
@@ -89,6 +89,17 @@ def test_check_absent_and_glob(tmp_path: Path) -> None:
     assert not r["key found"]["ok"] and "etcd/ca.key" in r["key found"]["detail"]
     assert r["no pem"]["ok"] and r["no root"]["ok"]
     assert not r["path pattern"]["ok"]
+    key, crt = str(tmp_path / "pki" / "etcd" / "ca.key"), str(tmp_path / "pki" / "ca.crt")
+    r = run_checks(
+        tmp_path,
+        expect.only_files(str(tmp_path / "pki"), [key, crt], name="exact"),
+        expect.only_files(str(tmp_path / "pki"), [crt], name="extra key"),
+        expect.only_files(str(tmp_path / "pki"), [key, crt, crt + ".x"], name="missing"),
+        expect.only_files(str(tmp_path / "nowhere"), [], name="empty"),
+    )
+    assert r["exact"]["ok"] and r["empty"]["ok"]
+    assert not r["extra key"]["ok"] and "etcd/ca.key" in r["extra key"]["detail"]
+    assert not r["missing"]["ok"] and "ca.crt.x" in r["missing"]["detail"]
 
 
 def test_check_system_kinds(tmp_path: Path) -> None:
@@ -143,11 +154,22 @@ def test_check_unit_verify_catches_a_broken_unit(tmp_path: Path) -> None:
     good.write_text("[Unit]\nDescription=x\n[Service]\nType=oneshot\nExecStart=/bin/true\n")
     bad = tmp_path / "bad.service"
     bad.write_text("[Unit]\nDescription=x\n[Service]\nType=oneshot\nExecStart=true-relative\nBogus=1\n")
+    dropin = tmp_path / "yaml.service"
+    dropin.write_text("[Unit]\nDescription=x\n[Service]\nType=oneshot\nExecStart=/bin/true\n")
+    (tmp_path / "yaml.service.d").mkdir()
+    (tmp_path / "yaml.service.d" / "kubelet.conf").write_text("apiVersion: v1\nkind: KubeletConfiguration\n")
+    allow = [r"kubelet\.conf:\d+: Assignment outside of section\. Ignoring\.$"]
     r = run_checks(
-        tmp_path, expect.unit_verify(str(good), name="good"), expect.unit_verify(str(bad), name="bad")
+        tmp_path,
+        expect.unit_verify(str(good), name="good"),
+        expect.unit_verify(str(bad), name="bad"),
+        expect.unit_verify(str(dropin), name="yaml drop-in"),
+        expect.unit_verify(str(dropin), allow=allow, name="yaml drop-in allowed"),
     )
     assert r["good"]["ok"], r["good"]
     assert not r["bad"]["ok"], r["bad"]
+    assert not r["yaml drop-in"]["ok"] and "Assignment outside of section" in r["yaml drop-in"]["detail"]
+    assert r["yaml drop-in allowed"]["ok"], r["yaml drop-in allowed"]
 
 
 def standin(manifest: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -177,6 +199,29 @@ def test_kubelet_standin_resolves_the_etcd_pod(tmp_path: Path) -> None:
             "type": "DirectoryOrCreate",
         }
     ]
+    # kubelet mode: the one manifest of a KubeletConfiguration's staticPodPath (an etcd member's drop-in)
+    pods = tmp_path / "manifests"
+    pods.mkdir()
+    (pods / "etcd.yaml").write_text(seeds.ETCD_MANIFEST)
+    cfg = tmp_path / "kubelet.conf"
+    cfg.write_text(
+        f"apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: {pods}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(GUEST / "kubelet-standin"), "--dry-run", "--kubelet-config", str(cfg)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0 and json.loads(proc.stdout)["argv"][0] == "/usr/bin/etcd", proc.stderr
+    (pods / "other.yaml").write_text(seeds.ETCD_MANIFEST)
+    proc = subprocess.run(
+        [sys.executable, str(GUEST / "kubelet-standin"), "--dry-run", "--kubelet-config", str(cfg)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "holds 2 manifests" in proc.stderr
+    wrapper = subprocess.run(
+        ["sh", str(GUEST / "kubelet"), "--config=/x", "--v=2"], capture_output=True, text=True, check=False
+    )
+    assert wrapper.returncode == 2 and "unsupported argument: --v=2" in wrapper.stderr
     m.write_text(seeds.ETCD_MANIFEST.replace("hostNetwork: true", "hostNetwork: false"))
     proc = standin(m, "--dry-run")
     assert proc.returncode == 2 and "hostNetwork" in proc.stderr
@@ -314,6 +359,14 @@ def test_qemu_argv_per_arch(tmp_path: Path) -> None:
         arm, 300, True
     )
 
+    waiting = VmSpec(
+        "n3", "amd64", seed, "52:54:00:00:00:03", test_stop=("after-waits", "wait-seconds=30"),
+        bootstrap_fails_on=(1,), reboots=1,
+    )  # fmt: skip
+    line = kernel_cmdline(waiting, 300)
+    assert "bake.test.stop=after-waits,wait-seconds=30" in line and "bake.test.bootstrap-fails=1" in line
+    assert "bake.test.stop" not in kernel_cmdline(spec, 300)
+
 
 def test_run_vms_rejects_bad_specs_before_booting(tmp_path: Path) -> None:
     seed = tmp_path / "seed.iso"
@@ -324,46 +377,75 @@ def test_run_vms_rejects_bad_specs_before_booting(tmp_path: Path) -> None:
         [VmSpec("b", "amd64", seed, "not-a-mac")],
         [VmSpec("c", "sparc", seed, "52:54:00:00:00:03")],
         [VmSpec("d", "amd64", tmp_path / "missing.iso", "52:54:00:00:00:04")],
+        [VmSpec("e", "amd64", seed, "52:54:00:00:00:05", test_stop=("wait seconds=1",))],
     ):
         with pytest.raises(HarnessError):
             run_vms(bad, workdir=tmp_path / "w", timeout_s=10)
 
 
-def _fake_profile(tmp_path: Path) -> Path:
-    out = tmp_path / "outputs" / "demo"
-    nodes = [
-        {
-            "name": "cp1",
-            "role": "control-plane",
-            "mac": "52:54:00:00:00:11",
-            "arch": "amd64",
-            "ip": "10.0.0.11",
-        },
-        {"name": "w1", "role": "worker", "mac": "52:54:00:00:00:21", "ip": "10.0.0.21/24"},
-    ]
-    for n in nodes:
-        (out / "nodes" / n["name"]).mkdir(parents=True)
-        (out / "nodes" / n["name"] / "seed.iso").write_bytes(b"iso")
-    (out / "nodes" / "w1" / "vm-expectations.json").write_text(
-        json.dumps(expect.expectations(expect.glob_absent("/etc/kubernetes", "*.key")))
+def _baked_tree(tmp_path: Path, profile: str = "single-master", *sets: str) -> Path:
+    argv = [
+        sys.executable, "-m", "builder.cli", "--profile", profile, "--out", str(tmp_path / "out"),
+        "--set", "cluster.packages.mode=prebaked", "--set", "cluster.encryptionAlgorithm=ECDSA-P256",
+        *(x for s in sets for x in ("--set", s)), "-q",
+    ]  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True, cwd=image.repo_root(), timeout=300)
+    return tmp_path / "out" / profile
+
+
+def test_profile_specs_from_a_baked_tree(tmp_path: Path) -> None:
+    out = _baked_tree(tmp_path)
+    (out / "nodes" / "worker-1" / "vm-expectations.json").write_text(
+        json.dumps(expect.expectations(expect.hostname("extra-check")))
     )
-    (out / "manifest.json").write_text(json.dumps({"cluster": "demo", "nodes": nodes}))
-    return out
-
-
-def test_profile_specs_from_manifest(tmp_path: Path) -> None:
-    out = _fake_profile(tmp_path)
     pairs = load_profile_specs(out, memory_mb=768, reboots=1)
     specs = {s.name: s for s, _ in pairs}
-    assert specs["w1"].arch == "amd64" and specs["w1"].memory_mb == 768 and specs["w1"].reboots == 1
-    assert specs["cp1"].seed_iso == out / "nodes" / "cp1" / "seed.iso"
-    kinds = [c["kind"] for c in specs["w1"].expectations["checks"]]  # type: ignore[index]
-    assert kinds == ["hostname", "address", "command", "glob_absent"]
-    cp = node_expectations({"name": "cp1", "mac": "52:54:00:00:00:11", "ip": "10.0.0.11"})
-    assert cp["checks"][1] == {"kind": "address", "mac": "52:54:00:00:00:11", "address": "10.0.0.11"}
-    (out / "manifest.json").write_text(json.dumps({"nodes": [{"name": "x"}]}))
-    with pytest.raises(HarnessError, match="mac"):
+    assert set(specs) == {"cp-1", "worker-1", "worker-2"}
+    w1 = specs["worker-1"]
+    assert w1.arch == "amd64" and w1.memory_mb == 768 and w1.reboots == 1
+    assert specs["cp-1"].seed_iso == out / "nodes" / "cp-1" / "seed.iso"
+    checks = w1.expectations["checks"]  # type: ignore[index]
+    by_name = {c.get("name"): c for c in checks}
+    assert by_name["hostname"] == {"kind": "hostname", "equals": "worker-1", "name": "hostname"}
+    assert by_name["worker: no private key"]["pattern"] == "*.key"
+    assert by_name["bootstrap stopped before: kubeadm join --config /run/kubeadm/kubeadm-join-config.yaml"]
+    assert "no /run/kubeadm/kubeadm.yaml (another role's file)" in by_name  # the init node's config
+    assert checks[-1] == {"kind": "hostname", "equals": "extra-check"}  # vm-expectations.json appended
+    manifest = json.loads((out / "manifest.json").read_text())
+    files = {f["path"]: f for n in manifest["nodes"] if n["name"] == "worker-1" for f in n["files"]}
+    env = by_name["baked file /etc/bake/bootstrap.env"]
+    assert env["sha256"] == files["/etc/bake/bootstrap.env"]["sha256"] and env["mode"] == "0644"
+    cp = {c.get("name"): c for c in specs["cp-1"].expectations["checks"]}  # type: ignore[index]
+    assert "boots" not in cp["bootstrap stopped before: kubeadm init --config /run/kubeadm/kubeadm.yaml"]
+    assert "worker: no private key" not in cp
+
+
+def test_tree_whose_manifest_lies_is_refused(tmp_path: Path) -> None:
+    out = _baked_tree(tmp_path)
+    real = out.resolve()
+    manifest = json.loads((real / "manifest.json").read_text())
+    manifest["nodes"][1]["files"][0]["mode"] = "0600"
+    (real / "manifest.json").unlink()
+    (real / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(HarnessError, match="contradicts itself"):
         load_profile_specs(out, memory_mb=512, reboots=0)
+    (real / "manifest.json").write_text(json.dumps({"nodes": [{"name": "x"}]}))
+    with pytest.raises(HarnessError):
+        load_profile_specs(out, memory_mb=512, reboots=0)
+
+
+def test_baked_nodes_read_back(tmp_path: Path) -> None:
+    _, nodes = nodecheck.load_tree(_baked_tree(tmp_path, "ha-external-etcd"))
+    roles = {n.name: n.bootstrap_role for n in nodes}
+    assert roles["etcd-1"] == "etcd" and roles["cp-1"] == "init" and roles["cp-2"] == "join-control-plane"
+    assert roles["worker-1"] == "worker"
+    etcd = next(n for n in nodes if n.name == "etcd-1")
+    assert etcd.stop_command == "systemctl daemon-reload && systemctl restart kubelet"
+    assert etcd.kubeadm_config is None and etcd.address == "10.77.0.31/24"
+    assert nodecheck.sandbox_image(etcd).startswith("registry.k8s.io/pause:")
+    names = {c.get("name") for c in nodecheck.node_checks(etcd, nodes)}
+    assert "systemd-analyze verify kubelet.service with the etcd drop-in" in names
+    assert "etcd member: no etcd CA key" in names
 
 
 def test_cli_reports_a_bad_profile_without_traceback(

@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 
 from . import expect, seeds
-from .harness import VmResult, VmSpec, run_vms
+from .harness import VmSpec, run_vms
 from .image import GuestImage
 
 pytestmark = pytest.mark.vm
 
 MAC1, IP1 = "52:54:00:ba:ce:01", "10.77.0.11"
-MAC2, IP2 = "52:54:00:ba:ce:02", "10.77.0.12"
 
 
 def _checks(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -67,10 +66,6 @@ def _etcd_checks() -> list[dict[str, Any]]:
     ]
 
 
-def _explain(results: list[VmResult]) -> str:
-    return "\n".join(r.explain() for r in results)
-
-
 def test_amd64_seed_result_failure_and_reboot(vm_image_amd64: GuestImage, tmp_path: Path) -> None:
     seed = seeds.write_seed(tmp_path / "seed.iso", hostname="bake-t1", mac=MAC1, address=f"{IP1}/24")
     checks = [
@@ -113,33 +108,5 @@ def test_amd64_seed_result_failure_and_reboot(vm_image_amd64: GuestImage, tmp_pa
     assert hashlib.sha256(seeds.HELLO.encode()).hexdigest() in str(spec.expectations)
 
 
-def test_amd64_two_vms_ping_each_other(vm_image_amd64: GuestImage, tmp_path: Path) -> None:
-    specs = []
-    for name, mac, ip, other in (("p1", MAC1, IP1, IP2), ("p2", MAC2, IP2, IP1)):
-        seed = seeds.write_seed(
-            tmp_path / f"{name}.iso", hostname=f"bake-{name}", mac=mac, address=f"{ip}/24"
-        )
-        checks = expect.expectations(
-            expect.hostname(f"bake-{name}"),
-            expect.address(mac, f"{ip}/24"),
-            expect.command(
-                ["ping", "-c1", "-W5", other], contains="1 received", wait_s=120, name=f"ping {other}"
-            ),
-        )
-        specs.append(VmSpec(name, "amd64", seed, mac, expectations=checks))
-    results = run_vms(specs, workdir=tmp_path / "run", timeout_s=600)
-    assert all(r.ok for r in results), _explain(results)
-    assert {r.results[0]["node"] for r in results} == {"bake-p1", "bake-p2"}
-
-
-def test_arm64_boots_the_same_seed(vm_image_arm64: GuestImage, tmp_path: Path) -> None:
-    seed = seeds.write_seed(tmp_path / "seed.iso", hostname="bake-a1", mac=MAC1, address=f"{IP1}/24")
-    checks = [
-        *_core_checks("bake-a1", MAC1, IP1),
-        *_etcd_checks(),
-        expect.command(["uname", "-m"], contains="aarch64", name="arch"),
-    ]
-    spec = VmSpec("a1", "arm64", seed, MAC1, cpus=2, expectations=expect.expectations(*checks))
-    [r] = run_vms([spec], workdir=tmp_path / "run", timeout_s=900)
-    assert r.ok, r.explain()
-    assert r.results[0]["cloud_init"]["result"]["v1"]["errors"] == []
+# Several VMs on one switch (etcd members forming a cluster) and arm64 guests are proven by test_roles.py,
+# which boots the baked seeds; booting hand-made seeds for them again here would only cost CI minutes.

@@ -11,7 +11,7 @@ expectations.json is `{"checks": [ {"kind": K, ...}, ... ]}`; checks run in orde
   wait_s    retry every second until ok or this many seconds passed (default 0: one try)
   boots     only run on these boot numbers (env BAKE_TEST_BOOT); skipped checks report ok
 Kinds (see KINDS below, and tests/vm/expect.py for the host-side builders): file, absent, glob_absent,
-hostname, address, module, sysctl, swap_off, unit, command, unit_verify, tcp, kubelet_standin.
+only_files, hostname, address, module, sysctl, swap_off, unit, command, unit_verify, tcp, kubelet_standin.
 """
 
 from __future__ import annotations
@@ -138,6 +138,19 @@ def check_glob_absent(c: Check) -> Outcome:
     return True, f"nothing matches {pattern!r} under {root}"
 
 
+def check_only_files(c: Check) -> Outcome:
+    """The files (non-directories) under root are exactly `paths`: nothing missing, nothing extra."""
+    root, want = c["root"], set(c["paths"])
+    have: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        have.update(os.path.join(dirpath, n) for n in filenames)
+        have.update(os.path.join(dirpath, n) for n in dirnames if os.path.islink(os.path.join(dirpath, n)))
+    extra, missing = sorted(have - want), sorted(want - have)
+    if extra or missing:
+        return False, f"under {root}: unexpected {extra[:30]}; missing {missing[:30]}"
+    return True, f"under {root}: exactly the {len(want)} expected files"
+
+
 def check_hostname(c: Check) -> Outcome:
     name = socket.gethostname()
     return name == c["equals"], f"hostname is {name!r}"
@@ -233,11 +246,14 @@ def check_command(c: Check) -> Outcome:
     if "regex" in c and not re.search(c["regex"], out, re.M):
         problems.append(f"output does not match /{c['regex']}/")
     head = "; ".join(problems) if problems else f"exit {rc}"
-    return not problems, _clip(f"{head}; output: {out.strip()}")
+    room = max(200, MAX_DETAIL - len(head))
+    text = out.strip()
+    return not problems, f"{head}; output: " + (text if len(text) <= room else "..." + text[-room:])
 
 
 def check_unit_verify(c: Check) -> Outcome:
-    """`systemd-analyze verify`; fails on a non-zero exit or any message about the unit itself."""
+    """`systemd-analyze verify`; fails on a non-zero exit or any message about the unit itself (its drop-ins
+    included), except messages matching one of the `allow` regexes (known, reported findings)."""
     unit = c["unit"]
     path = unit
     if not unit.startswith("/"):
@@ -245,7 +261,8 @@ def check_unit_verify(c: Check) -> Outcome:
         path = out.strip() or unit
     rc, out = _run(["systemd-analyze", "verify", path], float(c.get("timeout", 60)))
     base = os.path.basename(path)
-    own = [ln for ln in out.splitlines() if base in ln]
+    allowed = [re.compile(a) for a in c.get("allow", [])]
+    own = [ln for ln in out.splitlines() if base in ln and not any(a.search(ln) for a in allowed)]
     ok = rc == 0 and (not own or not c.get("strict", True))
     return ok, _clip(f"systemd-analyze verify {path}: exit {rc}; {out.strip() or 'no messages'}")
 
@@ -288,6 +305,7 @@ KINDS: dict[str, tuple[Callable[[Check], Outcome], str]] = {
     "file": (check_file, "path"),
     "absent": (check_absent, "path"),
     "glob_absent": (check_glob_absent, "pattern"),
+    "only_files": (check_only_files, "root"),
     "hostname": (check_hostname, "equals"),
     "address": (check_address, "address"),
     "module": (check_module, "module"),
