@@ -28,3 +28,12 @@ def tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def check_golden(path: Path, content: bytes) -> None:
+    """Compare with a golden file; UPDATE_GOLDEN=1 (`make golden`) rewrites it instead."""
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    assert path.is_file(), f"missing golden {path}: run with UPDATE_GOLDEN=1"
+    assert path.read_bytes() == content, f"{path} differs: review, then refresh with UPDATE_GOLDEN=1"

@@ -20,6 +20,8 @@ from builder.files import Sensitivity
 from builder.plan import ClusterPlan, build_plan
 from builder.profile import Profile, load_profile
 
+from .helpers import check_golden
+
 TOKEN = "abcdef.0123456789abcdef"
 CA_HASH = "sha256:" + "0123456789abcdef" * 4
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -583,14 +585,6 @@ def test_deterministic() -> None:
 
 
 # --- golden files ------------------------------------------------------------------------------
-
-
-def check_golden(path: Path, content: bytes) -> None:
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    assert path.is_file(), f"missing golden {path}: run with UPDATE_GOLDEN=1"
-    assert path.read_bytes() == content, f"{path} differs: review, then refresh with UPDATE_GOLDEN=1"
 
 
 @pytest.mark.parametrize(("profile", "node"), [(p, n) for p, nodes in GOLDEN_NODES.items() for n in nodes])

@@ -31,6 +31,8 @@ from builder.files import Sensitivity
 from builder.plan import ClusterPlan, build_plan
 from builder.profile import Arg, load_profile
 
+from .helpers import check_golden
+
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 GOLDEN_NODES = {
     "ha-stacked": ("cp-1", "cp-2", "worker-1"),
@@ -646,14 +648,6 @@ def test_deterministic() -> None:
         assert static_pods.node_static_pod_files(a, node) == static_pods.node_static_pod_files(
             b, b.node(node.name)
         )
-
-
-def check_golden(path: Path, content: bytes) -> None:
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    assert path.is_file(), f"missing golden {path}: run with UPDATE_GOLDEN=1"
-    assert path.read_bytes() == content, f"{path} differs: review, then refresh with UPDATE_GOLDEN=1"
 
 
 @pytest.mark.parametrize(("profile", "node"), [(p, n) for p, nodes in GOLDEN_NODES.items() for n in nodes])
