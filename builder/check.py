@@ -155,7 +155,7 @@ def _node(
         return None
     try:
         on_iso = iso.read_seed_iso(base / "seed.iso")
-    except (OSError, ValueError, BakeError, Exception) as exc:
+    except Exception as exc:  # pycdlib raises its own exception types on a damaged image
         report.error(f"nodes/{name}/seed.iso", f"unreadable: {exc}")
         on_iso = {}
     for fname, data in seed.items():

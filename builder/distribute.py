@@ -1,18 +1,9 @@
-# ruff: noqa: E501
 """Which secret goes to which node: kubeadm's on-disk layout, cut down to what each role needs.
 
-The table below is also in the README (keep them in step).
-
-| role                          | CA certs                    | CA keys                   | leaves / kubeconfigs     |
-|-------------------------------|-----------------------------|---------------------------|--------------------------|
-| control plane, stacked etcd   | ca, front-proxy-ca, etcd/ca | ca, front-proxy-ca, etcd  | apiserver*, front-proxy-client, etcd/*, kubeconfigs |
-| control plane, external etcd  | ca, front-proxy-ca, etcd/ca | ca, front-proxy-ca        | apiserver*, front-proxy-client, kubeconfigs |
-| external etcd member          | etcd/ca                     | none                      | etcd/server, etcd/peer, etcd/healthcheck-client |
-| worker                        | none (kubeadm preflight rejects ca.crt) | none          | none: token + CA hash only |
-
-Control planes keep the CA keys because kubeadm's join needs them (`SharedCertificateExists`) and
-the controller-manager signs kubelet certificates with ca.key. `sa.key`/`sa.pub` go to every
-control plane. super-admin.conf and kubelet.conf exist only on the init node, as kubeadm does.
+The per-role table is in the README ("PKI and secrets"). In short: workers get nothing (kubeadm's
+preflight rejects pki/ca.crt), external etcd members get only their etcd leaves and the etcd CA
+certificate, control planes get the CA keys kubeadm's join needs (`SharedCertificateExists`) except
+the etcd CA key with external etcd; super-admin.conf and kubelet.conf exist only on the init node.
 """
 
 from __future__ import annotations
@@ -89,8 +80,7 @@ def node_pki_files(plan: ClusterPlan, node: NodePlan, bundle: Bundle) -> list[No
         files.append(public(f"{PKI_DIR}/{spec.base}.crt", held.cert_pem))
         files.append(secret(f"{PKI_DIR}/{spec.base}.key", held.key_pem))
     if node.role is Role.CONTROL_PLANE:
-        kinds = ("admin", "super-admin", "kubelet", "controller-manager", "scheduler")
-        for kind in kinds:
+        for kind in KUBECONFIG_FILES:
             spec = certlist.kubeconfig_client(kind, node.name)
             if spec.name not in bundle.leaves.get(node.name, {}):
                 continue

@@ -654,10 +654,9 @@ def semantic_problems(p: Profile) -> Iterator[Problem]:
         yield Problem("cluster.allowSchedulingOnControlPlanes", "there is no control plane")
 
     lb = c.load_balancer
-    endpoint_host: str | None = None
     if c.control_plane_endpoint is not None:
         try:
-            endpoint_host, _ = split_host_port(c.control_plane_endpoint, 6443)
+            split_host_port(c.control_plane_endpoint, 6443)
         except ValueError as exc:
             yield Problem("cluster.controlPlaneEndpoint", str(exc))
     if lb.kind in (LoadBalancerKind.KUBE_VIP, LoadBalancerKind.HAPROXY_KEEPALIVED):
@@ -681,7 +680,6 @@ def semantic_problems(p: Profile) -> Iterator[Problem]:
             "cluster.controlPlaneEndpoint",
             "several control planes need a stable endpoint: set it, or a loadBalancer with a vip",
         )
-    del endpoint_host
 
     for i, san in enumerate(c.api_server.cert_sans):
         if not _is_ip(san) and not DNS1123_SUBDOMAIN.match(san.removeprefix("*.")):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from . import certlist, pki
 from .errors import Problem, SecretsError
@@ -413,7 +414,7 @@ def _is_ca(cert: x509.Certificate) -> bool:
 def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, Exception):
+    except (ValueError, TypeError, InvalidSignature):
         return False
     return True
 
