@@ -86,6 +86,8 @@ class HostPrep:
     kube_packages: tuple[str, ...]
     """Pinned specs: apt `kubelet=1.NN.P-*`, dnf `kubelet-1.NN.P`."""
     hold_packages: tuple[str, ...]
+    kube_repo_ids: tuple[str, ...]
+    """The Kubernetes repositories (one per minor the node needs); dnf lifts their excludes to install."""
     apt_keys: tuple[AptKey, ...]
     apt_staged_sources: tuple[str, ...]
     selinux_permissive: bool
@@ -108,8 +110,10 @@ def cri_socket(runtime: Runtime) -> str:
 
 
 def pause_image(plan: ClusterPlan, node: NodePlan) -> str:
-    """The sandbox image the node's kubeadm expects; runtime and kubelet must agree on it."""
-    return f"{plan.settings.image_repository}/pause:{node.kubelet_info.pause_tag}"
+    """The sandbox image kubeadm expects: every node runs the cluster's kubeadm (kube_package_specs), and
+    from 1.35 kubeadm passes no --pod-infra-container-image, so the runtime's pinned image is the one."""
+    del node  # the same on every node, whatever its kubelet version
+    return f"{plan.settings.image_repository}/pause:{plan.info.pause_tag}"
 
 
 def _toml_string(text: str) -> str:
@@ -288,8 +292,35 @@ def _ini(sections: list[tuple[str, list[tuple[str, str]]]]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+KUBELET_REPO = "kubernetes-kubelet"
+"""The second Kubernetes repository of a node whose kubelet minor differs from the cluster's."""
+
+
+def kube_minors(plan: ClusterPlan, node: NodePlan) -> list[tuple[str, str]]:
+    """(repository name, minor): the cluster's minor (kubeadm, kubectl), then the kubelet's if older.
+
+    Version-skew policy: kubeadm and kubectl must be the control plane's version; only the kubelet may
+    lag (by at most 3 minors). pkgs.k8s.io has one repository per minor, so such a node needs both.
+    """
+    repos = [("kubernetes", minor_of(plan.version))]
+    kubelet_minor = minor_of(node.kubelet_version)
+    if kubelet_minor != repos[0][1]:
+        repos.append((KUBELET_REPO, kubelet_minor))
+    return repos
+
+
+def kube_package_specs(plan: ClusterPlan, node: NodePlan) -> tuple[str, ...]:
+    """Pinned kubelet (the node's version), kubeadm and kubectl (the cluster's), in K8S_PACKAGES order."""
+    cluster = plan.version.removeprefix("v")
+    versions = {"kubelet": node.kubelet_version.removeprefix("v"), "kubeadm": cluster, "kubectl": cluster}
+    if node.os.family is PackageFamily.APT:
+        return tuple(f"{p}={versions[p]}-*" for p in K8S_PACKAGES)
+    return tuple(f"{p}-{versions[p]}" for p in K8S_PACKAGES)
+
+
 def repository_files(plan: ClusterPlan, node: NodePlan) -> tuple[list[NodeFile], list[AptKey], list[str]]:
-    """Repository definitions for the node's minor; apt ones are staged (see APT_STAGING_DIR)."""
+    """Repository definitions (the cluster's minor, the kubelet's if older, the runtime's); apt ones are
+    staged (see APT_STAGING_DIR)."""
     pkgs = plan.settings.packages
     minor = minor_of(node.kubelet_version)
     runtime = plan.settings.container_runtime
@@ -297,7 +328,7 @@ def repository_files(plan: ClusterPlan, node: NodePlan) -> tuple[list[NodeFile],
     keys: list[AptKey] = []
     staged: list[str] = []
     if node.os.family is PackageFamily.APT:
-        repos = [("kubernetes", _k8s_apt_url(pkgs.apt_base_url, minor))]
+        repos = [(name, _k8s_apt_url(pkgs.apt_base_url, m)) for name, m in kube_minors(plan, node)]
         if runtime is Runtime.CRIO:
             repos.append(("cri-o", _crio_apt_url(pkgs.apt_base_url, minor)))
         for name, url in repos:
@@ -307,20 +338,22 @@ def repository_files(plan: ClusterPlan, node: NodePlan) -> tuple[list[NodeFile],
             keys.append(AptKey(f"{url}Release.key", keyring))
             staged.append(staged_path)
         return files, keys, staged
-    k8s_url = _k8s_rpm_url(pkgs.rpm_base_url, minor)
-    sections = [
-        (
-            "kubernetes",
-            [
-                ("name", "Kubernetes"),
-                ("baseurl", k8s_url),
-                ("enabled", "1"),
-                ("gpgcheck", "1"),
-                ("gpgkey", f"{k8s_url}repodata/repomd.xml.key"),
-                ("exclude", "kubelet kubeadm kubectl cri-tools kubernetes-cni"),
-            ],
+    sections = []
+    for name, m in kube_minors(plan, node):
+        k8s_url = _k8s_rpm_url(pkgs.rpm_base_url, m)
+        sections.append(
+            (
+                name,
+                [
+                    ("name", f"Kubernetes {m}"),
+                    ("baseurl", k8s_url),
+                    ("enabled", "1"),
+                    ("gpgcheck", "1"),
+                    ("gpgkey", f"{k8s_url}repodata/repomd.xml.key"),
+                    ("exclude", "kubelet kubeadm kubectl cri-tools kubernetes-cni"),
+                ],
+            )
         )
-    ]
     files.append(public(f"{YUM_REPOS_DIR}/kubernetes.repo", _ini(sections)))
     if runtime is Runtime.CRIO:
         crio_url = _crio_rpm_url(pkgs.rpm_base_url, minor)
@@ -426,19 +459,17 @@ def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
 
     keys: list[AptKey] = []
     staged: list[str] = []
-    version = node.kubelet_version.removeprefix("v")
+    kube_packages = kube_package_specs(plan, node)
     base_packages: tuple[str, ...]
     if family is PackageFamily.APT:
         base_packages = APT_BASE_PACKAGES
         runtime_packages: tuple[str, ...] = ("cri-o",) if runtime is Runtime.CRIO else ("containerd",)
-        kube_packages = tuple(f"{p}={version}-*" for p in K8S_PACKAGES)
     else:
         base_packages = DNF_BASE_PACKAGES
         if runtime is Runtime.CRIO:
             runtime_packages = ("cri-o",)
         else:
             runtime_packages = ("containerd",) if node.os.distro == "fedora" else ("containerd.io",)
-        kube_packages = tuple(f"{p}-{version}" for p in K8S_PACKAGES)
     if not prebaked:
         repo_files, keys, staged = repository_files(plan, node)
         files += repo_files
@@ -454,6 +485,7 @@ def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
         runtime_packages=runtime_packages,
         kube_packages=kube_packages,
         hold_packages=K8S_PACKAGES,
+        kube_repo_ids=tuple(name for name, _ in kube_minors(plan, node)),
         apt_keys=tuple(keys),
         apt_staged_sources=tuple(staged),
         selinux_permissive=node.os.rhel_like,

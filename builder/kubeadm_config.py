@@ -11,24 +11,26 @@ Upstream facts relied on (see kubeadm-spec.md sections 2, 4 and 6):
   with the --config option, the JoinConfiguration type should be provided". A joining node gets its
   KubeletConfiguration from the `kube-system/kubelet-config` ConfigMap that `kubeadm init` uploads, so
   the KubeletConfiguration document is written only into the init node's file.
-- `kubeadm join` preflight (`RunJoinNodeChecks`, cmd/kubeadm/app/preflight/checks.go) fails on a
-  non-empty /etc/kubernetes/manifests (`DirAvailable--etc-kubernetes-manifests`); `kubeadm init` only
-  checks its own four manifest files. A joining control plane that gets load-balancer static pods
-  before `kubeadm join` therefore ignores that one check.
+- `kubeadm join` preflight (`JoinNodeChecks`, cmd/kubeadm/app/preflight/checks.go) does not look at
+  /etc/kubernetes/manifests (the DirAvailable check went in k/k PR #104942, 1.23), and a joining
+  control plane runs the init checks, which only look for kubeadm's own four manifests: the
+  load-balancer static pods placed before `kubeadm join` need no ignored preflight check.
+- The profile was validated when it was loaded (builder/validation.py): feature gates, kubelet
+  configuration fields, kubelet flags and labels are not checked again here.
 - `nodeRegistration.taints` has no omitempty: absent means "kubeadm's control-plane taint", `[]` none.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import kubeadm_schema, versions, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, secret
 from .plan import API_PORT, ClusterPlan, NodePlan, Topology
-from .profile import DNS1123_SUBDOMAIN, Arg, Role, Runtime, deep_merge, duration_seconds
+from .profile import Arg, Role, Runtime, deep_merge, duration_seconds
 
 INIT_CONFIG_PATH = "/run/kubeadm/kubeadm.yaml"
 JOIN_CONFIG_PATH = "/run/kubeadm/kubeadm-join-config.yaml"
@@ -51,34 +53,10 @@ CRI_SOCKETS: Mapping[Runtime, str] = {
 TOKEN_USAGES = ("signing", "authentication")
 TOKEN_GROUPS = ("system:bootstrappers:kubeadm:default-node-token",)
 DISCOVERY_TIMEOUT = "5m0s"  # kubeadm's default, written out so a join never waits longer
-PREFLIGHT_MANIFESTS_DIR = "DirAvailable--etc-kubernetes-manifests"
 LOCAL_MODE_GATE = "ControlPlaneKubeletLocalMode"
 
 TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 CA_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-# Kubernetes label syntax (apimachinery validation.IsQualifiedName / IsValidLabelValue).
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-# The kubelet refuses --node-labels in the kubernetes.io / k8s.io namespaces except these
-# (k8s.io/kubelet/pkg/apis well_known_labels.go: KubeletLabels / KubeletLabelNamespaces).
-_KUBELET_LABELS = frozenset(
-    {
-        "kubernetes.io/hostname",
-        "kubernetes.io/instance-type",
-        "kubernetes.io/os",
-        "kubernetes.io/arch",
-        "beta.kubernetes.io/instance-type",
-        "beta.kubernetes.io/os",
-        "beta.kubernetes.io/arch",
-        "failure-domain.beta.kubernetes.io/zone",
-        "failure-domain.beta.kubernetes.io/region",
-        "topology.kubernetes.io/zone",
-        "topology.kubernetes.io/region",
-        "node.kubernetes.io/instance-type",
-    }
-)
-_KUBELET_LABEL_NAMESPACES = ("kubelet.kubernetes.io", "node.kubernetes.io")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,25 +103,6 @@ def check_ca_hash(ca_hash: str) -> None:
         raise BakeError([Problem("caCertHash", "expected sha256:<64 lower-case hex digits>")])
 
 
-def _label_problems(key: str, value: str, path: str) -> Iterator[Problem]:
-    prefix, slash, name = key.rpartition("/")
-    if not _LABEL_NAME.match(name) or (slash and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix))):
-        yield Problem(path, f"{key!r} is not a valid label key (optional DNS prefix/, then a name)")
-        return
-    if not _LABEL_VALUE.match(value):
-        yield Problem(path, f"{value!r} is not a valid label value (63 letters, digits, '-', '_', '.')")
-    if prefix and (prefix.endswith(("kubernetes.io", "k8s.io"))):
-        allowed = key in _KUBELET_LABELS or any(
-            prefix == ns or prefix.endswith("." + ns) for ns in _KUBELET_LABEL_NAMESPACES
-        )
-        if not allowed:
-            yield Problem(
-                path,
-                f"the kubelet refuses to set {key!r} itself (kubernetes.io/k8s.io labels are limited to "
-                "node.kubernetes.io/, kubelet.kubernetes.io/ and a few well-known ones); set it after join",
-            )
-
-
 # --------------------------------------------------------------------------------------------------
 # ClusterConfiguration
 
@@ -161,27 +120,15 @@ def _cert_sans(plan: ClusterPlan) -> list[str]:
 
 
 def feature_gates(plan: ClusterPlan) -> dict[str, bool]:
-    """The profile's kubeadm feature gates, checked against this minor, plus the ones bake needs.
+    """The profile's kubeadm feature gates (validated against this minor at load), plus the ones bake needs.
 
     ControlPlaneKubeletLocalMode is switched on where it exists but is off by default (alpha: 1.31,
     1.32), as Cluster API does for >= 1.31: a control plane's kubelet then talks to its own
     kube-apiserver instead of the load-balanced endpoint that may not be up yet. From beta on it is
     the default and naming it is noise (and an error once the gate is removed).
     """
-    info = plan.info
-    known = dict(info.feature_gates)
-    problems = []
-    for name, value in plan.settings.feature_gates.items():
-        state = known.get(name)
-        path = f"cluster.featureGates.{name}"
-        if state in (versions.REMOVED, versions.ABSENT):
-            problems.append(Problem(path, f"kubeadm {info.version} has no feature gate {name} ({state})"))
-        elif state == versions.GA and value is False:
-            problems.append(Problem(path, f"{name} is GA and locked to true in kubeadm {info.version}"))
-    if problems:
-        raise BakeError(problems)
     gates = dict(plan.settings.feature_gates)
-    if plan.control_planes and known.get(LOCAL_MODE_GATE) == versions.ALPHA:
+    if plan.control_planes and plan.info.gate_state(LOCAL_MODE_GATE) == versions.ALPHA:
         gates.setdefault(LOCAL_MODE_GATE, True)
     return dict(sorted(gates.items()))
 
@@ -272,18 +219,6 @@ def _kubelet_defaults(plan: ClusterPlan) -> dict[str, Any]:
     }
 
 
-def kubelet_config_problems(config: Mapping[str, Any]) -> list[Problem]:
-    allowed = set(kubeadm_schema.KUBELET_CONFIGURATION_FIELDS)
-    problems = []
-    for key in config:
-        path = f"cluster.kubelet.config.{key}"
-        if key in ("apiVersion", "kind"):
-            problems.append(Problem(path, "bake writes apiVersion and kind itself"))
-        elif key not in allowed:
-            problems.append(Problem(path, "not a KubeletConfiguration (kubelet.config.k8s.io/v1beta1) field"))
-    return problems
-
-
 def kubelet_configuration(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
     """The cluster-wide KubeletConfiguration (cluster.kubelet.config merged over bake's defaults).
 
@@ -292,20 +227,8 @@ def kubelet_configuration(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
     this document. `node` is the node whose config file carries it (the init node).
     """
     del node  # same document for every node; see above
-    user = plan.settings.kubelet.config
-    problems = kubelet_config_problems(user)
-    if problems:
-        raise BakeError(problems)
-    merged = deep_merge(_kubelet_defaults(plan), dict(user))
+    merged = deep_merge(_kubelet_defaults(plan), dict(plan.settings.kubelet.config))
     assert isinstance(merged, dict)
-    nested = kubeadm_schema.unknown_fields(merged)
-    if nested:
-        raise BakeError(
-            [
-                Problem(f"cluster.kubelet.config.{p}", "not a KubeletConfiguration v1beta1 field")
-                for p in nested
-            ]
-        )
     return merged
 
 
@@ -315,22 +238,8 @@ def kubelet_configuration(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
 
 def kubelet_extra_args(plan: ClusterPlan, node: NodePlan) -> list[dict[str, str]]:
     """node-ip always, then cluster.kubelet.extraArgs, the node's own (which win by name), node-labels."""
-    i = _node_index(plan, node)
     cluster_args = plan.settings.kubelet.extra_args
     node_args = node.kubelet_extra_args
-    problems = []
-    reserved = {"node-ip": "nodes[].ip", "node-labels": "nodes[].labels"}
-    sources = (("cluster.kubelet.extraArgs", cluster_args), (f"nodes[{i}].kubeletExtraArgs", node_args))
-    for where, args in sources:
-        for j, a in enumerate(args):
-            if a.name in reserved:
-                problems.append(
-                    Problem(f"{where}[{j}].name", f"bake sets --{a.name} from {reserved[a.name]}")
-                )
-    for key, value in node.labels:
-        problems.extend(_label_problems(key, value, f"nodes[{i}].labels.{key}"))
-    if problems:
-        raise BakeError(problems)
     own = {a.name for a in node_args}
     out = [{"name": "node-ip", "value": str(node.ip)}]
     out += args_list(a for a in cluster_args if a.name not in own)
@@ -340,15 +249,11 @@ def kubelet_extra_args(plan: ClusterPlan, node: NodePlan) -> list[dict[str, str]
     return out
 
 
-def node_registration(
-    plan: ClusterPlan, node: NodePlan, *, ignore_manifests_dir: bool = False
-) -> dict[str, Any]:
+def node_registration(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
     reg: dict[str, Any] = {"name": node.name, "criSocket": cri_socket(plan)}
     if node.is_control_plane and plan.settings.allow_scheduling_on_control_planes:
         reg["taints"] = []  # no omitempty upstream: [] removes the control-plane taint, absent keeps it
     reg["kubeletExtraArgs"] = kubelet_extra_args(plan, node)
-    if ignore_manifests_dir:
-        reg["ignorePreflightErrors"] = [PREFLIGHT_MANIFESTS_DIR]
     return reg
 
 
@@ -378,12 +283,6 @@ def init_configuration(plan: ClusterPlan, node: NodePlan, token: str) -> dict[st
     }
 
 
-def _has_static_pods_before_join(plan: ClusterPlan, node: NodePlan) -> bool:
-    from . import static_pods  # static_pods imports this module
-
-    return static_pods.has_static_pods(plan, node)
-
-
 def join_configuration(plan: ClusterPlan, node: NodePlan, token: str, ca_hash: str) -> dict[str, Any]:
     check_token(token)
     check_ca_hash(ca_hash)
@@ -394,9 +293,7 @@ def join_configuration(plan: ClusterPlan, node: NodePlan, token: str, ca_hash: s
     doc: dict[str, Any] = {
         "apiVersion": KUBEADM_API,
         "kind": "JoinConfiguration",
-        "nodeRegistration": node_registration(
-            plan, node, ignore_manifests_dir=_has_static_pods_before_join(plan, node)
-        ),
+        "nodeRegistration": node_registration(plan, node),
         "discovery": {
             "bootstrapToken": {
                 "apiServerEndpoint": plan.api_endpoint().hostport,

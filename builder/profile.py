@@ -699,6 +699,12 @@ def semantic_problems(p: Profile) -> Iterator[Problem]:
             yield Problem(f"defaults.users[{i}].name", f"duplicate of defaults.users[{seen_users[u.name]}]")
         seen_users[u.name] = i
 
+    # kubeadm's, the kubelet's and the OS's rules on the same input (builder/validation.py), so nothing
+    # that rendering or the node would refuse gets past loading, whatever --only renders.
+    from . import validation
+
+    yield from validation.problems(p)
+
 
 def _is_ip(text: str) -> bool:
     try:

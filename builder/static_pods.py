@@ -317,25 +317,8 @@ def _loopback(plan: ClusterPlan) -> str:
 
 
 def _check_port(plan: ClusterPlan) -> int:
-    port = plan.settings.load_balancer.port
-    if port < 1024:
-        raise BakeError(
-            [
-                Problem(
-                    "cluster.loadBalancer.port", "haproxy runs unprivileged in its image: use a port >= 1024"
-                )
-            ]
-        )
-    if port == API_PORT:
-        raise BakeError(
-            [
-                Problem(
-                    "cluster.loadBalancer.port",
-                    f"haproxy shares the host network with kube-apiserver ({API_PORT})",
-                )
-            ]
-        )
-    return port
+    """haproxy's frontend port (validated at load: >= 1024 and not 6443, builder/validation.py)."""
+    return plan.settings.load_balancer.port
 
 
 def haproxy_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
@@ -436,9 +419,7 @@ def keepalived_conf(plan: ClusterPlan, node: NodePlan) -> str:
     vip = _lb(plan, LoadBalancerKind.HAPROXY_KEEPALIVED)
     if not node.is_control_plane:
         raise ValueError(f"{node.name} is not a control plane")
-    cps = plan.control_planes
-    if len(cps) > 150:
-        raise BakeError([Problem("nodes", "keepalived priorities allow at most 150 control planes")])
+    cps = plan.control_planes  # at most validation.MAX_KEEPALIVED_CONTROL_PLANES
     lb = plan.settings.load_balancer
     index = cps.index(node)
     v6 = vip.version == 6

@@ -17,18 +17,21 @@ What changed per minor (only what a kubeadm config / static pod / kubelet / cont
       (PR #125582); etcd 3.5.15-0, pause 3.10, CoreDNS v1.11.3 from 1.31.1 (1.31.0 shipped v1.11.1).
 1.32  NodeLocalCRISocket alpha (PR #128031); etcd 3.5.16-0 (constants.go @ release-1.32).
 1.33  ControlPlaneKubeletLocalMode beta, on by default (PR #129956); WaitForAllControlPlaneComponents
-      beta (spec 6.5); etcd 3.5.21-0, CoreDNS v1.12.0 (coredns/deployment PR #306).
+      beta (spec 6.5); the GA EtcdLearnerMode gate removed (PR #129589); etcd 3.5.21-0, CoreDNS v1.12.0
+      (coredns/deployment PR #306).
 1.34  etcd 3.6 (3.6.4-0): kubeadm switches to ``--feature-gates=InitialCorruptCheck=true`` and
       ``--watch-progress-notify-interval`` for etcd >= 3.6.0 (PR #132838); named probe port
       ``probe-port`` (PR #132776, spec 5.1); ECDSA-P384 (PR #131677); NodeLocalCRISocket beta, on by
       default (k/website PR #51503); pause 3.10.1, CoreDNS v1.12.1.
 1.35  kubeadm stops writing ``--pod-infra-container-image`` and the kubelet no longer accepts it
       (PR #133778, PR #133779); ControlPlaneKubeletLocalMode GA and locked (PR #134106);
-      ``etcd.external.httpEndpoints`` added to v1beta4 (PR #134890); etcd 3.6.6-0 (PR #135271),
+      ``etcd.external.httpEndpoints`` added to v1beta4 (PR #134890); the GA WaitForAllControlPlaneComponents
+      gate removed (PR #134781); etcd 3.6.6-0 (PR #135271),
       CoreDNS v1.13.1; cgroup v1 (k/website PR #56945) and kube-proxy ipvs mode (k/k PR #139067)
       deprecated.
 1.36  kubeadm drops the etcd < 3.6 flag branch and always uses the 3.6 flags (PR #135701);
-      NodeLocalCRISocket GA and locked (PR #135742, merged after 1.35.0); etcd 3.6.8-0,
+      NodeLocalCRISocket GA and locked (PR #135742, merged after 1.35.0); the GA
+      ControlPlaneKubeletLocalMode gate removed (PR #135773); etcd 3.6.8-0,
       pause 3.10.2, CoreDNS v1.14.2. NOTE: v1beta3 is still accepted in 1.36 (see 1.37), which
       contradicts spec 4.1.
 1.37  v1beta3 API and the PublicKeysECDSA gate removed, placeholder ``v1`` API added (PR #136016, listed
@@ -122,7 +125,9 @@ class MinorInfo:
     # extraArgs order: False = defaults and user args merged and sorted by name then value;
     # True = only kubeadm's defaults are sorted and user args keep their order (spec 5.1).
     extra_args_user_order_kept: bool
-    # kubeadm feature gates relevant to the baker and their state in this minor (see ALPHA ... ABSENT).
+    # Every kubeadm feature gate of this minor (InitFeatureGates in cmd/kubeadm/app/features/features.go)
+    # with its state, plus the removed ones bake knew about (see ALPHA ... ABSENT). A name that is not
+    # ALPHA/BETA/GA/DEPRECATED here is refused at bake time, as kubeadm refuses it.
     feature_gates: tuple[tuple[str, str], ...]
 
     @property
@@ -139,6 +144,11 @@ class MinorInfo:
     def gate_state(self, name: str) -> str:
         """State of a kubeadm feature gate in this minor; ABSENT if the table does not know it."""
         return dict(self.feature_gates).get(name, ABSENT)
+
+    @property
+    def kubeadm_gates(self) -> tuple[str, ...]:
+        """The feature gate names this minor's kubeadm accepts (any other is "unrecognized")."""
+        return tuple(sorted(n for n, state in self.feature_gates if state in (ALPHA, BETA, GA, DEPRECATED)))
 
 
 # Why containerd_config_version is what it is. pkgs.k8s.io ships kubelet/kubeadm/kubectl/cri-tools/CNI
@@ -158,6 +168,8 @@ _CPKLM = "ControlPlaneKubeletLocalMode"
 _NLCS = "NodeLocalCRISocket"
 _WFACPC = "WaitForAllControlPlaneComponents"
 _PKECDSA = "PublicKeysECDSA"
+_ELM = "EtcdLearnerMode"
+_RCP = "RootlessControlPlane"
 
 _ROWS: tuple[MinorInfo, ...] = (
     MinorInfo(
@@ -185,6 +197,9 @@ _ROWS: tuple[MinorInfo, ...] = (
             (_NLCS, ABSENT),  # k/k PR #128031 adds it in 1.32
             (_WFACPC, ALPHA),  # spec 6.5 (alpha 1.30)
             (_PKECDSA, DEPRECATED),  # k/k PR #120417 deprecated it; spec 1.5
+            (_ELM, BETA),  # beta since 1.29 (k/k PR #120228), GA in 1.32 (k/k PR #126374)
+            (_RCP, ALPHA),  # features.go (alpha since 1.22)
+            # UpgradeAddonsBeforeControlPlane was removed in 1.31 (k/k PR #124715): not listed, so refused.
         ),
     ),
     MinorInfo(
@@ -211,6 +226,8 @@ _ROWS: tuple[MinorInfo, ...] = (
             (_NLCS, ALPHA),  # k/k PR #128031; spec 6.5
             (_WFACPC, ALPHA),  # spec 6.5
             (_PKECDSA, DEPRECATED),  # spec 1.5
+            (_ELM, GA),  # k/k PR #126374; features.go @ v1.33.0-alpha.0 still lists it
+            (_RCP, ALPHA),  # features.go @ v1.33.0-alpha.0
         ),
     ),
     MinorInfo(
@@ -233,9 +250,11 @@ _ROWS: tuple[MinorInfo, ...] = (
         extra_args_user_order_kept=False,  # spec 5.1
         feature_gates=(
             (_CPKLM, BETA),  # k/k PR #129956
-            (_NLCS, ALPHA),  # spec 6.5
+            (_NLCS, ALPHA),  # spec 6.5; features.go @ v1.34.0-rc.0 says "beta in v1.34"
             (_WFACPC, BETA),  # spec 6.5
             (_PKECDSA, DEPRECATED),  # spec 1.5
+            (_ELM, REMOVED),  # k/k PR #129589 ("remove it in 1.33")
+            (_RCP, ALPHA),  # features.go
         ),
     ),
     MinorInfo(
@@ -260,8 +279,10 @@ _ROWS: tuple[MinorInfo, ...] = (
         feature_gates=(
             (_CPKLM, BETA),  # GA only in 1.35 (k/k PR #134106)
             (_NLCS, BETA),  # k/website PR #51503
-            (_WFACPC, GA),  # spec 6.5
+            (_WFACPC, GA),  # spec 6.5; k/k PR #134781 ("GA and locked ... in 1.34")
             (_PKECDSA, DEPRECATED),  # spec 1.5
+            (_ELM, REMOVED),  # k/k PR #129589; absent from features.go @ v1.34.0-rc.0
+            (_RCP, ALPHA),  # features.go @ v1.34.0-rc.0
         ),
     ),
     MinorInfo(
@@ -293,8 +314,10 @@ _ROWS: tuple[MinorInfo, ...] = (
         feature_gates=(
             (_CPKLM, GA),  # k/k PR #134106
             (_NLCS, BETA),  # k/k PR #135742 (GA) merged after 1.35.0
-            (_WFACPC, GA),  # spec 6.5
+            (_WFACPC, REMOVED),  # k/k PR #134781 (opened and approved 2025-10, in the 1.35 cycle)
             (_PKECDSA, DEPRECATED),  # removed only with v1beta3 (k/k PR #136016, 1.37)
+            (_ELM, REMOVED),  # k/k PR #129589
+            (_RCP, ALPHA),  # features.go
         ),
     ),
     MinorInfo(
@@ -326,10 +349,12 @@ _ROWS: tuple[MinorInfo, ...] = (
         # unverified: the k/k PR for this change was not found.
         extra_args_user_order_kept=True,
         feature_gates=(
-            (_CPKLM, GA),  # k/k PR #134106
+            (_CPKLM, REMOVED),  # k/k PR #135773 ("went GA in 1.35. It can be removed in 1.36")
             (_NLCS, GA),  # k/k PR #135742
-            (_WFACPC, GA),  # spec 6.5. unverified: whether the GA gate was removed by 1.36.
+            (_WFACPC, REMOVED),  # k/k PR #134781
             (_PKECDSA, DEPRECATED),  # k/k PR #136016 is 1.37
+            (_ELM, REMOVED),  # k/k PR #129589
+            (_RCP, ALPHA),  # features.go
         ),
     ),
     MinorInfo(
@@ -359,11 +384,13 @@ _ROWS: tuple[MinorInfo, ...] = (
         etcd_external_http_endpoints=True,  # k/k PR #134890
         extra_args_user_order_kept=True,  # spec 5.1. unverified: see 1.36
         feature_gates=(
-            # unverified: CHANGELOG-1.37.md (alpha.1) does not list its removal; may be gone by 1.37.0.
-            (_CPKLM, GA),
+            # cmd/kubeadm/app/features/features.go @ v1.37.2 knows RootlessControlPlane only.
+            (_CPKLM, REMOVED),  # k/k PR #135773
             (_NLCS, REMOVED),  # k/k PR #138645
-            (_WFACPC, GA),  # spec 6.5. unverified: see 1.36
+            (_WFACPC, REMOVED),  # k/k PR #134781
             (_PKECDSA, REMOVED),  # k/k PR #136016
+            (_ELM, REMOVED),  # k/k PR #129589
+            (_RCP, ALPHA),  # features.go @ v1.37.2 (deprecated in favour of UserNamespacesSupport)
         ),
     ),
 )

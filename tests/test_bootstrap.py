@@ -588,3 +588,31 @@ def test_role_of_every_node() -> None:
     assert roles["cp-1"] is BootstrapRole.INIT
     assert roles["cp-3"] is BootstrapRole.JOIN_CONTROL_PLANE
     assert roles["worker-2"] is BootstrapRole.WORKER
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("os_name", ["ubuntu-24.04", "rocky-9"])
+def test_skewed_worker_installs_the_clusters_kubeadm_and_its_own_kubelet(
+    can_sandbox: None, tmp_path: Path, os_name: str
+) -> None:
+    plan = _plan("single-master", f"defaults.os={os_name}", "nodes[1].kubernetesVersion=1.35")
+    sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
+    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    calls = sb.calls
+    if os_name.startswith("ubuntu"):
+        install = next(c for c in calls if c.startswith("apt-get") and " install " in c and "kubelet=" in c)
+        assert {"kubelet=1.35.0-*", "kubeadm=1.37.1-*", "kubectl=1.37.1-*"} <= set(install.split())
+        keys = [c for c in calls if c.startswith("curl") and "Release.key" in c]
+        assert [k.split()[-1] for k in keys] == [
+            "https://pkgs.k8s.io/core:/stable:/v1.37/deb/Release.key",
+            "https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key",
+        ]
+        written = sorted(p.name for p in (sb.root / "upper/etc/apt/sources.list.d").iterdir())
+        assert written == ["kubernetes-kubelet.list", "kubernetes.list"]
+    else:
+        install = next(c for c in calls if c.startswith("dnf") and "kubelet-" in c)
+        words = install.split()
+        assert "--setopt=disable_excludes=kubernetes,kubernetes-kubelet" in words
+        assert {"kubelet-1.35.0", "kubeadm-1.37.1", "kubectl-1.37.1"} <= set(words)
+    assert "kubeadm must be the cluster's version" not in sb.text("bootstrap.log")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import tomllib
 from functools import cache
 
@@ -85,7 +86,8 @@ def test_containerd_config_staged_in_both_schemas(version: str, schema: int) -> 
     assert runc == {"runtime_type": "io.containerd.runc.v2", "options": {"SystemdCgroup": True}}
 
 
-def test_pause_image_follows_image_repository_and_node_version() -> None:
+def test_pause_image_follows_image_repository_and_the_clusters_kubeadm() -> None:
+    # A 1.34 kubelet still runs the cluster's kubeadm (1.37), which expects pause 3.10.2 (1.34's is 3.10.1).
     plan, node = _node(
         "single-master",
         "worker-1",
@@ -95,7 +97,7 @@ def test_pause_image_follows_image_repository_and_node_version() -> None:
     conf = tomllib.loads(_files(host.host_prep(plan, node))[host.CONTAINERD_STAGED.format(2)])
     assert (
         conf["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"]
-        == "mirror.example:5000/k8s/pause:3.10.1"
+        == "mirror.example:5000/k8s/pause:3.10.2"
     )
 
 
@@ -159,11 +161,34 @@ def test_mirror_base_urls() -> None:
     assert "baseurl=https://mirror.lan/pkgs/core:/stable:/v1.37/rpm/\n" in repo
 
 
-def test_worker_with_older_kubelet_gets_its_own_minor() -> None:
+def test_worker_with_older_kubelet_gets_the_clusters_kubeadm_and_kubectl() -> None:
+    """Version-skew policy: kubeadm and kubectl are the cluster's; only the kubelet may be older."""
     plan, node = _node("single-master", "worker-1", "nodes[1].kubernetesVersion=1.35.2")
     prep = host.host_prep(plan, node)
-    assert prep.kube_packages == ("kubelet=1.35.2-*", "kubeadm=1.35.2-*", "kubectl=1.35.2-*")
-    assert "/core:/stable:/v1.35/deb/" in _files(prep)["/etc/bake/apt/kubernetes.list"]
+    assert prep.kube_packages == ("kubelet=1.35.2-*", "kubeadm=1.37.1-*", "kubectl=1.37.1-*")
+    files = _files(prep)
+    assert "/core:/stable:/v1.37/deb/" in files["/etc/bake/apt/kubernetes.list"]
+    assert files["/etc/bake/apt/kubernetes-kubelet.list"] == (
+        "deb [signed-by=/etc/apt/keyrings/kubernetes-kubelet-apt-keyring.gpg] "
+        "https://pkgs.k8s.io/core:/stable:/v1.35/deb/ /\n"
+    )
+    assert [k.url for k in prep.apt_keys] == [
+        "https://pkgs.k8s.io/core:/stable:/v1.37/deb/Release.key",
+        "https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key",
+    ]
+    assert prep.kube_repo_ids == ("kubernetes", "kubernetes-kubelet")
+    # The same node at the cluster's version needs one repository only.
+    plan, node = _node("single-master", "worker-1")
+    assert host.host_prep(plan, node).kube_repo_ids == ("kubernetes",)
+
+    plan, node = _node("single-master", "worker-1", "nodes[1].kubernetesVersion=1.34", "defaults.os=rocky-9")
+    prep = host.host_prep(plan, node)
+    assert prep.kube_packages == ("kubelet-1.34.0", "kubeadm-1.37.1", "kubectl-1.37.1")
+    repo = configparser.ConfigParser(interpolation=None)
+    repo.read_string(_files(prep)["/etc/yum.repos.d/kubernetes.repo"])
+    assert repo["kubernetes"]["baseurl"] == "https://pkgs.k8s.io/core:/stable:/v1.37/rpm/"
+    assert repo["kubernetes-kubelet"]["baseurl"] == "https://pkgs.k8s.io/core:/stable:/v1.34/rpm/"
+    assert repo["kubernetes-kubelet"]["exclude"] == repo["kubernetes"]["exclude"]
 
 
 def test_rhel_family_repo_selinux_and_arch_of_the_node() -> None:
@@ -174,7 +199,7 @@ def test_rhel_family_repo_selinux_and_arch_of_the_node() -> None:
     assert prep.selinux_permissive
     assert files["/etc/yum.repos.d/kubernetes.repo"] == (
         "[kubernetes]\n"
-        "name=Kubernetes\n"
+        "name=Kubernetes 1.37\n"
         "baseurl=https://pkgs.k8s.io/core:/stable:/v1.37/rpm/\n"
         "enabled=1\n"
         "gpgcheck=1\n"

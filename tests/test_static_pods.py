@@ -458,13 +458,6 @@ def test_template_values_cannot_change_structure() -> None:
             render(bad)
 
 
-def test_low_or_clashing_haproxy_port_is_refused() -> None:
-    for port in (443, 6443):
-        plan = plan_of("ha-external-etcd", f"cluster.loadBalancer.port={port}")
-        with pytest.raises(BakeError):
-            static_pods.node_static_pod_files(plan, plan.node("cp-1"))
-
-
 @pytest.mark.integration
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 @pytest.mark.parametrize("v6", [False, True])

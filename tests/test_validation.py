@@ -1,0 +1,185 @@
+"""builder.validation: checks of user input that kubeadm, the kubelet or the node would otherwise make.
+
+They run when the profile is loaded, so every one of them fails the bake before anything is rendered,
+for every node of the profile, whatever `--only` selects.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from builder import versions
+from builder.errors import ProfileError
+from builder.profile import load_profile
+
+from .helpers import bake, tree_digest
+
+KUBEADM_FEATURES_GO = Path("/root/go/pkg/mod/k8s.io/kubernetes@v1.37.2/cmd/kubeadm/app/features/features.go")
+
+
+def problems_of(profile: str, *sets: str) -> list[tuple[str, str]]:
+    with pytest.raises(ProfileError) as exc:
+        load_profile(profile, list(sets))
+    return [(p.path, p.message) for p in exc.value.problems]
+
+
+def paths_of(profile: str, *sets: str) -> list[str]:
+    return [path for path, _ in problems_of(profile, *sets)]
+
+
+# --- kubeadm feature gates ----------------------------------------------------------------------
+
+# (minor, gate, accepted by that kubeadm), from each minor's cmd/kubeadm/app/features/features.go and
+# the k/k PRs that promoted or removed the gates (cited in builder/versions.py).
+GATE_FACTS = [
+    (31, "UpgradeAddonsBeforeControlPlane", False),  # removed in 1.31 (k/k PR #124715)
+    (31, "EtcdLearnerMode", True),
+    (31, "ControlPlaneKubeletLocalMode", True),
+    (32, "EtcdLearnerMode", True),  # GA in 1.32
+    (32, "NodeLocalCRISocket", True),
+    (33, "EtcdLearnerMode", False),  # removed in 1.33 (k/k PR #129589)
+    (34, "WaitForAllControlPlaneComponents", True),  # GA in 1.34
+    (35, "WaitForAllControlPlaneComponents", False),  # removed in 1.35 (k/k PR #134781)
+    (35, "ControlPlaneKubeletLocalMode", True),  # GA in 1.35
+    (36, "ControlPlaneKubeletLocalMode", False),  # removed in 1.36 (k/k PR #135773)
+    (36, "PublicKeysECDSA", True),  # deprecated until v1beta3 goes (1.37)
+    (37, "PublicKeysECDSA", False),
+    (37, "NodeLocalCRISocket", False),
+    (37, "RootlessControlPlane", True),
+    (37, "SomeFutureGate", False),
+]
+
+
+@pytest.mark.parametrize(("minor", "gate", "accepted"), GATE_FACTS)
+def test_feature_gates_follow_kubeadm_of_the_minor(minor: int, gate: str, accepted: bool) -> None:
+    sets = (f"cluster.kubernetesVersion=1.{minor}", f"cluster.featureGates={{{gate}: true}}")
+    if accepted:
+        load_profile("ha-stacked", list(sets))
+    else:
+        problems = problems_of("ha-stacked", *sets)
+        assert [p for p, _ in problems] == [f"cluster.featureGates.{gate}"]
+        assert f"kubeadm 1.{minor}" in problems[0][1]
+
+
+def test_ga_gate_cannot_be_switched_off() -> None:
+    problems = problems_of(
+        "ha-stacked",
+        "cluster.kubernetesVersion=1.35",
+        "cluster.featureGates={ControlPlaneKubeletLocalMode: false}",
+    )
+    assert problems == [
+        (
+            "cluster.featureGates.ControlPlaneKubeletLocalMode",
+            "ControlPlaneKubeletLocalMode is GA and locked to true in kubeadm 1.35",
+        )
+    ]
+
+
+@pytest.mark.skipif(
+    not KUBEADM_FEATURES_GO.is_file(), reason="no k8s.io/kubernetes v1.37.2 in the Go module cache"
+)
+def test_gates_of_1_37_are_the_ones_kubeadm_1_37_2_declares() -> None:
+    """The table's accepted gates for 1.37 against InitFeatureGates in kubeadm's own source."""
+    source = KUBEADM_FEATURES_GO.read_text()
+    block = source[source.index("var InitFeatureGates = FeatureList{") :]
+    block = block[: block.index("\n}\n")]
+    constants = dict(re.findall(r"^\t(\w+)\s*=\s*\"(\w+)\"", source, re.M))
+    declared = {constants.get(key, key) for key in re.findall(r"^\t(\w+):", block, re.M)}
+    assert declared and set(versions.TABLE[37].kubeadm_gates) == declared
+
+
+# --- kubelet configuration, flags and labels ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "path"),
+    [
+        ("{maxPod: 10}", "cluster.kubelet.config.maxPod"),
+        ("{kind: KubeletConfiguration}", "cluster.kubelet.config.kind"),
+        (
+            "{authentication: {x509: {clientCAFil: /x}}}",
+            "cluster.kubelet.config.authentication.x509.clientCAFil",
+        ),
+    ],
+)
+def test_kubelet_configuration_rejects_unknown_keys(config: str, path: str) -> None:
+    assert paths_of("single-master", f"cluster.kubelet.config={config}") == [path]
+
+
+@pytest.mark.parametrize(
+    ("sets", "path"),
+    [
+        (["cluster.kubelet.extraArgs={node-ip: 1.2.3.4}"], "cluster.kubelet.extraArgs[0].name"),
+        (["nodes[1].kubeletExtraArgs={node-labels: a=b}"], "nodes[1].kubeletExtraArgs[0].name"),
+        (
+            ["nodes[1].labels={node-role.kubernetes.io/worker: ''}"],
+            "nodes[1].labels.node-role.kubernetes.io/worker",
+        ),
+        (["nodes[1].labels={'a,b': c}"], "nodes[1].labels.a,b"),
+        (["nodes[1].labels={a: 'b,c=d'}"], "nodes[1].labels.a"),
+        (['nodes[1].labels={a: "x\\ny"}'], "nodes[1].labels.a"),
+        (["nodes[1].labels={'bad prefix!/a': b}"], "nodes[1].labels.bad prefix!/a"),
+    ],
+)
+def test_kubelet_args_and_labels_are_checked(sets: list[str], path: str) -> None:
+    assert path in paths_of("single-master", *sets)
+
+
+# --- load balancer ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", [443, 6443])
+def test_low_or_clashing_haproxy_port_is_refused(port: int) -> None:
+    assert paths_of("ha-external-etcd", f"cluster.loadBalancer.port={port}") == ["cluster.loadBalancer.port"]
+
+
+def test_keepalived_control_plane_limit(tmp_path: Path) -> None:
+    def profile(count: int) -> Path:
+        nodes = "".join(
+            f"  - {{name: cp-{i}, role: control-plane, ip: 10.77.{1 + i // 200}.{1 + i % 200}}}\n"
+            for i in range(count)
+        )
+        path = tmp_path / f"cps-{count}.yaml"
+        path.write_text(f"extends: ha-external-etcd\nnodes:\n{nodes}")
+        return path
+
+    load_profile(str(profile(150)))
+    assert paths_of(str(profile(151))) == ["nodes"]
+
+
+# --- all at once, before rendering, whatever --only says ------------------------------------------
+
+
+def test_every_problem_is_reported_at_load_time() -> None:
+    paths = paths_of(
+        "ha-external-etcd",
+        "cluster.featureGates={NoSuchGate: true}",
+        "cluster.kubelet.config={maxPod: 1}",
+        "cluster.loadBalancer.port=80",
+        "nodes[7].labels={kubernetes.io/role: x}",
+    )
+    assert len(paths) == 4
+    assert set(paths) == {
+        "cluster.featureGates.NoSuchGate",
+        "cluster.kubelet.config.maxPod",
+        "cluster.loadBalancer.port",
+        "nodes[7].labels.kubernetes.io/role",
+    }
+
+
+@pytest.mark.integration
+def test_only_does_not_skip_the_checks_of_other_nodes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = bake("--profile", "single-master", "-q", out=out)
+    assert first.returncode == 0, first.stderr
+    before = tree_digest(out / "single-master")
+    # worker-2 (nodes[2]) is not re-rendered, yet its new label must be checked.
+    label = "nodes[2].labels={kubernetes.io/role: x}"
+    proc = bake("--profile", "single-master", "--only", "worker-1", "--set", label, "-q", out=out)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "nodes[2].labels.kubernetes.io/role: the kubelet refuses" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert tree_digest(out / "single-master") == before
