@@ -50,5 +50,6 @@ def skip_to_failure(item: pytest.Item, report: pytest.TestReport) -> None:
     """In CI, a skipped peer test becomes a failed one (called from pytest_runtest_makereport)."""
     if report.skipped and required() and needs_peer(item) and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"{REQUIRE_ENV}=1: this test needs a real peer and was skipped: {reason}"

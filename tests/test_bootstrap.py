@@ -29,6 +29,8 @@ from builder.files import NodeFile, public, secret
 from builder.plan import ClusterPlan, NodePlan, build_plan
 from builder.profile import load_profile
 
+from .peers import missing, program
+
 TOKEN = "abcdef.0123456789abcdef"
 CA_HASH = "sha256:" + "0" * 64
 
@@ -104,9 +106,7 @@ def test_script_passes_bash_n(tmp_path: Path) -> None:
 
 
 def test_script_passes_shellcheck(tmp_path: Path) -> None:
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    shellcheck = program("shellcheck")
     script = tmp_path / "bake-bootstrap"
     script.write_text(bootstrap.script_text())
     proc = subprocess.run(
@@ -427,20 +427,20 @@ def _python() -> str:
     for candidate in ("/usr/bin/python3", shutil.which("python3")):
         if candidate and Path(candidate).exists():
             return candidate
-    pytest.skip("no python3 to create a unix socket")
+    missing("no python3 to create a unix socket")
 
 
 @pytest.fixture(scope="module")
 def can_sandbox(tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp = tmp_path_factory.mktemp("probe")
     if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("the bootstrap sandbox needs root and unshare (private mount namespace)")
+        missing("the bootstrap sandbox needs root and unshare (private mount namespace)")
     if any(str(tmp).startswith(p) for p in ("/etc", "/var", "/usr/local", "/run")):
-        pytest.skip("the temporary directory is inside a sandboxed tree")
+        missing("the temporary directory is inside a sandboxed tree")
     probe = "mkdir -p $0/u $0/w && mount -t overlay overlay -o lowerdir=/etc,upperdir=$0/u,workdir=$0/w /etc"
     proc = subprocess.run(["unshare", "-m", "sh", "-c", probe, str(tmp)], capture_output=True)
     if proc.returncode != 0:
-        pytest.skip(f"no overlay mounts in a private mount namespace here: {proc.stderr!r}")
+        missing(f"no overlay mounts in a private mount namespace here: {proc.stderr!r}")
 
 
 def _sandbox(tmp_path: Path, profile: str, node: str, *sets: str) -> Sandbox:
