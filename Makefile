@@ -6,7 +6,7 @@ PROFILE ?= ha-stacked
 OUT ?= outputs
 STAMP := $(VENV)/.installed
 
-.PHONY: bake test test-fast lint vm-image vm-test bench fuzz golden clean
+.PHONY: bake test test-fast lint vm-image vm-test bench fuzz golden mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,5 +51,13 @@ bench: $(STAMP)
 fuzz: $(STAMP)
 	BAKE_FUZZ_EXAMPLES=10000 $(BIN)/pytest -q tests/test_fuzz.py
 
+## mutate: mutation testing of the security / correctness modules (MUTATE='builder.check.*' narrows it)
+MUTATE ?=
+MUTATE_CHILDREN ?= 1
+mutate: $(STAMP)
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $(MUTATE_CHILDREN) $(MUTATE)
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) .cache build dist *.egg-info
+	rm -rf $(VENV) .cache build dist *.egg-info mutants

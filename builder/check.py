@@ -29,12 +29,43 @@ PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 SEED_FILES = ("user-data", "meta-data", "network-config")
 ROLE_NAMES = {"worker": "a worker", "etcd": "an etcd member", "control-plane": "a control plane"}
 
+# Every problem `bake check` can report, by a stable id (in --json output as "check"). A detector
+# without an entry here cannot report; tests/test_check.py fails for an entry without a fault test.
+DETECTORS: dict[str, str] = {
+    "manifest-unreadable": "manifest.json is missing or not JSON",
+    "sums-missing": "SHA256SUMS is missing",
+    "sums-file-missing": "a file listed in SHA256SUMS is missing or outside the tree",
+    "sums-mismatch": "a file differs from its SHA256SUMS line",
+    "mode-directory": "a directory is not 0700",
+    "mode-secret-file": "a file holding a private key, a token or a seed is not 0600",
+    "bundle-invalid": "the secrets bundle does not load or does not match itself",
+    "bundle-missing": "there is no secrets bundle",
+    "discovery-hash": "the manifest's discovery hash is not the hash of secrets/pki/ca.crt",
+    "cert-expired": "a certificate of the bundle has expired",
+    "cert-expiring": "a certificate of the bundle expires within 30 days (warning)",
+    "seed-missing": "a node's user-data, meta-data or network-config is missing",
+    "iso-unreadable": "a node's seed.iso cannot be read",
+    "iso-differs": "a file in a node's seed.iso differs from the node's seed file",
+    "http-differs": "a file of the HTTP tree differs from (or lacks) the node's seed file",
+    "user-data-unreadable": "a node's user-data is not a readable cloud-config",
+    "write-files-list": "a node's write_files paths differ from the manifest's file list",
+    "write-file-differs": "a write_files entry's content or mode differs from the manifest",
+    "key-permissions": "a private key is written with permissions open to group or others",
+    "worker-private-key": "a worker holds a private key",
+    "worker-ca-crt": "a worker holds /etc/kubernetes/pki/ca.crt",
+    "ca-key-role": "a node other than a control plane holds the cluster CA key",
+    "etcd-ca-key-role": "a node other than a stacked control plane holds the etcd CA key",
+    "schema": "cloud-init schema rejects a user-data",
+    "schema-unavailable": "cloud-init is not installed, the schema is not checked (warning)",
+}
+
 
 @dataclass(frozen=True)
 class Finding:
     level: Literal["ok", "warning", "error"]
     where: str
     message: str
+    check: str = ""
 
 
 @dataclass
@@ -44,11 +75,11 @@ class Report:
     def ok(self, where: str, message: str) -> None:
         self.findings.append(Finding("ok", where, message))
 
-    def warn(self, where: str, message: str) -> None:
-        self.findings.append(Finding("warning", where, message))
+    def warn(self, check: str, where: str, message: str) -> None:
+        self.findings.append(Finding("warning", where, message, _known(check)))
 
-    def error(self, where: str, message: str) -> None:
-        self.findings.append(Finding("error", where, message))
+    def error(self, check: str, where: str, message: str) -> None:
+        self.findings.append(Finding("error", where, message, _known(check)))
 
     @property
     def errors(self) -> int:
@@ -70,11 +101,18 @@ class Report:
         }
 
 
+def _known(check: str) -> str:
+    """A finding names its detector, so each one is tested and CI can tell them apart."""
+    if check not in DETECTORS:
+        raise ValueError(f"unknown detector id {check!r}: add it to DETECTORS")
+    return check
+
+
 def _expiry(report: Report, where: str, not_after: datetime, now: datetime) -> None:
     if not_after <= now:
-        report.error(where, f"expired on {not_after:%Y-%m-%d}")
+        report.error("cert-expired", where, f"expired on {not_after:%Y-%m-%d}")
     elif not_after - now < EXPIRY_WARNING:
-        report.warn(where, f"expires on {not_after:%Y-%m-%d}, in less than 30 days")
+        report.warn("cert-expiring", where, f"expires on {not_after:%Y-%m-%d}, in less than 30 days")
 
 
 def write_files_of(user_data: bytes) -> dict[str, tuple[bytes, str, str]]:
@@ -94,7 +132,7 @@ def write_files_of(user_data: bytes) -> dict[str, tuple[bytes, str, str]]:
 def _checksums(tree: Path, report: Report) -> None:
     sums = tree / "SHA256SUMS"
     if not sums.is_file():
-        report.error("SHA256SUMS", "missing")
+        report.error("sums-missing", "SHA256SUMS", "missing")
         return
     bad = 0
     lines = sums.read_text().splitlines()
@@ -102,10 +140,10 @@ def _checksums(tree: Path, report: Report) -> None:
         digest, _, rel = line.partition("  ")
         path = tree / rel
         if ".." in Path(rel).parts or not path.is_file():
-            report.error(rel, "listed in SHA256SUMS but missing")
+            report.error("sums-file-missing", rel, "listed in SHA256SUMS but missing")
             bad += 1
         elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            report.error(rel, "content differs from SHA256SUMS")
+            report.error("sums-mismatch", rel, "content differs from SHA256SUMS")
             bad += 1
     if not bad:
         report.ok("SHA256SUMS", f"{len(lines)} files match")
@@ -117,12 +155,16 @@ def _modes(tree: Path, report: Report) -> None:
         st = path.lstat()
         rel = str(path.relative_to(tree)) or "."
         if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o077:
-            report.error(rel, f"directory mode {st.st_mode & 0o777:04o}, expected 0700")
+            report.error("mode-directory", rel, f"directory mode {st.st_mode & 0o777:04o}, expected 0700")
             loose += 1
         elif stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
             data = path.read_bytes()
             if PRIVATE_KEY_MARKER in data or b"token" in data.lower() or path.suffix == ".iso":
-                report.error(rel, f"holds secrets but mode is {st.st_mode & 0o777:04o}, expected 0600")
+                report.error(
+                    "mode-secret-file",
+                    rel,
+                    f"holds secrets but mode is {st.st_mode & 0o777:04o}, expected 0600",
+                )
                 loose += 1
     if not loose:
         report.ok("modes", "directories 0700, secret-bearing files 0600")
@@ -131,14 +173,16 @@ def _modes(tree: Path, report: Report) -> None:
 def _schema(paths: list[Path], report: Report) -> None:
     cloud_init = shutil.which("cloud-init")
     if cloud_init is None:
-        report.warn("user-data", "cloud-init is not installed here: schema not checked")
+        report.warn("schema-unavailable", "user-data", "cloud-init is not installed here: schema not checked")
         return
     for path in paths:
         proc = subprocess.run(
             [cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True, timeout=60
         )
         if proc.returncode != 0:
-            report.error(str(path), "cloud-init schema: " + (proc.stdout + proc.stderr).strip()[-500:])
+            report.error(
+                "schema", str(path), "cloud-init schema: " + (proc.stdout + proc.stderr).strip()[-500:]
+            )
     if paths:
         report.ok("user-data", f"{len(paths)} files checked with cloud-init schema")
 
@@ -151,37 +195,45 @@ def _node(
     try:
         seed = {f: (base / f).read_bytes() for f in SEED_FILES}
     except OSError as exc:
-        report.error(f"nodes/{name}", f"missing seed file: {exc.filename}")
+        report.error("seed-missing", f"nodes/{name}", f"missing seed file: {exc.filename}")
         return None
     try:
         on_iso = iso.read_seed_iso(base / "seed.iso")
     except Exception as exc:  # pycdlib raises its own exception types on a damaged image
-        report.error(f"nodes/{name}/seed.iso", f"unreadable: {exc}")
+        report.error("iso-unreadable", f"nodes/{name}/seed.iso", f"unreadable: {exc}")
         on_iso = {}
     for fname, data in seed.items():
         if on_iso and on_iso.get(fname) != data:
-            report.error(f"nodes/{name}/seed.iso", f"{fname} differs from nodes/{name}/{fname}")
+            report.error(
+                "iso-differs", f"nodes/{name}/seed.iso", f"{fname} differs from nodes/{name}/{fname}"
+            )
         http = tree / "http" / name / fname
         if not http.is_file() or http.read_bytes() != data:
-            report.error(f"http/{name}/{fname}", "differs from the node's seed file")
+            report.error("http-differs", f"http/{name}/{fname}", "differs from the node's seed file")
     try:
         files = write_files_of(seed["user-data"])
     except (yaml.YAMLError, KeyError, TypeError, ValueError, binascii.Error) as exc:
-        report.error(f"nodes/{name}/user-data", f"unreadable cloud-config: {exc}")
+        report.error("user-data-unreadable", f"nodes/{name}/user-data", f"unreadable cloud-config: {exc}")
         return None
     expected = {f["path"]: f for f in node.get("files", [])}
     if set(expected) != set(files):
-        report.error(f"nodes/{name}/user-data", "write_files differ from the manifest's file list")
+        report.error(
+            "write-files-list", f"nodes/{name}/user-data", "write_files differ from the manifest's file list"
+        )
     for path, (content, perms, _owner) in files.items():
         want = expected.get(path)
         if want and (
             hashlib.sha256(content).hexdigest() != want["sha256"]
             or perms.lstrip("0") != want["mode"].lstrip("0")
         ):
-            report.error(f"nodes/{name}:{path}", "content or mode differs from the manifest")
+            report.error(
+                "write-file-differs", f"nodes/{name}:{path}", "content or mode differs from the manifest"
+            )
         holds_key = PRIVATE_KEY_MARKER in content
         if holds_key and (int(perms, 8) & 0o077 if perms else True):
-            report.error(f"nodes/{name}:{path}", f"private key written with permissions {perms!r}")
+            report.error(
+                "key-permissions", f"nodes/{name}:{path}", f"private key written with permissions {perms!r}"
+            )
     _role_secrets(name, role, topology, files, bundle, report)
     return base / "user-data"
 
@@ -198,9 +250,13 @@ def _role_secrets(
     blobs = [content for content, _, _ in files.values()]
     if role == "worker":
         if any(PRIVATE_KEY_MARKER in b for b in blobs):
-            report.error(where, "a worker holds a private key")
+            report.error("worker-private-key", where, "a worker holds a private key")
         if "/etc/kubernetes/pki/ca.crt" in files:
-            report.error(where, "a worker has /etc/kubernetes/pki/ca.crt (kubeadm join preflight rejects it)")
+            report.error(
+                "worker-ca-crt",
+                where,
+                "a worker has /etc/kubernetes/pki/ca.crt (kubeadm join preflight rejects it)",
+            )
     if bundle is None:
         return
     ca_key = bundle.cas["ca"].key_pem
@@ -208,9 +264,13 @@ def _role_secrets(
     holds_ca = any(ca_key in b for b in blobs)
     holds_etcd = any(etcd_key in b for b in blobs)
     if holds_ca and role != "control-plane":
-        report.error(where, f"{ROLE_NAMES.get(role, role)} holds the cluster CA key")
+        report.error("ca-key-role", where, f"{ROLE_NAMES.get(role, role)} holds the cluster CA key")
     if holds_etcd and not (role == "control-plane" and topology == "stacked"):
-        report.error(where, f"{ROLE_NAMES.get(role, role)} of a {topology} cluster holds the etcd CA key")
+        report.error(
+            "etcd-ca-key-role",
+            where,
+            f"{ROLE_NAMES.get(role, role)} of a {topology} cluster holds the etcd CA key",
+        )
     if not any(e.where == where and e.level == "error" for e in report.findings):
         report.ok(where, f"secrets fit the {role} role")
 
@@ -222,7 +282,7 @@ def check_tree(tree: Path, now: datetime | None = None) -> Report:
     try:
         manifest = json.loads(manifest_path.read_bytes())
     except (OSError, ValueError) as exc:
-        report.error("manifest.json", f"unreadable: {exc}")
+        report.error("manifest-unreadable", "manifest.json", f"unreadable: {exc}")
         return report
     _checksums(tree, report)
     _modes(tree, report)
@@ -232,12 +292,14 @@ def check_tree(tree: Path, now: datetime | None = None) -> Report:
         bundle = secrets.load_bundle(tree / "secrets")
     except BakeError as exc:
         for problem in exc.problems:
-            report.error(problem.path or "secrets", problem.message)
+            report.error("bundle-invalid", problem.path or "secrets", problem.message)
     if bundle is None and not report.errors:
-        report.error("secrets", "no secrets bundle")
+        report.error("bundle-missing", "secrets", "no secrets bundle")
     if bundle is not None:
         if bundle.discovery_hash != manifest.get("discoveryTokenCaCertHash"):
-            report.error("manifest.json", "discovery hash does not match secrets/pki/ca.crt")
+            report.error(
+                "discovery-hash", "manifest.json", "discovery hash does not match secrets/pki/ca.crt"
+            )
         for name, ca in bundle.cas.items():
             _expiry(report, f"secrets/{name}", ca.cert.not_valid_after_utc, now)
         for owner, leaves in bundle.leaves.items():

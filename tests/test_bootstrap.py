@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import textwrap
+import tomllib
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -28,6 +29,8 @@ from builder.bootstrap import BootstrapRole
 from builder.files import NodeFile, public, secret
 from builder.plan import ClusterPlan, NodePlan, build_plan
 from builder.profile import load_profile
+
+from .peers import missing, program
 
 TOKEN = "abcdef.0123456789abcdef"
 CA_HASH = "sha256:" + "0" * 64
@@ -104,9 +107,7 @@ def test_script_passes_bash_n(tmp_path: Path) -> None:
 
 
 def test_script_passes_shellcheck(tmp_path: Path) -> None:
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    shellcheck = program("shellcheck")
     script = tmp_path / "bake-bootstrap"
     script.write_text(bootstrap.script_text())
     proc = subprocess.run(
@@ -284,7 +285,10 @@ name=$(basename "$0")
 printf '%s\n' "$name $*" >>/var/tmp/stub-calls.log
 case "$name" in
 containerd)
-    [[ ${1:-} == --version ]] && echo "containerd github.com/containerd/containerd/v2 v2.1.4 deadbeef"
+    if [[ ${1:-} == --version ]]; then
+        cat /run/stub-containerd-version 2>/dev/null ||
+            echo "containerd github.com/containerd/containerd/v2 v2.1.4 deadbeef"
+    fi
     ;;
 kubeadm)
     if [[ ${1:-} == version ]]; then echo "v${STUB_KUBEADM_VERSION:-1.37.1}"; exit 0; fi
@@ -427,20 +431,20 @@ def _python() -> str:
     for candidate in ("/usr/bin/python3", shutil.which("python3")):
         if candidate and Path(candidate).exists():
             return candidate
-    pytest.skip("no python3 to create a unix socket")
+    missing("no python3 to create a unix socket")
 
 
 @pytest.fixture(scope="module")
 def can_sandbox(tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp = tmp_path_factory.mktemp("probe")
     if os.geteuid() != 0 or shutil.which("unshare") is None:
-        pytest.skip("the bootstrap sandbox needs root and unshare (private mount namespace)")
+        missing("the bootstrap sandbox needs root and unshare (private mount namespace)")
     if any(str(tmp).startswith(p) for p in ("/etc", "/var", "/usr/local", "/run")):
-        pytest.skip("the temporary directory is inside a sandboxed tree")
+        missing("the temporary directory is inside a sandboxed tree")
     probe = "mkdir -p $0/u $0/w && mount -t overlay overlay -o lowerdir=/etc,upperdir=$0/u,workdir=$0/w /etc"
     proc = subprocess.run(["unshare", "-m", "sh", "-c", probe, str(tmp)], capture_output=True)
     if proc.returncode != 0:
-        pytest.skip(f"no overlay mounts in a private mount namespace here: {proc.stderr!r}")
+        missing(f"no overlay mounts in a private mount namespace here: {proc.stderr!r}")
 
 
 def _sandbox(tmp_path: Path, profile: str, node: str, *sets: str) -> Sandbox:
@@ -616,3 +620,70 @@ def test_skewed_worker_installs_the_clusters_kubeadm_and_its_own_kubelet(
         assert "--setopt=disable_excludes=kubernetes,kubernetes-kubelet" in words
         assert {"kubelet-1.35.0", "kubeadm-1.37.1", "kubectl-1.37.1"} <= set(words)
     assert "kubeadm must be the cluster's version" not in sb.text("bootstrap.log")
+
+
+# --------------------------------------------------------------------------------------------------
+# host preparation, seen from the outside of the script
+
+# `containerd --version` as each release line prints it, and the config schema that line reads
+# (containerd docs/cri/config.md: 1.x reads version 2, 2.x reads version 3).
+CONTAINERD_LINES = {
+    "2.1": (
+        "containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7193e4e490e9fbdc236c0e811ccaba3376",
+        3,
+    ),
+    "1.7": (
+        "containerd github.com/containerd/containerd v1.7.24 88bf19b2105c8b17560993bee28a01ddc2f97182",
+        2,
+    ),
+    "debian-1.6": ("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u1", 2),
+}
+PAUSE_1_37 = "registry.k8s.io/pause:3.10.2"  # kubeadm v1.37 constants.PauseVersion
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("line", sorted(CONTAINERD_LINES))
+def test_host_prep_modules_swap_and_containerd_schema(can_sandbox: None, tmp_path: Path, line: str) -> None:
+    version_text, schema = CONTAINERD_LINES[line]
+    sb = _sandbox(tmp_path, "ha-stacked", "worker-1").run(
+        f"""
+        printf '%s\\n' {shlex.quote(version_text)} >/run/stub-containerd-version
+        touch {bootstrap.TEST_STOP_PATH}
+        run
+        """
+    )
+    assert sb.rcs == [0], sb.text("stdout.log")
+    calls = sb.calls
+    # kernel modules before the sysctls that need them (net.bridge.* exists only with br_netfilter)
+    assert "modprobe overlay" in calls and "modprobe br_netfilter" in calls
+    assert calls.index("modprobe br_netfilter") < calls.index("sysctl --system")
+    modules = (sb.root / "upper/etc/modules-load.d/k8s.conf").read_text().split()
+    assert {"overlay", "br_netfilter"} <= set(modules)
+    sysctl = (sb.root / "upper/etc/sysctl.d/k8s.conf").read_text()
+    for key in (
+        "net.ipv4.ip_forward",
+        "net.bridge.bridge-nf-call-iptables",
+        "net.bridge.bridge-nf-call-ip6tables",
+    ):
+        assert re.search(rf"^{re.escape(key)}\s*=\s*1$", sysctl, re.M), key
+    # swap off now and for good
+    assert "swapoff -a" in calls and "systemctl mask swap.target" in calls
+    assert "#bake-swap-off# /swapfile none swap sw 0 0" in sb.text("fstab")
+    # the containerd config in the schema this containerd reads, with the systemd cgroup driver
+    installed = sb.root / "upper/etc/containerd/config.toml"
+    config = tomllib.loads(installed.read_text())
+    assert config["version"] == schema
+    if schema == 3:
+        runc = config["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]
+        sandbox = config["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"]
+        assert "io.containerd.grpc.v1.cri" not in config["plugins"]
+    else:
+        cri = config["plugins"]["io.containerd.grpc.v1.cri"]
+        runc = cri["containerd"]["runtimes"]["runc"]
+        sandbox = cri["sandbox_image"]
+        assert "io.containerd.cri.v1.runtime" not in config["plugins"]
+    assert runc["runtime_type"] == "io.containerd.runc.v2"
+    assert runc["options"]["SystemdCgroup"] is True
+    assert sandbox == PAUSE_1_37
+    assert calls.index("systemctl restart containerd") > calls.index("containerd --version")
+    assert f"installed config schema {schema} as /etc/containerd/config.toml" in sb.text("bootstrap.log")

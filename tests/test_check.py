@@ -1,21 +1,39 @@
-"""`bake check` finds what it promises: misplaced secrets, loose modes, expiry, tampering."""
+"""`bake check` finds what it promises: one injected fault per detector in a real baked tree.
+
+Each fault is injected so that only the detector under test can see it (SHA256SUMS, the HTTP tree, the
+seed ISO and the manifest are kept consistent around it); the test asserts the exact finding and exit
+1 from the command line. `test_every_detector_has_a_fault` fails when check.py grows a detector that
+has no fault here.
+"""
 
 from __future__ import annotations
 
+import ast
 import base64
+import contextlib
 import hashlib
+import io
+import json
+import re
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
-from builder.check import check_tree
+from builder import check, cli, iso
 
 from .helpers import bake
+from .peers import program
 
 ALG = ("--set", "cluster.encryptionAlgorithm=ECDSA-P256")
+PKI = "/etc/kubernetes/pki"
+Expected = tuple[str, str, str]  # (detector id, where, message as a regular expression)
 
 
 @pytest.fixture(scope="module")
@@ -33,78 +51,478 @@ def tree(pristine: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def errors(tree: Path, now: datetime | None = None) -> list[str]:
-    return [f"{f.where}: {f.message}" for f in check_tree(tree, now).findings if f.level == "error"]
+@pytest.fixture
+def no_cloud_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATH without cloud-init: the schema step reports one warning and runs nothing (it is slow);
+    the schema detector has its own test with the real cloud-init."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
 
 
-def _resum(tree: Path, rel: str) -> None:
-    """Keep SHA256SUMS consistent so only the scan under test can catch the change."""
+def run_check(tree: Path) -> tuple[int, list[dict[str, str]]]:
+    """`bake check TREE --json` through the real entry point: (exit code, findings)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["check", str(tree), "--json"])
+    return code, json.loads(out.getvalue())["findings"]
+
+
+# --------------------------------------------------------------------------------------------------
+# fault injection that keeps everything but the target consistent
+
+
+def _resum(tree: Path, *rels: str) -> None:
+    """Rewrite the SHA256SUMS lines of `rels` (dropping those whose file is gone)."""
     sums = tree / "SHA256SUMS"
-    digest = hashlib.sha256((tree / rel).read_bytes()).hexdigest()
-    lines = [
-        f"{digest}  {rel}" if line.endswith(f"  {rel}") else line for line in sums.read_text().splitlines()
-    ]
+    lines = []
+    for line in sums.read_text().splitlines():
+        rel = line.split("  ", 1)[1]
+        if rel in rels:
+            if not (tree / rel).is_file():
+                continue
+            line = f"{hashlib.sha256((tree / rel).read_bytes()).hexdigest()}  {rel}"
+        lines.append(line)
     sums.write_text("\n".join(lines) + "\n")
 
 
-def _inject_file(tree: Path, node: str, path: str, content: bytes) -> None:
-    ud = tree / "nodes" / node / "user-data"
-    doc = yaml.safe_load(ud.read_bytes())
+def _user_data(tree: Path, node: str) -> dict[str, Any]:
+    doc = yaml.safe_load((tree / "nodes" / node / "user-data").read_bytes())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _set_user_data(tree: Path, node: str, data: bytes) -> None:
+    """Replace a node's user-data everywhere it is published: node dir, HTTP tree, seed ISO, sums."""
+    base = tree / "nodes" / node
+    (base / "user-data").write_bytes(data)
+    (tree / "http" / node / "user-data").write_bytes(data)
+    files = iso.read_seed_iso(base / "seed.iso")
+    files["user-data"] = data
+    (base / "seed.iso").write_bytes(iso.build_seed_iso(files, epoch=1_700_000_000))
+    _resum(tree, f"nodes/{node}/user-data", f"http/{node}/user-data", f"nodes/{node}/seed.iso")
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    return ("#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)).encode()
+
+
+def _manifest(tree: Path) -> dict[str, Any]:
+    data = json.loads((tree / "manifest.json").read_bytes())
+    assert isinstance(data, dict)
+    return data
+
+
+def _save_manifest(tree: Path, data: dict[str, Any]) -> None:
+    (tree / "manifest.json").write_text(json.dumps(data, indent=2) + "\n")
+    _resum(tree, "manifest.json")
+
+
+def _manifest_node(data: dict[str, Any], node: str) -> dict[str, Any]:
+    (entry,) = [n for n in data["nodes"] if n["name"] == node]
+    assert isinstance(entry, dict)
+    return entry
+
+
+def _add_file(tree: Path, node: str, path: str, content: bytes, perms: str = "0600") -> None:
+    """A new write_files entry, listed in the manifest too (so only the role scans can object)."""
+    doc = _user_data(tree, node)
     doc["write_files"].append(
+        {"path": path, "permissions": perms, "encoding": "b64", "content": base64.b64encode(content).decode()}
+    )
+    _set_user_data(tree, node, _dump(doc))
+    data = _manifest(tree)
+    _manifest_node(data, node)["files"].append(
         {
             "path": path,
-            "permissions": "0600",
-            "encoding": "b64",
-            "content": base64.b64encode(content).decode(),
+            "mode": perms,
+            "owner": "root:root",
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "secret": True,
         }
     )
-    ud.write_text("#cloud-config\n" + yaml.safe_dump(doc))
-    _resum(tree, f"nodes/{node}/user-data")
+    _save_manifest(tree, data)
 
 
-def test_pristine_tree_passes(pristine: Path) -> None:
-    assert errors(pristine) == []
+def _entry(doc: dict[str, Any], path: str) -> dict[str, Any]:
+    (entry,) = [e for e in doc["write_files"] if e["path"] == path]
+    assert isinstance(entry, dict)
+    return entry
 
 
-def test_worker_holding_a_private_key_is_caught(tree: Path) -> None:
-    key = (tree / "secrets/nodes/cp-2/apiserver.key").read_bytes()
-    _inject_file(tree, "worker-1", "/etc/kubernetes/pki/stray.key", key)
-    found = errors(tree)
-    assert "nodes/worker-1: a worker holds a private key" in found
+def _set_mode(tree: Path, node: str, path: str, perms: str | None, manifest_mode: str) -> None:
+    doc = _user_data(tree, node)
+    entry = _entry(doc, path)
+    if perms is None:
+        del entry["permissions"]
+    else:
+        entry["permissions"] = perms
+    _set_user_data(tree, node, _dump(doc))
+    data = _manifest(tree)
+    (f,) = [f for f in _manifest_node(data, node)["files"] if f["path"] == path]
+    f["mode"] = manifest_mode
+    _save_manifest(tree, data)
 
 
-def test_etcd_member_holding_the_cluster_ca_key_is_caught(tree: Path) -> None:
-    _inject_file(tree, "etcd-2", "/root/ca.key", (tree / "secrets/pki/ca.key").read_bytes())
-    assert "nodes/etcd-2: an etcd member holds the cluster CA key" in errors(tree)
+def _exact(where: str, message: str) -> tuple[str, str]:
+    return where, re.escape(message)
 
 
-def test_external_etcd_control_plane_holding_the_etcd_ca_key_is_caught(tree: Path) -> None:
-    _inject_file(
-        tree, "cp-3", "/etc/kubernetes/pki/etcd/ca.key", (tree / "secrets/pki/etcd/ca.key").read_bytes()
+# --------------------------------------------------------------------------------------------------
+# the faults: one or more per detector id
+
+
+@dataclass(frozen=True)
+class Fault:
+    detector: str
+    name: str
+    inject: Callable[[Path], list[tuple[str, str]]]  # returns [(where, message regex)] of `detector`
+
+
+def _manifest_unreadable(t: Path) -> list[tuple[str, str]]:
+    (t / "manifest.json").write_text("{")
+    return [("manifest.json", r"unreadable: .+")]
+
+
+def _sums_missing(t: Path) -> list[tuple[str, str]]:
+    (t / "SHA256SUMS").unlink()
+    return [_exact("SHA256SUMS", "missing")]
+
+
+def _sums_file_missing(t: Path) -> list[tuple[str, str]]:
+    (t / "nodes/worker-2/user-data.gz").unlink()
+    return [_exact("nodes/worker-2/user-data.gz", "listed in SHA256SUMS but missing")]
+
+
+def _sums_escape(t: Path) -> list[tuple[str, str]]:
+    """A line naming a file outside the tree (that exists and matches) is refused, not followed."""
+    outside = t.parent / "outside"
+    outside.write_bytes(b"not part of the tree\n")
+    with (t / "SHA256SUMS").open("a") as f:
+        f.write(f"{hashlib.sha256(outside.read_bytes()).hexdigest()}  ../outside\n")
+    return [_exact("../outside", "listed in SHA256SUMS but missing")]
+
+
+def _sums_mismatch(t: Path) -> list[tuple[str, str]]:
+    gz = t / "nodes/worker-2/user-data.gz"
+    gz.write_bytes(gz.read_bytes() + b"\0")
+    return [_exact("nodes/worker-2/user-data.gz", "content differs from SHA256SUMS")]
+
+
+def _mode_directory(t: Path) -> list[tuple[str, str]]:
+    (t / "nodes").chmod(0o755)
+    return [_exact("nodes", "directory mode 0755, expected 0700")]
+
+
+def _mode_key(t: Path) -> list[tuple[str, str]]:
+    (t / "secrets/pki/ca.key").chmod(0o644)
+    return [_exact("secrets/pki/ca.key", "holds secrets but mode is 0644, expected 0600")]
+
+
+def _mode_token(t: Path) -> list[tuple[str, str]]:
+    """A worker's user-data holds no key, only the bootstrap token."""
+    (t / "nodes/worker-1/user-data").chmod(0o640)
+    return [_exact("nodes/worker-1/user-data", "holds secrets but mode is 0640, expected 0600")]
+
+
+def _mode_iso(t: Path) -> list[tuple[str, str]]:
+    (t / "nodes/worker-1/seed.iso").chmod(0o604)
+    return [_exact("nodes/worker-1/seed.iso", "holds secrets but mode is 0604, expected 0600")]
+
+
+def _bundle_invalid(t: Path) -> list[tuple[str, str]]:
+    stray = (t / "secrets/nodes/cp-3/apiserver.key").read_bytes()
+    (t / "secrets/nodes/cp-2/apiserver.key").write_bytes(stray)
+    _resum(t, "secrets/nodes/cp-2/apiserver.key")
+    return [
+        _exact("secrets/nodes/cp-2/apiserver", "the key does not belong to the certificate"),
+        ("secrets", r"the bundle is inconsistent and was not changed; .+"),
+    ]
+
+
+def _bundle_missing(t: Path) -> list[tuple[str, str]]:
+    shutil.rmtree(t / "secrets")
+    rels = [line.split("  ", 1)[1] for line in (t / "SHA256SUMS").read_text().splitlines()]
+    _resum(t, *[r for r in rels if r.startswith("secrets/")])
+    return [_exact("secrets", "no secrets bundle")]
+
+
+def _discovery_hash(t: Path) -> list[tuple[str, str]]:
+    data = _manifest(t)
+    data["discoveryTokenCaCertHash"] = "sha256:" + "0" * 64
+    _save_manifest(t, data)
+    return [_exact("manifest.json", "discovery hash does not match secrets/pki/ca.crt")]
+
+
+def _seed_missing(t: Path) -> list[tuple[str, str]]:
+    (t / "nodes/worker-1/network-config").unlink()
+    _resum(t, "nodes/worker-1/network-config")
+    return [_exact("nodes/worker-1", f"missing seed file: {t / 'nodes/worker-1/network-config'}")]
+
+
+def _iso_unreadable(t: Path) -> list[tuple[str, str]]:
+    (t / "nodes/worker-1/seed.iso").write_bytes(b"\0" * 4096)
+    _resum(t, "nodes/worker-1/seed.iso")
+    return [("nodes/worker-1/seed.iso", r"unreadable: .+")]
+
+
+def _iso_differs(t: Path) -> list[tuple[str, str]]:
+    path = t / "nodes/worker-1/seed.iso"
+    files = iso.read_seed_iso(path)
+    files["meta-data"] += b"# edited\n"
+    path.write_bytes(iso.build_seed_iso(files, epoch=1_700_000_000))
+    _resum(t, "nodes/worker-1/seed.iso")
+    return [_exact("nodes/worker-1/seed.iso", "meta-data differs from nodes/worker-1/meta-data")]
+
+
+def _http_differs(t: Path) -> list[tuple[str, str]]:
+    (t / "http/worker-1/network-config").write_bytes(b"version: 2\n")
+    _resum(t, "http/worker-1/network-config")
+    return [_exact("http/worker-1/network-config", "differs from the node's seed file")]
+
+
+def _http_missing(t: Path) -> list[tuple[str, str]]:
+    (t / "http/etcd-3/meta-data").unlink()
+    _resum(t, "http/etcd-3/meta-data")
+    return [_exact("http/etcd-3/meta-data", "differs from the node's seed file")]
+
+
+def _user_data_unreadable(t: Path) -> list[tuple[str, str]]:
+    _set_user_data(t, "worker-2", b"#cloud-config\nwrite_files:\n- content: no path\n")
+    return [("nodes/worker-2/user-data", r"unreadable cloud-config: .+")]
+
+
+def _user_data_not_yaml(t: Path) -> list[tuple[str, str]]:
+    _set_user_data(t, "worker-2", b"#cloud-config\nwrite_files: [\n")
+    return [("nodes/worker-2/user-data", r"unreadable cloud-config: .+")]
+
+
+def _write_files_extra(t: Path) -> list[tuple[str, str]]:
+    doc = _user_data(t, "worker-1")
+    doc["write_files"].append({"path": "/etc/motd", "permissions": "0644", "content": "hello\n"})
+    _set_user_data(t, "worker-1", _dump(doc))
+    return [_exact("nodes/worker-1/user-data", "write_files differ from the manifest's file list")]
+
+
+def _write_files_dropped(t: Path) -> list[tuple[str, str]]:
+    doc = _user_data(t, "etcd-1")
+    doc["write_files"] = [e for e in doc["write_files"] if e["path"] != "/etc/crictl.yaml"]
+    _set_user_data(t, "etcd-1", _dump(doc))
+    return [_exact("nodes/etcd-1/user-data", "write_files differ from the manifest's file list")]
+
+
+def _write_file_content(t: Path) -> list[tuple[str, str]]:
+    doc = _user_data(t, "worker-1")
+    entry = _entry(doc, "/etc/sysctl.d/k8s.conf")
+    entry["content"] = entry["content"] + "kernel.panic = 1\n"
+    _set_user_data(t, "worker-1", _dump(doc))
+    return [_exact("nodes/worker-1:/etc/sysctl.d/k8s.conf", "content or mode differs from the manifest")]
+
+
+def _write_file_mode(t: Path) -> list[tuple[str, str]]:
+    doc = _user_data(t, "cp-2")
+    _entry(doc, "/usr/local/sbin/bake-bootstrap")["permissions"] = "0644"
+    _set_user_data(t, "cp-2", _dump(doc))
+    return [_exact("nodes/cp-2:/usr/local/sbin/bake-bootstrap", "content or mode differs from the manifest")]
+
+
+def _key_group_readable(t: Path) -> list[tuple[str, str]]:
+    _set_mode(t, "cp-1", f"{PKI}/apiserver.key", "0640", "0640")
+    return [_exact(f"nodes/cp-1:{PKI}/apiserver.key", "private key written with permissions '0640'")]
+
+
+def _key_default_permissions(t: Path) -> list[tuple[str, str]]:
+    """No `permissions`: cloud-init's default 0644 would apply."""
+    _set_mode(t, "etcd-2", f"{PKI}/etcd/peer.key", None, "0")
+    return [_exact(f"nodes/etcd-2:{PKI}/etcd/peer.key", "private key written with permissions ''")]
+
+
+def _worker_private_key(t: Path) -> list[tuple[str, str]]:
+    _add_file(t, "worker-1", f"{PKI}/stray.key", (t / "secrets/nodes/cp-2/apiserver.key").read_bytes())
+    return [_exact("nodes/worker-1", "a worker holds a private key")]
+
+
+def _worker_ca_crt(t: Path) -> list[tuple[str, str]]:
+    _add_file(t, "worker-2", f"{PKI}/ca.crt", (t / "secrets/pki/ca.crt").read_bytes(), "0644")
+    message = "a worker has /etc/kubernetes/pki/ca.crt (kubeadm join preflight rejects it)"
+    return [_exact("nodes/worker-2", message)]
+
+
+def _ca_key_on_etcd_member(t: Path) -> list[tuple[str, str]]:
+    _add_file(t, "etcd-2", "/root/ca.key", (t / "secrets/pki/ca.key").read_bytes())
+    return [_exact("nodes/etcd-2", "an etcd member holds the cluster CA key")]
+
+
+def _etcd_ca_key_on_external_control_plane(t: Path) -> list[tuple[str, str]]:
+    _add_file(t, "cp-3", f"{PKI}/etcd/ca.key", (t / "secrets/pki/etcd/ca.key").read_bytes())
+    return [_exact("nodes/cp-3", "a control plane of a external-etcd cluster holds the etcd CA key")]
+
+
+def _etcd_ca_key_on_etcd_member(t: Path) -> list[tuple[str, str]]:
+    _add_file(t, "etcd-1", f"{PKI}/etcd/ca.key", (t / "secrets/pki/etcd/ca.key").read_bytes())
+    return [_exact("nodes/etcd-1", "an etcd member of a external-etcd cluster holds the etcd CA key")]
+
+
+FAULTS = [
+    Fault("manifest-unreadable", "truncated", _manifest_unreadable),
+    Fault("sums-missing", "deleted", _sums_missing),
+    Fault("sums-file-missing", "deleted", _sums_file_missing),
+    Fault("sums-file-missing", "outside-the-tree", _sums_escape),
+    Fault("sums-mismatch", "appended", _sums_mismatch),
+    Fault("mode-directory", "0755", _mode_directory),
+    Fault("mode-secret-file", "key", _mode_key),
+    Fault("mode-secret-file", "token", _mode_token),
+    Fault("mode-secret-file", "iso", _mode_iso),
+    Fault("bundle-invalid", "key-swapped", _bundle_invalid),
+    Fault("bundle-missing", "deleted", _bundle_missing),
+    Fault("discovery-hash", "zeroed", _discovery_hash),
+    Fault("seed-missing", "network-config", _seed_missing),
+    Fault("iso-unreadable", "zeroed", _iso_unreadable),
+    Fault("iso-differs", "meta-data", _iso_differs),
+    Fault("http-differs", "edited", _http_differs),
+    Fault("http-differs", "deleted", _http_missing),
+    Fault("user-data-unreadable", "entry-without-path", _user_data_unreadable),
+    Fault("user-data-unreadable", "not-yaml", _user_data_not_yaml),
+    Fault("write-files-list", "extra", _write_files_extra),
+    Fault("write-files-list", "dropped", _write_files_dropped),
+    Fault("write-file-differs", "content", _write_file_content),
+    Fault("write-file-differs", "mode", _write_file_mode),
+    Fault("key-permissions", "0640", _key_group_readable),
+    Fault("key-permissions", "default", _key_default_permissions),
+    Fault("worker-private-key", "leaf-key", _worker_private_key),
+    Fault("worker-ca-crt", "ca.crt", _worker_ca_crt),
+    Fault("ca-key-role", "etcd-member", _ca_key_on_etcd_member),
+    Fault("etcd-ca-key-role", "external-control-plane", _etcd_ca_key_on_external_control_plane),
+    Fault("etcd-ca-key-role", "etcd-member", _etcd_ca_key_on_etcd_member),
+]
+# detectors whose fault needs something other than a tree edit: tested below
+SEPARATE = {"cert-expired", "cert-expiring", "schema", "schema-unavailable"}
+
+
+def _matches(findings: list[dict[str, str]], detector: str, expected: list[tuple[str, str]]) -> None:
+    got = [(f["where"], f["message"]) for f in findings if f["check"] == detector]
+    assert len(got) == len(expected), got
+    for (where, message), (want_where, pattern) in zip(got, expected, strict=True):
+        assert where == want_where and re.fullmatch(pattern, message, re.S), (where, message)
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+@pytest.mark.parametrize("fault", FAULTS, ids=[f"{f.detector}:{f.name}" for f in FAULTS])
+def test_fault_is_reported_exactly(tree: Path, fault: Fault) -> None:
+    expected = fault.inject(tree)
+    code, findings = run_check(tree)
+    errors = [f for f in findings if f["level"] == "error"]
+    assert code == 1, findings
+    assert {f["check"] for f in errors} == {fault.detector}, errors
+    _matches(errors, fault.detector, expected)
+    warnings = [f["check"] for f in findings if f["level"] == "warning"]
+    assert warnings == (["schema-unavailable"] if fault.detector != "manifest-unreadable" else [])
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_pristine_tree_passes_without_cloud_init(tree: Path) -> None:
+    code, findings = run_check(tree)
+    assert code == 0
+    assert [(f["level"], f["check"]) for f in findings if f["level"] != "ok"] == [
+        ("warning", "schema-unavailable")
+    ]
+    _matches(
+        findings,
+        "schema-unavailable",
+        [_exact("user-data", "cloud-init is not installed here: schema not checked")],
     )
-    assert "nodes/cp-3: a control plane of a external-etcd cluster holds the etcd CA key" in errors(tree)
 
 
-def test_loose_modes_are_caught(tree: Path) -> None:
-    (tree / "secrets/pki/ca.key").chmod(0o644)
-    (tree / "nodes").chmod(0o755)
-    found = errors(tree)
-    assert any(e.startswith("secrets/pki/ca.key: holds secrets but mode is 0644") for e in found), found
-    assert "nodes: directory mode 0755, expected 0700" in found
+@pytest.mark.integration
+def test_pristine_tree_passes_with_cloud_init(pristine: Path) -> None:
+    program("cloud-init")
+    code, findings = run_check(pristine)
+    assert code == 0, [f for f in findings if f["level"] != "ok"]
+    assert [f for f in findings if f["level"] != "ok"] == []
+    assert any(f["where"] == "user-data" and "8 files checked" in f["message"] for f in findings)
 
 
-def test_tampered_iso_is_caught(tree: Path) -> None:
-    iso = tree / "nodes/worker-2/seed.iso"
-    data = bytearray(iso.read_bytes())
-    data[-100] ^= 0xFF
-    iso.write_bytes(bytes(data))
-    assert "nodes/worker-2/seed.iso: content differs from SHA256SUMS" in errors(tree)
+@pytest.mark.integration
+def test_schema_failure_is_reported(tree: Path) -> None:
+    """cloud-init's own validator rejects the user-data; the check reports it, it does not pass."""
+    program("cloud-init")
+    doc = _user_data(tree, "worker-1")
+    doc["bootcmd"] = 42
+    _set_user_data(tree, "worker-1", _dump(doc))
+    code, findings = run_check(tree)
+    errors = [f for f in findings if f["level"] == "error"]
+    assert code == 1
+    _matches(
+        errors,
+        "schema",
+        [
+            (
+                str(tree / "nodes/worker-1/user-data"),
+                r"cloud-init schema: .*bootcmd: 42 is not of type 'array'.*",
+            )
+        ],
+    )
+    assert {f["check"] for f in errors} == {"schema"}
 
 
+def _not_after(tree: Path, rel: str) -> datetime:
+    """Read with the x509 parser, not through the bundle loader."""
+    return x509.load_pem_x509_certificate((tree / rel).read_bytes()).not_valid_after_utc
+
+
+@pytest.mark.usefixtures("no_cloud_init")
 def test_expiry_warns_then_fails(pristine: Path) -> None:
-    soon = datetime.now(UTC) + timedelta(days=365 - 10)
-    report = check_tree(pristine, soon)
-    assert any(f.level == "warning" and "in less than 30 days" in f.message for f in report.findings)
-    assert report.errors == 0
-    later = datetime.now(UTC) + timedelta(days=400)
-    assert any("expired on" in e for e in errors(pristine, later))
+    leaf = _not_after(pristine, "secrets/nodes/cp-1/apiserver.crt")
+    soon = check.check_tree(pristine, leaf - timedelta(days=10))
+    warned = [(f.check, f.where, f.message) for f in soon.findings if f.level == "warning"]
+    assert (
+        "cert-expiring",
+        "secrets/nodes/cp-1/apiserver",
+        f"expires on {leaf:%Y-%m-%d}, in less than 30 days",
+    ) in warned
+    assert all(c == "cert-expiring" for c, _, _ in warned if c != "schema-unavailable")
+    assert soon.errors == 0
+    later = check.check_tree(pristine, leaf + timedelta(seconds=1))
+    expired = {(f.check, f.where, f.message) for f in later.findings if f.level == "error"}
+    assert ("cert-expired", "secrets/nodes/cp-1/apiserver", f"expired on {leaf:%Y-%m-%d}") in expired
+    assert {c for c, _, _ in expired} == {"cert-expired"}
+    # the CAs (ten years) are not expired yet at that time
+    ca = _not_after(pristine, "secrets/pki/ca.crt")
+    assert ca > leaf + timedelta(days=30)
+    assert not any(w == "secrets/ca" for _, w, _ in expired)
+    # exit code: the CLI returns 1 exactly when there are errors (checked for real in the faults above)
+    assert later.errors > 0 and datetime.now(UTC) < leaf
+
+
+# --------------------------------------------------------------------------------------------------
+# the list of detectors
+
+
+def _ids_reported_in_check_py() -> set[str]:
+    tree = ast.parse(Path(check.__file__).read_text())
+    ids: set[str] = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("error", "warn")
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "report"
+        ):
+            first = node.args[0]
+            assert isinstance(first, ast.Constant) and isinstance(first.value, str), ast.dump(node)
+            ids.add(first.value)
+    return ids
+
+
+def test_every_detector_has_a_fault() -> None:
+    assert _ids_reported_in_check_py() == set(check.DETECTORS)
+    tested = {f.detector for f in FAULTS} | SEPARATE
+    missing = set(check.DETECTORS) - tested
+    assert not missing, f"detectors without a fault test in tests/test_check.py: {sorted(missing)}"
+    assert tested <= set(check.DETECTORS)
+
+
+def test_unknown_detector_id_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="unknown detector id"):
+        check.Report().error("no-such-detector", "x", "y")

@@ -13,7 +13,6 @@ import copy
 import hashlib
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import warnings
@@ -32,6 +31,8 @@ from builder.errors import BakeError
 from builder.files import NodeFile, public, secret
 from builder.plan import ClusterPlan, NodePlan, build_plan
 from builder.profile import Profile, load_profile, validate
+
+from .peers import program
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "fixtures" / "golden" / "cloudinit"
@@ -115,10 +116,7 @@ def _load(user_data: bytes) -> dict[str, Any]:
 
 
 def _cloud_init() -> str:
-    path = shutil.which("cloud-init")
-    if path is None:
-        pytest.skip("cloud-init is not installed (apt-get install cloud-init): it is the schema's real peer")
-    return path
+    return program("cloud-init")  # the schema's real peer
 
 
 def schema_check(tmp_path: Path, name: str, user_data: bytes) -> subprocess.CompletedProcess[str]:

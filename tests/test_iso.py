@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from builder.iso import (
     read_seed_iso,
     write_seed_iso,
 )
+
+from .peers import program
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH = 1_700_000_000  # 2023-11-14T22:13:20Z
@@ -55,10 +56,7 @@ FILE_SETS = {
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (needed to check seed ISOs with a real peer)")
-    return path
+    return program(name, {"isoinfo": "genisoimage", "blkid": "util-linux"}.get(name))
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[bytes]:

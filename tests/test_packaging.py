@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -74,7 +73,6 @@ def test_http_tree_and_pxe_snippets(stacked: Path) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="coreutils sha256sum missing")
 def test_sha256sums_verify_with_coreutils(stacked: Path) -> None:
     proc = subprocess.run(
         ["sha256sum", "--strict", "-c", "SHA256SUMS"],

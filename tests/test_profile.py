@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import ipaddress
 import os
 import subprocess
@@ -578,11 +577,6 @@ def test_roles_parse() -> None:
 # --------------------------------------------------------------------------------------------------
 # The command line: exit 2, `path: message` on stderr, no traceback, nothing written
 
-CLI_READY = importlib.util.find_spec("builder.cloudinit") is not None
-cli = pytest.mark.skipif(
-    not CLI_READY, reason="bake CLI cannot import yet: builder/cloudinit.py (another helper) is missing"
-)
-
 
 def run_bake(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "300"}
@@ -600,7 +594,6 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
     }
 
 
-@cli
 def test_cli_bad_set_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = run_bake(
@@ -612,7 +605,6 @@ def test_cli_bad_set_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-@cli
 def test_cli_reports_every_problem_and_leaves_outputs_unchanged(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "keep").mkdir(parents=True)
@@ -637,7 +629,6 @@ nodes:
     assert snapshot(out) == before
 
 
-@cli
 @pytest.mark.parametrize(
     ("text", "needle"),
     [

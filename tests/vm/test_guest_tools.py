@@ -16,6 +16,7 @@ from typing import Any
 import pycdlib
 import pytest
 
+from ..peers import missing
 from . import expect, image, nodecheck, seeds
 from .cli import load_profile_specs, main
 from .harness import (
@@ -149,7 +150,7 @@ def test_check_command_retries_boots_and_unknown_kind(tmp_path: Path) -> None:
 
 def test_check_unit_verify_catches_a_broken_unit(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed")
+        missing("systemd-analyze is not installed (apt-get install systemd)")
     good = tmp_path / "good.service"
     good.write_text("[Unit]\nDescription=x\n[Service]\nType=oneshot\nExecStart=/bin/true\n")
     bad = tmp_path / "bad.service"
@@ -233,7 +234,7 @@ def test_kubelet_standin_resolves_the_etcd_pod(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_kubelet_standin_runs_real_etcd_on_loopback(tmp_path: Path) -> None:
     if not (Path("/usr/bin/etcd").exists() and shutil.which("etcdctl")):
-        pytest.skip("etcd-server / etcd-client are not installed")
+        missing("etcd-server / etcd-client are not installed")
     with socket.socket() as s1, socket.socket() as s2:
         s1.bind(("127.0.0.1", 0))
         s2.bind(("127.0.0.1", 0))
@@ -314,7 +315,7 @@ def test_isos_have_labels_and_rock_ridge_names(tmp_path: Path) -> None:
 
 def test_seed_user_data_passes_cloud_init_schema(tmp_path: Path) -> None:
     if shutil.which("cloud-init") is None:
-        pytest.skip("cloud-init is not installed on the host")
+        missing("cloud-init is not installed on the host")
     ud = tmp_path / "user-data"
     ud.write_text(seeds.user_data("bake-x"))
     proc = subprocess.run(
