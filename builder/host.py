@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import yamlio
+from . import images, yamlio
 from .files import NodeFile, public
 from .plan import ClusterPlan, NodePlan, PackageFamily, Topology
 from .profile import Cni, LoadBalancerKind, PackageMode, Role, Runtime
@@ -109,7 +109,7 @@ def cri_socket(runtime: Runtime) -> str:
 
 def pause_image(plan: ClusterPlan, node: NodePlan) -> str:
     """The sandbox image the node's kubeadm expects; runtime and kubelet must agree on it."""
-    return f"{plan.settings.image_repository}/pause:{node.kubelet_info.pause_tag}"
+    return images.pause_image(plan, node)
 
 
 def _toml_string(text: str) -> str:
