@@ -127,6 +127,14 @@ def archive_files(entries: Sequence[str], where: str) -> tuple[list[SeedFile], l
     return out, problems
 
 
+def seed_names(entries: tuple[str, ...], *, manifests: bool = False) -> tuple[str, ...]:
+    """Paths on the images seed of the archives (or CNI manifests) that `entries` name."""
+    files, problems = (manifest_files if manifests else archive_files)(entries, "cluster.airgap")
+    if problems:
+        raise BakeError(problems)
+    return tuple(f.name for f in files)
+
+
 def manifest_files(entries: Sequence[str], where: str) -> tuple[list[SeedFile], list[Problem]]:
     out: list[SeedFile] = []
     problems: list[Problem] = []

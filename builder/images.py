@@ -317,3 +317,35 @@ def ref_problems(refs: Sequence[str], path: str) -> Iterator[Problem]:
     for i, ref in enumerate(refs):
         if not valid_ref(ref):
             yield Problem(f"{path}[{i}]", f"{ref!r} is not an image reference like registry/name:tag")
+
+
+# --------------------------------------------------------------------------------------------------
+# `bake images`
+
+
+def listing(plan: ClusterPlan) -> dict[str, Any]:
+    """What `bake images --json` prints: per architecture the union (what its archives must hold)
+    and the images of each role, then each node's own list. References are written as kubeadm and
+    the manifests write them (`normalize` gives the names the runtimes store them under)."""
+    archs: dict[str, Any] = {}
+    nodes: dict[str, Any] = {}
+    for node in plan.nodes:
+        refs = [i.ref for i in node_images(plan, node)]
+        nodes[node.name] = {"arch": node.arch.value, "role": node.role.value, "images": refs}
+        entry = archs.setdefault(node.arch.value, {"images": [], "roles": {}})
+        role = entry["roles"].setdefault(node.role.value, {"nodes": [], "images": []})
+        role["nodes"].append(node.name)
+        for ref in refs:
+            if ref not in role["images"]:
+                role["images"].append(ref)
+    for arch, entry in archs.items():
+        entry["images"] = [i.ref for i in arch_images(plan, arch)]
+    return {
+        "cluster": plan.name,
+        "kubernetesVersion": plan.version,
+        "imageRepository": plan.settings.image_repository,
+        "cni": plan.settings.cni.value,
+        "cniImagesKnown": cni_images(plan) is not None or plan.settings.cni.value == "none",
+        "architectures": dict(sorted(archs.items())),
+        "nodes": nodes,
+    }
