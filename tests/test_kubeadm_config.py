@@ -398,9 +398,8 @@ def test_kubeadm_timeouts_come_from_the_profile() -> None:
     assert kc.init_configuration(plan, plan.node("cp-1"), TOKEN)["timeouts"] == {"kubernetesAPICall": "2m0s"}
     worker = kc.join_configuration(plan, plan.node("worker-1"), TOKEN, CA_HASH)
     assert worker["timeouts"] == {"kubernetesAPICall": "2m0s", "discovery": "5m0s"}
-    assert static_pods.etcd_pod(plan, plan.node("etcd-1"))["spec"]["containers"][0]["startupProbe"][
-        "failureThreshold"
-    ] == 24
+    probe = static_pods.etcd_pod(plan, plan.node("etcd-1"))["spec"]["containers"][0]["startupProbe"]
+    assert probe["failureThreshold"] == 24
     plan = plan_of("ha-stacked")
     assert "timeouts" not in kc.init_configuration(plan, plan.node("cp-1"), TOKEN)
 
