@@ -53,6 +53,11 @@ CRI_SOCKETS: Mapping[Runtime, str] = {
 TOKEN_USAGES = ("signing", "authentication")
 TOKEN_GROUPS = ("system:bootstrappers:kubeadm:default-node-token",)
 DISCOVERY_TIMEOUT = "5m0s"  # kubeadm's default, written out so a join never waits longer
+CONTROL_PLANE_HEALTH_CHECK_SECONDS = 240  # kubeadm's default controlPlaneComponentHealthCheck (4m)
+# The v1beta4 `timeouts` each command reads (cluster.kubeadmTimeouts): init waits for the kubelet, the
+# control plane, the API and etcd; a join also discovers the cluster and TLS-bootstraps its kubelet.
+INIT_TIMEOUTS = ("controlPlaneComponentHealthCheck", "kubeletHealthCheck", "kubernetesAPICall", "etcdAPICall")
+JOIN_TIMEOUTS = (*INIT_TIMEOUTS, "tlsBootstrap", "discovery")
 LOCAL_MODE_GATE = "ControlPlaneKubeletLocalMode"
 
 TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
@@ -79,6 +84,18 @@ def go_duration(seconds: int) -> str:
 def go_duration_text(text: str) -> str:
     """A profile duration ("8760h", "24h0m0s") in the form kubeadm writes back."""
     return go_duration(duration_seconds(text))
+
+
+def timeouts(plan: ClusterPlan, keys: Sequence[str]) -> dict[str, str]:
+    """The profile's kubeadm timeouts among `keys`, in kubeadm's duration form."""
+    chosen = plan.settings.kubeadm_timeouts.model_dump(by_alias=True, exclude_none=True)
+    return {k: go_duration_text(chosen[k]) for k in keys if k in chosen}
+
+
+def control_plane_health_check_seconds(plan: ClusterPlan) -> int:
+    """What kubeadm sizes its static pods' startup probes by (staticpod.StartupProbe)."""
+    chosen = plan.settings.kubeadm_timeouts.control_plane_component_health_check
+    return CONTROL_PLANE_HEALTH_CHECK_SECONDS if chosen is None else duration_seconds(chosen)
 
 
 def cri_socket(plan: ClusterPlan) -> str:
@@ -268,7 +285,7 @@ def init_configuration(plan: ClusterPlan, node: NodePlan, token: str) -> dict[st
         raise BakeError(
             [Problem(f"nodes[{_node_index(plan, node)}]", f"{node.name} does not run kubeadm init")]
         )
-    return {
+    doc: dict[str, Any] = {
         "apiVersion": KUBEADM_API,
         "kind": "InitConfiguration",
         "bootstrapTokens": [
@@ -282,6 +299,10 @@ def init_configuration(plan: ClusterPlan, node: NodePlan, token: str) -> dict[st
         "nodeRegistration": node_registration(plan, node),
         "localAPIEndpoint": _local_api_endpoint(node),
     }
+    chosen = timeouts(plan, INIT_TIMEOUTS)
+    if chosen:
+        doc["timeouts"] = chosen
+    return doc
 
 
 def join_configuration(plan: ClusterPlan, node: NodePlan, token: str, ca_hash: str) -> dict[str, Any]:
@@ -306,7 +327,9 @@ def join_configuration(plan: ClusterPlan, node: NodePlan, token: str, ca_hash: s
     if node.is_control_plane:
         # No certificateKey: ca, sa, front-proxy-ca (and etcd-ca when stacked) are pre-placed on disk.
         doc["controlPlane"] = {"localAPIEndpoint": _local_api_endpoint(node)}
-    doc["timeouts"] = {"discovery": DISCOVERY_TIMEOUT}
+    chosen = timeouts(plan, JOIN_TIMEOUTS)
+    chosen.setdefault("discovery", DISCOVERY_TIMEOUT)
+    doc["timeouts"] = chosen
     return doc
 
 

@@ -219,6 +219,26 @@ class SizeTarget(StrEnum):
     NOCLOUD = "nocloud"
 
 
+class KubeadmTimeouts(Model):
+    """kubeadm's v1beta4 `timeouts` for `kubeadm init` / `kubeadm join`, for slow hardware (emulated or
+    small machines); a field left out keeps kubeadm's default. The control-plane health check also sizes
+    the static pods' startup probes, as kubeadm does."""
+
+    control_plane_component_health_check: Duration | None = None  # kubeadm default 4m
+    kubelet_health_check: Duration | None = None  # 4m
+    kubernetes_api_call: Duration | None = Field(default=None, alias="kubernetesAPICall")  # 1m
+    etcd_api_call: Duration | None = Field(default=None, alias="etcdAPICall")  # 2m
+    tls_bootstrap: Duration | None = None  # 5m, joining nodes
+    discovery: Duration | None = None  # 5m, joining nodes
+
+    @field_validator("*")
+    @classmethod
+    def _positive(cls, v: str | None) -> str | None:
+        if v is not None and duration_seconds(v) == 0:
+            raise PydanticCustomError("duration", "a timeout must be longer than 0s", {})
+        return v
+
+
 class Seed(Model):
     http_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s'\"`$\\;]+$")
     targets: list[SizeTarget] = Field(default_factory=lambda: [SizeTarget.NOCLOUD])
@@ -357,6 +377,7 @@ class Cluster(Model):
     kubelet: Kubelet = Field(default_factory=Kubelet)
     feature_gates: dict[str, bool] = Field(default_factory=dict)
     allow_scheduling_on_control_planes: bool = False
+    kubeadm_timeouts: KubeadmTimeouts = Field(default_factory=KubeadmTimeouts)
     packages: Packages = Field(default_factory=Packages)
     seed: Seed = Field(default_factory=Seed)
     images: dict[str, ImageOverride] = Field(default_factory=dict)

@@ -37,7 +37,7 @@ import jinja2
 from . import images, resources, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, public
-from .kubeadm_config import MANIFESTS_DIR, PKI_DIR
+from .kubeadm_config import MANIFESTS_DIR, PKI_DIR, control_plane_health_check_seconds
 from .plan import API_PORT, ClusterPlan, NodePlan, Topology
 from .profile import Arg, IPAddress, LoadBalancerKind, Role
 
@@ -52,9 +52,6 @@ ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 ETCD_METRICS_PORT = 2381
 PROBE_PORT_NAME = "probe-port"
-CONTROL_PLANE_HEALTH_CHECK_SECONDS = (
-    240  # InitConfiguration.timeouts.controlPlaneComponentHealthCheck default
-)
 NODE_CRITICAL_PRIORITY = 2000001000
 
 MANIFEST_MODE = 0o600  # kubeadm writes manifests 0600 into a 0700 directory
@@ -221,7 +218,7 @@ def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
     )
     probe_host, probe_port, probe_scheme = _etcd_probe_endpoint(metrics)
     port: int | str = PROBE_PORT_NAME if info.named_probe_port else probe_port
-    startup = -(-CONTROL_PLANE_HEALTH_CHECK_SECONDS // 10)
+    startup = -(-control_plane_health_check_seconds(plan) // 10)
     container: dict[str, Any] = {
         "command": command,
         "image": images.etcd_image(plan),

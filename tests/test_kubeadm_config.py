@@ -323,6 +323,61 @@ def test_join_configurations() -> None:
         kc.join_configuration(plan, plan.node("cp-2"), TOKEN, "sha256:XYZ")
 
 
+SLOW = (
+    "cluster.kubeadmTimeouts.controlPlaneComponentHealthCheck=20m",
+    "cluster.kubeadmTimeouts.kubeletHealthCheck=10m",
+    "cluster.kubeadmTimeouts.kubernetesAPICall=3m30s",
+    "cluster.kubeadmTimeouts.etcdAPICall=5m",
+    "cluster.kubeadmTimeouts.tlsBootstrap=15m",
+    "cluster.kubeadmTimeouts.discovery=1h",
+)
+
+
+def test_kubeadm_timeouts_come_from_the_profile() -> None:
+    """Slow hardware: the profile's timeouts reach init and join in kubeadm's form, each where the command
+    reads it; the external etcd pods' startup probe follows the control-plane health check, as kubeadm's
+    own static pods do (failureThreshold = timeout / 10 s)."""
+    plan = plan_of("ha-external-etcd", *SLOW)
+    init = kc.init_configuration(plan, plan.node("cp-1"), TOKEN)
+    assert init["timeouts"] == {
+        "controlPlaneComponentHealthCheck": "20m0s",
+        "kubeletHealthCheck": "10m0s",
+        "kubernetesAPICall": "3m30s",
+        "etcdAPICall": "5m0s",
+    }
+    for name in ("cp-2", "worker-1"):
+        join = kc.join_configuration(plan, plan.node(name), TOKEN, CA_HASH)
+        assert join["timeouts"] == {**init["timeouts"], "tlsBootstrap": "15m0s", "discovery": "1h0m0s"}
+    assert not kubeadm_schema.unknown_fields(init)
+    from builder import static_pods
+
+    pod = static_pods.etcd_pod(plan, plan.node("etcd-1"))
+    assert pod["spec"]["containers"][0]["startupProbe"]["failureThreshold"] == 120
+    # Only what is set is written; the rest stays kubeadm's default (and discovery stays pinned at 5m).
+    plan = plan_of("ha-external-etcd", "cluster.kubeadmTimeouts.kubernetesAPICall=2m")
+    assert kc.init_configuration(plan, plan.node("cp-1"), TOKEN)["timeouts"] == {"kubernetesAPICall": "2m0s"}
+    worker = kc.join_configuration(plan, plan.node("worker-1"), TOKEN, CA_HASH)
+    assert worker["timeouts"] == {"kubernetesAPICall": "2m0s", "discovery": "5m0s"}
+    probe = static_pods.etcd_pod(plan, plan.node("etcd-1"))["spec"]["containers"][0]["startupProbe"]
+    assert probe["failureThreshold"] == 24
+    plan = plan_of("ha-stacked")
+    assert "timeouts" not in kc.init_configuration(plan, plan.node("cp-1"), TOKEN)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("0s", "longer than 0s"), ("10 minutes", "not a duration"), ("-5m", "not a duration")],
+)
+def test_kubeadm_timeouts_are_validated(value: str, message: str) -> None:
+    with pytest.raises(ProfileError) as e:
+        load_profile("single-node", [f"cluster.kubeadmTimeouts.discovery={value}"])
+    assert [p.path for p in e.value.problems] == ["cluster.kubeadmTimeouts.discovery"]
+    assert message in e.value.problems[0].message
+    with pytest.raises(ProfileError) as e:
+        load_profile("single-node", ["cluster.kubeadmTimeouts.upgradeManifests=5m"])
+    assert [p.path for p in e.value.problems] == ["cluster.kubeadmTimeouts.upgradeManifests"]
+
+
 def test_single_master_join_uses_the_init_node_address() -> None:
     plan = plan_of("single-master")
     j = kc.join_configuration(plan, plan.node("worker-1"), TOKEN, CA_HASH)

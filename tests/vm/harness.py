@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .image import GuestImage, cached_image, ensure_image, host_arch
+from .image import FLAVOURS, GuestImage, ImageBuildError, cached_image, ensure_image, host_arch
 
 PREFIX = "BAKE-TEST-RESULT"
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
@@ -57,10 +57,24 @@ class VmSpec:
     expectations: dict[str, Any] | None = None
     reboots: int = 0
     extra_kernel_args: Sequence[str] = ()
-    # Lines for the bootstrap's declared test stop file, e.g. ("after-waits", "wait-seconds=30").
-    test_stop: Sequence[str] = ()
+    # The bootstrap's declared test stop, installed by the harness (no image ships it): () stops before
+    # the waits and kubeadm; lines such as ("after-waits", "wait-seconds=30") move or bound it; None means
+    # no stop at all (the real kubeadm runs: image "k8s").
+    test_stop: Sequence[str] | None = ()
     # Boots on which bake-bootstrap.service is expected to FAIL (e.g. a worker giving up on its endpoint).
     bootstrap_fails_on: Sequence[int] = ()
+    # Image flavour (tests/vm/image.py): "standin" (Debian packages + kubelet TEST DOUBLES) or "k8s".
+    image: str = "standin"
+    # (host port, guest port): a second NIC on QEMU user networking with `restrict=on` (no traffic out of
+    # the guest) forwarding 127.0.0.1:<host port> to the guest's port; the guest agent gives it an address.
+    host_forwards: Sequence[tuple[int, int]] = ()
+    # More read-only raw disks (ISOs), e.g. container image archives.
+    extra_disks: Sequence[Path] = ()
+
+    @property
+    def hostnic_mac(self) -> str:
+        """The forwarding NIC's MAC: the spec's, in another locally administered prefix."""
+        return "52:54:01:" + self.mac.lower()[9:]
 
 
 @dataclass
@@ -120,7 +134,7 @@ class HarnessError(RuntimeError):
 # availability and acceleration
 
 
-def qemu_available(arch: str) -> str | None:
+def qemu_available(arch: str, flavour: str = "standin") -> str | None:
     """None if VMs of `arch` can be booted here, else the reason (for pytest.skip)."""
     if arch not in QEMU:
         return f"unknown arch {arch!r}"
@@ -137,7 +151,11 @@ def qemu_available(arch: str) -> str | None:
         return f"{QEMU[arch]} does not run: {e}"
     if "vde" not in netdevs.split():
         return f"{QEMU[arch]} was built without vde networking"
-    if cached_image(arch) is None:
+    try:
+        cached = cached_image(arch, flavour)
+    except ImageBuildError as e:  # the k8s flavour's binaries are not built
+        return str(e)
+    if cached is None:
         if os.geteuid() != 0:
             return f"no cached {arch} image and building one needs root"
         if shutil.which("mmdebstrap") is None:
@@ -303,7 +321,12 @@ def kernel_cmdline(spec: VmSpec, guest_timeout: int, hold: bool = False) -> str:
         "mitigations=off",  # throwaway test guests; retpolines etc. cost TCG time for nothing
         "bake.test=1", f"bake.test.reboots={spec.reboots}", f"bake.test.timeout={guest_timeout}",
         *(["bake.test.hold=1"] if hold else []),
-        *([f"bake.test.stop={','.join(spec.test_stop)}"] if spec.test_stop else []),
+        *(
+            [f"bake.test.stop={','.join(spec.test_stop) or 'before-waits'}"]
+            if spec.test_stop is not None
+            else []
+        ),
+        *([f"bake.test.hostnic={spec.hostnic_mac}"] if spec.host_forwards else []),
         *(
             [f"bake.test.bootstrap-fails={','.join(str(b) for b in spec.bootstrap_fails_on)}"]
             if spec.bootstrap_fails_on
@@ -329,6 +352,7 @@ def qemu_argv(
     disks = [("root", vmdir / "root.qcow2", "qcow2", False), ("seed", spec.seed_iso, "raw", True)]
     if spec.expectations is not None:
         disks.append(("checks", vmdir / "baketest.iso", "raw", True))
+    disks += [(f"extra{i}", path, "raw", True) for i, path in enumerate(spec.extra_disks)]
     for ident, path, fmt, ro in disks:
         opts = f"if=none,id={ident},file={path.resolve()},format={fmt}" + (
             ",readonly=on" if ro else ",cache=unsafe"
@@ -345,6 +369,12 @@ def qemu_argv(
         "-netdev", f"vde,id=n0,sock={switch}", "-device", f"virtio-net-pci,netdev=n0,mac={spec.mac}",
         "-device", "virtio-rng-pci",
     ]  # fmt: skip
+    if spec.host_forwards:
+        fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in spec.host_forwards)
+        argv += [
+            "-netdev", f"user,id=h0,restrict=on,{fwd}",
+            "-device", f"virtio-net-pci,netdev=h0,mac={spec.hostnic_mac}",
+        ]  # fmt: skip
     if spec.reboots == 0:
         argv.append("-no-reboot")
     return argv
@@ -386,7 +416,15 @@ def _validate(specs: Sequence[VmSpec]) -> None:
             raise HarnessError(f"{s.name!r}: VM names become directory names; use [A-Za-z0-9_.-]")
         if not s.seed_iso.is_file():
             raise HarnessError(f"{s.name}: seed ISO {s.seed_iso} does not exist")
-        for line in s.test_stop:
+        for disk in s.extra_disks:
+            if not disk.is_file():
+                raise HarnessError(f"{s.name}: disk {disk} does not exist")
+        if s.image not in FLAVOURS:
+            raise HarnessError(f"{s.name}: unknown image flavour {s.image!r} ({', '.join(FLAVOURS)})")
+        for host, guest in s.host_forwards:
+            if not (0 < host < 65536 and 0 < guest < 65536):
+                raise HarnessError(f"{s.name}: bad port forward {host}->{guest}")
+        for line in s.test_stop or ():
             if not re.match(r"^[A-Za-z0-9_.=-]+$", line):
                 raise HarnessError(
                     f"{s.name}: test stop line {line!r} cannot travel on the kernel command line"
@@ -405,7 +443,7 @@ def run_vms(
     _validate(specs)
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    images = {arch: ensure_image(arch) for arch in sorted({s.arch for s in specs})}
+    images = {key: ensure_image(*key) for key in sorted({(s.arch, s.image) for s in specs})}
     guest_timeout = max(60, timeout_s // (1 + max(s.reboots for s in specs)) - 20) if specs else 60
 
     def note(msg: str) -> None:
@@ -428,7 +466,7 @@ def run_vms(
                 vmdir = workdir / spec.name
                 shutil.rmtree(vmdir, ignore_errors=True)
                 vmdir.mkdir(parents=True)
-                image = images[spec.arch]
+                image = images[(spec.arch, spec.image)]
                 subprocess.run(
                     ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.rootfs), "-F", "raw",
                      str(vmdir / "root.qcow2")],

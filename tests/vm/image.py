@@ -1,9 +1,14 @@
-"""Guest image for the VM harness, built from Debian 12 packages only (no cloud image can be downloaded here).
+"""Guest images for the VM harness, built from Debian 12 packages (no cloud image can be downloaded here).
 
-The image stands in for a "pre-baked" kubeadm node image: the packages a node needs that Debian ships,
-cloud-init with a NoCloud-only datasource list, the guest test agent from `tests/vm/guest/`, and the marker
-`/etc/bake/test-stop-before-kubeadm` that tells the renderer's bootstrap to stop before kubeadm (kubeadm and
-kubelet are not packaged in Debian 12).
+Two flavours play the "pre-baked" kubeadm node image (`packages.mode: prebaked`), both with cloud-init
+(NoCloud only) and the guest test agent from `tests/vm/guest/`:
+
+- `standin`: what Debian ships (containerd 1.6, runc, etcd 3.4) plus TEST DOUBLES for the kubelet
+  package; the harness tells the bootstrap to stop before kubeadm (`VmSpec.test_stop`).
+- `k8s`: the upstream Kubernetes binaries built here (`tests/k8s`), installed the way their packages
+  install them (kubeadm, kubelet, kubectl in /usr/bin, the kubelet unit and kubeadm's drop-in, the CNI
+  plugins in /opt/cni/bin, crictl), containerd 2.x from its release layout and Debian's runc. Nothing
+  test-only decides what the bootstrap does: the real kubeadm forms the cluster.
 
 The result (kernel, initrd, ext4 `rootfs.raw` with no partition table) is cached OUTSIDE the checkout, under
 `${BAKE_VM_CACHE:-/var/cache/bake-vm}/<arch>-<recipe hash>/`, so every clone on the machine (CI's fresh one
@@ -18,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -35,9 +41,10 @@ MIRRORS = (
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
 BASE_FORMAT = "base-v1"  # bump to force a fresh mmdebstrap run
-ROOTFS_SIZE = "4G"  # sparse; per-VM writes go to a qcow2 overlay anyway
+# Sparse; per-VM writes go to a qcow2 overlay anyway. The k8s flavour's nodes unpack container images.
+ROOTFS_SIZE = {"standin": "4G", "k8s": "12G"}
 
-COMMON_PACKAGES = (
+BASE_PACKAGES = (
     "systemd-sysv",
     "udev",
     "dbus",
@@ -55,10 +62,6 @@ COMMON_PACKAGES = (
     "initramfs-tools",
     "e2fsprogs",
     "netbase",
-    "containerd",
-    "runc",
-    "etcd-server",
-    "etcd-client",
     "curl",
     "ca-certificates",
     "iptables",
@@ -69,6 +72,12 @@ COMMON_PACKAGES = (
     "python3",
     "python3-yaml",
 )
+# What Debian ships of a node's runtime: containerd 1.6 (the bootstrap writes its config schema 2), runc,
+# and etcd 3.4 for the external etcd members run by the kubelet stand-in.
+COMMON_PACKAGES = (*BASE_PACKAGES, "containerd", "runc", "etcd-server", "etcd-client")
+# The real-Kubernetes flavour brings containerd 2.x itself (Kubernetes >= 1.36 needs it); Debian's runc
+# is the OCI runtime its shim calls.
+K8S_PACKAGES = (*BASE_PACKAGES, "runc")
 KERNEL_PACKAGES = {
     "amd64": "linux-image-cloud-amd64",
     # The cloud flavour has virtio-pci/blk/net and isofs, and boots on `-machine virt -cpu cortex-a57`.
@@ -76,11 +85,17 @@ KERNEL_PACKAGES = {
 }
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
-# guest/ file -> (path in the image, mode). check.py is NOT here: it travels on the per-run baketest ISO.
-GUEST_FILES = {
+FLAVOURS = ("standin", "k8s")
+# guest/ file -> (path in the image, mode), per flavour. check.py is NOT here: it travels on the per-run
+# baketest ISO.
+AGENT_FILES = {
     "bake-test-report": ("/usr/local/sbin/bake-test-report", 0o755),
     "bake-test-report.service": ("/etc/systemd/system/bake-test-report.service", 0o644),
     "bake-test-hooks.service": ("/etc/systemd/system/bake-test-hooks.service", 0o644),
+    "bake-test-prepare.service": ("/etc/systemd/system/bake-test-prepare.service", 0o644),
+}
+GUEST_FILES = {
+    **AGENT_FILES,
     "kubelet-standin": ("/usr/local/sbin/kubelet-standin", 0o755),
     # TEST DOUBLES for the kubelet package (not in Debian 12): its unit, so `systemctl enable kubelet`,
     # drop-ins and `systemd-analyze verify` have something to work on, and /usr/bin/kubelet, which runs
@@ -88,6 +103,38 @@ GUEST_FILES = {
     "kubelet.service": ("/usr/lib/systemd/system/kubelet.service", 0o644),
     "kubelet": ("/usr/bin/kubelet", 0o755),
 }
+# The files of the upstream packages (kubernetes/release `cmd/krel/templates/latest`: kubelet.spec,
+# kubeadm.spec, kubernetes-cni.spec as built for Debian) and of containerd's release layout.
+K8S_GUEST_FILES = {
+    **AGENT_FILES,
+    "k8s/kubelet.service": ("/usr/lib/systemd/system/kubelet.service", 0o644),
+    "k8s/10-kubeadm.conf": ("/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf", 0o644),
+    "k8s/kubelet.env": ("/etc/default/kubelet", 0o644),
+    "k8s/containerd.service": ("/usr/local/lib/systemd/system/containerd.service", 0o644),
+}
+# Empty files the Debian packages ship so that dpkg keeps their directories (kubelet, kubernetes-cni).
+K8S_KEEP_FILES = (
+    "/var/lib/kubelet/.kubelet-keep",
+    "/etc/kubernetes/manifests/.kubelet-keep",
+    "/etc/cni/net.d/.kubernetes-cni-keep",
+)
+# Built binary -> where its package (or release tarball) puts it. CNI plugins go to /opt/cni/bin.
+K8S_BINARIES = {
+    "kubeadm": "/usr/bin/kubeadm",
+    "kubelet": "/usr/bin/kubelet",
+    "kubectl": "/usr/bin/kubectl",
+    "crictl": "/usr/bin/crictl",
+    "containerd": "/usr/local/bin/containerd",
+    "containerd-shim-runc-v2": "/usr/local/bin/containerd-shim-runc-v2",
+    "ctr": "/usr/local/bin/ctr",
+}
+CNI_BIN_DIR = "/opt/cni/bin"
+
+
+def guest_files(flavour: str) -> dict[str, tuple[str, int]]:
+    _check_flavour(flavour)
+    return GUEST_FILES if flavour == "standin" else K8S_GUEST_FILES
+
 
 # Fixes for the gotchas in qemu-notes.md (numbers refer to that list).
 IMAGE_FILES: dict[str, tuple[int, str]] = {
@@ -120,13 +167,16 @@ IMAGE_FILES: dict[str, tuple[int, str]] = {
     ),
     # 8: empty machine-id, so every VM (overlay) gets its own on first boot.
     "/etc/machine-id": (0o444, ""),
-    # The pre-baked image's declared test-only stop (see tests/vm/README.md, "Contract").
-    "/etc/bake/test-stop-before-kubeadm": (
-        0o644,
-        "This image cannot run kubeadm (not packaged in Debian 12): bake-bootstrap stops before it.\n",
-    ),
 }
-ENABLE_UNITS = ("systemd-networkd.service", "bake-test-hooks.service", "bake-test-report.service")
+# No image carries the bootstrap's test stop: the harness asks for it per VM (`VmSpec.test_stop`).
+ENABLE_UNITS = (
+    "systemd-networkd.service",
+    "bake-test-hooks.service",
+    "bake-test-prepare.service",
+    "bake-test-report.service",
+)
+# A Debian kubelet package enables its unit on install (it restarts until kubeadm writes its config).
+K8S_ENABLE_UNITS = ("containerd.service", "kubelet.service")
 # Debian's etcd.service would hold ports 2379/2380 that a static-pod etcd (kubelet-standin) needs;
 # the apt timers only cost boot time.
 DISABLE_UNITS = ("etcd.service", "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer")
@@ -175,50 +225,125 @@ def runs_root() -> Path:
     return repo_root() / ".cache" / "vm" / "runs"
 
 
-def packages(arch: str) -> list[str]:
+def packages(arch: str, flavour: str = "standin") -> list[str]:
     _check_arch(arch)
-    return sorted((*COMMON_PACKAGES, KERNEL_PACKAGES[arch]))
+    _check_flavour(flavour)
+    chosen = COMMON_PACKAGES if flavour == "standin" else K8S_PACKAGES
+    return sorted((*chosen, KERNEL_PACKAGES[arch]))
 
 
-def recipe_hash(arch: str) -> str:
-    """First 12 hex of the sha256 over everything that decides the image's content."""
+@dataclass(frozen=True)
+class Payload:
+    """A built file copied into the image (hashed into the recipe key)."""
+
+    source: Path
+    path: str
+    mode: int = 0o755
+
+
+def k8s_payload(arch: str) -> list[Payload]:
+    """The built Kubernetes binaries for `arch`, where their packages install them; an error naming what is
+    missing (`make k8s` builds them)."""
+    from tests.k8s import locate
+
+    bin_dir = locate(arch)
+    if bin_dir is None:
+        raise ImageBuildError(f"the Kubernetes binaries for {arch} are not built (run `make k8s`)")
+    out = []
+    missing = []
+    for name, path in K8S_BINARIES.items():
+        src = bin_dir / name
+        if src.is_file():
+            out.append(Payload(src, path))
+        else:
+            missing.append(name)
+    cni = _cni_dir(bin_dir)
+    plugins = sorted(p for p in cni.iterdir() if p.is_file()) if cni is not None else []
+    if not plugins:
+        missing.append("CNI plugins")
+    out += [Payload(p, f"{CNI_BIN_DIR}/{p.name}") for p in plugins]
+    if missing:
+        raise ImageBuildError(f"{bin_dir}: missing {', '.join(missing)} (run `make k8s`)")
+    return out
+
+
+def _cni_dir(bin_dir: Path) -> Path | None:
+    for cand in (bin_dir / "cni", bin_dir.parent / "cni", bin_dir.parent / "cni" / "bin"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def payload(arch: str, flavour: str) -> list[Payload]:
+    _check_flavour(flavour)
+    return k8s_payload(arch) if flavour == "k8s" else []
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a (large) built file, remembered per path, size and mtime within this process."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def recipe_hash(arch: str, flavour: str = "standin") -> str:
+    """First 12 hex of the sha256 over everything that decides the image's content (the built binaries'
+    hashes included)."""
     _check_arch(arch)
     h = hashlib.sha256()
     h.update(f"arch={arch}\n".encode())
-    h.update(("packages=" + ",".join(packages(arch)) + "\n").encode())
-    for name in sorted(GUEST_FILES):
+    if flavour != "standin":
+        h.update(f"flavour={flavour}\n".encode())
+    h.update(("packages=" + ",".join(packages(arch, flavour)) + "\n").encode())
+    files = guest_files(flavour)
+    for name in sorted(files):
         data = (GUEST_DIR / name).read_bytes()
         h.update(f"guest:{name}:{len(data)}\n".encode())
         h.update(data)
+    for item in sorted(payload(arch, flavour), key=lambda p: p.path):
+        h.update(f"payload:{item.path}:{item.mode:o}:{_file_sha256(item.source)}\n".encode())
     own = Path(__file__).read_bytes()
     h.update(f"builder:{len(own)}\n".encode())
     h.update(own)
     return h.hexdigest()[:12]
 
 
-def image_dir(arch: str) -> Path:
-    return cache_root() / f"{arch}-{recipe_hash(arch)}"
+def _image_prefix(arch: str, flavour: str) -> str:
+    return f"{arch}-" if flavour == "standin" else f"{arch}-{flavour}-"
 
 
-def cached_image(arch: str) -> GuestImage | None:
+def image_dir(arch: str, flavour: str = "standin") -> Path:
+    return cache_root() / f"{_image_prefix(arch, flavour)}{recipe_hash(arch, flavour)}"
+
+
+def cached_image(arch: str, flavour: str = "standin") -> GuestImage | None:
     """The image for the current recipe if it is already built, else None (never builds)."""
-    d = image_dir(arch)
+    d = image_dir(arch, flavour)
     img = _image_at(arch, d)
     return img if img.rootfs.exists() and (d / "image.json").exists() else None
 
 
-def ensure_image(arch: str, *, log: bool = True) -> GuestImage:
+def ensure_image(arch: str, flavour: str = "standin", *, log: bool = True) -> GuestImage:
     """The cached image for the current recipe, building it first if needed (needs root)."""
-    img = cached_image(arch)
+    img = cached_image(arch, flavour)
     if img is not None:
         return img
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with _lock(root / f".{arch}.lock"):
-        img = cached_image(arch)  # another process may have built it while we waited
+        img = cached_image(arch, flavour)  # another process may have built it while we waited
         if img is not None:
             return img
-        return _build(arch, log=log)
+        return _build(arch, flavour, log=log)
 
 
 def _image_at(arch: str, d: Path) -> GuestImage:
@@ -228,6 +353,11 @@ def _image_at(arch: str, d: Path) -> GuestImage:
 def _check_arch(arch: str) -> None:
     if arch not in ARCHES:
         raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHES)}")
+
+
+def _check_flavour(flavour: str) -> None:
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown image flavour {flavour!r}; expected one of {', '.join(FLAVOURS)}")
 
 
 @contextmanager
@@ -281,15 +411,19 @@ def _enable_foreign(arch: str, log: bool) -> None:
         )
 
 
-def _base_key(arch: str) -> str:
+def _base_key(arch: str, flavour: str = "standin") -> str:
     """The mmdebstrap tree depends only on these; it is kept so agent changes rebuild in seconds."""
-    text = "\n".join((BASE_FORMAT, arch, SUITE, *MIRRORS, *DPKG_OPTS, *packages(arch)))
+    text = "\n".join((BASE_FORMAT, arch, SUITE, *MIRRORS, *DPKG_OPTS, *packages(arch, flavour)))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _base_tree(arch: str, *, log: bool) -> Path:
+_KEY = re.compile(r"[0-9a-f]{12}")
+
+
+def _base_tree(arch: str, flavour: str, *, log: bool) -> Path:
     """The plain mmdebstrap tree for `arch`, built once per package list (root-owned, so root only)."""
-    base = cache_root() / f"base-{arch}-{_base_key(arch)}"
+    prefix = f"base-{_image_prefix(arch, flavour)}"
+    base = cache_root() / f"{prefix}{_base_key(arch, flavour)}"
     if (base / "tree" / "etc" / "os-release").exists() and (base / "ok").exists():
         return base / "tree"
     tmp = cache_root() / f".tmp-{base.name}-{os.getpid()}"
@@ -299,7 +433,8 @@ def _base_tree(arch: str, *, log: bool) -> Path:
     try:
         _say(
             log,
-            f"mmdebstrap {SUITE} {arch} minbase + {len(packages(arch))} packages (amd64 ~1, arm64 ~10 min)",
+            f"mmdebstrap {SUITE} {arch} minbase + {len(packages(arch, flavour))} packages "
+            "(amd64 ~1, arm64 ~10 min)",
         )
         argv = [
             "mmdebstrap",
@@ -307,7 +442,7 @@ def _base_tree(arch: str, *, log: bool) -> Path:
             "--format=directory",
             "--variant=minbase",
             f"--architectures={arch}",
-            "--include=" + ",".join(packages(arch)),
+            "--include=" + ",".join(packages(arch, flavour)),
             *(f"--dpkgopt={o}" for o in DPKG_OPTS),
             SUITE,
             str(tmp / "tree"),
@@ -321,13 +456,11 @@ def _base_tree(arch: str, *, log: bool) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _say(log, f"mmdebstrap done after {time.monotonic() - started:.0f} s")
-    for old in cache_root().glob(f"base-{arch}-*"):
-        if old != base:
-            shutil.rmtree(old, ignore_errors=True)
+    _prune(prefix, keep=base)
     return base / "tree"
 
 
-def _build(arch: str, *, log: bool) -> GuestImage:
+def _build(arch: str, flavour: str, *, log: bool) -> GuestImage:
     if os.geteuid() != 0:
         raise ImageBuildError(
             "building the VM image needs root (mmdebstrap root mode, mkfs.ext4 -d ownership)"
@@ -335,33 +468,36 @@ def _build(arch: str, *, log: bool) -> GuestImage:
     for tool in ("mmdebstrap", "mkfs.ext4", "systemctl", "dpkg-query", "cp"):
         if shutil.which(tool) is None:
             raise ImageBuildError(f"{tool} is not installed (apt-get install mmdebstrap e2fsprogs)")
+    items = payload(arch, flavour)  # fails early, naming what is not built
     _enable_foreign(arch, log)
     started = time.monotonic()
-    base = _base_tree(arch, log=log)
-    final = image_dir(arch)
+    base = _base_tree(arch, flavour, log=log)
+    final = image_dir(arch, flavour)
     tmp = cache_root() / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     tree = tmp / "tree"
     try:
         _run(["cp", "-a", str(base), str(tree)], "copy base tree")
-        kernel_version = _customise(tree)
+        kernel_version = _customise(tree, flavour, items)
         shutil.copyfile(tree / "boot" / f"vmlinuz-{kernel_version}", tmp / "vmlinuz")
         shutil.copyfile(tree / "boot" / f"initrd.img-{kernel_version}", tmp / "initrd.img")
         versions = _run(
             ["dpkg-query", f"--admindir={tree}/var/lib/dpkg", "-W", "-f", "${Package}=${Version}\n"],
             "dpkg-query",
         )
+        rootfs = str(tmp / "rootfs.raw")
         _run(
-            ["mkfs.ext4", "-q", "-L", "rootfs", "-d", str(tree), str(tmp / "rootfs.raw"), ROOTFS_SIZE],
-            "mkfs.ext4 -d",
+            ["mkfs.ext4", "-q", "-L", "rootfs", "-d", str(tree), rootfs, ROOTFS_SIZE[flavour]], "mkfs.ext4 -d"
         )
         meta = {
             "arch": arch,
+            "flavour": flavour,
             "recipe": final.name,
             "suite": SUITE,
             "kernel_version": kernel_version,
-            "requested_packages": packages(arch),
+            "requested_packages": packages(arch, flavour),
+            "payload": {p.path: _file_sha256(p.source) for p in items},
             "installed_packages": versions.split(),
             "build_seconds": round(time.monotonic() - started, 1),
         }
@@ -372,17 +508,22 @@ def _build(arch: str, *, log: bool) -> GuestImage:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _prune_old(arch, keep=final)
+    _prune(_image_prefix(arch, flavour), keep=final)
     _say(log, f"built {final} in {time.monotonic() - started:.0f} s")
     return _image_at(arch, final)
 
 
-def _customise(tree: Path) -> str:
-    """Apply the gotcha fixes and the guest agent; returns the kernel version found in /boot."""
+def _customise(tree: Path, flavour: str, items: Sequence[Payload]) -> str:
+    """Apply the gotcha fixes, the guest agent and the flavour's files; returns the kernel version."""
     for path, (mode, content) in IMAGE_FILES.items():
         _write(tree, path, content.encode(), mode)
-    for name, (path, mode) in GUEST_FILES.items():
+    for name, (path, mode) in guest_files(flavour).items():
         _write(tree, path, (GUEST_DIR / name).read_bytes(), mode)
+    for item in items:
+        _write(tree, item.path, item.source.read_bytes(), item.mode)
+    if flavour == "k8s":
+        for path in K8S_KEEP_FILES:
+            _write(tree, path, b"", 0o644)
     # Host keys generated at build time would be shared by every VM; cloud-init makes fresh ones.
     for key in (tree / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
@@ -392,7 +533,8 @@ def _customise(tree: Path) -> str:
         dbus_id.unlink()
     for state in ("var/lib/bake", "var/log/bake", "var/lib/bake-test"):
         (tree / state).mkdir(parents=True, exist_ok=True)
-    _run(["systemctl", f"--root={tree}", "enable", *ENABLE_UNITS], "systemctl enable")
+    enable = (*ENABLE_UNITS, *(K8S_ENABLE_UNITS if flavour == "k8s" else ()))
+    _run(["systemctl", f"--root={tree}", "enable", *enable], "systemctl enable")
     present = [u for u in DISABLE_UNITS if _unit_exists(tree, u)]
     if present:
         _run(["systemctl", f"--root={tree}", "disable", *present], "systemctl disable")
@@ -410,7 +552,12 @@ def _customise(tree: Path) -> str:
 def _unit_exists(tree: Path, unit: str) -> bool:
     return any(
         (tree / d / unit).exists()
-        for d in ("lib/systemd/system", "usr/lib/systemd/system", "etc/systemd/system")
+        for d in (
+            "lib/systemd/system",
+            "usr/lib/systemd/system",
+            "usr/local/lib/systemd/system",
+            "etc/systemd/system",
+        )
     )
 
 
@@ -424,8 +571,8 @@ def _write(tree: Path, path: str, data: bytes, mode: int) -> None:
     os.chown(target, 0, 0)
 
 
-def _prune_old(arch: str, *, keep: Path) -> None:
-    """Old recipes' images are dead weight (a few hundred MiB each)."""
-    for d in cache_root().glob(f"{arch}-*"):
-        if d != keep and d.is_dir():
+def _prune(prefix: str, *, keep: Path) -> None:
+    """Old recipes' images and trees are dead weight (hundreds of MiB each); only the same flavour's go."""
+    for d in cache_root().glob(f"{prefix}*"):
+        if d != keep and d.is_dir() and _KEY.fullmatch(d.name.removeprefix(prefix)):
             shutil.rmtree(d, ignore_errors=True)

@@ -194,7 +194,7 @@ def node_checks(
     c: list[dict[str, Any]] = [
         expect.hostname(node.name, name="hostname"),
         expect.address(node.mac, node.address, name=f"address {node.address} on {node.mac}"),
-        expect.file(TEST_STOP_FILE, name="image has the declared test stop"),
+        expect.file(TEST_STOP_FILE, name="the harness installed the declared test stop"),
     ]
     # Every baked file, as the manifest says: mode, owner, content.
     for f in node.files:

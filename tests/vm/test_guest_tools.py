@@ -366,7 +366,18 @@ def test_qemu_argv_per_arch(tmp_path: Path) -> None:
     )  # fmt: skip
     line = kernel_cmdline(waiting, 300)
     assert "bake.test.stop=after-waits,wait-seconds=30" in line and "bake.test.bootstrap-fails=1" in line
-    assert "bake.test.stop" not in kernel_cmdline(spec, 300)
+    # No image ships the test stop: the default spec asks for it, a real-kubeadm spec does not.
+    assert "bake.test.stop=before-waits" in kernel_cmdline(spec, 300).split()
+    real = VmSpec(
+        "n4", "amd64", seed, "52:54:00:00:00:04", test_stop=None, image="k8s",
+        host_forwards=((16443, 6443),), extra_disks=(tmp_path / "images.iso",), cpus=2,
+    )  # fmt: skip
+    assert "bake.test.stop" not in kernel_cmdline(real, 300)
+    assert "bake.test.hostnic=52:54:01:00:00:04" in kernel_cmdline(real, 300).split()
+    argv = qemu_argv(real, img, tmp_path / "n4", tmp_path / "sw", ["-accel", "tcg"], 300)
+    assert "user,id=h0,restrict=on,hostfwd=tcp:127.0.0.1:16443-:6443" in argv
+    assert "virtio-net-pci,netdev=h0,mac=52:54:01:00:00:04" in argv
+    assert f"if=none,id=extra0,file={tmp_path / 'images.iso'},format=raw,readonly=on" in argv
 
 
 def test_run_vms_rejects_bad_specs_before_booting(tmp_path: Path) -> None:
@@ -379,6 +390,9 @@ def test_run_vms_rejects_bad_specs_before_booting(tmp_path: Path) -> None:
         [VmSpec("c", "sparc", seed, "52:54:00:00:00:03")],
         [VmSpec("d", "amd64", tmp_path / "missing.iso", "52:54:00:00:00:04")],
         [VmSpec("e", "amd64", seed, "52:54:00:00:00:05", test_stop=("wait seconds=1",))],
+        [VmSpec("f", "amd64", seed, "52:54:00:00:00:06", image="gentoo")],
+        [VmSpec("g", "amd64", seed, "52:54:00:00:00:07", host_forwards=((0, 6443),))],
+        [VmSpec("h", "amd64", seed, "52:54:00:00:00:08", extra_disks=(tmp_path / "nope.iso",))],
     ):
         with pytest.raises(HarnessError):
             run_vms(bad, workdir=tmp_path / "w", timeout_s=10)
@@ -472,3 +486,28 @@ def test_recipe_hash_tracks_packages_and_guest_files(monkeypatch: pytest.MonkeyP
     assert image.recipe_hash("amd64") != h
     with pytest.raises(ValueError):
         image.recipe_hash("sparc")
+
+
+def test_k8s_recipe_hash_tracks_the_built_binaries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The k8s image's key has every built binary's sha256 in it; a missing one is named, not guessed."""
+    bin_dir = tmp_path / "bin"
+    (bin_dir / "cni").mkdir(parents=True)
+    for name in image.K8S_BINARIES:
+        (bin_dir / name).write_bytes(f"#!/bin/sh\necho {name}\n".encode())
+    (bin_dir / "cni" / "bridge").write_bytes(b"bridge")
+    monkeypatch.setenv("BAKE_K8S_BIN", str(bin_dir))
+    h = image.recipe_hash("amd64", "k8s")
+    assert h != image.recipe_hash("amd64") and image.image_dir("amd64", "k8s").name == f"amd64-k8s-{h}"
+    placed = {p.path: p.source.name for p in image.payload("amd64", "k8s")}
+    assert placed["/usr/bin/kubeadm"] == "kubeadm" and placed["/opt/cni/bin/bridge"] == "bridge"
+    assert placed["/usr/local/bin/containerd"] == "containerd"
+    (bin_dir / "kubelet").write_bytes(b"another kubelet")
+    assert image.recipe_hash("amd64", "k8s") != h
+    (bin_dir / "crictl").unlink()
+    with pytest.raises(image.ImageBuildError, match="missing crictl"):
+        image.recipe_hash("amd64", "k8s")
+    monkeypatch.setenv("BAKE_K8S_BIN", str(tmp_path / "nowhere"))
+    with pytest.raises(image.ImageBuildError, match="make k8s"):
+        image.payload("amd64", "k8s")
+    with pytest.raises(ValueError):
+        image.recipe_hash("amd64", "gentoo")

@@ -37,7 +37,7 @@ def _core_checks(hostname: str, mac: str, ip: str) -> list[dict[str, Any]]:
             "/var/lib/bake/bootstrap.stopped", contains="kubeadm", name="bootstrap stopped before kubeadm"
         ),
         expect.absent("/var/lib/bake/bootstrap.done", name="bootstrap not done"),
-        expect.file("/etc/bake/test-stop-before-kubeadm", name="image marker"),
+        expect.file("/etc/bake/test-stop-before-kubeadm", name="test stop installed by the harness"),
         expect.swap_off(name="swap off"),
         expect.sysctl("kernel.hostname", hostname, name="sysctl hostname"),
         expect.unit_verify("bake-bootstrap.service", name="bootstrap unit verifies"),
