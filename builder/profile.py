@@ -773,7 +773,7 @@ def semantic_problems(p: Profile, *, check_archives: bool = True) -> Iterator[Pr
 
     yield from validation.problems(p)
 
-    from . import airgap  # noqa: I001
+    from . import airgap
 
     yield from airgap.profile_problems(p, check_archives=check_archives)
 
