@@ -16,7 +16,7 @@ from functools import cache
 
 import jinja2
 
-from . import resources, yamlio
+from . import resources, versions, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, public
 from .host import SYSCTL_PATH, HostPrep
@@ -285,6 +285,9 @@ def env_values(
         "BAKE_RUNTIME_SERVICE": prep.runtime_service,
         "BAKE_CRI_SOCKET": prep.cri_socket,
         "BAKE_CONTAINERD_CONFIG_VERSION": str(prep.containerd_config_version or ""),
+        "BAKE_CONTAINERD_MIN_MAJOR": "2"
+        if node.kubelet_info.minor >= versions.CONTAINERD_2_FROM_MINOR
+        else "1",
         "BAKE_SELINUX_PERMISSIVE": _yes(prep.selinux_permissive),
         "BAKE_FIREWALL_TCP": _words(fw.tcp),
         "BAKE_FIREWALL_UDP": _words(fw.udp),
@@ -338,6 +341,7 @@ ENV_NAMES = (
     "BAKE_RUNTIME_SERVICE",
     "BAKE_CRI_SOCKET",
     "BAKE_CONTAINERD_CONFIG_VERSION",
+    "BAKE_CONTAINERD_MIN_MAJOR",
     "BAKE_SELINUX_PERMISSIVE",
     "BAKE_FIREWALL_TCP",
     "BAKE_FIREWALL_UDP",

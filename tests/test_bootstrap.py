@@ -284,7 +284,9 @@ name=$(basename "$0")
 printf '%s\n' "$name $*" >>/var/tmp/stub-calls.log
 case "$name" in
 containerd)
-    [[ ${1:-} == --version ]] && echo "containerd github.com/containerd/containerd/v2 v2.1.4 deadbeef"
+    version=v2.1.4
+    [[ -e /run/stub-containerd-version ]] && version=$(cat /run/stub-containerd-version)
+    [[ ${1:-} == --version ]] && echo "containerd github.com/containerd/containerd/v2 $version deadbeef"
     ;;
 kubeadm)
     if [[ ${1:-} == version ]]; then echo "v${STUB_KUBEADM_VERSION:-1.37.1}"; exit 0; fi
@@ -603,16 +605,56 @@ def test_skewed_worker_installs_the_clusters_kubeadm_and_its_own_kubelet(
     if os_name.startswith("ubuntu"):
         install = next(c for c in calls if c.startswith("apt-get") and " install " in c and "kubelet=" in c)
         assert {"kubelet=1.35.0-*", "kubeadm=1.37.1-*", "kubectl=1.37.1-*"} <= set(install.split())
-        keys = [c for c in calls if c.startswith("curl") and "Release.key" in c]
+        keys = [c for c in calls if c.startswith("curl") and "pkgs.k8s.io" in c]
         assert [k.split()[-1] for k in keys] == [
             "https://pkgs.k8s.io/core:/stable:/v1.37/deb/Release.key",
             "https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key",
         ]
         written = sorted(p.name for p in (sb.root / "upper/etc/apt/sources.list.d").iterdir())
-        assert written == ["kubernetes-kubelet.list", "kubernetes.list"]
+        assert written == ["containerd.list", "kubernetes-kubelet.list", "kubernetes.list"]
     else:
         install = next(c for c in calls if c.startswith("dnf") and "kubelet-" in c)
         words = install.split()
         assert "--setopt=disable_excludes=kubernetes,kubernetes-kubelet" in words
         assert {"kubelet-1.35.0", "kubeadm-1.37.1", "kubectl-1.37.1"} <= set(words)
     assert "kubeadm must be the cluster's version" not in sb.text("bootstrap.log")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["repos", "prebaked"])
+def test_containerd_1_under_a_kubelet_that_needs_2(can_sandbox: None, tmp_path: Path, mode: str) -> None:
+    plan = _plan("single-master", f"cluster.packages.mode={mode}")
+    sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
+    sb.run(f"echo v1.7.24 >/run/stub-containerd-version\ntouch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    log = sb.text("bootstrap.log")
+    if mode == "repos":  # bake installed it: the repository is wrong, stop before the kubelet runs on it
+        assert sb.rcs == [1], sb.text("stdout.log")
+        assert "containerd 1.x was installed, and kubelet 1.37.1 needs containerd 2.x" in log
+        assert "runtime" not in sb.steps()
+    else:  # a prebaked image is its builder's business: say it, go on
+        assert sb.rcs == [0], sb.text("stdout.log")
+        assert "WARNING: this prebaked image has containerd 1.x; kubelet 1.37.1 needs containerd 2.x" in log
+
+
+@pytest.mark.integration
+def test_default_containerd_comes_from_the_repository_key_first(can_sandbox: None, tmp_path: Path) -> None:
+    plan = _plan("single-master")
+    sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
+    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    calls = sb.calls
+    key = next(i for i, c in enumerate(calls) if c.startswith("curl") and c.endswith("/linux/ubuntu/gpg"))
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "containerd.io" in c.split())
+    assert key < install
+    source = (sb.root / "upper/etc/apt/sources.list.d/containerd.list").read_text()
+    assert source.endswith(" https://download.docker.com/linux/ubuntu noble stable\n")
+
+
+@pytest.mark.integration
+def test_el9_keeps_curl_minimal(can_sandbox: None, tmp_path: Path) -> None:
+    plan = _plan("single-master", "defaults.os=rocky-9")
+    sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
+    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    installs = [c.split() for c in sb.calls if c.startswith("dnf -y install")]
+    assert installs and all("curl" not in words for words in installs)  # a curl command is there
