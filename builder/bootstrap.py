@@ -41,9 +41,25 @@ ADMIN_CONF_PATH = "/etc/kubernetes/admin.conf"
 SUPER_ADMIN_CONF_PATH = "/etc/kubernetes/super-admin.conf"
 MANIFESTS_DIR = "/etc/kubernetes/manifests"
 
-# Bounded waits of joining nodes; past them the unit fails and runs again at the next boot.
+# Bounded waits of joining nodes; past them the run fails and systemd runs it again (see RETRY_*).
 WAIT_ENDPOINT_SECONDS = 1800
 WAIT_PEERS_SECONDS = 3600
+# kubectl through the endpoint (the VIP can move while control planes join): retried this long.
+KUBECTL_RETRY_SECONDS = 600
+
+# A failed run is restarted by systemd (Restart=on-failure, RestartSec), after a delay growing from
+# RETRY_BASE_SECONDS (doubling, at most RETRY_MAX_SECONDS), at most RETRY_MAX_ATTEMPTS times per boot;
+# the last failure exits GIVE_UP_STATUS, which RestartPreventExitStatus= makes final until a reboot.
+RETRY_MAX_ATTEMPTS = 8
+RETRY_BASE_SECONDS = 30
+RETRY_MAX_SECONDS = 600
+RESTART_SEC = 15
+GIVE_UP_STATUS = 75  # EX_TEMPFAIL
+ATTEMPTS_PATH = "/run/bake/bootstrap.attempts"
+"""Per boot: /run is a tmpfs, so a reboot starts counting again."""
+# kubeadm reset deletes these trees' contents (cmd/kubeadm/app/cmd/phases/reset/cleanupnode.go): the
+# node's baked files under them are kept before the first kubeadm run and restored after a reset.
+KUBEADM_RESET_TREES = ("/etc/kubernetes/", "/var/lib/kubelet/")
 
 # --------------------------------------------------------------------------------------------------
 # Pod network add-ons: versions and where they are downloaded from at first boot (the init node only).
@@ -181,40 +197,6 @@ def cni_config_file(plan: ClusterPlan) -> NodeFile | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# kubeadm retries: preflight checks that only the leftovers of an earlier, unfinished try trip
-
-_RETRY_INIT = (
-    "DirAvailable--var-lib-etcd",
-    "FileAvailable--etc-kubernetes-manifests-etcd.yaml",
-    "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
-    "FileAvailable--etc-kubernetes-manifests-kube-controller-manager.yaml",
-    "FileAvailable--etc-kubernetes-manifests-kube-scheduler.yaml",
-    "Port-10250",
-    "Port-10257",
-    "Port-10259",
-    "Port-2379",
-    "Port-2380",
-    "Port-6443",
-)
-_RETRY_JOIN = (
-    "FileAvailable--etc-kubernetes-bootstrap-kubelet.conf",
-    "FileAvailable--etc-kubernetes-kubelet.conf",
-    "FileAvailable--etc-kubernetes-pki-ca.crt",
-    "Port-10250",
-)
-
-
-def retry_ignored_checks(role: BootstrapRole) -> tuple[str, ...]:
-    if role is BootstrapRole.INIT:
-        return _RETRY_INIT
-    if role is BootstrapRole.WORKER:
-        return _RETRY_JOIN
-    if role is BootstrapRole.JOIN_CONTROL_PLANE:
-        return tuple(sorted({*_RETRY_INIT, *_RETRY_JOIN, "DirAvailable--etc-kubernetes-manifests"}))
-    return ()
-
-
-# --------------------------------------------------------------------------------------------------
 # The env file
 
 
@@ -293,7 +275,13 @@ def env_values(
         "BAKE_FIREWALL_UDP": _words(fw.udp),
         "BAKE_FIREWALL_PROTOCOLS": _words(fw.protocols),
         "BAKE_KUBEADM_CONFIG": kubeadm_config,
-        "BAKE_KUBEADM_RETRY_IGNORE": ",".join(retry_ignored_checks(role)),
+        "BAKE_KEEP_FILES": _words(
+            sorted(p for p in paths if p.startswith(KUBEADM_RESET_TREES)) if kubeadm_config else []
+        ),
+        "BAKE_RETRY_MAX_ATTEMPTS": str(RETRY_MAX_ATTEMPTS),
+        "BAKE_RETRY_BASE_SECONDS": str(RETRY_BASE_SECONDS),
+        "BAKE_RETRY_MAX_SECONDS": str(RETRY_MAX_SECONDS),
+        "BAKE_KUBECTL_RETRY_SECONDS": str(KUBECTL_RETRY_SECONDS),
         "BAKE_API_ENDPOINT": plan.api_endpoint().hostport if joining else "",
         "BAKE_WAIT_ENDPOINT_SECONDS": str(WAIT_ENDPOINT_SECONDS),
         "BAKE_JOIN_AFTER": _words(earlier),
@@ -347,7 +335,11 @@ ENV_NAMES = (
     "BAKE_FIREWALL_UDP",
     "BAKE_FIREWALL_PROTOCOLS",
     "BAKE_KUBEADM_CONFIG",
-    "BAKE_KUBEADM_RETRY_IGNORE",
+    "BAKE_KEEP_FILES",
+    "BAKE_RETRY_MAX_ATTEMPTS",
+    "BAKE_RETRY_BASE_SECONDS",
+    "BAKE_RETRY_MAX_SECONDS",
+    "BAKE_KUBECTL_RETRY_SECONDS",
     "BAKE_API_ENDPOINT",
     "BAKE_WAIT_ENDPOINT_SECONDS",
     "BAKE_JOIN_AFTER",
@@ -412,6 +404,8 @@ def script_text() -> str:
             saved_config_dir=SAVED_CONFIG_DIR,
             capi_sentinel=CAPI_SENTINEL_PATH,
             sysctl_file=SYSCTL_PATH,
+            attempts_file=ATTEMPTS_PATH,
+            give_up_status=GIVE_UP_STATUS,
         )
     )
 
@@ -421,6 +415,8 @@ def unit_text() -> str:
     # is ordered after multi-user.target on Debian/Ubuntu, and this unit is wanted by multi-user.target,
     # which would be an ordering cycle. runcmd starts it with --no-block on the first boot; later boots
     # start it through multi-user.target until the done file exists.
+    # Restart=on-failure on a oneshot needs systemd >= 244 (every supported OS has it). The script
+    # bounds the attempts itself; the start limit only guards against a script that exits at once.
     return (
         "[Unit]\n"
         "Description=bake: bootstrap this Kubernetes node (kubeadm) until it is done\n"
@@ -428,11 +424,16 @@ def unit_text() -> str:
         "Wants=network-online.target\n"
         "After=network-online.target cloud-init.service\n"
         f"ConditionPathExists=!{DONE_PATH}\n"
+        "StartLimitIntervalSec=1h\n"
+        f"StartLimitBurst={2 * RETRY_MAX_ATTEMPTS}\n"
         "\n"
         "[Service]\n"
         "Type=oneshot\n"
         "RemainAfterExit=yes\n"
         f"ExecStart={SCRIPT_PATH}\n"
+        "Restart=on-failure\n"
+        f"RestartSec={RESTART_SEC}s\n"
+        f"RestartPreventExitStatus={GIVE_UP_STATUS}\n"
         "TimeoutStartSec=infinity\n"
         "StandardOutput=journal\n"
         "StandardError=journal\n"

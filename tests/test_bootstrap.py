@@ -127,7 +127,13 @@ def test_unit() -> None:
     assert f"ExecStart={bootstrap.SCRIPT_PATH}\n" in unit
     assert "WantedBy=multi-user.target\n" in unit
     # cloud-final is After=multi-user.target on Debian/Ubuntu: ordering after it would be a cycle.
-    assert "After=network-online.target cloud-init.service\n" in unit and "cloud-final" not in unit
+    assert "cloud-final" not in unit
+    # A failed run is restarted, with a delay, until the script gives up with GIVE_UP_STATUS.
+    service = unit[unit.index("[Service]") :]
+    assert "Restart=on-failure\n" in service and f"RestartSec={bootstrap.RESTART_SEC}s\n" in service
+    assert f"RestartPreventExitStatus={bootstrap.GIVE_UP_STATUS}\n" in service
+    head = unit[: unit.index("[Service]")]
+    assert "StartLimitIntervalSec=" in head and "StartLimitBurst=" in head
 
 
 # --------------------------------------------------------------------------------------------------
@@ -153,17 +159,19 @@ def test_env_values_per_role() -> None:
     assert env["cp-2"]["BAKE_KUBE_VIP_MANIFEST"] == ""
     assert env["cp-1"]["BAKE_CNI"] == "calico" and env["worker-1"]["BAKE_CNI"] == "none"
     assert env["cp-1"]["BAKE_CNI_CONFIG"] == "/etc/bake/cni/calico-installation.yaml"
-    retry = env["cp-1"]["BAKE_KUBEADM_RETRY_IGNORE"].split(",")
-    assert "Port-6443" in retry and "all" not in retry  # kubeadm refuses "all" next to the config's list
+    # Baked files that kubeadm reset would delete, kept for a clean retry: kubeadm roles only.
+    keep = env["cp-2"]["BAKE_KEEP_FILES"].split()
+    assert {
+        "/etc/kubernetes/pki/ca.key",
+        "/etc/kubernetes/admin.conf",
+        "/etc/kubernetes/manifests/kube-vip.yaml",
+    } <= set(keep)
+    assert all(p.startswith(("/etc/kubernetes/", "/var/lib/kubelet/")) for p in keep)
 
     ext = _plan("ha-external-etcd")
     assert _env(ext, ext.node("cp-3"))["BAKE_JOIN_AFTER_PODS"] == "kube-apiserver"
     etcd = _env(ext, ext.node("etcd-1"))
-    assert (
-        etcd["BAKE_ROLE"] == "etcd"
-        and etcd["BAKE_KUBEADM_CONFIG"] == ""
-        and etcd["BAKE_KUBEADM_RETRY_IGNORE"] == ""
-    )
+    assert etcd["BAKE_ROLE"] == "etcd" and etcd["BAKE_KUBEADM_CONFIG"] == "" and etcd["BAKE_KEEP_FILES"] == ""
     ha = _env(ext, ext.node("worker-2"))
     assert ha["BAKE_API_ENDPOINT"] == "10.77.0.10:8443"  # the haproxy frontend
 
@@ -289,16 +297,46 @@ containerd)
     [[ ${1:-} == --version ]] && echo "containerd github.com/containerd/containerd/v2 $version deadbeef"
     ;;
 kubeadm)
-    if [[ ${1:-} == version ]]; then echo "v${STUB_KUBEADM_VERSION:-1.37.1}"; exit 0; fi
-    if [[ -e /run/stub-kubeadm-fail-once ]]; then
-        rm -f /run/stub-kubeadm-fail-once
-        echo "kubeadm stub: failing" >&2
-        exit 1
-    fi
+    case ${1:-} in
+    version) echo "v${STUB_KUBEADM_VERSION:-1.37.1}" ;;
+    reset)  # TEST DOUBLE of what kubeadm reset deletes (cmd/kubeadm/app/cmd/phases/reset/cleanupnode.go)
+        for d in /etc/kubernetes/manifests /var/lib/kubelet /etc/kubernetes/pki; do
+            if [[ -d $d ]]; then find "$d" -mindepth 1 -delete; fi
+        done
+        for f in admin super-admin kubelet bootstrap-kubelet controller-manager scheduler; do
+            rm -f "/etc/kubernetes/$f.conf"
+        done
+        ;;
+    init | join)  # TEST DOUBLE: kubeadm's preflight on leftovers, then what a run leaves behind
+        for f in /etc/kubernetes/kubelet.conf /etc/kubernetes/manifests/kube-apiserver.yaml; do
+            if [[ -e $f ]]; then echo "[ERROR FileAvailable]: $f already exists" >&2; exit 1; fi
+        done
+        mkdir -p /etc/kubernetes/manifests /var/lib/kubelet/pki /etc/kubernetes/pki
+        echo leftover >/etc/kubernetes/kubelet.conf
+        echo leftover >/var/lib/kubelet/pki/kubelet-client-current.pem
+        echo leftover >/etc/kubernetes/manifests/kube-apiserver.yaml
+        if [[ -e /run/stub-kubeadm-fail-once ]]; then
+            rm -f /run/stub-kubeadm-fail-once
+            echo "kubeadm stub: failing" >&2
+            exit 1
+        fi
+        if [[ -e /run/stub-kubeadm-node-exists-once ]]; then
+            rm -f /run/stub-kubeadm-node-exists-once
+            printf '%s %s\n' "error execution phase kubelet-start: a Node with name \"$(hostname)\"" \
+                'and status "Ready" already exists in the cluster. You must delete the existing Node' >&2
+            exit 1
+        fi
+        ;;
+    esac
     ;;
 kubectl)
     if [[ " $* " == *" jsonpath="* ]]; then printf 'True'; fi
     if [[ " $* " == *" daemonset cilium "* ]]; then exit 1; fi
+    if [[ " $* " == *" apply "* && -s /run/stub-kubectl-apply-failures ]]; then
+        left=$(</run/stub-kubectl-apply-failures)
+        echo $((left - 1)) >/run/stub-kubectl-apply-failures
+        if ((left > 0)); then echo "Unable to connect to the server: no route to host" >&2; exit 1; fi
+    fi
     ;;
 curl)
     out=
@@ -311,6 +349,9 @@ gpg)
     while (($#)); do if [[ $1 == -o ]]; then out=$2; shift; fi; shift; done
     cat >/dev/null
     echo "keyring" >"$out"
+    ;;
+tar)  # the real tar, but for unpacking the (fake) cilium download
+    [[ " $* " == *" -xzf "* ]] || exec /usr/bin/tar "$@"
     ;;
 getenforce) echo Enforcing ;;
 firewall-cmd) [[ ${1:-} == --state ]] && exit 252 ;;
@@ -370,8 +411,9 @@ cp -a /var/tmp/stub-calls.log "$S/out/calls.log" 2>/dev/null || true
 
 
 class Sandbox:
-    def __init__(self, root: Path, rendered: cloudinit.RenderedNode) -> None:
+    def __init__(self, root: Path, rendered: cloudinit.RenderedNode, plan: ClusterPlan | None = None) -> None:
         self.root = root
+        self.plan = plan
         (root / "out").mkdir(parents=True)
         (root / "stub").write_text(STUB)
         (root / "fstab").write_text(FSTAB)
@@ -383,6 +425,15 @@ class Sandbox:
             target.write_bytes(f.content)
             listing += f.path.encode() + b"\0" + f"{f.mode:04o}".encode() + b"\0"
         (root / "files.list").write_bytes(listing)
+
+    def set_env(self, **values: str) -> None:
+        """Override values of the node's env file (shorter waits and delays for a test)."""
+        env_file = self.root / "files" / bootstrap.ENV_PATH.lstrip("/")
+        lines = env_file.read_text().splitlines()
+        for name, value in values.items():
+            index = next(i for i, line in enumerate(lines) if line.startswith(f"{name}="))
+            lines[index] = f"{name}={shlex.quote(value)}"
+        env_file.write_text("\n".join(lines) + "\n")
 
     def run(self, scenario: str) -> Sandbox:
         (self.root / "scenario.sh").write_text(textwrap.dedent(scenario))
@@ -447,7 +498,7 @@ def can_sandbox(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 def _sandbox(tmp_path: Path, profile: str, node: str, *sets: str) -> Sandbox:
     plan = _plan(profile, "cluster.packages.mode=prebaked", *sets)
-    return Sandbox(tmp_path / "sb", _render(plan, plan.node(node)))
+    return Sandbox(tmp_path / "sb", _render(plan, plan.node(node)), plan)
 
 
 @pytest.mark.integration
@@ -508,43 +559,126 @@ def test_init_runs_to_done(can_sandbox: None, tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_join_order_and_retry_after_failure(can_sandbox: None, tmp_path: Path) -> None:
-    sb = _sandbox(tmp_path, "ha-stacked", "cp-3").run(
+    sb = _sandbox(tmp_path, "ha-stacked", "cp-3")
+    baked = {f.path: f.content for f in _render(sb.plan, sb.plan.node("cp-3")).files}
+    sb.run(
         """
         touch /run/stub-kubeadm-fail-once
         run
         reboot
         run
+        cd /etc/kubernetes && cp pki/ca.key admin.conf manifests/kube-vip.yaml "$S/out/"
         """
     )
     assert sb.rcs == [1, 0], sb.text("stdout.log")
     assert any(c.startswith("kubeadm join") for c in sb.runs[0])
     calls = sb.runs[1]
-    join = next(i for i, c in enumerate(calls) if c.startswith("kubeadm join"))
-    assert calls[join].startswith(
-        "kubeadm join --config /run/kubeadm/kubeadm-join-config.yaml --ignore-preflight-errors="
+    join = calls.index("kubeadm join --config /run/kubeadm/kubeadm-join-config.yaml")  # no ignored checks
+    reset = calls.index("kubeadm reset -f --cri-socket unix:///var/run/containerd/containerd.sock")
+    # The stale Node (if the first try registered it) goes before the join; kubeadm refuses a Ready one.
+    delete = next(
+        i for i, c in enumerate(calls) if c.startswith("kubectl") and " delete node cp-3 " in f"{c} "
     )
-    ignored = calls[join].split("=", 1)[1].split(",")
-    assert "FileAvailable--etc-kubernetes-kubelet.conf" in ignored and "all" not in ignored
+    assert reset < delete < join
     readyz = [c for c in calls[:join] if c.startswith("curl") and "/readyz" in c]
     assert readyz and "https://10.77.0.10:6443/readyz" in readyz[0]
     peers = [c for c in calls[:join] if "jsonpath" in c]
     pods = [c.split()[c.split().index("pod") + 1] for c in peers]
     assert pods == ["etcd-cp-1", "kube-apiserver-cp-1", "etcd-cp-2", "kube-apiserver-cp-2"]
+    # kubeadm reset deleted the baked PKI, kubeconfig and static pod: they are back, byte for byte.
+    for path in (
+        "/etc/kubernetes/pki/ca.key",
+        "/etc/kubernetes/admin.conf",
+        "/etc/kubernetes/manifests/kube-vip.yaml",
+    ):
+        assert (sb.root / "out" / Path(path).name).read_bytes() == baked[path]
     assert (sb.root / "out/state/bootstrap.done").exists()
+    assert not (sb.root / "out/state/baked-files.tar").exists()  # secrets do not outlive the bootstrap
+
+
+@pytest.mark.integration
+def test_failed_run_retries_with_backoff_in_the_same_boot(can_sandbox: None, tmp_path: Path) -> None:
+    """systemd restarts a failed run (Restart=on-failure); here `run` twice plays that restart."""
+    sb = _sandbox(tmp_path, "single-master", "worker-1")
+    sb.set_env(BAKE_RETRY_BASE_SECONDS="1")
+    sb.run("touch /run/stub-kubeadm-fail-once\nrun\nrun\n")
+    assert sb.rcs == [1, 0], sb.text("stdout.log")
+    log = sb.text("bootstrap.log")
+    assert "attempt 1 failed (exit 1); bake-bootstrap.service runs it again" in log
+    assert "attempt 2 of 8 in this boot (the previous one failed): retrying in 1s" in log
+    second = sb.runs[1]
+    assert second.index(
+        "kubeadm reset -f --cri-socket unix:///var/run/containerd/containerd.sock"
+    ) < second.index("kubeadm join --config /run/kubeadm/kubeadm-join-config.yaml")
+    assert (sb.root / "out/state/bootstrap.done").exists()
+    assert not (sb.root / "out/run/bake/bootstrap.attempts").exists()
+
+
+@pytest.mark.integration
+def test_backoff_doubles_and_the_last_attempt_gives_up(can_sandbox: None, tmp_path: Path) -> None:
+    sb = _sandbox(tmp_path, "single-master", "worker-1")
+    sb.set_env(
+        BAKE_WAIT_ENDPOINT_SECONDS="1", BAKE_RETRY_BASE_SECONDS="1", BAKE_RETRY_MAX_SECONDS="2",
+        BAKE_RETRY_MAX_ATTEMPTS="3",
+    )  # fmt: skip
+    sb.run("touch /run/stub-endpoint-down\nrun\nrun\nrun\nrun\n")
+    # 75 = RestartPreventExitStatus: systemd stops restarting; a manual restart counts from 1 again.
+    assert sb.rcs == [1, 1, bootstrap.GIVE_UP_STATUS, 1], sb.text("stdout.log")
+    log = sb.text("bootstrap.log")
+    assert "attempt 2 of 3 in this boot (the previous one failed): retrying in 1s" in log
+    assert "attempt 3 of 3 in this boot (the previous one failed): retrying in 2s" in log
+    assert "giving up after 3 failed attempts in this boot" in log
+    assert log.count("attempt 2 of 3") == 1
+    assert not any(c.startswith("kubeadm join") for c in sb.calls)
+
+
+@pytest.mark.integration
+def test_join_refused_for_a_registered_node_recovers(can_sandbox: None, tmp_path: Path) -> None:
+    sb = _sandbox(tmp_path, "single-master", "worker-1")
+    sb.set_env(BAKE_RETRY_BASE_SECONDS="1")
+    sb.run("touch /run/stub-kubeadm-node-exists-once\nrun\nrun\n")
+    assert sb.rcs == [1, 0], sb.text("stdout.log")
+    assert "still registered and Ready from an earlier attempt" in sb.text("bootstrap.log")
+    second = sb.runs[1]
+    assert second.index(
+        "kubeadm reset -f --cri-socket unix:///var/run/containerd/containerd.sock"
+    ) < second.index("kubeadm join --config /run/kubeadm/kubeadm-join-config.yaml")
+    out = sb.root / "out/state/kubeadm-join.out"
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.integration
+def test_kubectl_through_the_endpoint_is_retried(can_sandbox: None, tmp_path: Path) -> None:
+    sb = _sandbox(tmp_path, "single-master", "cp-1").run("echo 1 >/run/stub-kubectl-apply-failures\nrun\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    assert "waiting for kubectl apply --server-side" in sb.text("bootstrap.log")
+    assert sum(" apply --server-side " in f"{c} " for c in sb.calls) == 2
+
+
+@pytest.mark.integration
+def test_unit_passes_systemd_analyze_verify(can_sandbox: None, tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    sb = _sandbox(tmp_path, "single-master", "worker-1").run(
+        f"""
+        rc=0
+        systemd-analyze verify {bootstrap.UNIT_PATH} >"$S/out/verify.log" 2>&1 || rc=$?
+        echo "$rc" >"$S/out/verify.rc"
+        """
+    )
+    assert sb.text("verify.rc").strip() == "0", sb.text("verify.log")
+    assert "bake-bootstrap.service" not in sb.text("verify.log"), sb.text("verify.log")
 
 
 @pytest.mark.integration
 def test_worker_gives_up_on_a_dead_endpoint(can_sandbox: None, tmp_path: Path) -> None:
     sb = _sandbox(tmp_path, "single-master", "worker-1")
-    env_file = sb.root / "files" / bootstrap.ENV_PATH.lstrip("/")
-    env_file.write_text(
-        env_file.read_text().replace("BAKE_WAIT_ENDPOINT_SECONDS=1800", "BAKE_WAIT_ENDPOINT_SECONDS=1")
-    )
+    sb.set_env(BAKE_WAIT_ENDPOINT_SECONDS="1")
     sb.run("touch /run/stub-endpoint-down\nrun\n")
     assert sb.rcs == [1]
     assert not any(c.startswith("kubeadm join") for c in sb.calls)
     log = sb.text("bootstrap.log")
-    assert "did not become ready; will retry at next boot" in log
+    assert "did not become ready; will retry" in log
 
 
 @pytest.mark.integration
@@ -658,3 +792,16 @@ def test_el9_keeps_curl_minimal(can_sandbox: None, tmp_path: Path) -> None:
     assert sb.rcs == [0], sb.text("stdout.log")
     installs = [c.split() for c in sb.calls if c.startswith("dnf -y install")]
     assert installs and all("curl" not in words for words in installs)  # a curl command is there
+
+
+@pytest.mark.integration
+def test_test_stop_can_make_the_first_failure_final(can_sandbox: None, tmp_path: Path) -> None:
+    sb = _sandbox(tmp_path, "single-master", "worker-1").run(
+        f"""
+        printf 'after-waits\\nwait-seconds=1\\nattempts=1\\n' >{bootstrap.TEST_STOP_PATH}
+        touch /run/stub-endpoint-down
+        run
+        """
+    )
+    assert sb.rcs == [bootstrap.GIVE_UP_STATUS], sb.text("stdout.log")
+    assert "giving up after 1 failed attempts in this boot" in sb.text("bootstrap.log")
