@@ -20,7 +20,13 @@ from . import resources, versions, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, public
 from .host import SYSCTL_PATH, HostPrep
-from .kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
+from .kubeadm_config import (
+    APISERVER_ETCD_CLIENT_CERT,
+    APISERVER_ETCD_CLIENT_KEY,
+    ETCD_CA_FILE,
+    INIT_CONFIG_PATH,
+    JOIN_CONFIG_PATH,
+)
 from .plan import ClusterPlan, NodePlan, Topology
 from .profile import Cni, Role
 
@@ -44,6 +50,9 @@ MANIFESTS_DIR = "/etc/kubernetes/manifests"
 # Bounded waits of joining nodes; past them the run fails and systemd runs it again (see RETRY_*).
 WAIT_ENDPOINT_SECONDS = 1800
 WAIT_PEERS_SECONDS = 3600
+# The first control plane of an external etcd waits for every member's /health before kubeadm init
+# (kubeadm's own external-etcd preflight gives up after ~15 s, too soon when all machines boot at once).
+WAIT_ETCD_SECONDS = 900
 # kubectl through the endpoint (the VIP can move while control planes join): retried this long.
 KUBECTL_RETRY_SECONDS = 600
 
@@ -244,6 +253,7 @@ def env_values(
             ):
                 kube_vip = f.path
     cni_file = cni_config_file(plan) if role is BootstrapRole.INIT else None
+    external_etcd = role is BootstrapRole.INIT and plan.topology is Topology.EXTERNAL_ETCD
     cni_urls = cni_source.urls(c.cni, node.arch.value) if role is BootstrapRole.INIT else ()
     fw = prep.firewall
     values = {
@@ -287,6 +297,11 @@ def env_values(
         "BAKE_JOIN_AFTER": _words(earlier),
         "BAKE_JOIN_AFTER_PODS": _words(join_after_pods),
         "BAKE_WAIT_PEERS_SECONDS": str(WAIT_PEERS_SECONDS),
+        "BAKE_ETCD_ENDPOINTS": _words(plan.etcd_client_urls) if external_etcd else "",
+        "BAKE_ETCD_CA": ETCD_CA_FILE if external_etcd else "",
+        "BAKE_ETCD_CERT": APISERVER_ETCD_CLIENT_CERT if external_etcd else "",
+        "BAKE_ETCD_KEY": APISERVER_ETCD_CLIENT_KEY if external_etcd else "",
+        "BAKE_WAIT_ETCD_SECONDS": str(WAIT_ETCD_SECONDS),
         "BAKE_KUBE_VIP_MANIFEST": kube_vip,
         "BAKE_CNI": c.cni.value if role is BootstrapRole.INIT else "none",
         "BAKE_CNI_URLS": _words(cni_urls),
@@ -345,6 +360,11 @@ ENV_NAMES = (
     "BAKE_JOIN_AFTER",
     "BAKE_JOIN_AFTER_PODS",
     "BAKE_WAIT_PEERS_SECONDS",
+    "BAKE_ETCD_ENDPOINTS",
+    "BAKE_ETCD_CA",
+    "BAKE_ETCD_CERT",
+    "BAKE_ETCD_KEY",
+    "BAKE_WAIT_ETCD_SECONDS",
     "BAKE_KUBE_VIP_MANIFEST",
     "BAKE_CNI",
     "BAKE_CNI_URLS",

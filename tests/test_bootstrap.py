@@ -307,14 +307,14 @@ kubeadm)
             rm -f "/etc/kubernetes/$f.conf"
         done
         ;;
-    init | join)  # TEST DOUBLE: kubeadm's preflight on leftovers, then what a run leaves behind
-        for f in /etc/kubernetes/kubelet.conf /etc/kubernetes/manifests/kube-apiserver.yaml; do
-            if [[ -e $f ]]; then echo "[ERROR FileAvailable]: $f already exists" >&2; exit 1; fi
-        done
+    init | join)  # TEST DOUBLE: kubeadm's preflight on leftovers (checks.go), then what a run leaves
+        checked=/etc/kubernetes/manifests/kube-apiserver.yaml  # init: its own manifests
+        [[ $1 == join ]] && checked=/etc/kubernetes/bootstrap-kubelet.conf  # join: FileAvailable checks
+        if [[ -e $checked ]]; then echo "[ERROR FileAvailable]: $checked already exists" >&2; exit 1; fi
         mkdir -p /etc/kubernetes/manifests /var/lib/kubelet/pki /etc/kubernetes/pki
-        echo leftover >/etc/kubernetes/kubelet.conf
         echo leftover >/var/lib/kubelet/pki/kubelet-client-current.pem
-        echo leftover >/etc/kubernetes/manifests/kube-apiserver.yaml
+        if [[ $1 == join ]]; then echo leftover >/etc/kubernetes/bootstrap-kubelet.conf; fi
+        if [[ $1 == init ]]; then echo leftover >/etc/kubernetes/manifests/kube-apiserver.yaml; fi
         if [[ -e /run/stub-kubeadm-fail-once ]]; then
             rm -f /run/stub-kubeadm-fail-once
             echo "kubeadm stub: failing" >&2
@@ -339,6 +339,7 @@ kubectl)
     fi
     ;;
 curl)
+    if [[ " $* " == *"/health "* && -e /run/stub-real-curl ]]; then exec /usr/bin/curl "$@"; fi
     out=
     while (($#)); do if [[ $1 == -o ]]; then out=$2; shift; fi; shift; done
     if [[ -n $out ]]; then echo "downloaded" >"$out"; fi
@@ -805,3 +806,119 @@ def test_test_stop_can_make_the_first_failure_final(can_sandbox: None, tmp_path:
     )
     assert sb.rcs == [bootstrap.GIVE_UP_STATUS], sb.text("stdout.log")
     assert "giving up after 1 failed attempts in this boot" in sb.text("bootstrap.log")
+
+
+# --------------------------------------------------------------------------------------------------
+# external etcd before kubeadm init, against real etcd members with the baked certificates
+
+ETCD_IPS = {"etcd-1": "127.0.77.31", "etcd-2": "127.0.77.32", "etcd-3": "127.0.77.33"}
+LOOPBACK_EXTERNAL = (
+    "cluster.encryptionAlgorithm=ECDSA-P256",
+    *(f"nodes[{i}].ip={ip}" for i, ip in enumerate(ETCD_IPS.values())),
+    "nodes[3].ip=127.0.77.11",
+    "nodes[4].ip=127.0.77.12",
+    "nodes[5].ip=127.0.77.13",
+    "nodes[6].ip=127.0.77.21",
+    "nodes[7].ip=127.0.77.22",
+)
+
+
+def _baked_for_real(tmp_path: Path, node: str) -> tuple[Sandbox, Path]:
+    """A sandbox of `node` with the real PKI of a fresh bundle, and that bundle on disk."""
+    from datetime import UTC, datetime
+
+    from builder import distribute, secrets
+
+    plan = _plan("ha-external-etcd", "cluster.packages.mode=prebaked", *LOOPBACK_EXTERNAL)
+    bundle, _ = secrets.reconcile(plan, None, now=datetime.now(UTC))
+    root = tmp_path / "secrets"
+    for rel, data, mode in secrets.bundle_files(bundle, plan):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        (root / rel).chmod(mode)
+    target = plan.node(node)
+    rendered = cloudinit.render_node(
+        plan,
+        target,
+        pki_files=distribute.node_pki_files(plan, target, bundle),
+        token=bundle.token,
+        ca_hash=bundle.discovery_hash,
+    )
+    return Sandbox(tmp_path / "sb", rendered, plan), root
+
+
+def _start_etcd(secrets_dir: Path, work: Path) -> list[subprocess.Popen[bytes]]:
+    etcd = shutil.which("etcd")
+    assert etcd
+    ca = secrets_dir / "pki/etcd/ca.crt"
+    initial = ",".join(f"{m}=https://{ip}:2380" for m, ip in ETCD_IPS.items())
+    procs = []
+    for m, ip in ETCD_IPS.items():
+        d = secrets_dir / "nodes" / m / "etcd"
+        procs.append(
+            subprocess.Popen(
+                [
+                    etcd, f"--name={m}", f"--data-dir={work / m}",
+                    f"--listen-client-urls=https://{ip}:2379", f"--advertise-client-urls=https://{ip}:2379",
+                    f"--listen-peer-urls=https://{ip}:2380", f"--initial-advertise-peer-urls=https://{ip}:2380",
+                    f"--initial-cluster={initial}", "--initial-cluster-state=new",
+                    "--client-cert-auth=true", f"--trusted-ca-file={ca}",
+                    f"--cert-file={d / 'server.crt'}", f"--key-file={d / 'server.key'}",
+                    "--peer-client-cert-auth=true", f"--peer-trusted-ca-file={ca}",
+                    f"--peer-cert-file={d / 'peer.crt'}", f"--peer-key-file={d / 'peer.key'}",
+                    "--listen-metrics-urls=http://127.0.0.1:0",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=(work / f"{m}.log").open("wb"),
+            )
+        )  # fmt: skip
+    return procs
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="Debian's etcd-server is not installed")
+def test_init_waits_for_external_etcd_started_after_it(can_sandbox: None, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    sb, secrets_dir = _baked_for_real(tmp_path, "cp-1")
+    sb.set_env(BAKE_WAIT_ETCD_SECONDS="120")
+    runner = threading.Thread(target=sb.run, args=("touch /run/stub-real-curl\nrun\n",))
+    runner.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while "waiting for external etcd member" not in sb.text("stdout.log"):
+            assert time.monotonic() < deadline and runner.is_alive(), sb.text("stdout.log")
+            time.sleep(0.5)
+        assert not any(c.startswith("kubeadm init") for c in sb.calls)  # init has not run meanwhile
+        (tmp_path / "etcd").mkdir()
+        procs = _start_etcd(secrets_dir, tmp_path / "etcd")  # the etcd machines come up late
+        runner.join(timeout=150)
+        assert not runner.is_alive()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    assert sb.rcs == [0], sb.text("stdout.log")
+    calls = sb.calls
+    init = calls.index("kubeadm init --config /run/kubeadm/kubeadm.yaml")
+    health = [i for i, c in enumerate(calls) if c.startswith("curl") and c.endswith("/health")]
+    assert len(health) > 3 and max(health) < init  # failed tries first, then each member healthy
+    for ip in ETCD_IPS.values():
+        line = next(calls[i] for i in health if f"https://{ip}:2379/health" in calls[i])
+        assert "--cert /etc/kubernetes/pki/apiserver-etcd-client.crt" in line
+        assert f"external etcd member https://{ip}:2379 is healthy" in sb.text("bootstrap.log")
+
+
+@pytest.mark.integration
+def test_init_gives_up_on_absent_external_etcd(can_sandbox: None, tmp_path: Path) -> None:
+    sb, _ = _baked_for_real(tmp_path, "cp-1")
+    sb.set_env(BAKE_WAIT_ETCD_SECONDS="1")
+    sb.run("touch /run/stub-real-curl\nrun\n")
+    assert sb.rcs == [1], sb.text("stdout.log")
+    assert not any(c.startswith("kubeadm") and " init " in f"{c} " for c in sb.calls)
+    log = sb.text("bootstrap.log")
+    assert "external etcd member https://127.0.77.31:2379 is not healthy" in log
+    assert "will retry" in log
