@@ -16,11 +16,17 @@ from functools import cache
 
 import jinja2
 
-from . import airgap, images, resources, yamlio
+from . import airgap, images, resources, versions, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, public
 from .host import SYSCTL_PATH, HostPrep
-from .kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
+from .kubeadm_config import (
+    APISERVER_ETCD_CLIENT_CERT,
+    APISERVER_ETCD_CLIENT_KEY,
+    ETCD_CA_FILE,
+    INIT_CONFIG_PATH,
+    JOIN_CONFIG_PATH,
+)
 from .plan import ClusterPlan, NodePlan, Topology
 from .profile import Cni, Role
 
@@ -41,9 +47,28 @@ ADMIN_CONF_PATH = "/etc/kubernetes/admin.conf"
 SUPER_ADMIN_CONF_PATH = "/etc/kubernetes/super-admin.conf"
 MANIFESTS_DIR = "/etc/kubernetes/manifests"
 
-# Bounded waits of joining nodes; past them the unit fails and runs again at the next boot.
+# Bounded waits of joining nodes; past them the run fails and systemd runs it again (see RETRY_*).
 WAIT_ENDPOINT_SECONDS = 1800
 WAIT_PEERS_SECONDS = 3600
+# The first control plane of an external etcd waits for every member's /health before kubeadm init
+# (kubeadm's own external-etcd preflight gives up after ~15 s, too soon when all machines boot at once).
+WAIT_ETCD_SECONDS = 900
+# kubectl through the endpoint (the VIP can move while control planes join): retried this long.
+KUBECTL_RETRY_SECONDS = 600
+
+# A failed run is restarted by systemd (Restart=on-failure, RestartSec), after a delay growing from
+# RETRY_BASE_SECONDS (doubling, at most RETRY_MAX_SECONDS), at most RETRY_MAX_ATTEMPTS times per boot;
+# the last failure exits GIVE_UP_STATUS, which RestartPreventExitStatus= makes final until a reboot.
+RETRY_MAX_ATTEMPTS = 8
+RETRY_BASE_SECONDS = 30
+RETRY_MAX_SECONDS = 600
+RESTART_SEC = 15
+GIVE_UP_STATUS = 75  # EX_TEMPFAIL
+ATTEMPTS_PATH = "/run/bake/bootstrap.attempts"
+"""Per boot: /run is a tmpfs, so a reboot starts counting again."""
+# kubeadm reset deletes these trees' contents (cmd/kubeadm/app/cmd/phases/reset/cleanupnode.go): the
+# node's baked files under them are kept before the first kubeadm run and restored after a reset.
+KUBEADM_RESET_TREES = ("/etc/kubernetes/", "/var/lib/kubelet/")
 
 # --------------------------------------------------------------------------------------------------
 # Pod network add-ons: versions and where they are downloaded from at first boot (the init node only).
@@ -181,40 +206,6 @@ def cni_config_file(plan: ClusterPlan) -> NodeFile | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# kubeadm retries: preflight checks that only the leftovers of an earlier, unfinished try trip
-
-_RETRY_INIT = (
-    "DirAvailable--var-lib-etcd",
-    "FileAvailable--etc-kubernetes-manifests-etcd.yaml",
-    "FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml",
-    "FileAvailable--etc-kubernetes-manifests-kube-controller-manager.yaml",
-    "FileAvailable--etc-kubernetes-manifests-kube-scheduler.yaml",
-    "Port-10250",
-    "Port-10257",
-    "Port-10259",
-    "Port-2379",
-    "Port-2380",
-    "Port-6443",
-)
-_RETRY_JOIN = (
-    "FileAvailable--etc-kubernetes-bootstrap-kubelet.conf",
-    "FileAvailable--etc-kubernetes-kubelet.conf",
-    "FileAvailable--etc-kubernetes-pki-ca.crt",
-    "Port-10250",
-)
-
-
-def retry_ignored_checks(role: BootstrapRole) -> tuple[str, ...]:
-    if role is BootstrapRole.INIT:
-        return _RETRY_INIT
-    if role is BootstrapRole.WORKER:
-        return _RETRY_JOIN
-    if role is BootstrapRole.JOIN_CONTROL_PLANE:
-        return tuple(sorted({*_RETRY_INIT, *_RETRY_JOIN, "DirAvailable--etc-kubernetes-manifests"}))
-    return ()
-
-
-# --------------------------------------------------------------------------------------------------
 # Air gap (builder.airgap): where the images seed is, what to import, what must be present after
 
 
@@ -297,6 +288,7 @@ def env_values(
                 kube_vip = f.path
     cni_file = cni_config_file(plan) if role is BootstrapRole.INIT else None
     gap = airgap_values(plan, node, role)
+    external_etcd = role is BootstrapRole.INIT and plan.topology is Topology.EXTERNAL_ETCD
     cni_urls = cni_source.urls(c.cni, node.arch.value) if role is BootstrapRole.INIT and not c.airgap else ()
     fw = prep.firewall
     values = {
@@ -320,17 +312,31 @@ def env_values(
         "BAKE_RUNTIME_SERVICE": prep.runtime_service,
         "BAKE_CRI_SOCKET": prep.cri_socket,
         "BAKE_CONTAINERD_CONFIG_VERSION": str(prep.containerd_config_version or ""),
+        "BAKE_CONTAINERD_MIN_MAJOR": "2"
+        if node.kubelet_info.minor >= versions.CONTAINERD_2_FROM_MINOR
+        else "1",
         "BAKE_SELINUX_PERMISSIVE": _yes(prep.selinux_permissive),
         "BAKE_FIREWALL_TCP": _words(fw.tcp),
         "BAKE_FIREWALL_UDP": _words(fw.udp),
         "BAKE_FIREWALL_PROTOCOLS": _words(fw.protocols),
         "BAKE_KUBEADM_CONFIG": kubeadm_config,
-        "BAKE_KUBEADM_RETRY_IGNORE": ",".join(retry_ignored_checks(role)),
+        "BAKE_KEEP_FILES": _words(
+            sorted(p for p in paths if p.startswith(KUBEADM_RESET_TREES)) if kubeadm_config else []
+        ),
+        "BAKE_RETRY_MAX_ATTEMPTS": str(RETRY_MAX_ATTEMPTS),
+        "BAKE_RETRY_BASE_SECONDS": str(RETRY_BASE_SECONDS),
+        "BAKE_RETRY_MAX_SECONDS": str(RETRY_MAX_SECONDS),
+        "BAKE_KUBECTL_RETRY_SECONDS": str(KUBECTL_RETRY_SECONDS),
         "BAKE_API_ENDPOINT": plan.api_endpoint().hostport if joining else "",
         "BAKE_WAIT_ENDPOINT_SECONDS": str(WAIT_ENDPOINT_SECONDS),
         "BAKE_JOIN_AFTER": _words(earlier),
         "BAKE_JOIN_AFTER_PODS": _words(join_after_pods),
         "BAKE_WAIT_PEERS_SECONDS": str(WAIT_PEERS_SECONDS),
+        "BAKE_ETCD_ENDPOINTS": _words(plan.etcd_client_urls) if external_etcd else "",
+        "BAKE_ETCD_CA": ETCD_CA_FILE if external_etcd else "",
+        "BAKE_ETCD_CERT": APISERVER_ETCD_CLIENT_CERT if external_etcd else "",
+        "BAKE_ETCD_KEY": APISERVER_ETCD_CLIENT_KEY if external_etcd else "",
+        "BAKE_WAIT_ETCD_SECONDS": str(WAIT_ETCD_SECONDS),
         "BAKE_KUBE_VIP_MANIFEST": kube_vip,
         "BAKE_CNI": c.cni.value if role is BootstrapRole.INIT else "none",
         "BAKE_CNI_URLS": _words(cni_urls),
@@ -374,17 +380,27 @@ ENV_NAMES = (
     "BAKE_RUNTIME_SERVICE",
     "BAKE_CRI_SOCKET",
     "BAKE_CONTAINERD_CONFIG_VERSION",
+    "BAKE_CONTAINERD_MIN_MAJOR",
     "BAKE_SELINUX_PERMISSIVE",
     "BAKE_FIREWALL_TCP",
     "BAKE_FIREWALL_UDP",
     "BAKE_FIREWALL_PROTOCOLS",
     "BAKE_KUBEADM_CONFIG",
-    "BAKE_KUBEADM_RETRY_IGNORE",
+    "BAKE_KEEP_FILES",
+    "BAKE_RETRY_MAX_ATTEMPTS",
+    "BAKE_RETRY_BASE_SECONDS",
+    "BAKE_RETRY_MAX_SECONDS",
+    "BAKE_KUBECTL_RETRY_SECONDS",
     "BAKE_API_ENDPOINT",
     "BAKE_WAIT_ENDPOINT_SECONDS",
     "BAKE_JOIN_AFTER",
     "BAKE_JOIN_AFTER_PODS",
     "BAKE_WAIT_PEERS_SECONDS",
+    "BAKE_ETCD_ENDPOINTS",
+    "BAKE_ETCD_CA",
+    "BAKE_ETCD_CERT",
+    "BAKE_ETCD_KEY",
+    "BAKE_WAIT_ETCD_SECONDS",
     "BAKE_KUBE_VIP_MANIFEST",
     "BAKE_CNI",
     "BAKE_CNI_URLS",
@@ -450,6 +466,8 @@ def script_text() -> str:
             saved_config_dir=SAVED_CONFIG_DIR,
             capi_sentinel=CAPI_SENTINEL_PATH,
             sysctl_file=SYSCTL_PATH,
+            attempts_file=ATTEMPTS_PATH,
+            give_up_status=GIVE_UP_STATUS,
         )
     )
 
@@ -459,6 +477,8 @@ def unit_text() -> str:
     # is ordered after multi-user.target on Debian/Ubuntu, and this unit is wanted by multi-user.target,
     # which would be an ordering cycle. runcmd starts it with --no-block on the first boot; later boots
     # start it through multi-user.target until the done file exists.
+    # Restart=on-failure on a oneshot needs systemd >= 244 (every supported OS has it). The script
+    # bounds the attempts itself; the start limit only guards against a script that exits at once.
     return (
         "[Unit]\n"
         "Description=bake: bootstrap this Kubernetes node (kubeadm) until it is done\n"
@@ -466,11 +486,16 @@ def unit_text() -> str:
         "Wants=network-online.target\n"
         "After=network-online.target cloud-init.service\n"
         f"ConditionPathExists=!{DONE_PATH}\n"
+        "StartLimitIntervalSec=1h\n"
+        f"StartLimitBurst={2 * RETRY_MAX_ATTEMPTS}\n"
         "\n"
         "[Service]\n"
         "Type=oneshot\n"
         "RemainAfterExit=yes\n"
         f"ExecStart={SCRIPT_PATH}\n"
+        "Restart=on-failure\n"
+        f"RestartSec={RESTART_SEC}s\n"
+        f"RestartPreventExitStatus={GIVE_UP_STATUS}\n"
         "TimeoutStartSec=infinity\n"
         "StandardOutput=journal\n"
         "StandardError=journal\n"

@@ -18,14 +18,15 @@ from typing import Any
 from . import images, mirrors, yamlio
 from .files import NodeFile, public
 from .plan import ClusterPlan, NodePlan, PackageFamily, Topology
-from .profile import Cni, LoadBalancerKind, PackageMode, Role, Runtime
+from .profile import Cni, LoadBalancerKind, PackageMode, Role, Runtime, RuntimeSource
 
 MODULES_LOAD_PATH = "/etc/modules-load.d/k8s.conf"
 SYSCTL_PATH = "/etc/sysctl.d/k8s.conf"
 CONTAINERD_CONFIG_PATH = "/etc/containerd/config.toml"
 CONTAINERD_STAGED = "/etc/bake/containerd/config-v{}.toml"
 """Both schemas are staged; the bootstrap installs the one the node's containerd reads (1.x: 2, 2.x: 3)."""
-CRIO_DROPIN_PATH = "/etc/crio/crio.conf.d/10-bake.conf"
+# CRI-O reads crio.conf.d in lexical order, later files winning: sort after the package's 10-crio.conf.
+CRIO_DROPIN_PATH = "/etc/crio/crio.conf.d/99-bake.conf"
 CRICTL_PATH = "/etc/crictl.yaml"
 ZRAM_GENERATOR_PATH = "/etc/systemd/zram-generator.conf"
 ETCD_DROPIN_PATH = "/etc/systemd/system/kubelet.service.d/20-etcd-service-manager.conf"
@@ -41,16 +42,22 @@ YUM_REPOS_DIR = "/etc/yum.repos.d"
 CONTAINERD_SOCKET = "unix:///var/run/containerd/containerd.sock"
 CRIO_SOCKET = "unix:///var/run/crio/crio.sock"
 
-# containerd.io for EL 9 comes from Docker's repository (RHEL-family base repos ship no containerd).
-# There is no profile field for a mirror of it yet: see the report / README.
-DOCKER_RPM_BASE_URL = "https://download.docker.com/linux"
+# Release codenames, for repositories laid out by suite (Docker's containerd.io).
+APT_CODENAMES = {
+    "ubuntu-22.04": "jammy",
+    "ubuntu-24.04": "noble",
+    "debian-12": "bookworm",
+    "debian-13": "trixie",
+}
 
 K8S_PACKAGES = ("kubelet", "kubeadm", "kubectl")
 # Guide part 8 (preflight warnings) plus what fetching repository keys needs.
 APT_BASE_PACKAGES = ("ca-certificates", "conntrack", "curl", "ebtables", "ethtool", "gpg", "socat")
 # dnf resolves `ebtables` by its provides (iptables-ebtables / iptables-nft on EL 9 and Fedora); the
 # kubelet RPM requires the same name (spec 6.1), so it is installable wherever the kubelet is.
-DNF_BASE_PACKAGES = ("ca-certificates", "conntrack-tools", "curl", "ebtables", "ethtool", "iptables", "socat")
+# No `curl`: EL 9 images ship `curl-minimal`, which conflicts with it; the script installs curl only
+# where no curl command exists at all.
+DNF_BASE_PACKAGES = ("ca-certificates", "conntrack-tools", "ebtables", "ethtool", "iptables", "socat")
 
 _ARCH_RPM = {"amd64": "x86_64", "arm64": "aarch64"}
 
@@ -276,16 +283,14 @@ def _k8s_apt_url(base: str, minor: str) -> str:
     return f"{base.rstrip('/')}/core:/stable:/v{minor}/deb/"
 
 
-def _crio_apt_url(base: str, minor: str) -> str:
-    return f"{base.rstrip('/')}/addons:/cri-o:/stable:/v{minor}/deb/"
+def _crio_url(base: str, minor: str, kind: str) -> str:
+    """CRI-O's stable stream for a minor on the openSUSE build service's download host (its packages
+    left pkgs.k8s.io's addons:/cri-o: path, where the stable streams now answer 403)."""
+    return f"{base.rstrip('/')}/isv:/cri-o:/stable:/v{minor}/{kind}/"
 
 
 def _k8s_rpm_url(base: str, minor: str) -> str:
     return f"{base.rstrip('/')}/core:/stable:/v{minor}/rpm/"
-
-
-def _crio_rpm_url(base: str, minor: str) -> str:
-    return f"{base.rstrip('/')}/addons:/cri-o:/stable:/v{minor}/rpm/"
 
 
 def _ini(sections: list[tuple[str, list[tuple[str, str]]]]) -> str:
@@ -321,24 +326,48 @@ def kube_package_specs(plan: ClusterPlan, node: NodePlan) -> tuple[str, ...]:
     return tuple(f"{p}-{versions[p]}" for p in K8S_PACKAGES)
 
 
+def containerd_from_repository(plan: ClusterPlan) -> bool:
+    """containerd 2.x from cluster.containerdRepository rather than the OS's own package."""
+    c = plan.settings
+    return (
+        c.container_runtime is Runtime.CONTAINERD and c.container_runtime_source is RuntimeSource.REPOSITORY
+    )
+
+
+def _docker_distro(node: NodePlan) -> str:
+    """The directory of Docker's repository layout for the node's OS (EL rebuilds use `centos`)."""
+    if node.os.distro in ("rocky", "alma"):
+        return "centos"
+    return node.os.distro
+
+
 def repository_files(plan: ClusterPlan, node: NodePlan) -> tuple[list[NodeFile], list[AptKey], list[str]]:
     """Repository definitions (the cluster's minor, the kubelet's if older, the runtime's); apt ones are
     staged (see APT_STAGING_DIR)."""
     pkgs = plan.settings.packages
     minor = minor_of(node.kubelet_version)
     runtime = plan.settings.container_runtime
+    containerd = plan.settings.containerd_repository
     files: list[NodeFile] = []
     keys: list[AptKey] = []
     staged: list[str] = []
     if node.os.family is PackageFamily.APT:
-        repos = [(name, _k8s_apt_url(pkgs.apt_base_url, m)) for name, m in kube_minors(plan, node)]
+        # (name, deb line after signed-by, key URL)
+        repos = [
+            (name, f"{url} /", f"{url}Release.key")
+            for name, url in ((n, _k8s_apt_url(pkgs.apt_base_url, m)) for n, m in kube_minors(plan, node))
+        ]
         if runtime is Runtime.CRIO:
-            repos.append(("cri-o", _crio_apt_url(pkgs.apt_base_url, minor)))
-        for name, url in repos:
+            url = _crio_url(pkgs.crio_base_url, minor, "deb")
+            repos.append(("cri-o", f"{url} /", f"{url}Release.key"))
+        elif containerd_from_repository(plan):
+            base = f"{containerd.base_url.rstrip('/')}/{_docker_distro(node)}"
+            repos.append(("containerd", f"{base} {APT_CODENAMES[node.os.name.value]} stable", f"{base}/gpg"))
+        for name, line, key in repos:
             keyring = f"{APT_KEYRING_DIR}/{name}-apt-keyring.gpg"
             staged_path = f"{APT_STAGING_DIR}/{name}.list"
-            files.append(public(staged_path, f"deb [signed-by={keyring}] {url} /\n"))
-            keys.append(AptKey(f"{url}Release.key", keyring))
+            files.append(public(staged_path, f"deb [signed-by={keyring}] {line}\n"))
+            keys.append(AptKey(key, keyring))
             staged.append(staged_path)
         return files, keys, staged
     sections = []
@@ -359,7 +388,7 @@ def repository_files(plan: ClusterPlan, node: NodePlan) -> tuple[list[NodeFile],
         )
     files.append(public(f"{YUM_REPOS_DIR}/kubernetes.repo", _ini(sections)))
     if runtime is Runtime.CRIO:
-        crio_url = _crio_rpm_url(pkgs.rpm_base_url, minor)
+        crio_url = _crio_url(pkgs.crio_base_url, minor, "rpm")
         crio = [
             (
                 "cri-o",
@@ -373,15 +402,14 @@ def repository_files(plan: ClusterPlan, node: NodePlan) -> tuple[list[NodeFile],
             )
         ]
         files.append(public(f"{YUM_REPOS_DIR}/cri-o.repo", _ini(crio)))
-    elif node.os.distro != "fedora":
-        # EL 9: containerd.io from Docker's repository, for the node's own architecture.
-        flavour = "rhel" if node.os.distro == "rhel" else "centos"
-        base = f"{DOCKER_RPM_BASE_URL}/{flavour}"
-        docker = [
+    elif containerd_from_repository(plan):
+        # Docker's layout: {base}/{centos|rhel|fedora}/<release>/<arch>/stable, for the node's own arch.
+        base = f"{containerd.base_url.rstrip('/')}/{_docker_distro(node)}"
+        repo = [
             (
-                "docker-ce-stable",
+                "containerd",
                 [
-                    ("name", "Docker CE Stable (containerd.io)"),
+                    ("name", f"containerd ({containerd.package})"),
                     ("baseurl", f"{base}/{node.os.release}/{_ARCH_RPM[node.arch.value]}/stable"),
                     ("enabled", "1"),
                     ("gpgcheck", "1"),
@@ -389,7 +417,7 @@ def repository_files(plan: ClusterPlan, node: NodePlan) -> tuple[list[NodeFile],
                 ],
             )
         ]
-        files.append(public(f"{YUM_REPOS_DIR}/docker-ce.repo", _ini(docker)))
+        files.append(public(f"{YUM_REPOS_DIR}/containerd.repo", _ini(repo)))
     return files, keys, staged
 
 
@@ -465,16 +493,14 @@ def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
     keys: list[AptKey] = []
     staged: list[str] = []
     kube_packages = kube_package_specs(plan, node)
-    base_packages: tuple[str, ...]
-    if family is PackageFamily.APT:
-        base_packages = APT_BASE_PACKAGES
-        runtime_packages: tuple[str, ...] = ("cri-o",) if runtime is Runtime.CRIO else ("containerd",)
+    base_packages = APT_BASE_PACKAGES if family is PackageFamily.APT else DNF_BASE_PACKAGES
+    runtime_packages: tuple[str, ...]
+    if runtime is Runtime.CRIO:
+        runtime_packages = ("cri-o",)
+    elif containerd_from_repository(plan):
+        runtime_packages = (c.containerd_repository.package,)
     else:
-        base_packages = DNF_BASE_PACKAGES
-        if runtime is Runtime.CRIO:
-            runtime_packages = ("cri-o",)
-        else:
-            runtime_packages = ("containerd",) if node.os.distro == "fedora" else ("containerd.io",)
+        runtime_packages = ("containerd",)  # the OS's own (validation refuses it where unsupported)
     if not prebaked:
         repo_files, keys, staged = repository_files(plan, node)
         files += repo_files

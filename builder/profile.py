@@ -185,6 +185,24 @@ class Runtime(StrEnum):
     CRIO = "crio"
 
 
+class RuntimeSource(StrEnum):
+    """Where containerd comes from: the OS's own archive, or a repository that ships containerd 2.x."""
+
+    DISTRO = "distro"
+    REPOSITORY = "repository"
+
+
+class ContainerdRepository(Model):
+    """A containerd package repository laid out like Docker's (download.docker.com/linux).
+
+    apt: `{baseUrl}/{ubuntu|debian} <codename> stable`; rpm: `{baseUrl}/{centos|rhel|fedora}/<release>/
+    <arch>/stable`; signing key `{baseUrl}/<distro>/gpg`. Its containerd.io packages are containerd 2.x.
+    """
+
+    base_url: str = Field(default="https://download.docker.com/linux", pattern=r"^https?://[^\s'\"`$\\]+$")
+    package: str = Field(default="containerd.io", pattern=r"^[a-z0-9][a-z0-9.+-]*$")
+
+
 class LoadBalancerKind(StrEnum):
     NONE = "none"
     KUBE_VIP = "kube-vip"
@@ -208,6 +226,11 @@ class Packages(Model):
     mode: PackageMode = PackageMode.REPOS
     apt_base_url: str = Field(default="https://pkgs.k8s.io", pattern=r"^https?://[^\s'\"`$\\]+$")
     rpm_base_url: str = Field(default="https://pkgs.k8s.io", pattern=r"^https?://[^\s'\"`$\\]+$")
+    # CRI-O's stable packages left pkgs.k8s.io's addons path for the openSUSE build service's own
+    # download host: {crioBaseUrl}/isv:/cri-o:/stable:/v1.NN/{deb,rpm}/
+    crio_base_url: str = Field(
+        default="https://download.opensuse.org/repositories", pattern=r"^https?://[^\s'\"`$\\]+$"
+    )
 
 
 class SizeTarget(StrEnum):
@@ -364,6 +387,10 @@ class Cluster(Model):
     dns_domain: str = "cluster.local"
     cni: Cni = Cni.CALICO
     container_runtime: Runtime = Runtime.CONTAINERD
+    # containerd only: `repository` (default) installs containerd 2.x from containerdRepository on every
+    # OS; `distro` takes the OS's own package (refused where that is too old or absent; see validation).
+    container_runtime_source: RuntimeSource = RuntimeSource.REPOSITORY
+    containerd_repository: ContainerdRepository = Field(default_factory=ContainerdRepository)
     load_balancer: LoadBalancer = Field(default_factory=LoadBalancer)
     image_repository: str = Field(default="registry.k8s.io", pattern=r"^[A-Za-z0-9.:/_-]+$")
     encryption_algorithm: Literal["RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384"] = "RSA-2048"

@@ -14,7 +14,15 @@ from typing import Any
 
 from . import kubeadm_schema, versions
 from .errors import Problem
-from .profile import DNS1123_SUBDOMAIN, LoadBalancerKind, Profile, Role
+from .profile import (
+    DNS1123_SUBDOMAIN,
+    LoadBalancerKind,
+    PackageMode,
+    Profile,
+    Role,
+    Runtime,
+    RuntimeSource,
+)
 
 # --------------------------------------------------------------------------------------------------
 # kubeadm feature gates
@@ -150,6 +158,51 @@ def load_balancer_problems(p: Profile) -> Iterator[Problem]:
 
 
 # --------------------------------------------------------------------------------------------------
+# container runtime
+
+
+def runtime_problems(p: Profile) -> Iterator[Problem]:
+    """A distro containerd where Kubernetes does not support it (or the OS has none), at bake time.
+
+    Only when bake installs the packages: a `packages.mode: prebaked` image is its builder's business
+    (the bootstrap still logs a warning on the node).
+    """
+    c = p.cluster
+    if (
+        c.container_runtime is not Runtime.CONTAINERD
+        or c.container_runtime_source is not RuntimeSource.DISTRO
+        or c.packages.mode is PackageMode.PREBAKED
+    ):
+        return
+    way_out = (
+        "use cluster.containerRuntimeSource: repository (containerd 2.x from cluster.containerdRepository), "
+        "or packages.mode: prebaked with an image that carries containerd 2"
+    )
+    reported: set[str] = set()
+    for i, n in enumerate(p.nodes):
+        os_name = (n.os or p.defaults.os).value
+        if os_name in reported or os_name not in versions.DISTRO_CONTAINERD:
+            continue
+        shipped = versions.DISTRO_CONTAINERD[os_name]
+        try:
+            minor = versions.lookup(n.kubernetes_version or c.kubernetes_version).minor
+        except versions.VersionError:
+            continue  # reported by profile.semantic_problems
+        if shipped is None:
+            why = f"{os_name} ships no containerd package (nodes[{i}] {n.name})"
+        elif int(shipped.split(".")[0]) < 2 and minor >= versions.CONTAINERD_2_FROM_MINOR:
+            why = (
+                f"{os_name}'s own containerd is {shipped}, and the kubelet of nodes[{i}] {n.name} "
+                f"(1.{minor}) needs containerd 2.x: Kubernetes 1.{versions.CONTAINERD_2_FROM_MINOR - 1} "
+                "was the last release to support containerd 1.x"
+            )
+        else:
+            continue
+        reported.add(os_name)
+        yield Problem("cluster.containerRuntimeSource", f"{why}; {way_out}")
+
+
+# --------------------------------------------------------------------------------------------------
 # everything
 
 
@@ -165,3 +218,4 @@ def problems(p: Profile) -> Iterator[Problem]:
     yield from kubelet_config_problems(p.cluster.kubelet.config)
     yield from kubelet_arg_problems(p)
     yield from load_balancer_problems(p)
+    yield from runtime_problems(p)

@@ -53,6 +53,8 @@ from types import MappingProxyType
 from builder.errors import BakeError, Problem
 
 __all__ = [
+    "CONTAINERD_2_FROM_MINOR",
+    "DISTRO_CONTAINERD",
     "NEWEST_MINOR",
     "OLDEST_MINOR",
     "TABLE",
@@ -163,6 +165,35 @@ class MinorInfo:
 #    (containerd/containerd PR #11346), kubeadm 1.37 preflight warns on runtimes without it (k/k PR
 #    #139122) and the kubelet drops the cgroup-driver fallback for such runtimes in 1.38 (k/k PR #139121).
 CONTAINERD_CHOICE = "2 for 1.31-1.34 (containerd 1.7), 3 for 1.35+ (containerd 2.x)"
+
+# The first kubelet minor that containerd 1.x no longer supports. "Kubernetes 1.35 is the last release
+# supporting containerd 1.x. You must switch to containerd 2.0 or later before upgrading to the next
+# Kubernetes version" (Amazon EKS user guide, Kubernetes 1.35 release notes, citing the upstream v1.35
+# announcement where SIG Node flagged v1.35 as the last release for the containerd v1.x series). The
+# kubelet is the runtime's client, so this applies per node (nodes[].kubernetesVersion).
+CONTAINERD_2_FROM_MINOR = 36
+
+# containerd in each OS's own archive (major.minor), for `cluster.containerRuntimeSource: distro`;
+# None: the distribution ships no containerd. An OS missing here is not known, so not refused.
+DISTRO_CONTAINERD: Mapping[str, str | None] = MappingProxyType(
+    {
+        # Debian bookworm: containerd 1.6.20~ds1-1+deb12u3 (`apt-cache policy containerd` on Debian 12).
+        "debian-12": "1.6",
+        # Debian trixie: 1.7.24~ds1 ("no containerd 2.X.Y versions are available on Debian repositories,
+        # not even on trixie", docker/containerd-packaging PR #426, 2025-08-29).
+        "debian-13": "1.7",
+        # Ubuntu: jammy-updates and noble(-updates) carry the 1.7 series.
+        # unverified: the exact patch levels were not looked up; no 2.x is in either series.
+        "ubuntu-22.04": "1.7",
+        "ubuntu-24.04": "1.7",
+        # RHEL 9 and its rebuilds: containerd is not in BaseOS/AppStream (Docker's containerd.io is the
+        # usual source, as the kubeadm install guide's container-runtime page points out).
+        "rhel-9": None,
+        "rocky-9": None,
+        "alma-9": None,
+        # fedora-41 / fedora-42: unverified which containerd series their archives carry; not listed.
+    }
+)
 
 _CPKLM = "ControlPlaneKubeletLocalMode"
 _NLCS = "NodeLocalCRISocket"

@@ -128,7 +128,13 @@ def test_unit() -> None:
     assert f"ExecStart={bootstrap.SCRIPT_PATH}\n" in unit
     assert "WantedBy=multi-user.target\n" in unit
     # cloud-final is After=multi-user.target on Debian/Ubuntu: ordering after it would be a cycle.
-    assert "After=network-online.target cloud-init.service\n" in unit and "cloud-final" not in unit
+    assert "cloud-final" not in unit
+    # A failed run is restarted, with a delay, until the script gives up with GIVE_UP_STATUS.
+    service = unit[unit.index("[Service]") :]
+    assert "Restart=on-failure\n" in service and f"RestartSec={bootstrap.RESTART_SEC}s\n" in service
+    assert f"RestartPreventExitStatus={bootstrap.GIVE_UP_STATUS}\n" in service
+    head = unit[: unit.index("[Service]")]
+    assert "StartLimitIntervalSec=" in head and "StartLimitBurst=" in head
 
 
 # --------------------------------------------------------------------------------------------------
@@ -154,17 +160,19 @@ def test_env_values_per_role() -> None:
     assert env["cp-2"]["BAKE_KUBE_VIP_MANIFEST"] == ""
     assert env["cp-1"]["BAKE_CNI"] == "calico" and env["worker-1"]["BAKE_CNI"] == "none"
     assert env["cp-1"]["BAKE_CNI_CONFIG"] == "/etc/bake/cni/calico-installation.yaml"
-    retry = env["cp-1"]["BAKE_KUBEADM_RETRY_IGNORE"].split(",")
-    assert "Port-6443" in retry and "all" not in retry  # kubeadm refuses "all" next to the config's list
+    # Baked files that kubeadm reset would delete, kept for a clean retry: kubeadm roles only.
+    keep = env["cp-2"]["BAKE_KEEP_FILES"].split()
+    assert {
+        "/etc/kubernetes/pki/ca.key",
+        "/etc/kubernetes/admin.conf",
+        "/etc/kubernetes/manifests/kube-vip.yaml",
+    } <= set(keep)
+    assert all(p.startswith(("/etc/kubernetes/", "/var/lib/kubelet/")) for p in keep)
 
     ext = _plan("ha-external-etcd")
     assert _env(ext, ext.node("cp-3"))["BAKE_JOIN_AFTER_PODS"] == "kube-apiserver"
     etcd = _env(ext, ext.node("etcd-1"))
-    assert (
-        etcd["BAKE_ROLE"] == "etcd"
-        and etcd["BAKE_KUBEADM_CONFIG"] == ""
-        and etcd["BAKE_KUBEADM_RETRY_IGNORE"] == ""
-    )
+    assert etcd["BAKE_ROLE"] == "etcd" and etcd["BAKE_KUBEADM_CONFIG"] == "" and etcd["BAKE_KEEP_FILES"] == ""
     ha = _env(ext, ext.node("worker-2"))
     assert ha["BAKE_API_ENDPOINT"] == "10.77.0.10:8443"  # the haproxy frontend
 
@@ -285,24 +293,58 @@ name=$(basename "$0")
 printf '%s\n' "$name $*" >>/var/tmp/stub-calls.log
 case "$name" in
 containerd)
+    version=v2.1.4
+    [[ -e /run/stub-containerd-version ]] && version=$(cat /run/stub-containerd-version)
     if [[ ${1:-} == --version ]]; then
-        cat /run/stub-containerd-version 2>/dev/null ||
-            echo "containerd github.com/containerd/containerd/v2 v2.1.4 deadbeef"
+        # a whole `containerd --version` line, or only the version in the v2 module's line
+        if [[ $version == containerd\ * ]]; then echo "$version"; else
+            echo "containerd github.com/containerd/containerd/v2 $version deadbeef"; fi
     fi
     ;;
 kubeadm)
-    if [[ ${1:-} == version ]]; then echo "v${STUB_KUBEADM_VERSION:-1.37.1}"; exit 0; fi
-    if [[ -e /run/stub-kubeadm-fail-once ]]; then
-        rm -f /run/stub-kubeadm-fail-once
-        echo "kubeadm stub: failing" >&2
-        exit 1
-    fi
+    case ${1:-} in
+    version) echo "v${STUB_KUBEADM_VERSION:-1.37.1}" ;;
+    reset)  # TEST DOUBLE of what kubeadm reset deletes (cmd/kubeadm/app/cmd/phases/reset/cleanupnode.go)
+        for d in /etc/kubernetes/manifests /var/lib/kubelet /etc/kubernetes/pki; do
+            if [[ -d $d ]]; then find "$d" -mindepth 1 -delete; fi
+        done
+        for f in admin super-admin kubelet bootstrap-kubelet controller-manager scheduler; do
+            rm -f "/etc/kubernetes/$f.conf"
+        done
+        ;;
+    init | join)  # TEST DOUBLE: kubeadm's preflight on leftovers (checks.go), then what a run leaves
+        checked=/etc/kubernetes/manifests/kube-apiserver.yaml  # init: its own manifests
+        [[ $1 == join ]] && checked=/etc/kubernetes/bootstrap-kubelet.conf  # join: FileAvailable checks
+        if [[ -e $checked ]]; then echo "[ERROR FileAvailable]: $checked already exists" >&2; exit 1; fi
+        mkdir -p /etc/kubernetes/manifests /var/lib/kubelet/pki /etc/kubernetes/pki
+        echo leftover >/var/lib/kubelet/pki/kubelet-client-current.pem
+        if [[ $1 == join ]]; then echo leftover >/etc/kubernetes/bootstrap-kubelet.conf; fi
+        if [[ $1 == init ]]; then echo leftover >/etc/kubernetes/manifests/kube-apiserver.yaml; fi
+        if [[ -e /run/stub-kubeadm-fail-once ]]; then
+            rm -f /run/stub-kubeadm-fail-once
+            echo "kubeadm stub: failing" >&2
+            exit 1
+        fi
+        if [[ -e /run/stub-kubeadm-node-exists-once ]]; then
+            rm -f /run/stub-kubeadm-node-exists-once
+            printf '%s %s\n' "error execution phase kubelet-start: a Node with name \"$(hostname)\"" \
+                'and status "Ready" already exists in the cluster. You must delete the existing Node' >&2
+            exit 1
+        fi
+        ;;
+    esac
     ;;
 kubectl)
     if [[ " $* " == *" jsonpath="* ]]; then printf 'True'; fi
     if [[ " $* " == *" daemonset cilium "* ]]; then exit 1; fi
+    if [[ " $* " == *" apply "* && -s /run/stub-kubectl-apply-failures ]]; then
+        left=$(</run/stub-kubectl-apply-failures)
+        echo $((left - 1)) >/run/stub-kubectl-apply-failures
+        if ((left > 0)); then echo "Unable to connect to the server: no route to host" >&2; exit 1; fi
+    fi
     ;;
 curl)
+    if [[ " $* " == *"/health "* && -e /run/stub-real-curl ]]; then exec /usr/bin/curl "$@"; fi
     out=
     while (($#)); do if [[ $1 == -o ]]; then out=$2; shift; fi; shift; done
     if [[ -n $out ]]; then echo "downloaded" >"$out"; fi
@@ -313,6 +355,9 @@ gpg)
     while (($#)); do if [[ $1 == -o ]]; then out=$2; shift; fi; shift; done
     cat >/dev/null
     echo "keyring" >"$out"
+    ;;
+tar)  # the real tar, but for unpacking the (fake) cilium download
+    [[ " $* " == *" -xzf "* ]] || exec /usr/bin/tar "$@"
     ;;
 getenforce) echo Enforcing ;;
 firewall-cmd) [[ ${1:-} == --state ]] && exit 252 ;;
@@ -372,8 +417,9 @@ cp -a /var/tmp/stub-calls.log "$S/out/calls.log" 2>/dev/null || true
 
 
 class Sandbox:
-    def __init__(self, root: Path, rendered: cloudinit.RenderedNode) -> None:
+    def __init__(self, root: Path, rendered: cloudinit.RenderedNode, plan: ClusterPlan | None = None) -> None:
         self.root = root
+        self.plan = plan
         (root / "out").mkdir(parents=True)
         (root / "stub").write_text(STUB)
         (root / "fstab").write_text(FSTAB)
@@ -385,6 +431,15 @@ class Sandbox:
             target.write_bytes(f.content)
             listing += f.path.encode() + b"\0" + f"{f.mode:04o}".encode() + b"\0"
         (root / "files.list").write_bytes(listing)
+
+    def set_env(self, **values: str) -> None:
+        """Override values of the node's env file (shorter waits and delays for a test)."""
+        env_file = self.root / "files" / bootstrap.ENV_PATH.lstrip("/")
+        lines = env_file.read_text().splitlines()
+        for name, value in values.items():
+            index = next(i for i, line in enumerate(lines) if line.startswith(f"{name}="))
+            lines[index] = f"{name}={shlex.quote(value)}"
+        env_file.write_text("\n".join(lines) + "\n")
 
     def run(self, scenario: str) -> Sandbox:
         (self.root / "scenario.sh").write_text(textwrap.dedent(scenario))
@@ -449,7 +504,7 @@ def can_sandbox(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 def _sandbox(tmp_path: Path, profile: str, node: str, *sets: str) -> Sandbox:
     plan = _plan(profile, "cluster.packages.mode=prebaked", *sets)
-    return Sandbox(tmp_path / "sb", _render(plan, plan.node(node)))
+    return Sandbox(tmp_path / "sb", _render(plan, plan.node(node)), plan)
 
 
 @pytest.mark.integration
@@ -510,43 +565,126 @@ def test_init_runs_to_done(can_sandbox: None, tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_join_order_and_retry_after_failure(can_sandbox: None, tmp_path: Path) -> None:
-    sb = _sandbox(tmp_path, "ha-stacked", "cp-3").run(
+    sb = _sandbox(tmp_path, "ha-stacked", "cp-3")
+    baked = {f.path: f.content for f in _render(sb.plan, sb.plan.node("cp-3")).files}
+    sb.run(
         """
         touch /run/stub-kubeadm-fail-once
         run
         reboot
         run
+        cd /etc/kubernetes && cp pki/ca.key admin.conf manifests/kube-vip.yaml "$S/out/"
         """
     )
     assert sb.rcs == [1, 0], sb.text("stdout.log")
     assert any(c.startswith("kubeadm join") for c in sb.runs[0])
     calls = sb.runs[1]
-    join = next(i for i, c in enumerate(calls) if c.startswith("kubeadm join"))
-    assert calls[join].startswith(
-        "kubeadm join --config /run/kubeadm/kubeadm-join-config.yaml --ignore-preflight-errors="
+    join = calls.index("kubeadm join --config /run/kubeadm/kubeadm-join-config.yaml")  # no ignored checks
+    reset = calls.index("kubeadm reset -f --cri-socket unix:///var/run/containerd/containerd.sock")
+    # The stale Node (if the first try registered it) goes before the join; kubeadm refuses a Ready one.
+    delete = next(
+        i for i, c in enumerate(calls) if c.startswith("kubectl") and " delete node cp-3 " in f"{c} "
     )
-    ignored = calls[join].split("=", 1)[1].split(",")
-    assert "FileAvailable--etc-kubernetes-kubelet.conf" in ignored and "all" not in ignored
+    assert reset < delete < join
     readyz = [c for c in calls[:join] if c.startswith("curl") and "/readyz" in c]
     assert readyz and "https://10.77.0.10:6443/readyz" in readyz[0]
     peers = [c for c in calls[:join] if "jsonpath" in c]
     pods = [c.split()[c.split().index("pod") + 1] for c in peers]
     assert pods == ["etcd-cp-1", "kube-apiserver-cp-1", "etcd-cp-2", "kube-apiserver-cp-2"]
+    # kubeadm reset deleted the baked PKI, kubeconfig and static pod: they are back, byte for byte.
+    for path in (
+        "/etc/kubernetes/pki/ca.key",
+        "/etc/kubernetes/admin.conf",
+        "/etc/kubernetes/manifests/kube-vip.yaml",
+    ):
+        assert (sb.root / "out" / Path(path).name).read_bytes() == baked[path]
     assert (sb.root / "out/state/bootstrap.done").exists()
+    assert not (sb.root / "out/state/baked-files.tar").exists()  # secrets do not outlive the bootstrap
+
+
+@pytest.mark.integration
+def test_failed_run_retries_with_backoff_in_the_same_boot(can_sandbox: None, tmp_path: Path) -> None:
+    """systemd restarts a failed run (Restart=on-failure); here `run` twice plays that restart."""
+    sb = _sandbox(tmp_path, "single-master", "worker-1")
+    sb.set_env(BAKE_RETRY_BASE_SECONDS="1")
+    sb.run("touch /run/stub-kubeadm-fail-once\nrun\nrun\n")
+    assert sb.rcs == [1, 0], sb.text("stdout.log")
+    log = sb.text("bootstrap.log")
+    assert "attempt 1 failed (exit 1); bake-bootstrap.service runs it again" in log
+    assert "attempt 2 of 8 in this boot (the previous one failed): retrying in 1s" in log
+    second = sb.runs[1]
+    assert second.index(
+        "kubeadm reset -f --cri-socket unix:///var/run/containerd/containerd.sock"
+    ) < second.index("kubeadm join --config /run/kubeadm/kubeadm-join-config.yaml")
+    assert (sb.root / "out/state/bootstrap.done").exists()
+    assert not (sb.root / "out/run/bake/bootstrap.attempts").exists()
+
+
+@pytest.mark.integration
+def test_backoff_doubles_and_the_last_attempt_gives_up(can_sandbox: None, tmp_path: Path) -> None:
+    sb = _sandbox(tmp_path, "single-master", "worker-1")
+    sb.set_env(
+        BAKE_WAIT_ENDPOINT_SECONDS="1", BAKE_RETRY_BASE_SECONDS="1", BAKE_RETRY_MAX_SECONDS="2",
+        BAKE_RETRY_MAX_ATTEMPTS="3",
+    )  # fmt: skip
+    sb.run("touch /run/stub-endpoint-down\nrun\nrun\nrun\nrun\n")
+    # 75 = RestartPreventExitStatus: systemd stops restarting; a manual restart counts from 1 again.
+    assert sb.rcs == [1, 1, bootstrap.GIVE_UP_STATUS, 1], sb.text("stdout.log")
+    log = sb.text("bootstrap.log")
+    assert "attempt 2 of 3 in this boot (the previous one failed): retrying in 1s" in log
+    assert "attempt 3 of 3 in this boot (the previous one failed): retrying in 2s" in log
+    assert "giving up after 3 failed attempts in this boot" in log
+    assert log.count("attempt 2 of 3") == 1
+    assert not any(c.startswith("kubeadm join") for c in sb.calls)
+
+
+@pytest.mark.integration
+def test_join_refused_for_a_registered_node_recovers(can_sandbox: None, tmp_path: Path) -> None:
+    sb = _sandbox(tmp_path, "single-master", "worker-1")
+    sb.set_env(BAKE_RETRY_BASE_SECONDS="1")
+    sb.run("touch /run/stub-kubeadm-node-exists-once\nrun\nrun\n")
+    assert sb.rcs == [1, 0], sb.text("stdout.log")
+    assert "still registered and Ready from an earlier attempt" in sb.text("bootstrap.log")
+    second = sb.runs[1]
+    assert second.index(
+        "kubeadm reset -f --cri-socket unix:///var/run/containerd/containerd.sock"
+    ) < second.index("kubeadm join --config /run/kubeadm/kubeadm-join-config.yaml")
+    out = sb.root / "out/state/kubeadm-join.out"
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.integration
+def test_kubectl_through_the_endpoint_is_retried(can_sandbox: None, tmp_path: Path) -> None:
+    sb = _sandbox(tmp_path, "single-master", "cp-1").run("echo 1 >/run/stub-kubectl-apply-failures\nrun\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    assert "waiting for kubectl apply --server-side" in sb.text("bootstrap.log")
+    assert sum(" apply --server-side " in f"{c} " for c in sb.calls) == 2
+
+
+@pytest.mark.integration
+def test_unit_passes_systemd_analyze_verify(can_sandbox: None, tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    sb = _sandbox(tmp_path, "single-master", "worker-1").run(
+        f"""
+        rc=0
+        systemd-analyze verify {bootstrap.UNIT_PATH} >"$S/out/verify.log" 2>&1 || rc=$?
+        echo "$rc" >"$S/out/verify.rc"
+        """
+    )
+    assert sb.text("verify.rc").strip() == "0", sb.text("verify.log")
+    assert "bake-bootstrap.service" not in sb.text("verify.log"), sb.text("verify.log")
 
 
 @pytest.mark.integration
 def test_worker_gives_up_on_a_dead_endpoint(can_sandbox: None, tmp_path: Path) -> None:
     sb = _sandbox(tmp_path, "single-master", "worker-1")
-    env_file = sb.root / "files" / bootstrap.ENV_PATH.lstrip("/")
-    env_file.write_text(
-        env_file.read_text().replace("BAKE_WAIT_ENDPOINT_SECONDS=1800", "BAKE_WAIT_ENDPOINT_SECONDS=1")
-    )
+    sb.set_env(BAKE_WAIT_ENDPOINT_SECONDS="1")
     sb.run("touch /run/stub-endpoint-down\nrun\n")
     assert sb.rcs == [1]
     assert not any(c.startswith("kubeadm join") for c in sb.calls)
     log = sb.text("bootstrap.log")
-    assert "did not become ready; will retry at next boot" in log
+    assert "did not become ready; will retry" in log
 
 
 @pytest.mark.integration
@@ -607,13 +745,13 @@ def test_skewed_worker_installs_the_clusters_kubeadm_and_its_own_kubelet(
     if os_name.startswith("ubuntu"):
         install = next(c for c in calls if c.startswith("apt-get") and " install " in c and "kubelet=" in c)
         assert {"kubelet=1.35.0-*", "kubeadm=1.37.1-*", "kubectl=1.37.1-*"} <= set(install.split())
-        keys = [c for c in calls if c.startswith("curl") and "Release.key" in c]
+        keys = [c for c in calls if c.startswith("curl") and "pkgs.k8s.io" in c]
         assert [k.split()[-1] for k in keys] == [
             "https://pkgs.k8s.io/core:/stable:/v1.37/deb/Release.key",
             "https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key",
         ]
         written = sorted(p.name for p in (sb.root / "upper/etc/apt/sources.list.d").iterdir())
-        assert written == ["kubernetes-kubelet.list", "kubernetes.list"]
+        assert written == ["containerd.list", "kubernetes-kubelet.list", "kubernetes.list"]
     else:
         install = next(c for c in calls if c.startswith("dnf") and "kubelet-" in c)
         words = install.split()
@@ -687,3 +825,172 @@ def test_host_prep_modules_swap_and_containerd_schema(can_sandbox: None, tmp_pat
     assert sandbox == PAUSE_1_37
     assert calls.index("systemctl restart containerd") > calls.index("containerd --version")
     assert f"installed config schema {schema} as /etc/containerd/config.toml" in sb.text("bootstrap.log")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["repos", "prebaked"])
+def test_containerd_1_under_a_kubelet_that_needs_2(can_sandbox: None, tmp_path: Path, mode: str) -> None:
+    plan = _plan("single-master", f"cluster.packages.mode={mode}")
+    sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
+    sb.run(f"echo v1.7.24 >/run/stub-containerd-version\ntouch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    log = sb.text("bootstrap.log")
+    if mode == "repos":  # bake installed it: the repository is wrong, stop before the kubelet runs on it
+        assert sb.rcs == [1], sb.text("stdout.log")
+        assert "containerd 1.x was installed, and kubelet 1.37.1 needs containerd 2.x" in log
+        assert "runtime" not in sb.steps()
+    else:  # a prebaked image is its builder's business: say it, go on
+        assert sb.rcs == [0], sb.text("stdout.log")
+        assert "WARNING: this prebaked image has containerd 1.x; kubelet 1.37.1 needs containerd 2.x" in log
+
+
+@pytest.mark.integration
+def test_default_containerd_comes_from_the_repository_key_first(can_sandbox: None, tmp_path: Path) -> None:
+    plan = _plan("single-master")
+    sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
+    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    calls = sb.calls
+    key = next(i for i, c in enumerate(calls) if c.startswith("curl") and c.endswith("/linux/ubuntu/gpg"))
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "containerd.io" in c.split())
+    assert key < install
+    source = (sb.root / "upper/etc/apt/sources.list.d/containerd.list").read_text()
+    assert source.endswith(" https://download.docker.com/linux/ubuntu noble stable\n")
+
+
+@pytest.mark.integration
+def test_el9_keeps_curl_minimal(can_sandbox: None, tmp_path: Path) -> None:
+    plan = _plan("single-master", "defaults.os=rocky-9")
+    sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
+    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    installs = [c.split() for c in sb.calls if c.startswith("dnf -y install")]
+    assert installs and all("curl" not in words for words in installs)  # a curl command is there
+
+
+@pytest.mark.integration
+def test_test_stop_can_make_the_first_failure_final(can_sandbox: None, tmp_path: Path) -> None:
+    sb = _sandbox(tmp_path, "single-master", "worker-1").run(
+        f"""
+        printf 'after-waits\\nwait-seconds=1\\nattempts=1\\n' >{bootstrap.TEST_STOP_PATH}
+        touch /run/stub-endpoint-down
+        run
+        """
+    )
+    assert sb.rcs == [bootstrap.GIVE_UP_STATUS], sb.text("stdout.log")
+    assert "giving up after 1 failed attempts in this boot" in sb.text("bootstrap.log")
+
+
+# --------------------------------------------------------------------------------------------------
+# external etcd before kubeadm init, against real etcd members with the baked certificates
+
+ETCD_IPS = {"etcd-1": "127.0.77.31", "etcd-2": "127.0.77.32", "etcd-3": "127.0.77.33"}
+LOOPBACK_EXTERNAL = (
+    "cluster.encryptionAlgorithm=ECDSA-P256",
+    *(f"nodes[{i}].ip={ip}" for i, ip in enumerate(ETCD_IPS.values())),
+    "nodes[3].ip=127.0.77.11",
+    "nodes[4].ip=127.0.77.12",
+    "nodes[5].ip=127.0.77.13",
+    "nodes[6].ip=127.0.77.21",
+    "nodes[7].ip=127.0.77.22",
+)
+
+
+def _baked_for_real(tmp_path: Path, node: str) -> tuple[Sandbox, Path]:
+    """A sandbox of `node` with the real PKI of a fresh bundle, and that bundle on disk."""
+    from datetime import UTC, datetime
+
+    from builder import distribute, secrets
+
+    plan = _plan("ha-external-etcd", "cluster.packages.mode=prebaked", *LOOPBACK_EXTERNAL)
+    bundle, _ = secrets.reconcile(plan, None, now=datetime.now(UTC))
+    root = tmp_path / "secrets"
+    for rel, data, mode in secrets.bundle_files(bundle, plan):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+        (root / rel).chmod(mode)
+    target = plan.node(node)
+    rendered = cloudinit.render_node(
+        plan,
+        target,
+        pki_files=distribute.node_pki_files(plan, target, bundle),
+        token=bundle.token,
+        ca_hash=bundle.discovery_hash,
+    )
+    return Sandbox(tmp_path / "sb", rendered, plan), root
+
+
+def _start_etcd(secrets_dir: Path, work: Path) -> list[subprocess.Popen[bytes]]:
+    etcd = shutil.which("etcd")
+    assert etcd
+    ca = secrets_dir / "pki/etcd/ca.crt"
+    initial = ",".join(f"{m}=https://{ip}:2380" for m, ip in ETCD_IPS.items())
+    procs = []
+    for m, ip in ETCD_IPS.items():
+        d = secrets_dir / "nodes" / m / "etcd"
+        procs.append(
+            subprocess.Popen(
+                [
+                    etcd, f"--name={m}", f"--data-dir={work / m}",
+                    f"--listen-client-urls=https://{ip}:2379", f"--advertise-client-urls=https://{ip}:2379",
+                    f"--listen-peer-urls=https://{ip}:2380", f"--initial-advertise-peer-urls=https://{ip}:2380",
+                    f"--initial-cluster={initial}", "--initial-cluster-state=new",
+                    "--client-cert-auth=true", f"--trusted-ca-file={ca}",
+                    f"--cert-file={d / 'server.crt'}", f"--key-file={d / 'server.key'}",
+                    "--peer-client-cert-auth=true", f"--peer-trusted-ca-file={ca}",
+                    f"--peer-cert-file={d / 'peer.crt'}", f"--peer-key-file={d / 'peer.key'}",
+                    "--listen-metrics-urls=http://127.0.0.1:0",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=(work / f"{m}.log").open("wb"),
+            )
+        )  # fmt: skip
+    return procs
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("etcd") is None, reason="Debian's etcd-server is not installed")
+def test_init_waits_for_external_etcd_started_after_it(can_sandbox: None, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    sb, secrets_dir = _baked_for_real(tmp_path, "cp-1")
+    sb.set_env(BAKE_WAIT_ETCD_SECONDS="120")
+    runner = threading.Thread(target=sb.run, args=("touch /run/stub-real-curl\nrun\n",))
+    runner.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while "waiting for external etcd member" not in sb.text("stdout.log"):
+            assert time.monotonic() < deadline and runner.is_alive(), sb.text("stdout.log")
+            time.sleep(0.5)
+        assert not any(c.startswith("kubeadm init") for c in sb.calls)  # init has not run meanwhile
+        (tmp_path / "etcd").mkdir()
+        procs = _start_etcd(secrets_dir, tmp_path / "etcd")  # the etcd machines come up late
+        runner.join(timeout=150)
+        assert not runner.is_alive()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    assert sb.rcs == [0], sb.text("stdout.log")
+    calls = sb.calls
+    init = calls.index("kubeadm init --config /run/kubeadm/kubeadm.yaml")
+    health = [i for i, c in enumerate(calls) if c.startswith("curl") and c.endswith("/health")]
+    assert len(health) > 3 and max(health) < init  # failed tries first, then each member healthy
+    for ip in ETCD_IPS.values():
+        line = next(calls[i] for i in health if f"https://{ip}:2379/health" in calls[i])
+        assert "--cert /etc/kubernetes/pki/apiserver-etcd-client.crt" in line
+        assert f"external etcd member https://{ip}:2379 is healthy" in sb.text("bootstrap.log")
+
+
+@pytest.mark.integration
+def test_init_gives_up_on_absent_external_etcd(can_sandbox: None, tmp_path: Path) -> None:
+    sb, _ = _baked_for_real(tmp_path, "cp-1")
+    sb.set_env(BAKE_WAIT_ETCD_SECONDS="1")
+    sb.run("touch /run/stub-real-curl\nrun\n")
+    assert sb.rcs == [1], sb.text("stdout.log")
+    assert not any(c.startswith("kubeadm") and " init " in f"{c} " for c in sb.calls)
+    log = sb.text("bootstrap.log")
+    assert "external etcd member https://127.0.77.31:2379 is not healthy" in log
+    assert "will retry" in log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import tomllib
 from functools import cache
+from pathlib import PurePosixPath
 
 import pytest
 import yaml
@@ -120,10 +121,20 @@ def test_crio_dropin_and_crictl() -> None:
     }
     assert prep.runtime_service == "crio" and prep.runtime_packages == ("cri-o",)
     assert prep.apt_staged_sources == ("/etc/bake/apt/kubernetes.list", "/etc/bake/apt/cri-o.list")
+    # CRI-O's stable streams live on the openSUSE build service's download host now (pkgs.k8s.io's
+    # addons:/cri-o:/stable: paths answer 403).
     assert files["/etc/bake/apt/cri-o.list"] == (
         "deb [signed-by=/etc/apt/keyrings/cri-o-apt-keyring.gpg] "
-        "https://pkgs.k8s.io/addons:/cri-o:/stable:/v1.37/deb/ /\n"
+        "https://download.opensuse.org/repositories/isv:/cri-o:/stable:/v1.37/deb/ /\n"
     )
+    assert prep.apt_keys[-1].url == (
+        "https://download.opensuse.org/repositories/isv:/cri-o:/stable:/v1.37/deb/Release.key"
+    )
+    # CRI-O reads crio.conf.d in lexical order, the last file winning: ours must sort after the
+    # package's own 10-crio.conf, or its defaults (cgroup manager, pause image) override ours.
+    dropin = PurePosixPath(host.CRIO_DROPIN_PATH)
+    assert str(dropin.parent) == "/etc/crio/crio.conf.d"
+    assert sorted([dropin.name, "10-crio.conf", "10-crun.conf"])[-1] == dropin.name
 
 
 def test_apt_repository_pins_and_holds() -> None:
@@ -138,6 +149,9 @@ def test_apt_repository_pins_and_holds() -> None:
         host.AptKey(
             "https://pkgs.k8s.io/core:/stable:/v1.37/deb/Release.key",
             "/etc/apt/keyrings/kubernetes-apt-keyring.gpg",
+        ),
+        host.AptKey(
+            "https://download.docker.com/linux/ubuntu/gpg", "/etc/apt/keyrings/containerd-apt-keyring.gpg"
         ),
     )
     assert prep.kube_packages == ("kubelet=1.37.1-*", "kubeadm=1.37.1-*", "kubectl=1.37.1-*")
@@ -172,7 +186,7 @@ def test_worker_with_older_kubelet_gets_the_clusters_kubeadm_and_kubectl() -> No
         "deb [signed-by=/etc/apt/keyrings/kubernetes-kubelet-apt-keyring.gpg] "
         "https://pkgs.k8s.io/core:/stable:/v1.35/deb/ /\n"
     )
-    assert [k.url for k in prep.apt_keys] == [
+    assert [k.url for k in prep.apt_keys][:2] == [
         "https://pkgs.k8s.io/core:/stable:/v1.37/deb/Release.key",
         "https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key",
     ]
@@ -209,30 +223,74 @@ def test_rhel_family_repo_selinux_and_arch_of_the_node() -> None:
     # containerd.io from Docker's EL repository, for the NODE's arch (aarch64), whatever bakes it.
     assert (
         "baseurl=https://download.docker.com/linux/centos/9/aarch64/stable\n"
-        in files["/etc/yum.repos.d/docker-ce.repo"]
+        in files["/etc/yum.repos.d/containerd.repo"]
     )
     assert prep.kube_packages == ("kubelet-1.37.1", "kubeadm-1.37.1", "kubectl-1.37.1")
     assert prep.runtime_packages == ("containerd.io",)
     assert {"ebtables", "ethtool", "conntrack-tools", "socat"} <= set(prep.base_packages)
+    # EL 9 images ship curl-minimal, which the curl package conflicts with.
+    assert "curl" not in prep.base_packages
     assert prep.apt_keys == () and prep.apt_staged_sources == ()
 
 
-def test_fedora_disables_zram_swap_and_uses_distro_containerd() -> None:
+def test_fedora_disables_zram_swap_and_gets_containerd_2() -> None:
     plan, node = _node("single-master", "worker-1", "defaults.os=fedora-42")
     prep = host.host_prep(plan, node)
     assert host.ZRAM_GENERATOR_PATH in _files(prep)
+    assert prep.runtime_packages == ("containerd.io",)
+    assert (
+        "baseurl=https://download.docker.com/linux/fedora/42/x86_64/stable\n"
+        in _files(prep)["/etc/yum.repos.d/containerd.repo"]
+    )
+    plan, node = _node(
+        "single-master", "worker-1", "defaults.os=fedora-42", "cluster.containerRuntimeSource=distro"
+    )
+    prep = host.host_prep(plan, node)
     assert prep.runtime_packages == ("containerd",)
-    assert "/etc/yum.repos.d/docker-ce.repo" not in _files(prep)
+    assert "/etc/yum.repos.d/containerd.repo" not in _files(prep)
+
+
+@pytest.mark.parametrize(
+    ("os_name", "suite"),
+    [("ubuntu-24.04", "ubuntu noble"), ("ubuntu-22.04", "ubuntu jammy"), ("debian-12", "debian bookworm"),
+     ("debian-13", "debian trixie")],
+)  # fmt: skip
+def test_containerd_2_from_the_profiles_repository_on_apt(os_name: str, suite: str) -> None:
+    distro, codename = suite.split()
+    plan, node = _node(
+        "single-master",
+        "worker-1",
+        f"defaults.os={os_name}",
+        "cluster.containerdRepository.baseUrl=http://mirror.lan/docker",
+    )
+    prep = host.host_prep(plan, node)
+    assert prep.runtime_packages == ("containerd.io",)
+    assert _files(prep)["/etc/bake/apt/containerd.list"] == (
+        f"deb [signed-by=/etc/apt/keyrings/containerd-apt-keyring.gpg] http://mirror.lan/docker/{distro} "
+        f"{codename} stable\n"
+    )
+    assert host.AptKey(
+        f"http://mirror.lan/docker/{distro}/gpg", "/etc/apt/keyrings/containerd-apt-keyring.gpg"
+    ) in (prep.apt_keys)
+
+
+def test_distro_containerd_where_it_is_supported() -> None:
+    plan, node = _node(
+        "single-master", "worker-1", "cluster.kubernetesVersion=1.35", "cluster.containerRuntimeSource=distro"
+    )
+    prep = host.host_prep(plan, node)
+    assert prep.runtime_packages == ("containerd",)
+    assert not any(f.path == "/etc/bake/apt/containerd.list" for f in prep.files)
 
 
 def test_crio_on_rhel_family_repo() -> None:
     plan, node = _node("single-master", "worker-1", "defaults.os=alma-9", "cluster.containerRuntime=crio")
     files = _files(host.host_prep(plan, node))
     assert (
-        "baseurl=https://pkgs.k8s.io/addons:/cri-o:/stable:/v1.37/rpm/\n"
+        "baseurl=https://download.opensuse.org/repositories/isv:/cri-o:/stable:/v1.37/rpm/\n"
         in files["/etc/yum.repos.d/cri-o.repo"]
     )
-    assert "/etc/yum.repos.d/docker-ce.repo" not in files
+    assert "/etc/yum.repos.d/containerd.repo" not in files
 
 
 def test_prebaked_skips_repositories() -> None:

@@ -183,3 +183,57 @@ def test_only_does_not_skip_the_checks_of_other_nodes(tmp_path: Path) -> None:
     assert "nodes[2].labels.kubernetes.io/role: the kubelet refuses" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert tree_digest(out / "single-master") == before
+
+
+# --- container runtime source ---------------------------------------------------------------------
+
+
+def test_default_runtime_source_bakes_with_every_embedded_profile() -> None:
+    for name in ("single-master", "single-node", "ha-stacked", "ha-external-etcd", "etcd-cluster"):
+        assert load_profile(name).cluster.container_runtime_source.value == "repository"
+
+
+@pytest.mark.parametrize(
+    ("sets", "expect"),
+    [
+        # Kubernetes 1.35 was the last release to support containerd 1.x; Ubuntu 24.04 has 1.7.
+        (("cluster.kubernetesVersion=1.36",), "ubuntu-24.04's own containerd is 1.7"),
+        (("defaults.os=debian-12",), "debian-12's own containerd is 1.6"),
+        (("defaults.os=debian-13",), "debian-13's own containerd is 1.7"),
+        (("cluster.kubernetesVersion=1.33", "defaults.os=rocky-9"), "rocky-9 ships no containerd package"),
+    ],
+)
+def test_distro_containerd_refused_where_kubernetes_does_not_support_it(
+    sets: tuple[str, ...], expect: str
+) -> None:
+    problems = problems_of("single-master", "cluster.containerRuntimeSource=distro", *sets)
+    assert [p for p, _ in problems] == ["cluster.containerRuntimeSource"]
+    message = problems[0][1]
+    assert expect in message
+    assert "use cluster.containerRuntimeSource: repository" in message  # the way out
+    assert "packages.mode: prebaked" in message
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ("cluster.kubernetesVersion=1.35",),  # containerd 1.7 is still supported by a 1.35 kubelet
+        ("cluster.packages.mode=prebaked",),  # the image's builder chose the runtime
+        ("cluster.containerRuntime=crio",),  # CRI-O comes from its own repository
+        ("defaults.os=fedora-42",),  # not known to ship 1.x: not refused
+    ],
+)
+def test_distro_containerd_accepted_otherwise(sets: tuple[str, ...]) -> None:
+    load_profile("single-master", ["cluster.containerRuntimeSource=distro", *sets])
+
+
+def test_distro_containerd_judged_per_node_kubelet() -> None:
+    # The kubelet decides, node by node: cp-1 runs the cluster's 1.36 even if every worker runs 1.35.
+    problems = problems_of(
+        "single-master",
+        "cluster.containerRuntimeSource=distro",
+        "cluster.kubernetesVersion=1.36",
+        "nodes[1].kubernetesVersion=1.35",
+        "nodes[2].kubernetesVersion=1.35",
+    )
+    assert "the kubelet of nodes[0] cp-1 (1.36)" in problems[0][1]
