@@ -681,14 +681,6 @@ nodes:
 # --- determinism and goldens -------------------------------------------------------------------
 
 
-def test_deterministic() -> None:
-    a, b = plan_of("ha-external-etcd"), plan_of("ha-external-etcd")
-    for node in a.nodes:
-        assert static_pods.node_static_pod_files(a, node) == static_pods.node_static_pod_files(
-            b, b.node(node.name)
-        )
-
-
 @pytest.mark.parametrize(("profile", "node"), [(p, n) for p, nodes in GOLDEN_NODES.items() for n in nodes])
 def test_golden(profile: str, node: str) -> None:
     plan = plan_of(profile)
