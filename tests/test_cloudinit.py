@@ -2,8 +2,7 @@
 
 Every user-data of every embedded profile (and OS / arch / runtime / package-mode / IPv6 variants) is
 checked by cloud-init's own validator (`cloud-init schema`, the Debian package, run as a program).
-Golden files pin one node per role; refresh them with
-    UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_cloudinit.py
+Golden files pin one node per role; refresh them with `make golden` (it prints what changed).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from builder.files import NodeFile, public, secret
 from builder.plan import ClusterPlan, NodePlan, build_plan
 from builder.profile import Profile, load_profile, validate
 
+from .helpers import check_golden
 from .peers import program
 
 REPO = Path(__file__).resolve().parents[1]
@@ -532,15 +532,5 @@ def test_golden(profile: str, node: str) -> None:
         "meta-data": rendered.meta_data,
         "network-config": rendered.network_config,
     }
-    directory = GOLDEN / profile / node
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, data in outputs.items():
-            (directory / name).write_bytes(data)
     for name, data in outputs.items():
-        path = directory / name
-        assert path.exists(), f"{path} missing: run UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_cloudinit.py"
-        assert data == path.read_bytes(), (
-            f"{profile}/{node} {name} differs from {path}; if the change is intended, run "
-            "UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_cloudinit.py and review the diff"
-        )
+        check_golden(GOLDEN / profile / node / name, data)
