@@ -32,7 +32,7 @@ lint: $(STAMP)
 
 ## golden: refresh golden files after an intended rendering change
 golden: $(STAMP)
-	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_kubeadm_config.py tests/test_static_pods.py tests/test_cloudinit.py
+	UPDATE_GOLDEN=1 $(BIN)/pytest -q tests/test_kubeadm_config.py tests/test_static_pods.py tests/test_cloudinit.py tests/test_goldens.py
 
 ## vm-image: build (or reuse) the cached Debian guest images for the VM tests
 vm-image: $(STAMP)

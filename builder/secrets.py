@@ -259,7 +259,10 @@ def _base(specs: dict[str, dict[str, pki.CertSpec]], owner: str, name: str) -> s
 
 
 def bundle_files(bundle: Bundle, plan: ClusterPlan) -> Iterator[tuple[str, bytes, int]]:
-    """(relative path, bytes, mode) of every file of the bundle, in a stable order."""
+    """(relative path, bytes, mode) of every file of the bundle, in a stable order.
+
+    Certificates are 0600 like everything else in the output tree: one rule, no list of exceptions.
+    """
     specs = _spec_index(plan)
     meta: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
@@ -275,14 +278,14 @@ def bundle_files(bundle: Bundle, plan: ClusterPlan) -> Iterator[tuple[str, bytes
     yield "token", (bundle.token + "\n").encode(), 0o600
     for name in CA_NAMES:
         base = certlist.ca_specs()[name].base
-        yield f"pki/{base}.crt", bundle.cas[name].cert_pem, 0o644
+        yield f"pki/{base}.crt", bundle.cas[name].cert_pem, 0o600
         yield f"pki/{base}.key", bundle.cas[name].key_pem, 0o600
     yield "pki/sa.key", bundle.sa_key_pem, 0o600
     yield "pki/sa.pub", bundle.sa_pub_pem, 0o600
     for owner, certs in sorted(bundle.leaves.items()):
         for name, held in sorted(certs.items()):
             base = _base(specs, owner, name)
-            yield f"nodes/{owner}/{base}.crt", held.cert_pem, 0o644
+            yield f"nodes/{owner}/{base}.crt", held.cert_pem, 0o600
             yield f"nodes/{owner}/{base}.key", held.key_pem, 0o600
 
 

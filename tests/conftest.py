@@ -11,7 +11,7 @@ from builder import secrets
 from builder.plan import ClusterPlan, build_plan
 from builder.profile import load_profile
 
-from . import peers
+from . import helpers, peers
 
 Baked = Callable[..., tuple[ClusterPlan, secrets.Bundle]]
 
@@ -44,3 +44,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """BAKE_REQUIRE_PEERS=1 (CI): a skipped peer test is a failure."""
     outcome = yield
     peers.skip_to_failure(item, outcome.get_result())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """After a golden refresh, say which goldens changed and how (review before committing)."""
+    if not helpers.GOLDEN_CHANGES:
+        return
+    terminalreporter.section(f"golden files rewritten: {len(helpers.GOLDEN_CHANGES)}")
+    for path, summary, _ in helpers.GOLDEN_CHANGES:
+        terminalreporter.write_line(f"  {summary:>16}  {path.relative_to(helpers.REPO)}")
+    for path, _, diff in helpers.GOLDEN_CHANGES:
+        if diff:
+            lines = diff.splitlines()
+            terminalreporter.write_line("")
+            terminalreporter.write_line("\n".join(lines[:40]))
+            if len(lines) > 40:
+                terminalreporter.write_line(f"... {len(lines) - 40} more diff lines for {path.name}")

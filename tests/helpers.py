@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 BAKE = [sys.executable, "-m", "builder.cli"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def bake(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -30,10 +32,39 @@ def tree_digest(root: Path) -> dict[str, str]:
     }
 
 
+# (golden path, one-line summary, unified diff) of each golden rewritten by this run; conftest.py prints
+# them at the end, so a refresh (`make golden`) shows what changed instead of rewriting silently
+GOLDEN_CHANGES: list[tuple[Path, str, str]] = []
+
+
+def golden_diff(path: Path, old: bytes | None, new: bytes, context: int = 2) -> tuple[str, str]:
+    """(summary, unified diff) between a golden's bytes and new bytes."""
+    if old is None:
+        return f"new, {len(new.splitlines())} lines", ""
+    try:
+        a, b = old.decode().splitlines(keepends=True), new.decode().splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return f"binary, {len(old)} -> {len(new)} bytes", ""
+    diff = list(difflib.unified_diff(a, b, f"{path.name} (golden)", f"{path.name} (now)", n=context))
+    added = sum(1 for d in diff if d.startswith("+") and not d.startswith("+++"))
+    removed = sum(1 for d in diff if d.startswith("-") and not d.startswith("---"))
+    return f"+{added} -{removed} lines", "".join(diff)
+
+
 def check_golden(path: Path, content: bytes) -> None:
-    """Compare with a golden file; UPDATE_GOLDEN=1 (`make golden`) rewrites it instead."""
+    """Compare with a golden file; UPDATE_GOLDEN=1 (`make golden`) rewrites it and records the diff."""
+    old = path.read_bytes() if path.is_file() else None
     if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-    assert path.is_file(), f"missing golden {path}: run with UPDATE_GOLDEN=1"
-    assert path.read_bytes() == content, f"{path} differs: review, then refresh with UPDATE_GOLDEN=1"
+        if old != content:
+            summary, diff = golden_diff(path, old, content)
+            GOLDEN_CHANGES.append((path, summary, diff))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        return
+    assert old is not None, f"missing golden {path}: run `make golden`"
+    if old != content:
+        summary, diff = golden_diff(path, old, content)
+        shown = "".join(diff.splitlines(keepends=True)[:60])
+        raise AssertionError(
+            f"{path} differs ({summary}); if intended, refresh with `make golden` and review:\n{shown}"
+        )

@@ -2,16 +2,15 @@
 
 Every user-data of every embedded profile (and OS / arch / runtime / package-mode / IPv6 variants) is
 checked by cloud-init's own validator (`cloud-init schema`, the Debian package, run as a program).
-Golden files pin one node per role; refresh them with
-    UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_cloudinit.py
+Golden files pin one node per role; refresh them with `make golden` (it prints what changed).
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from builder.files import NodeFile, public, secret
 from builder.plan import ClusterPlan, NodePlan, build_plan
 from builder.profile import Profile, load_profile, validate
 
+from .helpers import check_golden
 from .peers import program
 
 REPO = Path(__file__).resolve().parents[1]
@@ -284,11 +284,10 @@ def test_meta_data() -> None:
     plan = _plan("ha-stacked")
     rendered = render(plan, plan.node("cp-2"))
     meta = yaml.safe_load(rendered.meta_data)
-    h = hashlib.sha256()
-    for part in (rendered.user_data, rendered.network_config):
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    assert meta == {"instance-id": f"ha-stacked-cp-2-{h.hexdigest()[:16]}", "local-hostname": "cp-2"}
+    # the instance-id's properties (same node -> same id across processes, nodes differ) are checked
+    # in test_determinism.py; only its presence and shape here
+    assert set(meta) == {"instance-id", "local-hostname"} and meta["local-hostname"] == "cp-2"
+    assert isinstance(meta["instance-id"], str) and re.fullmatch(r"[A-Za-z0-9._-]+", meta["instance-id"])
 
 
 def test_binary_and_control_character_content_goes_base64() -> None:
@@ -490,18 +489,6 @@ def test_base_url_reaches_the_env_file_only_quoted(tmp_path: Path) -> None:
 # determinism and instance-id
 
 
-def test_rendering_is_deterministic() -> None:
-    plan = _plan("ha-external-etcd")
-    for node in plan.nodes:
-        a, b = render(plan, node), render(plan, node)
-        assert (a.user_data, a.meta_data, a.network_config, a.files) == (
-            b.user_data,
-            b.meta_data,
-            b.network_config,
-            b.files,
-        )
-
-
 def test_rendering_is_deterministic_across_processes() -> None:
     code = (
         "import hashlib, sys; sys.path.insert(0, 'tests'); import test_cloudinit as t; "
@@ -520,22 +507,6 @@ def test_rendering_is_deterministic_across_processes() -> None:
         for seed in ("1", "2")
     }
     assert len(digests) == 1
-
-
-def _instance_id(rendered: cloudinit.RenderedNode) -> str:
-    return str(yaml.safe_load(rendered.meta_data)["instance-id"])
-
-
-def test_instance_id_changes_exactly_with_the_node_content() -> None:
-    before = _plan("ha-stacked")
-    after = _plan("ha-stacked", "nodes[4].ip=10.77.0.29")  # worker-2 moves
-    assert _instance_id(render(before, before.node("worker-2"))) != _instance_id(
-        render(after, after.node("worker-2"))
-    )
-    assert _instance_id(render(before, before.node("worker-1"))) == _instance_id(
-        render(after, after.node("worker-1"))
-    )
-    assert _instance_id(render(before, before.node("worker-1"))).startswith("ha-stacked-worker-1-")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -561,15 +532,5 @@ def test_golden(profile: str, node: str) -> None:
         "meta-data": rendered.meta_data,
         "network-config": rendered.network_config,
     }
-    directory = GOLDEN / profile / node
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, data in outputs.items():
-            (directory / name).write_bytes(data)
     for name, data in outputs.items():
-        path = directory / name
-        assert path.exists(), f"{path} missing: run UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_cloudinit.py"
-        assert data == path.read_bytes(), (
-            f"{profile}/{node} {name} differs from {path}; if the change is intended, run "
-            "UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_cloudinit.py and review the diff"
-        )
+        check_golden(GOLDEN / profile / node / name, data)

@@ -569,14 +569,6 @@ def test_node_config_files() -> None:
     ]
 
 
-def test_deterministic() -> None:
-    a, b = plan_of("ha-stacked"), plan_of("ha-stacked")
-    for node in a.nodes:
-        assert kc.node_config_files(a, node, TOKEN, CA_HASH) == kc.node_config_files(
-            b, b.node(node.name), TOKEN, CA_HASH
-        )
-
-
 # --- golden files ------------------------------------------------------------------------------
 
 

@@ -261,7 +261,3 @@ def test_node_lookup() -> None:
     assert plan.node("worker-2").ip == ipaddress.ip_address("10.77.0.22")
     with pytest.raises(KeyError):
         plan.node("nope")
-
-
-def test_build_plan_is_deterministic() -> None:
-    assert plan_of("ha-external-etcd") == plan_of("ha-external-etcd")

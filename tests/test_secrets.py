@@ -155,10 +155,11 @@ def test_bundle_files_layout_and_modes(stacked: tuple[ClusterPlan, Bundle]) -> N
     for rel in ("bundle.json", "token", "pki/ca.key", "pki/sa.key", "pki/sa.pub", "pki/etcd/ca.key"):
         assert by_path[rel] == 0o600, rel
     for rel in ("pki/ca.crt", "pki/front-proxy-ca.crt", "pki/etcd/ca.crt", "nodes/cp-2/apiserver.crt"):
-        assert by_path[rel] == 0o644, rel
+        assert by_path[rel] == 0o600, rel  # the README: every file of the output tree is 0600
     assert by_path["nodes/cp-3/etcd/peer.key"] == 0o600
     assert by_path["nodes/cp-1/kubeconfig/super-admin.key"] == 0o600
-    assert by_path["nodes/_operator/kubeconfig/admin.crt"] == 0o644
+    assert by_path["nodes/_operator/kubeconfig/admin.crt"] == 0o600
+    assert set(by_path.values()) == {0o600}
     assert not any(rel.startswith("nodes/worker-") for rel in by_path)
     for rel, content, mode in fs:
         if b"PRIVATE KEY" in content:
@@ -172,7 +173,7 @@ def test_round_trip_is_byte_identical(
     plan, bundle = stacked
     root, loaded = stacked_on_disk, stacked_loaded
     assert {oct(p.stat().st_mode & 0o777) for p in root.rglob("*.key")} == {"0o600"}
-    assert {oct(p.stat().st_mode & 0o777) for p in root.rglob("*.crt")} == {"0o644"}
+    assert {oct(p.stat().st_mode & 0o777) for p in root.rglob("*.crt")} == {"0o600"}
     assert files(loaded, plan) == files(bundle, plan)
     assert (loaded.token, loaded.created, loaded.algorithm) == (
         bundle.token,
