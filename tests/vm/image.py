@@ -76,8 +76,10 @@ BASE_PACKAGES = (
 # and etcd 3.4 for the external etcd members run by the kubelet stand-in.
 COMMON_PACKAGES = (*BASE_PACKAGES, "containerd", "runc", "etcd-server", "etcd-client")
 # The real-Kubernetes flavour brings containerd 2.x itself (Kubernetes >= 1.36 needs it); Debian's runc
-# is the OCI runtime its shim calls.
-K8S_PACKAGES = (*BASE_PACKAGES, "runc")
+# is the OCI runtime its shim calls. systemd-resolved turns the profile's DNS servers (network-config)
+# into a resolv.conf, as on Ubuntu nodes; kubeadm then points the kubelet at resolved's upstream file,
+# so CoreDNS has a nameserver to forward to (with none, it refuses to start).
+K8S_PACKAGES = (*BASE_PACKAGES, "runc", "systemd-resolved")
 KERNEL_PACKAGES = {
     "amd64": "linux-image-cloud-amd64",
     # The cloud flavour has virtio-pci/blk/net and isofs, and boots on `-machine virt -cpu cortex-a57`.
@@ -516,6 +518,10 @@ def _build(arch: str, flavour: str, *, log: bool) -> GuestImage:
 def _customise(tree: Path, flavour: str, items: Sequence[Payload]) -> str:
     """Apply the gotcha fixes, the guest agent and the flavour's files; returns the kernel version."""
     for path, (mode, content) in IMAGE_FILES.items():
+        if flavour == "k8s" and path == "/etc/resolv.conf":
+            # resolved's stub, not the build host's file (2); networkd hands it the seed's DNS servers.
+            _symlink(tree, path, "../run/systemd/resolve/stub-resolv.conf")
+            continue
         _write(tree, path, content.encode(), mode)
     for name, (path, mode) in guest_files(flavour).items():
         _write(tree, path, (GUEST_DIR / name).read_bytes(), mode)
@@ -569,6 +575,13 @@ def _write(tree: Path, path: str, data: bytes, mode: int) -> None:
     target.write_bytes(data)
     os.chmod(target, mode)
     os.chown(target, 0, 0)
+
+
+def _symlink(tree: Path, path: str, target: str) -> None:
+    link = tree / path.lstrip("/")
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
 
 
 def _prune(prefix: str, *, keep: Path) -> None:
