@@ -87,6 +87,20 @@ def k8s_inputs(arches: Sequence[str]) -> Inputs:
     return inputs
 
 
+def flannel_manifest() -> bytes:
+    """Upstream's kube-flannel.yml of the flannel release `make k8s` builds (its Go module's own file),
+    with the profile's defaults (pod CIDR 10.244.0.0/16, vxlan): what a site downloads and brings in."""
+    gomod = repo_root() / "tests" / "k8s" / "flannel" / "go.mod"
+    m = re.search(r"^\s*(?:require\s+)?github\.com/flannel-io/flannel (v\S+)", gomod.read_text(), re.M)
+    assert m is not None, f"{gomod} names no flannel version"
+    proc = subprocess.run(
+        ["go", "mod", "download", "-json", f"github.com/flannel-io/flannel@{m.group(1)}"],
+        capture_output=True, text=True, timeout=600, check=False, cwd=gomod.parent,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return (Path(json.loads(proc.stdout)["Dir"]) / "Documentation" / "kube-flannel.yml").read_bytes()
+
+
 def image_archives(arch: str) -> list[Path]:
     from tests.k8s import images
 
@@ -245,6 +259,17 @@ def busybox_pod(name: str, command: list[str], *, node: str | None = None) -> di
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
+def flannel_apply_check() -> dict[str, Any]:
+    """TEST PATH until the bootstrap applies CNI manifests from the seed: apply kube-flannel.yml from the
+    check ISO once the API answers."""
+    return expect.command(
+        f"{KUBECTL} apply -f /run/bake-test/iso/kube-flannel.yml",
+        wait_s=300,
+        timeout=120,
+        name="apply kube-flannel.yml (test path)",
+    )
+
+
 def host_configmap_check(node: str, wait_s: float) -> dict[str, Any]:
     """Holds the control plane up until the host's kubectl has been through the forwarded port: the host
     writes a ConfigMap naming the nodes it listed, and the guest finds it."""
@@ -396,6 +421,7 @@ def test_single_node(k8s_image_amd64: None, tmp_path: Path) -> None:
     checks = [
         *kubeadm_reuse_checks(node),
         expect.unit("kubelet.service", active=True, enabled=True, name="kubelet running"),
+        flannel_apply_check(),
         node_ready(node.name, 900),
         expect.command(
             f"{KUBECTL} -n kube-system wait --for=condition=Ready pod -l k8s-app=kube-dns --timeout=50s",
@@ -421,7 +447,18 @@ def test_single_node(k8s_image_amd64: None, tmp_path: Path) -> None:
     host = HostKubectl(inputs.kubectl, tree / "admin.conf", port, [node.name])
     results = boot(
         tmp_path,
-        [spec(node, checks, inputs, iso, cpus=2, memory_mb=4096, forwards=[(port, API_PORT)])],
+        [
+            spec(
+                node,
+                checks,
+                inputs,
+                iso,
+                cpus=2,
+                memory_mb=4096,
+                forwards=[(port, API_PORT)],
+                check_files={"kube-flannel.yml": flannel_manifest()},
+            )
+        ],
         inputs,
         host,
     )
@@ -508,6 +545,7 @@ def test_single_master(k8s_image_amd64: None, tmp_path: Path) -> None:
     cp_checks = [
         *kubeadm_reuse_checks(cp),
         expect.unit("kubelet.service", active=True, enabled=True, name="kubelet running"),
+        flannel_apply_check(),
         node_ready(cp.name, 900),
         node_ready(worker.name, 1800),
         *cross_node_checks(cp.name, worker.name),
@@ -517,7 +555,16 @@ def test_single_master(k8s_image_amd64: None, tmp_path: Path) -> None:
     iso = images_iso(tmp_path, inputs, "amd64")
     host = HostKubectl(inputs.kubectl, tree / "admin.conf", port, [cp.name, worker.name])
     specs = [
-        spec(cp, cp_checks, inputs, iso, cpus=2, memory_mb=3072, forwards=[(port, API_PORT)]),
+        spec(
+            cp,
+            cp_checks,
+            inputs,
+            iso,
+            cpus=2,
+            memory_mb=3072,
+            forwards=[(port, API_PORT)],
+            check_files={"kube-flannel.yml": flannel_manifest()},
+        ),
         spec(worker, joined_worker_checks(worker), inputs, iso, cpus=1, memory_mb=2048),
     ]
     results = boot(tmp_path, specs, inputs, host)
