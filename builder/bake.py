@@ -6,6 +6,7 @@ Nothing becomes visible until every node is written and checked; then the tree i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import cloudinit, distribute, packaging, secrets
+from . import airgap, cloudinit, distribute, packaging, secrets
 from .errors import BakeError, OutputError, Problem
 from .outputs import OutputTree
 from .plan import ClusterPlan, NodePlan, build_plan
@@ -45,6 +46,7 @@ class BakeResult:
     changes: list[secrets.Change] = field(default_factory=list)
     rewritten: int = 0
     linked: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 def source_epoch(bundle: secrets.Bundle) -> int:
@@ -125,6 +127,29 @@ def _previous_manifest(tree: OutputTree) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def write_images_seed(tree: OutputTree, seed: airgap.ArchSeed, epoch: int) -> dict[str, Any]:
+    """One architecture's images seed: the files under the HTTP tree, then the ISO, both streamed."""
+    http = airgap.http_rel(seed.arch)
+    digests = {}
+    for f in seed.files:
+        copy = functools.partial(airgap.copy_to, source=f.path)
+        digests[f.name] = tree.write_stream(f"{http}/{f.name}", copy)
+    sums = airgap.sums_text(digests)
+    tree.write(f"{http}/{airgap.SUMS_NAME}", sums, 0o600)
+    rel = airgap.iso_rel(seed.arch)
+    digest = tree.write_stream(rel, lambda out: airgap.write_iso(out, seed, sums, epoch=epoch))
+    return airgap.seed_manifest(seed, digests, digest, tree.path(rel).stat().st_size)
+
+
+def _seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
+    return [
+        f"images seed {s.arch}: {', '.join(s.unknown)} do not name all their images; which images the "
+        f"{s.arch} nodes will find is checked at first boot only"
+        for s in seeds
+        if s.unknown
+    ]
+
+
 def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
     profile = load_profile(options.profile, options.sets)
     plan = build_plan(profile)
@@ -132,6 +157,10 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
     unknown = [n for n in options.only if n not in names]
     if unknown:
         raise BakeError([Problem("--only", f"no node named {n!r} in the profile") for n in unknown])
+    seeds = airgap.seeds(plan)  # before anything is written: an incomplete archive set fails here
+    incomplete = airgap.completeness_problems(seeds)
+    if incomplete:
+        raise BakeError(incomplete)
     now = options.now or secrets.utcnow()
     base_url = options.base_url or plan.settings.seed.http_base_url
     with OutputTree(options.out_root, plan.name) as tree:
@@ -183,11 +212,18 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             node_entries.append(node_manifest(node, rendered, artifacts, bundle))
         if problems:
             raise BakeError(problems)
+        image_seeds = []
+        for seed in seeds:
+            if progress:
+                progress(f"images seed {seed.arch}", total, total)
+            image_seeds.append(write_images_seed(tree, seed, epoch))
         if progress:
             progress("manifest", total, total)
         manifest = cluster_manifest(plan, bundle, node_entries)
+        if image_seeds:
+            manifest["imageSeeds"] = image_seeds
         tree.write("manifest.json", (json.dumps(manifest, indent=2) + "\n").encode(), 0o600)
         sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(tree.written.items()))
         tree.write("SHA256SUMS", sums.encode(), 0o600)
         final = tree.commit()
-        return BakeResult(plan, final, manifest, changes, tree.rewritten, tree.linked)
+        return BakeResult(plan, final, manifest, changes, tree.rewritten, tree.linked, _seed_warnings(seeds))

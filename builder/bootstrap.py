@@ -16,7 +16,7 @@ from functools import cache
 
 import jinja2
 
-from . import resources, yamlio
+from . import airgap, images, resources, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, public
 from .host import SYSCTL_PATH, HostPrep
@@ -215,6 +215,40 @@ def retry_ignored_checks(role: BootstrapRole) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Air gap (builder.airgap): where the images seed is, what to import, what must be present after
+
+
+def airgap_values(plan: ClusterPlan, node: NodePlan, role: BootstrapRole) -> dict[str, str]:
+    """Empty values without cluster.airgap; the seed's archives and manifests are named by their
+    path on the seed, the images by the normalized names the runtimes list them under."""
+    gap = plan.settings.airgap
+    if gap is None:
+        return dict.fromkeys(AIRGAP_NAMES, "") | {"BAKE_AIRGAP": "no"}
+    arch = node.arch.value
+    base = plan.settings.seed.http_base_url
+    url = f"{base.rstrip('/')}/{airgap.http_rel(arch).removeprefix('http/')}" if base else ""
+    manifests = airgap.seed_names(tuple(gap.cni_manifests), manifests=True)
+    return {
+        "BAKE_AIRGAP": "yes",
+        "BAKE_IMAGES_LABEL": airgap.label(arch),
+        "BAKE_IMAGES_URL": url,
+        "BAKE_IMAGE_ARCHIVES": _words(airgap.seed_names(tuple(gap.images.get(arch, ())))),
+        "BAKE_IMAGES": _words([i.normalized for i in images.node_images(plan, node)]),
+        "BAKE_CNI_MANIFESTS": _words(manifests if role is BootstrapRole.INIT else ()),
+    }
+
+
+AIRGAP_NAMES = (
+    "BAKE_AIRGAP",
+    "BAKE_IMAGES_LABEL",
+    "BAKE_IMAGES_URL",
+    "BAKE_IMAGE_ARCHIVES",
+    "BAKE_IMAGES",
+    "BAKE_CNI_MANIFESTS",
+)
+
+
+# --------------------------------------------------------------------------------------------------
 # The env file
 
 
@@ -262,7 +296,8 @@ def env_values(
             ):
                 kube_vip = f.path
     cni_file = cni_config_file(plan) if role is BootstrapRole.INIT else None
-    cni_urls = cni_source.urls(c.cni, node.arch.value) if role is BootstrapRole.INIT else ()
+    gap = airgap_values(plan, node, role)
+    cni_urls = cni_source.urls(c.cni, node.arch.value) if role is BootstrapRole.INIT and not c.airgap else ()
     fw = prep.firewall
     values = {
         "BAKE_CLUSTER": plan.name,
@@ -302,6 +337,7 @@ def env_values(
         "BAKE_REMOVE_CONTROL_PLANE_TAINT": _yes(
             node.is_control_plane and c.allow_scheduling_on_control_planes
         ),
+        **gap,
     }
     if role is BootstrapRole.JOIN_CONTROL_PLANE and earlier and ADMIN_CONF_PATH not in paths:
         raise BakeError(
@@ -351,6 +387,12 @@ ENV_NAMES = (
     "BAKE_CNI_CONFIG",
     "BAKE_CILIUM_VERSION",
     "BAKE_REMOVE_CONTROL_PLANE_TAINT",
+    "BAKE_AIRGAP",
+    "BAKE_IMAGES_LABEL",
+    "BAKE_IMAGES_URL",
+    "BAKE_IMAGE_ARCHIVES",
+    "BAKE_IMAGES",
+    "BAKE_CNI_MANIFESTS",
 )
 """The fixed set of names the script reads (it runs with `set -u`: a missing one stops it)."""
 

@@ -91,6 +91,15 @@ def write_files_of(user_data: bytes) -> dict[str, tuple[bytes, str, str]]:
     return out
 
 
+def _sha256(path: Path) -> str:
+    """Streamed: an images seed holds gigabytes of image archives."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _checksums(tree: Path, report: Report) -> None:
     sums = tree / "SHA256SUMS"
     if not sums.is_file():
@@ -104,7 +113,7 @@ def _checksums(tree: Path, report: Report) -> None:
         if ".." in Path(rel).parts or not path.is_file():
             report.error(rel, "listed in SHA256SUMS but missing")
             bad += 1
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        elif _sha256(path) != digest:
             report.error(rel, "content differs from SHA256SUMS")
             bad += 1
     if not bad:

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import yamlio
+from . import images, mirrors, yamlio
 from .files import NodeFile, public
 from .plan import ClusterPlan, NodePlan, PackageFamily, Topology
 from .profile import Cni, LoadBalancerKind, PackageMode, Role, Runtime
@@ -109,7 +109,7 @@ def cri_socket(runtime: Runtime) -> str:
 
 def pause_image(plan: ClusterPlan, node: NodePlan) -> str:
     """The sandbox image the node's kubeadm expects; runtime and kubelet must agree on it."""
-    return f"{plan.settings.image_repository}/pause:{node.kubelet_info.pause_tag}"
+    return images.pause_image(plan, node)
 
 
 def _toml_string(text: str) -> str:
@@ -210,6 +210,9 @@ def containerd_config(plan: ClusterPlan, node: NodePlan, version: int) -> NodeFi
                 }
             },
         }
+    if plan.settings.registry_mirrors:  # hosts.toml files under certs.d (builder.mirrors)
+        cri = data["plugins"]["io.containerd.cri.v1.images" if version >= 3 else "io.containerd.grpc.v1.cri"]
+        cri["registry"] = {"config_path": mirrors.CERTS_D}
     header = "# bake: systemd cgroups and kubeadm's pause image, so kubelet and containerd agree (spec 7.3)\n"
     return public(CONTAINERD_STAGED.format(version), header + toml_dump(data))
 
@@ -414,9 +417,11 @@ def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
     files = [modules_file(), sysctl_file(node), crictl_file(runtime)]
     if runtime is Runtime.CRIO:
         files.append(crio_dropin(plan, node))
+        files += mirrors.crio_files(c.registry_mirrors)
         config_version = None
     else:
         files += containerd_configs(plan, node)
+        files += mirrors.containerd_files(c.registry_mirrors)
         config_version = node.kubelet_info.containerd_config_version
     if node.os.distro == "fedora":
         # Fedora enables swap on zram by default; an empty generator config in /etc disables it.

@@ -19,10 +19,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from time import struct_time
 from types import ModuleType
+from typing import IO, BinaryIO
 from unittest import mock
 
 import pycdlib
@@ -36,7 +37,9 @@ __all__ = [
     "build_seed_iso",
     "iso9660_name",
     "read_seed_iso",
+    "read_tree_iso",
     "write_seed_iso",
+    "write_tree_iso",
 ]
 
 SEED_LABEL = "cidata"
@@ -289,6 +292,92 @@ def read_seed_iso(data_or_path: bytes | Path) -> dict[str, bytes]:
         return result
     except PyCdlibException as exc:
         raise SeedIsoError([Problem(where, f"corrupt ISO 9660 image: {exc}")]) from exc
+    finally:
+        with contextlib.suppress(PyCdlibException):
+            iso.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Images seeds: large files, one directory level, streamed
+
+
+_TREE_APP_IDENT = "BAKE IMAGES SEED"
+_DIR_MODE = 0o40555
+
+
+def write_tree_iso(
+    out: BinaryIO, entries: Sequence[tuple[str, Path | bytes]], *, label: str, epoch: int
+) -> None:
+    """Stream an ISO 9660 + Joliet + Rock Ridge image of `entries` (`name` or `dir/name` -> a file to
+    read, or bytes) to `out`, every timestamp at `epoch`. Files are read while the image is written,
+    never held in memory. ISO 9660 names are generated (`F0000001.;1`, sorted order): Rock Ridge and
+    Joliet carry the real ones, which callers validate (at most 64 characters, no '/' inside)."""
+    _check_epoch(epoch)
+    ordered = sorted(entries, key=lambda e: e[0])
+    dirs = sorted({name.split("/", 1)[0] for name, _ in ordered if "/" in name})
+    iso = pycdlib.PyCdlib()
+    handles: list[IO[bytes]] = []
+    try:
+        with _pinned_clock(epoch):
+            iso.new(
+                interchange_level=3,
+                joliet=3,
+                rock_ridge="1.09",
+                vol_ident=label,
+                app_ident_str=_TREE_APP_IDENT,
+            )
+            for d in dirs:
+                iso_dir = f"/{d.upper().replace('-', '_')[:_ISO_STEM]}"
+                iso.add_directory(iso_dir, rr_name=d, joliet_path=f"/{d}", file_mode=_DIR_MODE)
+            counters: dict[str, int] = {}
+            for name, source in ordered:
+                parent, _, base = name.rpartition("/")
+                index = counters[parent] = counters.get(parent, 0) + 1
+                iso_parent = f"/{parent.upper().replace('-', '_')[:_ISO_STEM]}" if parent else ""
+                fh: IO[bytes]
+                if isinstance(source, bytes):
+                    fh, length = io.BytesIO(source), len(source)
+                else:
+                    fh = source.open("rb")
+                    length = os.fstat(fh.fileno()).st_size
+                handles.append(fh)
+                iso.add_fp(
+                    fh,
+                    length,
+                    iso_path=f"{iso_parent}/F{index:07d}.;1",
+                    rr_name=base,
+                    joliet_path=f"/{name}",
+                    file_mode=_FILE_MODE,
+                )
+            iso.write_fp(out)
+    except PyCdlibException as exc:
+        raise SeedIsoError(f"could not pack the images seed: {exc}") from exc
+    finally:
+        with contextlib.suppress(PyCdlibException):
+            iso.close()
+        for fh in handles:
+            fh.close()
+
+
+def read_tree_iso(path: Path) -> dict[str, bytes]:
+    """{`name` or `dir/name`: content} of an image written by write_tree_iso; for checks of small images."""
+    iso = pycdlib.PyCdlib()
+    try:
+        iso.open(str(path))
+    except PyCdlibException as exc:
+        raise SeedIsoError([Problem(str(path), f"not a readable ISO 9660 image: {exc}")]) from exc
+    try:
+        out: dict[str, bytes] = {}
+        for top, dirs, files in iso.walk(rr_path="/"):
+            for name in files:
+                rr = f"{top.rstrip('/')}/{name}"
+                buf = io.BytesIO()
+                iso.get_file_from_iso_fp(buf, rr_path=rr)
+                out[rr.lstrip("/")] = buf.getvalue()
+            del dirs
+        return out
+    except PyCdlibException as exc:
+        raise SeedIsoError([Problem(str(path), f"corrupt ISO 9660 image: {exc}")]) from exc
     finally:
         with contextlib.suppress(PyCdlibException):
             iso.close()

@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from . import kubeadm_schema, versions, yamlio
+from . import images, kubeadm_schema, versions, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, secret
 from .plan import API_PORT, ClusterPlan, NodePlan, Topology
@@ -206,7 +206,8 @@ def feature_gates(plan: ClusterPlan) -> dict[str, bool]:
 def _etcd(plan: ClusterPlan) -> dict[str, Any]:
     e = plan.settings.etcd
     if plan.topology is Topology.STACKED:
-        local: dict[str, Any] = {"dataDir": e.data_dir}
+        local: dict[str, Any] = dict(images.kubeadm_image_overrides(plan).get(images.ETCD, {}))
+        local["dataDir"] = e.data_dir
         if e.server_cert_sans:
             local["serverCertSANs"] = list(e.server_cert_sans)
         if e.peer_cert_sans:
@@ -254,7 +255,7 @@ def cluster_configuration(plan: ClusterPlan) -> dict[str, Any]:
         if comp.extra_args:
             doc[key] = _component(comp.extra_args)
     doc["etcd"] = _etcd(plan)
-    doc["dns"] = {"disabled": False}
+    doc["dns"] = {**images.kubeadm_image_overrides(plan).get(images.COREDNS, {}), "disabled": False}
     doc["proxy"] = {"disabled": False}
     doc["encryptionAlgorithm"] = s.encryption_algorithm
     doc["certificateValidityPeriod"] = go_duration_text(s.certificate_validity_period)

@@ -14,8 +14,10 @@ import hashlib
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from .errors import OutputError
 
@@ -48,6 +50,7 @@ class OutputTree:
         """Relative path -> sha256 of every file in the new generation (for SHA256SUMS)."""
         self.rewritten = 0
         self.linked = 0
+        self._sums: dict[str, str] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -139,6 +142,52 @@ class OutputTree:
         finally:
             os.close(fd)
         self.rewritten += 1
+
+    def write_stream(self, rel: str, produce: Callable[[BinaryIO], None], mode: int = 0o600) -> str:
+        """Write a large file by streaming it from `produce` (never whole in memory); return its sha256.
+
+        When the previous generation's SHA256SUMS lists the same digest for `rel` and that file has the
+        same size and mode, the new file is replaced by a hard link to it, as `write` does.
+        """
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise OutputError(f"refusing to write outside the output tree: {rel}")
+        target = self.path(rel)
+        _mkdirs(target.parent)
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w+b") as fh:
+            produce(fh)
+            fh.flush()
+            fh.seek(0)
+            h = hashlib.sha256()
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+            size = fh.tell()
+        digest = h.hexdigest()
+        self.written[rel] = digest
+        if self.previous is not None and self._previous_sums().get(rel) == digest:
+            old = self.previous / rel
+            try:
+                st = old.stat()
+                if st.st_size == size and (st.st_mode & 0o7777) == mode:
+                    os.unlink(target)
+                    os.link(old, target)
+                    self.linked += 1
+                    return digest
+            except OSError:
+                pass
+        self.rewritten += 1
+        return digest
+
+    def _previous_sums(self) -> dict[str, str]:
+        if self._sums is None:
+            raw = self.previous_bytes("SHA256SUMS") or b""
+            self._sums = {}
+            for line in raw.decode(errors="replace").splitlines():
+                digest, sep, rel = line.partition("  ")
+                if sep:
+                    self._sums[rel] = digest
+        return self._sums
 
     def link_previous(self, rel: str) -> bool:
         """Carry a file over unchanged from the previous generation (bake --only)."""

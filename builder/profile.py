@@ -244,6 +244,27 @@ class Seed(Model):
     targets: list[SizeTarget] = Field(default_factory=lambda: [SizeTarget.NOCLOUD])
 
 
+class ImageOverride(Model):
+    """kubeadm's ImageMeta for one image: another repository and/or tag (cluster.images.<name>)."""
+
+    image_repository: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:/_-]+$")
+    image_tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+PathText = Annotated[str, Field(min_length=1)]
+
+
+class Airgap(Model):
+    """Nothing is pulled or fetched at first boot: images come from archives on a per-architecture
+    images seed, the CNI's manifests from files baked onto that seed."""
+
+    images: dict[str, list[PathText]] = Field(
+        default_factory=dict, description="per architecture: image archives (OCI / docker tar) or directories"
+    )
+    cni_manifests: list[PathText] = Field(default_factory=list, alias="cniManifests")
+    extra_images: list[str] = Field(default_factory=list)
+
+
 class OsName(StrEnum):
     UBUNTU_2204 = "ubuntu-22.04"
     UBUNTU_2404 = "ubuntu-24.04"
@@ -359,6 +380,9 @@ class Cluster(Model):
     kubeadm_timeouts: KubeadmTimeouts = Field(default_factory=KubeadmTimeouts)
     packages: Packages = Field(default_factory=Packages)
     seed: Seed = Field(default_factory=Seed)
+    images: dict[str, ImageOverride] = Field(default_factory=dict)
+    airgap: Airgap | None = None
+    registry_mirrors: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("dns_domain")
     @classmethod
@@ -514,6 +538,8 @@ def _read_raw(ref: str, *, base_dir: Path | None, chain: tuple[str, ...]) -> tup
     data = yamlio.load_document(text, source=source)
     if not isinstance(data, dict):
         raise ProfileError([Problem(source, "a profile must be a YAML mapping")])
+    if next_base is not None:
+        absolutize_paths(data, next_base)
     parent = data.pop("extends", None)
     if parent is not None:
         if not isinstance(parent, str):
@@ -523,21 +549,42 @@ def _read_raw(ref: str, *, base_dir: Path | None, chain: tuple[str, ...]) -> tup
     return data, source
 
 
-def load_profile(ref: str, sets: Sequence[str] = ()) -> Profile:
-    """Load, merge and fully validate a profile; raise ProfileError listing every problem."""
+def load_profile(ref: str, sets: Sequence[str] = (), *, check_archives: bool = True) -> Profile:
+    """Load, merge and fully validate a profile; raise ProfileError listing every problem.
+
+    `check_archives=False` skips the checks of cluster.airgap's image archives (`bake images` lists
+    what to put in them before they exist)."""
     data, _ = _read_raw(ref, base_dir=Path.cwd(), chain=())
     for assignment in sets:
         data = apply_set(data, assignment)
-    return validate(data)
+    absolutize_paths(data, Path.cwd())  # what --set added is relative to where bake runs
+    return validate(data, check_archives=check_archives)
 
 
-def validate(data: Any) -> Profile:
+def absolutize_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the file paths of cluster.airgap absolute against the directory of the profile file that
+    names them, so `extends:` chains and --set each resolve against their own place. Shapes are
+    left to validation: only strings where paths belong are touched."""
+    cluster = data.get("cluster")
+    airgap = cluster.get("airgap") if isinstance(cluster, dict) else None
+    if not isinstance(airgap, dict):
+        return
+    lists = list(airgap["images"].values()) if isinstance(airgap.get("images"), dict) else []
+    lists.append(airgap.get("cniManifests"))
+    for paths in lists:
+        if isinstance(paths, list):
+            for i, item in enumerate(paths):
+                if isinstance(item, str) and item and not Path(item).is_absolute():
+                    paths[i] = str(base / item)
+
+
+def validate(data: Any, *, check_archives: bool = True) -> Profile:
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
         extra = [p for p in _raw_problems(data) if p not in _pydantic_problems(exc)]
         raise ProfileError(_pydantic_problems(exc) + extra) from None
-    problems = list(semantic_problems(profile))
+    problems = list(semantic_problems(profile, check_archives=check_archives))
     if problems:
         raise ProfileError(problems)
     return profile
@@ -614,7 +661,7 @@ def _raw_problems(data: Any) -> list[Problem]:
     return problems
 
 
-def semantic_problems(p: Profile) -> Iterator[Problem]:
+def semantic_problems(p: Profile, *, check_archives: bool = True) -> Iterator[Problem]:
     from . import versions
 
     c = p.cluster
@@ -719,6 +766,10 @@ def semantic_problems(p: Profile) -> Iterator[Problem]:
         if u.name in seen_users:
             yield Problem(f"defaults.users[{i}].name", f"duplicate of defaults.users[{seen_users[u.name]}]")
         seen_users[u.name] = i
+
+    from . import airgap
+
+    yield from airgap.profile_problems(p, check_archives=check_archives)
 
 
 def _is_ip(text: str) -> bool:

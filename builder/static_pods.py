@@ -34,19 +34,18 @@ from urllib.parse import urlsplit
 
 import jinja2
 
-from . import resources, yamlio
+from . import images, resources, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, public
 from .kubeadm_config import MANIFESTS_DIR, PKI_DIR, control_plane_health_check_seconds
 from .plan import API_PORT, ClusterPlan, NodePlan, Topology
 from .profile import Arg, IPAddress, LoadBalancerKind, Role
 
-# kube-vip v1.0.3 (2025-12): the release kubespray's manifest template follows (kubespray PR #12815).
-KUBE_VIP_IMAGE = "ghcr.io/kube-vip/kube-vip:v1.0.3"
-# haproxy 3.2 is the LTS branch (May 2025); 3.2.25 is a published patch of it.
-HAPROXY_IMAGE = "docker.io/library/haproxy:3.2.25"
-# The image kubeadm's HA doc uses (2.0.17) carries curl from 2.0.17 on; 2.0.20 is osixia's last release.
-KEEPALIVED_IMAGE = "docker.io/osixia/keepalived:2.0.20"
+# Upstream references of the load balancers' images (builder.images pins them and applies
+# cluster.imageRepository and cluster.images to them).
+KUBE_VIP_IMAGE = images.KUBE_VIP.upstream_ref
+HAPROXY_IMAGE = images.HAPROXY.upstream_ref
+KEEPALIVED_IMAGE = images.KEEPALIVED.upstream_ref
 
 ETCD_PKI = f"{PKI_DIR}/etcd"
 ETCD_CLIENT_PORT = 2379
@@ -222,7 +221,7 @@ def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
     startup = -(-control_plane_health_check_seconds(plan) // 10)
     container: dict[str, Any] = {
         "command": command,
-        "image": f"{s.image_repository}/etcd:{info.etcd_tag}",
+        "image": images.etcd_image(plan),
         "imagePullPolicy": "IfNotPresent",
         "livenessProbe": _probe(probe_host, "/livez", port, probe_scheme, "liveness", startup),
         "name": "etcd",
@@ -290,7 +289,7 @@ def kube_vip_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
     container = {
         "args": ["manager"],
         "env": [{"name": n, "value": v} for n, v in env],
-        "image": KUBE_VIP_IMAGE,
+        "image": images.third_party_image(plan, images.KUBE_VIP),
         "imagePullPolicy": "IfNotPresent",
         "name": "kube-vip",
         "resources": {},
@@ -341,7 +340,7 @@ def haproxy_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
         raise ValueError(f"{node.name} is not a control plane")
     port = _check_port(plan)
     container = {
-        "image": HAPROXY_IMAGE,
+        "image": images.third_party_image(plan, images.HAPROXY),
         "imagePullPolicy": "IfNotPresent",
         "livenessProbe": {
             "failureThreshold": 8,
@@ -362,7 +361,7 @@ def keepalived_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
     if not node.is_control_plane:
         raise ValueError(f"{node.name} is not a control plane")
     container = {
-        "image": KEEPALIVED_IMAGE,
+        "image": images.third_party_image(plan, images.KEEPALIVED),
         "imagePullPolicy": "IfNotPresent",
         "name": "keepalived",
         "resources": {},
