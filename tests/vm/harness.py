@@ -239,23 +239,6 @@ def make_iso(path: Path, label: str, files: dict[str, bytes]) -> Path:
     return path
 
 
-def make_file_iso(path: Path, label: str, files: Sequence[Path]) -> Path:
-    """An ISO of large files read from disk (image archives), names kept through Joliet + Rock Ridge."""
-    import pycdlib
-
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=label)
-    used: set[str] = set()
-    for src in sorted(files, key=lambda f: f.name):
-        iso.add_file(
-            str(src), iso_path=_iso_name(src.name, used), rr_name=src.name, joliet_path=f"/{src.name[:64]}"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iso.write(str(path))
-    iso.close()
-    return path
-
-
 def make_seed_iso(
     path: Path,
     *,

@@ -89,7 +89,7 @@ def image_archive(name: str, arch: str, files: dict[str, bytes], entrypoint: lis
         },
     }
     index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json"}
-    index["manifests"] = [manifest_desc]  # type: ignore[assignment]
+    index["manifests"] = [manifest_desc]
     top = {
         "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
         "index.json": json.dumps(index, sort_keys=True, separators=(",", ":")).encode(),

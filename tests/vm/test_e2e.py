@@ -1,11 +1,14 @@
 """Issue #9: baked clusters form by themselves with the REAL kubeadm, in QEMU guests with no network.
 
 Each test bakes a profile with the real CLI (`packages.mode: prebaked`, Debian 12 nodes, slow-hardware
-`cluster.kubeadmTimeouts`), boots the seeds on the `k8s` guest image (the upstream binaries built by
-`make k8s`, installed as their packages install them; tests/vm/image.py), with no test stop: the baked
-bootstrap runs kubeadm for real. The VMs share one private switch and nothing else; the control plane
-has a second NIC on QEMU user networking with `restrict=on` (no traffic leaves the guest) whose only use
-is a forwarded port, so the host's kubectl reaches the API server with `outputs/<cluster>/admin.conf`.
+`cluster.kubeadmTimeouts`, and `cluster.airgap`: the image archives `make k8s` built plus a busybox test
+image, and upstream's kube-flannel.yml), boots the seeds and the per-architecture images seed on the `k8s`
+guest image (the upstream binaries built by `make k8s`, installed as their packages install them;
+tests/vm/image.py), with no test stop: the baked bootstrap imports the images and runs kubeadm for real.
+The VMs share one private switch and nothing else, so any pull or download would fail the run; the
+control plane has a second NIC on QEMU user networking with `restrict=on` (no traffic leaves the guest)
+whose only use is a forwarded port, so the host's kubectl reaches the API server with
+`outputs/<cluster>/admin.conf`.
 
 - `test_single_node`: kubeadm init uses every baked certificate and kubeconfig ("Using existing" lines, the
   bytes on disk unchanged), the node and CoreDNS are Ready, a pod resolves kubernetes.default, the
@@ -35,7 +38,7 @@ import pytest
 import yaml
 
 from . import expect, nodecheck, oci
-from .harness import VmResult, VmSpec, make_file_iso, qemu_available, run_vms
+from .harness import VmResult, VmSpec, qemu_available, run_vms
 from .image import ensure_image, repo_root
 
 pytestmark = [pytest.mark.vm, pytest.mark.e2e]
@@ -65,13 +68,16 @@ PHASES = "BAKE-PHASES"
 
 @dataclass
 class Inputs:
-    """What the e2e runs need from `make k8s`: the host's kubectl and the image archives per arch."""
+    """What the e2e runs need from `make k8s`: the host's kubectl, the built Kubernetes version, the image
+    archives per arch (the busybox test image among them) and kube-flannel.yml."""
 
     kubectl: Path
+    version: str
+    flannel: Path
     archives: dict[str, list[Path]] = field(default_factory=dict)
 
 
-def k8s_inputs(arches: Sequence[str]) -> Inputs:
+def k8s_inputs(arches: Sequence[str], work: Path) -> Inputs:
     """Skip (naming the command) when the upstream binaries or images are not built on this machine."""
     from tests.k8s import locate
 
@@ -81,15 +87,20 @@ def k8s_inputs(arches: Sequence[str]) -> Inputs:
             pytest.skip(f"cannot boot the real-Kubernetes {arch} image here: {reason}")
     bin_dir = locate("amd64")
     assert bin_dir is not None  # qemu_available checked it
-    inputs = Inputs(kubectl=bin_dir / "kubectl")
+    version = subprocess.run(
+        [str(bin_dir / "kubeadm"), "version", "-o", "short"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    flannel = work / "kube-flannel.yml"
+    flannel.write_bytes(flannel_manifest())
+    inputs = Inputs(kubectl=bin_dir / "kubectl", version=version.removeprefix("v"), flannel=flannel)
     for arch in arches:
         inputs.archives[arch] = [*image_archives(arch), oci.busybox_archive(arch)]
     return inputs
 
 
 def flannel_manifest() -> bytes:
-    """Upstream's kube-flannel.yml of the flannel release `make k8s` builds (its Go module's own file),
-    with the profile's defaults (pod CIDR 10.244.0.0/16, vxlan): what a site downloads and brings in."""
+    """Upstream's kube-flannel.yml of the flannel release `make k8s` builds (its Go module's own file):
+    what a site downloads and brings in; the bootstrap patches in the profile's pod CIDR."""
     gomod = repo_root() / "tests" / "k8s" / "flannel" / "go.mod"
     m = re.search(r"^\s*(?:require\s+)?github\.com/flannel-io/flannel (v\S+)", gomod.read_text(), re.M)
     assert m is not None, f"{gomod} names no flannel version"
@@ -102,6 +113,7 @@ def flannel_manifest() -> bytes:
 
 
 def image_archives(arch: str) -> list[Path]:
+    """The OCI archives `make k8s` made for `arch`, named as kubeadm and the CNI list their images."""
     from tests.k8s import images
 
     directory = images.images_dir(arch)
@@ -114,15 +126,22 @@ def image_archives(arch: str) -> list[Path]:
 # bake
 
 
-def bake(tmp_path: Path, extends: str, nodes: list[dict[str, Any]] | None, **cluster: Any) -> Path:
-    """The real CLI on a profile that extends an embedded one; returns the output tree."""
+def bake(tmp_path: Path, extends: str, nodes: list[dict[str, Any]] | None, inputs: Inputs) -> Path:
+    """The real CLI on a profile that extends an embedded one, air-gapped with the built images; returns
+    the output tree."""
     profile: dict[str, Any] = {
         "extends": extends,
         "cluster": {
+            "kubernetesVersion": inputs.version,
+            "cni": "flannel",
             "packages": {"mode": "prebaked"},
             "encryptionAlgorithm": "ECDSA-P256",
             "kubeadmTimeouts": TIMEOUTS,
-            **cluster,
+            "airgap": {
+                "images": {arch: [str(a) for a in archives] for arch, archives in inputs.archives.items()},
+                "cniManifests": [str(inputs.flannel)],
+                "extraImages": [oci.BUSYBOX_IMAGE],
+            },
         },
         "defaults": {"os": "debian-12"},
     }
@@ -132,7 +151,7 @@ def bake(tmp_path: Path, extends: str, nodes: list[dict[str, Any]] | None, **clu
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "builder.cli", "--profile", str(path), "--out", str(out), "-q"]
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=repo_root(), timeout=300, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=repo_root(), timeout=900, check=False)
     assert proc.returncode == 0, f"bake failed ({proc.returncode}): {proc.stdout}{proc.stderr}"
     [tree] = [p for p in out.iterdir() if (p / "manifest.json").exists()]
     return tree
@@ -259,17 +278,6 @@ def busybox_pod(name: str, command: list[str], *, node: str | None = None) -> di
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
-def flannel_apply_check() -> dict[str, Any]:
-    """TEST PATH until the bootstrap applies CNI manifests from the seed: apply kube-flannel.yml from the
-    check ISO once the API answers."""
-    return expect.command(
-        f"{KUBECTL} apply -f /run/bake-test/iso/kube-flannel.yml",
-        wait_s=300,
-        timeout=120,
-        name="apply kube-flannel.yml (test path)",
-    )
-
-
 def host_configmap_check(node: str, wait_s: float) -> dict[str, Any]:
     """Holds the control plane up until the host's kubectl has been through the forwarded port: the host
     writes a ConfigMap naming the nodes it listed, and the guest finds it."""
@@ -336,12 +344,7 @@ class HostKubectl(threading.Thread):
 # running
 
 
-def boot(
-    tmp_path: Path,
-    specs: list[VmSpec],
-    inputs: Inputs,
-    host: HostKubectl,
-) -> list[VmResult]:
+def boot(tmp_path: Path, specs: list[VmSpec], host: HostKubectl) -> list[VmResult]:
     host.start()
     try:
         return run_vms(specs, workdir=tmp_path / "run", timeout_s=RUN_TIMEOUT_S)
@@ -372,16 +375,17 @@ def report(results: Sequence[VmResult], host: HostKubectl) -> None:
 
 
 def spec(
+    tree: Path,
     node: nodecheck.BakedNode,
     checks: list[dict[str, Any]],
-    inputs: Inputs,
-    images_iso: Path,
     *,
     cpus: int,
     memory_mb: int,
     forwards: Sequence[tuple[int, int]] = (),
-    check_files: dict[str, bytes] | None = None,
 ) -> VmSpec:
+    """A node on the real-Kubernetes image, no test stop, its arch's images seed as another disk."""
+    images_seed = tree / "images" / node.arch / "images.iso"
+    assert images_seed.is_file(), f"the bake made no images seed for {node.arch}"
     return VmSpec(
         node.name,
         node.arch,
@@ -393,15 +397,24 @@ def spec(
         test_stop=None,
         image="k8s",
         host_forwards=forwards,
-        extra_disks=(images_iso,),
-        check_files=check_files or {},
+        extra_disks=(images_seed,),
     )
 
 
-def images_iso(tmp_path: Path, inputs: Inputs, arch: str) -> Path:
-    """TEST PATH until the product's images seed exists: the archives on a `baketestimg` disk that the
-    guest agent imports into containerd before the bootstrap starts."""
-    return make_file_iso(tmp_path / f"images-{arch}.iso", "baketestimg", inputs.archives[arch])
+def airgap_checks(node: nodecheck.BakedNode) -> list[dict[str, Any]]:
+    """The bootstrap imported the images seed and found every image the node needs before kubeadm."""
+    return [
+        expect.command(
+            ["cat", nodecheck.LOG],
+            contains=["step images: done", "images this node needs are in containerd"],
+            name="the bootstrap imported the images seed before kubeadm",
+        ),
+        expect.command(
+            "crictl --runtime-endpoint unix:///run/containerd/containerd.sock images -o json",
+            contains=oci.BUSYBOX_IMAGE,
+            name="the busybox test image came with the images seed",
+        ),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -413,15 +426,15 @@ def k8s_image_amd64() -> None:
 
 
 def test_single_node(k8s_image_amd64: None, tmp_path: Path) -> None:
-    inputs = k8s_inputs(["amd64"])
-    tree = bake(tmp_path, "single-node", None, cni="none")
+    inputs = k8s_inputs(["amd64"], tmp_path)
+    tree = bake(tmp_path, "single-node", None, inputs)
     _, [node] = nodecheck.load_tree(tree)
     assert node.bootstrap_role == "init"
     port = free_port()
     checks = [
+        *airgap_checks(node),
         *kubeadm_reuse_checks(node),
         expect.unit("kubelet.service", active=True, enabled=True, name="kubelet running"),
-        flannel_apply_check(),
         node_ready(node.name, 900),
         expect.command(
             f"{KUBECTL} -n kube-system wait --for=condition=Ready pod -l k8s-app=kube-dns --timeout=50s",
@@ -443,25 +456,9 @@ def test_single_node(k8s_image_amd64: None, tmp_path: Path) -> None:
         host_configmap_check(node.name, 600),
         phase_check(node.name, "/etc/kubernetes/admin.conf", "kubeadm-init"),
     ]
-    iso = images_iso(tmp_path, inputs, "amd64")
     host = HostKubectl(inputs.kubectl, tree / "admin.conf", port, [node.name])
-    results = boot(
-        tmp_path,
-        [
-            spec(
-                node,
-                checks,
-                inputs,
-                iso,
-                cpus=2,
-                memory_mb=4096,
-                forwards=[(port, API_PORT)],
-                check_files={"kube-flannel.yml": flannel_manifest()},
-            )
-        ],
-        inputs,
-        host,
-    )
+    specs = [spec(tree, node, checks, cpus=2, memory_mb=4096, forwards=[(port, API_PORT)])]
+    results = boot(tmp_path, specs, host)
     report(results, host)
     print(f"[e2e] host: kubectl --kubeconfig admin.conf get nodes:\n{host.listed}", file=sys.stderr)
 
@@ -470,6 +467,7 @@ def joined_worker_checks(node: nodecheck.BakedNode) -> list[dict[str, Any]]:
     """A worker joined with the baked token and CA hash: kubeadm said so, its kubelet has a client
     certificate from the cluster and sees its own node Ready."""
     return [
+        *airgap_checks(node),
         expect.command(
             ["cat", nodecheck.LOG],
             contains="This node has joined the cluster",
@@ -531,42 +529,32 @@ def cross_node_checks(server_node: str, client_node: str) -> list[dict[str, Any]
 
 
 def test_single_master(k8s_image_amd64: None, tmp_path: Path) -> None:
-    inputs = k8s_inputs(["amd64"])
+    inputs = k8s_inputs(["amd64"], tmp_path)
     nodes = [
         {"name": "cp-1", "role": "control-plane", "ip": "10.77.0.11", "mac": "52:54:00:77:00:11"},
         {"name": "worker-1", "role": "worker", "ip": "10.77.0.21", "mac": "52:54:00:77:00:21"},
     ]
-    tree = bake(tmp_path, "single-master", nodes, cni="none")
+    tree = bake(tmp_path, "single-master", nodes, inputs)
     _, baked = nodecheck.load_tree(tree)
     cp, worker = baked
     assert (cp.bootstrap_role, worker.bootstrap_role) == ("init", "worker")
     assert worker.file(nodecheck.ENV_PATH).content.count(b"BAKE_API_ENDPOINT=10.77.0.11:6443") == 1
     port = free_port()
     cp_checks = [
+        *airgap_checks(cp),
         *kubeadm_reuse_checks(cp),
         expect.unit("kubelet.service", active=True, enabled=True, name="kubelet running"),
-        flannel_apply_check(),
         node_ready(cp.name, 900),
         node_ready(worker.name, 1800),
         *cross_node_checks(cp.name, worker.name),
         host_configmap_check(worker.name, 600),
         phase_check(cp.name, "/etc/kubernetes/admin.conf", "kubeadm-init"),
     ]
-    iso = images_iso(tmp_path, inputs, "amd64")
     host = HostKubectl(inputs.kubectl, tree / "admin.conf", port, [cp.name, worker.name])
     specs = [
-        spec(
-            cp,
-            cp_checks,
-            inputs,
-            iso,
-            cpus=2,
-            memory_mb=3072,
-            forwards=[(port, API_PORT)],
-            check_files={"kube-flannel.yml": flannel_manifest()},
-        ),
-        spec(worker, joined_worker_checks(worker), inputs, iso, cpus=1, memory_mb=2048),
+        spec(tree, cp, cp_checks, cpus=2, memory_mb=3072, forwards=[(port, API_PORT)]),
+        spec(tree, worker, joined_worker_checks(worker), cpus=1, memory_mb=2048),
     ]
-    results = boot(tmp_path, specs, inputs, host)
+    results = boot(tmp_path, specs, host)
     report(results, host)
     print(f"[e2e] host: kubectl --kubeconfig admin.conf get nodes:\n{host.listed}", file=sys.stderr)
