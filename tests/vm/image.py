@@ -259,21 +259,23 @@ def k8s_payload(arch: str) -> list[Payload]:
             out.append(Payload(src, path))
         else:
             missing.append(name)
-    cni = _cni_dir(bin_dir)
-    plugins = sorted(p for p in cni.iterdir() if p.is_file()) if cni is not None else []
-    if not plugins:
-        missing.append("CNI plugins")
-    out += [Payload(p, f"{CNI_BIN_DIR}/{p.name}") for p in plugins]
+    for name in cni_plugins(arch):
+        src = bin_dir / name
+        if src.is_file():
+            out.append(Payload(src, f"{CNI_BIN_DIR}/{name}"))
+        else:
+            missing.append(f"CNI plugin {name}")
     if missing:
         raise ImageBuildError(f"{bin_dir}: missing {', '.join(missing)} (run `make k8s`)")
     return out
 
 
-def _cni_dir(bin_dir: Path) -> Path | None:
-    for cand in (bin_dir / "cni", bin_dir.parent / "cni", bin_dir.parent / "cni" / "bin"):
-        if cand.is_dir():
-            return cand
-    return None
+def cni_plugins(arch: str) -> list[str]:
+    """The containernetworking plugins the build makes (what the kubernetes-cni package installs of them);
+    the flannel plugin is not among them: flannel's DaemonSet installs its own."""
+    from tests.k8s import build
+
+    return sorted(c.name for c in build.components(arch) if c.module_dir == "cni-plugins")
 
 
 def payload(arch: str, flavour: str) -> list[Payload]:
