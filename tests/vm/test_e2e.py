@@ -99,27 +99,27 @@ def k8s_inputs(arches: Sequence[str], work: Path) -> Inputs:
 
 
 def flannel_manifest() -> bytes:
-    """Upstream's kube-flannel.yml of the flannel release `make k8s` builds (its Go module's own file):
-    what a site downloads and brings in; the bootstrap patches in the profile's pod CIDR."""
-    gomod = repo_root() / "tests" / "k8s" / "flannel" / "go.mod"
-    m = re.search(r"^\s*(?:require\s+)?github\.com/flannel-io/flannel (v\S+)", gomod.read_text(), re.M)
-    assert m is not None, f"{gomod} names no flannel version"
-    proc = subprocess.run(
-        ["go", "mod", "download", "-json", f"github.com/flannel-io/flannel@{m.group(1)}"],
-        capture_output=True, text=True, timeout=600, check=False, cwd=gomod.parent,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return (Path(json.loads(proc.stdout)["Dir"]) / "Documentation" / "kube-flannel.yml").read_bytes()
+    """Upstream's kube-flannel.yml of the flannel release `make k8s` builds (its Go module's own file), as
+    a site downloads and brings it; the CNI-plugin image is renamed to the one built here (its own module
+    is not served). The bootstrap patches in the profile's pod CIDR."""
+    from tests.k8s import build, images
+
+    text = (build.module_source("flannel", build.FLANNEL) / "Documentation" / "kube-flannel.yml").read_text()
+    upstream, built = images.flannel_manifest_images(), images.flannel_image_names()
+    for kind, name in upstream.items():
+        text = text.replace(f"image: {name}\n", f"image: {built[kind]}\n")
+    assert all(f"image: {n}\n" in text for n in built.values()), text
+    return text.encode()
 
 
 def image_archives(arch: str) -> list[Path]:
     """The OCI archives `make k8s` made for `arch`, named as kubeadm and the CNI list their images."""
     from tests.k8s import images
 
-    directory = images.images_dir(arch)
-    if directory is None or not any(Path(directory).glob("*.tar")):
-        pytest.skip(f"the {arch} image archives are not built (run `make k8s`)")
-    return sorted(Path(directory).glob("*.tar"))
+    try:
+        return sorted(images.build_images(arch, log=False).values())
+    except images.ImageError as e:
+        pytest.skip(f"the {arch} image archives cannot be made here: {e}")
 
 
 # ---------------------------------------------------------------------------------------------------------
