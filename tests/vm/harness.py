@@ -70,6 +70,8 @@ class VmSpec:
     host_forwards: Sequence[tuple[int, int]] = ()
     # More read-only raw disks (ISOs), e.g. container image archives.
     extra_disks: Sequence[Path] = ()
+    # Files beside check.py on the baketest ISO (mounted at /run/bake-test/iso while the checks run).
+    check_files: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def hostnic_mac(self) -> str:
@@ -254,11 +256,12 @@ def make_seed_iso(
     return make_iso(path, "cidata", files)
 
 
-def make_check_iso(path: Path, expectations: dict[str, Any]) -> Path:
-    """The `baketest` ISO the guest agent runs: check.py + expectations.json."""
+def make_check_iso(path: Path, expectations: dict[str, Any], extra: dict[str, bytes] | None = None) -> Path:
+    """The `baketest` ISO the guest agent runs: check.py + expectations.json (+ files the checks read)."""
     if not isinstance(expectations.get("checks"), list):
         raise HarnessError("expectations must be {'checks': [...]} (see tests/vm/expect.py)")
     files = {
+        **(extra or {}),
         "check.py": (GUEST_DIR / "check.py").read_bytes(),
         "expectations.json": json.dumps(expectations, indent=1, sort_keys=True).encode(),
     }
@@ -473,7 +476,7 @@ def run_vms(
                     check=True, capture_output=True, timeout=60,
                 )  # fmt: skip
                 if spec.expectations is not None:
-                    make_check_iso(vmdir / "baketest.iso", spec.expectations)
+                    make_check_iso(vmdir / "baketest.iso", spec.expectations, spec.check_files)
                 argv = qemu_argv(spec, image, vmdir, switch, _accel(image, workdir), guest_timeout, hold)
                 (vmdir / "qemu.argv").write_text(" ".join(argv) + "\n")
                 procs[spec.name] = subprocess.Popen(

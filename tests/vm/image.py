@@ -76,8 +76,10 @@ BASE_PACKAGES = (
 # and etcd 3.4 for the external etcd members run by the kubelet stand-in.
 COMMON_PACKAGES = (*BASE_PACKAGES, "containerd", "runc", "etcd-server", "etcd-client")
 # The real-Kubernetes flavour brings containerd 2.x itself (Kubernetes >= 1.36 needs it); Debian's runc
-# is the OCI runtime its shim calls.
-K8S_PACKAGES = (*BASE_PACKAGES, "runc")
+# is the OCI runtime its shim calls. systemd-resolved turns the profile's DNS servers (network-config)
+# into a resolv.conf, as on Ubuntu nodes; kubeadm then points the kubelet at resolved's upstream file,
+# so CoreDNS has a nameserver to forward to (with none, it refuses to start).
+K8S_PACKAGES = (*BASE_PACKAGES, "runc", "systemd-resolved")
 KERNEL_PACKAGES = {
     "amd64": "linux-image-cloud-amd64",
     # The cloud flavour has virtio-pci/blk/net and isofs, and boots on `-machine virt -cpu cortex-a57`.
@@ -257,21 +259,23 @@ def k8s_payload(arch: str) -> list[Payload]:
             out.append(Payload(src, path))
         else:
             missing.append(name)
-    cni = _cni_dir(bin_dir)
-    plugins = sorted(p for p in cni.iterdir() if p.is_file()) if cni is not None else []
-    if not plugins:
-        missing.append("CNI plugins")
-    out += [Payload(p, f"{CNI_BIN_DIR}/{p.name}") for p in plugins]
+    for name in cni_plugins(arch):
+        src = bin_dir / name
+        if src.is_file():
+            out.append(Payload(src, f"{CNI_BIN_DIR}/{name}"))
+        else:
+            missing.append(f"CNI plugin {name}")
     if missing:
         raise ImageBuildError(f"{bin_dir}: missing {', '.join(missing)} (run `make k8s`)")
     return out
 
 
-def _cni_dir(bin_dir: Path) -> Path | None:
-    for cand in (bin_dir / "cni", bin_dir.parent / "cni", bin_dir.parent / "cni" / "bin"):
-        if cand.is_dir():
-            return cand
-    return None
+def cni_plugins(arch: str) -> list[str]:
+    """The containernetworking plugins the build makes (what the kubernetes-cni package installs of them);
+    the flannel plugin is not among them: flannel's DaemonSet installs its own."""
+    from tests.k8s import build
+
+    return sorted(c.name for c in build.components(arch) if c.module_dir == "cni-plugins")
 
 
 def payload(arch: str, flavour: str) -> list[Payload]:
@@ -516,6 +520,10 @@ def _build(arch: str, flavour: str, *, log: bool) -> GuestImage:
 def _customise(tree: Path, flavour: str, items: Sequence[Payload]) -> str:
     """Apply the gotcha fixes, the guest agent and the flavour's files; returns the kernel version."""
     for path, (mode, content) in IMAGE_FILES.items():
+        if flavour == "k8s" and path == "/etc/resolv.conf":
+            # resolved's stub, not the build host's file (2); networkd hands it the seed's DNS servers.
+            _symlink(tree, path, "../run/systemd/resolve/stub-resolv.conf")
+            continue
         _write(tree, path, content.encode(), mode)
     for name, (path, mode) in guest_files(flavour).items():
         _write(tree, path, (GUEST_DIR / name).read_bytes(), mode)
@@ -569,6 +577,13 @@ def _write(tree: Path, path: str, data: bytes, mode: int) -> None:
     target.write_bytes(data)
     os.chmod(target, mode)
     os.chown(target, 0, 0)
+
+
+def _symlink(tree: Path, path: str, target: str) -> None:
+    link = tree / path.lstrip("/")
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
 
 
 def _prune(prefix: str, *, keep: Path) -> None:

@@ -491,15 +491,15 @@ def test_recipe_hash_tracks_packages_and_guest_files(monkeypatch: pytest.MonkeyP
 def test_k8s_recipe_hash_tracks_the_built_binaries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The k8s image's key has every built binary's sha256 in it; a missing one is named, not guessed."""
     bin_dir = tmp_path / "bin"
-    (bin_dir / "cni").mkdir(parents=True)
-    for name in image.K8S_BINARIES:
+    bin_dir.mkdir()
+    for name in (*image.K8S_BINARIES, *image.cni_plugins("amd64")):
         (bin_dir / name).write_bytes(f"#!/bin/sh\necho {name}\n".encode())
-    (bin_dir / "cni" / "bridge").write_bytes(b"bridge")
     monkeypatch.setenv("BAKE_K8S_BIN", str(bin_dir))
     h = image.recipe_hash("amd64", "k8s")
     assert h != image.recipe_hash("amd64") and image.image_dir("amd64", "k8s").name == f"amd64-k8s-{h}"
     placed = {p.path: p.source.name for p in image.payload("amd64", "k8s")}
     assert placed["/usr/bin/kubeadm"] == "kubeadm" and placed["/opt/cni/bin/bridge"] == "bridge"
+    assert "/opt/cni/bin/flannel" not in placed  # flannel's DaemonSet installs its plugin itself
     assert placed["/usr/local/bin/containerd"] == "containerd"
     (bin_dir / "kubelet").write_bytes(b"another kubelet")
     assert image.recipe_hash("amd64", "k8s") != h

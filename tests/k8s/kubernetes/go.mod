@@ -228,6 +228,7 @@ require (
 )
 
 tool (
+	k8s.io/component-base/logs/kube-log-runner
 	k8s.io/kubernetes/cmd/kube-apiserver
 	k8s.io/kubernetes/cmd/kube-controller-manager
 	k8s.io/kubernetes/cmd/kube-proxy

@@ -1,0 +1,560 @@
+"""Issue #9: baked clusters form by themselves with the REAL kubeadm, in QEMU guests with no network.
+
+Each test bakes a profile with the real CLI (`packages.mode: prebaked`, Debian 12 nodes, slow-hardware
+`cluster.kubeadmTimeouts`, and `cluster.airgap`: the image archives `make k8s` built plus a busybox test
+image, and upstream's kube-flannel.yml), boots the seeds and the per-architecture images seed on the `k8s`
+guest image (the upstream binaries built by `make k8s`, installed as their packages install them;
+tests/vm/image.py), with no test stop: the baked bootstrap imports the images and runs kubeadm for real.
+The VMs share one private switch and nothing else, so any pull or download would fail the run; the
+control plane has a second NIC on QEMU user networking with `restrict=on` (no traffic leaves the guest)
+whose only use is a forwarded port, so the host's kubectl reaches the API server with
+`outputs/<cluster>/admin.conf`.
+
+- `test_single_node`: kubeadm init uses every baked certificate and kubeconfig ("Using existing" lines, the
+  bytes on disk unchanged), the node and CoreDNS are Ready, a pod resolves kubernetes.default, the
+  bootstrap reports done, and the host lists the node through the forwarded port.
+- `test_single_master`: one control plane and one worker; the worker joins with the baked token and CA
+  hash, both nodes are Ready, and a pod on the worker reaches a pod on the control plane over the CNI.
+
+Each test prints per-node phase times (boot -> cloud-init done -> kubeadm done -> Ready -> bootstrap
+done), measured in the guest against its boot time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from . import expect, nodecheck, oci
+from .harness import VmResult, VmSpec, qemu_available, run_vms
+from .image import ensure_image, repo_root
+
+pytestmark = [pytest.mark.vm, pytest.mark.e2e]
+
+KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+PKI = "/etc/kubernetes/pki"
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+CA_AUTHORITIES = ("ca", "front-proxy-ca", "etcd/ca")
+API_PORT = 6443
+# TCG on a shared 2-core machine: generous bounds; a green run takes a fraction of them.
+TIMEOUTS = {
+    "controlPlaneComponentHealthCheck": "20m",
+    "kubeletHealthCheck": "15m",
+    "kubernetesAPICall": "5m",
+    "etcdAPICall": "5m",
+    "tlsBootstrap": "20m",
+    "discovery": "20m",
+}
+RUN_TIMEOUT_S = int(os.environ.get("BAKE_E2E_TIMEOUT", "3600"))
+HOST_CONFIGMAP = "host-kubectl"
+PHASES = "BAKE-PHASES"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inputs: the built binaries and images
+
+
+@dataclass
+class Inputs:
+    """What the e2e runs need from `make k8s`: the host's kubectl, the built Kubernetes version, the image
+    archives per arch (the busybox test image among them) and kube-flannel.yml."""
+
+    kubectl: Path
+    version: str
+    flannel: Path
+    archives: dict[str, list[Path]] = field(default_factory=dict)
+
+
+def k8s_inputs(arches: Sequence[str], work: Path) -> Inputs:
+    """Skip (naming the command) when the upstream binaries or images are not built on this machine."""
+    from tests.k8s import locate
+
+    for arch in arches:
+        reason = qemu_available(arch, "k8s")
+        if reason is not None:
+            pytest.skip(f"cannot boot the real-Kubernetes {arch} image here: {reason}")
+    bin_dir = locate("amd64")
+    assert bin_dir is not None  # qemu_available checked it
+    version = subprocess.run(
+        [str(bin_dir / "kubeadm"), "version", "-o", "short"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    flannel = work / "kube-flannel.yml"
+    flannel.write_bytes(flannel_manifest())
+    inputs = Inputs(kubectl=bin_dir / "kubectl", version=version.removeprefix("v"), flannel=flannel)
+    for arch in arches:
+        inputs.archives[arch] = [*image_archives(arch), oci.busybox_archive(arch)]
+    return inputs
+
+
+def flannel_manifest() -> bytes:
+    """Upstream's kube-flannel.yml of the flannel release `make k8s` builds (its Go module's own file), as
+    a site downloads and brings it; the CNI-plugin image is renamed to the one built here (its own module
+    is not served). The bootstrap patches in the profile's pod CIDR."""
+    from tests.k8s import build, images
+
+    text = (build.module_source("flannel", build.FLANNEL) / "Documentation" / "kube-flannel.yml").read_text()
+    upstream, built = images.flannel_manifest_images(), images.flannel_image_names()
+    for kind, name in upstream.items():
+        text = text.replace(f"image: {name}\n", f"image: {built[kind]}\n")
+    assert all(f"image: {n}\n" in text for n in built.values()), text
+    return text.encode()
+
+
+def image_archives(arch: str) -> list[Path]:
+    """The OCI archives `make k8s` made for `arch`, named as kubeadm and the CNI list their images."""
+    from tests.k8s import images
+
+    try:
+        return sorted(images.build_images(arch, log=False).values())
+    except images.ImageError as e:
+        pytest.skip(f"the {arch} image archives cannot be made here: {e}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bake
+
+
+def bake(tmp_path: Path, extends: str, nodes: list[dict[str, Any]] | None, inputs: Inputs) -> Path:
+    """The real CLI on a profile that extends an embedded one, air-gapped with the built images; returns
+    the output tree."""
+    profile: dict[str, Any] = {
+        "extends": extends,
+        "cluster": {
+            "kubernetesVersion": inputs.version,
+            "cni": "flannel",
+            "packages": {"mode": "prebaked"},
+            "encryptionAlgorithm": "ECDSA-P256",
+            "kubeadmTimeouts": TIMEOUTS,
+            "airgap": {
+                "images": {arch: [str(a) for a in archives] for arch, archives in inputs.archives.items()},
+                "cniManifests": [str(inputs.flannel)],
+                "extraImages": [oci.BUSYBOX_IMAGE],
+            },
+        },
+        "defaults": {"os": "debian-12"},
+    }
+    if nodes is not None:
+        profile["nodes"] = nodes
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "builder.cli", "--profile", str(path), "--out", str(out), "-q"]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=repo_root(), timeout=900, check=False)
+    assert proc.returncode == 0, f"bake failed ({proc.returncode}): {proc.stdout}{proc.stderr}"
+    [tree] = [p for p in out.iterdir() if (p / "manifest.json").exists()]
+    return tree
+
+
+# ---------------------------------------------------------------------------------------------------------
+# in-guest checks
+
+
+def kubeadm_reuse_checks(node: nodecheck.BakedNode) -> list[dict[str, Any]]:
+    """kubeadm init says "Using existing" for every baked certificate, key and kubeconfig, and generates
+    nothing; every baked byte is still on disk as baked (kubelet.conf: see below)."""
+    lines = []
+    for f in node.files:
+        m = re.fullmatch(rf"{PKI}/(.+)\.crt", f.path)
+        if m and m.group(1) in CA_AUTHORITIES:
+            lines.append(f"[certs] Using existing {m.group(1)} certificate authority")
+        elif m:
+            lines.append(f"[certs] Using existing {m.group(1)} certificate and key on disk")
+        elif f.path == f"{PKI}/sa.key":
+            lines.append("[certs] Using existing sa keys")
+        elif re.fullmatch(r"/etc/kubernetes/[a-z-]+\.conf", f.path):
+            lines.append(f'[kubeconfig] Using existing kubeconfig file: "{f.path}"')
+    assert len(lines) >= 15, lines  # 3 CAs, 7 leaves, sa, 5 kubeconfigs on a stacked init node
+    checks = [
+        expect.command(
+            ["cat", nodecheck.LOG],
+            contains=lines,
+            not_contains=["[certs] Generating", "[kubeconfig] Writing"],
+            name="kubeadm init used every baked certificate, key and kubeconfig (and generated none)",
+        )
+    ]
+    for f in node.files:
+        if f.path == KUBELET_CONF:
+            continue
+        checks.append(expect.file(f.path, mode=f.mode, sha256=f.sha256, name=f"still as baked: {f.path}"))
+    if node.has(KUBELET_CONF):
+        baked = yaml.safe_load(node.file(KUBELET_CONF).content)
+        cluster = baked["clusters"][0]["cluster"]
+        checks.append(
+            expect.file(
+                KUBELET_CONF,
+                contains=[
+                    cluster["certificate-authority-data"],
+                    cluster["server"],
+                    "client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem",
+                ],
+                name="kubelet.conf: the baked one, moved by kubeadm's kubelet-finalize to the rotating cert",
+            )
+        )
+    return checks
+
+
+def phase_check(node: str, kubeconfig: str, kubeadm_step: str) -> dict[str, Any]:
+    """Seconds since boot at which cloud-init finished, kubeadm finished, the node became Ready and the
+    bootstrap finished, printed as one line for the host."""
+    script = f"""
+boot=$(awk '/^btime/ {{print $2}}' /proc/stat)
+at() {{ [ -e "$1" ] && echo $(( $(stat -c %Y "$1") - boot )) || echo null; }}
+ready=$(kubectl --kubeconfig {kubeconfig} get node {node} \
+  -o 'jsonpath={{.status.conditions[?(@.type=="Ready")].lastTransitionTime}}')
+printf '{PHASES} {{"cloud_init": %s, "kubeadm": %s, "ready": %s, "bootstrap_done": %s}}\\n' \
+  "$(at /run/cloud-init/result.json)" "$(at {nodecheck.STEPS_DIR}/{kubeadm_step}.done)" \
+  "$(echo $(( $(date -d "$ready" +%s) - boot )))" "$(at {nodecheck.DONE})"
+"""
+    return expect.command(script, contains=PHASES, name=f"{PHASES} {node}")
+
+
+def phases_of(result: VmResult) -> dict[str, Any] | None:
+    for boot in result.results:
+        for c in boot.get("checks", []):
+            m = re.search(PHASES + r" (\{.*?\})", c.get("detail", ""))
+            if m:
+                return json.loads(m.group(1))  # type: ignore[no-any-return]
+    return None
+
+
+def node_ready(name: str, wait_s: float) -> dict[str, Any]:
+    return expect.command(
+        f"{KUBECTL} get node {name} -o 'jsonpath={{.status.conditions[?(@.type==\"Ready\")].status}}'",
+        contains="True",
+        wait_s=wait_s,
+        timeout=60,
+        name=f"node {name} Ready",
+    )
+
+
+def pod_checks(name: str, manifest: dict[str, Any], *, phase: str, wait_s: float) -> list[dict[str, Any]]:
+    """Create a pod from `manifest` (a heredoc, so no quoting games) and wait for its phase."""
+    text = json.dumps(manifest)
+    return [
+        expect.command(
+            f"{KUBECTL} apply -f - <<'EOF'\n{text}\nEOF",
+            wait_s=120,
+            name=f"create pod {name}",
+        ),
+        expect.command(
+            f"{KUBECTL} get pod {name} -o jsonpath='{{.status.phase}}'",
+            contains=phase,
+            wait_s=wait_s,
+            timeout=60,
+            name=f"pod {name} {phase}",
+        ),
+    ]
+
+
+def busybox_pod(name: str, command: list[str], *, node: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [
+            {
+                "name": name,
+                "image": oci.BUSYBOX_IMAGE,
+                "imagePullPolicy": "Never",  # nothing is pulled: the image came with the node
+                "command": command,
+            }
+        ],
+        # The control plane keeps its taint in single-master; the server pod is pinned there anyway.
+        "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
+    }
+    if node is not None:
+        spec["nodeName"] = node
+    meta = {"name": name, "namespace": "default"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def host_configmap_check(node: str, wait_s: float) -> dict[str, Any]:
+    """Holds the control plane up until the host's kubectl has been through the forwarded port: the host
+    writes a ConfigMap naming the nodes it listed, and the guest finds it."""
+    return expect.command(
+        f"{KUBECTL} -n default get configmap {HOST_CONFIGMAP} -o jsonpath='{{.data.nodes}}'",
+        contains=node,
+        wait_s=wait_s,
+        timeout=60,
+        name="the host listed this node with outputs/<cluster>/admin.conf through the forwarded port",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the host side
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HostKubectl(threading.Thread):
+    """`kubectl --kubeconfig outputs/<cluster>/admin.conf` from the host, through the forwarded port (with
+    --server and --tls-server-name, since the kubeconfig names the node's address); once it lists the
+    nodes it wants, it writes them into a ConfigMap for the guest to see."""
+
+    def __init__(self, kubectl: Path, admin_conf: Path, port: int, want: Sequence[str]) -> None:
+        super().__init__(daemon=True)
+        self.argv = [
+            str(kubectl), "--kubeconfig", str(admin_conf), f"--server=https://127.0.0.1:{port}",
+            "--tls-server-name=kubernetes", "--request-timeout=20s",
+        ]  # fmt: skip
+        self.want = list(want)
+        self.listed: str | None = None
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.argv, *args], capture_output=True, text=True, timeout=60, check=False)
+
+    def run(self) -> None:
+        while not self.stop.wait(15):
+            try:
+                got = self.kubectl("get", "nodes", "-o", "wide")
+            except subprocess.TimeoutExpired:
+                continue
+            if got.returncode != 0:
+                self.errors = [*self.errors, got.stderr.strip()[-300:]][-5:]
+                continue
+            if not all(re.search(rf"^{re.escape(n)}\s", got.stdout, re.M) for n in self.want):
+                continue
+            self.listed = got.stdout
+            made = self.kubectl(
+                "-n", "default", "create", "configmap", HOST_CONFIGMAP,
+                f"--from-literal=nodes={','.join(self.want)}",
+            )  # fmt: skip
+            if made.returncode == 0 or "AlreadyExists" in made.stderr:
+                return
+            self.errors = [*self.errors, made.stderr.strip()[-300:]][-5:]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# running
+
+
+def boot(tmp_path: Path, specs: list[VmSpec], host: HostKubectl) -> list[VmResult]:
+    host.start()
+    try:
+        return run_vms(specs, workdir=tmp_path / "run", timeout_s=RUN_TIMEOUT_S)
+    finally:
+        host.stop.set()
+        host.join(timeout=70)
+
+
+def report(results: Sequence[VmResult], host: HostKubectl) -> None:
+    """Per-node phase times (printed whatever happened), then every failure with its logs."""
+    rows = []
+    for r in results:
+        p = phases_of(r) or {}
+        report_s = r.report_times_s[0] if r.report_times_s else None
+        rows.append(
+            f"[e2e] {r.name}: cloud-init done {p.get('cloud_init')} s, kubeadm done {p.get('kubeadm')} s, "
+            f"Ready {p.get('ready')} s, bootstrap done {p.get('bootstrap_done')} s after boot; "
+            f"reported {report_s} s after QEMU start"
+        )
+    print("\n".join(rows), file=sys.stderr)
+    failures = [r.explain() for r in results if not r.ok]
+    failures += [f"{r.name}: {f}" for r in results for b in r.results
+                 for f in nodecheck.cloud_init_findings(b)]  # fmt: skip
+    if host.listed is None:
+        failures.append(f"the host never listed the nodes through the forwarded port: {host.errors}")
+    assert not failures, "\n".join(rows + failures)
+    assert all(r.results and r.results[0]["bootstrap"]["done"] for r in results)
+
+
+def spec(
+    tree: Path,
+    node: nodecheck.BakedNode,
+    checks: list[dict[str, Any]],
+    *,
+    cpus: int,
+    memory_mb: int,
+    forwards: Sequence[tuple[int, int]] = (),
+) -> VmSpec:
+    """A node on the real-Kubernetes image, no test stop, its arch's images seed as another disk."""
+    images_seed = tree / "images" / node.arch / "images.iso"
+    assert images_seed.is_file(), f"the bake made no images seed for {node.arch}"
+    return VmSpec(
+        node.name,
+        node.arch,
+        node.seed_iso,
+        node.mac,
+        memory_mb=memory_mb,
+        cpus=cpus,
+        expectations=expect.expectations(*checks),
+        test_stop=None,
+        image="k8s",
+        host_forwards=forwards,
+        extra_disks=(images_seed,),
+    )
+
+
+def airgap_checks(node: nodecheck.BakedNode) -> list[dict[str, Any]]:
+    """The bootstrap imported the images seed and found every image the node needs before kubeadm."""
+    return [
+        expect.command(
+            ["cat", nodecheck.LOG],
+            contains=["step images: done", "images this node needs are in containerd"],
+            name="the bootstrap imported the images seed before kubeadm",
+        ),
+        expect.command(
+            "crictl --runtime-endpoint unix:///run/containerd/containerd.sock images -o json",
+            contains=oci.BUSYBOX_IMAGE,
+            name="the busybox test image came with the images seed",
+        ),
+    ]
+
+
+@pytest.fixture(scope="module")
+def k8s_image_amd64() -> None:
+    reason = qemu_available("amd64", "k8s")
+    if reason is not None:
+        pytest.skip(f"cannot boot the real-Kubernetes image here: {reason}")
+    ensure_image("amd64", "k8s")
+
+
+def test_single_node(k8s_image_amd64: None, tmp_path: Path) -> None:
+    inputs = k8s_inputs(["amd64"], tmp_path)
+    tree = bake(tmp_path, "single-node", None, inputs)
+    _, [node] = nodecheck.load_tree(tree)
+    assert node.bootstrap_role == "init"
+    port = free_port()
+    checks = [
+        *airgap_checks(node),
+        *kubeadm_reuse_checks(node),
+        expect.unit("kubelet.service", active=True, enabled=True, name="kubelet running"),
+        node_ready(node.name, 900),
+        expect.command(
+            f"{KUBECTL} -n kube-system wait --for=condition=Ready pod -l k8s-app=kube-dns --timeout=50s",
+            wait_s=900,
+            timeout=60,
+            name="CoreDNS Ready",
+        ),
+        *pod_checks(
+            "dns",
+            busybox_pod("dns", ["nslookup", "kubernetes.default"]),
+            phase="Succeeded",
+            wait_s=600,
+        ),
+        expect.command(
+            f"{KUBECTL} logs dns",
+            regex=r"Name:\s+kubernetes\.default\.svc\.cluster\.local\s+Address:\s+10\.96\.0\.1",
+            name="the pod resolved kubernetes.default to the API service address",
+        ),
+        host_configmap_check(node.name, 600),
+        phase_check(node.name, "/etc/kubernetes/admin.conf", "kubeadm-init"),
+    ]
+    host = HostKubectl(inputs.kubectl, tree / "admin.conf", port, [node.name])
+    specs = [spec(tree, node, checks, cpus=2, memory_mb=4096, forwards=[(port, API_PORT)])]
+    results = boot(tmp_path, specs, host)
+    report(results, host)
+    print(f"[e2e] host: kubectl --kubeconfig admin.conf get nodes:\n{host.listed}", file=sys.stderr)
+
+
+def joined_worker_checks(node: nodecheck.BakedNode) -> list[dict[str, Any]]:
+    """A worker joined with the baked token and CA hash: kubeadm said so, its kubelet has a client
+    certificate from the cluster and sees its own node Ready."""
+    return [
+        *airgap_checks(node),
+        expect.command(
+            ["cat", nodecheck.LOG],
+            contains="This node has joined the cluster",
+            name="kubeadm join (baked token, discovery pinned to the baked CA hash) succeeded",
+        ),
+        expect.unit("kubelet.service", active=True, enabled=True, name="kubelet running"),
+        expect.file(
+            "/var/lib/kubelet/pki/kubelet-client-current.pem", type="symlink", name="kubelet client cert"
+        ),
+        expect.command(
+            f"kubectl --kubeconfig {KUBELET_CONF} get node {node.name} "
+            "-o 'jsonpath={.status.conditions[?(@.type==\"Ready\")].status}'",
+            contains="True",
+            wait_s=900,
+            timeout=60,
+            name=f"node {node.name} Ready (seen with its own kubelet credentials)",
+        ),
+        phase_check(node.name, KUBELET_CONF, "kubeadm-join"),
+    ]
+
+
+def cross_node_checks(server_node: str, client_node: str) -> list[dict[str, Any]]:
+    """A pod on `client_node` fetches a page from a pod on `server_node` by pod IP: the CNI carries it."""
+    marker = f"served-by-{server_node}"
+    server = busybox_pod(
+        "web",
+        ["sh", "-c", f"mkdir -p /www && echo {marker} > /www/index.html && exec httpd -f -p 8080 -h /www"],
+        node=server_node,
+    )
+    client = busybox_pod(
+        "fetch", ["wget", "-q", "-T", "10", "-O", "-", "http://__WEB_IP__:8080/"], node=client_node
+    )
+    client_json = json.dumps(client).replace("__WEB_IP__", "$ip")
+    return [
+        *pod_checks("web", server, phase="Running", wait_s=600),
+        expect.command(
+            f"ip=$({KUBECTL} get pod web -o jsonpath='{{.status.podIP}}') && test -n \"$ip\" && "
+            f"{KUBECTL} apply -f - <<EOF\n{client_json}\nEOF",
+            wait_s=120,
+            name=f"create pod fetch on {client_node}, aimed at pod web's IP",
+        ),
+        expect.command(
+            f"{KUBECTL} get pod fetch -o jsonpath='{{.status.phase}}'",
+            contains="Succeeded",
+            wait_s=600,
+            timeout=60,
+            name="pod fetch Succeeded",
+        ),
+        expect.command(
+            f"{KUBECTL} logs fetch", contains=marker, name=f"{client_node} -> {server_node}: page received"
+        ),
+        expect.command(
+            f"{KUBECTL} get pods web fetch -o "
+            "jsonpath='{range .items[*]}{.metadata.name}={.spec.nodeName}/{.status.podIP} {end}'",
+            regex=rf"web={server_node}/10\.244\.\d+\.\d+ fetch={client_node}/10\.244\.\d+\.\d+",
+            name="the two pods ran on two nodes with pod-network addresses",
+        ),
+    ]
+
+
+def test_single_master(k8s_image_amd64: None, tmp_path: Path) -> None:
+    inputs = k8s_inputs(["amd64"], tmp_path)
+    nodes = [
+        {"name": "cp-1", "role": "control-plane", "ip": "10.77.0.11", "mac": "52:54:00:77:00:11"},
+        {"name": "worker-1", "role": "worker", "ip": "10.77.0.21", "mac": "52:54:00:77:00:21"},
+    ]
+    tree = bake(tmp_path, "single-master", nodes, inputs)
+    _, baked = nodecheck.load_tree(tree)
+    cp, worker = baked
+    assert (cp.bootstrap_role, worker.bootstrap_role) == ("init", "worker")
+    assert worker.file(nodecheck.ENV_PATH).content.count(b"BAKE_API_ENDPOINT=10.77.0.11:6443") == 1
+    port = free_port()
+    cp_checks = [
+        *airgap_checks(cp),
+        *kubeadm_reuse_checks(cp),
+        expect.unit("kubelet.service", active=True, enabled=True, name="kubelet running"),
+        node_ready(cp.name, 900),
+        node_ready(worker.name, 1800),
+        *cross_node_checks(cp.name, worker.name),
+        host_configmap_check(worker.name, 600),
+        phase_check(cp.name, "/etc/kubernetes/admin.conf", "kubeadm-init"),
+    ]
+    host = HostKubectl(inputs.kubectl, tree / "admin.conf", port, [cp.name, worker.name])
+    specs = [
+        spec(tree, cp, cp_checks, cpus=2, memory_mb=3072, forwards=[(port, API_PORT)]),
+        spec(tree, worker, joined_worker_checks(worker), cpus=1, memory_mb=2048),
+    ]
+    results = boot(tmp_path, specs, host)
+    report(results, host)
+    print(f"[e2e] host: kubectl --kubeconfig admin.conf get nodes:\n{host.listed}", file=sys.stderr)
