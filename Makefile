@@ -6,7 +6,7 @@ PROFILE ?= ha-stacked
 OUT ?= outputs
 STAMP := $(VENV)/.installed
 
-.PHONY: bake test test-fast lint vm-image vm-test bench fuzz golden clean
+.PHONY: bake test test-fast lint vm-image vm-test k8s bench fuzz golden clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ vm-image: $(STAMP)
 vm-test: $(STAMP)
 	$(BIN)/bake --profile $(PROFILE) --out $(OUT) --set cluster.packages.mode=prebaked --quiet
 	$(BIN)/python -m tests.vm run --profile-dir $(OUT)/$$($(BIN)/python -c "import sys; from builder.profile import load_profile; print(load_profile(sys.argv[1]).cluster.name)" $(PROFILE))
+
+## k8s: build (or reuse) upstream Kubernetes components and their image archives: amd64, then arm64
+k8s: $(STAMP)
+	$(BIN)/python -m tests.k8s.build --arch amd64
+	$(BIN)/python -m tests.k8s.build --arch arm64
 
 ## bench: speed and memory figures (printed, not asserted)
 bench: $(STAMP)
