@@ -6,7 +6,7 @@ PROFILE ?= ha-stacked
 OUT ?= outputs
 STAMP := $(VENV)/.installed
 
-.PHONY: bake test test-fast lint vm-image vm-test e2e bench fuzz golden mutate clean
+.PHONY: bake test test-fast lint vm-image vm-test k8s e2e bench fuzz golden mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ vm-test: $(STAMP)
 ## e2e: the real kubeadm forms PROFILE's cluster in QEMU guests (single-node, single-master, ha-stacked)
 e2e: $(STAMP)
 	BAKE_E2E_PROFILE=$(PROFILE) $(BIN)/pytest -q -s -rA -m e2e tests/vm/test_e2e.py -k "test_$(subst -,_,$(PROFILE))"
+
+## k8s: build (or reuse) upstream Kubernetes components and their image archives: amd64, then arm64
+k8s: $(STAMP)
+	$(BIN)/python -m tests.k8s.build --arch amd64
+	$(BIN)/python -m tests.k8s.build --arch arm64
 
 ## bench: speed and memory figures (printed, not asserted)
 bench: $(STAMP)
