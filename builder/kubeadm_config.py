@@ -173,6 +173,8 @@ def feature_gates(plan: ClusterPlan) -> dict[str, bool]:
     problems = []
     for name, value in plan.settings.feature_gates.items():
         state = known.get(name)
+        if state is None and info.feature_gates_complete:
+            state = versions.ABSENT  # the row names every gate this kubeadm knows
         path = f"cluster.featureGates.{name}"
         if state in (versions.REMOVED, versions.ABSENT):
             problems.append(Problem(path, f"kubeadm {info.version} has no feature gate {name} ({state})"))

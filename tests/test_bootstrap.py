@@ -287,7 +287,7 @@ containerd)
     [[ ${1:-} == --version ]] && echo "containerd github.com/containerd/containerd/v2 v2.1.4 deadbeef"
     ;;
 kubeadm)
-    if [[ ${1:-} == version ]]; then echo "v${STUB_KUBEADM_VERSION:-1.37.1}"; exit 0; fi
+    if [[ ${1:-} == version ]]; then echo "v${STUB_KUBEADM_VERSION:-1.37.2}"; exit 0; fi
     if [[ -e /run/stub-kubeadm-fail-once ]]; then
         rm -f /run/stub-kubeadm-fail-once
         echo "kubeadm stub: failing" >&2
@@ -565,7 +565,7 @@ def test_repos_mode_installs_pinned_packages_after_keys(can_sandbox: None, tmp_p
     assert sb.rcs == [0], sb.text("stdout.log")
     calls = sb.calls
     keys = [i for i, c in enumerate(calls) if c.startswith("curl") and "Release.key" in c]
-    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "kubelet=1.37.1-*" in c)
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "kubelet=1.37.2-*" in c)
     assert len(keys) == 2 and max(keys) < install
     assert "cri-o" in calls[install].split()
     assert "apt-mark hold kubelet kubeadm kubectl" in calls

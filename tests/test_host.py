@@ -138,7 +138,7 @@ def test_apt_repository_pins_and_holds() -> None:
             "/etc/apt/keyrings/kubernetes-apt-keyring.gpg",
         ),
     )
-    assert prep.kube_packages == ("kubelet=1.37.1-*", "kubeadm=1.37.1-*", "kubectl=1.37.1-*")
+    assert prep.kube_packages == ("kubelet=1.37.2-*", "kubeadm=1.37.2-*", "kubectl=1.37.2-*")
     assert prep.hold_packages == ("kubelet", "kubeadm", "kubectl")
     assert {"ebtables", "ethtool", "conntrack", "socat"} <= set(prep.base_packages)
     assert not prep.selinux_permissive
@@ -186,7 +186,7 @@ def test_rhel_family_repo_selinux_and_arch_of_the_node() -> None:
         "baseurl=https://download.docker.com/linux/centos/9/aarch64/stable\n"
         in files["/etc/yum.repos.d/docker-ce.repo"]
     )
-    assert prep.kube_packages == ("kubelet-1.37.1", "kubeadm-1.37.1", "kubectl-1.37.1")
+    assert prep.kube_packages == ("kubelet-1.37.2", "kubeadm-1.37.2", "kubectl-1.37.2")
     assert prep.runtime_packages == ("containerd.io",)
     assert {"ebtables", "ethtool", "conntrack-tools", "socat"} <= set(prep.base_packages)
     assert prep.apt_keys == () and prep.apt_staged_sources == ()
