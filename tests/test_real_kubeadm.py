@@ -54,7 +54,7 @@ import yaml
 
 from builder import kubeadm_config, versions
 from builder.errors import BakeError
-from builder.plan import build_plan
+from builder.plan import ClusterPlan, build_plan
 from builder.profile import LoadBalancerKind, Role, load_profile
 from tests import k8s
 
@@ -75,7 +75,7 @@ GUIDE_ETCD_CONFIG = "/run/kubeadm/etcd-member.yaml"  # written by the test, as k
 UP_TIMEOUT = 180.0
 
 
-def _profiles() -> dict[str, Any]:
+def _profiles() -> dict[str, ClusterPlan]:
     """Each embedded profile's plan: only used to choose which tests apply to it."""
     return {p.stem: build_plan(load_profile(p.stem)) for p in sorted((ROOT / "profiles").glob("*.yaml"))}
 
@@ -87,7 +87,6 @@ WITH_WORKERS = [
     n for n, p in PLANS.items() if p.control_planes and any(x.role is Role.WORKER for x in p.nodes)
 ]
 WITH_ETCD_MEMBERS = [n for n, p in PLANS.items() if any(x.role is Role.ETCD for x in p.nodes)]
-ALL = list(PLANS)
 
 
 def tool(name: str) -> str:
