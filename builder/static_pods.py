@@ -6,10 +6,12 @@ kube-scheduler itself; bake never renders those.
 Sources:
 - etcd: kubeadm's `phases/etcd/local.go` / `util/staticpod/utils.go` as described in kubeadm-spec.md
   5.1 and 5.5, with the whole static `--initial-cluster` and `--initial-cluster-state=new` that the
-  HA external-etcd guide passes as extraArgs. Flag order follows `ArgumentsToCommand`
-  (cmd/kubeadm/app/util/arguments.go): defaults overridden by name, then everything sorted by name
-  and value; from k/k PR #135400 (1.36, backported to late 1.32 - 1.35 patches) only the defaults are
-  sorted and the user's extraArgs keep their order (MinorInfo.extra_args_user_order_kept).
+  HA external-etcd guide passes as extraArgs (ahead of the profile's extraArgs). Flag order follows
+  `ArgumentsToCommand` (cmd/kubeadm/app/util/arguments.go): defaults overridden by name, then
+  everything sorted by name and value; from k/k PR #135400 (1.36, backported to late 1.32 - 1.35
+  patches) only the defaults are sorted and the extraArgs follow them in their own order
+  (MinorInfo.extra_args_user_order_kept), so the pod is the one `kubeadm init phase etcd local` writes
+  for the guide's config.
   Keys are written sorted, as Go's sigs.k8s.io/yaml does for kubeadm's own manifests.
 - kube-vip: kube-vip `pkg/kubevip/config_generator.go` (`manifest pod --arp --controlplane
   --leaderElection`) as mirrored for v1.0.3 by kubernetes-sigs/kubespray
@@ -101,14 +103,13 @@ def arguments_to_command(
     """kubeadm's ArgumentsToCommand: a user arg replaces every default of the same name.
 
     Before k/k PR #135400 everything is sorted by name, then value. After it only the defaults are
-    sorted and the user's args keep their order; they come first, as the function's doc comment
-    ("override arguments will precede base arguments") says.
-    # unverified: the placement of the user's args after PR #135400 (its diff was not read).
+    sorted and the user's args follow them in their own order ("In the return list, base arguments
+    will precede override arguments", cmd/kubeadm/app/util/arguments.go @ v1.37.2).
     """
     names = {a.name for a in overrides}
     kept = sorted((n, v) for n, v in base if n not in names)
     user = [(a.name, a.value) for a in overrides]
-    args = [*user, *kept] if user_order_kept else sorted([*user, *kept])
+    args = [*kept, *user] if user_order_kept else sorted([*user, *kept])
     return [f"--{n}={v}" for n, v in args]
 
 
@@ -189,8 +190,6 @@ def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
         ("client-cert-auth", "true"),
         ("data-dir", data_dir),
         ("initial-advertise-peer-urls", peer_url),
-        ("initial-cluster", plan.etcd_initial_cluster),
-        ("initial-cluster-state", "new"),
         ("key-file", f"{ETCD_PKI}/server.key"),
         ("listen-client-urls", f"https://{host_port_text(localhost, ETCD_CLIENT_PORT)},{client_url}"),
         ("listen-metrics-urls", f"http://{host_port_text(localhost, ETCD_METRICS_PORT)}"),
@@ -211,7 +210,15 @@ def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
             ("experimental-watch-progress-notify-interval", "5s"),
         ]
     extra = s.etcd.extra_args
-    command = ["etcd", *arguments_to_command(base, extra, user_order_kept=info.extra_args_user_order_kept)]
+    user_names = {a.name for a in extra}
+    guide = [  # the guide's extraArgs, unless the profile's own extraArgs name them
+        Arg(name=n, value=v)
+        for n, v in (("initial-cluster", plan.etcd_initial_cluster), ("initial-cluster-state", "new"))
+        if n not in user_names
+    ]
+    overrides = [*guide, *extra]
+    kept = info.extra_args_user_order_kept
+    command = ["etcd", *arguments_to_command(base, overrides, user_order_kept=kept)]
 
     metrics = next(
         (a.value for a in extra if a.name == "listen-metrics-urls"), dict(base)["listen-metrics-urls"]

@@ -36,6 +36,8 @@ What changed per minor (only what a kubeadm config / static pod / kubelet / cont
       contradicts spec 4.1.
 1.37  v1beta3 API and the PublicKeysECDSA gate removed, placeholder ``v1`` API added (PR #136016, listed
       in CHANGELOG-1.37.md under v1.37.0-alpha.1); NodeLocalCRISocket gate removed (PR #138645);
+      ControlPlaneKubeletLocalMode and WaitForAllControlPlaneComponents gates removed (their
+      behaviour kept), RootlessControlPlane the only gate left (features.go @ v1.37.2);
       etcd 3.7.0-0 (PR #139427 moved the default to 3.7.0-rc.0 in alpha.1), CoreDNS v1.14.6,
       pause 3.10.2; preflight warns when the runtime lacks the CRI RuntimeConfig RPC (PR #139122),
       i.e. on containerd 1.7.
@@ -390,19 +392,23 @@ _ROWS: tuple[MinorInfo, ...] = (
     ),
     MinorInfo(
         minor=37,
-        # images: `kubeadm config images list` on v1.37.1: coredns v1.14.6, pause 3.10.2, etcd 3.7.0-0;
-        # a minikube v1.37.0 cluster also runs etcd 3.7.0-0. 1.37.0 was released 2026-08-26
+        # Checked against kubeadm v1.37.2 built from k8s.io/kubernetes@v1.37.2 (the release the real-kubeadm
+        # tests build): `kubeadm config images list --kubernetes-version v1.37.2` lists etcd 3.7.0-0,
+        # pause 3.10.2, coredns v1.14.6 (cmd/kubeadm/app/constants/constants.go @ v1.37.2:
+        # DefaultEtcdVersion, PauseVersion, CoreDNSVersion). 1.37.0 was released 2026-08-26
         # (kubernetes/website PR #55932).
-        default_patch="1.37.1",
-        etcd_tag="3.7.0-0",  # images v1.37.1; k/k PR #139427 moved the default to 3.7.0-rc.0 in alpha.1
-        pause_tag="3.10.2",  # images v1.37.1
-        coredns_tag="v1.14.6",  # images v1.37.1 (k/k PR #138536 had bumped to 1.14.3 in alpha.1)
+        default_patch="1.37.2",
+        etcd_tag="3.7.0-0",  # images v1.37.2; k/k PR #139427 moved the default to 3.7.0-rc.0 in alpha.1
+        pause_tag="3.10.2",  # images v1.37.2
+        coredns_tag="v1.14.6",  # images v1.37.2 (k/k PR #138536 had bumped to 1.14.3 in alpha.1)
         # etcd 3.7 removed the --experimental-* flags (etcd-io/etcd PR #19959 via k/k PR #132838); kubeadm
-        # already uses the 3.6 names unconditionally (k/k PR #135701).
-        # unverified: no further 3.7-specific change in local.go was found.
+        # uses the 3.6 names unconditionally (k/k PR #135701; phases/etcd/local.go @ v1.37.2).
         etcd_36_flags=True,
-        control_plane_kubelet_local_mode=True,  # GA (k/k PR #134106)
-        node_local_cri_socket=True,  # behaviour always on; gate removed (k/k PR #138645)
+        # The gate is gone but the behaviour stays: `init phase kubeconfig kubelet` drops
+        # controlPlaneEndpoint for kubelet.conf (cmd/phases/init/kubeconfig.go @ v1.37.2).
+        control_plane_kubelet_local_mode=True,
+        # behaviour always on (instance-config.yaml); gate removed (k/k PR #138645)
+        node_local_cri_socket=True,
         named_probe_port=True,  # k/k PR #132776
         ecdsa_p384=True,  # k/k PR #131677
         v1beta3_accepted=False,  # k/k PR #136016 (CHANGELOG-1.37.md, v1.37.0-alpha.1)
@@ -413,7 +419,9 @@ _ROWS: tuple[MinorInfo, ...] = (
         containerd_config_version=3,
         pod_infra_container_image_flag=False,  # k/k PR #133778
         etcd_external_http_endpoints=True,  # k/k PR #134890
-        extra_args_user_order_kept=True,  # spec 5.1. unverified: see 1.36
+        # util/arguments.go @ v1.37.2: sorted defaults first, then the extraArgs in their own order
+        extra_args_user_order_kept=True,
+        # features.go @ v1.37.2 (InitFeatureGates) and `kubeadm init --help` list only RootlessControlPlane.
         feature_gates=(
             # cmd/kubeadm/app/features/features.go @ v1.37.2 knows RootlessControlPlane only.
             (_CPKLM, REMOVED),  # k/k PR #135773

@@ -303,7 +303,7 @@ containerd)
     ;;
 kubeadm)
     case ${1:-} in
-    version) echo "v${STUB_KUBEADM_VERSION:-1.37.1}" ;;
+    version) echo "v${STUB_KUBEADM_VERSION:-1.37.2}" ;;
     reset)  # TEST DOUBLE of what kubeadm reset deletes (cmd/kubeadm/app/cmd/phases/reset/cleanupnode.go)
         for d in /etc/kubernetes/manifests /var/lib/kubelet /etc/kubernetes/pki; do
             if [[ -d $d ]]; then find "$d" -mindepth 1 -delete; fi
@@ -707,7 +707,7 @@ def test_repos_mode_installs_pinned_packages_after_keys(can_sandbox: None, tmp_p
     assert sb.rcs == [0], sb.text("stdout.log")
     calls = sb.calls
     keys = [i for i, c in enumerate(calls) if c.startswith("curl") and "Release.key" in c]
-    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "kubelet=1.37.1-*" in c)
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "kubelet=1.37.2-*" in c)
     assert len(keys) == 2 and max(keys) < install
     assert "cri-o" in calls[install].split()
     assert "apt-mark hold kubelet kubeadm kubectl" in calls

@@ -154,7 +154,7 @@ def test_apt_repository_pins_and_holds() -> None:
             "https://download.docker.com/linux/ubuntu/gpg", "/etc/apt/keyrings/containerd-apt-keyring.gpg"
         ),
     )
-    assert prep.kube_packages == ("kubelet=1.37.1-*", "kubeadm=1.37.1-*", "kubectl=1.37.1-*")
+    assert prep.kube_packages == ("kubelet=1.37.2-*", "kubeadm=1.37.2-*", "kubectl=1.37.2-*")
     assert prep.hold_packages == ("kubelet", "kubeadm", "kubectl")
     assert {"ebtables", "ethtool", "conntrack", "socat"} <= set(prep.base_packages)
     assert not prep.selinux_permissive
@@ -225,7 +225,7 @@ def test_rhel_family_repo_selinux_and_arch_of_the_node() -> None:
         "baseurl=https://download.docker.com/linux/centos/9/aarch64/stable\n"
         in files["/etc/yum.repos.d/containerd.repo"]
     )
-    assert prep.kube_packages == ("kubelet-1.37.1", "kubeadm-1.37.1", "kubectl-1.37.1")
+    assert prep.kube_packages == ("kubelet-1.37.2", "kubeadm-1.37.2", "kubectl-1.37.2")
     assert prep.runtime_packages == ("containerd.io",)
     assert {"ebtables", "ethtool", "conntrack-tools", "socat"} <= set(prep.base_packages)
     # EL 9 images ship curl-minimal, which the curl package conflicts with.

@@ -150,7 +150,7 @@ def test_cluster_configuration_stacked() -> None:
     assert c["certificateValidityPeriod"] == "8760h0m0s"
     assert c["caCertificateValidityPeriod"] == "87600h0m0s"
     assert c["encryptionAlgorithm"] == "RSA-2048"
-    assert "featureGates" not in c  # 1.37: ControlPlaneKubeletLocalMode is GA, nothing to ask for
+    assert "featureGates" not in c  # 1.37: ControlPlaneKubeletLocalMode's behaviour is built in
 
 
 def test_cluster_configuration_external_etcd() -> None:
@@ -217,6 +217,22 @@ def test_user_feature_gate_wins_over_bakes_default() -> None:
     )
     assert kc.cluster_configuration(plan)["featureGates"] == {"ControlPlaneKubeletLocalMode": False}
     # Refusals of unknown / removed / locked gates happen when the profile is loaded: test_validation.py.
+
+
+@pytest.mark.parametrize(
+    "gate", ["SomeFutureGate", "ControlPlaneKubeletLocalMode", "WaitForAllControlPlaneComponents"]
+)
+def test_feature_gates_kubeadm_137_does_not_know_are_refused(gate: str) -> None:
+    """kubeadm 1.37.2 knows only RootlessControlPlane ("... is not a valid feature name" otherwise)."""
+    plan = plan_of("ha-stacked", "cluster.kubernetesVersion=1.37", f"cluster.featureGates={{{gate}: true}}")
+    with pytest.raises(BakeError) as exc:
+        kc.cluster_configuration(plan)
+    assert exc.value.problems[0].path == f"cluster.featureGates.{gate}"
+    assert "has no feature gate" in exc.value.problems[0].message
+    plan = plan_of(
+        "ha-stacked", "cluster.kubernetesVersion=1.37", "cluster.featureGates={RootlessControlPlane: true}"
+    )
+    assert kc.cluster_configuration(plan)["featureGates"] == {"RootlessControlPlane": True}
 
 
 @pytest.mark.parametrize(

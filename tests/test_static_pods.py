@@ -155,11 +155,16 @@ def test_etcd_flags_sorted_like_arguments_to_command(minor: int) -> None:
     cmd = command(pod)
     assert cmd[0] == "etcd"
     assert all(a.startswith("--") and "=" in a for a in cmd[1:])
-    assert cmd[1:] == sorted(cmd[1:], key=name_value)
     assert (
         cmd.index("--initial-cluster-state=new")
         == cmd.index(next(a for a in cmd if a.startswith("--initial-cluster="))) + 1
     )
+    if versions.TABLE[minor].extra_args_user_order_kept:
+        # the guide's extraArgs (initial-cluster, initial-cluster-state) follow the sorted defaults
+        assert cmd[-1] == "--initial-cluster-state=new"
+        assert cmd[1:-2] == sorted(cmd[1:-2], key=name_value)
+    else:
+        assert cmd[1:] == sorted(cmd[1:], key=name_value)
 
 
 def test_etcd_pod_for_a_member() -> None:
@@ -283,8 +288,10 @@ def test_etcd_extra_args_keep_user_order_where_kubeadm_does() -> None:
         " {name: cipher-suites, value: a}]",
     )
     cmd = command(etcd(plan))[1:]
-    assert cmd[:3] == ["--snapshot-count=5000", "--cipher-suites=b", "--cipher-suites=a"]
-    assert cmd[3:] == sorted(cmd[3:], key=name_value)
+    # kubeadm's sorted defaults, then the guide's extraArgs, then the profile's in their order
+    assert cmd[-3:] == ["--snapshot-count=5000", "--cipher-suites=b", "--cipher-suites=a"]
+    assert cmd[-5].startswith("--initial-cluster=etcd-1=") and cmd[-4] == "--initial-cluster-state=new"
+    assert cmd[:-5] == sorted(cmd[:-5], key=name_value)
     assert "--snapshot-count=10000" not in cmd
 
 
