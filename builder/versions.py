@@ -6,7 +6,7 @@ that could not be confirmed against upstream text and says why.
 
 Abbreviations used in the citations:
   k/k     = github.com/kubernetes/kubernetes (PR numbers are k/k unless another repository is named)
-  spec    = /work/shared/reference/kubeadm-spec.md (the project's contract, 1.31 – 1.34 era)
+  spec    = the kubeadm reference the project started from (1.31 – 1.34 era); upstream sources win
   images  = output of ``kubeadm config images list --kubernetes-version <default_patch>`` (or of a cluster
             that kubeadm built at that version) seen in public material. The etcd tag can change in
             patch releases, so the tag belongs to ``default_patch``, not to the whole minor.

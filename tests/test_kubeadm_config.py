@@ -220,22 +220,6 @@ def test_user_feature_gate_wins_over_bakes_default() -> None:
 
 
 @pytest.mark.parametrize(
-    "gate", ["SomeFutureGate", "ControlPlaneKubeletLocalMode", "WaitForAllControlPlaneComponents"]
-)
-def test_feature_gates_kubeadm_137_does_not_know_are_refused(gate: str) -> None:
-    """kubeadm 1.37.2 knows only RootlessControlPlane ("... is not a valid feature name" otherwise)."""
-    plan = plan_of("ha-stacked", "cluster.kubernetesVersion=1.37", f"cluster.featureGates={{{gate}: true}}")
-    with pytest.raises(BakeError) as exc:
-        kc.cluster_configuration(plan)
-    assert exc.value.problems[0].path == f"cluster.featureGates.{gate}"
-    assert "has no feature gate" in exc.value.problems[0].message
-    plan = plan_of(
-        "ha-stacked", "cluster.kubernetesVersion=1.37", "cluster.featureGates={RootlessControlPlane: true}"
-    )
-    assert kc.cluster_configuration(plan)["featureGates"] == {"RootlessControlPlane": True}
-
-
-@pytest.mark.parametrize(
     ("seconds", "text"),
     [(0, "0s"), (30, "30s"), (300, "5m0s"), (5400, "1h30m0s"), (86400, "24h0m0s"), (31536000, "8760h0m0s")],
 )

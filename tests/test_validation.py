@@ -6,18 +6,14 @@ for every node of the profile, whatever `--only` selects.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
-from builder import versions
 from builder.errors import ProfileError
 from builder.profile import load_profile
 
 from .helpers import bake, tree_digest
-
-KUBEADM_FEATURES_GO = Path("/root/go/pkg/mod/k8s.io/kubernetes@v1.37.2/cmd/kubeadm/app/features/features.go")
 
 
 def problems_of(profile: str, *sets: str) -> list[tuple[str, str]]:
@@ -76,19 +72,6 @@ def test_ga_gate_cannot_be_switched_off() -> None:
             "ControlPlaneKubeletLocalMode is GA and locked to true in kubeadm 1.35",
         )
     ]
-
-
-@pytest.mark.skipif(
-    not KUBEADM_FEATURES_GO.is_file(), reason="no k8s.io/kubernetes v1.37.2 in the Go module cache"
-)
-def test_gates_of_1_37_are_the_ones_kubeadm_1_37_2_declares() -> None:
-    """The table's accepted gates for 1.37 against InitFeatureGates in kubeadm's own source."""
-    source = KUBEADM_FEATURES_GO.read_text()
-    block = source[source.index("var InitFeatureGates = FeatureList{") :]
-    block = block[: block.index("\n}\n")]
-    constants = dict(re.findall(r"^\t(\w+)\s*=\s*\"(\w+)\"", source, re.M))
-    declared = {constants.get(key, key) for key in re.findall(r"^\t(\w+):", block, re.M)}
-    assert declared and set(versions.TABLE[37].kubeadm_gates) == declared
 
 
 # --- kubelet configuration, flags and labels ----------------------------------------------------
