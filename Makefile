@@ -19,7 +19,7 @@ bake: $(STAMP)
 	$(BIN)/bake --profile $(PROFILE) --out $(OUT)
 
 ## test: lint, type-check and the whole test suite (VM tests included where QEMU runs)
-test: $(STAMP) lint
+test: $(STAMP) lint k8s
 	$(BIN)/pytest -q
 
 ## test-fast: everything but the VM boots

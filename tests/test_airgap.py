@@ -36,10 +36,10 @@ EPOCH = "1767225600"  # 2026-01-01
 FLANNEL = "ghcr.io/flannel-io/flannel:v0.28.7"
 FLANNEL_CNI = "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel1"
 KUBE = [
-    "registry.k8s.io/kube-apiserver:v1.37.1",
-    "registry.k8s.io/kube-controller-manager:v1.37.1",
-    "registry.k8s.io/kube-scheduler:v1.37.1",
-    "registry.k8s.io/kube-proxy:v1.37.1",
+    "registry.k8s.io/kube-apiserver:v1.37.2",
+    "registry.k8s.io/kube-controller-manager:v1.37.2",
+    "registry.k8s.io/kube-scheduler:v1.37.2",
+    "registry.k8s.io/kube-proxy:v1.37.2",
     "registry.k8s.io/coredns/coredns:v1.14.6",
     "registry.k8s.io/pause:3.10.2",
     "registry.k8s.io/etcd:3.7.0-0",

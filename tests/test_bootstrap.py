@@ -744,7 +744,7 @@ def test_skewed_worker_installs_the_clusters_kubeadm_and_its_own_kubelet(
     calls = sb.calls
     if os_name.startswith("ubuntu"):
         install = next(c for c in calls if c.startswith("apt-get") and " install " in c and "kubelet=" in c)
-        assert {"kubelet=1.35.0-*", "kubeadm=1.37.1-*", "kubectl=1.37.1-*"} <= set(install.split())
+        assert {"kubelet=1.35.0-*", "kubeadm=1.37.2-*", "kubectl=1.37.2-*"} <= set(install.split())
         keys = [c for c in calls if c.startswith("curl") and "pkgs.k8s.io" in c]
         assert [k.split()[-1] for k in keys] == [
             "https://pkgs.k8s.io/core:/stable:/v1.37/deb/Release.key",
@@ -756,7 +756,7 @@ def test_skewed_worker_installs_the_clusters_kubeadm_and_its_own_kubelet(
         install = next(c for c in calls if c.startswith("dnf") and "kubelet-" in c)
         words = install.split()
         assert "--setopt=disable_excludes=kubernetes,kubernetes-kubelet" in words
-        assert {"kubelet-1.35.0", "kubeadm-1.37.1", "kubectl-1.37.1"} <= set(words)
+        assert {"kubelet-1.35.0", "kubeadm-1.37.2", "kubectl-1.37.2"} <= set(words)
     assert "kubeadm must be the cluster's version" not in sb.text("bootstrap.log")
 
 
@@ -836,11 +836,11 @@ def test_containerd_1_under_a_kubelet_that_needs_2(can_sandbox: None, tmp_path: 
     log = sb.text("bootstrap.log")
     if mode == "repos":  # bake installed it: the repository is wrong, stop before the kubelet runs on it
         assert sb.rcs == [1], sb.text("stdout.log")
-        assert "containerd 1.x was installed, and kubelet 1.37.1 needs containerd 2.x" in log
+        assert "containerd 1.x was installed, and kubelet 1.37.2 needs containerd 2.x" in log
         assert "runtime" not in sb.steps()
     else:  # a prebaked image is its builder's business: say it, go on
         assert sb.rcs == [0], sb.text("stdout.log")
-        assert "WARNING: this prebaked image has containerd 1.x; kubelet 1.37.1 needs containerd 2.x" in log
+        assert "WARNING: this prebaked image has containerd 1.x; kubelet 1.37.2 needs containerd 2.x" in log
 
 
 @pytest.mark.integration

@@ -179,7 +179,7 @@ def test_worker_with_older_kubelet_gets_the_clusters_kubeadm_and_kubectl() -> No
     """Version-skew policy: kubeadm and kubectl are the cluster's; only the kubelet may be older."""
     plan, node = _node("single-master", "worker-1", "nodes[1].kubernetesVersion=1.35.2")
     prep = host.host_prep(plan, node)
-    assert prep.kube_packages == ("kubelet=1.35.2-*", "kubeadm=1.37.1-*", "kubectl=1.37.1-*")
+    assert prep.kube_packages == ("kubelet=1.35.2-*", "kubeadm=1.37.2-*", "kubectl=1.37.2-*")
     files = _files(prep)
     assert "/core:/stable:/v1.37/deb/" in files["/etc/bake/apt/kubernetes.list"]
     assert files["/etc/bake/apt/kubernetes-kubelet.list"] == (
@@ -197,7 +197,7 @@ def test_worker_with_older_kubelet_gets_the_clusters_kubeadm_and_kubectl() -> No
 
     plan, node = _node("single-master", "worker-1", "nodes[1].kubernetesVersion=1.34", "defaults.os=rocky-9")
     prep = host.host_prep(plan, node)
-    assert prep.kube_packages == ("kubelet-1.34.0", "kubeadm-1.37.1", "kubectl-1.37.1")
+    assert prep.kube_packages == ("kubelet-1.34.0", "kubeadm-1.37.2", "kubectl-1.37.2")
     repo = configparser.ConfigParser(interpolation=None)
     repo.read_string(_files(prep)["/etc/yum.repos.d/kubernetes.repo"])
     assert repo["kubernetes"]["baseurl"] == "https://pkgs.k8s.io/core:/stable:/v1.37/rpm/"

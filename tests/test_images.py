@@ -95,17 +95,17 @@ def test_control_plane_images_match_the_real_kubeadm(
 def test_default_repository_lists() -> None:
     plan = _plan("ha-stacked")
     assert [i.ref for i in images.control_plane_images(plan)] == [
-        "registry.k8s.io/kube-apiserver:v1.37.1",
-        "registry.k8s.io/kube-controller-manager:v1.37.1",
-        "registry.k8s.io/kube-scheduler:v1.37.1",
-        "registry.k8s.io/kube-proxy:v1.37.1",
+        "registry.k8s.io/kube-apiserver:v1.37.2",
+        "registry.k8s.io/kube-controller-manager:v1.37.2",
+        "registry.k8s.io/kube-scheduler:v1.37.2",
+        "registry.k8s.io/kube-proxy:v1.37.2",
         "registry.k8s.io/coredns/coredns:v1.14.6",
         "registry.k8s.io/pause:3.10.2",
         "registry.k8s.io/etcd:3.7.0-0",
     ]
     worker = [i.ref for i in images.node_images(plan, plan.node("worker-1"))]
     assert worker == [
-        "registry.k8s.io/kube-proxy:v1.37.1",
+        "registry.k8s.io/kube-proxy:v1.37.2",
         "registry.k8s.io/coredns/coredns:v1.14.6",
         "registry.k8s.io/pause:3.10.2",
     ]
@@ -220,10 +220,10 @@ def test_bake_images_cli() -> None:
 
     plain = _bake_images("-p", "ha-stacked", "--arch", "amd64")
     assert plain.returncode == 0 and plain.stdout.splitlines() == [
-        "registry.k8s.io/kube-apiserver:v1.37.1",
-        "registry.k8s.io/kube-controller-manager:v1.37.1",
-        "registry.k8s.io/kube-scheduler:v1.37.1",
-        "registry.k8s.io/kube-proxy:v1.37.1",
+        "registry.k8s.io/kube-apiserver:v1.37.2",
+        "registry.k8s.io/kube-controller-manager:v1.37.2",
+        "registry.k8s.io/kube-scheduler:v1.37.2",
+        "registry.k8s.io/kube-proxy:v1.37.2",
         "registry.k8s.io/coredns/coredns:v1.14.6",
         "registry.k8s.io/pause:3.10.2",
         "registry.k8s.io/etcd:3.7.0-0",
