@@ -8,6 +8,7 @@ retries and reboots are exercised without changing this host.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shlex
@@ -128,11 +129,18 @@ def test_unit() -> None:
     assert "WantedBy=multi-user.target\n" in unit
     # cloud-final is After=multi-user.target on Debian/Ubuntu: ordering after it would be a cycle.
     assert "cloud-final" not in unit
+    # Certificates need a right clock: after time synchronisation.
+    head = unit[: unit.index("[Service]")]
+    wants = next(line for line in head.splitlines() if line.startswith("Wants="))
+    after = next(line for line in head.splitlines() if line.startswith("After="))
+    assert "time-sync.target" in wants.split("=", 1)[1].split()
+    assert {"time-sync.target", "network-online.target", "cloud-init.service"} <= set(
+        after.split("=", 1)[1].split()
+    )
     # A failed run is restarted, with a delay, until the script gives up with GIVE_UP_STATUS.
     service = unit[unit.index("[Service]") :]
     assert "Restart=on-failure\n" in service and f"RestartSec={bootstrap.RESTART_SEC}s\n" in service
     assert f"RestartPreventExitStatus={bootstrap.GIVE_UP_STATUS}\n" in service
-    head = unit[: unit.index("[Service]")]
     assert "StartLimitIntervalSec=" in head and "StartLimitBurst=" in head
 
 
@@ -680,6 +688,73 @@ def test_worker_gives_up_on_a_dead_endpoint(can_sandbox: None, tmp_path: Path) -
     assert not any(c.startswith("kubeadm join") for c in sb.calls)
     log = sb.text("bootstrap.log")
     assert "did not become ready; will retry" in log
+
+
+@pytest.mark.integration
+def test_etcd_member_kubelet_held_until_the_runtime_is_configured(can_sandbox: None, tmp_path: Path) -> None:
+    """The kubelet package's postinst may start the kubelet, with the etcd drop-in and static pod
+    already in place: it must not run before containerd has its configuration."""
+    plan = _plan("ha-external-etcd")  # packages.mode repos: the packages are installed on the node
+    sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("etcd-1"))).run("run\nreboot\nrun\n")
+    assert sb.rcs == [0, 0], sb.text("stdout.log")
+    calls = sb.runs[0]
+    hold = calls.index("systemctl mask --runtime kubelet.service")
+    stop = calls.index("systemctl stop kubelet.service")
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "kubelet=1.37.1-*" in c)
+    runtime = calls.index("systemctl restart containerd")
+    release = calls.index("systemctl unmask --runtime kubelet.service")
+    start = calls.index("systemctl restart kubelet")
+    assert hold < stop < install < runtime < release < calls.index("systemctl enable kubelet.service") < start
+    assert "systemctl mask --runtime kubelet.service" not in sb.runs[1]  # the runtime is ready now
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("offset", [86400, -600])
+def test_clock_before_the_certificates_is_reported(can_sandbox: None, tmp_path: Path, offset: int) -> None:
+    import time
+
+    sb = _sandbox(tmp_path, "single-master", "worker-1")
+    sb.set_env(BAKE_CERTS_NOT_BEFORE=str(int(time.time()) + offset))
+    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    warned = "WARNING: the clock (" in sb.text("bootstrap.log")
+    assert warned == (offset > 0)
+    if warned:
+        assert "before this node's certificates are valid" in sb.text("bootstrap.log")
+
+
+def test_certificates_not_before_is_the_latest_of_the_nodes_certificates(tmp_path: Path) -> None:
+    """Against openssl's reading of every certificate the node gets, in files and kubeconfigs."""
+    from datetime import UTC, datetime
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    sb, _ = _baked_for_real(tmp_path, "cp-1")
+    env = dict(
+        line.split("=", 1)
+        for line in (sb.root / "files" / bootstrap.ENV_PATH.lstrip("/")).read_text().splitlines()[1:]
+    )
+    pems: list[bytes] = []
+    for f in (sb.root / "files").rglob("*"):
+        if f.suffix == ".crt":
+            pems.append(f.read_bytes())
+        elif f.suffix == ".conf" and b"certificate" in f.read_bytes():
+            doc = yaml.safe_load(f.read_bytes())
+            for c in doc.get("clusters", []):
+                pems.append(base64.b64decode(c["cluster"]["certificate-authority-data"]))
+            for u in doc.get("users", []):
+                if "client-certificate-data" in u["user"]:
+                    pems.append(base64.b64decode(u["user"]["client-certificate-data"]))
+    starts = []
+    for pem in pems:
+        out = subprocess.run(
+            [openssl, "x509", "-noout", "-startdate"], input=pem, capture_output=True, check=True
+        ).stdout.decode()
+        when = datetime.strptime(out.strip().removeprefix("notBefore="), "%b %d %H:%M:%S %Y %Z")
+        starts.append(int(when.replace(tzinfo=UTC).timestamp()))
+    assert len(starts) > 10
+    assert int(env["BAKE_CERTS_NOT_BEFORE"]) == max(starts)
 
 
 @pytest.mark.integration
