@@ -307,7 +307,8 @@ containerd)
 kubeadm)
     case ${1:-} in
     version) echo "v${STUB_KUBEADM_VERSION:-1.37.1}" ;;
-    reset)  # TEST DOUBLE of what kubeadm reset deletes (cmd/kubeadm/app/cmd/phases/reset/cleanupnode.go)
+    reset)  # the real kubeadm when a test names it, else a TEST DOUBLE of what reset deletes (cleanupnode.go)
+        if [[ -s /run/stub-real-kubeadm ]]; then exec "$(</run/stub-real-kubeadm)" "$@"; fi
         for d in /etc/kubernetes/manifests /var/lib/kubelet /etc/kubernetes/pki; do
             if [[ -d $d ]]; then find "$d" -mindepth 1 -delete; fi
         done
@@ -423,6 +424,7 @@ class Sandbox:
     def __init__(self, root: Path, rendered: cloudinit.RenderedNode, plan: ClusterPlan | None = None) -> None:
         self.root = root
         self.plan = plan
+        self.rendered = rendered
         (root / "out").mkdir(parents=True)
         (root / "stub").write_text(STUB)
         (root / "fstab").write_text(FSTAB)
@@ -898,13 +900,24 @@ LOOPBACK_EXTERNAL = (
 )
 
 
-def _baked_for_real(tmp_path: Path, node: str) -> tuple[Sandbox, Path]:
-    """A sandbox of `node` with the real PKI of a fresh bundle, and that bundle on disk."""
+LOOPBACK_STACKED = (
+    "cluster.encryptionAlgorithm=ECDSA-P256",
+    "cluster.loadBalancer.vip=127.0.77.10",
+    *(f"nodes[{i}].ip=127.0.77.{11 + i}" for i in range(3)),
+    "nodes[3].ip=127.0.77.21",
+    "nodes[4].ip=127.0.77.22",
+)
+
+
+def _baked_for_real(tmp_path: Path, node: str, profile: str = "ha-external-etcd") -> tuple[Sandbox, Path]:
+    """A sandbox of `node` with the real PKI of a fresh bundle, and that bundle on disk; every address
+    is on loopback, so whatever a real binary tries to reach stays on this machine."""
     from datetime import UTC, datetime
 
     from builder import distribute, secrets
 
-    plan = _plan("ha-external-etcd", "cluster.packages.mode=prebaked", *LOOPBACK_EXTERNAL)
+    loopback = LOOPBACK_EXTERNAL if profile == "ha-external-etcd" else LOOPBACK_STACKED
+    plan = _plan(profile, "cluster.packages.mode=prebaked", *loopback)
     bundle, _ = secrets.reconcile(plan, None, now=datetime.now(UTC))
     root = tmp_path / "secrets"
     for rel, data, mode in secrets.bundle_files(bundle, plan):
@@ -997,3 +1010,81 @@ def test_init_gives_up_on_absent_external_etcd(can_sandbox: None, tmp_path: Path
     log = sb.text("bootstrap.log")
     assert "external etcd member https://127.0.77.31:2379 is not healthy" in log
     assert "will retry" in log
+
+
+# --------------------------------------------------------------------------------------------------
+# the real kubeadm (v1.37.2 built from upstream), where it has been built
+
+
+def _real_kubeadm() -> Path | None:
+    explicit = os.environ.get("BAKE_K8S_BIN")
+    if explicit:
+        found = Path(explicit) / "kubeadm"
+        return found if found.is_file() else None
+    cache = Path(os.environ.get("BAKE_K8S_CACHE", "/var/cache/bake-k8s"))
+    for candidate in sorted(cache.glob("*/kubeadm")) + sorted(cache.glob("*/*/bin/kubeadm")):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+REAL_KUBEADM = _real_kubeadm()
+needs_real_kubeadm = pytest.mark.skipif(
+    REAL_KUBEADM is None, reason="no kubeadm built from upstream (make k8s)"
+)
+
+
+@pytest.mark.integration
+@needs_real_kubeadm
+def test_real_kubeadm_reset_then_restore_keeps_the_baked_pki(can_sandbox: None, tmp_path: Path) -> None:
+    sb, _ = _baked_for_real(tmp_path, "cp-2", "ha-stacked")
+    baked = {f.path: f.content for f in sb.rendered.files if f.path.startswith("/etc/kubernetes/")}
+    sb.set_env(BAKE_RETRY_BASE_SECONDS="1", BAKE_KUBECTL_RETRY_SECONDS="1")
+    sb.run(
+        f"""
+        echo {REAL_KUBEADM} >/run/stub-real-kubeadm
+        touch /run/stub-kubeadm-fail-once
+        run
+        run
+        cd / && tar -cf "$S/out/etc-kubernetes.tar" etc/kubernetes
+        """
+    )
+    assert sb.rcs == [1, 0], sb.text("stdout.log")
+    out = sb.text("stdout.log")
+    assert "[reset] Deleting contents of directories" in out and "/etc/kubernetes/pki" in out  # the real one
+    import tarfile
+
+    with tarfile.open(sb.root / "out/etc-kubernetes.tar") as tar:
+        for path, content in baked.items():
+            member = tar.extractfile(path.lstrip("/"))
+            assert member is not None and member.read() == content, path
+
+
+@pytest.mark.integration
+@needs_real_kubeadm
+def test_real_kubeadm_join_preflight_ignores_a_non_empty_manifests_dir(
+    can_sandbox: None, tmp_path: Path
+) -> None:
+    """kubeadm 1.37.2's join preflight has no DirAvailable--etc-kubernetes-manifests check any more,
+    so the baked load-balancer static pods need no ignored check. A leftover kubelet.conf makes the
+    node checks fail at once (before any discovery), and kubeadm lists every failed check of the batch.
+    (A worker's join config: a joining control plane's loopback advertise address is refused before
+    preflight, and the node checks are the same for both.)"""
+    sb, _ = _baked_for_real(tmp_path, "worker-1", "ha-stacked")
+    sb.run(
+        f"""
+        echo "127.0.77.21 worker-1" >>/etc/hosts  # kubeadm's Hostname check: answered locally, no DNS
+        mkdir -p /etc/kubernetes/manifests && echo '{{}}' >/etc/kubernetes/manifests/kube-vip.yaml
+        ls /etc/kubernetes/manifests >"$S/out/manifests.txt"
+        echo leftover >/etc/kubernetes/kubelet.conf
+        rc=0
+        timeout 120 {REAL_KUBEADM} join phase preflight --config /run/kubeadm/kubeadm-join-config.yaml \
+            >"$S/out/preflight.log" 2>&1 || rc=$?
+        echo "$rc" >"$S/out/preflight.rc"
+        """
+    )
+    assert sb.text("manifests.txt").split() == ["kube-vip.yaml"]
+    log = sb.text("preflight.log")
+    assert sb.text("preflight.rc").strip() != "0", log
+    assert "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]" in log, log
+    assert "DirAvailable--etc-kubernetes-manifests" not in log, log
