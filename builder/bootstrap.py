@@ -7,7 +7,9 @@ reaches it only through /etc/bake/bootstrap.env, whose names are fixed here and 
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from enum import StrEnum
 from functools import cache
 
 import jinja2
+import yaml
+from cryptography import x509
 
 from . import airgap, images, resources, versions, yamlio
 from .errors import BakeError, Problem
@@ -254,6 +258,38 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----", re.S)
+_KUBECONFIG_CERT_KEYS = ("certificate-authority-data", "client-certificate-data")
+
+
+def _pem_certificates(f: NodeFile) -> list[bytes]:
+    """PEM certificates in a node file: a .crt, or the base64 data of a kubeconfig."""
+    if f.path.endswith(".crt"):
+        return _PEM_CERTIFICATE.findall(f.content)
+    if not f.path.endswith(".conf") or not any(k.encode() in f.content for k in _KUBECONFIG_CERT_KEYS):
+        return []
+    doc = yaml.safe_load(f.content)
+    found: list[bytes] = []
+    for section, inner in (("clusters", "cluster"), ("users", "user")):
+        for entry in doc.get(section) or []:
+            for key in _KUBECONFIG_CERT_KEYS:
+                data = (entry.get(inner) or {}).get(key)
+                if isinstance(data, str):
+                    found += _PEM_CERTIFICATE.findall(base64.b64decode(data))
+    return found
+
+
+def certificates_not_before(files: Sequence[NodeFile]) -> int | None:
+    """The latest NotBefore (Unix time) of the certificates baked for a node: before it, some of them
+    are not valid yet and TLS with them fails, so the bootstrap warns about a clock behind it."""
+    latest: int | None = None
+    for f in files:
+        for pem in _pem_certificates(f):
+            when = int(x509.load_pem_x509_certificate(pem).not_valid_before_utc.timestamp())
+            latest = when if latest is None else max(latest, when)
+    return latest
+
+
 def env_values(
     plan: ClusterPlan,
     node: NodePlan,
@@ -299,6 +335,7 @@ def env_values(
         "BAKE_ARCH": node.arch.value,
         "BAKE_KUBERNETES_VERSION": plan.version,
         "BAKE_KUBELET_VERSION": node.kubelet_version,
+        "BAKE_CERTS_NOT_BEFORE": str(certificates_not_before(node_files) or ""),
         "BAKE_PACKAGE_MODE": c.packages.mode.value,
         "BAKE_PKG_FAMILY": prep.package_family.value,
         "BAKE_BASE_PACKAGES": _words(prep.base_packages),
@@ -367,6 +404,7 @@ ENV_NAMES = (
     "BAKE_ARCH",
     "BAKE_KUBERNETES_VERSION",
     "BAKE_KUBELET_VERSION",
+    "BAKE_CERTS_NOT_BEFORE",
     "BAKE_PACKAGE_MODE",
     "BAKE_PKG_FAMILY",
     "BAKE_BASE_PACKAGES",
@@ -477,14 +515,17 @@ def unit_text() -> str:
     # is ordered after multi-user.target on Debian/Ubuntu, and this unit is wanted by multi-user.target,
     # which would be an ordering cycle. runcmd starts it with --no-block on the first boot; later boots
     # start it through multi-user.target until the done file exists.
+    # After time-sync.target: certificates and TLS need a right clock (the script warns when the clock
+    # is still before the certificates' NotBefore). It does not wait for a first NTP answer (that is
+    # systemd-time-wait-sync.service, which has no bound): an air-gapped site must not hang here.
     # Restart=on-failure on a oneshot needs systemd >= 244 (every supported OS has it). The script
     # bounds the attempts itself; the start limit only guards against a script that exits at once.
     return (
         "[Unit]\n"
         "Description=bake: bootstrap this Kubernetes node (kubeadm) until it is done\n"
         "Documentation=file:///var/log/bake/bootstrap.log\n"
-        "Wants=network-online.target\n"
-        "After=network-online.target cloud-init.service\n"
+        "Wants=network-online.target time-sync.target\n"
+        "After=network-online.target time-sync.target cloud-init.service\n"
         f"ConditionPathExists=!{DONE_PATH}\n"
         "StartLimitIntervalSec=1h\n"
         f"StartLimitBurst={2 * RETRY_MAX_ATTEMPTS}\n"

@@ -8,6 +8,7 @@ retries and reboots are exercised without changing this host.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shlex
@@ -129,11 +130,18 @@ def test_unit() -> None:
     assert "WantedBy=multi-user.target\n" in unit
     # cloud-final is After=multi-user.target on Debian/Ubuntu: ordering after it would be a cycle.
     assert "cloud-final" not in unit
+    # Certificates need a right clock: after time synchronisation.
+    head = unit[: unit.index("[Service]")]
+    wants = next(line for line in head.splitlines() if line.startswith("Wants="))
+    after = next(line for line in head.splitlines() if line.startswith("After="))
+    assert "time-sync.target" in wants.split("=", 1)[1].split()
+    assert {"time-sync.target", "network-online.target", "cloud-init.service"} <= set(
+        after.split("=", 1)[1].split()
+    )
     # A failed run is restarted, with a delay, until the script gives up with GIVE_UP_STATUS.
     service = unit[unit.index("[Service]") :]
     assert "Restart=on-failure\n" in service and f"RestartSec={bootstrap.RESTART_SEC}s\n" in service
     assert f"RestartPreventExitStatus={bootstrap.GIVE_UP_STATUS}\n" in service
-    head = unit[: unit.index("[Service]")]
     assert "StartLimitIntervalSec=" in head and "StartLimitBurst=" in head
 
 
@@ -304,7 +312,8 @@ containerd)
 kubeadm)
     case ${1:-} in
     version) echo "v${STUB_KUBEADM_VERSION:-1.37.2}" ;;
-    reset)  # TEST DOUBLE of what kubeadm reset deletes (cmd/kubeadm/app/cmd/phases/reset/cleanupnode.go)
+    reset)  # the real kubeadm when a test names it, else a TEST DOUBLE of what reset deletes (cleanupnode.go)
+        if [[ -s /run/stub-real-kubeadm ]]; then exec "$(</run/stub-real-kubeadm)" "$@"; fi
         for d in /etc/kubernetes/manifests /var/lib/kubelet /etc/kubernetes/pki; do
             if [[ -d $d ]]; then find "$d" -mindepth 1 -delete; fi
         done
@@ -420,6 +429,7 @@ class Sandbox:
     def __init__(self, root: Path, rendered: cloudinit.RenderedNode, plan: ClusterPlan | None = None) -> None:
         self.root = root
         self.plan = plan
+        self.rendered = rendered
         (root / "out").mkdir(parents=True)
         (root / "stub").write_text(STUB)
         (root / "fstab").write_text(FSTAB)
@@ -688,6 +698,73 @@ def test_worker_gives_up_on_a_dead_endpoint(can_sandbox: None, tmp_path: Path) -
 
 
 @pytest.mark.integration
+def test_etcd_member_kubelet_held_until_the_runtime_is_configured(can_sandbox: None, tmp_path: Path) -> None:
+    """The kubelet package's postinst may start the kubelet, with the etcd drop-in and static pod
+    already in place: it must not run before containerd has its configuration."""
+    plan = _plan("ha-external-etcd")  # packages.mode repos: the packages are installed on the node
+    sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("etcd-1"))).run("run\nreboot\nrun\n")
+    assert sb.rcs == [0, 0], sb.text("stdout.log")
+    calls = sb.runs[0]
+    hold = calls.index("systemctl mask --runtime kubelet.service")
+    stop = calls.index("systemctl stop kubelet.service")
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "kubelet=1.37.1-*" in c)
+    runtime = calls.index("systemctl restart containerd")
+    release = calls.index("systemctl unmask --runtime kubelet.service")
+    start = calls.index("systemctl restart kubelet")
+    assert hold < stop < install < runtime < release < calls.index("systemctl enable kubelet.service") < start
+    assert "systemctl mask --runtime kubelet.service" not in sb.runs[1]  # the runtime is ready now
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("offset", [86400, -600])
+def test_clock_before_the_certificates_is_reported(can_sandbox: None, tmp_path: Path, offset: int) -> None:
+    import time
+
+    sb = _sandbox(tmp_path, "single-master", "worker-1")
+    sb.set_env(BAKE_CERTS_NOT_BEFORE=str(int(time.time()) + offset))
+    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    warned = "WARNING: the clock (" in sb.text("bootstrap.log")
+    assert warned == (offset > 0)
+    if warned:
+        assert "before this node's certificates are valid" in sb.text("bootstrap.log")
+
+
+def test_certificates_not_before_is_the_latest_of_the_nodes_certificates(tmp_path: Path) -> None:
+    """Against openssl's reading of every certificate the node gets, in files and kubeconfigs."""
+    from datetime import UTC, datetime
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    sb, _ = _baked_for_real(tmp_path, "cp-1")
+    env = dict(
+        line.split("=", 1)
+        for line in (sb.root / "files" / bootstrap.ENV_PATH.lstrip("/")).read_text().splitlines()[1:]
+    )
+    pems: list[bytes] = []
+    for f in (sb.root / "files").rglob("*"):
+        if f.suffix == ".crt":
+            pems.append(f.read_bytes())
+        elif f.suffix == ".conf" and b"certificate" in f.read_bytes():
+            doc = yaml.safe_load(f.read_bytes())
+            for c in doc.get("clusters", []):
+                pems.append(base64.b64decode(c["cluster"]["certificate-authority-data"]))
+            for u in doc.get("users", []):
+                if "client-certificate-data" in u["user"]:
+                    pems.append(base64.b64decode(u["user"]["client-certificate-data"]))
+    starts = []
+    for pem in pems:
+        out = subprocess.run(
+            [openssl, "x509", "-noout", "-startdate"], input=pem, capture_output=True, check=True
+        ).stdout.decode()
+        when = datetime.strptime(out.strip().removeprefix("notBefore="), "%b %d %H:%M:%S %Y %Z")
+        starts.append(int(when.replace(tzinfo=UTC).timestamp()))
+    assert len(starts) > 10
+    assert int(env["BAKE_CERTS_NOT_BEFORE"]) == max(starts)
+
+
+@pytest.mark.integration
 def test_etcd_member_restarts_kubelet(can_sandbox: None, tmp_path: Path) -> None:
     sb = _sandbox(tmp_path, "ha-external-etcd", "etcd-2").run("run\n")
     assert sb.rcs == [0], sb.text("stdout.log")
@@ -895,13 +972,24 @@ LOOPBACK_EXTERNAL = (
 )
 
 
-def _baked_for_real(tmp_path: Path, node: str) -> tuple[Sandbox, Path]:
-    """A sandbox of `node` with the real PKI of a fresh bundle, and that bundle on disk."""
+LOOPBACK_STACKED = (
+    "cluster.encryptionAlgorithm=ECDSA-P256",
+    "cluster.loadBalancer.vip=127.0.77.10",
+    *(f"nodes[{i}].ip=127.0.77.{11 + i}" for i in range(3)),
+    "nodes[3].ip=127.0.77.21",
+    "nodes[4].ip=127.0.77.22",
+)
+
+
+def _baked_for_real(tmp_path: Path, node: str, profile: str = "ha-external-etcd") -> tuple[Sandbox, Path]:
+    """A sandbox of `node` with the real PKI of a fresh bundle, and that bundle on disk; every address
+    is on loopback, so whatever a real binary tries to reach stays on this machine."""
     from datetime import UTC, datetime
 
     from builder import distribute, secrets
 
-    plan = _plan("ha-external-etcd", "cluster.packages.mode=prebaked", *LOOPBACK_EXTERNAL)
+    loopback = LOOPBACK_EXTERNAL if profile == "ha-external-etcd" else LOOPBACK_STACKED
+    plan = _plan(profile, "cluster.packages.mode=prebaked", *loopback)
     bundle, _ = secrets.reconcile(plan, None, now=datetime.now(UTC))
     root = tmp_path / "secrets"
     for rel, data, mode in secrets.bundle_files(bundle, plan):
@@ -994,3 +1082,81 @@ def test_init_gives_up_on_absent_external_etcd(can_sandbox: None, tmp_path: Path
     log = sb.text("bootstrap.log")
     assert "external etcd member https://127.0.77.31:2379 is not healthy" in log
     assert "will retry" in log
+
+
+# --------------------------------------------------------------------------------------------------
+# the real kubeadm (v1.37.2 built from upstream), where it has been built
+
+
+def _real_kubeadm() -> Path | None:
+    explicit = os.environ.get("BAKE_K8S_BIN")
+    if explicit:
+        found = Path(explicit) / "kubeadm"
+        return found if found.is_file() else None
+    cache = Path(os.environ.get("BAKE_K8S_CACHE", "/var/cache/bake-k8s"))
+    for candidate in sorted(cache.glob("*/kubeadm")) + sorted(cache.glob("*/*/bin/kubeadm")):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+REAL_KUBEADM = _real_kubeadm()
+needs_real_kubeadm = pytest.mark.skipif(
+    REAL_KUBEADM is None, reason="no kubeadm built from upstream (make k8s)"
+)
+
+
+@pytest.mark.integration
+@needs_real_kubeadm
+def test_real_kubeadm_reset_then_restore_keeps_the_baked_pki(can_sandbox: None, tmp_path: Path) -> None:
+    sb, _ = _baked_for_real(tmp_path, "cp-2", "ha-stacked")
+    baked = {f.path: f.content for f in sb.rendered.files if f.path.startswith("/etc/kubernetes/")}
+    sb.set_env(BAKE_RETRY_BASE_SECONDS="1", BAKE_KUBECTL_RETRY_SECONDS="1")
+    sb.run(
+        f"""
+        echo {REAL_KUBEADM} >/run/stub-real-kubeadm
+        touch /run/stub-kubeadm-fail-once
+        run
+        run
+        cd / && tar -cf "$S/out/etc-kubernetes.tar" etc/kubernetes
+        """
+    )
+    assert sb.rcs == [1, 0], sb.text("stdout.log")
+    out = sb.text("stdout.log")
+    assert "[reset] Deleting contents of directories" in out and "/etc/kubernetes/pki" in out  # the real one
+    import tarfile
+
+    with tarfile.open(sb.root / "out/etc-kubernetes.tar") as tar:
+        for path, content in baked.items():
+            member = tar.extractfile(path.lstrip("/"))
+            assert member is not None and member.read() == content, path
+
+
+@pytest.mark.integration
+@needs_real_kubeadm
+def test_real_kubeadm_join_preflight_ignores_a_non_empty_manifests_dir(
+    can_sandbox: None, tmp_path: Path
+) -> None:
+    """kubeadm 1.37.2's join preflight has no DirAvailable--etc-kubernetes-manifests check any more,
+    so the baked load-balancer static pods need no ignored check. A leftover kubelet.conf makes the
+    node checks fail at once (before any discovery), and kubeadm lists every failed check of the batch.
+    (A worker's join config: a joining control plane's loopback advertise address is refused before
+    preflight, and the node checks are the same for both.)"""
+    sb, _ = _baked_for_real(tmp_path, "worker-1", "ha-stacked")
+    sb.run(
+        f"""
+        echo "127.0.77.21 worker-1" >>/etc/hosts  # kubeadm's Hostname check: answered locally, no DNS
+        mkdir -p /etc/kubernetes/manifests && echo '{{}}' >/etc/kubernetes/manifests/kube-vip.yaml
+        ls /etc/kubernetes/manifests >"$S/out/manifests.txt"
+        echo leftover >/etc/kubernetes/kubelet.conf
+        rc=0
+        timeout 120 {REAL_KUBEADM} join phase preflight --config /run/kubeadm/kubeadm-join-config.yaml \
+            >"$S/out/preflight.log" 2>&1 || rc=$?
+        echo "$rc" >"$S/out/preflight.rc"
+        """
+    )
+    assert sb.text("manifests.txt").split() == ["kube-vip.yaml"]
+    log = sb.text("preflight.log")
+    assert sb.text("preflight.rc").strip() != "0", log
+    assert "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]" in log, log
+    assert "DirAvailable--etc-kubernetes-manifests" not in log, log

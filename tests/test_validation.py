@@ -6,11 +6,16 @@ for every node of the profile, whatever `--only` selects.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from builder import kubeadm_config as kc
+from builder import versions, yamlio
 from builder.errors import ProfileError
+from builder.plan import build_plan
 from builder.profile import load_profile
 
 from .helpers import bake, tree_digest
@@ -220,3 +225,46 @@ def test_distro_containerd_judged_per_node_kubelet() -> None:
         "nodes[2].kubernetesVersion=1.35",
     )
     assert "the kubelet of nodes[0] cp-1 (1.36)" in problems[0][1]
+
+
+def _real_kubeadm() -> Path | None:
+    explicit = os.environ.get("BAKE_K8S_BIN")
+    if explicit:
+        found = Path(explicit) / "kubeadm"
+        return found if found.is_file() else None
+    cache = Path(os.environ.get("BAKE_K8S_CACHE", "/var/cache/bake-k8s"))
+    for candidate in sorted(cache.glob("*/kubeadm")) + sorted(cache.glob("*/*/bin/kubeadm")):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+REAL_KUBEADM = _real_kubeadm()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(REAL_KUBEADM is None, reason="no kubeadm built from upstream (make k8s)")
+@pytest.mark.parametrize("gate", [*(name for name, _ in versions.TABLE[37].feature_gates), "SomeFutureGate"])
+def test_gates_of_1_37_against_the_real_kubeadm(tmp_path: Path, gate: str) -> None:
+    """`kubeadm config validate` (v1.37.2) accepts exactly the gates bake accepts for 1.37."""
+    assert REAL_KUBEADM is not None
+    # TEST-NET-1 addresses: kubeadm refuses a loopback advertise address, and validate sends nothing.
+    ips = ("nodes[0].ip=192.0.2.11", "nodes[1].ip=192.0.2.21", "nodes[2].ip=192.0.2.22")
+    plan = build_plan(load_profile("single-master", list(ips)))
+    docs = kc.config_documents(plan, plan.node("cp-1"), "abcdef.0123456789abcdef", "sha256:" + "0" * 64)
+    docs[1]["featureGates"] = {gate: True}  # past bake's own validation, to ask kubeadm itself
+    config = tmp_path / "kubeadm.yaml"
+    config.write_text(yamlio.dump_all(docs))
+    proc = subprocess.run(
+        [str(REAL_KUBEADM), "config", "validate", "--config", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    kubeadm_accepts = proc.returncode == 0
+    if not kubeadm_accepts:
+        assert f"{gate} is not a valid feature name" in proc.stdout + proc.stderr, proc.stderr
+    try:
+        load_profile("single-master", [*ips, f"cluster.featureGates={{{gate}: true}}"])
+        bake_accepts = True
+    except ProfileError:
+        bake_accepts = False
+    assert bake_accepts == kubeadm_accepts
