@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 bake: $(STAMP)
 	$(BIN)/bake --profile $(PROFILE) --out $(OUT)
 
-## test: lint, type-check and the whole test suite (VM tests included where QEMU runs)
-test: $(STAMP) lint
+## test: lint, type-check, build the upstream components (make k8s) and run the whole suite (VM boots included)
+test: $(STAMP) lint k8s
 	$(BIN)/pytest -q
 
 ## test-fast: everything but the VM boots
