@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 bake: $(STAMP)
 	$(BIN)/bake --profile $(PROFILE) --out $(OUT)
 
-## test: lint, type-check and the whole test suite (VM tests included where QEMU runs)
+## test: lint, type-check, build the upstream components (make k8s) and run the whole suite (VM boots included)
 test: $(STAMP) lint k8s
 	$(BIN)/pytest -q
 
@@ -43,14 +43,14 @@ vm-test: $(STAMP)
 	$(BIN)/bake --profile $(PROFILE) --out $(OUT) --set cluster.packages.mode=prebaked --quiet
 	$(BIN)/python -m tests.vm run --profile-dir $(OUT)/$$($(BIN)/python -c "import sys; from builder.profile import load_profile; print(load_profile(sys.argv[1]).cluster.name)" $(PROFILE))
 
-## e2e: the real kubeadm forms PROFILE's cluster in QEMU guests (single-node, single-master, ha-stacked)
-e2e: $(STAMP)
-	BAKE_E2E_PROFILE=$(PROFILE) $(BIN)/pytest -q -s -rA -m e2e tests/vm/test_e2e.py -k "test_$(subst -,_,$(PROFILE))"
-
 ## k8s: build (or reuse) upstream Kubernetes components and their image archives: amd64, then arm64
 k8s: $(STAMP)
 	$(BIN)/python -m tests.k8s.build --arch amd64
 	$(BIN)/python -m tests.k8s.build --arch arm64
+
+## e2e: the real kubeadm forms PROFILE's cluster in QEMU guests (single-node, single-master, ha-stacked)
+e2e: k8s
+	BAKE_E2E_PROFILE=$(PROFILE) $(BIN)/pytest -q -s -rA -m e2e tests/vm/test_e2e.py -k "test_$(subst -,_,$(PROFILE))"
 
 ## bench: speed and memory figures (printed, not asserted)
 bench: $(STAMP)
