@@ -347,6 +347,7 @@ def host_arch() -> str:
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock: clones sharing the cache build each key once, the others wait and reuse it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -417,6 +418,7 @@ def build(arch: str, *, log: bool = True) -> BuildResult:
 
 
 def say(log: bool, msg: str) -> None:
+    """Progress on stderr, so ``--json`` output stays clean."""
     if log:
         print(f"[k8s] {msg}", file=sys.stderr, flush=True)
 
