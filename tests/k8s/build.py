@@ -181,14 +181,15 @@ def _module_files() -> list[Path]:
 
 
 def cache_key(arch: str) -> str:
-    """Hash of the inputs that decide the binaries: go.mod/go.sum, Go, the arch and this recipe."""
+    """Hash of the inputs that decide the outputs: go.mod/go.sum, Go, the arch and the recipe."""
     h = hashlib.sha256()
     for path in _module_files():
         h.update(path.relative_to(HERE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     for path in sorted(HERE.glob("*/*.go")):  # the few-line mains (etcd)
         h.update(path.relative_to(HERE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     h.update(go_version().encode() + b"\0" + arch.encode() + b"\0")
-    h.update(Path(__file__).read_bytes())
+    # the recipe: this file, and the image layout (so two clones never rewrite each other's archives)
+    h.update(Path(__file__).read_bytes() + b"\0" + (HERE / "images.py").read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -275,7 +276,7 @@ def _patched_copy(c: Component, dest_root: Path) -> Path:
     """A writable copy of the component's module with ``drop_import`` removed from main.go."""
     src = module_source(c.module_dir, c.version_of)
     version = module_requirements(c.module_dir)[c.version_of]
-    dest = dest_root / f"{c.name}-src-{version}"
+    dest = dest_root / f"{c.name}-src-{version}-{os.getpid()}"
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(src, dest)
     for p in [dest, *dest.rglob("*")]:
@@ -307,13 +308,14 @@ def build_component(c: Component, arch: str, bindir: Path, workdir: Path) -> Non
     if tags:
         args += ["-tags", ",".join(tags)]
     args += ["-ldflags", ldflags, "-o", str(out)]
-    if c.drop_import:
-        cwd = _patched_copy(c, workdir)
-        args.append(".")
-    else:
-        cwd = HERE / c.module_dir
-        args.append(c.package)
-    _go(args, cwd, env)
+    if not c.drop_import:
+        _go([*args, c.package], HERE / c.module_dir, env)
+        return
+    cwd = _patched_copy(c, workdir)
+    try:
+        _go([*args, "."], cwd, env)
+    finally:
+        shutil.rmtree(cwd, ignore_errors=True)
 
 
 def _build_pause(c: Component, arch: str, out: Path, version: str) -> None:
@@ -344,7 +346,8 @@ def host_arch() -> str:
 
 
 @contextmanager
-def _lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock: clones sharing the cache build each key once, the others wait and reuse it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -375,7 +378,7 @@ def build(arch: str, *, log: bool = True) -> BuildResult:
     """Build every component for ``arch`` unless the cache already holds this key."""
     _check_arch(arch)
     final = output_dir(arch)
-    with _lock(final.parent / f".{arch}.lock"):
+    with file_lock(final.parent / f".{arch}.lock"):
         existing = read_versions(arch)
         if existing is not None:
             return BuildResult(arch, final, existing)
@@ -389,10 +392,10 @@ def build(arch: str, *, log: bool = True) -> BuildResult:
         built: list[str] = []
         for c in components(arch):
             t0 = time.monotonic()
-            _say(log, f"building {c.name} {component_version(c)} ({arch}) ...")
+            say(log, f"building {c.name} {component_version(c)} ({arch}) ...")
             build_component(c, arch, staging / "bin", work)
             took = time.monotonic() - t0
-            _say(log, f"built {c.name} in {took:.0f} s")
+            say(log, f"built {c.name} in {took:.0f} s")
             versions[c.name] = {
                 "version": component_version(c),
                 "module": c.version_of,
@@ -414,7 +417,8 @@ def build(arch: str, *, log: bool = True) -> BuildResult:
         return BuildResult(arch, final, doc, seconds, built)
 
 
-def _say(log: bool, msg: str) -> None:
+def say(log: bool, msg: str) -> None:
+    """Progress on stderr, so ``--json`` output stays clean."""
     if log:
         print(f"[k8s] {msg}", file=sys.stderr, flush=True)
 

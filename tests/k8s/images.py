@@ -26,7 +26,8 @@ import struct
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -166,14 +167,19 @@ def debian_debs(arch: str, *, log: bool = True) -> list[Path]:
     without running a maintainer script; only its package cache is kept.
     """
     base = CACHE / f"debian-{_debian_key()}" / arch
-    if (base / "ok").exists():
-        return sorted(base.glob("*.deb"))
+    with build.file_lock(base.parent / f".{arch}.lock"):
+        if not (base / "ok").exists():
+            _fetch_debs(arch, base, log)
+    return sorted(base.glob("*.deb"))
+
+
+def _fetch_debs(arch: str, base: Path, log: bool) -> None:
     if shutil.which("mmdebstrap") is None:
         raise ImageError("mmdebstrap is not installed (apt-get install mmdebstrap)")
     tmp = base.parent / f".{arch}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    build._say(log, f"fetching Debian {SUITE} packages for {arch}: {', '.join(NET_PACKAGES)} ...")
+    build.say(log, f"fetching Debian {SUITE} packages for {arch}: {', '.join(NET_PACKAGES)} ...")
     argv = [
         "mmdebstrap",
         "--mode=root",
@@ -196,7 +202,6 @@ def debian_debs(arch: str, *, log: bool = True) -> list[Path]:
     (tmp / "ok").write_text("\n".join(sorted(p.name for p in tmp.glob("*.deb"))) + "\n")
     shutil.rmtree(base, ignore_errors=True)
     os.rename(tmp, base)
-    return sorted(base.glob("*.deb"))
 
 
 def _deb_field(deb: Path, name: str) -> str:
@@ -274,7 +279,7 @@ def busybox_entries(arch: str, work: Path, *, log: bool = True) -> list[Entry]:
 def ca_bundle() -> bytes:
     """/etc/ssl/certs/ca-certificates.crt as update-ca-certificates writes it from Debian's package."""
     deb = _packages(build.host_arch(), False)["ca-certificates"]
-    tmp = CACHE / "src" / "ca-certificates"
+    tmp = CACHE / "src" / f"ca-certificates-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     _unpack([deb], tmp)
@@ -432,12 +437,6 @@ def archive_name(name: str) -> str:
     return re.sub(r"[/:@]", "_", name) + ".tar"
 
 
-def _recipe() -> str:
-    h = hashlib.sha256(Path(__file__).read_bytes())
-    h.update(_debian_key().encode())
-    return h.hexdigest()[:16]
-
-
 def _blob_dir(arch: str) -> Path:
     return images_dir(arch) / ".blobs"
 
@@ -460,7 +459,7 @@ class _Maker:
         self.arch = arch
         self.log = log
         self.bindir = build.output_dir(arch) / "bin"
-        self.work = CACHE / "src" / f"images-{arch}"
+        self.work = CACHE / "src" / f"images-{arch}-{os.getpid()}"
         self._layers: dict[str, tuple[dict[str, Any], str]] = {}
         self._manifests: dict[str, dict[str, Any]] = {}
 
@@ -592,23 +591,26 @@ def _add(tar: tarfile.TarFile, path: str, src: bytes | Path | None) -> None:
         tar.addfile(info, io.BytesIO(src))
 
 
-def _prepare(arch: str) -> None:
-    """Start afresh when the image recipe (this file, the Debian package set) changed."""
-    d = images_dir(arch)
-    stamp = d / ".recipe"
-    if stamp.exists() and stamp.read_text().strip() == _recipe():
-        return
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    stamp.write_text(_recipe() + "\n")
+@contextmanager
+def _making(arch: str, log: bool) -> Iterator[_Maker]:
+    """A maker holding the per-arch lock (clones sharing the cache key build each archive once)."""
+    if not (build.output_dir(arch) / "versions.json").exists():
+        raise ImageError(f"binaries for {arch} are not built (python -m tests.k8s.build --arch {arch})")
+    with build.file_lock(build.output_dir(arch).parent / f".{arch}.images.lock"):
+        images_dir(arch).mkdir(parents=True, exist_ok=True)
+        maker = _Maker(arch, log)
+        try:
+            yield maker
+        finally:
+            shutil.rmtree(maker.work, ignore_errors=True)
 
 
 def write_archive(arch: str, kind: str, name: str, *, log: bool = True) -> Path:
     """One archive of image ``kind`` (see SPECS) for ``arch`` under any name (another repository)."""
     if kind not in SPECS:
         raise ImageError(f"unknown image kind {kind!r} (known: {', '.join(sorted(SPECS))})")
-    _prepare(arch)
-    return _Maker(arch, log).write(kind, name)
+    with _making(arch, log) as maker:
+        return maker.write(kind, name)
 
 
 def available_kinds(arch: str) -> list[str]:
@@ -625,20 +627,17 @@ def build_images(
     Returns image name -> archive path. On arm64 only the worker's images exist (kube-proxy, pause,
     CoreDNS, flannel); a control-plane image asked for there is left out.
     """
-    if not (build.output_dir(arch) / "versions.json").exists():
-        raise ImageError(f"binaries for {arch} are not built (python -m tests.k8s.build --arch {arch})")
-    _prepare(arch)
-    maker = _Maker(arch, log)
     have = set(available_kinds(arch))
     wanted = [(kind_of(n), n) for n in kubeadm_image_names(image_repository)]
     wanted += [(k, n) for k, n in flannel_image_names().items()]
     out: dict[str, Path] = {}
-    for kind, name in wanted:
-        if kind not in have:
-            continue
-        if not (images_dir(arch) / archive_name(name)).exists():
-            build._say(log, f"image {name} ({arch})")
-        out[name] = maker.write(kind, name)
+    with _making(arch, log) as maker:
+        for kind, name in wanted:
+            if kind not in have:
+                continue
+            if not (images_dir(arch) / archive_name(name)).exists():
+                build.say(log, f"image {name} ({arch})")
+            out[name] = maker.write(kind, name)
     return out
 
 

@@ -257,3 +257,31 @@ def test_coredns_binds_53_as_nonroot(containerd: Containerd, imported: dict[str,
     containerd.ctr("containers", "rm", "bake-coredns", check=False)
     assert running, tasks
     assert re.search(r"^Uid:\s+65532\s", status, re.M), status
+
+
+def test_other_image_repository(containerd: Containerd, imported: dict[str, Path]) -> None:
+    """Every name kubeadm prints for another imageRepository maps to a built image, and an archive
+    written under such a name imports under exactly that name."""
+    kubeadm = _built("amd64") / "kubeadm"
+    k8s = _required("kubernetes", "k8s.io/kubernetes")
+    repo = "mirror.internal:5000/k8s"
+    wanted = _run(
+        [str(kubeadm), "config", "images", "list", "--kubernetes-version", k8s, "--image-repository", repo]
+    )
+    names = wanted.split()
+    assert all(n.startswith(f"{repo}/") for n in names), names
+    assert images.kubeadm_image_names(repo) == names
+    kinds = {images.kind_of(n) for n in names}
+    assert kinds == {
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kube-proxy",
+        "etcd",
+        "coredns",
+        "pause",
+    }
+    pause = next(n for n in names if images.kind_of(n) == "pause")
+    path = images.write_archive("amd64", "pause", pause, log=False)
+    containerd.ctr("images", "import", str(path))
+    assert pause in containerd.ctr("images", "ls", "-q").stdout.split()
