@@ -100,6 +100,7 @@ def _elf_machine(path: Path) -> int:
     return int.from_bytes(head[18:20], "little")
 
 
+@pytest.mark.e2e  # the arm64 build is made by `make k8s` / `make e2e`, not by `make test`
 def test_arm64_worker_binaries() -> None:
     """arm64 has what a worker runs, built for aarch64 (and they run under qemu-user where present)."""
     b = _built("arm64")
