@@ -707,7 +707,7 @@ def test_etcd_member_kubelet_held_until_the_runtime_is_configured(can_sandbox: N
     calls = sb.runs[0]
     hold = calls.index("systemctl mask --runtime kubelet.service")
     stop = calls.index("systemctl stop kubelet.service")
-    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "kubelet=1.37.1-*" in c)
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "kubelet=1.37.2-*" in c)
     runtime = calls.index("systemctl restart containerd")
     release = calls.index("systemctl unmask --runtime kubelet.service")
     start = calls.index("systemctl restart kubelet")
