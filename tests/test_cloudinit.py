@@ -491,7 +491,7 @@ def test_base_url_reaches_the_env_file_only_quoted(tmp_path: Path) -> None:
 
 def test_rendering_is_deterministic_across_processes() -> None:
     code = (
-        "import hashlib, sys; sys.path.insert(0, 'tests'); import test_cloudinit as t; "
+        "import hashlib; import tests.test_cloudinit as t; "
         "p = t._plan('ha-stacked'); "
         "print(hashlib.sha256(b''.join(t.render(p, n).user_data for n in p.nodes)).hexdigest())"
     )
