@@ -65,7 +65,12 @@ def run_check(tree: Path) -> tuple[int, list[dict[str, str]]]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = cli.main(["check", str(tree), "--json"])
-    return code, json.loads(out.getvalue())["findings"]
+    doc = json.loads(out.getvalue())
+    findings: list[dict[str, str]] = doc["findings"]
+    # the --json counts are what scripts read first
+    assert doc["errors"] == sum(f["level"] == "error" for f in findings)
+    assert doc["warnings"] == sum(f["level"] == "warning" for f in findings)
+    return code, findings
 
 
 # --------------------------------------------------------------------------------------------------
