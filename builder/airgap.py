@@ -16,7 +16,6 @@ boot. Archives are streamed, never held in memory.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -30,6 +29,7 @@ import yaml
 
 from . import images, iso
 from .errors import BakeError, Problem
+from .files import sha256_file
 from .plan import ClusterPlan
 from .profile import Arch, Cni, Profile
 
@@ -327,14 +327,6 @@ def completeness_problems(seeds_: Sequence[ArchSeed]) -> list[Problem]:
 # the seed itself
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sums_text(digests: dict[str, str]) -> bytes:
     return "".join(f"{d}  {name}\n" for name, d in sorted(digests.items())).encode()
 
@@ -367,5 +359,5 @@ def seed_manifest(seed: ArchSeed, digests: dict[str, str], iso_digest: str, iso_
 
 
 def file_digests(seed: ArchSeed) -> dict[str, str]:
-    return {f.name: _sha256_file(f.path) for f in seed.files}
+    return {f.name: sha256_file(f.path) for f in seed.files}
 

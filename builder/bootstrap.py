@@ -445,12 +445,7 @@ ENV_NAMES = (
     "BAKE_CNI_CONFIG",
     "BAKE_CILIUM_VERSION",
     "BAKE_REMOVE_CONTROL_PLANE_TAINT",
-    "BAKE_AIRGAP",
-    "BAKE_IMAGES_LABEL",
-    "BAKE_IMAGES_URL",
-    "BAKE_IMAGE_ARCHIVES",
-    "BAKE_IMAGES",
-    "BAKE_CNI_MANIFESTS",
+    *AIRGAP_NAMES,
 )
 """The fixed set of names the script reads (it runs with `set -u`: a missing one stops it)."""
 

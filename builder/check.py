@@ -23,6 +23,7 @@ import yaml
 
 from . import iso, secrets
 from .errors import BakeError
+from .files import sha256_file
 
 EXPIRY_WARNING = timedelta(days=30)
 PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
@@ -129,15 +130,6 @@ def write_files_of(user_data: bytes) -> dict[str, tuple[bytes, str, str]]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    """Streamed: an images seed holds gigabytes of image archives."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _checksums(tree: Path, report: Report) -> None:
     sums = tree / "SHA256SUMS"
     if not sums.is_file():
@@ -151,7 +143,7 @@ def _checksums(tree: Path, report: Report) -> None:
         if ".." in Path(rel).parts or not path.is_file():
             report.error("sums-file-missing", rel, "listed in SHA256SUMS but missing")
             bad += 1
-        elif _sha256(path) != digest:
+        elif sha256_file(path) != digest:
             report.error("sums-mismatch", rel, "content differs from SHA256SUMS")
             bad += 1
     if not bad:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 
 class Sensitivity(StrEnum):
@@ -48,3 +49,12 @@ def secret(path: str, content: bytes, mode: int = 0o600) -> NodeFile:
 def public(path: str, content: bytes | str, mode: int = 0o644) -> NodeFile:
     data = content.encode() if isinstance(content, str) else content
     return NodeFile(path, data, mode)
+
+
+def sha256_file(path: Path) -> str:
+    """Streamed: an images seed holds gigabytes of image archives."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
