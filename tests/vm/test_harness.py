@@ -84,7 +84,7 @@ def test_amd64_seed_result_failure_and_reboot(vm_image_amd64: GuestImage, tmp_pa
         expect.glob_absent("/etc/bake-test", "*.txt", name="DELIBERATE glob hit"),
     ]
     spec = VmSpec("t1", "amd64", seed, MAC1, cpus=2, expectations=expect.expectations(*checks), reboots=1)
-    [r] = run_vms([spec], workdir=tmp_path / "run", timeout_s=1200)  # two TCG boots; CI machines may be shared
+    [r] = run_vms([spec], workdir=tmp_path / "run", timeout_s=1200)  # two TCG boots, shared cores
 
     assert not r.timed_out and r.qemu_returncode == 0, r.explain()
     assert [x["boot"] for x in r.results] == [1, 2], r.explain()
