@@ -165,6 +165,11 @@ def _check_names(files: Mapping[str, bytes]) -> list[str]:
     return sorted(files)
 
 
+def _new_iso(iso: pycdlib.PyCdlib, label: str, app_ident: str) -> None:
+    """ISO 9660 level 3 with Joliet and Rock Ridge: every NoCloud reader and OS mounts it."""
+    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=label, app_ident_str=app_ident)
+
+
 def _check_epoch(epoch: int) -> None:
     if isinstance(epoch, bool) or not isinstance(epoch, int):
         raise SeedIsoError([Problem("seed.epoch", f"must be an integer, not {type(epoch).__name__}")])
@@ -187,13 +192,7 @@ def build_seed_iso(files: Mapping[str, bytes], *, epoch: int) -> bytes:
     out = io.BytesIO()
     try:
         with _pinned_clock(epoch):
-            iso.new(
-                interchange_level=3,
-                joliet=3,
-                rock_ridge="1.09",
-                vol_ident=SEED_LABEL,
-                app_ident_str=_APP_IDENT,
-            )
+            _new_iso(iso, SEED_LABEL, _APP_IDENT)
             for name in names:
                 data = bytes(files[name])
                 iso.add_fp(
@@ -319,13 +318,7 @@ def write_tree_iso(
     handles: list[IO[bytes]] = []
     try:
         with _pinned_clock(epoch):
-            iso.new(
-                interchange_level=3,
-                joliet=3,
-                rock_ridge="1.09",
-                vol_ident=label,
-                app_ident_str=_TREE_APP_IDENT,
-            )
+            _new_iso(iso, label, _TREE_APP_IDENT)
             for d in dirs:
                 iso_dir = f"/{d.upper().replace('-', '_')[:_ISO_STEM]}"
                 iso.add_directory(iso_dir, rr_name=d, joliet_path=f"/{d}", file_mode=_DIR_MODE)
