@@ -481,7 +481,11 @@ def test_base_url_reaches_the_env_file_only_quoted(tmp_path: Path) -> None:
     plan = build_plan(_profile_with(mutate))
     env = _env_of(render(plan, plan.node("worker-1")))
     values = _source_env(env, tmp_path)
-    assert values["BAKE_APT_KEY_URLS"] == f"{url}/core:/stable:/v1.37/deb/Release.key"
+    # The hostile URL arrives whole, as one word, beside the default containerd repository's key.
+    assert values["BAKE_APT_KEY_URLS"].split(" ") == [
+        f"{url}/core:/stable:/v1.37/deb/Release.key",
+        "https://download.docker.com/linux/ubuntu/gpg",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bootstrap.env"]
 
 
