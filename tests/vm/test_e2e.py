@@ -60,6 +60,7 @@ TIMEOUTS = {
 RUN_TIMEOUT_S = int(os.environ.get("BAKE_E2E_TIMEOUT", "3600"))
 HOST_CONFIGMAP = "host-kubectl"
 PHASES = "BAKE-PHASES"
+FLANNEL_CNI_VERSION = '"cniVersion": "1.0.0"'
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -108,6 +109,10 @@ def flannel_manifest() -> bytes:
     upstream, built = images.flannel_manifest_images(), images.flannel_image_names()
     for kind, name in upstream.items():
         text = text.replace(f"image: {name}\n", f"image: {built[kind]}\n")
+    # That stand-in plugin (CNI plugins v0.9.1's flannel) speaks CNI spec <= 0.4.0, upstream's conflist
+    # says 1.0.0: the runtime would refuse every sandbox ("incompatible CNI versions").
+    assert text.count(FLANNEL_CNI_VERSION) == 1, "kube-flannel.yml's cni-conf.json changed upstream"
+    text = text.replace(FLANNEL_CNI_VERSION, '"cniVersion": "0.4.0"')
     assert all(f"image: {n}\n" in text for n in built.values()), text
     return text.encode()
 
