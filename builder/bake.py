@@ -79,7 +79,7 @@ def node_manifest(
         "arch": node.arch.value,
         "os": node.os.name.value,
         "kubeletVersion": node.kubelet_version,
-        "instanceId": _instance_id(rendered.meta_data),
+        "instanceId": rendered.instance_id,
         "artifacts": dict(sorted(artifacts.items())),
         "files": [
             {"path": f.path, "mode": f.mode_text, "owner": f.owner, "sha256": f.sha256, "secret": f.secret}
@@ -87,13 +87,6 @@ def node_manifest(
         ],
         "certificates": _cert_entries(bundle, node.name),
     }
-
-
-def _instance_id(meta_data: bytes) -> str:
-    for line in meta_data.decode().splitlines():
-        if line.startswith("instance-id:"):
-            return line.split(":", 1)[1].strip().strip("'\"")
-    return ""
 
 
 def cluster_manifest(

@@ -366,6 +366,9 @@ class Node(Model):
     kubernetes_version: Annotated[str, PlainValidator(_version_text)] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     kubelet_extra_args: ExtraArgs
+    # Part of the node's cloud-init instance-id (builder.cloudinit.instance_id): bumping it is how a
+    # machine is re-provisioned from its seed; re-bakes without a bump never make cloud-init run again.
+    generation: int = Field(default=0, ge=0)
 
     _normalise = field_validator("kubelet_extra_args", mode="before")(lambda cls, v: _args_before(v))
 

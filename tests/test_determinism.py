@@ -92,3 +92,19 @@ def test_instance_id_differs_between_clusters(trees: list[Path], tmp_path: Path)
     here, there = _instance_ids(trees[0]), _instance_ids((tmp_path / "other").resolve())
     assert here.keys() == there.keys()
     assert not set(here.values()) & set(there.values())
+
+
+def test_instance_id_survives_a_rebake_with_a_rotated_token(trees: list[Path], tmp_path: Path) -> None:
+    """A re-bake that changes every seed (a new bootstrap token) keeps every node's instance-id, so a
+    seed attached again to a running node does not make cloud-init provision it anew."""
+    _carry_bundle(trees[0].parent.parent.parent, tmp_path, PROFILE)
+    proc = bake("--profile", PROFILE, *SETS, "--rotate-token", "--quiet", out=tmp_path, env=ENVS[1])
+    assert proc.returncode == 0, proc.stderr
+    rotated = (tmp_path / PROFILE).resolve()
+    changed = [
+        n.name
+        for n in (trees[0] / "nodes").iterdir()
+        if (n / "user-data").read_bytes() != (rotated / "nodes" / n.name / "user-data").read_bytes()
+    ]
+    assert "worker-1" in changed and "cp-1" in changed  # the token is in their seeds
+    assert _instance_ids(rotated) == _instance_ids(trees[0])

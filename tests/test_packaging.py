@@ -22,7 +22,7 @@ from .helpers import BAKE, bake, tree_digest
 
 def _rendered(size: int) -> RenderedNode:
     plan = build_plan(load_profile("single-node"))
-    return RenderedNode(plan.nodes[0], (), b"#" * size, b"instance-id: x\n", b"version: 2\n")
+    return RenderedNode(plan.nodes[0], (), b"#" * size, b"instance-id: x\n", b"version: 2\n", "x")
 
 
 @pytest.mark.parametrize(("target", "limit"), [("aws", 16384), ("hetzner", 32768), ("openstack", 65535)])
