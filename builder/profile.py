@@ -265,6 +265,10 @@ class KubeadmTimeouts(Model):
 class Seed(Model):
     http_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s'\"`$\\;]+$")
     targets: list[SizeTarget] = Field(default_factory=lambda: [SizeTarget.NOCLOUD])
+    # Control-plane and external etcd seeds hold the cluster's private keys (CA keys, sa.key,
+    # super-admin.conf, etcd server and peer keys); plain HTTP hands them to anyone who can reach the
+    # server, so they stay out of the HTTP tree unless the profile says so (builder.packaging).
+    http_publish_control_planes: bool = False
 
 
 class ImageOverride(Model):
