@@ -79,7 +79,7 @@ def node_manifest(
         "arch": node.arch.value,
         "os": node.os.name.value,
         "kubeletVersion": node.kubelet_version,
-        "instanceId": _instance_id(rendered.meta_data),
+        "instanceId": rendered.instance_id,
         "artifacts": dict(sorted(artifacts.items())),
         "files": [
             {"path": f.path, "mode": f.mode_text, "owner": f.owner, "sha256": f.sha256, "secret": f.secret}
@@ -89,11 +89,32 @@ def node_manifest(
     }
 
 
-def _instance_id(meta_data: bytes) -> str:
-    for line in meta_data.decode().splitlines():
-        if line.startswith("instance-id:"):
-            return line.split(":", 1)[1].strip().strip("'\"")
-    return ""
+def _carry_over(
+    tree: OutputTree, entry: dict[str, Any] | None, node: NodePlan, http: bool, base_url: str | None
+) -> dict[str, Any]:
+    """bake --only: a node that is not re-rendered keeps its previous files, except that its HTTP seed
+    follows this bake's rule (cluster.seed.httpPublishControlPlanes): dropped when it may not be
+    published any more, written from its previous seed files when it may be and was not."""
+    name = node.name
+    if entry is None:
+        raise OutputError(f"--only: the previous bake has no complete output for {name}")
+    http_dir = f"http/{name}/"
+    artifacts = {
+        rel: digest
+        for rel, digest in entry.get("artifacts", {}).items()
+        if http or not rel.startswith(http_dir)
+    }
+    if not all(tree.link_previous(rel) for rel in artifacts):
+        raise OutputError(f"--only: the previous bake has no complete output for {name}")
+    if http and not any(rel.startswith(http_dir) for rel in artifacts):
+        seed = {f: tree.previous_bytes(f"nodes/{name}/{f}") for f in packaging.SEED_NAMES}
+        present = {f: data for f, data in seed.items() if data is not None}
+        if len(present) != len(seed):
+            raise OutputError(f"--only: the previous bake has no complete output for {name}")
+        for art in packaging.http_artifacts(name, present, base_url):
+            tree.write(art.rel, art.data, art.mode)
+            artifacts[art.rel] = hashlib.sha256(art.data).hexdigest()
+    return {**entry, "artifacts": dict(sorted(artifacts.items()))}
 
 
 def cluster_manifest(
@@ -105,6 +126,9 @@ def cluster_manifest(
         "kubernetesVersion": plan.version,
         "topology": plan.topology.value,
         "endpoint": plan.api_endpoint().hostport if plan.control_planes else None,
+        # which seeds the HTTP tree holds: workers always, control planes and etcd members only when
+        # true (packaging.http_published); `bake check` reads it
+        "httpPublishControlPlanes": plan.settings.seed.http_publish_control_planes,
         "discoveryTokenCaCertHash": bundle.discovery_hash,
         "secretsCreated": datetime.fromtimestamp(bundle.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "certificateAuthorities": [
@@ -185,16 +209,15 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         previous = _previous_manifest(tree) if options.only else None
         previous_nodes = {n.get("name"): n for n in (previous or {}).get("nodes", [])}
         problems: list[Problem] = []
+        publish = plan.settings.seed.http_publish_control_planes
         node_entries = []
         total = len(plan.nodes)
         for i, node in enumerate(plan.nodes):
             if progress:
                 progress(node.name, i, total)
+            http = packaging.http_published(node.role, publish)
             if options.only and node.name not in options.only:
-                entry = previous_nodes.get(node.name)
-                if entry is None or not all(tree.link_previous(rel) for rel in entry.get("artifacts", {})):
-                    raise OutputError(f"--only: the previous bake has no complete output for {node.name}")
-                node_entries.append(entry)
+                node_entries.append(_carry_over(tree, previous_nodes.get(node.name), node, http, base_url))
                 continue
             rendered = cloudinit.render_node(
                 plan,
@@ -206,7 +229,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             gz = packaging.gzip_bytes(rendered.user_data)
             problems += packaging.size_problems(i, rendered, list(plan.settings.seed.targets), gz)
             artifacts = {}
-            for art in packaging.node_artifacts(rendered, epoch=epoch, base_url=base_url, gz=gz):
+            for art in packaging.node_artifacts(rendered, epoch=epoch, base_url=base_url, gz=gz, http=http):
                 tree.write(art.rel, art.data, art.mode)
                 artifacts[art.rel] = hashlib.sha256(art.data).hexdigest()
             node_entries.append(node_manifest(node, rendered, artifacts, bundle))

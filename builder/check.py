@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from . import iso, secrets
+from . import iso, packaging, secrets
 from .errors import BakeError
 from .files import sha256_file
 
@@ -48,6 +48,8 @@ DETECTORS: dict[str, str] = {
     "iso-unreadable": "a node's seed.iso cannot be read",
     "iso-differs": "a file in a node's seed.iso differs from the node's seed file",
     "http-differs": "a file of the HTTP tree differs from (or lacks) the node's seed file",
+    "http-withheld-seed": "a control plane's or etcd member's seed is in the HTTP tree, which the "
+    "manifest does not allow (httpPublishControlPlanes)",
     "user-data-unreadable": "a node's user-data is not a readable cloud-config",
     "write-files-list": "a node's write_files paths differ from the manifest's file list",
     "write-file-differs": "a write_files entry's content or mode differs from the manifest",
@@ -189,9 +191,17 @@ def _schema(paths: list[Path], report: Report) -> None:
 
 
 def _node(
-    tree: Path, node: dict[str, Any], bundle: secrets.Bundle | None, topology: str, report: Report
+    tree: Path,
+    node: dict[str, Any],
+    bundle: secrets.Bundle | None,
+    manifest: dict[str, Any],
+    report: Report,
 ) -> Path | None:
     name, role = str(node["name"]), str(node["role"])
+    topology = str(manifest.get("topology"))
+    # A seed holding the cluster's keys is withheld from the HTTP tree unless the bake said otherwise;
+    # a manifest without the field is read as the default (withheld).
+    published = packaging.http_published(role, manifest.get("httpPublishControlPlanes") is True)
     base = tree / "nodes" / name
     try:
         seed = {f: (base / f).read_bytes() for f in SEED_FILES}
@@ -209,8 +219,16 @@ def _node(
                 "iso-differs", f"nodes/{name}/seed.iso", f"{fname} differs from nodes/{name}/{fname}"
             )
         http = tree / "http" / name / fname
-        if not http.is_file() or http.read_bytes() != data:
+        if published and (not http.is_file() or http.read_bytes() != data):
             report.error("http-differs", f"http/{name}/{fname}", "differs from the node's seed file")
+    if not published and (tree / "http" / name).exists():
+        report.error(
+            "http-withheld-seed",
+            f"http/{name}",
+            f"{ROLE_NAMES.get(role, role)}'s seed holds the cluster's private keys and is in the HTTP "
+            "tree, which serves it to anyone on the network; the manifest says it is withheld "
+            "(cluster.seed.httpPublishControlPlanes: false)",
+        )
     try:
         files = write_files_of(seed["user-data"])
     except (yaml.YAMLError, KeyError, TypeError, ValueError, binascii.Error) as exc:
@@ -309,7 +327,7 @@ def check_tree(tree: Path, now: datetime | None = None) -> Report:
         report.ok("secrets", "bundle consistent: keys match certificates, leaves chain to their CAs")
     user_data = []
     for node in manifest.get("nodes", []):
-        path = _node(tree, node, bundle, str(manifest.get("topology")), report)
+        path = _node(tree, node, bundle, manifest, report)
         if path is not None:
             user_data.append(path)
     _schema(user_data, report)

@@ -218,6 +218,13 @@ def _summary(console: Console, result: BakeResult) -> None:
         f"discovery hash {m['discoveryTokenCaCertHash']}",
         highlight=False,
     )
+    withheld = [n["name"] for n in m["nodes"] if not any(rel.startswith("http/") for rel in n["artifacts"])]
+    if withheld:
+        console.print(
+            f"HTTP seed tree: {', '.join(withheld)} not published (their seeds hold the cluster's private "
+            "keys; cluster.seed.httpPublishControlPlanes: true publishes them on an isolated network)",
+            highlight=False,
+        )
     for change in result.changes:
         console.print(Text.assemble(("secrets ", "yellow"), str(change)))
     for seed in m.get("imageSeeds", []):

@@ -35,6 +35,8 @@ class RenderedNode:
     user_data: bytes
     meta_data: bytes
     network_config: bytes
+    instance_id: str
+    """The value in meta-data; the manifest reads it from here."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -44,7 +46,7 @@ class RenderedNode:
 def password_salt(cluster: str, node: str, user: str, password: str) -> str:
     """A sha512_crypt salt derived from (cluster, node, user, password), so re-bakes are byte-identical.
 
-    A random salt would change user-data (and so the instance-id) at every bake. The salt is visible in
+    A random salt would change user-data (and the seed ISO) at every bake. The salt is visible in
     the hash, and deriving it from the password means it could serve as a shortcut to test password
     guesses; deriving it with scrypt (memory-hard, ~16 MiB and tens of ms per guess) makes that shortcut
     at least as costly as the sha512_crypt hash itself. Cluster, node and user names keep salts, hence
@@ -168,13 +170,17 @@ def network_config_doc(node: NodePlan) -> dict[str, Any]:
     return {"version": 2, "ethernets": {node.interface: eth}}
 
 
-def instance_id(plan: ClusterPlan, node: NodePlan, user_data: bytes, network_config: bytes) -> str:
-    """Changes exactly when the node's seed content changes, so cloud-init re-runs only then."""
-    h = hashlib.sha256()
-    for part in (user_data, network_config):
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    return f"{plan.name}-{node.name}-{h.hexdigest()[:16]}"
+def instance_id(plan: ClusterPlan, node: NodePlan) -> str:
+    """The node's cloud-init instance-id: the cluster, the node and its generation, nothing else.
+
+    cloud-init runs its once-per-instance modules (write_files, users, SSH host keys, runcmd) again
+    whenever the id differs from the one it last booted with. A re-bake that changes the seed (a
+    rotated token, a re-issued leaf, another control plane in haproxy's config) must not do that to a
+    running node: it would rewrite its PKI, kubelet.conf and static pods under a live cluster. So the
+    id ignores the seed's content; re-provisioning a machine is an explicit act, a bump of
+    nodes[].generation. Names are RFC 1123 labels (no '.'), so the '.'-joined parts cannot collide.
+    """
+    return f"{plan.name}.{node.name}.gen{node.generation}"
 
 
 def node_files(
@@ -213,11 +219,13 @@ def render_node(
     files = node_files(plan, node, pki_files=pki_files, token=token, ca_hash=ca_hash, cni_source=cni_source)
     user_data = ("#cloud-config\n" + yamlio.dump(user_data_doc(plan, node, files))).encode()
     network_config = yamlio.dump(network_config_doc(node)).encode()
-    meta = {"instance-id": instance_id(plan, node, user_data, network_config), "local-hostname": node.name}
+    iid = instance_id(plan, node)
+    meta = {"instance-id": iid, "local-hostname": node.name}
     return RenderedNode(
         node=node,
         files=files,
         user_data=user_data,
         meta_data=yamlio.dump(meta).encode(),
         network_config=network_config,
+        instance_id=iid,
     )

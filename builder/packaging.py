@@ -1,4 +1,5 @@
-"""Per-node artifacts from a rendered node: NoCloud seed ISO, raw and gzip user-data, HTTP seed tree.
+"""Per-node artifacts from a rendered node: NoCloud seed ISO, raw and gzip user-data, HTTP seed tree
+(workers only, unless the profile publishes the seeds that hold the cluster's keys: http_published).
 
 Size limits are the user-data limits of the targets the profile names; a node that cannot fit fails
 the bake (before anything is swapped in) with the overflow and the way out.
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from . import iso
 from .cloudinit import RenderedNode
 from .errors import Problem
-from .profile import SizeTarget
+from .profile import Role, SizeTarget
 
 SIZE_LIMITS: dict[SizeTarget, int | None] = {
     SizeTarget.AWS: 16384,  # EC2 user data, before base64
@@ -22,6 +23,11 @@ SIZE_LIMITS: dict[SizeTarget, int | None] = {
     SizeTarget.GCP: 262144,  # metadata value limit
     SizeTarget.NOCLOUD: None,
 }
+
+
+# Roles whose seed holds private keys of the cluster: control planes (CA keys, sa.key, super-admin.conf,
+# every control-plane leaf) and external etcd members (etcd server and peer keys).
+KEY_HOLDING_ROLES = frozenset({Role.CONTROL_PLANE, Role.ETCD})
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,11 @@ def size_problems(
 ) -> list[Problem]:
     problems = []
     size = len(rendered.user_data)
+    http_note = (
+        "; a control-plane or etcd seed only with cluster.seed.httpPublishControlPlanes"
+        if rendered.node.role in KEY_HOLDING_ROLES
+        else ""
+    )
     for target in targets:
         limit = SIZE_LIMITS[target]
         if limit is None or size <= limit:
@@ -54,7 +65,8 @@ def size_problems(
             Problem(
                 f"nodes[{node_index}] ({rendered.node.name})",
                 f"user-data is {size:,} bytes, {size - limit:,} over the {target.value} limit of {limit:,}; "
-                f"{way_out}, or serve the HTTP seed tree (cluster.seed.httpBaseUrl, outputs/<cluster>/http/)",
+                f"{way_out}, or serve the HTTP seed tree (cluster.seed.httpBaseUrl, outputs/<cluster>/http/"
+                f"{http_note})",
             )
         )
     return problems
@@ -76,22 +88,50 @@ def ipxe_script(base_url: str, node: str) -> str:
     )
 
 
-def node_artifacts(rendered: RenderedNode, *, epoch: int, base_url: str | None, gz: bytes) -> list[Artifact]:
-    """Everything written for one node, relative to the cluster's output root, 0600 throughout."""
-    name = rendered.node.name
-    seed = {
-        "user-data": rendered.user_data,
-        "meta-data": rendered.meta_data,
-        "network-config": rendered.network_config,
-    }
-    out = [Artifact(f"nodes/{name}/{fname}", data, 0o600) for fname, data in seed.items()]
-    out.append(Artifact(f"nodes/{name}/user-data.gz", gz, 0o600))
-    out.append(Artifact(f"nodes/{name}/seed.iso", iso.build_seed_iso(seed, epoch=epoch), 0o600))
-    out += [Artifact(f"http/{name}/{fname}", data, 0o600) for fname, data in seed.items()]
+def http_published(role: Role | str, publish_control_planes: bool) -> bool:
+    """Whether a node's seed goes into the plain-HTTP tree (`http/<node>/`); `role` may be the text of
+    a manifest (Role is a StrEnum: "etcd" == Role.ETCD).
+
+    Anyone who can reach a plain HTTP server can fetch what it serves, and nocloud-net has no client
+    authentication: a control-plane seed there hands out the cluster CA keys and super-admin.conf. So
+    only workers (whose seed carries no private key of the cluster, only their join credential) are
+    published, unless the profile sets cluster.seed.httpPublishControlPlanes (an isolated provisioning
+    network). The bake and `bake check` both decide by this function.
+    """
+    return role not in KEY_HOLDING_ROLES or publish_control_planes
+
+
+SEED_NAMES = ("user-data", "meta-data", "network-config")
+
+
+def seed_files(rendered: RenderedNode) -> dict[str, bytes]:
+    """The three NoCloud files, as the ISO, the node directory and the HTTP tree carry them."""
+    contents = (rendered.user_data, rendered.meta_data, rendered.network_config)
+    return dict(zip(SEED_NAMES, contents, strict=True))
+
+
+def http_artifacts(name: str, seed: dict[str, bytes], base_url: str | None) -> list[Artifact]:
+    """One node's nocloud-net directory `http/<node>/` (and its PXE / iPXE snippets with a base URL)."""
+    out = [Artifact(f"http/{name}/{fname}", data, 0o600) for fname, data in seed.items()]
     out.append(Artifact(f"http/{name}/vendor-data", b"", 0o600))
     if base_url:
         out.append(
             Artifact(f"http/{name}/cmdline.txt", (kernel_cmdline(base_url, name) + "\n").encode(), 0o644)
         )
         out.append(Artifact(f"http/{name}/boot.ipxe", ipxe_script(base_url, name).encode(), 0o644))
+    return out
+
+
+def node_artifacts(
+    rendered: RenderedNode, *, epoch: int, base_url: str | None, gz: bytes, http: bool
+) -> list[Artifact]:
+    """Everything written for one node, relative to the cluster's output root, 0600 throughout;
+    `http` (see http_published) says whether its HTTP seed directory is among them."""
+    name = rendered.node.name
+    seed = seed_files(rendered)
+    out = [Artifact(f"nodes/{name}/{fname}", data, 0o600) for fname, data in seed.items()]
+    out.append(Artifact(f"nodes/{name}/user-data.gz", gz, 0o600))
+    out.append(Artifact(f"nodes/{name}/seed.iso", iso.build_seed_iso(seed, epoch=epoch), 0o600))
+    if http:
+        out += http_artifacts(name, seed, base_url)
     return out

@@ -115,6 +115,8 @@ class NodePlan:
     kubelet_extra_args: tuple[Arg, ...]
     index: int
     """Position among nodes of the same role, in profile order; control plane 0 runs `kubeadm init`."""
+    generation: int
+    """nodes[].generation: bumped to re-provision the machine (a new cloud-init instance-id)."""
 
     @property
     def is_control_plane(self) -> bool:
@@ -254,6 +256,7 @@ def build_plan(profile: Profile) -> ClusterPlan:
                 labels=tuple(sorted(n.labels.items())),
                 kubelet_extra_args=tuple(n.kubelet_extra_args),
                 index=index,
+                generation=n.generation,
             )
         )
     warnings = []

@@ -265,6 +265,10 @@ class KubeadmTimeouts(Model):
 class Seed(Model):
     http_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s'\"`$\\;]+$")
     targets: list[SizeTarget] = Field(default_factory=lambda: [SizeTarget.NOCLOUD])
+    # Control-plane and external etcd seeds hold the cluster's private keys (CA keys, sa.key,
+    # super-admin.conf, etcd server and peer keys); plain HTTP hands them to anyone who can reach the
+    # server, so they stay out of the HTTP tree unless the profile says so (builder.packaging).
+    http_publish_control_planes: bool = False
 
 
 class ImageOverride(Model):
@@ -366,6 +370,9 @@ class Node(Model):
     kubernetes_version: Annotated[str, PlainValidator(_version_text)] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     kubelet_extra_args: ExtraArgs
+    # Part of the node's cloud-init instance-id (builder.cloudinit.instance_id): bumping it is how a
+    # machine is re-provisioned from its seed; re-bakes without a bump never make cloud-init run again.
+    generation: int = Field(default=0, ge=0)
 
     _normalise = field_validator("kubelet_extra_args", mode="before")(lambda cls, v: _args_before(v))
 

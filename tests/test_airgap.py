@@ -580,7 +580,7 @@ def test_init_imports_checks_then_runs_kubeadm(tmp_path: Path, baked_site: tuple
     calls = sb.runs[0]
     imports = [c for c in calls if c.startswith("ctr -n k8s.io images import")]
     assert [c.rsplit("/", 1)[-1] for c in imports] == ["kube.tar", "vip.tar", "flannel-amd64.tar"]
-    init = calls.index("kubeadm init --config /run/kubeadm/kubeadm.yaml")
+    init = calls.index("kubeadm init --config /run/kubeadm/kubeadm.yaml --skip-token-print")
     listed = calls.index("ctr -n k8s.io images ls -q")
     assert calls.index("systemctl restart containerd") < calls.index(imports[0]) and listed < init
     assert "mount -o ro /dev/fake-seed/bakeimg-amd64 /run/bake/images-seed" in calls

@@ -34,6 +34,8 @@ from builder.profile import load_profile
 from .peers import missing, program
 
 TOKEN = "abcdef.0123456789abcdef"
+# kubeadm init prints the bootstrap token (and a join command with it) unless told not to
+INIT_CALL = "kubeadm init --config /run/kubeadm/kubeadm.yaml --skip-token-print"
 CA_HASH = "sha256:" + "0" * 64
 
 
@@ -298,6 +300,11 @@ def test_cni_mirror_is_overridable() -> None:
 STUB = r"""#!/bin/bash
 # stand-in recorded by the bootstrap sandbox test
 name=$(basename "$0")
+# the log's mode whenever something may write into it: at each log line (log() calls date) and each
+# stand-in's call; date itself is the real one and is not recorded as a call
+mode=$(stat -c '%a' /var/log/bake/bootstrap.log 2>/dev/null) || mode=none
+echo "$mode" >>/var/tmp/stub-log-modes
+[[ $name == date ]] && exec /usr/bin/date "$@"
 printf '%s\n' "$name $*" >>/var/tmp/stub-calls.log
 case "$name" in
 containerd)
@@ -322,6 +329,9 @@ kubeadm)
         done
         ;;
     init | join)  # TEST DOUBLE: kubeadm's preflight on leftovers (checks.go), then what a run leaves
+        if [[ $1 == init && -s /run/stub-real-kubeadm-init ]]; then  # the real one, in a dry run
+            exec "$(</run/stub-real-kubeadm-init)" "$@" --dry-run --ignore-preflight-errors=all
+        fi
         checked=/etc/kubernetes/manifests/kube-apiserver.yaml  # init: its own manifests
         [[ $1 == join ]] && checked=/etc/kubernetes/bootstrap-kubelet.conf  # join: FileAvailable checks
         if [[ -e $checked ]]; then echo "[ERROR FileAvailable]: $checked already exists" >&2; exit 1; fi
@@ -329,6 +339,14 @@ kubeadm)
         echo leftover >/var/lib/kubelet/pki/kubelet-client-current.pem
         if [[ $1 == join ]]; then echo leftover >/etc/kubernetes/bootstrap-kubelet.conf; fi
         if [[ $1 == init ]]; then echo leftover >/etc/kubernetes/manifests/kube-apiserver.yaml; fi
+        if [[ $1 == init ]]; then  # TEST DOUBLE: what the bootstrap-token and show-join-command phases print
+            token='<value withheld>'  # cmd/kubeadm/app/cmd/util/join.go with --skip-token-print
+            if [[ " $* " != *" --skip-token-print "* ]]; then
+                token=$(sed -n 's/^- token: *//p' /run/kubeadm/kubeadm.yaml)
+                echo "[bootstrap-token] Using token: $token"  # phases/init/bootstraptoken.go
+            fi
+            echo "kubeadm join 10.77.0.10:6443 --token $token --discovery-token-ca-cert-hash sha256:00"
+        fi
         if [[ -e /run/stub-kubeadm-fail-once ]]; then
             rm -f /run/stub-kubeadm-fail-once
             echo "kubeadm stub: failing" >&2
@@ -377,7 +395,7 @@ exit 0
 STUBBED = (
     "modprobe", "sysctl", "swapoff", "systemctl", "setenforce", "getenforce", "containerd", "kubeadm",
     "kubectl", "curl", "gpg", "apt-get", "apt-mark", "dnf", "firewall-cmd", "ufw", "tar", "sha256sum",
-    "cilium",
+    "cilium", "date",
 )  # fmt: skip
 FSTAB = "/dev/vda / ext4 rw 0 1\n/swapfile none swap sw 0 0\n"
 
@@ -419,9 +437,13 @@ reboot() {  # /run is a tmpfs: a reboot empties it
 mkdir -p "$S/out/state" "$S/out/run"
 cp -a /var/lib/bake/. "$S/out/state/" 2>/dev/null || true
 cp -a /var/log/bake/bootstrap.log "$S/out/bootstrap.log" 2>/dev/null || true
+# modes of the log and the state files as the script left them (cp -a keeps the file's, not its dir's)
+stat -c '%a %n' /var/log/bake /var/lib/bake /var/log/bake/* /var/lib/bake/*.out >"$S/out/modes" 2>/dev/null ||
+    true
 cp -a /etc/fstab "$S/out/fstab"
 cp -a /run/. "$S/out/run/" 2>/dev/null || true
 cp -a /var/tmp/stub-calls.log "$S/out/calls.log" 2>/dev/null || true
+cp -a /var/tmp/stub-log-modes "$S/out/log-modes" 2>/dev/null || true
 """
 
 
@@ -560,7 +582,7 @@ def test_init_runs_to_done(can_sandbox: None, tmp_path: Path) -> None:
     sb = _sandbox(tmp_path, "ha-stacked", "cp-1").run("run\nrun\n")
     assert sb.rcs == [0, 0], sb.text("stdout.log")
     calls = sb.calls
-    init = calls.index("kubeadm init --config /run/kubeadm/kubeadm.yaml")
+    init = calls.index(INIT_CALL)
     assert calls.index("systemctl enable kubelet.service") < init
     assert any("apply --server-side" in c and "tigera-operator.yaml" in c for c in calls[init:])
     assert any(c.endswith("apply -f /etc/bake/cni/calico-installation.yaml") for c in calls[init:])
@@ -570,7 +592,44 @@ def test_init_runs_to_done(can_sandbox: None, tmp_path: Path) -> None:
     # kube-vip was switched from super-admin.conf to admin.conf after init (files seen through the overlay).
     manifest = sb.root / "upper/etc/kubernetes/manifests/kube-vip.yaml"
     assert b"/etc/kubernetes/super-admin.conf" not in manifest.read_bytes()
-    assert calls.count("kubeadm init --config /run/kubeadm/kubeadm.yaml") == 1
+    assert calls.count(INIT_CALL) == 1
+
+
+@pytest.mark.integration
+def test_bootstrap_log_is_root_only_and_never_holds_the_token(can_sandbox: None, tmp_path: Path) -> None:
+    """The log (and kubeadm's output kept beside it) is 0600 in 0700 directories from its first byte,
+    and kubeadm init runs so that the bootstrap token reaches neither it nor the journal."""
+    sb = _sandbox(tmp_path, "ha-stacked", "cp-1").run("run\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    modes = dict(reversed(line.split(" ", 1)) for line in sb.text("modes").splitlines())
+    assert modes == {
+        "/var/log/bake": "700",
+        "/var/lib/bake": "700",
+        "/var/log/bake/bootstrap.log": "600",
+        "/var/lib/bake/kubeadm-init.out": "600",
+    }
+    # the log's mode at every log line and every command whose output goes into it
+    assert set(sb.text("log-modes").split()) == {"600"}
+    log, journal, kept = sb.text("bootstrap.log"), sb.text("stdout.log"), sb.text("state/kubeadm-init.out")
+    assert "--token <value withheld>" in kept and "--token <value withheld>" in log  # kubeadm's output
+    for text in (log, journal, kept):
+        assert TOKEN not in text and TOKEN.split(".")[1] not in text
+
+
+@pytest.mark.integration
+def test_a_wider_log_from_before_is_narrowed_before_use(can_sandbox: None, tmp_path: Path) -> None:
+    sb = _sandbox(tmp_path, "ha-stacked", "worker-1").run(
+        f"""
+        mkdir -p /var/log/bake /var/lib/bake && chmod 0755 /var/log/bake /var/lib/bake
+        echo "an earlier boot" >/var/log/bake/bootstrap.log && chmod 0644 /var/log/bake/bootstrap.log
+        touch {bootstrap.TEST_STOP_PATH}
+        run
+        """
+    )
+    assert sb.rcs == [0], sb.text("stdout.log")
+    assert sb.text("bootstrap.log").startswith("an earlier boot\n")
+    assert set(sb.text("log-modes").split()) == {"600"}
+    assert "700 /var/log/bake" in sb.text("modes") and "700 /var/lib/bake" in sb.text("modes")
 
 
 @pytest.mark.integration
@@ -981,15 +1040,18 @@ LOOPBACK_STACKED = (
 )
 
 
-def _baked_for_real(tmp_path: Path, node: str, profile: str = "ha-external-etcd") -> tuple[Sandbox, Path]:
+def _baked_for_real(
+    tmp_path: Path, node: str, profile: str = "ha-external-etcd", *, loopback: bool = True
+) -> tuple[Sandbox, Path]:
     """A sandbox of `node` with the real PKI of a fresh bundle, and that bundle on disk; every address
-    is on loopback, so whatever a real binary tries to reach stays on this machine."""
+    is on loopback (unless told otherwise, for a binary that reaches nothing), so whatever a real
+    binary tries to reach stays on this machine."""
     from datetime import UTC, datetime
 
     from builder import distribute, secrets
 
-    loopback = LOOPBACK_EXTERNAL if profile == "ha-external-etcd" else LOOPBACK_STACKED
-    plan = _plan(profile, "cluster.packages.mode=prebaked", *loopback)
+    addresses = LOOPBACK_EXTERNAL if profile == "ha-external-etcd" else LOOPBACK_STACKED
+    plan = _plan(profile, "cluster.packages.mode=prebaked", *(addresses if loopback else ()))
     bundle, _ = secrets.reconcile(plan, None, now=datetime.now(UTC))
     root = tmp_path / "secrets"
     for rel, data, mode in secrets.bundle_files(bundle, plan):
@@ -1063,7 +1125,7 @@ def test_init_waits_for_external_etcd_started_after_it(can_sandbox: None, tmp_pa
             p.wait(timeout=30)
     assert sb.rcs == [0], sb.text("stdout.log")
     calls = sb.calls
-    init = calls.index("kubeadm init --config /run/kubeadm/kubeadm.yaml")
+    init = calls.index(INIT_CALL)
     health = [i for i, c in enumerate(calls) if c.startswith("curl") and c.endswith("/health")]
     assert len(health) > 3 and max(health) < init  # failed tries first, then each member healthy
     for ip in ETCD_IPS.values():
@@ -1160,3 +1222,22 @@ def test_real_kubeadm_join_preflight_ignores_a_non_empty_manifests_dir(
     assert sb.text("preflight.rc").strip() != "0", log
     assert "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]" in log, log
     assert "DirAvailable--etc-kubernetes-manifests" not in log, log
+
+
+@pytest.mark.integration
+@needs_real_kubeadm
+def test_real_kubeadm_init_as_the_bootstrap_runs_it_prints_no_token(
+    can_sandbox: None, tmp_path: Path
+) -> None:
+    """The real kubeadm init, with the bootstrap's own command line (plus --dry-run, which changes
+    nothing outside the sandbox), accepts it beside --config and prints the join command without the
+    token: the log, the journal (the script's output) and the kept output never see it."""
+    # kubeadm refuses a loopback advertise address; a dry run reaches nothing, so the profile's own are fine
+    sb, secrets_dir = _baked_for_real(tmp_path, "cp-1", "ha-stacked", loopback=False)
+    token = (secrets_dir / "token").read_text().strip()
+    sb.run(f"echo {REAL_KUBEADM} >/run/stub-real-kubeadm-init\nrun\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    kept = sb.text("state/kubeadm-init.out")
+    assert "[dryrun]" in kept and "--token <value withheld>" in kept, kept[-2000:]
+    for text in (sb.text("bootstrap.log"), sb.text("stdout.log"), kept):
+        assert token not in text

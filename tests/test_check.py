@@ -101,7 +101,8 @@ def _set_user_data(tree: Path, node: str, data: bytes) -> None:
     """Replace a node's user-data everywhere it is published: node dir, HTTP tree, seed ISO, sums."""
     base = tree / "nodes" / node
     (base / "user-data").write_bytes(data)
-    (tree / "http" / node / "user-data").write_bytes(data)
+    if (tree / "http" / node).is_dir():  # workers only: the other seeds are not in the HTTP tree
+        (tree / "http" / node / "user-data").write_bytes(data)
     files = iso.read_seed_iso(base / "seed.iso")
     files["user-data"] = data
     (base / "seed.iso").write_bytes(iso.build_seed_iso(files, epoch=1_700_000_000))
@@ -287,9 +288,39 @@ def _http_differs(t: Path) -> list[tuple[str, str]]:
 
 
 def _http_missing(t: Path) -> list[tuple[str, str]]:
-    (t / "http/etcd-3/meta-data").unlink()
-    _resum(t, "http/etcd-3/meta-data")
-    return [_exact("http/etcd-3/meta-data", "differs from the node's seed file")]
+    (t / "http/worker-2/meta-data").unlink()
+    _resum(t, "http/worker-2/meta-data")
+    return [_exact("http/worker-2/meta-data", "differs from the node's seed file")]
+
+
+def _http_published_by_manifest_but_absent(t: Path) -> list[tuple[str, str]]:
+    """The manifest says the control-plane and etcd seeds are published: then the tree must have them."""
+    data = _manifest(t)
+    data["httpPublishControlPlanes"] = True
+    _save_manifest(t, data)
+    nodes = ["etcd-1", "etcd-2", "etcd-3", "cp-1", "cp-2", "cp-3"]
+    return [
+        _exact(f"http/{n}/{f}", "differs from the node's seed file")
+        for n in nodes
+        for f in ("user-data", "meta-data", "network-config")
+    ]
+
+
+def _withheld(role: str) -> str:
+    return (
+        f"{role}'s seed holds the cluster's private keys and is in the HTTP tree, which serves it to anyone "
+        "on the network; the manifest says it is withheld (cluster.seed.httpPublishControlPlanes: false)"
+    )
+
+
+def _http_control_plane_seed(t: Path) -> list[tuple[str, str]]:
+    shutil.copytree(t / "nodes/cp-2", t / "http/cp-2")  # modes kept: only the HTTP rule can object
+    return [_exact("http/cp-2", _withheld("a control plane"))]
+
+
+def _http_etcd_member_seed(t: Path) -> list[tuple[str, str]]:
+    shutil.copytree(t / "nodes/etcd-1", t / "http/etcd-1")
+    return [_exact("http/etcd-1", _withheld("an etcd member"))]
 
 
 def _user_data_unreadable(t: Path) -> list[tuple[str, str]]:
@@ -386,6 +417,9 @@ FAULTS = [
     Fault("iso-differs", "meta-data", _iso_differs),
     Fault("http-differs", "edited", _http_differs),
     Fault("http-differs", "deleted", _http_missing),
+    Fault("http-differs", "published-by-manifest-but-absent", _http_published_by_manifest_but_absent),
+    Fault("http-withheld-seed", "control-plane", _http_control_plane_seed),
+    Fault("http-withheld-seed", "etcd-member", _http_etcd_member_seed),
     Fault("user-data-unreadable", "entry-without-path", _user_data_unreadable),
     Fault("user-data-unreadable", "not-yaml", _user_data_not_yaml),
     Fault("write-files-list", "extra", _write_files_extra),

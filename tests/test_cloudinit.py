@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import copy
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -284,10 +283,50 @@ def test_meta_data() -> None:
     plan = _plan("ha-stacked")
     rendered = render(plan, plan.node("cp-2"))
     meta = yaml.safe_load(rendered.meta_data)
-    # the instance-id's properties (same node -> same id across processes, nodes differ) are checked
-    # in test_determinism.py; only its presence and shape here
-    assert set(meta) == {"instance-id", "local-hostname"} and meta["local-hostname"] == "cp-2"
-    assert isinstance(meta["instance-id"], str) and re.fullmatch(r"[A-Za-z0-9._-]+", meta["instance-id"])
+    # cluster, node and generation (0 by default), '.'-joined: nothing of the seed's content
+    assert meta == {"instance-id": "ha-stacked.cp-2.gen0", "local-hostname": "cp-2"}
+    assert rendered.instance_id == meta["instance-id"]
+
+
+def _instance_id(rendered: cloudinit.RenderedNode) -> str:
+    return str(yaml.safe_load(rendered.meta_data)["instance-id"])
+
+
+def test_instance_id_survives_a_rebake_that_changes_the_seed() -> None:
+    """A re-bake that changes a running node's seed must not make cloud-init take it for a new machine
+    (it would rewrite its PKI, kubelet.conf, static pods and SSH host keys at the next reboot)."""
+    plan = _plan("ha-external-etcd")
+    cp1 = plan.node("cp-1")
+    base = render(plan, cp1)
+    rotated = cloudinit.render_node(
+        plan, cp1, pki_files=fake_pki_files(plan, cp1), token="zyxwvu.9876543210zyxwvu", ca_hash=CA_HASH
+    )
+    assert rotated.user_data != base.user_data
+    assert _instance_id(rotated) == _instance_id(base) == "ha-external-etcd.cp-1.gen0"
+    # a fourth control plane (in place of worker-2) enters haproxy's backends on cp-1
+    grown = _plan("ha-external-etcd", "nodes[7]={name: cp-4, role: control-plane, ip: 10.77.0.14}")
+    regrown = render(grown, grown.node("cp-1"))
+    assert b"10.77.0.14" in regrown.user_data and b"10.77.0.14" not in base.user_data
+    assert _instance_id(regrown) == _instance_id(base)
+
+
+def test_generation_bump_reprovisions_that_node_only() -> None:
+    plan = _plan("ha-external-etcd")
+    bumped = _plan("ha-external-etcd", "nodes[4].generation=3")  # cp-2
+    before = {n.name: _instance_id(render(plan, n)) for n in plan.nodes}
+    after = {n.name: _instance_id(render(bumped, n)) for n in bumped.nodes}
+    assert after["cp-2"] == "ha-external-etcd.cp-2.gen3" != before["cp-2"]
+    assert {k: v for k, v in after.items() if k != "cp-2"} == {k: v for k, v in before.items() if k != "cp-2"}
+    assert len(set(before.values())) == len(before)  # no two nodes share an id
+    other = _plan("ha-external-etcd", "cluster.name=other")
+    assert not {_instance_id(render(other, n)) for n in other.nodes} & set(before.values())
+
+
+@pytest.mark.parametrize("value", ["-1", "one", "1.5"])
+def test_generation_is_a_non_negative_integer(value: str) -> None:
+    with pytest.raises(BakeError) as info:
+        _plan("single-master", f"nodes[1].generation={value}")
+    assert [p.path for p in info.value.problems] == ["nodes[1].generation"]
 
 
 def test_binary_and_control_character_content_goes_base64() -> None:

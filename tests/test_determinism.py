@@ -77,10 +77,12 @@ def test_instance_id_same_inputs_same_id_different_node_different_id(trees: list
     assert all(v.strip() and "\n" not in v for v in first.values())
     manifest = json.loads((trees[0] / "manifest.json").read_bytes())
     assert {n["name"]: n["instanceId"] for n in manifest["nodes"]} == first
-    # the HTTP tree serves the same meta-data
-    for name, value in first.items():
+    # the HTTP tree (workers: the other seeds hold the cluster's keys) serves the same meta-data
+    served = sorted(p.name for p in (trees[0] / "http").iterdir() if not p.name.startswith("_"))
+    assert served == ["worker-1", "worker-2"]
+    for name in served:
         meta = yaml.safe_load((trees[0] / "http" / name / "meta-data").read_bytes())
-        assert meta["instance-id"] == value
+        assert meta["instance-id"] == first[name]
 
 
 def test_instance_id_differs_between_clusters(trees: list[Path], tmp_path: Path) -> None:
@@ -92,3 +94,19 @@ def test_instance_id_differs_between_clusters(trees: list[Path], tmp_path: Path)
     here, there = _instance_ids(trees[0]), _instance_ids((tmp_path / "other").resolve())
     assert here.keys() == there.keys()
     assert not set(here.values()) & set(there.values())
+
+
+def test_instance_id_survives_a_rebake_with_a_rotated_token(trees: list[Path], tmp_path: Path) -> None:
+    """A re-bake that changes every seed (a new bootstrap token) keeps every node's instance-id, so a
+    seed attached again to a running node does not make cloud-init provision it anew."""
+    _carry_bundle(trees[0].parent.parent.parent, tmp_path, PROFILE)
+    proc = bake("--profile", PROFILE, *SETS, "--rotate-token", "--quiet", out=tmp_path, env=ENVS[1])
+    assert proc.returncode == 0, proc.stderr
+    rotated = (tmp_path / PROFILE).resolve()
+    changed = [
+        n.name
+        for n in (trees[0] / "nodes").iterdir()
+        if (n / "user-data").read_bytes() != (rotated / "nodes" / n.name / "user-data").read_bytes()
+    ]
+    assert "worker-1" in changed and "cp-1" in changed  # the token is in their seeds
+    assert _instance_ids(rotated) == _instance_ids(trees[0])

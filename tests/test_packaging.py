@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder import packaging
+from builder import check, packaging
 from builder.cloudinit import RenderedNode
 from builder.plan import build_plan
 from builder.profile import SizeTarget, load_profile
@@ -22,7 +23,7 @@ from .helpers import BAKE, bake, tree_digest
 
 def _rendered(size: int) -> RenderedNode:
     plan = build_plan(load_profile("single-node"))
-    return RenderedNode(plan.nodes[0], (), b"#" * size, b"instance-id: x\n", b"version: 2\n")
+    return RenderedNode(plan.nodes[0], (), b"#" * size, b"instance-id: x\n", b"version: 2\n", "x")
 
 
 @pytest.mark.parametrize(("target", "limit"), [("aws", 16384), ("hetzner", 32768), ("openstack", 65535)])
@@ -62,7 +63,13 @@ def stacked(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_http_tree_and_pxe_snippets(stacked: Path) -> None:
     tree = stacked / "ha-stacked"
-    for node in ("cp-1", "worker-2"):
+    # control-plane seeds hold the CA keys, sa.key and super-admin.conf: not served over plain HTTP
+    assert sorted(p.name for p in (tree / "http").iterdir()) == ["worker-1", "worker-2"]
+    assert not [line for line in (tree / "SHA256SUMS").read_text().splitlines() if "  http/cp-" in line]
+    manifest = json.loads((tree / "manifest.json").read_text())
+    assert manifest["httpPublishControlPlanes"] is False
+    assert not [rel for n in manifest["nodes"] for rel in n["artifacts"] if rel.startswith("http/cp-")]
+    for node in ("worker-1", "worker-2"):
         for name in ("user-data", "meta-data", "network-config"):
             assert (tree / "http" / node / name).read_bytes() == (tree / "nodes" / node / name).read_bytes()
         assert (tree / "http" / node / "cmdline.txt").read_text() == (
@@ -70,6 +77,70 @@ def test_http_tree_and_pxe_snippets(stacked: Path) -> None:
         )
         ipxe = (tree / "http" / node / "boot.ipxe").read_text()
         assert ipxe.startswith("#!ipxe\n") and f"s=http://seed.example.test/c1/{node}/" in ipxe
+
+
+def _private_keys(secrets_dir: Path) -> dict[bytes, str]:
+    """Every private key of a bundle (CA keys, sa.key, every leaf and kubeconfig key) -> its owner:
+    the node directory it is kept under, or "" for the cluster's own."""
+    keys = {}
+    for path in secrets_dir.rglob("*.key"):
+        rel = path.relative_to(secrets_dir).parts
+        keys[path.read_bytes().strip()] = rel[1] if rel[0] == "nodes" else ""
+    assert keys
+    return keys
+
+
+def _foreign_keys(http_node: Path, keys: dict[bytes, str]) -> list[str]:
+    """Private keys of the bundle in a node's HTTP seed that are not that node's own: in the files
+    its user-data writes, as PEM or base64 (kubeconfigs embed client-key-data)."""
+    contents = [c for c, _, _ in check.write_files_of((http_node / "user-data").read_bytes()).values()]
+    contents += [(http_node / f).read_bytes() for f in ("meta-data", "network-config", "vendor-data")]
+    return sorted(
+        owner or "the cluster"
+        for pem, owner in keys.items()
+        if owner != http_node.name and any(pem in c or base64.b64encode(pem) in c for c in contents)
+    )
+
+
+def test_http_seeds_carry_no_key_of_the_cluster_or_of_another_node(stacked: Path) -> None:
+    tree = stacked / "ha-stacked"
+    keys = _private_keys(tree / "secrets")
+    for node in sorted((tree / "http").iterdir()):
+        assert _foreign_keys(node, keys) == [], node.name
+
+
+def test_http_tree_publishes_control_planes_when_the_profile_says_so(tmp_path: Path) -> None:
+    """On an isolated provisioning network the profile may serve every seed over HTTP; the scan above
+    then sees the control planes' keys, so it is able to see them."""
+    proc = bake(
+        "-p", "single-master", "--set", "cluster.seed.httpPublishControlPlanes=true", "-q", out=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    tree = tmp_path / "single-master"
+    assert sorted(p.name for p in (tree / "http").iterdir()) == ["cp-1", "worker-1", "worker-2"]
+    assert (tree / "http/cp-1/user-data").read_bytes() == (tree / "nodes/cp-1/user-data").read_bytes()
+    assert "the cluster" in _foreign_keys(tree / "http/cp-1", _private_keys(tree / "secrets"))
+    assert json.loads((tree / "manifest.json").read_text())["httpPublishControlPlanes"] is True
+    check = subprocess.run([*BAKE, "check", str(tree)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+
+
+@pytest.mark.parametrize("publish_first", [False, True])
+def test_only_follows_the_http_rule_for_nodes_it_carries_over(tmp_path: Path, publish_first: bool) -> None:
+    """bake --only keeps the other nodes' files, but their HTTP seeds follow this bake's rule."""
+    switch = "cluster.seed.httpPublishControlPlanes=true"
+    first = ("--set", switch) if publish_first else ()
+    assert bake("-p", "single-master", *first, "-q", out=tmp_path).returncode == 0
+    second = () if publish_first else ("--set", switch)
+    proc = bake("-p", "single-master", "--only", "worker-1", *second, "-q", out=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    tree = tmp_path / "single-master"
+    assert (tree / "http/cp-1").exists() is (not publish_first)
+    entry = json.loads((tree / "manifest.json").read_text())["nodes"][0]
+    assert entry["name"] == "cp-1"
+    assert any(rel.startswith("http/cp-1/") for rel in entry["artifacts"]) is (not publish_first)
+    check = subprocess.run([*BAKE, "check", str(tree)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
 
 
 @pytest.mark.integration
