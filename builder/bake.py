@@ -106,6 +106,7 @@ def cluster_manifest(
         "topology": plan.topology.value,
         "endpoint": plan.api_endpoint().hostport if plan.control_planes else None,
         "discoveryTokenCaCertHash": bundle.discovery_hash,
+        "join": plan.settings.join.value,
         "secretsCreated": datetime.fromtimestamp(bundle.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "certificateAuthorities": [
             {"name": name, "notAfter": ca.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
