@@ -130,6 +130,7 @@ def cluster_manifest(
         # true (packaging.http_published); `bake check` reads it
         "httpPublishControlPlanes": plan.settings.seed.http_publish_control_planes,
         "discoveryTokenCaCertHash": bundle.discovery_hash,
+        "join": plan.settings.join.value,
         "secretsCreated": datetime.fromtimestamp(bundle.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "certificateAuthorities": [
             {"name": name, "notAfter": ca.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}

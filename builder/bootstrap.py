@@ -21,6 +21,7 @@ import yaml
 from cryptography import x509
 
 from . import airgap, images, resources, versions, yamlio
+from .distribute import JOIN_KUBECONFIG_PATH
 from .errors import BakeError, Problem
 from .files import NodeFile, public
 from .host import SYSCTL_PATH, HostPrep
@@ -30,6 +31,7 @@ from .kubeadm_config import (
     ETCD_CA_FILE,
     INIT_CONFIG_PATH,
     JOIN_CONFIG_PATH,
+    joins_with_token,
 )
 from .plan import ClusterPlan, NodePlan, Topology
 from .profile import Cni, Role
@@ -59,6 +61,15 @@ WAIT_PEERS_SECONDS = 3600
 WAIT_ETCD_SECONDS = 900
 # kubectl through the endpoint (the VIP can move while control planes join): retried this long.
 KUBECTL_RETRY_SECONDS = 600
+
+# cluster.join: token. The first control plane keeps the bundle's token alive for nodes that join later:
+# after kubeadm init, then from a timer (at every boot and every JOIN_TOKEN_PERIOD), it re-creates the
+# token with the profile's TTL when it is missing or has less than JOIN_TOKEN_REFRESH_SECONDS left.
+JOIN_TOKEN_UNIT = "bake-join-token"
+JOIN_TOKEN_SERVICE_PATH = f"/etc/systemd/system/{JOIN_TOKEN_UNIT}.service"
+JOIN_TOKEN_TIMER_PATH = f"/etc/systemd/system/{JOIN_TOKEN_UNIT}.timer"
+JOIN_TOKEN_PERIOD = "30min"
+JOIN_TOKEN_REFRESH_SECONDS = 3600  # twice the period: a timer run always comes before the expiry
 
 # A failed run is restarted by systemd (Restart=on-failure, RestartSec), after a delay growing from
 # RETRY_BASE_SECONDS (doubling, at most RETRY_MAX_SECONDS), at most RETRY_MAX_ATTEMPTS times per boot;
@@ -290,6 +301,27 @@ def certificates_not_before(files: Sequence[NodeFile]) -> int | None:
     return latest
 
 
+def join_token_id(node_files: Sequence[NodeFile]) -> str:
+    """The id of the token the node's InitConfiguration lists: the one `kubeadm token create --config`
+    re-creates from that same file, so the script checks exactly that one."""
+    for f in node_files:
+        if f.path == INIT_CONFIG_PATH:
+            for doc in yaml.safe_load_all(f.content):
+                if doc and doc.get("kind") == "InitConfiguration":
+                    return str(doc["bootstrapTokens"][0]["token"]).split(".", 1)[0]
+    raise ValueError(f"no InitConfiguration with a bootstrap token in {INIT_CONFIG_PATH}")
+
+
+def join_credential_not_after(node_files: Sequence[NodeFile]) -> str:
+    """When the node's join credential expires (Unix time), or "" when it joins with the token."""
+    for f in node_files:
+        if f.path == JOIN_KUBECONFIG_PATH:
+            doc = yaml.safe_load(f.content)
+            pem = base64.b64decode(doc["users"][0]["user"]["client-certificate-data"])
+            return str(int(x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()))
+    return ""
+
+
 def env_values(
     plan: ClusterPlan,
     node: NodePlan,
@@ -327,6 +359,8 @@ def env_values(
     external_etcd = role is BootstrapRole.INIT and plan.topology is Topology.EXTERNAL_ETCD
     cni_urls = cni_source.urls(c.cni, node.arch.value) if role is BootstrapRole.INIT and not c.airgap else ()
     fw = prep.firewall
+    keeps_token = role is BootstrapRole.INIT and joins_with_token(plan)
+    join_not_after = join_credential_not_after(node_files) if joining else ""
     values = {
         "BAKE_CLUSTER": plan.name,
         "BAKE_NODE_NAME": node.name,
@@ -382,6 +416,11 @@ def env_values(
         "BAKE_REMOVE_CONTROL_PLANE_TAINT": _yes(
             node.is_control_plane and c.allow_scheduling_on_control_planes
         ),
+        "BAKE_JOIN": c.join.value,
+        "BAKE_JOIN_TOKEN_ID": join_token_id(node_files) if keeps_token else "",
+        "BAKE_JOIN_TOKEN_REFRESH_SECONDS": str(JOIN_TOKEN_REFRESH_SECONDS),
+        "BAKE_JOIN_CREDENTIAL": JOIN_KUBECONFIG_PATH if join_not_after else "",
+        "BAKE_JOIN_NOT_AFTER": join_not_after,
         **gap,
     }
     if role is BootstrapRole.JOIN_CONTROL_PLANE and earlier and ADMIN_CONF_PATH not in paths:
@@ -445,6 +484,11 @@ ENV_NAMES = (
     "BAKE_CNI_CONFIG",
     "BAKE_CILIUM_VERSION",
     "BAKE_REMOVE_CONTROL_PLANE_TAINT",
+    "BAKE_JOIN",
+    "BAKE_JOIN_TOKEN_ID",
+    "BAKE_JOIN_TOKEN_REFRESH_SECONDS",
+    "BAKE_JOIN_CREDENTIAL",
+    "BAKE_JOIN_NOT_AFTER",
     *AIRGAP_NAMES,
 )
 """The fixed set of names the script reads (it runs with `set -u`: a missing one stops it)."""
@@ -501,6 +545,7 @@ def script_text() -> str:
             sysctl_file=SYSCTL_PATH,
             attempts_file=ATTEMPTS_PATH,
             give_up_status=GIVE_UP_STATUS,
+            join_token_timer=f"{JOIN_TOKEN_UNIT}.timer",
         )
     )
 
@@ -541,6 +586,37 @@ def unit_text() -> str:
     )
 
 
+def join_token_units() -> tuple[str, str]:
+    """The service and timer that keep the join token alive on the first control plane (cluster.join:
+    token). The bootstrap enables the timer once `kubeadm init` is done; the service does nothing before."""
+    service = (
+        "[Unit]\n"
+        "Description=bake: keep the bootstrap token alive for nodes that join later (cluster.join: token)\n"
+        "Documentation=file:///var/log/bake/bootstrap.log\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target\n"
+        f"ConditionPathExists={STEPS_DIR}/kubeadm-init.done\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"ExecStart={SCRIPT_PATH} join-token\n"
+        "StandardOutput=journal\n"
+        "StandardError=journal\n"
+    )
+    timer = (
+        "[Unit]\n"
+        "Description=bake: re-create the bootstrap token when it is missing or about to expire\n"
+        "\n"
+        "[Timer]\n"
+        "OnBootSec=2min\n"
+        f"OnUnitActiveSec={JOIN_TOKEN_PERIOD}\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+    return service, timer
+
+
 def bootstrap_files(
     plan: ClusterPlan,
     node: NodePlan,
@@ -560,4 +636,7 @@ def bootstrap_files(
         cni_file = cni_config_file(plan)
         if cni_file is not None:
             files.append(cni_file)
+        if values["BAKE_JOIN_TOKEN_ID"]:
+            service, timer = join_token_units()
+            files += [public(JOIN_TOKEN_SERVICE_PATH, service), public(JOIN_TOKEN_TIMER_PATH, timer)]
     return files

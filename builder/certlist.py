@@ -292,3 +292,24 @@ def kubeconfig_client(kind: str, node_name: str) -> CertSpec:
     else:
         raise ValueError(f"unknown kubeconfig kind {kind!r}; expected one of {', '.join(KUBECONFIG_KINDS)}")
     return CertSpec(name=f"{kind}.conf", base=f"kubeconfig/{kind}", cn=cn, orgs=orgs, usages=_CLIENT, ca="ca")
+
+
+JOIN_CREDENTIAL = "join.conf"
+
+
+def join_client(node_name: str) -> CertSpec:
+    """The per-node join credential (cluster.join: certificate): kubelet's own identity, system:node:<name>
+    in system:nodes, embedded in the discovery kubeconfig a joining node hands to `kubeadm join`.
+
+    kubeadm uses a discovery file's embedded credentials for the TLS bootstrap (discovery.For); the kubelet's
+    CSR from system:node:<name> is then auto-approved as `selfnodeclient` (kubeadm binds that for
+    system:nodes), and the Node authorizer confines the credential to that one node.
+    """
+    return CertSpec(
+        name=JOIN_CREDENTIAL,
+        base="kubeconfig/join",
+        cn=f"system:node:{node_name}",
+        orgs=(NODES_GROUP,),
+        usages=_CLIENT,
+        ca="ca",
+    )

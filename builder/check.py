@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
-from . import iso, packaging, secrets
+from . import certlist, iso, packaging, pki, secrets
+from .distribute import JOIN_KUBECONFIG_PATH
 from .errors import BakeError
 from .files import sha256_file
+from .kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
 
 EXPIRY_WARNING = timedelta(days=30)
 PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
@@ -43,7 +47,8 @@ DETECTORS: dict[str, str] = {
     "bundle-missing": "there is no secrets bundle",
     "discovery-hash": "the manifest's discovery hash is not the hash of secrets/pki/ca.crt",
     "cert-expired": "a certificate of the bundle has expired",
-    "cert-expiring": "a certificate of the bundle expires within 30 days (warning)",
+    "cert-expiring": "a certificate of the bundle expires within 30 days, or the last third of its "
+    "lifetime (warning)",
     "seed-missing": "a node's user-data, meta-data or network-config is missing",
     "iso-unreadable": "a node's seed.iso cannot be read",
     "iso-differs": "a file in a node's seed.iso differs from the node's seed file",
@@ -58,6 +63,10 @@ DETECTORS: dict[str, str] = {
     "worker-ca-crt": "a worker holds /etc/kubernetes/pki/ca.crt",
     "ca-key-role": "a node other than a control plane holds the cluster CA key",
     "etcd-ca-key-role": "a node other than a stacked control plane holds the etcd CA key",
+    "join-token-holder": "a node holds the bootstrap token but does not join with it "
+    "(cluster.join: certificate, or an etcd member)",
+    "join-credential": "a joining node's join credential is missing, or is not its own system:node identity "
+    "signed by the cluster CA (cluster.join: certificate)",
     "schema": "cloud-init schema rejects a user-data",
     "schema-unavailable": "cloud-init is not installed, the schema is not checked (warning)",
 }
@@ -111,11 +120,15 @@ def _known(check: str) -> str:
     return check
 
 
-def _expiry(report: Report, where: str, not_after: datetime, now: datetime) -> None:
+def _expiry(report: Report, where: str, cert: x509.Certificate, now: datetime) -> None:
+    """Expired, or inside the window in which a bake re-issues it (secrets.RENEW_BEFORE, or the last
+    third of a short-lived certificate such as a join credential)."""
+    not_after = cert.not_valid_after_utc
+    soon = min(EXPIRY_WARNING, (not_after - cert.not_valid_before_utc) / 3)
     if not_after <= now:
         report.error("cert-expired", where, f"expired on {not_after:%Y-%m-%d}")
-    elif not_after - now < EXPIRY_WARNING:
-        report.warn("cert-expiring", where, f"expires on {not_after:%Y-%m-%d}, in less than 30 days")
+    elif not_after - now < soon:
+        report.warn("cert-expiring", where, f"expires on {not_after:%Y-%m-%d}, in less than {soon.days} days")
 
 
 def write_files_of(user_data: bytes) -> dict[str, tuple[bytes, str, str]]:
@@ -253,8 +266,69 @@ def _node(
             report.error(
                 "key-permissions", f"nodes/{name}:{path}", f"private key written with permissions {perms!r}"
             )
+    _join_secrets(name, role, str(manifest.get("join", "token")), files, bundle, report)
     _role_secrets(name, role, topology, files, bundle, report)
     return base / "user-data"
+
+
+def _join_secrets(
+    name: str,
+    role: str,
+    join: str,
+    files: dict[str, tuple[bytes, str, str]],
+    bundle: secrets.Bundle | None,
+    report: Report,
+) -> None:
+    """Who may hold the bootstrap token, and each joining node's own credential (README, secrets table).
+
+    The first control plane always lists the token (kubeadm init creates one whatever the mode; with
+    certificates it is inert, 1s TTL); other nodes hold it only when they join with it (cluster.join: token).
+    """
+    where = f"nodes/{name}"
+    init = INIT_CONFIG_PATH in files
+    joins = JOIN_CONFIG_PATH in files
+    if bundle is not None:
+        secret_part = bundle.token.split(".", 1)[-1].encode()
+        holds = [path for path, (content, _, _) in files.items() if secret_part in content]
+        if holds and not (init or (join == "token" and joins)):
+            why = (
+                "an etcd member"
+                if role == "etcd"
+                else f"it joins with its own credential (cluster.join: {join})"
+            )
+            report.error(
+                "join-token-holder", where, f"holds the bootstrap token in {', '.join(holds)}, but {why}"
+            )
+    if join != "certificate" or not joins:
+        return
+    if JOIN_KUBECONFIG_PATH not in files:
+        report.error("join-credential", where, f"joins with a certificate but has no {JOIN_KUBECONFIG_PATH}")
+        return
+    problem = _join_credential_problem(name, files[JOIN_KUBECONFIG_PATH][0], bundle)
+    if problem:
+        report.error("join-credential", f"{where}:{JOIN_KUBECONFIG_PATH}", problem)
+
+
+def _join_credential_problem(name: str, content: bytes, bundle: secrets.Bundle | None) -> str:
+    try:
+        doc = yaml.safe_load(content)
+        user = doc["users"][0]["user"]
+        cert = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
+        ca_pem = base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"])
+    except (yaml.YAMLError, KeyError, IndexError, TypeError, ValueError, binascii.Error) as exc:
+        return f"not a kubeconfig with a client certificate: {exc}"
+    spec = certlist.join_client(name)
+    cn = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    if cn != [spec.cn] or orgs != list(spec.orgs):
+        return f"its certificate is for CN={','.join(cn)} O={','.join(orgs)}, not {spec.cn} in {spec.orgs[0]}"
+    if bundle is not None:
+        ca = bundle.cas["ca"]
+        if ca_pem.strip() != ca.cert_pem.strip():
+            return "it does not pin the cluster CA of the bundle"
+        if pki.verify_reuse(spec, cert, pki.load_key(base64.b64decode(user["client-key-data"])), ca.cert):
+            return "its certificate is not signed by the cluster CA, has expired, or does not match its key"
+    return ""
 
 
 def _role_secrets(
@@ -320,10 +394,10 @@ def check_tree(tree: Path, now: datetime | None = None) -> Report:
                 "discovery-hash", "manifest.json", "discovery hash does not match secrets/pki/ca.crt"
             )
         for name, ca in bundle.cas.items():
-            _expiry(report, f"secrets/{name}", ca.cert.not_valid_after_utc, now)
+            _expiry(report, f"secrets/{name}", ca.cert, now)
         for owner, leaves in bundle.leaves.items():
             for name, held in leaves.items():
-                _expiry(report, f"secrets/nodes/{owner}/{name}", held.cert.not_valid_after_utc, now)
+                _expiry(report, f"secrets/nodes/{owner}/{name}", held.cert, now)
         report.ok("secrets", "bundle consistent: keys match certificates, leaves chain to their CAs")
     user_data = []
     for node in manifest.get("nodes", []):

@@ -4,6 +4,7 @@ The per-role table is in the README ("PKI and secrets"). In short: workers get n
 preflight rejects pki/ca.crt), external etcd members get only their etcd leaves and the etcd CA
 certificate, control planes get the CA keys kubeadm's join needs (`SharedCertificateExists`) except
 the etcd CA key with external etcd; super-admin.conf and kubelet.conf exist only on the init node.
+With cluster.join: certificate, every joining node also gets its own join credential (JOIN_KUBECONFIG_PATH).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from . import certlist, pki
 from .files import NodeFile, public, secret
 from .plan import ClusterPlan, Endpoint, NodePlan, Topology
 from .profile import Role
-from .secrets import OPERATOR, Bundle, required_specs
+from .secrets import OPERATOR, Bundle, joins_with_certificate, required_specs
 from .yamlio import dump
 
 PKI_DIR = "/etc/kubernetes/pki"
+# The discovery kubeconfig of `kubeadm join` (discovery.file) with the node's join credential. Outside
+# /etc/kubernetes: kubeadm writes its own bootstrap-kubelet.conf from it; `kubeadm reset` never touches it.
+JOIN_KUBECONFIG_PATH = "/etc/bake/join.conf"
 KUBECONFIG_FILES = {
     "admin": "admin.conf",
     "super-admin": "super-admin.conf",
@@ -35,7 +39,15 @@ def _kubeconfig_server(plan: ClusterPlan, node: NodePlan, kind: str) -> Endpoint
 
 
 def kubeconfig_bytes(plan: ClusterPlan, bundle: Bundle, owner: str, kind: str, server: Endpoint) -> bytes:
-    spec = certlist.kubeconfig_client(kind, owner)
+    return _kubeconfig(plan, bundle, owner, certlist.kubeconfig_client(kind, owner), server)
+
+
+def join_kubeconfig_bytes(plan: ClusterPlan, bundle: Bundle, node: NodePlan) -> bytes:
+    """The node's discovery kubeconfig: the stable endpoint, the cluster CA pinned, its join credential."""
+    return _kubeconfig(plan, bundle, node.name, certlist.join_client(node.name), plan.api_endpoint())
+
+
+def _kubeconfig(plan: ClusterPlan, bundle: Bundle, owner: str, spec: pki.CertSpec, server: Endpoint) -> bytes:
     held = bundle.leaf(owner, spec.name)
     config = pki.kubeconfig(
         cluster_name=plan.name,
@@ -55,9 +67,11 @@ def operator_admin_conf(plan: ClusterPlan, bundle: Bundle) -> bytes:
 
 def node_pki_files(plan: ClusterPlan, node: NodePlan, bundle: Bundle) -> list[NodeFile]:
     """Every certificate, key and kubeconfig this node gets, at kubeadm's paths and modes."""
-    if node.role is Role.WORKER:
-        return []
     files: list[NodeFile] = []
+    if joins_with_certificate(plan, node):
+        files.append(secret(JOIN_KUBECONFIG_PATH, join_kubeconfig_bytes(plan, bundle, node)))
+    if node.role is Role.WORKER:
+        return files
     cas = bundle.cas
     if node.role is Role.CONTROL_PLANE:
         files += [

@@ -18,6 +18,14 @@ Upstream facts relied on (see kubeadm-spec.md sections 2, 4 and 6):
 - The profile was validated when it was loaded (builder/validation.py): feature gates, kubelet
   configuration fields, kubelet flags and labels are not checked again here.
 - `nodeRegistration.taints` has no omitempty: absent means "kubeadm's control-plane taint", `[]` none.
+- Join credentials (cluster.join). `certificate`: `discovery.file.kubeConfigPath` names the node's baked
+  kubeconfig; kubeadm validates the server against its CA and, the file carrying credentials
+  (`HasAuthenticationCredentials`), uses them for the TLS bootstrap (discovery.For in
+  cmd/kubeadm/app/discovery/discovery.go); no tlsBootstrapToken. `kubeadm init` always creates the
+  InitConfiguration's bootstrap tokens, and one random 24h token when none is listed
+  (SetDefaults_BootstrapTokens), so the init node lists the bundle's token with a TTL of 1s: it is
+  expired before anyone could use it, and kube-controller-manager's tokencleaner deletes it.
+  `token`: token discovery pinned to the CA hash, the token also being the TLS bootstrap token.
 """
 
 from __future__ import annotations
@@ -27,10 +35,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import images, kubeadm_schema, versions, yamlio
+from .distribute import JOIN_KUBECONFIG_PATH
 from .errors import BakeError, Problem
 from .files import NodeFile, secret
 from .plan import API_PORT, ClusterPlan, NodePlan, Topology
-from .profile import Arg, Role, Runtime, deep_merge, duration_seconds
+from .profile import Arg, JoinCredential, Role, Runtime, deep_merge, duration_seconds
 
 INIT_CONFIG_PATH = "/run/kubeadm/kubeadm.yaml"
 JOIN_CONFIG_PATH = "/run/kubeadm/kubeadm-join-config.yaml"
@@ -52,6 +61,9 @@ CRI_SOCKETS: Mapping[Runtime, str] = {
 # kubeadm's defaults for a bootstrap token (cmd/kubeadm/app/apis/bootstraptoken/v1 defaults.go).
 TOKEN_USAGES = ("signing", "authentication")
 TOKEN_GROUPS = ("system:bootstrappers:kubeadm:default-node-token",)
+# cluster.join: certificate: the TTL of the one token kubeadm init insists on creating (see above).
+# 0 would mean "never expires" to kubeadm; 1s is the shortest TTL it can express.
+INERT_TOKEN_TTL = "1s"
 DISCOVERY_TIMEOUT = "5m0s"  # kubeadm's default, written out so a join never waits longer
 CONTROL_PLANE_HEALTH_CHECK_SECONDS = 240  # kubeadm's default controlPlaneComponentHealthCheck (4m)
 # The v1beta4 `timeouts` each command reads (cluster.kubeadmTimeouts): init waits for the kubelet, the
@@ -285,13 +297,14 @@ def init_configuration(plan: ClusterPlan, node: NodePlan, token: str) -> dict[st
         raise BakeError(
             [Problem(f"nodes[{_node_index(plan, node)}]", f"{node.name} does not run kubeadm init")]
         )
+    ttl = plan.settings.token_ttl if joins_with_token(plan) else INERT_TOKEN_TTL
     doc: dict[str, Any] = {
         "apiVersion": KUBEADM_API,
         "kind": "InitConfiguration",
         "bootstrapTokens": [
             {
                 "token": token,
-                "ttl": go_duration_text(plan.settings.token_ttl),
+                "ttl": go_duration_text(ttl),
                 "usages": list(TOKEN_USAGES),
                 "groups": list(TOKEN_GROUPS),
             }
@@ -305,9 +318,26 @@ def init_configuration(plan: ClusterPlan, node: NodePlan, token: str) -> dict[st
     return doc
 
 
-def join_configuration(plan: ClusterPlan, node: NodePlan, token: str, ca_hash: str) -> dict[str, Any]:
+def joins_with_token(plan: ClusterPlan) -> bool:
+    return plan.settings.join is JoinCredential.TOKEN
+
+
+def discovery(plan: ClusterPlan, token: str, ca_hash: str) -> dict[str, Any]:
+    """The JoinConfiguration's discovery: the node's own credential file, or the shared token."""
+    if not joins_with_token(plan):
+        return {"file": {"kubeConfigPath": JOIN_KUBECONFIG_PATH}}
     check_token(token)
     check_ca_hash(ca_hash)
+    return {
+        "bootstrapToken": {
+            "apiServerEndpoint": plan.api_endpoint().hostport,
+            "token": token,
+            "caCertHashes": [ca_hash],
+        }
+    }
+
+
+def join_configuration(plan: ClusterPlan, node: NodePlan, token: str, ca_hash: str) -> dict[str, Any]:
     if node.role is Role.ETCD or node.is_init:
         raise BakeError(
             [Problem(f"nodes[{_node_index(plan, node)}]", f"{node.name} does not run kubeadm join")]
@@ -316,13 +346,7 @@ def join_configuration(plan: ClusterPlan, node: NodePlan, token: str, ca_hash: s
         "apiVersion": KUBEADM_API,
         "kind": "JoinConfiguration",
         "nodeRegistration": node_registration(plan, node),
-        "discovery": {
-            "bootstrapToken": {
-                "apiServerEndpoint": plan.api_endpoint().hostport,
-                "token": token,
-                "caCertHashes": [ca_hash],
-            }
-        },
+        "discovery": discovery(plan, token, ca_hash),
     }
     if node.is_control_plane:
         # No certificateKey: ca, sa, front-proxy-ca (and etcd-ca when stacked) are pre-placed on disk.

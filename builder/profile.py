@@ -203,6 +203,19 @@ class ContainerdRepository(Model):
     package: str = Field(default="containerd.io", pattern=r"^[a-z0-9][a-z0-9.+-]*$")
 
 
+class JoinCredential(StrEnum):
+    """How joining nodes authenticate to the cluster the first time (`cluster.join`).
+
+    `certificate`: each joining node carries its own client certificate (system:node:<name>, valid for
+    `cluster.joinWindow`) in a discovery kubeconfig that pins the cluster CA; no bootstrap token exists
+    after `kubeadm init`. `token`: kubeadm's shared bootstrap token with the CA hash pinned, kept alive
+    by the first control plane.
+    """
+
+    CERTIFICATE = "certificate"
+    TOKEN = "token"
+
+
 class LoadBalancerKind(StrEnum):
     NONE = "none"
     KUBE_VIP = "kube-vip"
@@ -404,6 +417,8 @@ class Cluster(Model):
     certificate_validity_period: Duration = "8760h"
     ca_certificate_validity_period: Duration = "87600h"
     token_ttl: Duration = Field(default="24h", alias="tokenTTL")
+    join: JoinCredential = JoinCredential.CERTIFICATE
+    join_window: Duration = "720h"
     api_server: ApiServer = Field(default_factory=ApiServer)
     controller_manager: Component = Field(default_factory=Component)
     scheduler: Component = Field(default_factory=Component)
@@ -417,6 +432,18 @@ class Cluster(Model):
     images: dict[str, ImageOverride] = Field(default_factory=dict)
     airgap: Airgap | None = None
     registry_mirrors: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("join_window")
+    @classmethod
+    def _join_window(cls, v: str) -> str:
+        if duration_seconds(v) < 3600:
+            raise PydanticCustomError(
+                "duration",
+                "{value}: the join window is how long after the bake a node may first join; "
+                "give at least 1h (e.g. 720h)",
+                {"value": repr(v)},
+            )
+        return v
 
     @field_validator("dns_domain")
     @classmethod

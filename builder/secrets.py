@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from . import certlist, pki
 from .errors import Problem, SecretsError
 from .plan import ClusterPlan, NodePlan, Topology
-from .profile import Role, duration_seconds
+from .profile import JoinCredential, Role, duration_seconds
 
 BUNDLE_FORMAT = 1
 RENEW_BEFORE = timedelta(days=30)
@@ -100,6 +100,8 @@ def required_specs(plan: ClusterPlan, node: NodePlan) -> list[pki.CertSpec]:
         ]
         kinds = KUBECONFIG_KINDS_INIT if node.is_init else KUBECONFIG_KINDS_JOIN
         specs += [certlist.kubeconfig_client(kind, node.name) for kind in kinds]
+    if joins_with_certificate(plan, node):
+        specs.append(certlist.join_client(node.name))
     runs_etcd = (
         node.role is Role.CONTROL_PLANE and plan.topology is Topology.STACKED
     ) or node.role is Role.ETCD
@@ -110,6 +112,14 @@ def required_specs(plan: ClusterPlan, node: NodePlan) -> list[pki.CertSpec]:
             certlist.etcd_healthcheck_client(),
         ]
     return specs
+
+
+def joins_with_certificate(plan: ClusterPlan, node: NodePlan) -> bool:
+    """Workers and joining control planes run `kubeadm join`; with cluster.join: certificate each one gets
+    its own credential. Joining control planes too: they then need no token either, so no bootstrap token
+    is alive in the cluster at all (and the credential adds nothing to what a control plane holds)."""
+    joins = node.role is Role.WORKER or (node.role is Role.CONTROL_PLANE and not node.is_init)
+    return joins and plan.settings.join is JoinCredential.CERTIFICATE
 
 
 def operator_specs() -> list[pki.CertSpec]:
@@ -127,6 +137,15 @@ def _validity(plan: ClusterPlan) -> tuple[timedelta, timedelta]:
         timedelta(seconds=duration_seconds(s.certificate_validity_period)),
         timedelta(seconds=duration_seconds(s.ca_certificate_validity_period)),
     )
+
+
+def join_window(plan: ClusterPlan) -> timedelta:
+    """How long a join credential is valid from its issue: the time a node has to join for the first time."""
+    return timedelta(seconds=duration_seconds(plan.settings.join_window))
+
+
+def _leaf_validity(plan: ClusterPlan, spec: pki.CertSpec) -> timedelta:
+    return join_window(plan) if spec.name == certlist.JOIN_CREDENTIAL else _validity(plan)[0]
 
 
 def new_bundle(plan: ClusterPlan, now: datetime) -> Bundle:
@@ -155,12 +174,17 @@ def _issue(spec: pki.CertSpec, bundle: Bundle, now: datetime, validity: timedelt
     return Issued.from_objects(cert, key)
 
 
-def _reuse_problems(spec: pki.CertSpec, held: Issued, bundle: Bundle, now: datetime) -> list[str]:
+def _reuse_problems(
+    spec: pki.CertSpec, held: Issued, bundle: Bundle, now: datetime, plan: ClusterPlan
+) -> list[str]:
     assert spec.ca is not None
     problems = pki.verify_reuse(
         spec, held.cert, held.key, bundle.cas[spec.ca].cert, now=now, algorithm=bundle.algorithm
     )
     lifetime = held.cert.not_valid_after_utc - held.cert.not_valid_before_utc
+    if spec.name == certlist.JOIN_CREDENTIAL and lifetime != join_window(plan) + pki.CERTIFICATE_BACKDATE:
+        # a shorter window is a security decision: it must hold for credentials already issued
+        problems.append(f"cluster.joinWindow is now {plan.settings.join_window}")
     # renew inside the last 30 days, or the last third for short-lived certificates (else every bake would)
     if not problems and held.cert.not_valid_after_utc - now < min(RENEW_BEFORE, lifetime / 3):
         problems.append(f"expires {held.cert.not_valid_after_utc:%Y-%m-%d}")
@@ -211,7 +235,6 @@ def reconcile(
         if rotate_token:
             bundle.token = pki.generate_token()
             changes.append(Change("bundle", "rotated the bootstrap token"))
-    validity, _ = _validity(plan)
     old_leaves: Mapping[str, dict[str, Issued]] = {} if existing is None or rotate_ca else existing.leaves
     wanted: dict[str, list[pki.CertSpec]] = {n.name: required_specs(plan, n) for n in plan.nodes}
     if plan.control_planes:
@@ -226,14 +249,14 @@ def reconcile(
         for spec in specs:
             current = held.get(spec.name)
             if current is not None:
-                problems = _reuse_problems(spec, current, bundle, now)
+                problems = _reuse_problems(spec, current, bundle, now, plan)
                 if not problems:
                     issued[spec.name] = current
                     continue
                 changes.append(Change(owner, f"re-issued {spec.name}: " + "; ".join(problems)))
             elif existing is not None and not rotate_ca:
                 changes.append(Change(owner, f"issued {spec.name}"))
-            issued[spec.name] = _issue(spec, bundle, now, validity)
+            issued[spec.name] = _issue(spec, bundle, now, _leaf_validity(plan, spec))
         for name in sorted(set(held) - {s.name for s in specs}):
             changes.append(Change(owner, f"dropped {name} (no longer needed)"))
         if issued:

@@ -17,15 +17,17 @@ import subprocess
 import textwrap
 import tomllib
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder import bootstrap, cloudinit, host
+from builder import bootstrap, cloudinit, distribute, host
 from builder.bootstrap import BootstrapRole
 from builder.files import NodeFile, public, secret
 from builder.plan import ClusterPlan, NodePlan, build_plan
@@ -362,6 +364,10 @@ kubeadm)
     esac
     ;;
 kubectl)
+    if [[ " $* " == *" get secret bootstrap-token-"* ]]; then  # "<name> <base64 expiration>", or nothing
+        if [[ -s /run/stub-token-secret ]]; then cat /run/stub-token-secret; fi
+        exit 0
+    fi
     if [[ " $* " == *" jsonpath="* ]]; then printf 'True'; fi
     if [[ " $* " == *" daemonset cilium "* ]]; then exit 1; fi
     if [[ " $* " == *" apply "* && -s /run/stub-kubectl-apply-failures ]]; then
@@ -1014,6 +1020,132 @@ def test_test_stop_can_make_the_first_failure_final(can_sandbox: None, tmp_path:
     )
     assert sb.rcs == [bootstrap.GIVE_UP_STATUS], sb.text("stdout.log")
     assert "giving up after 1 failed attempts in this boot" in sb.text("bootstrap.log")
+
+
+# --------------------------------------------------------------------------------------------------
+# join credentials (cluster.join): what each role's seed holds, and the token kept alive in token mode
+
+
+def _real_files(
+    baked: Any, profile: str, node: str, *sets: str
+) -> tuple[ClusterPlan, Any, dict[str, NodeFile]]:
+    plan, bundle = baked(profile, "cluster.encryptionAlgorithm=ECDSA-P256", *sets)
+    n = plan.node(node)
+    files = cloudinit.node_files(
+        plan, n, pki_files=distribute.node_pki_files(plan, n, bundle), token=bundle.token,
+        ca_hash=bundle.discovery_hash,
+    )  # fmt: skip
+    return plan, bundle, {f.path: f for f in files}
+
+
+def _env_of(files: dict[str, NodeFile]) -> dict[str, str]:
+    return dict(
+        shlex.split(line)[0].split("=", 1)
+        for line in files[bootstrap.ENV_PATH].content.decode().splitlines()[1:]
+    )
+
+
+def test_certificate_mode_seeds_hold_no_live_token(baked: Any) -> None:
+    """Joining nodes hold their own credential and no token; the init node's token is the inert one."""
+    for node in ("worker-1", "worker-2"):
+        _, bundle, files = _real_files(baked, "single-master", node)
+        secret_part = bundle.token.split(".")[1].encode()
+        assert not [p for p, f in files.items() if secret_part in f.content], node
+        env = _env_of(files)
+        assert env["BAKE_JOIN"] == "certificate" and env["BAKE_JOIN_TOKEN_ID"] == ""
+        assert env["BAKE_JOIN_CREDENTIAL"] == "/etc/bake/join.conf"
+        leaf = bundle.leaf(node, "join.conf").cert
+        assert env["BAKE_JOIN_NOT_AFTER"] == str(int(leaf.not_valid_after_utc.timestamp()))
+        assert files["/etc/bake/join.conf"].mode == 0o600
+    _, bundle, files = _real_files(baked, "single-master", "cp-1")
+    env = _env_of(files)
+    assert env["BAKE_JOIN_TOKEN_ID"] == "" and env["BAKE_JOIN_NOT_AFTER"] == ""
+    assert bootstrap.JOIN_TOKEN_TIMER_PATH not in files and bootstrap.JOIN_TOKEN_SERVICE_PATH not in files
+    assert "ttl: 1s" in files["/run/kubeadm/kubeadm.yaml"].content.decode()
+
+
+def test_token_mode_first_control_plane_keeps_the_token(baked: Any) -> None:
+    _, bundle, files = _real_files(baked, "single-master", "cp-1", "cluster.join=token")
+    env = _env_of(files)
+    assert env["BAKE_JOIN"] == "token" and env["BAKE_JOIN_TOKEN_ID"] == bundle.token.split(".")[0]
+    assert "ttl: 24h0m0s" in files["/run/kubeadm/kubeadm.yaml"].content.decode()
+    timer = files[bootstrap.JOIN_TOKEN_TIMER_PATH].content.decode()
+    service = files[bootstrap.JOIN_TOKEN_SERVICE_PATH].content.decode()
+    assert "OnBootSec=" in timer and "OnUnitActiveSec=30min" in timer and "WantedBy=timers.target" in timer
+    assert "ExecStart=/usr/local/sbin/bake-bootstrap join-token" in service
+    assert "ConditionPathExists=/var/lib/bake/steps/kubeadm-init.done" in service
+    _, _, worker = _real_files(baked, "single-master", "worker-1", "cluster.join=token")
+    assert "/etc/bake/join.conf" not in worker
+    assert _env_of(worker)["BAKE_JOIN_TOKEN_ID"] == "" and _env_of(worker)["BAKE_JOIN_NOT_AFTER"] == ""
+    assert bundle.token.encode() in worker["/run/kubeadm/kubeadm-join-config.yaml"].content
+
+
+def _expiring_in(seconds: int, token_id: str) -> str:
+    when = datetime.now(UTC) + timedelta(seconds=seconds)
+    return (
+        f"bootstrap-token-{token_id} "
+        + base64.b64encode(when.strftime("%Y-%m-%dT%H:%M:%SZ").encode()).decode()
+    )
+
+
+@pytest.mark.integration
+def test_join_token_is_recreated_when_missing_or_expiring(can_sandbox: None, tmp_path: Path) -> None:
+    plan = _plan("single-master", "cluster.packages.mode=prebaked", "cluster.join=token")
+    sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("cp-1")), plan)
+    token_id = TOKEN.split(".")[0]
+    sb.run(
+        f"""
+        join_token() {{
+            echo "=== run" >>/var/tmp/stub-calls.log
+            /usr/local/sbin/bake-bootstrap join-token >>"$S/out/stdout.log" 2>&1 ||
+                echo "rc=$?" >>"$S/out/stdout.log"
+        }}
+        mkdir -p /var/lib/bake/steps && touch /var/lib/bake/steps/kubeadm-init.done
+        join_token
+        printf '%s' {shlex.quote(_expiring_in(7200, token_id))} >/run/stub-token-secret
+        join_token
+        printf '%s' {shlex.quote(_expiring_in(1800, token_id))} >/run/stub-token-secret
+        join_token
+        printf 'bootstrap-token-{token_id} ' >/run/stub-token-secret
+        join_token
+        reboot
+        rm -f /run/kubeadm/kubeadm.yaml
+        join_token
+        """
+    )
+    assert "rc=" not in sb.text("stdout.log"), sb.text("stdout.log")
+    created = [[c for c in run if c.startswith("kubeadm token")] for run in sb.runs]
+    recreate = [f"kubeadm token delete {token_id}", "kubeadm token create --config /run/kubeadm/kubeadm.yaml"]
+    # missing: created; 2h left: kept; 30 min left: created again; no expiration (TTL 0): kept;
+    # after a reboot (/run emptied) the config is restored first, the token is missing again
+    assert created == [recreate, [], recreate, [], recreate]
+    log = sb.text("bootstrap.log")
+    assert "does not exist (expired?): creating it again with the profile's TTL" in log
+    assert TOKEN.split(".")[1] not in log  # the token itself is never logged
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("offset", "expired"), [(-60, True), (3600, False)])
+def test_an_expired_join_credential_is_reported_before_kubeadm(
+    can_sandbox: None, tmp_path: Path, offset: int, expired: bool
+) -> None:
+    sb = _sandbox(tmp_path, "single-master", "worker-1")
+    sb.set_env(
+        BAKE_JOIN_CREDENTIAL="/etc/bake/join.conf",
+        BAKE_JOIN_NOT_AFTER=str(int(datetime.now(UTC).timestamp()) + offset),
+    )
+    sb.run(
+        f"""
+        printf 'after-waits\\nwait-seconds=1\\nattempts=1\\n' >{bootstrap.TEST_STOP_PATH}
+        run
+        """
+    )
+    log = sb.text("bootstrap.log")
+    if expired:
+        assert sb.rcs == [bootstrap.GIVE_UP_STATUS], sb.text("stdout.log")
+        assert "join credential /etc/bake/join.conf expired at" in log and "re-seed this node" in log
+    else:
+        assert sb.rcs == [0] and "TEST STOP" in log and "expired" not in log
 
 
 # --------------------------------------------------------------------------------------------------

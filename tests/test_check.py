@@ -25,6 +25,9 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from builder import check, cli, iso
 
@@ -399,6 +402,94 @@ def _etcd_ca_key_on_etcd_member(t: Path) -> list[tuple[str, str]]:
     return [_exact("nodes/etcd-1", "an etcd member of a external-etcd cluster holds the etcd CA key")]
 
 
+JOIN_CONF = "/etc/bake/join.conf"
+
+
+def _token(t: Path) -> bytes:
+    return (t / "secrets/token").read_bytes()
+
+
+def _token_on_worker(t: Path) -> list[tuple[str, str]]:
+    """cluster.join: certificate (the default): a worker holding the shared token is a finding."""
+    _add_file(t, "worker-1", "/etc/bake/token", _token(t))
+    why = "it joins with its own credential (cluster.join: certificate)"
+    return [_exact("nodes/worker-1", f"holds the bootstrap token in /etc/bake/token, but {why}")]
+
+
+def _token_on_etcd_member(t: Path) -> list[tuple[str, str]]:
+    _add_file(t, "etcd-2", "/root/join", b"kubeadm join --token " + _token(t))
+    return [_exact("nodes/etcd-2", "holds the bootstrap token in /root/join, but an etcd member")]
+
+
+def _replace_file(t: Path, node: str, path: str, content: bytes | None) -> None:
+    """Change (or with None drop) a write_files entry, and the manifest with it."""
+    doc = _user_data(t, node)
+    if content is None:
+        doc["write_files"] = [e for e in doc["write_files"] if e["path"] != path]
+    else:
+        entry = _entry(doc, path)
+        entry["encoding"], entry["content"] = "b64", base64.b64encode(content).decode()
+    _set_user_data(t, node, _dump(doc))
+    data = _manifest(t)
+    files = _manifest_node(data, node)["files"]
+    (f,) = [f for f in files if f["path"] == path]
+    if content is None:
+        files.remove(f)
+    else:
+        f["sha256"] = hashlib.sha256(content).hexdigest()
+    _save_manifest(t, data)
+
+
+def _join_conf_of_another_node(t: Path) -> list[tuple[str, str]]:
+    """A seed copied across nodes: worker-1 would join as worker-2."""
+    other = check.write_files_of((t / "nodes/worker-2/user-data").read_bytes())[JOIN_CONF][0]
+    _replace_file(t, "worker-1", JOIN_CONF, other)
+    message = (
+        "its certificate is for CN=system:node:worker-2 O=system:nodes, "
+        "not system:node:worker-1 in system:nodes"
+    )
+    return [_exact(f"nodes/worker-1:{JOIN_CONF}", message)]
+
+
+def _join_conf_missing(t: Path) -> list[tuple[str, str]]:
+    _replace_file(t, "cp-2", JOIN_CONF, None)
+    return [_exact("nodes/cp-2", f"joins with a certificate but has no {JOIN_CONF}")]
+
+
+def _join_conf_foreign_ca(t: Path) -> list[tuple[str, str]]:
+    """The node's own identity, but signed by a CA the cluster does not know (here: the etcd CA)."""
+    ours = yaml.safe_load(check.write_files_of((t / "nodes/worker-2/user-data").read_bytes())[JOIN_CONF][0])
+    key = ec.generate_private_key(ec.SECP256R1())
+    etcd_ca = x509.load_pem_x509_certificate((t / "secrets/pki/etcd/ca.crt").read_bytes())
+    etcd_key = serialization.load_pem_private_key((t / "secrets/pki/etcd/ca.key").read_bytes(), None)
+    assert isinstance(etcd_key, ec.EllipticCurvePrivateKey)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "system:node:worker-2"),
+        ]
+    )
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder(
+            issuer_name=etcd_ca.subject, subject_name=name, public_key=key.public_key(), serial_number=7,
+            not_valid_before=now - timedelta(minutes=5), not_valid_after=now + timedelta(days=30),
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(etcd_key, hashes.SHA256())
+    )  # fmt: skip
+    user = ours["users"][0]["user"]
+    user["client-certificate-data"] = base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode()
+    user["client-key-data"] = base64.b64encode(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    ).decode()
+    _replace_file(t, "worker-2", JOIN_CONF, yaml.safe_dump(ours).encode())
+    message = "its certificate is not signed by the cluster CA, has expired, or does not match its key"
+    return [_exact(f"nodes/worker-2:{JOIN_CONF}", message)]
+
+
 FAULTS = [
     Fault("manifest-unreadable", "truncated", _manifest_unreadable),
     Fault("sums-missing", "deleted", _sums_missing),
@@ -433,6 +524,11 @@ FAULTS = [
     Fault("ca-key-role", "etcd-member", _ca_key_on_etcd_member),
     Fault("etcd-ca-key-role", "external-control-plane", _etcd_ca_key_on_external_control_plane),
     Fault("etcd-ca-key-role", "etcd-member", _etcd_ca_key_on_etcd_member),
+    Fault("join-token-holder", "worker", _token_on_worker),
+    Fault("join-token-holder", "etcd-member", _token_on_etcd_member),
+    Fault("join-credential", "another-nodes", _join_conf_of_another_node),
+    Fault("join-credential", "missing", _join_conf_missing),
+    Fault("join-credential", "foreign-ca", _join_conf_foreign_ca),
 ]
 # detectors whose fault needs something other than a tree edit: tested below
 SEPARATE = {"cert-expired", "cert-expiring", "schema", "schema-unavailable"}
@@ -470,6 +566,27 @@ def test_pristine_tree_passes_without_cloud_init(tree: Path) -> None:
         "schema-unavailable",
         [_exact("user-data", "cloud-init is not installed here: schema not checked")],
     )
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_token_detectors_follow_the_join_mode(tmp_path: Path) -> None:
+    """cluster.join: token: every joining node holds the token and no credential, and that passes; an
+    etcd member holding it still does not."""
+    proc = bake("--profile", "ha-external-etcd", *ALG, "--set", "cluster.join=token", "-q", out=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    tree = (tmp_path / "ha-external-etcd").resolve()
+    assert _manifest(tree)["join"] == "token"
+    token = _token(tree)
+    worker = check.write_files_of((tree / "nodes/worker-1/user-data").read_bytes())
+    assert token.strip() in worker["/run/kubeadm/kubeadm-join-config.yaml"][0]
+    assert JOIN_CONF not in check.write_files_of((tree / "nodes/worker-1/user-data").read_bytes())
+    code, findings = run_check(tree)
+    assert code == 0, [f for f in findings if f["level"] == "error"]
+    expected = _token_on_etcd_member(tree)
+    code, findings = run_check(tree)
+    errors = [f for f in findings if f["level"] == "error"]
+    assert code == 1 and {f["check"] for f in errors} == {"join-token-holder"}
+    _matches(errors, "join-token-holder", expected)
 
 
 @pytest.fixture(scope="module")
@@ -518,15 +635,29 @@ def _not_after(tree: Path, rel: str) -> datetime:
 @pytest.mark.usefixtures("no_cloud_init")
 def test_expiry_warns_then_fails(pristine: Path) -> None:
     leaf = _not_after(pristine, "secrets/nodes/cp-1/apiserver.crt")
+    # the join credentials (30 days) are in their last third well before; they are judged below
+    join = _not_after(pristine, "secrets/nodes/worker-1/kubeconfig/join.crt")
+    early = check.check_tree(pristine, join - timedelta(days=11))
+    assert not [f for f in early.findings if f.level == "warning" and f.check == "cert-expiring"]
+    late = check.check_tree(pristine, join - timedelta(days=9))
+    assert (
+        "cert-expiring",
+        "secrets/nodes/worker-1/join.conf",
+        f"expires on {join:%Y-%m-%d}, in less than 10 days",
+    ) in [(f.check, f.where, f.message) for f in late.findings]
     soon = check.check_tree(pristine, leaf - timedelta(days=10))
-    warned = [(f.check, f.where, f.message) for f in soon.findings if f.level == "warning"]
+    others = [f for f in soon.findings if not f.where.endswith("/join.conf")]
+    warned = [(f.check, f.where, f.message) for f in others if f.level == "warning"]
     assert (
         "cert-expiring",
         "secrets/nodes/cp-1/apiserver",
         f"expires on {leaf:%Y-%m-%d}, in less than 30 days",
     ) in warned
     assert all(c == "cert-expiring" for c, _, _ in warned if c != "schema-unavailable")
-    assert soon.errors == 0
+    assert not [f for f in others if f.level == "error"]
+    assert {f.where for f in soon.findings if f.level == "error"} == {
+        f"secrets/nodes/{n}/join.conf" for n in ("cp-2", "cp-3", "worker-1", "worker-2")
+    }  # long expired by then
     later = check.check_tree(pristine, leaf + timedelta(seconds=1))
     expired = {(f.check, f.where, f.message) for f in later.findings if f.level == "error"}
     assert ("cert-expired", "secrets/nodes/cp-1/apiserver", f"expired on {leaf:%Y-%m-%d}") in expired

@@ -6,6 +6,7 @@ import base64
 import shutil
 import subprocess
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from builder.files import NodeFile, Sensitivity
 from builder.plan import ClusterPlan, build_plan
 from builder.profile import load_profile, validate
 from builder.secrets import Bundle
+
+from .peers import program
 
 Baked = Callable[..., tuple[ClusterPlan, Bundle]]  # the `baked` fixture of conftest.py
 PKI = "/etc/kubernetes/pki"
@@ -90,6 +93,7 @@ CP_COMMON = {
     "/etc/kubernetes/scheduler.conf",
 }
 INIT_ONLY = {"/etc/kubernetes/super-admin.conf", "/etc/kubernetes/kubelet.conf"}
+JOIN_CONF = "/etc/bake/join.conf"  # cluster.join: certificate (the default): every joining node's own
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,11 +101,25 @@ INIT_ONLY = {"/etc/kubernetes/super-admin.conf", "/etc/kubernetes/kubelet.conf"}
 
 
 @pytest.mark.parametrize(("which", "node"), [("stacked", "worker-1"), ("external", "worker-2")])
-def test_worker_gets_no_files_at_all(
+def test_worker_gets_only_its_join_credential(
     which: str, node: str, stacked: tuple[ClusterPlan, Bundle], external: tuple[ClusterPlan, Bundle]
 ) -> None:
     plan, bundle = stacked if which == "stacked" else external
+    (conf,) = node_pki_files(plan, plan.node(node), bundle)
+    assert (conf.path, conf.mode, conf.sensitivity) == (JOIN_CONF, 0o600, Sensitivity.SECRET)
+    doc = kubeconfig(conf)
+    assert subject(client_cert(doc)) == (f"system:node:{node}", ["system:nodes"])
+    ca = base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"])
+    assert ca == bundle.cas["ca"].cert_pem  # the cluster CA pinned, nothing else
+    for other in (*bundle.cas.values(),):
+        assert other.key_pem not in conf.content and base64.b64encode(other.key_pem) not in conf.content
+
+
+@pytest.mark.parametrize(("which", "node"), [("stacked", "worker-1"), ("external", "worker-2")])
+def test_token_mode_worker_gets_no_files_at_all(which: str, node: str, baked: Baked) -> None:
+    plan, bundle = baked("ha-stacked" if which == "stacked" else "ha-external-etcd", "cluster.join=token")
     assert node_pki_files(plan, plan.node(node), bundle) == []
+    assert node not in bundle.leaves  # no join credential issued either
 
 
 def test_external_etcd_member_gets_only_its_etcd_certificates(external: tuple[ClusterPlan, Bundle]) -> None:
@@ -122,7 +140,7 @@ def test_external_etcd_control_planes(external: tuple[ClusterPlan, Bundle]) -> N
     plan, bundle = external
     init, join = by_path(plan, bundle, "cp-1"), by_path(plan, bundle, "cp-3")
     assert set(init) == CP_COMMON | INIT_ONLY
-    assert set(join) == CP_COMMON
+    assert set(join) == CP_COMMON | {JOIN_CONF}
     for files in (init, join):
         assert f"{PKI}/etcd/ca.key" not in files
         assert not any(p.startswith(f"{PKI}/etcd/") and p != f"{PKI}/etcd/ca.crt" for p in files)
@@ -139,7 +157,8 @@ def test_stacked_control_planes(stacked: tuple[ClusterPlan, Bundle]) -> None:
     etcd_local = (ETCD_MEMBER_FILES - {f"{PKI}/etcd/ca.crt"}) | {f"{PKI}/etcd/ca.key"}
     init, join = by_path(plan, bundle, "cp-1"), by_path(plan, bundle, "cp-2")
     assert set(init) == CP_COMMON | INIT_ONLY | etcd_local
-    assert set(join) == CP_COMMON | etcd_local
+    assert set(join) == CP_COMMON | etcd_local | {JOIN_CONF}
+    assert subject(client_cert(kubeconfig(join[JOIN_CONF]))) == ("system:node:cp-2", ["system:nodes"])
     assert join[f"{PKI}/etcd/ca.key"].content == bundle.cas["etcd-ca"].key_pem
     assert join[f"{PKI}/ca.key"].content == bundle.cas["ca"].key_pem
     assert join[f"{PKI}/front-proxy-ca.key"].content == bundle.cas["front-proxy-ca"].key_pem
@@ -376,3 +395,79 @@ def test_node_named_operator() -> None:
     node_admin = kubeconfig(files["/etc/kubernetes/admin.conf"])
     assert client_cert(node_admin).serial_number != client_cert(operator).serial_number
     assert client_cert(node_admin).public_key() != client_cert(operator).public_key()
+
+
+# --------------------------------------------------------------------------------------------------
+# the join credential (cluster.join: certificate), judged by openssl
+
+
+def _openssl(*args: str, stdin: bytes | None = None) -> str:
+    proc = subprocess.run(
+        [program("openssl"), *args], input=stdin, capture_output=True, check=False, timeout=30
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout.decode()
+
+
+@pytest.mark.parametrize("node", ["worker-2", "cp-3"])
+def test_join_credential_with_openssl(stacked: tuple[ClusterPlan, Bundle], node: str, tmp_path: Path) -> None:
+    """Subject, issuer, client-only usage and the join window (720h by default) as openssl reads them."""
+    plan, bundle = stacked
+    doc = kubeconfig(by_path(plan, bundle, node)[JOIN_CONF])
+    (user,) = doc["users"]
+    cert = tmp_path / "join.crt"
+    cert.write_bytes(base64.b64decode(user["user"]["client-certificate-data"]))
+    key = tmp_path / "join.key"
+    key.write_bytes(base64.b64decode(user["user"]["client-key-data"]))
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"]))
+    assert _openssl("verify", "-purpose", "sslclient", "-CAfile", str(ca), str(cert)).strip().endswith("OK")
+    text = _openssl("x509", "-noout", "-subject", "-issuer", "-nameopt", "RFC2253", "-in", str(cert))
+    assert f"subject=CN=system:node:{node},O=system:nodes" in text
+    assert "issuer=CN=kubernetes" in text
+    assert "TLS Web Client Authentication" in _openssl("x509", "-noout", "-text", "-in", str(cert))
+    assert "TLS Web Server" not in _openssl("x509", "-noout", "-text", "-in", str(cert))
+    dates = dict(
+        line.split("=", 1) for line in _openssl("x509", "-noout", "-dates", "-in", str(cert)).splitlines()
+    )
+    fmt = "%b %d %H:%M:%S %Y GMT"
+    not_before = datetime.strptime(" ".join(dates["notBefore"].split()), fmt)
+    not_after = datetime.strptime(" ".join(dates["notAfter"].split()), fmt)
+    assert not_after - not_before == timedelta(hours=720, minutes=5)  # NotBefore back-dated 5 min, as kubeadm
+    pub = _openssl("x509", "-noout", "-pubkey", "-in", str(cert))
+    assert pub == _openssl("pkey", "-pubout", "-in", str(key))
+    assert doc["clusters"][0]["cluster"]["server"] == "https://10.77.0.10:6443"  # the endpoint (VIP)
+
+
+def test_join_window_sets_the_credentials_lifetime(baked: Baked, tmp_path: Path) -> None:
+    plan, bundle = baked("single-master", "cluster.joinWindow=48h")
+    user = kubeconfig(by_path(plan, bundle, "worker-1")[JOIN_CONF])["users"][0]["user"]
+    cert = tmp_path / "join.crt"
+    cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
+    end = _openssl("x509", "-noout", "-checkend", str(47 * 3600), "-in", str(cert))
+    assert "will not expire" in end
+    proc = subprocess.run(
+        [program("openssl"), "x509", "-noout", "-checkend", str(49 * 3600), "-in", str(cert)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "will expire" in proc.stdout
+    assert kubeconfig(by_path(plan, bundle, "worker-1")[JOIN_CONF])["clusters"][0]["cluster"]["server"] == (
+        "https://10.77.0.11:6443"  # no endpoint in single-master: the init node
+    )
+
+
+def test_ipv6_join_credential_server_is_bracketed(tmp_path: Path) -> None:
+    profile = tmp_path / "v6.yaml"
+    profile.write_text(
+        "extends: ha-stacked\n"
+        "cluster: {podSubnet: 'fd00:10:244::/56', serviceSubnet: 'fd00:10:96::/112',"
+        " loadBalancer: {kind: kube-vip, vip: 'fd00:77::10'}}\n"
+        "defaults: {gateway: 'fd00:77::1', dns: ['fd00:77::1'], prefixLength: 64}\n"
+        "nodes:\n"
+        "  - {name: cp-1, role: control-plane, ip: 'fd00:77::11'}\n"
+        "  - {name: w-1, role: worker, ip: 'fd00:77::21'}\n"
+    )
+    plan = build_plan(load_profile(str(profile)))
+    bundle, _ = secrets.reconcile(plan, None, now=secrets.utcnow())
+    doc = kubeconfig(by_path(plan, bundle, "w-1")[JOIN_CONF])
+    assert doc["clusters"][0]["cluster"]["server"] == "https://[fd00:77::10]:6443"

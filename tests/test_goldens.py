@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
 from builder.profile import load_profile
 
@@ -39,9 +40,10 @@ REAL_SETS = (
     "--set", "cluster.caCertificateValidityPeriod=876000h",
 )  # fmt: skip
 
-# Paths a worker may hold a private key at: its own per-node join credential, once such a thing
-# exists. Empty: today a worker holds no private key at all.
-WORKER_KEY_PATHS: frozenset[str] = frozenset()
+# Paths a worker may hold a private key at: its own per-node join credential (cluster.join:
+# certificate, the default), a discovery kubeconfig judged by check_join_conf.
+JOIN_CONF = "/etc/bake/join.conf"
+WORKER_KEY_PATHS: frozenset[str] = frozenset({JOIN_CONF})
 
 PKI = "/etc/kubernetes/pki"
 TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
@@ -181,6 +183,8 @@ def check_user_data(text: bytes, profile: str, node: str) -> list[tuple[str, byt
             assert not path.startswith((f"{PKI}/etcd/server", f"{PKI}/etcd/peer")), path
         if path == "/etc/kubernetes/super-admin.conf":
             assert node == _init_node(profile), "super-admin.conf only on the first control plane"
+        if path == JOIN_CONF:
+            check_join_conf(data, perms, profile, node)
     if role == "control-plane":
         assert f"{PKI}/ca.key" in seen and f"{PKI}/sa.key" in seen
         want = (
@@ -195,6 +199,21 @@ def check_user_data(text: bytes, profile: str, node: str) -> list[tuple[str, byt
         assert configs == [] and "/etc/kubernetes/manifests/etcd.yaml" in seen
     assert "/usr/local/sbin/bake-bootstrap" in seen
     return configs
+
+
+def check_join_conf(data: bytes, perms: str, profile: str, node: str) -> None:
+    """Only on a joining node, 0600, and only that node's identity (system:node:<name> in system:nodes)."""
+    assert perms == "0600"
+    assert _cluster(profile).get("join", "certificate") == "certificate"
+    assert node != _init_node(profile) and _nodes(profile)[node]["role"] != "etcd", node
+    if b"FAKE" in data:  # the cloudinit goldens are rendered with stand-ins for the secrets stage
+        return
+    doc = yaml.safe_load(data)
+    (user,) = doc["users"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(user["user"]["client-certificate-data"]))
+    assert cert.subject.rfc4514_string() == f"CN=system:node:{node},O=system:nodes", cert.subject
+    assert cert.issuer.rfc4514_string() == "CN=kubernetes"
+    assert "token" not in user["user"]
 
 
 def _external_etcd(profile: str) -> bool:
@@ -228,10 +247,14 @@ def check_kubeadm_config(data: bytes, profile: str, node: str) -> None:
         assert kinds == ["JoinConfiguration"], kinds
         join = docs[0]
         assert join["nodeRegistration"]["name"] == node
-        token = join["discovery"]["bootstrapToken"]
-        assert TOKEN_RE.match(token["token"]) and token["caCertHashes"]
-        assert all(HASH_RE.match(h) for h in token["caCertHashes"])
-        assert token.get("unsafeSkipCAVerification") in (None, False)
+        if _cluster(profile).get("join", "certificate") == "certificate":
+            # the node's own credential, no shared token at all
+            assert join["discovery"] == {"file": {"kubeConfigPath": JOIN_CONF}}, join["discovery"]
+        else:
+            token = join["discovery"]["bootstrapToken"]
+            assert TOKEN_RE.match(token["token"]) and token["caCertHashes"]
+            assert all(HASH_RE.match(h) for h in token["caCertHashes"])
+            assert token.get("unsafeSkipCAVerification") in (None, False)
         assert ("controlPlane" in join) == (role == "control-plane")
         if role == "control-plane":
             cp = join["controlPlane"]["localAPIEndpoint"]
@@ -371,12 +394,17 @@ def _kubeadm() -> str:
 def test_real_kubeadm_accepts_every_golden_config(tmp_path: Path) -> None:
     kubeadm = _kubeadm()
     checked = 0
+    # kubeadm checks that a discovery file exists (ValidateDiscoveryKubeConfigPath): validate inside a
+    # root that has one, as the node does
+    root = tmp_path / "root"
+    (root / JOIN_CONF.lstrip("/")).parent.mkdir(parents=True)
+    (root / JOIN_CONF.lstrip("/")).write_text("placeholder: only its existence is checked here\n")
     for path in GOLDENS:
         for name, data in check_golden_file(path):
-            f = tmp_path / f"{checked}-{Path(name).name}"
+            f = root / f"{checked}-{Path(name).name}"
             f.write_bytes(data)
             proc = subprocess.run(
-                [kubeadm, "config", "validate", "--config", str(f)],
+                [kubeadm, "config", "validate", "--config", f"/{f.name}", "--rootfs", str(root)],
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -385,10 +413,21 @@ def test_real_kubeadm_accepts_every_golden_config(tmp_path: Path) -> None:
             checked += 1
     assert checked >= 10
     # and it does refuse a broken one: the check is not a no-op
-    bad = tmp_path / "bad.yaml"
+    bad = root / "bad.yaml"
     data = (GOLDEN / "ha-stacked" / "worker-1" / "kubeadm-join-config.yaml").read_bytes()
     bad.write_bytes(data.replace(b"kind: JoinConfiguration", b"kind: JoinConfiguration\nbogusField: 1"))
     proc = subprocess.run(
-        [kubeadm, "config", "validate", "--config", str(bad)], capture_output=True, text=True
+        [kubeadm, "config", "validate", "--config", "/bad.yaml", "--rootfs", str(root)],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode != 0 and "bogusField" in proc.stderr
+    (root / JOIN_CONF.lstrip("/")).unlink()  # and a discovery file missing on the node is refused
+    assert b"kubeConfigPath" in data
+    (root / "join.yaml").write_bytes(data)
+    proc = subprocess.run(
+        [kubeadm, "config", "validate", "--config", "/join.yaml", "--rootfs", str(root)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "kubeConfigPath" in proc.stderr

@@ -258,7 +258,7 @@ def test_kubelet_configuration_defaults_and_merge() -> None:
 
 
 def test_init_configuration() -> None:
-    plan = plan_of("ha-stacked")
+    plan = plan_of("ha-stacked", "cluster.join=token")
     i = kc.init_configuration(plan, plan.node("cp-1"), TOKEN)
     assert i["bootstrapTokens"] == [
         {
@@ -291,8 +291,31 @@ def test_taints_empty_when_scheduling_on_control_planes() -> None:
     )
 
 
-def test_join_configurations() -> None:
+def test_certificate_mode_init_lists_an_inert_token() -> None:
+    """kubeadm init creates one token whatever the config says (a random 24h one when none is listed,
+    SetDefaults_BootstrapTokens): with join credentials it is the bundle's, expired 1s after creation."""
     plan = plan_of("ha-stacked")
+    assert plan.settings.join.value == "certificate"  # the default
+    (token,) = kc.init_configuration(plan, plan.node("cp-1"), TOKEN)["bootstrapTokens"]
+    assert token["token"] == TOKEN
+    assert token["ttl"] == "1s"  # literal: not 0, which kubeadm reads as "never expires"
+
+
+@pytest.mark.parametrize("profile", ["ha-stacked", "single-master", "ha-external-etcd"])
+def test_certificate_mode_joins_with_the_nodes_own_file(profile: str) -> None:
+    """discovery.file with the baked kubeconfig; no token, no CA hash, no tlsBootstrapToken anywhere."""
+    plan = plan_of(profile)
+    joining = [n for n in plan.nodes if n.role.value != "etcd" and not n.is_init]
+    assert any(n.role.value == "worker" for n in joining)
+    for node in joining:
+        (doc,) = kc.config_documents(plan, node, TOKEN, CA_HASH)
+        assert doc["discovery"] == {"file": {"kubeConfigPath": "/etc/bake/join.conf"}}, node.name
+        text = yaml.safe_dump(doc)
+        assert TOKEN.split(".")[1] not in text and "sha256:" not in text and "Token" not in text
+
+
+def test_join_configurations() -> None:
+    plan = plan_of("ha-stacked", "cluster.join=token")
     worker = kc.join_configuration(plan, plan.node("worker-1"), TOKEN, CA_HASH)
     assert worker["discovery"] == {
         "bootstrapToken": {"apiServerEndpoint": "10.77.0.10:6443", "token": TOKEN, "caCertHashes": [CA_HASH]}
@@ -312,6 +335,7 @@ def test_join_configurations() -> None:
         "ha-stacked",
         "cluster.loadBalancer={kind: external}",
         "cluster.controlPlaneEndpoint=lb.example.com:443",
+        "cluster.join=token",
     )
     cp = kc.join_configuration(plan, plan.node("cp-2"), TOKEN, CA_HASH)
     assert "ignorePreflightErrors" not in cp["nodeRegistration"]
@@ -379,7 +403,7 @@ def test_kubeadm_timeouts_are_validated(value: str, message: str) -> None:
 
 
 def test_single_master_join_uses_the_init_node_address() -> None:
-    plan = plan_of("single-master")
+    plan = plan_of("single-master", "cluster.join=token")
     j = kc.join_configuration(plan, plan.node("worker-1"), TOKEN, CA_HASH)
     assert j["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "10.77.0.11:6443"
     assert "controlPlaneEndpoint" not in kc.cluster_configuration(plan)
@@ -446,7 +470,7 @@ def test_ipv6(tmp_path: Path) -> None:
     assert init["nodeRegistration"]["kubeletExtraArgs"][0] == {"name": "node-ip", "value": "fd00:77::11"}
     assert kubelet["clusterDNS"] == ["fd00:10:96::a"]
     (join,) = docs_of(plan, "worker-1")
-    assert join["discovery"]["bootstrapToken"]["apiServerEndpoint"] == "[fd00:77::10]:6443"
+    assert join["discovery"] == {"file": {"kubeConfigPath": "/etc/bake/join.conf"}}
     (cp,) = docs_of(plan, "cp-2")
     assert cp["controlPlane"]["localAPIEndpoint"]["advertiseAddress"] == "fd00:77::12"
     for node in plan.nodes:
@@ -560,7 +584,11 @@ def test_node_config_files() -> None:
         assert f.mode == 0o600
         assert f.owner == "root:root"
         assert f.sensitivity is Sensitivity.SECRET
-        assert TOKEN.encode() in f.content
+    assert TOKEN.encode() in init.content  # inert (1s) with join credentials, see above
+    assert TOKEN.encode() not in join.content
+    plan = plan_of("ha-external-etcd", "cluster.join=token")
+    (join,) = kc.node_config_files(plan, plan.node("worker-1"), TOKEN, CA_HASH)
+    assert TOKEN.encode() in join.content and join.mode == 0o600
     assert kc.node_config_files(plan, plan.node("etcd-1"), TOKEN, CA_HASH) == []
     assert [d["kind"] for d in yaml.safe_load_all(init.content)] == [
         "InitConfiguration",

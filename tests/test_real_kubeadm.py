@@ -19,9 +19,13 @@ For each profile baked by the CLI into a temp dir, every node's files are laid o
   holds instead;
 - ``kubectl --kubeconfig outputs/<cluster>/admin.conf`` works once ``kubeadm init phase upload-config``
   has bound ``kubeadm:cluster-admins`` as ``kubeadm init`` does;
-- after ``kubeadm init phase bootstrap-token`` creates the baked token, a baked worker's
-  ``kubeadm join phase preflight`` discovers the cluster through the pinned CA hash, and the same
-  discovery with another hash is refused;
+- join credentials (``cluster.join: certificate``, the default): with every bootstrap token deleted, a
+  worker's baked ``join.conf`` is ``system:node:<name>``, kubeadm's file discovery accepts it and reads
+  the cluster's configuration with it, the real kubelet's TLS bootstrap with it is auto-approved; an
+  expired credential and another node's are refused, and the token kubeadm init made does not work;
+- ``cluster.join: token``: after ``kubeadm init phase bootstrap-token`` creates the baked token, a
+  baked worker's ``kubeadm join phase preflight`` discovers the cluster through the pinned CA hash, the
+  same discovery with another hash is refused, and a deleted token comes back from the baked config;
 - the versions table row of the built minor agrees with the built kubeadm (images, feature gates,
   accepted API versions and fields, kubelet flags).
 
@@ -46,13 +50,18 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from builder import kubeadm_config, versions
+from builder import certlist, kubeadm_config, pki, versions
 from builder.errors import BakeError
 from builder.plan import ClusterPlan, build_plan
 from builder.profile import LoadBalancerKind, Role, load_profile
@@ -164,9 +173,13 @@ def bake_profile(profile: str, out: Path, *sets: str) -> Baked:
 
 @pytest.fixture(scope="module")
 def baked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Baked:
-    """The profile named by the (indirect) parameter, baked once per module."""
-    name = str(request.param)
-    return bake_profile(name, tmp_path_factory.mktemp(f"real-{name}"))
+    """The profile named by the (indirect) parameter, baked once per module; "<profile>+token" bakes it
+    with cluster.join: token (the default is certificate)."""
+    name, _, mode = str(request.param).partition("+")
+    sets = ("cluster.join=token",) if mode == "token" else ()
+    made = bake_profile(name, tmp_path_factory.mktemp(f"real-{name}-{mode or 'cert'}"), *sets)
+    made.profile = str(request.param)
+    return made
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, str]]:
@@ -228,9 +241,22 @@ REUSE_LINES = {
 LB_PORT_WARNING = "port specified in controlPlaneEndpoint overrides bindPort in the controlplane address"
 
 
+# A join through a node's own credential (cluster.join: certificate) reads what system:node:<name> may
+# read: kubeadm's RBAC opens cluster-info to anonymous clients and the kube-proxy ConfigMap to the token's
+# group only, and kubeadm goes on without them, as it says (file.go, componentconfigs/configset.go).
+# Neither is used by a join: the CA is pinned in the file, and kube-proxy's config only by init/upgrade.
+NODE_CREDENTIAL_WARNINGS = (
+    "Could not access the cluster-info ConfigMap for refreshing the cluster-info information, but the TLS "
+    "cert is valid so proceeding",
+    'No kubeproxy.config.k8s.io/v1alpha1 config is loaded. Continuing without it: configmaps "kube-proxy" '
+    'is forbidden: User "system:node:',
+)
+
+
 def allowed_warnings(baked: Baked) -> tuple[str, ...]:
-    plan = PLANS[baked.profile]
-    return (LB_PORT_WARNING,) if plan.control_planes and plan.api_endpoint().port != 6443 else ()
+    plan = PLANS[baked.profile.partition("+")[0]]
+    lb = (LB_PORT_WARNING,) if plan.control_planes and plan.api_endpoint().port != 6443 else ()
+    return lb + (NODE_CREDENTIAL_WARNINGS if baked.manifest["join"] == "certificate" else ())
 
 
 def assert_reused(
@@ -268,7 +294,8 @@ def test_every_kubeadm_config_validates(baked: Baked) -> None:
             config = node.root / path.lstrip("/")
             if not config.is_file():
                 continue
-            proc = run([tool("kubeadm"), "config", "validate", "--config", str(config)])
+            # chrooted into the node's files: kubeadm checks that a discovery file exists
+            proc = run([tool("kubeadm"), "config", "validate", "--config", path, "--rootfs", str(node.root)])
             assert proc.stdout.strip() == "ok", proc.stdout
             assert not re.search(r"^[WE]\d{4} ", proc.stderr, re.M), f"{node.name}: {proc.stderr}"
             checked.append(node.name)
@@ -603,9 +630,10 @@ def cluster(baked: Baked, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     or keepalived would; the operator's machine holds the gateway address.
     """
     logs = tmp_path_factory.mktemp(f"logs-{baked.profile}")
-    plan = PLANS[baked.profile]
+    plan = PLANS[baked.profile.partition("+")[0]]
     with contextlib.ExitStack() as stack:
-        net = stack.enter_context(network(baked.profile))
+        label = baked.profile if "+" not in baked.profile else "tok" + baked.profile[:3]
+        net = stack.enter_context(network(label))
         procs = Processes(logs)
         stack.callback(procs.stop)
         init = baked.init_node.name if plan.control_planes else None
@@ -682,7 +710,8 @@ def cluster(baked: Baked, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 data = json.loads(proc.stdout)["data"] if proc.returncode == 0 else {}
                 return f"jws-kubeconfig-{token_id}" in data
 
-            wait_for("the cluster-info JWS signature", signed, procs)
+            if baked.manifest["join"] == "token":
+                wait_for("the cluster-info JWS signature", signed, procs)
         yield Cluster(baked, net, procs, init_root, etcd_roots)
 
 
@@ -712,7 +741,7 @@ def test_baked_etcd_static_pods_form_one_cluster(cluster: Cluster) -> None:
 def test_kubectl_with_the_operator_admin_conf(cluster: Cluster) -> None:
     admin = cluster.baked.tree / "admin.conf"
     server = yaml.safe_load(admin.read_bytes())["clusters"][0]["cluster"]["server"]
-    endpoint = PLANS[cluster.baked.profile].api_endpoint()
+    endpoint = PLANS[cluster.baked.profile.partition("+")[0]].api_endpoint()
     assert server == url(str(endpoint.host), endpoint.port, "")  # through the endpoint, no --server override
     whoami = json.loads(cluster.kubectl(admin, "auth", "whoami", "-o", "json").stdout)
     assert whoami["status"]["userInfo"]["username"] == "kubernetes-admin"
@@ -807,16 +836,19 @@ def worker_discovery(cluster: Cluster, ca_hash: str | None = None) -> subprocess
     return proc
 
 
-@pytest.mark.parametrize("baked", WITH_WORKERS, indirect=True)
+TOKEN_MODE = ["single-master+token"]  # one token-mode cluster: the certificate mode is the default
+
+
+@pytest.mark.parametrize("baked", TOKEN_MODE, indirect=True)
 def test_worker_discovery_with_the_baked_token_and_ca_hash(cluster: Cluster) -> None:
     proc = worker_discovery(cluster)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    endpoint = PLANS[cluster.baked.profile].api_endpoint().hostport
+    endpoint = PLANS[cluster.baked.profile.partition("+")[0]].api_endpoint().hostport
     assert "TLS certificate validates against pinned roots" in proc.stderr, proc.stderr
     assert f'will use API Server "{endpoint}"' in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("baked", WITH_WORKERS, indirect=True)
+@pytest.mark.parametrize("baked", TOKEN_MODE, indirect=True)
 def test_worker_discovery_refuses_another_ca_hash(cluster: Cluster) -> None:
     baked_hash = cluster.baked.manifest["discoveryTokenCaCertHash"]
     wrong = "sha256:" + hashlib.sha256(baked_hash.encode()).hexdigest()
@@ -824,6 +856,246 @@ def test_worker_discovery_refuses_another_ca_hash(cluster: Cluster) -> None:
     assert proc.returncode != 0
     assert "are pinned" in proc.stderr, proc.stderr
     assert "validates against pinned roots" not in proc.stderr
+
+
+@pytest.mark.parametrize("baked", TOKEN_MODE, indirect=True)
+def test_token_is_created_again_from_the_baked_init_config(cluster: Cluster) -> None:
+    """cluster.join: token: once the token is gone (expired and removed), the first control plane's
+    `kubeadm token create --config <its baked InitConfiguration>` (what bake-bootstrap join-token runs)
+    brings back the bundle's token with the profile's TTL, and a worker discovers the cluster again."""
+    assert cluster.init_root is not None
+    admin = cluster.baked.tree / "admin.conf"
+    token = baked_token(cluster.baked)
+    token_id, secret_part = token.split(".")
+    cluster.kubectl(admin, "-n", "kube-system", "delete", "secret", f"bootstrap-token-{token_id}")
+    init = cluster.ns(cluster.baked.init_node.name)
+    created = kubeadm(cluster.init_root, "token", "create", "--config", INIT_CONFIG, netns=init)
+    assert created.stdout.strip() == token
+    before = datetime.now(UTC)
+    secret = json.loads(
+        cluster.kubectl(
+            admin, "-n", "kube-system", "get", "secret", f"bootstrap-token-{token_id}", "-o", "json"
+        ).stdout
+    )
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["token-secret"] == secret_part and data["usage-bootstrap-authentication"] == "true"
+    expires = datetime.strptime(data["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs(expires - (before + timedelta(hours=24))) < timedelta(minutes=5)  # tokenTTL: 24h
+
+    def signed() -> bool:
+        proc = cluster.kubectl(admin, "-n", "kube-public", "get", "configmap", "cluster-info", "-o", "json")
+        return f"jws-kubeconfig-{token_id}" in json.loads(proc.stdout)["data"]
+
+    wait_for("the cluster-info JWS signature of the new token", signed, cluster.procs)
+    proc = worker_discovery(cluster)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# join credentials (cluster.join: certificate, the default): each node joins as itself, no token at all
+
+JOIN_CONF = "etc/bake/join.conf"
+
+
+def bootstrap_tokens(cluster: Cluster) -> list[str]:
+    admin = cluster.baked.tree / "admin.conf"
+    proc = cluster.kubectl(
+        admin, "-n", "kube-system", "get", "secrets", "--field-selector",
+        "type=bootstrap.kubernetes.io/token", "-o", "name",
+    )  # fmt: skip
+    return proc.stdout.split()
+
+
+def kubeconfig_with(conf: Path, dest: Path, *, token: str | None = None, cert: bytes | None = None,
+                    key: bytes | None = None) -> Path:  # fmt: skip
+    """conf's cluster (server, pinned CA) with other credentials: a token, or a certificate and key."""
+    doc = yaml.safe_load(conf.read_bytes())
+    user: dict[str, str] = {}
+    if token is not None:
+        user["token"] = token
+    if cert is not None and key is not None:
+        user["client-certificate-data"] = base64.b64encode(cert).decode()
+        user["client-key-data"] = base64.b64encode(key).decode()
+    doc["users"] = [{"name": "someone", "user": user}]
+    doc["contexts"][0]["context"]["user"] = "someone"
+    dest.write_text(yaml.safe_dump(doc))
+    return dest
+
+
+def whoami(conf: Path, netns: str) -> subprocess.CompletedProcess[str]:
+    return run([tool("kubectl"), "--kubeconfig", str(conf), "auth", "whoami", "-o", "json"], netns=netns,
+               check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("baked", WITH_WORKERS, indirect=True)
+def test_no_bootstrap_token_authenticates_in_certificate_mode(cluster: Cluster) -> None:
+    """kubeadm init created the one token it insists on (the bundle's, TTL 1s): it is already useless."""
+    token = baked_token(cluster.baked)
+    time.sleep(1.5)  # past the TTL even if this runs right after kubeadm's bootstrap-token phase
+    worker = cluster.baked.role("worker")[0]
+    conf = kubeconfig_with(worker.root / JOIN_CONF, cluster.baked.scratch / "token.conf", token=token)
+    proc = whoami(conf, cluster.ns(worker.name))
+    assert proc.returncode != 0 and "Unauthorized" in proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("baked", WITH_WORKERS, indirect=True)
+def test_worker_joins_with_its_own_credential_after_the_token_is_deleted(cluster: Cluster) -> None:
+    """The per-node credential works with no bootstrap token in the cluster: it is system:node:<name>,
+    kubeadm's file discovery accepts it and reads the cluster's configuration with it, and the real
+    kubelet's TLS bootstrap with it gets a CSR that kube-controller-manager approves by itself."""
+    admin = cluster.baked.tree / "admin.conf"
+    for name in bootstrap_tokens(cluster):
+        cluster.kubectl(admin, "-n", "kube-system", "delete", name)
+    assert bootstrap_tokens(cluster) == []
+    for worker in cluster.baked.role("worker"):
+        ns = cluster.ns(worker.name)
+        proc = whoami(worker.root / JOIN_CONF, ns)
+        assert proc.returncode == 0, proc.stderr
+        info = json.loads(proc.stdout)["status"]["userInfo"]
+        assert info["username"] == f"system:node:{worker.name}"
+        assert "system:nodes" in info["groups"]
+    worker = cluster.baked.role("worker")[0]
+    ns = cluster.ns(worker.name)
+    root = cluster.baked.copy(worker)
+    # kubeadm join's kubelet-start phase: discovery through the file, then (as system:node:<name>) the
+    # kubeadm-config and kubelet-config ConfigMaps and the Node; no init system here, so no kubelet start
+    proc = kubeadm(root, "join", "phase", "kubelet-start", "--config", JOIN_CONFIG, "-v=1", netns=ns)
+    assert "Using authentication credentials from the discovery file" in proc.stderr, proc.stderr
+    config = yaml.safe_load((root / "var/lib/kubelet/config.yaml").read_bytes())
+    assert config["kind"] == "KubeletConfiguration"  # downloaded from kube-system/kubelet-config
+    boot = root / "etc/kubernetes/bootstrap-kubelet.conf"
+    baked_user = yaml.safe_load((worker.root / JOIN_CONF).read_bytes())["users"][0]["user"]
+    assert yaml.safe_load(boot.read_bytes())["users"][0]["user"] == baked_user
+    assert (root / "etc/kubernetes/pki/ca.crt").read_bytes() == (
+        base64.b64decode(
+            yaml.safe_load(boot.read_bytes())["clusters"][0]["cluster"]["certificate-authority-data"]
+        )
+    )
+    # the real kubelet's TLS bootstrap with that file: it needs no container runtime for this part. Its
+    # configuration is the one kubeadm downloaded, with the host checks this machine would fail turned off,
+    # the node's paths mapped into its copy, and the bootstrap done in the foreground (no rotation) so
+    # that it happens before the kubelet looks for a container runtime.
+    kubelet_dir = cluster.baked.scratch / f"kubelet-{worker.name}"
+    kubelet_dir.mkdir()
+    config.update(failCgroupV1=False, failSwapOn=False, rotateCertificates=False)
+    config["staticPodPath"] = str(kubelet_dir / "manifests")
+    config["authentication"]["x509"]["clientCAFile"] = str(root / "etc/kubernetes/pki/ca.crt")
+    (kubelet_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    kubelet = Processes(kubelet_dir)
+    kubelet.start(
+        "kubelet", ns,
+        [tool("kubelet"), f"--config={kubelet_dir}/config.yaml", f"--bootstrap-kubeconfig={boot}",
+         f"--kubeconfig={kubelet_dir}/kubelet.conf", f"--cert-dir={kubelet_dir}/pki",
+         f"--root-dir={kubelet_dir}/root", f"--hostname-override={worker.name}", "--v=2"],
+    )  # fmt: skip
+    try:
+        csr = wait_for_approved_csr(cluster, worker.name, kubelet)
+    finally:
+        kubelet.stop()
+    assert csr["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
+    (condition,) = [c for c in csr["status"]["conditions"] if c["type"] == "Approved"]
+    assert condition["reason"] == "AutoApproved"
+    assert "self" in condition["message"]  # kubeadm's selfnodeclient binding, not the token's nodeclient
+    issued = x509.load_pem_x509_certificate(base64.b64decode(csr["status"]["certificate"]))
+    assert issued.subject.rfc4514_string() == f"CN=system:node:{worker.name},O=system:nodes"
+    ca = x509.load_pem_x509_certificate((cluster.baked.tree / "secrets/pki/ca.crt").read_bytes())
+    issued.verify_directly_issued_by(ca)
+
+
+def wait_for_approved_csr(cluster: Cluster, node: str, kubelet: Processes) -> dict[str, Any]:
+    """The kubelet's CSR from system:node:<node>, once approved and signed (60 s at most)."""
+    admin = cluster.baked.tree / "admin.conf"
+
+    def approved() -> dict[str, Any] | None:
+        proc = cluster.kubectl(admin, "get", "csr", "-o", "json")
+        for csr in json.loads(proc.stdout)["items"]:
+            status = csr.get("status", {})
+            conditions = {c["type"] for c in status.get("conditions", [])}
+            mine = csr["spec"]["username"] == f"system:node:{node}"
+            if mine and "Approved" in conditions and status.get("certificate"):
+                return dict(csr)
+        return None
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        csr = approved()
+        if csr is not None:
+            return csr
+        time.sleep(1)
+    raise AssertionError(
+        f"no approved CSR from system:node:{node}\n{kubelet.tails()}\n{cluster.procs.tails()}"
+    )
+
+
+@pytest.mark.parametrize("baked", WITH_WORKERS, indirect=True)
+def test_a_credential_for_another_node_or_expired_is_refused(cluster: Cluster) -> None:
+    admin = cluster.baked.tree / "admin.conf"
+    w1 = cluster.baked.role("worker")[0]
+    # another joining node (a worker, or a joining control plane where the profile has one worker)
+    w2 = next(n for n in cluster.baked.nodes.values() if n.name != w1.name and (n.root / JOIN_CONF).is_file())
+    secrets = cluster.baked.tree / "secrets"
+    ca_cert = pki.load_cert((secrets / "pki/ca.crt").read_bytes())
+    ca_key = pki.load_key((secrets / "pki/ca.key").read_bytes())
+    # expired: the node's own identity and key, signed by the cluster CA, past its window
+    key = pki.load_key((secrets / f"nodes/{w1.name}/kubeconfig/join.key").read_bytes())
+    old = pki.sign(
+        certlist.join_client(w1.name), key.public_key(), ca_cert, ca_key,
+        now=datetime.now(UTC) - timedelta(days=40), validity=timedelta(days=30),
+    )  # fmt: skip
+    expired = kubeconfig_with(
+        w1.root / JOIN_CONF,
+        cluster.baked.scratch / "expired.conf",
+        cert=pki.cert_pem(old),
+        key=pki.key_pem(key),
+    )
+    proc = whoami(expired, cluster.ns(w1.name))
+    assert proc.returncode != 0 and "Unauthorized" in proc.stderr, proc.stdout + proc.stderr
+    root = cluster.baked.copy(w1)
+    shutil.copy(expired, root / JOIN_CONF)
+    join_config = root / JOIN_CONFIG.lstrip("/")
+    doc = yaml.safe_load(join_config.read_bytes())
+    doc["timeouts"]["discovery"] = "10s"  # kubeadm retries until then; the answer will not change
+    join_config.write_text(yaml.safe_dump(doc))
+    proc = kubeadm(
+        root,
+        "join",
+        "phase",
+        "kubelet-start",
+        "--config",
+        JOIN_CONFIG,
+        netns=cluster.ns(w1.name),
+        check=False,
+    )
+    assert proc.returncode != 0 and "Unauthorized" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert not (root / "etc/kubernetes/bootstrap-kubelet.conf").exists()
+    # another node's credential asking for this node's kubelet certificate
+    csr_key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{w1.name}"),
+        ]
+    )
+    request = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(csr_key, hashes.SHA256())
+    manifest = {
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": f"impostor-{w1.name}"},
+        "spec": {
+            "request": base64.b64encode(request.public_bytes(serialization.Encoding.PEM)).decode(),
+            "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+            "usages": ["digital signature", "client auth"],
+        },
+    }
+    path = cluster.baked.scratch / "impostor.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    create = [tool("kubectl"), "--kubeconfig", str(w2.root / JOIN_CONF), "create", "-f", str(path)]
+    proc = run(create, netns=cluster.ns(w2.name), check=False)
+    # kube-apiserver's NodeRestriction admission: a node may only ask for its own kubelet certificate
+    assert proc.returncode != 0 and "Forbidden" in proc.stderr, proc.stdout + proc.stderr
+    assert f"can only create a node CSR with CN=system:node:{w2.name}" in proc.stderr
+    listed = cluster.kubectl(admin, "get", "csr", "-o", "name").stdout.split()
+    assert f"certificatesigningrequest.certificates.k8s.io/impostor-{w1.name}" not in listed
 
 
 # --------------------------------------------------------------------------------------------------

@@ -127,8 +127,10 @@ def test_fresh_bundle_contents(stacked: tuple[ClusterPlan, Bundle]) -> None:
     assert pki.public_pem(sa) == bundle.sa_pub_pem
     assert bundle.sa_pub_pem.startswith(b"-----BEGIN PUBLIC KEY-----")
     assert KeyAlgorithm.of(sa) is KeyAlgorithm.RSA_2048
-    # workers hold nothing; every leaf chains to the CA its spec names
-    assert set(bundle.leaves) == {"cp-1", "cp-2", "cp-3", secrets.OPERATOR}
+    # workers hold only their join credential; every leaf chains to the CA its spec names
+    assert set(bundle.leaves) == {"cp-1", "cp-2", "cp-3", "worker-1", "worker-2", secrets.OPERATOR}
+    assert set(bundle.leaves["worker-1"]) == {"join.conf"}
+    assert "join.conf" not in bundle.leaves["cp-1"] and "join.conf" in bundle.leaves["cp-2"]
     for node in plan.nodes:
         for spec in required_specs(plan, node):
             held = bundle.leaf(node.name, spec.name)
@@ -160,7 +162,8 @@ def test_bundle_files_layout_and_modes(stacked: tuple[ClusterPlan, Bundle]) -> N
     assert by_path["nodes/cp-1/kubeconfig/super-admin.key"] == 0o600
     assert by_path["nodes/_operator/kubeconfig/admin.crt"] == 0o600
     assert set(by_path.values()) == {0o600}
-    assert not any(rel.startswith("nodes/worker-") for rel in by_path)
+    workers = sorted(rel for rel in by_path if rel.startswith("nodes/worker-"))
+    assert workers == [f"nodes/worker-{i}/kubeconfig/join.{ext}" for i in (1, 2) for ext in ("crt", "key")]
     for rel, content, mode in fs:
         if b"PRIVATE KEY" in content:
             assert mode == 0o600, rel
@@ -222,6 +225,103 @@ def test_leaves_near_expiry_are_renewed_and_reported(small: tuple[ClusterPlan, B
 
 
 # --------------------------------------------------------------------------------------------------
+# Join credentials (cluster.join: certificate): a leaf like the others, valid for cluster.joinWindow
+
+
+@pytest.fixture(scope="module")
+def joining(baked: Baked) -> tuple[ClusterPlan, Bundle]:
+    """single-master (1 control plane, 2 workers), cheap ECDSA keys, the default 720h join window."""
+    return baked("single-master", "cluster.encryptionAlgorithm=ECDSA-P256")
+
+
+def _join_cert(bundle: Bundle, node: str) -> x509.Certificate:
+    return bundle.leaf(node, "join.conf").cert
+
+
+def test_join_credential_is_the_nodes_own_identity(joining: tuple[ClusterPlan, Bundle]) -> None:
+    _, bundle = joining
+    for node in ("worker-1", "worker-2"):
+        cert = _join_cert(bundle, node)
+        assert cert.subject.rfc4514_string() == f"CN=system:node:{node},O=system:nodes"
+        cert.verify_directly_issued_by(bundle.cas["ca"].cert)
+        assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(hours=720, minutes=5)
+    assert "join.conf" not in bundle.leaves["cp-1"]  # the init node joins nothing
+
+
+def test_join_credentials_are_reused_until_the_last_third_of_the_window(
+    joining: tuple[ClusterPlan, Bundle], tmp_path: Path
+) -> None:
+    plan, bundle = joining
+    issued = _join_cert(bundle, "worker-1").not_valid_before_utc + timedelta(minutes=5)
+    loaded = load_bundle(write_bundle(tmp_path / "secrets", bundle, plan))
+    assert loaded is not None
+    for later in (issued + timedelta(days=1), issued + timedelta(days=19)):
+        again, changes = reconcile(plan, loaded, now=later)
+        assert changes == [] and files(again, plan) == files(bundle, plan), later
+    # 720h = 30 days: inside the last 10 days (a third) a bake issues a new one, and says so
+    renewed, changes = reconcile(plan, loaded, now=issued + timedelta(days=21))
+    assert sorted((c.owner, c.what.split(":")[0]) for c in changes) == [
+        ("worker-1", "re-issued join.conf"),
+        ("worker-2", "re-issued join.conf"),
+    ]
+    assert all("expires" in c.what for c in changes)
+    assert renewed.leaf("worker-1", "join.conf").cert_pem != bundle.leaf("worker-1", "join.conf").cert_pem
+    assert {k: v for k, v in leaves(renewed).items() if k[1] != "join.conf"} == {
+        k: v for k, v in leaves(bundle).items() if k[1] != "join.conf"
+    }
+    expired, changes = reconcile(plan, loaded, now=issued + timedelta(days=31))
+    assert {c.owner for c in changes if "expired" in c.what} == {"worker-1", "worker-2"}
+    fresh = _join_cert(expired, "worker-1")
+    assert fresh.not_valid_after_utc == (issued + timedelta(days=31 + 30)).replace(microsecond=0)
+
+
+def test_a_changed_join_window_reissues_the_join_credentials(joining: tuple[ClusterPlan, Bundle]) -> None:
+    _, bundle = joining
+    for window in ("168h", "2160h"):
+        plan = build_plan(
+            load_profile(
+                "single-master", ["cluster.encryptionAlgorithm=ECDSA-P256", f"cluster.joinWindow={window}"]
+            )
+        )
+        changed, changes = reconcile(plan, bundle, now=now())
+        assert sorted(str(c) for c in changes) == [
+            f"worker-1: re-issued join.conf: cluster.joinWindow is now {window}",
+            f"worker-2: re-issued join.conf: cluster.joinWindow is now {window}",
+        ]
+        cert = _join_cert(changed, "worker-2")
+        hours = int(window.removesuffix("h"))
+        assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(hours=hours, minutes=5)
+
+
+def test_a_renamed_worker_gets_a_credential_for_its_new_name(joining: tuple[ClusterPlan, Bundle]) -> None:
+    _, bundle = joining
+    d = data("single-master", "cluster.encryptionAlgorithm=ECDSA-P256")
+    d["nodes"][2]["name"] = "edge-7"
+    renamed, changes = reconcile(plan_from(d), bundle, now=now())
+    assert sorted(str(c) for c in changes) == [
+        "edge-7: issued join.conf",
+        "worker-2: dropped the node's certificates (node left the profile)",
+    ]
+    assert _join_cert(renamed, "edge-7").subject.rfc4514_string() == "CN=system:node:edge-7,O=system:nodes"
+    assert "worker-2" not in renamed.leaves
+
+
+def test_token_mode_issues_no_join_credentials(joining: tuple[ClusterPlan, Bundle]) -> None:
+    _, bundle = joining
+    plan = build_plan(
+        load_profile("single-master", ["cluster.encryptionAlgorithm=ECDSA-P256", "cluster.join=token"])
+    )
+    assert not any(s.name == "join.conf" for n in plan.nodes for s in required_specs(plan, n))
+    switched, changes = reconcile(plan, bundle, now=now())
+    assert sorted(str(c) for c in changes) == [
+        "worker-1: dropped join.conf (no longer needed)",
+        "worker-2: dropped join.conf (no longer needed)",
+    ]
+    assert set(switched.leaves) == {"cp-1", secrets.OPERATOR}
+    assert switched.token == bundle.token
+
+
+# --------------------------------------------------------------------------------------------------
 # Profile changes: only what the change needs is re-issued, and it is reported
 
 
@@ -234,15 +334,16 @@ def test_adding_a_node_issues_only_its_certificates(
     d["nodes"].append({"name": "worker-3", "role": "worker", "ip": "10.77.0.23"})
     plan2 = plan_from(d)
     grown, changes = reconcile(plan2, stacked_loaded, now=now())
-    assert owners(changes) == {"cp-4"}
+    assert owners(changes) == {"cp-4", "worker-3"}
     wanted = {s.name for s in required_specs(plan2, plan2.node("cp-4"))}
-    assert {c.what for c in changes} == {f"issued {name}" for name in wanted}
-    assert "super-admin.conf" not in wanted and "etcd-server" in wanted
+    assert {c.what for c in changes if c.owner == "cp-4"} == {f"issued {name}" for name in wanted}
+    assert "super-admin.conf" not in wanted and "etcd-server" in wanted and "join.conf" in wanted
+    assert [c.what for c in changes if c.owner == "worker-3"] == ["issued join.conf"]
     old = leaves(bundle)
     new = leaves(grown)
-    assert {k: v for k, v in new.items() if k[0] != "cp-4"} == old
+    assert {k: v for k, v in new.items() if k[0] not in ("cp-4", "worker-3")} == old
     assert grown.token == bundle.token and grown.sa_key_pem == bundle.sa_key_pem
-    assert "worker-3" not in grown.leaves
+    assert set(grown.leaves["worker-3"]) == {"join.conf"}
 
 
 def test_changing_a_node_ip_reissues_its_server_certificates_only(
@@ -307,6 +408,7 @@ def test_new_init_node_gets_init_only_kubeconfigs(
     assert {str(c) for c in changes if c.owner == "cp-2"} == {
         "cp-2: issued super-admin.conf",
         "cp-2: issued kubelet.conf",
+        "cp-2: dropped join.conf (no longer needed)",  # the init node joins nothing
     }
     assert owners(changes) == {"cp-1", "cp-2"}
 
@@ -531,17 +633,20 @@ ETCD_CERTS = {"etcd-server", "etcd-peer", "etcd-healthcheck-client"}
 
 def test_required_specs_external_etcd() -> None:
     plan = build_plan(load_profile("ha-external-etcd"))
-    assert _names(plan, "worker-1") == set()
+    assert _names(plan, "worker-1") == {"join.conf"}
     assert _names(plan, "etcd-2") == ETCD_CERTS
     assert _names(plan, "cp-1") == CP_CERTS | KUBECONFIGS_INIT
-    assert _names(plan, "cp-2") == CP_CERTS | KUBECONFIGS_JOIN
+    assert _names(plan, "cp-2") == CP_CERTS | KUBECONFIGS_JOIN | {"join.conf"}
 
 
 def test_required_specs_stacked() -> None:
     plan = build_plan(load_profile("ha-stacked"))
-    assert _names(plan, "worker-2") == set()
+    assert _names(plan, "worker-2") == {"join.conf"}
     assert _names(plan, "cp-1") == CP_CERTS | KUBECONFIGS_INIT | ETCD_CERTS
-    assert _names(plan, "cp-3") == CP_CERTS | KUBECONFIGS_JOIN | ETCD_CERTS
+    assert _names(plan, "cp-3") == CP_CERTS | KUBECONFIGS_JOIN | ETCD_CERTS | {"join.conf"}
+    token = build_plan(load_profile("ha-stacked", ["cluster.join=token"]))
+    assert _names(token, "worker-2") == set()
+    assert _names(token, "cp-3") == CP_CERTS | KUBECONFIGS_JOIN | ETCD_CERTS
     assert _names(build_plan(load_profile("etcd-cluster")), "etcd-1") == ETCD_CERTS
 
 

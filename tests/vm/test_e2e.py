@@ -13,8 +13,8 @@ whose only use is a forwarded port, so the host's kubectl reaches the API server
 - `test_single_node`: kubeadm init uses every baked certificate and kubeconfig ("Using existing" lines, the
   bytes on disk unchanged), the node and CoreDNS are Ready, a pod resolves kubernetes.default, the
   bootstrap reports done, and the host lists the node through the forwarded port.
-- `test_single_master`: one control plane and one worker; the worker joins with the baked token and CA
-  hash, both nodes are Ready, and a pod on the worker reaches a pod on the control plane over the CNI.
+- `test_single_master`: one control plane and one worker; the worker joins with its baked join
+  credential, both nodes are Ready, and a pod on the worker reaches a pod on the control plane over the CNI.
 
 Each test prints per-node phase times (boot -> cloud-init done -> kubeadm done -> Ready -> bootstrap
 done), measured in the guest against its boot time.
@@ -469,14 +469,14 @@ def test_single_node(k8s_image_amd64: None, tmp_path: Path) -> None:
 
 
 def joined_worker_checks(node: nodecheck.BakedNode) -> list[dict[str, Any]]:
-    """A worker joined with the baked token and CA hash: kubeadm said so, its kubelet has a client
-    certificate from the cluster and sees its own node Ready."""
+    """A worker joined with its baked join credential (cluster.join: certificate, the default): kubeadm
+    said so, its kubelet has a client certificate from the cluster and sees its own node Ready."""
     return [
         *airgap_checks(node),
         expect.command(
             ["cat", nodecheck.LOG],
             contains="This node has joined the cluster",
-            name="kubeadm join (baked token, discovery pinned to the baked CA hash) succeeded",
+            name="kubeadm join (discovery file with the node's baked join credential) succeeded",
         ),
         expect.unit("kubelet.service", active=True, enabled=True, name="kubelet running"),
         expect.file(
