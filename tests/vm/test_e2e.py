@@ -57,6 +57,11 @@ TIMEOUTS = {
     "tlsBootstrap": "20m",
     "discovery": "20m",
 }
+LEADER_ELECTION = {
+    "leader-elect-lease-duration": "120s",
+    "leader-elect-renew-deadline": "90s",
+    "leader-elect-retry-period": "10s",
+}
 RUN_TIMEOUT_S = int(os.environ.get("BAKE_E2E_TIMEOUT", "3600"))
 HOST_CONFIGMAP = "host-kubectl"
 PHASES = "BAKE-PHASES"
@@ -142,6 +147,11 @@ def bake(tmp_path: Path, extends: str, nodes: list[dict[str, Any]] | None, input
             "packages": {"mode": "prebaked"},
             "encryptionAlgorithm": "ECDSA-P256",
             "kubeadmTimeouts": TIMEOUTS,
+            # Slow hardware: under TCG on a busy host an API call can take longer than the default 10 s
+            # lease renewal, and a controller-manager that loses its lease exits (no DaemonSet pods,
+            # no CoreDNS). Profile fields, as a site with slow machines would set them.
+            "controllerManager": {"extraArgs": dict(LEADER_ELECTION)},
+            "scheduler": {"extraArgs": dict(LEADER_ELECTION)},
             "airgap": {
                 "images": {arch: [str(a) for a in archives] for arch, archives in inputs.archives.items()},
                 "cniManifests": [str(inputs.flannel)],
