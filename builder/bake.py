@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import airgap, cloudinit, distribute, packaging, secrets
-from .errors import BakeError, OutputError, Problem
+from . import airgap, bundledir, cloudinit, distribute, packaging, secrets
+from .errors import BakeError, OutputError, Problem, SecretsError
 from .outputs import OutputTree
 from .plan import ClusterPlan, NodePlan, build_plan
 from .profile import load_profile
@@ -31,6 +31,8 @@ class BakeOptions:
     profile: str
     sets: tuple[str, ...] = ()
     out_root: Path = Path("outputs")
+    secrets: Path | None = None
+    """The bundle's directory; None: bundledir.default_path(cluster), apart from the output tree."""
     only: tuple[str, ...] = ()
     rotate_ca: bool = False
     rotate_token: bool = False
@@ -43,6 +45,7 @@ class BakeResult:
     plan: ClusterPlan
     tree: Path
     manifest: dict[str, Any]
+    secrets_dir: Path
     changes: list[secrets.Change] = field(default_factory=list)
     rewritten: int = 0
     linked: int = 0
@@ -174,6 +177,47 @@ def _seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
     ]
 
 
+def _existing_bundle(tree: OutputTree, path: Path) -> tuple[secrets.Bundle | None, list[secrets.Change]]:
+    """The bundle at `path`, or the one an older bake kept inside the output tree, moved to `path`."""
+    bundledir.interrupted(path)
+    if path.exists():
+        return secrets.load_bundle(path), []
+    legacy = tree.previous / bundledir.LEGACY_NAME if tree.previous is not None else None
+    if legacy is None or not legacy.is_dir():
+        return None, []
+    bundle = secrets.load_bundle(legacy)  # checked before it is moved: a bad bundle stays where it was
+    bundledir.migrate(legacy, path)
+    moved = secrets.Change(
+        "bundle",
+        f"moved the secrets bundle out of the output tree to {path} (once; deleting the outputs no longer "
+        "deletes the keys)",
+    )
+    return bundle, [moved]
+
+
+def _refuse_foreign_ca(tree: OutputTree, bundle: secrets.Bundle, path: Path, rotate_ca: bool) -> None:
+    """An output tree baked with another CA means nodes that will not trust this bundle's: say so."""
+    raw = tree.previous_bytes("manifest.json")
+    if rotate_ca or raw is None:
+        return
+    try:
+        before = json.loads(raw).get("discoveryTokenCaCertHash")
+    except (ValueError, AttributeError):
+        return
+    if before is not None and before != bundle.discovery_hash:
+        raise SecretsError(
+            [
+                Problem(
+                    "secrets",
+                    f"{tree.link} was baked with another cluster CA ({before}) than the bundle at {path} "
+                    f"({'a new one' if not path.exists() else bundle.discovery_hash}); nodes baked before "
+                    "would not trust it. Point --secrets at that cluster's bundle, or pass --rotate-ca to "
+                    "start over with a new CA",
+                )
+            ]
+        )
+
+
 def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
     profile = load_profile(options.profile, options.sets)
     plan = build_plan(profile)
@@ -188,9 +232,8 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
     now = options.now or secrets.utcnow()
     base_url = options.base_url or plan.settings.seed.http_base_url
     with OutputTree(options.out_root, plan.name) as tree:
-        existing = None
-        if tree.previous is not None:
-            existing = secrets.load_bundle(tree.previous / "secrets")
+        bundle_path = options.secrets or bundledir.default_path(plan.name)
+        existing, notices = _existing_bundle(tree, bundle_path)
         if options.only and existing is None:
             raise BakeError([Problem("--only", "needs an existing bake of this cluster to update")])
         bundle, changes = secrets.reconcile(
@@ -201,8 +244,16 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             rotate_token=options.rotate_token,
             only=set(options.only) or None,
         )
-        for rel, data, mode in secrets.bundle_files(bundle, plan):
-            tree.write(f"secrets/{rel}", data, mode)
+        _refuse_foreign_ca(tree, bundle, bundle_path, options.rotate_ca)
+        if existing is None:
+            notices.append(
+                secrets.Change(
+                    "bundle",
+                    f"no secrets bundle at {bundle_path}: creating a new one with new CAs; keep it safe, "
+                    "every later bake of this cluster needs it",
+                )
+            )
+        changes = notices + changes
         if plan.control_planes:
             tree.write("admin.conf", distribute.operator_admin_conf(plan, bundle), 0o600)
         epoch = source_epoch(bundle)
@@ -248,5 +299,9 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         tree.write("manifest.json", (json.dumps(manifest, indent=2) + "\n").encode(), 0o600)
         sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(tree.written.items()))
         tree.write("SHA256SUMS", sums.encode(), 0o600)
+        # the bundle last, just before the swap: a bake that failed above changed nothing on disk
+        bundledir.save(bundle_path, secrets.bundle_files(bundle, plan))
         final = tree.commit()
-        return BakeResult(plan, final, manifest, changes, tree.rewritten, tree.linked, _seed_warnings(seeds))
+        return BakeResult(
+            plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked, _seed_warnings(seeds)
+        )

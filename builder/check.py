@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from . import iso, packaging, secrets
+from . import bundledir, iso, packaging, secrets
 from .errors import BakeError
 from .files import sha256_file
 
@@ -152,11 +152,11 @@ def _checksums(tree: Path, report: Report) -> None:
         report.ok("SHA256SUMS", f"{len(lines)} files match")
 
 
-def _modes(tree: Path, report: Report) -> None:
+def _modes(tree: Path, report: Report, label: str = "") -> None:
     loose = 0
     for path in [tree, *tree.rglob("*")]:
         st = path.lstat()
-        rel = str(path.relative_to(tree)) or "."
+        rel = label + str(path.relative_to(tree)) if path != tree else label.rstrip("/") or "."
         if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o077:
             report.error("mode-directory", rel, f"directory mode {st.st_mode & 0o777:04o}, expected 0700")
             loose += 1
@@ -170,7 +170,7 @@ def _modes(tree: Path, report: Report) -> None:
                 )
                 loose += 1
     if not loose:
-        report.ok("modes", "directories 0700, secret-bearing files 0600")
+        report.ok(label.rstrip("/") or "modes", "directories 0700, secret-bearing files 0600")
 
 
 def _schema(paths: list[Path], report: Report) -> None:
@@ -294,8 +294,17 @@ def _role_secrets(
         report.ok(where, f"secrets fit the {role} role")
 
 
-def check_tree(tree: Path, now: datetime | None = None) -> Report:
-    """Every finding about one output tree; `now` is for tests of expiry."""
+def bundle_location(tree: Path, manifest: dict[str, Any], secrets_dir: Path | None) -> Path:
+    """The bundle `bake` used: --secrets, else secrets/<cluster>, else one an older bake kept in the tree."""
+    if secrets_dir is not None:
+        return secrets_dir
+    default = bundledir.default_path(str(manifest.get("cluster", "")))
+    legacy = tree / bundledir.LEGACY_NAME
+    return legacy if not default.exists() and legacy.is_dir() else default
+
+
+def check_tree(tree: Path, now: datetime | None = None, secrets_dir: Path | None = None) -> Report:
+    """Every finding about one output tree and its secrets bundle; `now` is for tests of expiry."""
     report = Report()
     manifest_path = tree / "manifest.json"
     try:
@@ -307,13 +316,16 @@ def check_tree(tree: Path, now: datetime | None = None) -> Report:
     _modes(tree, report)
     now = now or datetime.now(UTC)
     bundle = None
+    bundle_dir = bundle_location(tree, manifest, secrets_dir)
+    if bundle_dir.is_dir() and bundle_dir != tree / bundledir.LEGACY_NAME:
+        _modes(bundle_dir, report, "secrets/")
     try:
-        bundle = secrets.load_bundle(tree / "secrets")
+        bundle = secrets.load_bundle(bundle_dir)
     except BakeError as exc:
         for problem in exc.problems:
             report.error("bundle-invalid", problem.path or "secrets", problem.message)
     if bundle is None and not report.errors:
-        report.error("bundle-missing", "secrets", "no secrets bundle")
+        report.error("bundle-missing", "secrets", f"no secrets bundle at {bundle_dir} (--secrets names it)")
     if bundle is not None:
         if bundle.discovery_hash != manifest.get("discoveryTokenCaCertHash"):
             report.error(

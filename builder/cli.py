@@ -44,8 +44,8 @@ def _bake_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bake",
         description="Bake a kubeadm cluster offline: PKI and bootstrap token, per-node cloud-init, "
-        "NoCloud seed ISOs, raw and HTTP seeds. Secrets are kept in outputs/<cluster>/secrets/ and "
-        "reused by later bakes.",
+        "NoCloud seed ISOs, raw and HTTP seeds. The secrets bundle is kept apart from the outputs, in "
+        "secrets/<cluster>/ (or --secrets), and reused by later bakes.",
         epilog=EPILOG.format(profiles=", ".join(resources.profile_names())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -70,6 +70,13 @@ def _bake_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("outputs"),
         help="output root; the cluster goes to OUT/<cluster>/ (default: %(default)s)",
+    )
+    p.add_argument(
+        "--secrets",
+        type=Path,
+        metavar="DIR",
+        help="the cluster's secrets bundle, created there if missing (default: secrets/<cluster>, "
+        "outside the output tree)",
     )
     p.add_argument(
         "--only",
@@ -170,6 +177,13 @@ def _check_parser() -> argparse.ArgumentParser:
         "user-data schema, seed ISO contents, secret placement and file modes.",
     )
     p.add_argument("tree", type=Path, help="the cluster's output directory, e.g. outputs/ha-stacked")
+    p.add_argument(
+        "--secrets",
+        type=Path,
+        metavar="DIR",
+        help="the cluster's secrets bundle (default: secrets/<cluster>, else a bundle an older bake kept "
+        "in the tree)",
+    )
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     return p
 
@@ -255,6 +269,7 @@ def bake_main(argv: Sequence[str]) -> int:
         profile=args.profile,
         sets=tuple(args.sets),
         out_root=args.out,
+        secrets=args.secrets,
         only=tuple(args.only),
         rotate_ca=args.rotate_ca,
         rotate_token=args.rotate_token,
@@ -267,7 +282,7 @@ def bake_main(argv: Sequence[str]) -> int:
         sys.stdout.write(json.dumps(result.manifest, indent=2) + "\n")
     elif not args.quiet:
         _summary(console, result)
-        console.print(f"outputs in {args.out / result.plan.name}")
+        console.print(f"outputs in {args.out / result.plan.name}, secrets bundle in {result.secrets_dir}")
     return 0
 
 
@@ -275,7 +290,7 @@ def check_main(argv: Sequence[str]) -> int:
     from . import check
 
     args = _check_parser().parse_args(argv)
-    report = check.check_tree(args.tree)
+    report = check.check_tree(args.tree, secrets_dir=args.secrets)
     console = Console()
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")

@@ -27,7 +27,7 @@ import yaml
 
 from builder.profile import load_profile
 
-from .helpers import REPO, bake, check_golden, tree_digest
+from .helpers import REPO, bake, bundle, check_golden, tree_digest
 from .peers import missing
 
 GOLDEN = REPO / "tests" / "fixtures" / "golden"
@@ -57,16 +57,13 @@ KUBEADM_KINDS = {"InitConfiguration", "ClusterConfiguration", "JoinConfiguration
 @pytest.fixture(scope="module")
 def real_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("real")
-    gen = out / ".bake" / "single-master" / "gen-0"
-    gen.mkdir(parents=True)
-    shutil.copytree(BUNDLE, gen / "secrets")
-    (out / "single-master").symlink_to(".bake/single-master/gen-0")
+    shutil.copytree(BUNDLE, bundle(out, "single-master"))
     proc = bake("--profile", "single-master", *REAL_SETS, "--quiet", out=out)
     assert proc.returncode == 0, proc.stderr
     tree = (out / "single-master").resolve()
     if os.environ.get("UPDATE_GOLDEN"):  # a bundle format change: keep what the bake kept or added
         shutil.rmtree(BUNDLE)
-        shutil.copytree(tree / "secrets", BUNDLE)
+        shutil.copytree(bundle(out, "single-master"), BUNDLE)
     return tree
 
 
@@ -78,7 +75,8 @@ def _real_files(tree: Path) -> list[str]:
 
 
 def test_real_bundle_golden(real_tree: Path) -> None:
-    assert tree_digest(real_tree / "secrets") == tree_digest(BUNDLE), "the kept bundle was not reused"
+    kept = bundle(real_tree.parents[2], "single-master")  # outputs/.bake/<cluster>/gen-…
+    assert tree_digest(kept) == tree_digest(BUNDLE), "the kept bundle was not reused"
     wanted = _real_files(real_tree)
     for rel in wanted:
         check_golden(REAL / rel, (real_tree / rel).read_bytes())

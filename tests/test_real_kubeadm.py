@@ -58,7 +58,7 @@ from builder.plan import ClusterPlan, build_plan
 from builder.profile import LoadBalancerKind, Role, load_profile
 from tests import k8s
 
-from .helpers import bake
+from .helpers import bake, bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = k8s.locate("amd64")
@@ -115,6 +115,7 @@ class Baked:
     manifest: dict[str, Any]
     nodes: dict[str, Node]
     scratch: Path
+    secrets: Path  # the cluster's secrets bundle, kept apart from the tree
 
     def role(self, role: str) -> list[Node]:
         return [n for n in self.nodes.values() if n.role == role]
@@ -150,7 +151,7 @@ def bake_profile(profile: str, out: Path, *sets: str) -> Baked:
         args += ["--set", s]
     proc = bake(*args, out=out / "outputs")
     assert proc.returncode == 0, proc.stderr
-    (tree,) = [p.resolve() for p in (out / "outputs").iterdir() if not p.name.startswith(".")]
+    (tree,) = [p.resolve() for p in (out / "outputs").iterdir() if p.is_symlink()]
     manifest = json.loads((tree / "manifest.json").read_text())
     nodes = {}
     for entry in manifest["nodes"]:
@@ -159,7 +160,7 @@ def bake_profile(profile: str, out: Path, *sets: str) -> Baked:
         nodes[entry["name"]] = Node(entry["name"], entry["role"], entry["ip"], root)
     scratch = out / "scratch"
     scratch.mkdir()
-    return Baked(profile, tree, manifest, nodes, scratch)
+    return Baked(profile, tree, manifest, nodes, scratch, bundle(out / "outputs", manifest["cluster"]))
 
 
 @pytest.fixture(scope="module")
@@ -687,7 +688,7 @@ def cluster(baked: Baked, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def baked_token(baked: Baked) -> str:
-    return (baked.tree / "secrets" / "token").read_text().strip()
+    return (baked.secrets / "token").read_text().strip()
 
 
 @pytest.mark.parametrize("baked", WITH_ETCD_MEMBERS, indirect=True)
