@@ -58,6 +58,7 @@ DETECTORS: dict[str, str] = {
     "worker-ca-crt": "a worker holds /etc/kubernetes/pki/ca.crt",
     "ca-key-role": "a node other than a control plane holds the cluster CA key",
     "etcd-ca-key-role": "a node other than a stacked control plane holds the etcd CA key",
+    "encryption-key-role": "a node other than a control plane holds the key of the Secrets in etcd",
     "schema": "cloud-init schema rejects a user-data",
     "schema-unavailable": "cloud-init is not installed, the schema is not checked (warning)",
 }
@@ -289,6 +290,11 @@ def _role_secrets(
             "etcd-ca-key-role",
             where,
             f"{ROLE_NAMES.get(role, role)} of a {topology} cluster holds the etcd CA key",
+        )
+    key = bundle.encryption_key
+    if key is not None and role != "control-plane" and any(base64.b64encode(key) in b for b in blobs):
+        report.error(
+            "encryption-key-role", where, f"{ROLE_NAMES.get(role, role)} holds the key of the Secrets in etcd"
         )
     if not any(e.where == where and e.level == "error" for e in report.findings):
         report.ok(where, f"secrets fit the {role} role")

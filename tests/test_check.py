@@ -407,6 +407,21 @@ def _etcd_ca_key_on_external_control_plane(t: Path) -> list[tuple[str, str]]:
     return [_exact("nodes/cp-3", "a control plane of a external-etcd cluster holds the etcd CA key")]
 
 
+def _encryption_key_on_worker(t: Path) -> list[tuple[str, str]]:
+    """The EncryptionConfiguration of a control plane, copied onto a worker."""
+    content, _, _ = check.write_files_of((t / "nodes/cp-1/user-data").read_bytes())[
+        "/etc/kubernetes/encryption/config.yaml"
+    ]
+    _add_file(t, "worker-1", "/etc/kubernetes/encryption/config.yaml", content)
+    return [_exact("nodes/worker-1", "a worker holds the key of the Secrets in etcd")]
+
+
+def _encryption_key_on_etcd_member(t: Path) -> list[tuple[str, str]]:
+    key = (_bundle(t) / "encryption-key").read_bytes().strip()
+    _add_file(t, "etcd-2", "/root/enc", b"secret: " + key + b"\n")
+    return [_exact("nodes/etcd-2", "an etcd member holds the key of the Secrets in etcd")]
+
+
 def _etcd_ca_key_on_etcd_member(t: Path) -> list[tuple[str, str]]:
     _add_file(t, "etcd-1", f"{PKI}/etcd/ca.key", (_bundle(t) / "pki/etcd/ca.key").read_bytes())
     return [_exact("nodes/etcd-1", "an etcd member of a external-etcd cluster holds the etcd CA key")]
@@ -446,6 +461,8 @@ FAULTS = [
     Fault("ca-key-role", "etcd-member", _ca_key_on_etcd_member),
     Fault("etcd-ca-key-role", "external-control-plane", _etcd_ca_key_on_external_control_plane),
     Fault("etcd-ca-key-role", "etcd-member", _etcd_ca_key_on_etcd_member),
+    Fault("encryption-key-role", "worker", _encryption_key_on_worker),
+    Fault("encryption-key-role", "etcd-member", _encryption_key_on_etcd_member),
 ]
 # detectors whose fault needs something other than a tree edit: tested below
 SEPARATE = {"cert-expired", "cert-expiring", "schema", "schema-unavailable"}
