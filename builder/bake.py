@@ -18,7 +18,7 @@ from typing import Any
 
 from . import airgap, bundledir, cloudinit, distribute, packaging, secrets
 from .errors import BakeError, OutputError, Problem, SecretsError
-from .outputs import OutputTree
+from .outputs import DryTree, OutputTree
 from .plan import ClusterPlan, NodePlan, build_plan
 from .profile import load_profile
 
@@ -38,6 +38,10 @@ class BakeOptions:
     rotate_token: bool = False
     base_url: str | None = None
     now: datetime | None = None
+    dry_run: bool = False
+    """`bake plan`: compute everything, write nothing (no output tree, no bundle, no move)."""
+    observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
+    """Called with each node rendered (bake plan compares it with the current tree)."""
 
 
 @dataclass
@@ -50,6 +54,10 @@ class BakeResult:
     rewritten: int = 0
     linked: int = 0
     warnings: list[str] = field(default_factory=list)
+    bundle_written: bool = False
+    """The bundle's files changed (with dry_run: would change)."""
+    written: dict[str, str] = field(default_factory=dict)
+    """Every file of the new tree -> sha256."""
 
 
 def source_epoch(bundle: secrets.Bundle) -> int:
@@ -165,7 +173,7 @@ def write_images_seed(tree: OutputTree, seed: airgap.ArchSeed, epoch: int) -> di
     tree.write(f"{http}/{airgap.SUMS_NAME}", sums, 0o600)
     rel = airgap.iso_rel(seed.arch)
     digest = tree.write_stream(rel, lambda out: airgap.write_iso(out, seed, sums, epoch=epoch))
-    return airgap.seed_manifest(seed, digests, digest, tree.path(rel).stat().st_size)
+    return airgap.seed_manifest(seed, digests, digest, tree.size(rel))
 
 
 def _seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
@@ -177,7 +185,9 @@ def _seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
     ]
 
 
-def _existing_bundle(tree: OutputTree, path: Path) -> tuple[secrets.Bundle | None, list[secrets.Change]]:
+def _existing_bundle(
+    tree: OutputTree, path: Path, dry_run: bool = False
+) -> tuple[secrets.Bundle | None, list[secrets.Change]]:
     """The bundle at `path`, or the one an older bake kept inside the output tree, moved to `path`."""
     bundledir.interrupted(path)
     if path.exists():
@@ -186,11 +196,13 @@ def _existing_bundle(tree: OutputTree, path: Path) -> tuple[secrets.Bundle | Non
     if legacy is None or not legacy.is_dir():
         return None, []
     bundle = secrets.load_bundle(legacy)  # checked before it is moved: a bad bundle stays where it was
-    bundledir.migrate(legacy, path)
+    if not dry_run:
+        bundledir.migrate(legacy, path)
+    verb = "would move" if dry_run else "moved"
     moved = secrets.Change(
         "bundle",
-        f"moved the secrets bundle out of the output tree to {path} (once; deleting the outputs no longer "
-        "deletes the keys)",
+        f"{verb} the secrets bundle out of the output tree to {path} (once; deleting the outputs no "
+        "longer deletes the keys)",
     )
     return bundle, [moved]
 
@@ -231,9 +243,10 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         raise BakeError(incomplete)
     now = options.now or secrets.utcnow()
     base_url = options.base_url or plan.settings.seed.http_base_url
-    with OutputTree(options.out_root, plan.name) as tree:
+    tree_class = DryTree if options.dry_run else OutputTree
+    with tree_class(options.out_root, plan.name) as tree:
         bundle_path = options.secrets or bundledir.default_path(plan.name)
-        existing, notices = _existing_bundle(tree, bundle_path)
+        existing, notices = _existing_bundle(tree, bundle_path, options.dry_run)
         if options.only and existing is None:
             raise BakeError([Problem("--only", "needs an existing bake of this cluster to update")])
         bundle, changes = secrets.reconcile(
@@ -246,10 +259,11 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         )
         _refuse_foreign_ca(tree, bundle, bundle_path, options.rotate_ca)
         if existing is None:
+            verb = "would create" if options.dry_run else "creating"
             notices.append(
                 secrets.Change(
                     "bundle",
-                    f"no secrets bundle at {bundle_path}: creating a new one with new CAs; keep it safe, "
+                    f"no secrets bundle at {bundle_path}: {verb} a new one with new CAs; keep it safe, "
                     "every later bake of this cluster needs it",
                 )
             )
@@ -277,6 +291,8 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 token=bundle.token,
                 ca_hash=bundle.discovery_hash,
             )
+            if options.observe is not None:
+                options.observe(node, rendered)
             gz = packaging.gzip_bytes(rendered.user_data)
             problems += packaging.size_problems(i, rendered, list(plan.settings.seed.targets), gz)
             artifacts = {}
@@ -300,8 +316,14 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(tree.written.items()))
         tree.write("SHA256SUMS", sums.encode(), 0o600)
         # the bundle last, just before the swap: a bake that failed above changed nothing on disk
-        bundledir.save(bundle_path, secrets.bundle_files(bundle, plan))
+        files = list(secrets.bundle_files(bundle, plan))
+        if options.dry_run:
+            bundledir.interrupted(bundle_path)
+            bundle_written = not bundledir.unchanged(bundle_path, files)
+        else:
+            bundle_written = bundledir.save(bundle_path, files)
         final = tree.commit()
         return BakeResult(
-            plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked, _seed_warnings(seeds)
-        )
+            plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked, _seed_warnings(seeds),
+            bundle_written, dict(tree.written),
+        )  # fmt: skip
