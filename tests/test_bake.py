@@ -213,6 +213,8 @@ def test_a_bundle_in_the_old_place_is_moved_once(tmp_path: Path) -> None:
     # the layout of earlier bakes: the bundle inside the current output generation
     generation = (tmp_path / "outputs/single-node").resolve()
     shutil.move(kept, generation / "secrets")
+    # bake check still finds it there (no secrets/<cluster> yet)
+    assert _user_bake(tmp_path, "check", "outputs/single-node").returncode == 0
     proc = _user_bake(tmp_path, "-p", "single-node", *ALG)
     assert proc.returncode == 0, proc.stderr
     assert "moved the secrets bundle out of the output tree to secrets/single-node" in " ".join(
