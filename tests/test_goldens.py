@@ -177,6 +177,8 @@ def check_user_data(text: bytes, profile: str, node: str) -> list[tuple[str, byt
         if role == "control-plane" and _external_etcd(profile):
             assert path != f"{PKI}/etcd/ca.key", path
             assert not path.startswith((f"{PKI}/etcd/server", f"{PKI}/etcd/peer")), path
+        if b"kind: EncryptionConfiguration" in data:  # the key of every Secret in etcd
+            assert role == "control-plane" and perms == "0600", (path, role, perms)
         if path == "/etc/kubernetes/super-admin.conf":
             assert node == _init_node(profile), "super-admin.conf only on the first control plane"
     if role == "control-plane":
