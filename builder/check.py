@@ -304,8 +304,11 @@ def bundle_location(tree: Path, manifest: dict[str, Any], secrets_dir: Path | No
     """The bundle `bake` used: --secrets, else secrets/<cluster>, else one an older bake kept in the tree."""
     if secrets_dir is not None:
         return secrets_dir
-    default = bundledir.default_path(str(manifest.get("cluster", "")))
     legacy = tree / bundledir.LEGACY_NAME
+    cluster = manifest.get("cluster")
+    if not isinstance(cluster, str) or not cluster:  # a broken manifest: never secrets/ itself
+        return legacy
+    default = bundledir.default_path(cluster)
     return legacy if not default.exists() and legacy.is_dir() else default
 
 
