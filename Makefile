@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## bake: create the venv, install, bake PROFILE (default ha-stacked) into OUT/
+## bake: create the venv, install, bake PROFILE (default ha-stacked) into OUT/; its secrets bundle is kept apart in secrets/<cluster>/
 bake: $(STAMP)
 	$(BIN)/bake --profile $(PROFILE) --out $(OUT)
 

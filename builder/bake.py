@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import airgap, cloudinit, distribute, packaging, secrets
-from .errors import BakeError, OutputError, Problem
-from .outputs import OutputTree
+from . import airgap, bundledir, cloudinit, distribute, packaging, secrets
+from .errors import BakeError, OutputError, Problem, SecretsError
+from .outputs import DryTree, OutputTree
 from .plan import ClusterPlan, NodePlan, build_plan
 from .profile import load_profile
 
@@ -31,11 +31,17 @@ class BakeOptions:
     profile: str
     sets: tuple[str, ...] = ()
     out_root: Path = Path("outputs")
+    secrets: Path | None = None
+    """The bundle's directory; None: bundledir.default_path(cluster), apart from the output tree."""
     only: tuple[str, ...] = ()
     rotate_ca: bool = False
     rotate_token: bool = False
     base_url: str | None = None
     now: datetime | None = None
+    dry_run: bool = False
+    """`bake plan`: compute everything, write nothing (no output tree, no bundle, no move)."""
+    observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
+    """Called with each node rendered (bake plan compares it with the current tree)."""
 
 
 @dataclass
@@ -43,10 +49,15 @@ class BakeResult:
     plan: ClusterPlan
     tree: Path
     manifest: dict[str, Any]
+    secrets_dir: Path
     changes: list[secrets.Change] = field(default_factory=list)
     rewritten: int = 0
     linked: int = 0
     warnings: list[str] = field(default_factory=list)
+    bundle_written: bool = False
+    """The bundle's files changed (with dry_run: would change)."""
+    written: dict[str, str] = field(default_factory=dict)
+    """Every file of the new tree -> sha256."""
 
 
 def source_epoch(bundle: secrets.Bundle) -> int:
@@ -163,7 +174,7 @@ def write_images_seed(tree: OutputTree, seed: airgap.ArchSeed, epoch: int) -> di
     tree.write(f"{http}/{airgap.SUMS_NAME}", sums, 0o600)
     rel = airgap.iso_rel(seed.arch)
     digest = tree.write_stream(rel, lambda out: airgap.write_iso(out, seed, sums, epoch=epoch))
-    return airgap.seed_manifest(seed, digests, digest, tree.path(rel).stat().st_size)
+    return airgap.seed_manifest(seed, digests, digest, tree.size(rel))
 
 
 def _seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
@@ -173,6 +184,51 @@ def _seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
         for s in seeds
         if s.unknown
     ]
+
+
+def _existing_bundle(
+    tree: OutputTree, path: Path, dry_run: bool = False
+) -> tuple[secrets.Bundle | None, list[secrets.Change]]:
+    """The bundle at `path`, or the one an older bake kept inside the output tree, moved to `path`."""
+    bundledir.interrupted(path)
+    if path.exists():
+        return secrets.load_bundle(path), []
+    legacy = tree.previous / bundledir.LEGACY_NAME if tree.previous is not None else None
+    if legacy is None or not legacy.is_dir():
+        return None, []
+    bundle = secrets.load_bundle(legacy)  # checked before it is moved: a bad bundle stays where it was
+    if not dry_run:
+        bundledir.migrate(legacy, path)
+    verb = "would move" if dry_run else "moved"
+    moved = secrets.Change(
+        "bundle",
+        f"{verb} the secrets bundle out of the output tree to {path} (once; deleting the outputs no "
+        "longer deletes the keys)",
+    )
+    return bundle, [moved]
+
+
+def _refuse_foreign_ca(tree: OutputTree, bundle: secrets.Bundle, path: Path, rotate_ca: bool) -> None:
+    """An output tree baked with another CA means nodes that will not trust this bundle's: say so."""
+    raw = tree.previous_bytes("manifest.json")
+    if rotate_ca or raw is None:
+        return
+    try:
+        before = json.loads(raw).get("discoveryTokenCaCertHash")
+    except (ValueError, AttributeError):
+        return
+    if before is not None and before != bundle.discovery_hash:
+        raise SecretsError(
+            [
+                Problem(
+                    "secrets",
+                    f"{tree.link} was baked with another cluster CA ({before}) than the bundle at {path} "
+                    f"({'a new one' if not path.exists() else bundle.discovery_hash}); nodes baked before "
+                    "would not trust it. Point --secrets at that cluster's bundle, or pass --rotate-ca to "
+                    "start over with a new CA",
+                )
+            ]
+        )
 
 
 def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
@@ -188,10 +244,10 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         raise BakeError(incomplete)
     now = options.now or secrets.utcnow()
     base_url = options.base_url or plan.settings.seed.http_base_url
-    with OutputTree(options.out_root, plan.name) as tree:
-        existing = None
-        if tree.previous is not None:
-            existing = secrets.load_bundle(tree.previous / "secrets")
+    tree_class = DryTree if options.dry_run else OutputTree
+    with tree_class(options.out_root, plan.name) as tree:
+        bundle_path = options.secrets or bundledir.default_path(plan.name)
+        existing, notices = _existing_bundle(tree, bundle_path, options.dry_run)
         if options.only and existing is None:
             raise BakeError([Problem("--only", "needs an existing bake of this cluster to update")])
         bundle, changes = secrets.reconcile(
@@ -202,8 +258,17 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             rotate_token=options.rotate_token,
             only=set(options.only) or None,
         )
-        for rel, data, mode in secrets.bundle_files(bundle, plan):
-            tree.write(f"secrets/{rel}", data, mode)
+        _refuse_foreign_ca(tree, bundle, bundle_path, options.rotate_ca)
+        if existing is None:
+            verb = "would create" if options.dry_run else "creating"
+            notices.append(
+                secrets.Change(
+                    "bundle",
+                    f"no secrets bundle at {bundle_path}: {verb} a new one with new CAs; keep it safe, "
+                    "every later bake of this cluster needs it",
+                )
+            )
+        changes = notices + changes
         if plan.control_planes:
             tree.write("admin.conf", distribute.operator_admin_conf(plan, bundle), 0o600)
         epoch = source_epoch(bundle)
@@ -227,6 +292,8 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 token=bundle.token,
                 ca_hash=bundle.discovery_hash,
             )
+            if options.observe is not None:
+                options.observe(node, rendered)
             gz = packaging.gzip_bytes(rendered.user_data)
             problems += packaging.size_problems(i, rendered, list(plan.settings.seed.targets), gz)
             artifacts = {}
@@ -249,5 +316,15 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         tree.write("manifest.json", (json.dumps(manifest, indent=2) + "\n").encode(), 0o600)
         sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(tree.written.items()))
         tree.write("SHA256SUMS", sums.encode(), 0o600)
+        # the bundle last, just before the swap: a bake that failed above changed nothing on disk
+        files = list(secrets.bundle_files(bundle, plan))
+        if options.dry_run:
+            bundledir.interrupted(bundle_path)
+            bundle_written = not bundledir.unchanged(bundle_path, files)
+        else:
+            bundle_written = bundledir.save(bundle_path, files)
         final = tree.commit()
-        return BakeResult(plan, final, manifest, changes, tree.rewritten, tree.linked, _seed_warnings(seeds))
+        return BakeResult(
+            plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked, _seed_warnings(seeds),
+            bundle_written, dict(tree.written),
+        )  # fmt: skip

@@ -23,7 +23,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from . import certlist, iso, packaging, pki, secrets
+from . import bundledir, certlist, iso, packaging, pki, secrets
 from .distribute import JOIN_KUBECONFIG_PATH
 from .errors import BakeError
 from .files import sha256_file
@@ -67,6 +67,7 @@ DETECTORS: dict[str, str] = {
     "(cluster.join: certificate, or an etcd member)",
     "join-credential": "a joining node's join credential is missing, or is not its own system:node identity "
     "signed by the cluster CA (cluster.join: certificate)",
+    "encryption-key-role": "a node other than a control plane holds the key of the Secrets in etcd",
     "schema": "cloud-init schema rejects a user-data",
     "schema-unavailable": "cloud-init is not installed, the schema is not checked (warning)",
 }
@@ -165,11 +166,11 @@ def _checksums(tree: Path, report: Report) -> None:
         report.ok("SHA256SUMS", f"{len(lines)} files match")
 
 
-def _modes(tree: Path, report: Report) -> None:
+def _modes(tree: Path, report: Report, label: str = "") -> None:
     loose = 0
     for path in [tree, *tree.rglob("*")]:
         st = path.lstat()
-        rel = str(path.relative_to(tree)) or "."
+        rel = label + str(path.relative_to(tree)) if path != tree else label.rstrip("/") or "."
         if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o077:
             report.error("mode-directory", rel, f"directory mode {st.st_mode & 0o777:04o}, expected 0700")
             loose += 1
@@ -183,7 +184,7 @@ def _modes(tree: Path, report: Report) -> None:
                 )
                 loose += 1
     if not loose:
-        report.ok("modes", "directories 0700, secret-bearing files 0600")
+        report.ok(label.rstrip("/") or "modes", "directories 0700, secret-bearing files 0600")
 
 
 def _schema(paths: list[Path], report: Report) -> None:
@@ -364,12 +365,29 @@ def _role_secrets(
             where,
             f"{ROLE_NAMES.get(role, role)} of a {topology} cluster holds the etcd CA key",
         )
+    key = bundle.encryption_key
+    if key is not None and role != "control-plane" and any(base64.b64encode(key) in b for b in blobs):
+        report.error(
+            "encryption-key-role", where, f"{ROLE_NAMES.get(role, role)} holds the key of the Secrets in etcd"
+        )
     if not any(e.where == where and e.level == "error" for e in report.findings):
         report.ok(where, f"secrets fit the {role} role")
 
 
-def check_tree(tree: Path, now: datetime | None = None) -> Report:
-    """Every finding about one output tree; `now` is for tests of expiry."""
+def bundle_location(tree: Path, manifest: dict[str, Any], secrets_dir: Path | None) -> Path:
+    """The bundle `bake` used: --secrets, else secrets/<cluster>, else one an older bake kept in the tree."""
+    if secrets_dir is not None:
+        return secrets_dir
+    legacy = tree / bundledir.LEGACY_NAME
+    cluster = manifest.get("cluster")
+    if not isinstance(cluster, str) or not cluster:  # a broken manifest: never secrets/ itself
+        return legacy
+    default = bundledir.default_path(cluster)
+    return legacy if not default.exists() and legacy.is_dir() else default
+
+
+def check_tree(tree: Path, now: datetime | None = None, secrets_dir: Path | None = None) -> Report:
+    """Every finding about one output tree and its secrets bundle; `now` is for tests of expiry."""
     report = Report()
     manifest_path = tree / "manifest.json"
     try:
@@ -381,13 +399,16 @@ def check_tree(tree: Path, now: datetime | None = None) -> Report:
     _modes(tree, report)
     now = now or datetime.now(UTC)
     bundle = None
+    bundle_dir = bundle_location(tree, manifest, secrets_dir)
+    if bundle_dir.is_dir() and bundle_dir != tree / bundledir.LEGACY_NAME:
+        _modes(bundle_dir, report, "secrets/")
     try:
-        bundle = secrets.load_bundle(tree / "secrets")
+        bundle = secrets.load_bundle(bundle_dir)
     except BakeError as exc:
         for problem in exc.problems:
             report.error("bundle-invalid", problem.path or "secrets", problem.message)
     if bundle is None and not report.errors:
-        report.error("bundle-missing", "secrets", "no secrets bundle")
+        report.error("bundle-missing", "secrets", f"no secrets bundle at {bundle_dir} (--secrets names it)")
     if bundle is not None:
         if bundle.discovery_hash != manifest.get("discoveryTokenCaCertHash"):
             report.error(

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -34,6 +35,7 @@ examples:
   bake -p single-master --set cluster.kubernetesVersion=1.35 --set nodes[1].ip=10.77.0.40
   bake -p ha-stacked --only worker-2     re-render one node, keep the rest of the tree
   bake check outputs/ha-stacked          re-verify an output tree; non-zero exit on any drift
+  bake plan -p ha-stacked [--json]       what a bake would change, without writing (exit 1 if anything)
   bake images -p ha-stacked [--json]     every image the nodes need, per architecture and role
 
 embedded profiles: {profiles}
@@ -44,8 +46,8 @@ def _bake_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bake",
         description="Bake a kubeadm cluster offline: PKI and bootstrap token, per-node cloud-init, "
-        "NoCloud seed ISOs, raw and HTTP seeds. Secrets are kept in outputs/<cluster>/secrets/ and "
-        "reused by later bakes.",
+        "NoCloud seed ISOs, raw and HTTP seeds. The secrets bundle is kept apart from the outputs, in "
+        "secrets/<cluster>/ (or --secrets), and reused by later bakes.",
         epilog=EPILOG.format(profiles=", ".join(resources.profile_names())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -70,6 +72,13 @@ def _bake_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("outputs"),
         help="output root; the cluster goes to OUT/<cluster>/ (default: %(default)s)",
+    )
+    p.add_argument(
+        "--secrets",
+        type=Path,
+        metavar="DIR",
+        help="the cluster's secrets bundle, created there if missing (default: secrets/<cluster>, "
+        "outside the output tree)",
     )
     p.add_argument(
         "--only",
@@ -170,6 +179,13 @@ def _check_parser() -> argparse.ArgumentParser:
         "user-data schema, seed ISO contents, secret placement and file modes.",
     )
     p.add_argument("tree", type=Path, help="the cluster's output directory, e.g. outputs/ha-stacked")
+    p.add_argument(
+        "--secrets",
+        type=Path,
+        metavar="DIR",
+        help="the cluster's secrets bundle (default: secrets/<cluster>, else a bundle an older bake kept "
+        "in the tree)",
+    )
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     return p
 
@@ -255,6 +271,7 @@ def bake_main(argv: Sequence[str]) -> int:
         profile=args.profile,
         sets=tuple(args.sets),
         out_root=args.out,
+        secrets=args.secrets,
         only=tuple(args.only),
         rotate_ca=args.rotate_ca,
         rotate_token=args.rotate_token,
@@ -267,15 +284,93 @@ def bake_main(argv: Sequence[str]) -> int:
         sys.stdout.write(json.dumps(result.manifest, indent=2) + "\n")
     elif not args.quiet:
         _summary(console, result)
-        console.print(f"outputs in {args.out / result.plan.name}")
+        console.print(f"outputs in {args.out / result.plan.name}, secrets bundle in {result.secrets_dir}")
     return 0
+
+
+def _plan_parser() -> argparse.ArgumentParser:
+    p = _bake_parser()
+    p.prog = "bake plan"
+    p.description = (
+        "Show what `bake` with the same arguments would do, writing nothing: per node the files added, "
+        "changed (with a short diff, never for secrets) and removed and instance-id changes; leaves "
+        "re-issued and why, secrets created; output files. Exit 0: nothing would change; 1: a bake "
+        "would change something; 2: bad input or a bake that would be refused."
+    )
+    p.epilog = None
+    return p
+
+
+def _print_plan(console: Console, doc: dict[str, Any]) -> None:
+    state = "" if doc["treeExists"] else " (no tree yet)"
+    console.print(f"plan for {doc['cluster']}: {doc['tree']}{state}", highlight=False)
+    sec = doc["secrets"]
+    console.print(
+        f"secrets bundle {sec['bundle']}: {'would be written' if sec['written'] else 'unchanged'}",
+        highlight=False,
+    )
+    for change in sec["changes"]:
+        console.print(Text.assemble(("  secrets ", "yellow"), change), highlight=False)
+    for name, node in doc["nodes"].items():
+        if node["status"] == "unchanged":
+            continue
+        line = f"{name}: {node['status']}"
+        iid = node.get("instanceId")
+        if isinstance(iid, dict):
+            line += f", instance-id {iid['from']} -> {iid['to']} (cloud-init runs again on that node)"
+        console.print(line, highlight=False)
+        for seed in node.get("seed", []):
+            console.print(Text.assemble(("  ~ ", "yellow"), f"seed {seed['file']}"), highlight=False)
+            if seed.get("diff"):
+                console.print(Text(seed["diff"].rstrip("\n")), highlight=False, soft_wrap=True)
+        files = node.get("files", {})
+        for path in files.get("added", []):
+            console.print(Text.assemble(("  + ", "green"), path), highlight=False)
+        for item in files.get("changed", []):
+            note = " (secret, not shown)" if item.get("secret") else ""
+            console.print(Text.assemble(("  ~ ", "yellow"), item["path"] + note), highlight=False)
+            if item.get("diff"):
+                console.print(Text(item["diff"].rstrip("\n")), highlight=False, soft_wrap=True)
+        for path in files.get("removed", []):
+            console.print(Text.assemble(("  - ", "red"), path), highlight=False)
+    out = doc["outputs"]
+    counts = ", ".join(f"{len(out[k])} {k}" for k in ("added", "changed", "removed"))
+    console.print(f"output files: {counts}", highlight=False)
+    console.print("a bake would change the above" if doc["changes"] else "no changes", highlight=False)
+
+
+def plan_main(argv: Sequence[str]) -> int:
+    from . import dryrun
+
+    args = _plan_parser().parse_args(argv)
+    if args.only and (args.rotate_ca or args.rotate_token):
+        raise BakeError(
+            "--only cannot be combined with --rotate-ca / --rotate-token: rotations re-render every node"
+        )
+    doc = dryrun.plan(
+        BakeOptions(
+            profile=args.profile,
+            sets=tuple(args.sets),
+            out_root=args.out,
+            secrets=args.secrets,
+            only=tuple(args.only),
+            rotate_ca=args.rotate_ca,
+            rotate_token=args.rotate_token,
+            base_url=args.base_url,
+        )
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    elif not args.quiet:
+        _print_plan(Console(width=None if sys.stdout.isatty() else 140), doc)
+    return 1 if doc["changes"] else 0
 
 
 def check_main(argv: Sequence[str]) -> int:
     from . import check
 
     args = _check_parser().parse_args(argv)
-    report = check.check_tree(args.tree)
+    report = check.check_tree(args.tree, secrets_dir=args.secrets)
     console = Console()
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
@@ -298,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_main(argv[1:])
         if argv and argv[0] == "images":
             return images_main(argv[1:])
+        if argv and argv[0] == "plan":
+            return plan_main(argv[1:])
         return bake_main(argv)
     except BakeError as exc:
         _print_problems(err, exc)

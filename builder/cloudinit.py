@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from .plan import ClusterPlan, NodePlan
 from .profile import User
 
 SUDO_RULE = "ALL=(ALL) NOPASSWD:ALL"
-# sha512_crypt cost, pinned so re-bakes stay byte-identical whatever passlib's default becomes.
+# sha512_crypt cost, pinned so re-bakes stay byte-identical whatever libpass's default becomes.
 PASSWORD_ROUNDS = 100_000
 _CRYPT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -59,11 +58,10 @@ def password_salt(cluster: str, node: str, user: str, password: str) -> str:
 
 def hash_password(cluster: str, node: str, user: str, password: str) -> str:
     salt = password_salt(cluster, node, user, password)
-    with warnings.catch_warnings():  # passlib imports the deprecated `crypt` module for its fast backend
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from passlib.hash import sha512_crypt
+    # libpass (passlib's maintained fork, same import name) needs no `crypt` module (gone in 3.13)
+    from passlib.hash import sha512_crypt
 
-        return str(sha512_crypt.using(rounds=PASSWORD_ROUNDS, salt=salt).hash(password))
+    return str(sha512_crypt.using(rounds=PASSWORD_ROUNDS, salt=salt).hash(password))
 
 
 def user_entry(plan: ClusterPlan, node: NodePlan, user: User) -> dict[str, Any]:

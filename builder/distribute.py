@@ -3,13 +3,14 @@
 The per-role table is in the README ("PKI and secrets"). In short: workers get nothing (kubeadm's
 preflight rejects pki/ca.crt), external etcd members get only their etcd leaves and the etcd CA
 certificate, control planes get the CA keys kubeadm's join needs (`SharedCertificateExists`) except
-the etcd CA key with external etcd; super-admin.conf and kubelet.conf exist only on the init node.
+the etcd CA key with external etcd; super-admin.conf and kubelet.conf exist only on the init node;
+the EncryptionConfiguration (the key of every Secret in etcd) goes to control planes only.
 With cluster.join: certificate, every joining node also gets its own join credential (JOIN_KUBECONFIG_PATH).
 """
 
 from __future__ import annotations
 
-from . import certlist, pki
+from . import certlist, encryption, pki
 from .files import NodeFile, public, secret
 from .plan import ClusterPlan, Endpoint, NodePlan, Topology
 from .profile import Role
@@ -85,6 +86,12 @@ def node_pki_files(plan: ClusterPlan, node: NodePlan, bundle: Bundle) -> list[No
         ]
         if plan.topology is Topology.STACKED:
             files.append(secret(f"{PKI_DIR}/etcd/ca.key", cas["etcd-ca"].key_pem))
+        provider = plan.settings.secrets_encryption
+        if provider != "none":  # control planes only: the key decrypts every Secret of the cluster
+            assert bundle.encryption_key is not None, "reconcile gives every bundle an encryption key"
+            files.append(
+                secret(encryption.CONFIG_PATH, encryption.config_bytes(provider, bundle.encryption_key))
+            )
     else:
         files.append(public(f"{PKI_DIR}/etcd/ca.crt", cas["etcd-ca"].cert_pem))
     for spec in required_specs(plan, node):

@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from . import images, kubeadm_schema, versions, yamlio
+from . import encryption, images, kubeadm_schema, versions, yamlio
 from .distribute import JOIN_KUBECONFIG_PATH
 from .errors import BakeError, Problem
 from .files import NodeFile, secret
@@ -209,6 +209,10 @@ def cluster_configuration(plan: ClusterPlan) -> dict[str, Any]:
     }
     api_server: dict[str, Any] = {"certSANs": _cert_sans(plan)}
     api_server.update(_component(s.api_server.extra_args))
+    enc_args, enc_volumes = encryption.apiserver_settings(s.secrets_encryption)
+    if enc_args:
+        api_server["extraArgs"] = [*api_server.get("extraArgs", []), *enc_args]
+        api_server["extraVolumes"] = enc_volumes
     doc["apiServer"] = api_server
     for key, comp in (("controllerManager", s.controller_manager), ("scheduler", s.scheduler)):
         if comp.extra_args:

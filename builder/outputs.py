@@ -179,6 +179,10 @@ class OutputTree:
         self.rewritten += 1
         return digest
 
+    def size(self, rel: str) -> int:
+        """The size of a file of the new generation."""
+        return self.path(rel).stat().st_size
+
     def _previous_sums(self) -> dict[str, str]:
         if self._sums is None:
             raw = self.previous_bytes("SHA256SUMS") or b""
@@ -216,3 +220,75 @@ class OutputTree:
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+class DryTree(OutputTree):
+    """`bake plan`: the same calls as a bake, judged against the current tree, nothing written.
+
+    Digests, sizes and counts are kept as a bake would compute them; no directory, lock or file is
+    created (large streams go through an anonymous temporary file and are dropped).
+    """
+
+    def __init__(self, root: Path, cluster: str) -> None:
+        super().__init__(root, cluster)
+        self.sizes: dict[str, int] = {}
+
+    def __enter__(self) -> DryTree:
+        if self.link.is_symlink() and self.link.resolve().is_dir():
+            self.previous = self.link.resolve()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    def _record(self, rel: str, digest: str, size: int) -> None:
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise OutputError(f"refusing to write outside the output tree: {rel}")
+        self.written[rel] = digest
+        self.sizes[rel] = size
+        old = self.previous_sum(rel)
+        if old == digest:
+            self.linked += 1
+        else:
+            self.rewritten += 1
+
+    def previous_sum(self, rel: str) -> str | None:
+        """The digest of `rel` in the current tree (SHA256SUMS, else the file itself), None if absent."""
+        listed = self._previous_sums().get(rel)
+        if listed is not None or self.previous is None:
+            return listed
+        data = self.previous_bytes(rel)
+        return hashlib.sha256(data).hexdigest() if data is not None else None
+
+    def write(self, rel: str, data: bytes, mode: int = 0o600) -> None:
+        self._record(rel, hashlib.sha256(data).hexdigest(), len(data))
+
+    def write_stream(self, rel: str, produce: Callable[[BinaryIO], None], mode: int = 0o600) -> str:
+        import tempfile
+
+        with tempfile.TemporaryFile() as fh:
+            produce(fh)
+            fh.flush()
+            fh.seek(0)
+            h = hashlib.sha256()
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+            size = fh.tell()
+        digest = h.hexdigest()
+        self._record(rel, digest, size)
+        return digest
+
+    def size(self, rel: str) -> int:
+        return self.sizes[rel]
+
+    def link_previous(self, rel: str) -> bool:
+        data = self.previous_bytes(rel)
+        if data is None:
+            return False
+        self._record(rel, hashlib.sha256(data).hexdigest(), len(data))
+        return True
+
+    def commit(self) -> Path:
+        return self.previous or self.link

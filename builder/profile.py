@@ -414,6 +414,8 @@ class Cluster(Model):
     load_balancer: LoadBalancer = Field(default_factory=LoadBalancer)
     image_repository: str = Field(default="registry.k8s.io", pattern=r"^[A-Za-z0-9.:/_-]+$")
     encryption_algorithm: Literal["RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384"] = "RSA-2048"
+    # how the kube-apiserver encrypts Secrets in etcd from the first boot (builder/encryption.py)
+    secrets_encryption: Literal["secretbox", "aescbc", "none"] = "secretbox"
     certificate_validity_period: Duration = "8760h"
     ca_certificate_validity_period: Duration = "87600h"
     token_ttl: Duration = Field(default="24h", alias="tokenTTL")
@@ -810,6 +812,13 @@ def semantic_problems(p: Profile, *, check_archives: bool = True) -> Iterator[Pr
             "several control planes need a stable endpoint: set it, or a loadBalancer with a vip",
         )
 
+    for i, arg in enumerate(c.api_server.extra_args):
+        if arg.name == "encryption-provider-config" and c.secrets_encryption != "none":
+            yield Problem(
+                f"cluster.apiServer.extraArgs[{i}]",
+                f"encryption-provider-config is set by the bake (cluster.secretsEncryption: "
+                f"{c.secrets_encryption}); set cluster.secretsEncryption: none to pass your own",
+            )
     for i, san in enumerate(c.api_server.cert_sans):
         if not _is_ip(san) and not DNS1123_SUBDOMAIN.match(san.removeprefix("*.")):
             yield Problem(

@@ -8,6 +8,7 @@ reported. A bundle that does not match itself is an error, never repaired.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -18,12 +19,13 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from . import certlist, pki
+from . import certlist, encryption, pki
 from .errors import Problem, SecretsError
 from .plan import ClusterPlan, NodePlan, Topology
 from .profile import JoinCredential, Role, duration_seconds
 
 BUNDLE_FORMAT = 1
+ENCRYPTION_KEY_FILE = "encryption-key"
 RENEW_BEFORE = timedelta(days=30)
 CA_NAMES = ("ca", "front-proxy-ca", "etcd-ca")
 OPERATOR = "_operator"  # not an RFC 1123 name, so no node can collide with it
@@ -53,6 +55,9 @@ class Bundle:
     sa_pub_pem: bytes
     leaves: dict[str, dict[str, Issued]] = field(default_factory=dict)
     """Per owner (node name, or `operator` for the admin.conf handed to the user), per CertSpec name."""
+    encryption_key: bytes | None = None
+    """The key Secrets are encrypted with in etcd (encryption.py); None only in a bundle read from an
+    older bake, until reconcile adds one."""
 
     @property
     def discovery_hash(self) -> str:
@@ -163,6 +168,7 @@ def new_bundle(plan: ClusterPlan, now: datetime) -> Bundle:
         cas=cas,
         sa_key_pem=pki.key_pem(sa),
         sa_pub_pem=pki.public_pem(sa),
+        encryption_key=encryption.new_key(),
     )
 
 
@@ -231,10 +237,16 @@ def reconcile(
             cas=dict(existing.cas),
             sa_key_pem=existing.sa_key_pem,
             sa_pub_pem=existing.sa_pub_pem,
+            encryption_key=existing.encryption_key,
         )
         if rotate_token:
             bundle.token = pki.generate_token()
             changes.append(Change("bundle", "rotated the bootstrap token"))
+    if existing is not None and existing.encryption_key is not None:
+        bundle.encryption_key = existing.encryption_key  # kept by --rotate-ca too: stored Secrets need it
+    elif existing is not None:
+        bundle.encryption_key = encryption.new_key()
+        changes.append(Change("bundle", "created the key Secrets are encrypted with in etcd"))
     old_leaves: Mapping[str, dict[str, Issued]] = {} if existing is None or rotate_ca else existing.leaves
     wanted: dict[str, list[pki.CertSpec]] = {n.name: required_specs(plan, n) for n in plan.nodes}
     if plan.control_planes:
@@ -297,8 +309,12 @@ def bundle_files(bundle: Bundle, plan: ClusterPlan) -> Iterator[tuple[str, bytes
             for owner, certs in sorted(bundle.leaves.items())
         },
     }
+    if bundle.encryption_key is not None:
+        meta["encryptionKey"] = ENCRYPTION_KEY_FILE
     yield "bundle.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(), 0o600
     yield "token", (bundle.token + "\n").encode(), 0o600
+    if bundle.encryption_key is not None:
+        yield ENCRYPTION_KEY_FILE, base64.b64encode(bundle.encryption_key) + b"\n", 0o600
     for name in CA_NAMES:
         base = certlist.ca_specs()[name].base
         yield f"pki/{base}.crt", bundle.cas[name].cert_pem, 0o600
@@ -362,6 +378,7 @@ def load_bundle(root: Path) -> Bundle | None:
                 str(owner): {str(name): str(base) for name, base in dict(certs).items()}
                 for owner, certs in dict(meta["leaves"]).items()
             }
+            has_key = meta.get("encryptionKey") == ENCRYPTION_KEY_FILE
         except (ValueError, KeyError, TypeError) as exc:
             problems.append(Problem("secrets/bundle.json", f"corrupt: {exc}"))
     if problems:
@@ -370,6 +387,7 @@ def load_bundle(root: Path) -> Bundle | None:
     token = token_raw.decode(errors="replace").strip() if token_raw is not None else ""
     if token_raw is not None and not pki.TOKEN_RE.match(token):
         problems.append(Problem("secrets/token", "not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})"))
+    encryption_key = _load_encryption_key(root, problems) if has_key else None
     cas: dict[str, Issued] = {}
     for name in CA_NAMES:
         pair = _load_pair(root / "pki", certlist.ca_specs()[name].base, problems, "secrets/pki")
@@ -415,7 +433,22 @@ def load_bundle(root: Path) -> Bundle | None:
     if problems:
         raise SecretsError(_with_hint(problems))
     assert sa_key is not None and sa_pub is not None
-    return Bundle(created, algorithm, token, cas, sa_key, sa_pub, leaves)
+    return Bundle(created, algorithm, token, cas, sa_key, sa_pub, leaves, encryption_key)
+
+
+def _load_encryption_key(root: Path, problems: list[Problem]) -> bytes | None:
+    where = f"secrets/{ENCRYPTION_KEY_FILE}"
+    raw = _read(root / ENCRYPTION_KEY_FILE, problems, where)
+    if raw is None:
+        return None
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != encryption.KEY_BYTES:
+        problems.append(Problem(where, f"not {encryption.KEY_BYTES} bytes in base64"))
+        return None
+    return key
 
 
 def _with_hint(problems: list[Problem]) -> list[Problem]:

@@ -73,7 +73,10 @@ def measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, 
 
 
 def bake_cmd(profile: str | Path, out: Path, *extra: str) -> list[str]:
-    return [PY, "-m", "builder.cli", "--profile", str(profile), "--out", str(out), "--quiet", *extra]
+    """The bundle goes to OUT/secrets/<profile name> (each bench profile names its cluster after itself)."""
+    kept = out / "secrets" / Path(str(profile)).stem
+    return [PY, "-m", "builder.cli", "--profile", str(profile), "--out", str(out), "--secrets", str(kept),
+            "--quiet", *extra]  # fmt: skip
 
 
 def mark(ok: bool) -> str:
@@ -239,12 +242,12 @@ def bench_rebake(work: Path, workers: int) -> None:
     print("\n== re-bake with the existing secrets bundle (the common case) ==")
     profile = work / f"fleet-{workers}.yaml"
     out = work / f"out-{workers}"
-    secrets_dir = (out / f"fleet-{workers}" / "secrets").resolve()
+    secrets_dir = (out / "secrets" / f"fleet-{workers}").resolve()
     before = {p: p.stat().st_mtime_ns for p in secrets_dir.rglob("*.key")}
     wall, rss, _ = measured(bake_cmd(profile, out))
     proc = subprocess.run(bake_cmd(profile, out)[:-1], capture_output=True, text=True, check=True)
     summary = next((line for line in proc.stdout.splitlines() if line.startswith("wrote ")), "")
-    after_dir = (out / f"fleet-{workers}" / "secrets").resolve()
+    after_dir = (out / "secrets" / f"fleet-{workers}").resolve()
     after = {p.relative_to(after_dir): p.stat().st_mtime_ns for p in after_dir.rglob("*.key")}
     same_keys = all(after.get(p.relative_to(secrets_dir)) == m for p, m in before.items())
     print(f"re-bake of {workers + 3} nodes: {wall:.2f} s, peak {rss:.1f} MiB; {summary.strip()}")

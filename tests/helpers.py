@@ -14,13 +14,35 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def bake(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `bake --out OUT ARGS...` as a user would, in a child process."""
+    """Run `bake --out OUT ARGS...` as a user would, in a child process.
+
+    It runs in OUT, so the bundle's default place (`secrets/<cluster>`, relative to the current
+    directory) is OUT/secrets/<cluster>: each test's bundles stay its own (see `bundle`).
+    """
+    out.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
-        [*BAKE, "--out", str(out), *args],
+        [*BAKE, "--out", str(out.resolve()), *args],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, **(env or {})},
+        cwd=out,
+    )
+
+
+def bundle(out: Path, cluster: str) -> Path:
+    """The secrets bundle `bake(..., out=OUT)` keeps for a cluster."""
+    return out / "secrets" / cluster
+
+
+def check(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `bake check TREE ARGS...` where `bake` ran, so it finds the cluster's bundle."""
+    return subprocess.run(
+        [*BAKE, "check", str(tree.resolve()), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tree.parent,
     )
 
 

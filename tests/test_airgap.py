@@ -26,7 +26,7 @@ from builder import airgap, bootstrap, check, cloudinit, iso, mirrors
 from builder.files import NodeFile
 from builder.plan import build_plan
 from builder.profile import load_profile
-from tests.helpers import bake
+from tests.helpers import bake, bundle
 from tests.test_bootstrap import DRIVER, Sandbox, fake_pki_files
 from tests.test_bootstrap import can_sandbox as can_sandbox  # the fixture, by name
 
@@ -320,7 +320,7 @@ def test_images_seed_iso(baked_site: tuple[Path, Path]) -> None:
     listed = (tree / "SHA256SUMS").read_text()
     assert f"{_sha256(image)}  images/amd64/images.iso\n" in listed
     assert seeds["amd64"]["images"][-2:] == [FLANNEL_CNI, FLANNEL]
-    report = check.check_tree(tree)
+    report = check.check_tree(tree, secrets_dir=bundle(root / "out", "site"))
     assert report.errors == 0, [f for f in report.findings if f.level == "error"]
 
 
@@ -355,6 +355,7 @@ def test_large_archives_are_streamed(tmp_path: Path) -> None:
         text=True,
         env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH},
         timeout=600,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     peak_mib = int(proc.stderr.split()[-1]) // 1024

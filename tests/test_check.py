@@ -31,7 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from builder import check, cli, iso
 
-from .helpers import bake
+from .helpers import bake, bundle
 from .peers import program
 
 ALG = ("--set", "cluster.encryptionAlgorithm=ECDSA-P256")
@@ -44,14 +44,30 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("check")
     proc = bake("--profile", "ha-external-etcd", *ALG, "-q", out=out)
     assert proc.returncode == 0, proc.stderr
-    return (out / "ha-external-etcd").resolve()
+    return _lay_out(out, "ha-external-etcd", tmp_path_factory.mktemp("pristine"))
+
+
+def _lay_out(out: Path, cluster: str, root: Path) -> Path:
+    """ROOT/tree (the output tree) and ROOT/bundle (its secrets bundle, kept apart): what run_check reads."""
+    shutil.copytree((out / cluster).resolve(), root / "tree", symlinks=True)
+    shutil.copytree(bundle(out, cluster), root / "bundle", symlinks=True)
+    return root / "tree"
+
+
+def _bundle(tree: Path) -> Path:
+    return tree.parent / "bundle"
+
+
+def _copy(tree: Path, root: Path) -> Path:
+    """A laid-out tree and its bundle, copied under ROOT (each fault gets its own)."""
+    shutil.copytree(tree, root / "tree", symlinks=True)
+    shutil.copytree(_bundle(tree), root / "bundle", symlinks=True)
+    return root / "tree"
 
 
 @pytest.fixture
 def tree(pristine: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "tree"
-    shutil.copytree(pristine, copy, symlinks=True)
-    return copy
+    return _copy(pristine, tmp_path)
 
 
 @pytest.fixture
@@ -67,7 +83,7 @@ def run_check(tree: Path) -> tuple[int, list[dict[str, str]]]:
     """`bake check TREE --json` through the real entry point: (exit code, findings)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = cli.main(["check", str(tree), "--json"])
+        code = cli.main(["check", str(tree), "--secrets", str(_bundle(tree)), "--json"])
     doc = json.loads(out.getvalue())
     findings: list[dict[str, str]] = doc["findings"]
     # the --json counts are what scripts read first
@@ -224,7 +240,7 @@ def _mode_directory(t: Path) -> list[tuple[str, str]]:
 
 
 def _mode_key(t: Path) -> list[tuple[str, str]]:
-    (t / "secrets/pki/ca.key").chmod(0o644)
+    (_bundle(t) / "pki/ca.key").chmod(0o644)
     return [_exact("secrets/pki/ca.key", "holds secrets but mode is 0644, expected 0600")]
 
 
@@ -240,9 +256,8 @@ def _mode_iso(t: Path) -> list[tuple[str, str]]:
 
 
 def _bundle_invalid(t: Path) -> list[tuple[str, str]]:
-    stray = (t / "secrets/nodes/cp-3/apiserver.key").read_bytes()
-    (t / "secrets/nodes/cp-2/apiserver.key").write_bytes(stray)
-    _resum(t, "secrets/nodes/cp-2/apiserver.key")
+    stray = (_bundle(t) / "nodes/cp-3/apiserver.key").read_bytes()
+    (_bundle(t) / "nodes/cp-2/apiserver.key").write_bytes(stray)
     return [
         _exact("secrets/nodes/cp-2/apiserver", "the key does not belong to the certificate"),
         ("secrets", r"the bundle is inconsistent and was not changed; .+"),
@@ -250,10 +265,8 @@ def _bundle_invalid(t: Path) -> list[tuple[str, str]]:
 
 
 def _bundle_missing(t: Path) -> list[tuple[str, str]]:
-    shutil.rmtree(t / "secrets")
-    rels = [line.split("  ", 1)[1] for line in (t / "SHA256SUMS").read_text().splitlines()]
-    _resum(t, *[r for r in rels if r.startswith("secrets/")])
-    return [_exact("secrets", "no secrets bundle")]
+    shutil.rmtree(_bundle(t))
+    return [_exact("secrets", f"no secrets bundle at {_bundle(t)} (--secrets names it)")]
 
 
 def _discovery_hash(t: Path) -> list[tuple[str, str]]:
@@ -377,28 +390,43 @@ def _key_default_permissions(t: Path) -> list[tuple[str, str]]:
 
 
 def _worker_private_key(t: Path) -> list[tuple[str, str]]:
-    _add_file(t, "worker-1", f"{PKI}/stray.key", (t / "secrets/nodes/cp-2/apiserver.key").read_bytes())
+    _add_file(t, "worker-1", f"{PKI}/stray.key", (_bundle(t) / "nodes/cp-2/apiserver.key").read_bytes())
     return [_exact("nodes/worker-1", "a worker holds a private key")]
 
 
 def _worker_ca_crt(t: Path) -> list[tuple[str, str]]:
-    _add_file(t, "worker-2", f"{PKI}/ca.crt", (t / "secrets/pki/ca.crt").read_bytes(), "0644")
+    _add_file(t, "worker-2", f"{PKI}/ca.crt", (_bundle(t) / "pki/ca.crt").read_bytes(), "0644")
     message = "a worker has /etc/kubernetes/pki/ca.crt (kubeadm join preflight rejects it)"
     return [_exact("nodes/worker-2", message)]
 
 
 def _ca_key_on_etcd_member(t: Path) -> list[tuple[str, str]]:
-    _add_file(t, "etcd-2", "/root/ca.key", (t / "secrets/pki/ca.key").read_bytes())
+    _add_file(t, "etcd-2", "/root/ca.key", (_bundle(t) / "pki/ca.key").read_bytes())
     return [_exact("nodes/etcd-2", "an etcd member holds the cluster CA key")]
 
 
 def _etcd_ca_key_on_external_control_plane(t: Path) -> list[tuple[str, str]]:
-    _add_file(t, "cp-3", f"{PKI}/etcd/ca.key", (t / "secrets/pki/etcd/ca.key").read_bytes())
+    _add_file(t, "cp-3", f"{PKI}/etcd/ca.key", (_bundle(t) / "pki/etcd/ca.key").read_bytes())
     return [_exact("nodes/cp-3", "a control plane of a external-etcd cluster holds the etcd CA key")]
 
 
+def _encryption_key_on_worker(t: Path) -> list[tuple[str, str]]:
+    """The EncryptionConfiguration of a control plane, copied onto a worker."""
+    content, _, _ = check.write_files_of((t / "nodes/cp-1/user-data").read_bytes())[
+        "/etc/kubernetes/encryption/config.yaml"
+    ]
+    _add_file(t, "worker-1", "/etc/kubernetes/encryption/config.yaml", content)
+    return [_exact("nodes/worker-1", "a worker holds the key of the Secrets in etcd")]
+
+
+def _encryption_key_on_etcd_member(t: Path) -> list[tuple[str, str]]:
+    key = (_bundle(t) / "encryption-key").read_bytes().strip()
+    _add_file(t, "etcd-2", "/root/enc", b"secret: " + key + b"\n")
+    return [_exact("nodes/etcd-2", "an etcd member holds the key of the Secrets in etcd")]
+
+
 def _etcd_ca_key_on_etcd_member(t: Path) -> list[tuple[str, str]]:
-    _add_file(t, "etcd-1", f"{PKI}/etcd/ca.key", (t / "secrets/pki/etcd/ca.key").read_bytes())
+    _add_file(t, "etcd-1", f"{PKI}/etcd/ca.key", (_bundle(t) / "pki/etcd/ca.key").read_bytes())
     return [_exact("nodes/etcd-1", "an etcd member of a external-etcd cluster holds the etcd CA key")]
 
 
@@ -529,6 +557,8 @@ FAULTS = [
     Fault("join-credential", "another-nodes", _join_conf_of_another_node),
     Fault("join-credential", "missing", _join_conf_missing),
     Fault("join-credential", "foreign-ca", _join_conf_foreign_ca),
+    Fault("encryption-key-role", "worker", _encryption_key_on_worker),
+    Fault("encryption-key-role", "etcd-member", _encryption_key_on_etcd_member),
 ]
 # detectors whose fault needs something other than a tree edit: tested below
 SEPARATE = {"cert-expired", "cert-expiring", "schema", "schema-unavailable"}
@@ -595,7 +625,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("check-small")
     proc = bake("--profile", "single-node", *ALG, "-q", out=out)
     assert proc.returncode == 0, proc.stderr
-    return (out / "single-node").resolve()
+    return _lay_out(out, "single-node", tmp_path_factory.mktemp("small"))
 
 
 @pytest.mark.integration
@@ -611,8 +641,7 @@ def test_pristine_tree_passes_with_cloud_init(small: Path) -> None:
 def test_schema_failure_is_reported(small: Path, tmp_path: Path) -> None:
     """cloud-init's own validator rejects the user-data; the check reports it, it does not pass."""
     program("cloud-init")
-    tree = tmp_path / "tree"
-    shutil.copytree(small, tree, symlinks=True)
+    tree = _copy(small, tmp_path)
     doc = _user_data(tree, "dev-1")
     doc["bootcmd"] = 42
     _set_user_data(tree, "dev-1", _dump(doc))
@@ -634,18 +663,18 @@ def _not_after(tree: Path, rel: str) -> datetime:
 
 @pytest.mark.usefixtures("no_cloud_init")
 def test_expiry_warns_then_fails(pristine: Path) -> None:
-    leaf = _not_after(pristine, "secrets/nodes/cp-1/apiserver.crt")
+    leaf = _not_after(_bundle(pristine), "nodes/cp-1/apiserver.crt")
     # the join credentials (30 days) are in their last third well before; they are judged below
-    join = _not_after(pristine, "secrets/nodes/worker-1/kubeconfig/join.crt")
-    early = check.check_tree(pristine, join - timedelta(days=11))
+    join = _not_after(_bundle(pristine), "nodes/worker-1/kubeconfig/join.crt")
+    early = check.check_tree(pristine, join - timedelta(days=11), _bundle(pristine))
     assert not [f for f in early.findings if f.level == "warning" and f.check == "cert-expiring"]
-    late = check.check_tree(pristine, join - timedelta(days=9))
+    late = check.check_tree(pristine, join - timedelta(days=9), _bundle(pristine))
     assert (
         "cert-expiring",
         "secrets/nodes/worker-1/join.conf",
         f"expires on {join:%Y-%m-%d}, in less than 10 days",
     ) in [(f.check, f.where, f.message) for f in late.findings]
-    soon = check.check_tree(pristine, leaf - timedelta(days=10))
+    soon = check.check_tree(pristine, leaf - timedelta(days=10), _bundle(pristine))
     others = [f for f in soon.findings if not f.where.endswith("/join.conf")]
     warned = [(f.check, f.where, f.message) for f in others if f.level == "warning"]
     assert (
@@ -658,12 +687,12 @@ def test_expiry_warns_then_fails(pristine: Path) -> None:
     assert {f.where for f in soon.findings if f.level == "error"} == {
         f"secrets/nodes/{n}/join.conf" for n in ("cp-2", "cp-3", "worker-1", "worker-2")
     }  # long expired by then
-    later = check.check_tree(pristine, leaf + timedelta(seconds=1))
+    later = check.check_tree(pristine, leaf + timedelta(seconds=1), _bundle(pristine))
     expired = {(f.check, f.where, f.message) for f in later.findings if f.level == "error"}
     assert ("cert-expired", "secrets/nodes/cp-1/apiserver", f"expired on {leaf:%Y-%m-%d}") in expired
     assert {c for c, _, _ in expired} == {"cert-expired"}
     # the CAs (ten years) are not expired yet at that time
-    ca = _not_after(pristine, "secrets/pki/ca.crt")
+    ca = _not_after(_bundle(pristine), "pki/ca.crt")
     assert ca > leaf + timedelta(days=30)
     assert not any(w == "secrets/ca" for _, w, _ in expired)
     # exit code: the CLI returns 1 exactly when there are errors (checked for real in the faults above)

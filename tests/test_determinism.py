@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .helpers import bake, tree_digest
+from .helpers import bake, bundle, tree_digest
 
 PROFILE = "ha-external-etcd"
 SETS = (
@@ -30,11 +30,8 @@ ENVS = [
 
 
 def _carry_bundle(src: Path, out: Path, cluster: str) -> None:
-    """Put an existing secrets bundle under a fresh output root, as a user moving machines would."""
-    gen = out / ".bake" / cluster / "gen-0"
-    gen.mkdir(parents=True)
-    shutil.copytree(src / cluster / "secrets", gen / "secrets")
-    (out / cluster).symlink_to(f".bake/{cluster}/gen-0")
+    """Put an existing secrets bundle beside a fresh output root, as a user moving machines would."""
+    shutil.copytree(bundle(src, cluster), bundle(out, cluster))
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +44,7 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     _carry_bundle(first, second, PROFILE)
     proc = bake("--profile", PROFILE, *SETS, "--quiet", out=second, env=ENVS[1])
     assert proc.returncode == 0, proc.stderr
+    assert tree_digest(bundle(first, PROFILE)) == tree_digest(bundle(second, PROFILE))
     return [(first / PROFILE).resolve(), (second / PROFILE).resolve()]
 
 
@@ -55,7 +53,7 @@ def test_outputs_are_byte_identical_across_processes(trees: list[Path]) -> None:
     assert a.keys() == b.keys()
     differ = sorted(p for p in a if a[p] != b[p])
     assert not differ, f"differ between two processes with different hash seeds: {differ}"
-    assert any(p.endswith("seed.iso") for p in a) and any(p.startswith("secrets/") for p in a)
+    assert any(p.endswith("seed.iso") for p in a) and any(p.startswith("nodes/") for p in a)
 
 
 def _instance_ids(tree: Path) -> dict[str, str]:

@@ -91,6 +91,7 @@ CP_COMMON = {
     "/etc/kubernetes/admin.conf",
     "/etc/kubernetes/controller-manager.conf",
     "/etc/kubernetes/scheduler.conf",
+    "/etc/kubernetes/encryption/config.yaml",  # cluster.secretsEncryption (default secretbox)
 }
 INIT_ONLY = {"/etc/kubernetes/super-admin.conf", "/etc/kubernetes/kubelet.conf"}
 JOIN_CONF = "/etc/bake/join.conf"  # cluster.join: certificate (the default): every joining node's own
@@ -181,7 +182,7 @@ def test_modes_and_sensitivity(
     plan, bundle = stacked if which == "stacked" else external
     for node in plan.nodes:
         for f in node_pki_files(plan, node, bundle):
-            private = f.path.endswith((".key", ".conf", "/sa.pub"))
+            private = f.path.endswith((".key", ".conf", "/sa.pub", "/encryption/config.yaml"))
             if private:
                 assert (f.mode, f.sensitivity) == (0o600, Sensitivity.SECRET), f.path
             else:
@@ -201,6 +202,30 @@ def test_leaf_keys_match_their_certificates(stacked: tuple[ClusterPlan, Bundle])
         cert = pki.load_cert(files[crt].content)
         key = pki.load_key(files[crt.removesuffix(".crt") + ".key"].content)
         assert key.public_key() == cert.public_key(), crt
+
+
+@pytest.mark.parametrize("provider", ["secretbox", "aescbc", "none"])
+def test_encryption_configuration_per_provider(baked: Baked, provider: str) -> None:
+    """The apiserver's EncryptionConfiguration, read back as plain YAML: the bundle's key under the
+    chosen provider, identity after it; control planes only; nothing at all for `none`."""
+    plan, bundle = baked("ha-stacked", ECDSA, f"cluster.secretsEncryption={provider}")
+    path = "/etc/kubernetes/encryption/config.yaml"
+    for node in plan.nodes:
+        files = by_path(plan, bundle, node.name)
+        if provider == "none" or node.role.value != "control-plane":
+            assert path not in files, node.name
+            continue
+        f = files[path]
+        assert (f.mode, f.sensitivity) == (0o600, Sensitivity.SECRET)
+        doc = yaml.safe_load(f.content)
+        assert doc["apiVersion"] == "apiserver.config.k8s.io/v1" and doc["kind"] == "EncryptionConfiguration"
+        (entry,) = doc["resources"]
+        assert entry["resources"] == ["secrets"]
+        first, last = entry["providers"]
+        assert last == {"identity": {}}
+        (key,) = first[provider]["keys"]
+        assert bundle.encryption_key is not None and len(bundle.encryption_key) == 32
+        assert base64.b64decode(key["secret"]) == bundle.encryption_key
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import bake
+from .helpers import bake, bundle
 
 pytestmark = pytest.mark.integration
 OPENSSL, ETCD, ETCDCTL = shutil.which("openssl"), shutil.which("etcd"), shutil.which("etcdctl")
@@ -38,7 +38,7 @@ def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("etcd")
     proc = bake("--profile", "etcd-cluster", "--set", "cluster.encryptionAlgorithm=ECDSA-P256", "-q", out=out)
     assert proc.returncode == 0, proc.stderr
-    return (out / "etcd-cluster" / "secrets").resolve()
+    return bundle(out, "etcd-cluster").resolve()
 
 
 @contextlib.contextmanager

@@ -114,6 +114,9 @@ def _mutate(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str
 
 
 def run_cli(args: list[str]) -> tuple[int, str]:
+    """The CLI in this process; a bake keeps its bundle in OUT/../secrets, never the current directory."""
+    if "--out" in args and args[:1] != ["check"]:
+        args = [*args, "--secrets", str(Path(args[args.index("--out") + 1]).parent / "secrets")]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
@@ -380,7 +383,7 @@ def test_unusual_valid_profiles_bake_render_and_check(tmp_path_factory: pytest.T
             refused.append(err)
             return
         tree = tmp / "out" / profile["cluster"]["name"]
-        report = check.check_tree(tree)
+        report = check.check_tree(tree, secrets_dir=tmp / "secrets")
         errors = [f"{f.where}: {f.message}" for f in report.findings if f.level == "error"]
         assert not errors, errors
         manifest = yaml.safe_load((tree / "manifest.json").read_text())

@@ -28,7 +28,7 @@ from cryptography import x509
 
 from builder.profile import load_profile
 
-from .helpers import REPO, bake, check_golden, tree_digest
+from .helpers import REPO, bake, bundle, check_golden, tree_digest
 from .peers import missing
 
 GOLDEN = REPO / "tests" / "fixtures" / "golden"
@@ -59,16 +59,13 @@ KUBEADM_KINDS = {"InitConfiguration", "ClusterConfiguration", "JoinConfiguration
 @pytest.fixture(scope="module")
 def real_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("real")
-    gen = out / ".bake" / "single-master" / "gen-0"
-    gen.mkdir(parents=True)
-    shutil.copytree(BUNDLE, gen / "secrets")
-    (out / "single-master").symlink_to(".bake/single-master/gen-0")
+    shutil.copytree(BUNDLE, bundle(out, "single-master"))
     proc = bake("--profile", "single-master", *REAL_SETS, "--quiet", out=out)
     assert proc.returncode == 0, proc.stderr
     tree = (out / "single-master").resolve()
     if os.environ.get("UPDATE_GOLDEN"):  # a bundle format change: keep what the bake kept or added
         shutil.rmtree(BUNDLE)
-        shutil.copytree(tree / "secrets", BUNDLE)
+        shutil.copytree(bundle(out, "single-master"), BUNDLE)
     return tree
 
 
@@ -80,7 +77,8 @@ def _real_files(tree: Path) -> list[str]:
 
 
 def test_real_bundle_golden(real_tree: Path) -> None:
-    assert tree_digest(real_tree / "secrets") == tree_digest(BUNDLE), "the kept bundle was not reused"
+    kept = bundle(real_tree.parents[2], "single-master")  # outputs/.bake/<cluster>/gen-…
+    assert tree_digest(kept) == tree_digest(BUNDLE), "the kept bundle was not reused"
     wanted = _real_files(real_tree)
     for rel in wanted:
         check_golden(REAL / rel, (real_tree / rel).read_bytes())
@@ -181,6 +179,8 @@ def check_user_data(text: bytes, profile: str, node: str) -> list[tuple[str, byt
         if role == "control-plane" and _external_etcd(profile):
             assert path != f"{PKI}/etcd/ca.key", path
             assert not path.startswith((f"{PKI}/etcd/server", f"{PKI}/etcd/peer")), path
+        if b"kind: EncryptionConfiguration" in data:  # the key of every Secret in etcd
+            assert role == "control-plane" and perms == "0600", (path, role, perms)
         if path == "/etc/kubernetes/super-admin.conf":
             assert node == _init_node(profile), "super-admin.conf only on the first control plane"
         if path == JOIN_CONF:

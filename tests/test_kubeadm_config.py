@@ -180,6 +180,7 @@ def test_cluster_configuration_from_profile_settings() -> None:
         "cluster.caCertificateValidityPeriod=90m",
         "cluster.encryptionAlgorithm=ECDSA-P256",
         "cluster.imageRepository=registry.example.com/k8s",
+        "cluster.secretsEncryption=none",  # its flag and volume: test_apiserver_reads_the_encryption_…
     )
     c = kc.cluster_configuration(plan)
     assert c["controlPlaneEndpoint"] == "api.example.com:6443"
@@ -538,7 +539,9 @@ def test_special_characters_cannot_change_structure(tmp_path: Path) -> None:
         for f in kc.node_config_files(plan, node, TOKEN, CA_HASH):
             assert list(yaml.safe_load_all(f.content)) == docs
     cluster = by_kind(docs_of(plan, "cp-1"))["ClusterConfiguration"]
-    assert [a["value"] for a in cluster["apiServer"]["extraArgs"]] == NASTY
+    # the user's flags, in order, then the bake's own (cluster.secretsEncryption)
+    enc = "/etc/kubernetes/encryption/config.yaml"
+    assert [a["value"] for a in cluster["apiServer"]["extraArgs"]] == [*NASTY, enc]
     assert set(cluster) == set(kc.cluster_configuration(plan_of("ha-stacked"))) | {"controllerManager"}
 
 
@@ -625,3 +628,35 @@ def test_an_older_kubelet_does_not_change_the_join_document() -> None:
     a_text = yamlio.dump(a).replace("worker-1", "W").replace("10.77.0.21", "IP")
     assert a_text == yamlio.dump(b).replace("worker-2", "W").replace("10.77.0.22", "IP")
     assert kubeadm_schema.unknown_fields(a) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Secrets encrypted at rest: the apiserver flag and the volume that carries the file
+
+
+@pytest.mark.parametrize("provider", ["secretbox", "aescbc"])
+def test_apiserver_reads_the_encryption_configuration(provider: str) -> None:
+    plan = build_plan(load_profile("ha-stacked", [f"cluster.secretsEncryption={provider}"]))
+    api = kc.cluster_configuration(plan)["apiServer"]
+    path = "/etc/kubernetes/encryption/config.yaml"
+    assert {"name": "encryption-provider-config", "value": path} in api["extraArgs"]
+    (volume,) = api["extraVolumes"]
+    # the file must be inside the volume, or the apiserver would not see it in its container
+    assert path.startswith(volume["mountPath"] + "/") and volume["hostPath"] == volume["mountPath"]
+    assert volume["readOnly"] is True
+
+
+def test_no_encryption_adds_nothing_and_lets_the_user_pass_their_own() -> None:
+    own = [
+        "cluster.secretsEncryption=none",
+        "cluster.apiServer.extraArgs={encryption-provider-config: /x.yaml}",
+    ]
+    api = kc.cluster_configuration(build_plan(load_profile("single-node", own)))["apiServer"]
+    assert api["extraArgs"] == [{"name": "encryption-provider-config", "value": "/x.yaml"}]
+    assert "extraVolumes" not in api
+    with pytest.raises(ProfileError) as info:
+        load_profile("single-node", own[1:])
+    assert [p.path for p in info.value.problems] == ["cluster.apiServer.extraArgs[0]"]
+    with pytest.raises(ProfileError) as info:
+        load_profile("single-node", ["cluster.secretsEncryption=aesgcm"])
+    assert [p.path for p in info.value.problems] == ["cluster.secretsEncryption"]

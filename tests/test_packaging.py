@@ -18,7 +18,8 @@ from builder.cloudinit import RenderedNode
 from builder.plan import build_plan
 from builder.profile import SizeTarget, load_profile
 
-from .helpers import BAKE, bake, tree_digest
+from . import helpers
+from .helpers import bake, bundle, tree_digest
 
 
 def _rendered(size: int) -> RenderedNode:
@@ -104,7 +105,7 @@ def _foreign_keys(http_node: Path, keys: dict[bytes, str]) -> list[str]:
 
 def test_http_seeds_carry_no_key_of_the_cluster_or_of_another_node(stacked: Path) -> None:
     tree = stacked / "ha-stacked"
-    keys = _private_keys(tree / "secrets")
+    keys = _private_keys(bundle(stacked, "ha-stacked"))
     for node in sorted((tree / "http").iterdir()):
         assert _foreign_keys(node, keys) == [], node.name
 
@@ -119,9 +120,10 @@ def test_http_tree_publishes_control_planes_when_the_profile_says_so(tmp_path: P
     tree = tmp_path / "single-master"
     assert sorted(p.name for p in (tree / "http").iterdir()) == ["cp-1", "worker-1", "worker-2"]
     assert (tree / "http/cp-1/user-data").read_bytes() == (tree / "nodes/cp-1/user-data").read_bytes()
-    assert "the cluster" in _foreign_keys(tree / "http/cp-1", _private_keys(tree / "secrets"))
+    keys = _private_keys(bundle(tmp_path, "single-master"))
+    assert "the cluster" in _foreign_keys(tree / "http/cp-1", keys)
     assert json.loads((tree / "manifest.json").read_text())["httpPublishControlPlanes"] is True
-    check = subprocess.run([*BAKE, "check", str(tree)], capture_output=True, text=True)
+    check = helpers.check(tree)
     assert check.returncode == 0, check.stdout
 
 
@@ -139,7 +141,7 @@ def test_only_follows_the_http_rule_for_nodes_it_carries_over(tmp_path: Path, pu
     entry = json.loads((tree / "manifest.json").read_text())["nodes"][0]
     assert entry["name"] == "cp-1"
     assert any(rel.startswith("http/cp-1/") for rel in entry["artifacts"]) is (not publish_first)
-    check = subprocess.run([*BAKE, "check", str(tree)], capture_output=True, text=True)
+    check = helpers.check(tree)
     assert check.returncode == 0, check.stdout
 
 
@@ -207,7 +209,7 @@ def test_only_rebuilds_one_node(tmp_path: Path) -> None:
         for p in changed
     ), changed
     assert "tier=edge" in (tmp_path / "single-master/nodes/worker-2/user-data").read_text()
-    check = subprocess.run([*BAKE, "check", str(tmp_path / "single-master")], capture_output=True, text=True)
+    check = helpers.check(tmp_path / "single-master")
     assert check.returncode == 0, check.stdout
     bad = bake("--profile", "single-master", "--only", "nope", out=tmp_path)
     assert bad.returncode == 2 and "--only: no node named 'nope'" in bad.stderr
@@ -219,7 +221,7 @@ def test_check_detects_drift(tmp_path: Path) -> None:
     ud = tree / "nodes/worker-1/user-data"
     ud.chmod(0o600)
     ud.write_text(ud.read_text().replace("worker-1", "worker-9", 1))
-    proc = subprocess.run([*BAKE, "check", str(tmp_path / "single-master")], capture_output=True, text=True)
+    proc = helpers.check(tmp_path / "single-master")
     assert proc.returncode == 1
     assert "nodes/worker-1/user-data: content differs from SHA256SUMS" in proc.stdout
     assert "seed.iso" in proc.stdout  # the ISO no longer matches the node's files
@@ -244,6 +246,7 @@ def test_sigkill_mid_bake_leaves_previous_tree_intact(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert bake("--profile", str(profile), "--quiet", out=out).returncode == 0
     before = tree_digest(out / "big")
+    kept = tree_digest(bundle(out, "big"))
     child = subprocess.Popen(
         [
             sys.executable,
@@ -255,7 +258,8 @@ def test_sigkill_mid_bake_leaves_previous_tree_intact(tmp_path: Path) -> None:
             str(out),
             "--rotate-token",
             "-q",
-        ]
+        ],
+        cwd=out,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -267,7 +271,8 @@ def test_sigkill_mid_bake_leaves_previous_tree_intact(tmp_path: Path) -> None:
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
     assert tree_digest(out / "big") == before
-    check = subprocess.run([*BAKE, "check", str(out / "big")], capture_output=True, text=True, timeout=600)
+    assert tree_digest(bundle(out, "big")) == kept, "the bundle is written last, after every node"
+    check = helpers.check(out / "big")
     assert check.returncode == 0, check.stdout[-3000:]
     # the next bake cleans the abandoned generation and succeeds
     assert bake("--profile", str(profile), "--quiet", out=out).returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
@@ -475,6 +476,44 @@ def test_algorithm_change_needs_rotate_ca(small: tuple[ClusterPlan, Bundle]) -> 
 
 
 # --------------------------------------------------------------------------------------------------
+# The key of the Secrets in etcd: created once, reused byte for byte, kept by --rotate-ca
+
+
+def test_encryption_key_is_kept_reused_and_survives_rotate_ca(
+    small: tuple[ClusterPlan, Bundle], tmp_path: Path
+) -> None:
+    plan, bundle = small
+    assert bundle.encryption_key is not None and len(bundle.encryption_key) == 32
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    assert base64.b64decode((root / "encryption-key").read_bytes()) == bundle.encryption_key
+    assert (root / "encryption-key").stat().st_mode & 0o777 == 0o600
+    loaded = load_bundle(root)
+    assert loaded is not None and loaded.encryption_key == bundle.encryption_key
+    again, changes = reconcile(plan, loaded, now=now())
+    assert again.encryption_key == bundle.encryption_key and changes == []
+    rotated, _ = reconcile(plan, loaded, now=now(), rotate_ca=True)
+    assert rotated.cas["ca"].cert_pem != bundle.cas["ca"].cert_pem
+    assert rotated.encryption_key == bundle.encryption_key  # stored Secrets stay readable
+
+
+def test_a_bundle_from_before_encryption_gets_a_key_and_says_so(
+    small: tuple[ClusterPlan, Bundle], tmp_path: Path
+) -> None:
+    plan, bundle = small
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    (root / "encryption-key").unlink()
+    meta = json.loads((root / "bundle.json").read_text())
+    del meta["encryptionKey"]
+    (root / "bundle.json").write_text(json.dumps(meta))
+    old = load_bundle(root)
+    assert old is not None and old.encryption_key is None
+    upgraded, changes = reconcile(plan, old, now=now())
+    assert upgraded.encryption_key is not None and len(upgraded.encryption_key) == 32
+    assert [str(c) for c in changes] == ["bundle: created the key Secrets are encrypted with in etcd"]
+    assert leaves(upgraded) == leaves(old)
+
+
+# --------------------------------------------------------------------------------------------------
 # Corrupt bundles are errors, never repaired
 
 
@@ -546,6 +585,14 @@ def _leaf_as_ca(root: Path, foreign: Bundle) -> None:
     shutil.copy(root / "nodes/cp-1/apiserver.key", root / "pki/etcd/ca.key")
 
 
+def _short_encryption_key(root: Path, foreign: Bundle) -> None:
+    (root / "encryption-key").write_bytes(base64.b64encode(b"\0" * 16) + b"\n")
+
+
+def _missing_encryption_key(root: Path, foreign: Bundle) -> None:
+    (root / "encryption-key").unlink()
+
+
 CORRUPTIONS = [
     pytest.param(_truncate_key, "secrets/nodes/cp-1/apiserver.key", "not a PEM private key"),
     pytest.param(_swap_keys, "secrets/nodes/cp-1/apiserver", "does not belong"),
@@ -561,6 +608,8 @@ CORRUPTIONS = [
     pytest.param(_wrong_algorithm, "secrets/pki/ca.key", "is not RSA-2048"),
     pytest.param(_path_escape, "secrets/bundle.json", "bad leaf path"),
     pytest.param(_leaf_as_ca, "secrets/pki/etcd/ca.crt", "is not a CA"),
+    pytest.param(_short_encryption_key, "secrets/encryption-key", "not 32 bytes in base64"),
+    pytest.param(_missing_encryption_key, "secrets/encryption-key", "missing"),
 ]
 
 

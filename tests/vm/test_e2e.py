@@ -165,7 +165,8 @@ def bake(tmp_path: Path, extends: str, nodes: list[dict[str, Any]] | None, input
     path = tmp_path / "profile.yaml"
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "builder.cli", "--profile", str(path), "--out", str(out), "-q"]
+    argv = [sys.executable, "-m", "builder.cli", "--profile", str(path), "--out", str(out), "-q",
+            "--secrets", str(tmp_path / "secrets")]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True, cwd=repo_root(), timeout=900, check=False)
     assert proc.returncode == 0, f"bake failed ({proc.returncode}): {proc.stdout}{proc.stderr}"
     [tree] = [p for p in out.iterdir() if (p / "manifest.json").exists()]

@@ -401,6 +401,7 @@ def test_run_vms_rejects_bad_specs_before_booting(tmp_path: Path) -> None:
 def _baked_tree(tmp_path: Path, profile: str = "single-master", *sets: str) -> Path:
     argv = [
         sys.executable, "-m", "builder.cli", "--profile", profile, "--out", str(tmp_path / "out"),
+        "--secrets", str(tmp_path / "secrets"),
         "--set", "cluster.packages.mode=prebaked", "--set", "cluster.encryptionAlgorithm=ECDSA-P256",
         *(x for s in sets for x in ("--set", s)), "-q",
     ]  # fmt: skip

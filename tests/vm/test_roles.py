@@ -46,6 +46,7 @@ def bake(out: Path, profile: str, *sets: str) -> tuple[dict[str, Any], dict[str,
     """The real CLI, as a user runs it; returns the manifest and the nodes read back from the tree."""
     argv = [
         sys.executable, "-m", "builder.cli", "--profile", profile, "--out", str(out),
+        "--secrets", str(out.with_name(out.name + "-secrets")),  # the bundle apart, never the repository's
         "--set", "cluster.packages.mode=prebaked",
         "--set", "cluster.encryptionAlgorithm=ECDSA-P256",
         "--set", "defaults.os=debian-12",

@@ -1,0 +1,129 @@
+"""Where the secrets bundle lives on disk: apart from the output tree, written whole or not at all.
+
+The bundle is the one artifact that cannot be rebuilt (a new CA is a new cluster), while the output
+tree is disposable. So the bundle is kept in `secrets/<cluster>/` (relative to the current directory,
+as `outputs/` is) or wherever `--secrets` names, never inside `outputs/`. Bakes before this layout
+kept it in the output tree's generation (`outputs/.bake/<cluster>/gen-…/secrets`); such a bundle is
+moved out once, with a message.
+
+A changed bundle is written as a complete copy next to the old one and swapped in with two renames;
+an interruption between them leaves the previous bundle under a name the next bake points to.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import Problem, SecretsError
+
+DEFAULT_ROOT = Path("secrets")
+LEGACY_NAME = "secrets"  # the bundle's directory inside an output generation, before this layout
+
+
+def default_path(cluster: str) -> Path:
+    """The bundle of a cluster when --secrets does not name one: secrets/<cluster>/."""
+    return DEFAULT_ROOT / cluster
+
+
+def _aside(path: Path) -> Path:
+    """The previous bundle while a new one is being swapped in."""
+    return path.parent / f".{path.name}.previous"
+
+
+def mkdirs(path: Path) -> None:
+    """Create missing directories 0700 whatever the umask: they hold keys."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for p in reversed(missing):
+        p.mkdir(mode=0o700)
+        os.chmod(p, 0o700)
+
+
+def interrupted(path: Path) -> None:
+    """Refuse to go on when an interrupted swap left the only bundle aside (never guess which is good)."""
+    aside = _aside(path)
+    if aside.is_dir() and not path.exists():
+        raise SecretsError(
+            [
+                Problem(
+                    str(path),
+                    f"missing, but an interrupted bake left the previous bundle at {aside}; "
+                    f"move it back (mv {aside} {path}) and bake again",
+                )
+            ]
+        )
+
+
+def unchanged(path: Path, files: list[tuple[str, bytes, int]]) -> bool:
+    """True when the bundle on disk holds exactly these files, bytes and modes."""
+    if not path.is_dir():
+        return False
+    on_disk = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
+    if on_disk != {rel for rel, _, _ in files}:
+        return False
+    for rel, data, mode in files:
+        target = path / rel
+        if (target.stat().st_mode & 0o7777) != mode or target.read_bytes() != data:
+            return False
+    return True
+
+
+def _write_file(target: Path, data: bytes, mode: int) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(path: Path, files: Iterable[tuple[str, bytes, int]]) -> bool:
+    """Make `path` hold exactly `files`; False when it already did (nothing is touched then).
+
+    The new bundle is written whole beside the old one, then swapped in: a crash leaves either the
+    old bundle, the new one, or the old one aside with `interrupted` saying where.
+    """
+    wanted = list(files)
+    interrupted(path)
+    if unchanged(path, wanted):
+        return False
+    for rel, _, _ in wanted:
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise SecretsError([Problem(str(path), f"refusing to write outside the bundle: {rel}")])
+    mkdirs(path.parent)
+    for stale in path.parent.glob(f".{path.name}.new-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    aside = _aside(path)
+    if aside.exists():  # a swap that finished but did not clean up: the bundle at `path` is complete
+        shutil.rmtree(aside)
+    work = path.parent / f".{path.name}.new-{os.getpid()}"
+    mkdirs(work)
+    try:
+        for rel, data, mode in wanted:
+            mkdirs((work / rel).parent)
+            _write_file(work / rel, data, mode)
+        if path.exists():
+            os.rename(path, aside)
+        os.rename(work, path)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return True
+
+
+def migrate(legacy: Path, path: Path) -> None:
+    """Move a bundle out of an old output generation to its own place (once; the caller says so)."""
+    mkdirs(path.parent)
+    shutil.move(str(legacy), str(path))
+    for p in [path, *path.rglob("*")]:
+        if p.is_dir():
+            os.chmod(p, 0o700)
