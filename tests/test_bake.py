@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -11,8 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from builder import resources
+from builder.check import write_files_of
 
 from .helpers import BAKE, bake, bundle, check, tree_digest
 
@@ -87,8 +90,13 @@ def test_discovery_hash_matches_openssl_pipeline(baked: dict[str, Path], out: Pa
     ).stdout
     manifest = json.loads((tree / "manifest.json").read_text())
     assert manifest["discoveryTokenCaCertHash"] == "sha256:" + hashlib.sha256(der).hexdigest()
-    worker_ud = (tree / "nodes/worker-1/user-data").read_text()
-    assert manifest["discoveryTokenCaCertHash"] in worker_ud
+    # cluster.join: certificate (the default): the worker holds no hash but a join credential that
+    # pins exactly that CA certificate.
+    worker = write_files_of((tree / "nodes/worker-1/user-data").read_bytes())
+    assert manifest["discoveryTokenCaCertHash"] not in (tree / "nodes/worker-1/user-data").read_text()
+    join_conf = yaml.safe_load(worker["/etc/bake/join.conf"][0])
+    pinned = base64.b64decode(join_conf["clusters"][0]["cluster"]["certificate-authority-data"])
+    assert pinned == (bundle(out, "ha-stacked") / "pki/ca.crt").read_bytes()
 
 
 def test_rebake_is_byte_identical_and_rewrites_nothing(tmp_path: Path) -> None:

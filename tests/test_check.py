@@ -434,7 +434,7 @@ JOIN_CONF = "/etc/bake/join.conf"
 
 
 def _token(t: Path) -> bytes:
-    return (t / "secrets/token").read_bytes()
+    return (_bundle(t) / "token").read_bytes()
 
 
 def _token_on_worker(t: Path) -> list[tuple[str, str]]:
@@ -488,8 +488,8 @@ def _join_conf_foreign_ca(t: Path) -> list[tuple[str, str]]:
     """The node's own identity, but signed by a CA the cluster does not know (here: the etcd CA)."""
     ours = yaml.safe_load(check.write_files_of((t / "nodes/worker-2/user-data").read_bytes())[JOIN_CONF][0])
     key = ec.generate_private_key(ec.SECP256R1())
-    etcd_ca = x509.load_pem_x509_certificate((t / "secrets/pki/etcd/ca.crt").read_bytes())
-    etcd_key = serialization.load_pem_private_key((t / "secrets/pki/etcd/ca.key").read_bytes(), None)
+    etcd_ca = x509.load_pem_x509_certificate((_bundle(t) / "pki/etcd/ca.crt").read_bytes())
+    etcd_key = serialization.load_pem_private_key((_bundle(t) / "pki/etcd/ca.key").read_bytes(), None)
     assert isinstance(etcd_key, ec.EllipticCurvePrivateKey)
     name = x509.Name(
         [
@@ -604,7 +604,7 @@ def test_token_detectors_follow_the_join_mode(tmp_path: Path) -> None:
     etcd member holding it still does not."""
     proc = bake("--profile", "ha-external-etcd", *ALG, "--set", "cluster.join=token", "-q", out=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    tree = (tmp_path / "ha-external-etcd").resolve()
+    tree = _lay_out(tmp_path, "ha-external-etcd", tmp_path / "laid-out")
     assert _manifest(tree)["join"] == "token"
     token = _token(tree)
     worker = check.write_files_of((tree / "nodes/worker-1/user-data").read_bytes())
