@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, resources
+from . import __version__, parallel, resources
 from .bake import BakeOptions, BakeResult, run
 from .bake import Progress as ProgressFn
 from .errors import BakeError, Problem
@@ -187,6 +187,13 @@ def _check_parser() -> argparse.ArgumentParser:
         "in the tree)",
     )
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument(
+        "--jobs",
+        type=parallel.jobs_arg,
+        default=None,
+        metavar="N",
+        help="processes validating user-data (default: one per core)",
+    )
     return p
 
 
@@ -370,7 +377,7 @@ def check_main(argv: Sequence[str]) -> int:
     from . import check
 
     args = _check_parser().parse_args(argv)
-    report = check.check_tree(args.tree, secrets_dir=args.secrets)
+    report = check.check_tree(args.tree, secrets_dir=args.secrets, jobs=args.jobs)
     console = Console()
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")

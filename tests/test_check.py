@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from builder import check, cli, iso
+from builder import check, cli, cloudinit_schema, iso
 
 from .helpers import bake, bundle
 from .peers import program
@@ -654,6 +654,96 @@ def test_schema_failure_is_reported(small: Path, tmp_path: Path) -> None:
         [(str(tree / "nodes/dev-1/user-data"), r"cloud-init schema: .*bootcmd: 42 is not of type 'array'.*")],
     )
     assert {f["check"] for f in errors} == {"schema"}
+
+
+def _counting_command(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Record the files the real `cloud-init schema` command runs on."""
+    ran: list[Path] = []
+    real = cloudinit_schema.run_command
+
+    def counting(cloud_init: str, path: Path) -> cloudinit_schema.Verdict:
+        ran.append(path)
+        return real(cloud_init, path)
+
+    monkeypatch.setattr(cloudinit_schema, "run_command", counting)
+    return ran
+
+
+@pytest.mark.integration
+def test_schema_batch_finds_what_the_command_finds(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that is not its shape's cross-check is judged by the batch alone, with the command's words;
+    the command runs once per shape (etcd, control plane, worker), not once per node."""
+    program("cloud-init")
+    ran = _counting_command(monkeypatch)
+    doc = _user_data(tree, "worker-2")
+    doc["bootcmd"] = 42
+    _set_user_data(tree, "worker-2", _dump(doc))
+    code, findings = run_check(tree)
+    errors = [f for f in findings if f["level"] == "error"]
+    assert code == 1
+    _matches(
+        errors,
+        "schema",
+        [
+            (
+                str(tree / "nodes/worker-2/user-data"),
+                r"cloud-init schema: .*bootcmd: 42 is not of type 'array'.*",
+            )
+        ],
+    )
+    assert {f["check"] for f in errors} == {"schema"}
+    assert sorted(p.parent.name for p in ran) == ["cp-1", "etcd-1", "worker-1"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"#cloud-config\nbootcmd: 42\n",
+        b"bootcmd: [true]\n",
+        b"#cloud-config\n- a list\n",
+        b"#cloud-config\nwrite_files: [{path: /x, encoding: rot13, content: x}]\n",
+        b"#cloud-config\nruncmd: [[ls, -l], 1]\nusers: [default, {name: x, groups: 4}]\n",
+    ],
+    ids=["type", "no-header", "not-a-dict", "enum", "nested"],
+)
+def test_schema_batch_says_what_the_command_says(tmp_path: Path, data: bytes) -> None:
+    """Verdict and output of the batch equal the real command's, byte for byte, failures included."""
+    cloud_init = program("cloud-init")
+    files = [tmp_path / "good", tmp_path / "bad"]
+    files[0].write_bytes(b"#cloud-config\nbootcmd: [[echo, hi]]\n")
+    files[1].write_bytes(data)
+    batch = cloudinit_schema.Batch(cloud_init, files, [("a",), ("a",)], jobs=2)
+    try:
+        got = batch._batch()
+    finally:
+        batch.close()
+    assert got is not None
+    want = {f: cloudinit_schema.run_command(cloud_init, f) for f in files}
+    assert got == want
+    assert [v.failed for v in want.values()] == [False, True]
+
+
+@pytest.mark.integration
+def test_schema_batch_that_disagrees_is_not_trusted(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that calls a broken file valid is caught by the cross-check on its shape's first node;
+    then every file goes through the command, and the second broken worker is found too."""
+    program("cloud-init")
+    for node in ("worker-1", "worker-2"):
+        doc = _user_data(tree, node)
+        doc["bootcmd"] = 42
+        _set_user_data(tree, node, _dump(doc))
+
+    def lenient(self: cloudinit_schema.Batch) -> dict[Path, cloudinit_schema.Verdict]:
+        return {p: cloudinit_schema.Verdict(False, f"Valid cloud-config: {p}\n") for p in self.paths}
+
+    monkeypatch.setattr(cloudinit_schema.Batch, "_batch", lenient)
+    code, findings = run_check(tree)
+    assert code == 1
+    assert [f["where"] for f in findings if f["check"] == "schema"] == [
+        str(tree / "nodes/worker-1/user-data"),
+        str(tree / "nodes/worker-2/user-data"),
+    ]
 
 
 def _not_after(tree: Path, rel: str) -> datetime:
