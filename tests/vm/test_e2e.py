@@ -11,7 +11,7 @@ whose only use is a forwarded port, so the host's kubectl reaches the API server
 `outputs/<cluster>/admin.conf`.
 
 - `test_single_node`: kubeadm init uses every baked certificate and kubeconfig ("Using existing" lines, the
-  bytes on disk unchanged), the node and CoreDNS are Ready, a pod resolves kubernetes.default, the
+  bytes on disk unchanged), the node and CoreDNS are Ready, a pod resolves kubernetes.default.svc.cluster.local, the
   bootstrap reports done, and the host lists the node through the forwarded port.
 - `test_single_master`: one control plane and one worker; the worker joins with its baked join
   credential, both nodes are Ready, and a pod on the worker reaches a pod on the control plane over the CNI.
@@ -188,7 +188,7 @@ def kubeadm_reuse_checks(node: nodecheck.BakedNode) -> list[dict[str, Any]]:
         elif m:
             lines.append(f"[certs] Using existing {m.group(1)} certificate and key on disk")
         elif f.path == f"{PKI}/sa.key":
-            lines.append("[certs] Using existing sa keys")
+            lines.append('[certs] Using the existing "sa" key')  # kubeadm's certs.go wording
         elif re.fullmatch(r"/etc/kubernetes/[a-z-]+\.conf", f.path):
             lines.append(f'[kubeconfig] Using existing kubeconfig file: "{f.path}"')
     assert len(lines) >= 15, lines  # 3 CAs, 7 leaves, sa, 5 kubeconfigs on a stacked init node
@@ -460,14 +460,15 @@ def test_single_node(k8s_image_amd64: None, tmp_path: Path) -> None:
         ),
         *pod_checks(
             "dns",
-            busybox_pod("dns", ["nslookup", "kubernetes.default"]),
+            # busybox's nslookup sends the name as given (no search list): the service's full name
+            busybox_pod("dns", ["nslookup", "kubernetes.default.svc.cluster.local"]),
             phase="Succeeded",
             wait_s=600,
         ),
         expect.command(
             f"{KUBECTL} logs dns",
             regex=r"Name:\s+kubernetes\.default\.svc\.cluster\.local\s+Address:\s+10\.96\.0\.1",
-            name="the pod resolved kubernetes.default to the API service address",
+            name="the pod resolved kubernetes.default.svc.cluster.local to the API service address",
         ),
         host_configmap_check(node.name, 600),
         phase_check(node.name, "/etc/kubernetes/admin.conf", "kubeadm-init"),
