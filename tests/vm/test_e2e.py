@@ -11,8 +11,9 @@ whose only use is a forwarded port, so the host's kubectl reaches the API server
 `outputs/<cluster>/admin.conf`.
 
 - `test_single_node`: kubeadm init uses every baked certificate and kubeconfig ("Using existing" lines, the
-  bytes on disk unchanged), the node and CoreDNS are Ready, a pod resolves kubernetes.default.svc.cluster.local, the
-  bootstrap reports done, and the host lists the node through the forwarded port.
+  bytes on disk unchanged), the node and CoreDNS are Ready, a pod resolves
+  kubernetes.default.svc.cluster.local, the bootstrap reports done, and the host lists the node through the
+  forwarded port.
 - `test_single_master`: one control plane and one worker; the worker joins with its baked join
   credential, both nodes are Ready, and a pod on the worker reaches a pod on the control plane over the CNI.
 
