@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import Problem, SecretsError
+from .files import private_dirs
 
 DEFAULT_ROOT = Path("secrets")
 LEGACY_NAME = "secrets"  # the bundle's directory inside an output generation, before this layout
@@ -31,17 +32,6 @@ def default_path(cluster: str) -> Path:
 def _aside(path: Path) -> Path:
     """The previous bundle while a new one is being swapped in."""
     return path.parent / f".{path.name}.previous"
-
-
-def mkdirs(path: Path) -> None:
-    """Create missing directories 0700 whatever the umask: they hold keys."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for p in reversed(missing):
-        p.mkdir(mode=0o700)
-        os.chmod(p, 0o700)
 
 
 def interrupted(path: Path) -> None:
@@ -98,17 +88,17 @@ def save(path: Path, files: Iterable[tuple[str, bytes, int]]) -> bool:
     for rel, _, _ in wanted:
         if rel.startswith("/") or ".." in Path(rel).parts:
             raise SecretsError([Problem(str(path), f"refusing to write outside the bundle: {rel}")])
-    mkdirs(path.parent)
+    private_dirs(path.parent)
     for stale in path.parent.glob(f".{path.name}.new-*"):
         shutil.rmtree(stale, ignore_errors=True)
     aside = _aside(path)
     if aside.exists():  # a swap that finished but did not clean up: the bundle at `path` is complete
         shutil.rmtree(aside)
     work = path.parent / f".{path.name}.new-{os.getpid()}"
-    mkdirs(work)
+    private_dirs(work)
     try:
         for rel, data, mode in wanted:
-            mkdirs((work / rel).parent)
+            private_dirs((work / rel).parent)
             _write_file(work / rel, data, mode)
         if path.exists():
             os.rename(path, aside)
@@ -122,7 +112,7 @@ def save(path: Path, files: Iterable[tuple[str, bytes, int]]) -> bool:
 
 def migrate(legacy: Path, path: Path) -> None:
     """Move a bundle out of an old output generation to its own place (once; the caller says so)."""
-    mkdirs(path.parent)
+    private_dirs(path.parent)
     shutil.move(str(legacy), str(path))
     for p in [path, *path.rglob("*")]:
         if p.is_dir():

@@ -266,15 +266,13 @@ def _print_problems(err: Console, exc: BakeError) -> None:
         err.print(Text.assemble(("error ", "bold red"), str(problem)), highlight=False, soft_wrap=True)
 
 
-def bake_main(argv: Sequence[str]) -> int:
-    args = _bake_parser().parse_args(argv)
+def _options(args: argparse.Namespace) -> BakeOptions:
+    """`bake` and `bake plan` take the same arguments: one reading of them."""
     if args.only and (args.rotate_ca or args.rotate_token):
         raise BakeError(
             "--only cannot be combined with --rotate-ca / --rotate-token: rotations re-render every node"
         )
-    console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
-    err = Console(stderr=True)
-    options = BakeOptions(
+    return BakeOptions(
         profile=args.profile,
         sets=tuple(args.sets),
         out_root=args.out,
@@ -284,6 +282,13 @@ def bake_main(argv: Sequence[str]) -> int:
         rotate_token=args.rotate_token,
         base_url=args.base_url,
     )
+
+
+def bake_main(argv: Sequence[str]) -> int:
+    args = _bake_parser().parse_args(argv)
+    options = _options(args)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
+    err = Console(stderr=True)
     interactive = err.is_terminal and not args.quiet and not args.json
     with _progress(err, interactive) as update:
         result = run(options, update)
@@ -350,22 +355,7 @@ def plan_main(argv: Sequence[str]) -> int:
     from . import dryrun
 
     args = _plan_parser().parse_args(argv)
-    if args.only and (args.rotate_ca or args.rotate_token):
-        raise BakeError(
-            "--only cannot be combined with --rotate-ca / --rotate-token: rotations re-render every node"
-        )
-    doc = dryrun.plan(
-        BakeOptions(
-            profile=args.profile,
-            sets=tuple(args.sets),
-            out_root=args.out,
-            secrets=args.secrets,
-            only=tuple(args.only),
-            rotate_ca=args.rotate_ca,
-            rotate_token=args.rotate_token,
-            base_url=args.base_url,
-        )
-    )
+    doc = dryrun.plan(_options(args))
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     elif not args.quiet:

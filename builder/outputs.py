@@ -20,19 +20,9 @@ from types import TracebackType
 from typing import BinaryIO
 
 from .errors import OutputError
+from .files import private_dirs
 
 STATE_DIR = ".bake"
-
-
-def _mkdirs(path: Path) -> None:
-    """Create directories 0700 whatever the umask: the tree holds secrets."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for p in reversed(missing):
-        p.mkdir(mode=0o700)
-        os.chmod(p, 0o700)
 
 
 class OutputTree:
@@ -59,7 +49,7 @@ class OutputTree:
             if not self.root.exists():
                 self.root.mkdir(parents=True)
                 os.chmod(self.root, 0o755)  # whatever the umask: others must not swap our symlinks
-            _mkdirs(self.state)
+            private_dirs(self.state)
         except OSError as exc:
             raise OutputError(f"cannot create {self.state}: {exc.strerror}") from None
         if self.link.exists() and not self.link.is_symlink():
@@ -88,7 +78,7 @@ class OutputTree:
         for stale in self.state.glob("tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         self.work = self.state / f"tmp-{os.getpid()}-{time.monotonic_ns()}"
-        _mkdirs(self.work)
+        private_dirs(self.work)
         return self
 
     def __exit__(
@@ -120,7 +110,7 @@ class OutputTree:
         if rel.startswith("/") or ".." in Path(rel).parts:
             raise OutputError(f"refusing to write outside the output tree: {rel}")
         target = self.path(rel)
-        _mkdirs(target.parent)
+        private_dirs(target.parent)
         digest = hashlib.sha256(data).hexdigest()
         self.written[rel] = digest
         if self.previous is not None:
@@ -152,7 +142,7 @@ class OutputTree:
         if rel.startswith("/") or ".." in Path(rel).parts:
             raise OutputError(f"refusing to write outside the output tree: {rel}")
         target = self.path(rel)
-        _mkdirs(target.parent)
+        private_dirs(target.parent)
         fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w+b") as fh:
@@ -198,7 +188,7 @@ class OutputTree:
         if self.previous is None or not (self.previous / rel).is_file():
             return False
         target = self.path(rel)
-        _mkdirs(target.parent)
+        private_dirs(target.parent)
         os.link(self.previous / rel, target)
         self.written[rel] = hashlib.sha256((self.previous / rel).read_bytes()).hexdigest()
         self.linked += 1
