@@ -16,11 +16,12 @@ boot. Archives are streamed, never held in memory.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -133,6 +134,29 @@ def seed_names(entries: tuple[str, ...], *, manifests: bool = False) -> tuple[st
     if problems:
         raise BakeError(problems)
     return tuple(f.name for f in files)
+
+
+def node_archives(entries: tuple[str, ...], wanted: Iterable[str]) -> tuple[str, ...]:
+    """The archives a node imports: those holding an image it runs, and those whose images are not
+    all named (what they hold cannot be told). Importing another role's images only costs first-boot
+    time: several minutes on slow machines for the control-plane images a worker never runs."""
+    files, problems = archive_files(entries, "cluster.airgap")
+    if problems:
+        raise BakeError(problems)
+    want = set(wanted)
+    return tuple(f.name for f in files if (refs := _archive_refs_of(f.path)) is None or refs & want)
+
+
+def _archive_refs_of(path: Path) -> frozenset[str] | None:
+    st = path.stat()
+    return _archive_refs_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _archive_refs_cached(path: str, size: int, mtime_ns: int) -> frozenset[str] | None:
+    """Read once per archive and bake, not once per node: (size, mtime) stand for its content."""
+    refs = archive_refs(Path(path))
+    return None if refs is None else frozenset(refs)
 
 
 def manifest_files(entries: Sequence[str], where: str) -> tuple[list[SeedFile], list[Problem]]:

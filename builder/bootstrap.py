@@ -234,12 +234,13 @@ def airgap_values(plan: ClusterPlan, node: NodePlan, role: BootstrapRole) -> dic
     base = plan.settings.seed.http_base_url
     url = f"{base.rstrip('/')}/{airgap.http_rel(arch).removeprefix('http/')}" if base else ""
     manifests = airgap.seed_names(tuple(gap.cni_manifests), manifests=True)
+    needed = [i.normalized for i in images.node_images(plan, node)]
     return {
         "BAKE_AIRGAP": "yes",
         "BAKE_IMAGES_LABEL": airgap.label(arch),
         "BAKE_IMAGES_URL": url,
-        "BAKE_IMAGE_ARCHIVES": _words(airgap.seed_names(tuple(gap.images.get(arch, ())))),
-        "BAKE_IMAGES": _words([i.normalized for i in images.node_images(plan, node)]),
+        "BAKE_IMAGE_ARCHIVES": _words(airgap.node_archives(tuple(gap.images.get(arch, ())), needed)),
+        "BAKE_IMAGES": _words(needed),
         "BAKE_CNI_MANIFESTS": _words(manifests if role is BootstrapRole.INIT else ()),
     }
 

@@ -253,6 +253,12 @@ def test_unnamed_archive_is_checked_at_boot_only(tmp_path: Path) -> None:
     proc = bake("-p", str(profile), out=tmp_path / "out", env={"SOURCE_DATE_EPOCH": EPOCH})
     assert proc.returncode == 0, proc.stderr
     assert "anon.tar do not name all their images" in proc.stdout
+    # what it holds cannot be told: every node imports it (the worker, which needs no kube-vip, too)
+    assert _env(tmp_path / "out/site", "worker-1")["BAKE_IMAGE_ARCHIVES"].split() == [
+        "anon.tar",
+        "kube.tar",
+        "flannel-amd64.tar",
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -556,6 +562,8 @@ def test_env_names_the_seed(baked_site: tuple[Path, Path]) -> None:
     init, worker = _env(tree, "cp-1"), _env(tree, "worker-2")
     assert init["BAKE_AIRGAP"] == "yes" and init["BAKE_IMAGES_LABEL"] == "bakeimg-amd64"
     assert init["BAKE_IMAGE_ARCHIVES"].split() == ["kube.tar", "vip.tar", "flannel-amd64.tar"]
+    # a worker imports only the archives holding an image it runs: not kube-vip's
+    assert _env(tree, "worker-1")["BAKE_IMAGE_ARCHIVES"].split() == ["kube.tar", "flannel-amd64.tar"]
     assert init["BAKE_CNI_MANIFESTS"] == "cni/kube-flannel.yml" and init["BAKE_CNI_URLS"] == ""
     assert init["BAKE_IMAGES"].split() == [*KUBE, KUBE_VIP, FLANNEL_CNI, FLANNEL]
     assert worker["BAKE_IMAGES_LABEL"] == "bakeimg-arm64" and worker["BAKE_CNI_MANIFESTS"] == ""
