@@ -1,11 +1,14 @@
 """The whole bake, one way through: profile -> plan -> secrets -> per-node files -> output tree.
 
-Nodes are rendered and written one at a time (streaming), so memory stays flat with fleet size.
+Nodes are rendered in worker processes (keys and plan reach them by fork) and written here one at a time
+in plan order (streaming, a bounded number in flight), so memory stays flat with fleet size and the
+tree is the same whatever the number of processes.
 Nothing becomes visible until every node is written and checked; then the tree is swapped in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -16,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import airgap, bundledir, cloudinit, distribute, packaging, secrets
+from . import airgap, bundledir, cloudinit, distribute, packaging, parallel, secrets
 from .errors import BakeError, OutputError, Problem, SecretsError
 from .outputs import DryTree, OutputTree
 from .plan import ClusterPlan, NodePlan, build_plan
@@ -42,6 +45,8 @@ class BakeOptions:
     """`bake plan`: compute everything, write nothing (no output tree, no bundle, no move)."""
     observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
     """Called with each node rendered (bake plan compares it with the current tree)."""
+    jobs: int | None = None
+    """Worker processes; None: one per core (1 with dry_run or observe, which need every node here)."""
 
 
 @dataclass
@@ -231,6 +236,47 @@ def _refuse_foreign_ca(tree: OutputTree, bundle: secrets.Bundle, path: Path, rot
         )
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What every node's rendering reads; handed to the worker processes by fork (it holds keys)."""
+
+    plan: ClusterPlan
+    bundle: secrets.Bundle
+    epoch: int
+    base_url: str | None
+    publish: bool
+    observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
+    """BakeOptions.observe: only with one job, so that it is called in this process."""
+
+
+@dataclass(frozen=True)
+class _NodeOutput:
+    artifacts: list[packaging.Artifact]
+    entry: dict[str, Any]
+    problems: list[Problem]
+
+
+def _render(shared: _Shared, index: int) -> _NodeOutput:
+    """One node's files and manifest entry: independent of every other node, so run in any process."""
+    plan, bundle = shared.plan, shared.bundle
+    node = plan.nodes[index]
+    rendered = cloudinit.render_node(
+        plan,
+        node,
+        pki_files=distribute.node_pki_files(plan, node, bundle),
+        token=bundle.token,
+        ca_hash=bundle.discovery_hash,
+    )
+    if shared.observe is not None:
+        shared.observe(node, rendered)
+    gz = packaging.gzip_bytes(rendered.user_data)
+    problems = packaging.size_problems(index, rendered, list(plan.settings.seed.targets), gz)
+    http = packaging.http_published(node.role, shared.publish)
+    arts = packaging.node_artifacts(rendered, epoch=shared.epoch, base_url=shared.base_url, gz=gz, http=http)
+    digests = {art.rel: hashlib.sha256(art.data).hexdigest() for art in arts}
+    return _NodeOutput(arts, node_manifest(node, rendered, digests, bundle), problems)
+
+
 def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
     profile = load_profile(options.profile, options.sets)
     plan = build_plan(profile)
@@ -243,6 +289,9 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
     if incomplete:
         raise BakeError(incomplete)
     now = options.now or secrets.utcnow()
+    # observe needs every rendered node in this process, and a DryTree lives only here: one process
+    in_process = options.dry_run or options.observe is not None
+    jobs = 1 if in_process else options.jobs or parallel.default_jobs()
     base_url = options.base_url or plan.settings.seed.http_base_url
     tree_class = DryTree if options.dry_run else OutputTree
     with tree_class(options.out_root, plan.name) as tree:
@@ -257,6 +306,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             rotate_ca=options.rotate_ca,
             rotate_token=options.rotate_token,
             only=set(options.only) or None,
+            jobs=jobs,
         )
         _refuse_foreign_ca(tree, bundle, bundle_path, options.rotate_ca)
         if existing is None:
@@ -278,29 +328,24 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         publish = plan.settings.seed.http_publish_control_planes
         node_entries = []
         total = len(plan.nodes)
-        for i, node in enumerate(plan.nodes):
-            if progress:
-                progress(node.name, i, total)
-            http = packaging.http_published(node.role, publish)
-            if options.only and node.name not in options.only:
-                node_entries.append(_carry_over(tree, previous_nodes.get(node.name), node, http, base_url))
-                continue
-            rendered = cloudinit.render_node(
-                plan,
-                node,
-                pki_files=distribute.node_pki_files(plan, node, bundle),
-                token=bundle.token,
-                ca_hash=bundle.discovery_hash,
-            )
-            if options.observe is not None:
-                options.observe(node, rendered)
-            gz = packaging.gzip_bytes(rendered.user_data)
-            problems += packaging.size_problems(i, rendered, list(plan.settings.seed.targets), gz)
-            artifacts = {}
-            for art in packaging.node_artifacts(rendered, epoch=epoch, base_url=base_url, gz=gz, http=http):
-                tree.write(art.rel, art.data, art.mode)
-                artifacts[art.rel] = hashlib.sha256(art.data).hexdigest()
-            node_entries.append(node_manifest(node, rendered, artifacts, bundle))
+        shared = _Shared(plan, bundle, epoch, base_url, publish, options.observe)
+        todo = [i for i, n in enumerate(plan.nodes) if not options.only or n.name in options.only]
+        # rendered in worker processes, written here in plan order: the same tree, byte for byte
+        with contextlib.closing(parallel.ordered_map(_render, shared, todo, jobs)) as outputs:
+            for i, node in enumerate(plan.nodes):
+                if progress:
+                    progress(node.name, i, total)
+                if options.only and node.name not in options.only:
+                    http = packaging.http_published(node.role, publish)
+                    node_entries.append(
+                        _carry_over(tree, previous_nodes.get(node.name), node, http, base_url)
+                    )
+                    continue
+                out = next(outputs)
+                problems += out.problems
+                for art in out.artifacts:
+                    tree.write(art.rel, art.data, art.mode)
+                node_entries.append(out.entry)
         if problems:
             raise BakeError(problems)
         image_seeds = []

@@ -1,8 +1,9 @@
 """Same inputs + same secrets bundle = byte-identical outputs, across separate processes.
 
 Each bake runs in its own interpreter with a different PYTHONHASHSEED (set and dict-of-set ordering
-changes), another time zone and locale, as two machines would. Calling a pure
-function twice in one process would prove none of this.
+changes), another time zone and locale, and a different number of worker processes (nodes rendered in
+three processes, then serially), as two machines would. Calling a pure function twice in one process
+would prove none of this.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ def _carry_bundle(src: Path, out: Path, cluster: str) -> None:
 def trees(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("determinism")
     first = root / "a"
-    proc = bake("--profile", PROFILE, *SETS, "--quiet", out=first, env=ENVS[0])
+    proc = bake("--profile", PROFILE, *SETS, "--quiet", "--jobs", "3", out=first, env=ENVS[0])
     assert proc.returncode == 0, proc.stderr
     second = root / "b"
     _carry_bundle(first, second, PROFILE)
-    proc = bake("--profile", PROFILE, *SETS, "--quiet", out=second, env=ENVS[1])
+    proc = bake("--profile", PROFILE, *SETS, "--quiet", "--jobs", "1", out=second, env=ENVS[1])
     assert proc.returncode == 0, proc.stderr
     assert tree_digest(bundle(first, PROFILE)) == tree_digest(bundle(second, PROFILE))
     return [(first / PROFILE).resolve(), (second / PROFILE).resolve()]
