@@ -13,14 +13,15 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import airgap, bundledir, cloudinit, distribute, packaging, parallel, secrets
+from . import __version__, airgap, bundledir, cloudinit, distribute, packaging, parallel, resources, secrets
 from .errors import BakeError, OutputError, Problem, SecretsError
+from .files import NodeFile
 from .outputs import DryTree, OutputTree
 from .plan import ClusterPlan, NodePlan, build_plan
 from .profile import load_profile
@@ -236,6 +237,52 @@ def _refuse_foreign_ca(tree: OutputTree, bundle: secrets.Bundle, path: Path, rot
         )
 
 
+@functools.cache
+def tool_digest() -> str:
+    """This bake's code and templates: a node baked by another version of either is re-rendered."""
+    h = hashlib.sha256(__version__.encode())
+    sources = sorted(Path(__file__).parent.glob("*.py"))
+    templates = resources.templates_dir()
+    for path in [*sources, *sorted(p for p in templates.rglob("*") if p.is_file())]:
+        h.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def node_inputs(
+    plan_digest: str, node: NodePlan, pki_files: list[NodeFile], bundle: secrets.Bundle, shared: _Shared
+) -> str:
+    """Digest of everything a node's files are made from: the plan (whole: a node's files may name
+    other nodes), the bundle items it receives, the values every node gets, code and templates.
+    Same digest as the previous bake, and files that still match its manifest: nothing to re-render."""
+    h = hashlib.sha256()
+    for part in (tool_digest(), plan_digest, node.name, bundle.token, bundle.discovery_hash):
+        h.update(part.encode() + b"\0")
+    h.update(repr((shared.epoch, shared.base_url, shared.publish, _cert_entries(bundle, node.name))).encode())
+    for f in pki_files:
+        h.update(f"\0{f.path}\0{f.mode:o}\0{f.owner}\0{f.sensitivity}\0".encode() + f.content)
+    return h.hexdigest()
+
+
+def _reuse(tree: OutputTree, entry: dict[str, Any] | None, digest: str) -> dict[str, Any] | None:
+    """The previous bake's files of a node whose inputs did not change, linked into this generation,
+    or None (nothing linked) when any of them is missing or differs from the previous manifest."""
+    if entry is None or entry.get("inputs") != digest:
+        return None
+    artifacts = entry.get("artifacts")
+    if not isinstance(artifacts, dict) or not artifacts:
+        return None
+    linked: list[str] = []
+    for rel, want in artifacts.items():
+        if not isinstance(rel, str) or not tree.link_previous(rel) or tree.written[rel] != want:
+            for undo in [*linked, rel]:  # back out: the node is rendered afresh
+                if tree.written.pop(undo, None) is not None:
+                    tree.path(undo).unlink()
+                    tree.linked -= 1
+            return None
+        linked.append(rel)
+    return entry
+
+
 @dataclass(frozen=True)
 class _Shared:
     """What every node's rendering reads; handed to the worker processes by fork (it holds keys)."""
@@ -247,6 +294,7 @@ class _Shared:
     publish: bool
     observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
     """BakeOptions.observe: only with one job, so that it is called in this process."""
+    inputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -274,7 +322,22 @@ def _render(shared: _Shared, index: int) -> _NodeOutput:
     http = packaging.http_published(node.role, shared.publish)
     arts = packaging.node_artifacts(rendered, epoch=shared.epoch, base_url=shared.base_url, gz=gz, http=http)
     digests = {art.rel: hashlib.sha256(art.data).hexdigest() for art in arts}
-    return _NodeOutput(arts, node_manifest(node, rendered, digests, bundle), problems)
+    entry = node_manifest(node, rendered, digests, bundle)
+    entry["inputs"] = shared.inputs[node.name]
+    return _NodeOutput(arts, entry, problems)
+
+
+@contextlib.contextmanager
+def _lock_kept_from_workers(tree: OutputTree) -> Iterator[None]:
+    """Worker processes close the tree's lock: one outliving this bake must not block the next."""
+    fd = tree._lock_fd
+    if fd is not None:
+        parallel.WORKER_CLOSES.add(fd)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            parallel.WORKER_CLOSES.discard(fd)
 
 
 def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
@@ -294,7 +357,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
     jobs = 1 if in_process else options.jobs or parallel.default_jobs()
     base_url = options.base_url or plan.settings.seed.http_base_url
     tree_class = DryTree if options.dry_run else OutputTree
-    with tree_class(options.out_root, plan.name) as tree:
+    with tree_class(options.out_root, plan.name) as tree, _lock_kept_from_workers(tree):
         bundle_path = options.secrets or bundledir.default_path(plan.name)
         existing, notices = _existing_bundle(tree, bundle_path, options.dry_run)
         if options.only and existing is None:
@@ -322,15 +385,29 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         if plan.control_planes:
             tree.write("admin.conf", distribute.operator_admin_conf(plan, bundle), 0o600)
         epoch = source_epoch(bundle)
-        previous = _previous_manifest(tree) if options.only else None
+        previous = _previous_manifest(tree)
         previous_nodes = {n.get("name"): n for n in (previous or {}).get("nodes", [])}
         problems: list[Problem] = []
         publish = plan.settings.seed.http_publish_control_planes
         node_entries = []
         total = len(plan.nodes)
         shared = _Shared(plan, bundle, epoch, base_url, publish, options.observe)
-        todo = [i for i, n in enumerate(plan.nodes) if not options.only or n.name in options.only]
-        # rendered in worker processes, written here in plan order: the same tree, byte for byte
+        plan_digest = hashlib.sha256(repr(plan).encode()).hexdigest()
+        reused: dict[int, dict[str, Any]] = {}
+        todo = []
+        for i, node in enumerate(plan.nodes):
+            if options.only and node.name not in options.only:
+                continue
+            pki_files = distribute.node_pki_files(plan, node, bundle)
+            shared.inputs[node.name] = node_inputs(plan_digest, node, pki_files, bundle, shared)
+            entry = None
+            # --only re-renders what it names, whatever its inputs; bake plan renders every node to compare
+            if not options.only and not in_process:
+                entry = _reuse(tree, previous_nodes.get(node.name), shared.inputs[node.name])
+            if entry is not None:
+                reused[i] = entry
+            else:
+                todo.append(i)
         with contextlib.closing(parallel.ordered_map(_render, shared, todo, jobs)) as outputs:
             for i, node in enumerate(plan.nodes):
                 if progress:
@@ -340,6 +417,9 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                     node_entries.append(
                         _carry_over(tree, previous_nodes.get(node.name), node, http, base_url)
                     )
+                    continue
+                if i in reused:  # same inputs as the previous bake: its files are linked already
+                    node_entries.append(reused[i])
                     continue
                 out = next(outputs)
                 problems += out.problems

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import multiprocessing as mp
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -42,6 +45,27 @@ _UNSET = object()
 _shared: Any = _UNSET  # what the forked workers read: set before the pool forks, never pickled
 
 
+# descriptors a worker must not keep: the output tree's lock (flock is shared across fork, so a
+# worker outliving a killed bake would hold the lock)
+WORKER_CLOSES: set[int] = set()
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_start() -> None:
+    """In each forked worker: die with the parent (a SIGKILLed bake leaves no workers behind) and
+    drop the descriptors listed in WORKER_CLOSES."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: workers end when their queue closes
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+    for fd in WORKER_CLOSES:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 def _call(fn: Callable[[Any, Any], Any], item: Any) -> Any:
     return fn(_shared, item)
 
@@ -66,7 +90,9 @@ def ordered_map(
             yield fn(shared, item)
         return
     _shared = shared
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=mp.get_context("fork"))
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(items)), mp_context=mp.get_context("fork"), initializer=_worker_start
+    )
     try:
         ahead = iter(items)
         pending: deque[Future[R]] = deque(
