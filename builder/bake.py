@@ -1,8 +1,8 @@
 """The whole bake, one way through: profile -> plan -> secrets -> per-node files -> output tree.
 
-Nodes are rendered in worker processes (keys and plan reach them by fork) and written here one at a time
-in plan order (streaming, a bounded number in flight), so memory stays flat with fleet size and the
-tree is the same whatever the number of processes.
+Nodes are rendered and written in worker processes (keys and plan reach them by fork), each to its own
+directories, a bounded number in flight, and entered into the manifest in plan order: memory stays flat
+with fleet size and the tree is the same whatever the number of processes.
 Nothing becomes visible until every node is written and checked; then the tree is swapped in.
 """
 
@@ -292,16 +292,23 @@ class _Shared:
     epoch: int
     base_url: str | None
     publish: bool
+    tree: OutputTree
     observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
     """BakeOptions.observe: only with one job, so that it is called in this process."""
+    parent: int = field(default_factory=os.getpid)
     inputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class _NodeOutput:
-    artifacts: list[packaging.Artifact]
+    """A rendered node, its files already written; from a worker, what the parent's tree must learn."""
+
     entry: dict[str, Any]
     problems: list[Problem]
+    written: dict[str, str]
+    rewritten: int
+    linked: int
+    remote: bool
 
 
 def _render(shared: _Shared, index: int) -> _NodeOutput:
@@ -321,10 +328,17 @@ def _render(shared: _Shared, index: int) -> _NodeOutput:
     problems = packaging.size_problems(index, rendered, list(plan.settings.seed.targets), gz)
     http = packaging.http_published(node.role, shared.publish)
     arts = packaging.node_artifacts(rendered, epoch=shared.epoch, base_url=shared.base_url, gz=gz, http=http)
-    digests = {art.rel: hashlib.sha256(art.data).hexdigest() for art in arts}
+    # written here, in the worker (its own files only, under nodes/<name>/ and http/<name>/): sending
+    # ~200 KB a node back to the parent cost more than writing it
+    tree = shared.tree
+    rewritten, linked = tree.rewritten, tree.linked
+    for art in arts:
+        tree.write(art.rel, art.data, art.mode)
+    digests = {art.rel: tree.written[art.rel] for art in arts}
     entry = node_manifest(node, rendered, digests, bundle)
     entry["inputs"] = shared.inputs[node.name]
-    return _NodeOutput(arts, entry, problems)
+    remote = os.getpid() != shared.parent
+    return _NodeOutput(entry, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote)
 
 
 @contextlib.contextmanager
@@ -391,7 +405,14 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         publish = plan.settings.seed.http_publish_control_planes
         node_entries = []
         total = len(plan.nodes)
-        shared = _Shared(plan, bundle, epoch, base_url, publish, options.observe)
+        shared = _Shared(plan, bundle, epoch, base_url, publish, tree, options.observe)
+        # the directories workers would otherwise race to create (one process, or a DryTree: none)
+        shared_dirs = ["nodes"] if plan.nodes and jobs > 1 else []
+        if shared_dirs and any(packaging.http_published(n.role, publish) for n in plan.nodes):
+            shared_dirs.append("http")
+        for rel in shared_dirs:
+            tree.path(rel).mkdir(mode=0o700, exist_ok=True)
+            os.chmod(tree.path(rel), 0o700)
         plan_digest = hashlib.sha256(repr(plan).encode()).hexdigest()
         reused: dict[int, dict[str, Any]] = {}
         todo = []
@@ -423,8 +444,10 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                     continue
                 out = next(outputs)
                 problems += out.problems
-                for art in out.artifacts:
-                    tree.write(art.rel, art.data, art.mode)
+                if out.remote:
+                    tree.written.update(out.written)
+                    tree.rewritten += out.rewritten
+                    tree.linked += out.linked
                 node_entries.append(out.entry)
         if problems:
             raise BakeError(problems)
