@@ -367,7 +367,7 @@ def main() -> None:
         if args.big:
             bench_big(work, figures, args.big)
         else:
-            SUMMARY.add("10,000 nodes", "not measured (make bench BENCH_ARGS=--big 9997)", "", None)
+            SUMMARY.add("10,000 nodes", "not measured (--big 9997)", "", None)
     print(
         "first-boot figures (power-on -> cloud-init -> kubeadm -> Ready): not measured here; "
         "they need the end-to-end VM tier"
