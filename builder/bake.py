@@ -263,10 +263,24 @@ def node_inputs(
     return h.hexdigest()
 
 
-def _reuse(tree: OutputTree, entry: dict[str, Any] | None, digest: str) -> dict[str, Any] | None:
+INPUTS_FILE = "inputs.json"  # node -> digest of its inputs; kept out of manifest.json, which is golden
+
+
+def _previous_inputs(tree: OutputTree) -> dict[str, str]:
+    raw = tree.previous_bytes(INPUTS_FILE)
+    try:
+        data = json.loads(raw) if raw is not None else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _reuse(
+    tree: OutputTree, entry: dict[str, Any] | None, digest: str, previous: str | None
+) -> dict[str, Any] | None:
     """The previous bake's files of a node whose inputs did not change, linked into this generation,
     or None (nothing linked) when any of them is missing or differs from the previous manifest."""
-    if entry is None or entry.get("inputs") != digest:
+    if entry is None or previous != digest:
         return None
     artifacts = entry.get("artifacts")
     if not isinstance(artifacts, dict) or not artifacts:
@@ -336,7 +350,6 @@ def _render(shared: _Shared, index: int) -> _NodeOutput:
         tree.write(art.rel, art.data, art.mode)
     digests = {art.rel: tree.written[art.rel] for art in arts}
     entry = node_manifest(node, rendered, digests, bundle)
-    entry["inputs"] = shared.inputs[node.name]
     remote = os.getpid() != shared.parent
     return _NodeOutput(entry, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote)
 
@@ -414,6 +427,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             tree.path(rel).mkdir(mode=0o700, exist_ok=True)
             os.chmod(tree.path(rel), 0o700)
         plan_digest = hashlib.sha256(repr(plan).encode()).hexdigest()
+        previous_inputs = _previous_inputs(tree)
         reused: dict[int, dict[str, Any]] = {}
         todo = []
         for i, node in enumerate(plan.nodes):
@@ -424,7 +438,12 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             entry = None
             # --only re-renders what it names, whatever its inputs; bake plan renders every node to compare
             if not options.only and not in_process:
-                entry = _reuse(tree, previous_nodes.get(node.name), shared.inputs[node.name])
+                entry = _reuse(
+                    tree,
+                    previous_nodes.get(node.name),
+                    shared.inputs[node.name],
+                    previous_inputs.get(node.name),
+                )
             if entry is not None:
                 reused[i] = entry
             else:
@@ -451,6 +470,10 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 node_entries.append(out.entry)
         if problems:
             raise BakeError(problems)
+        # what the next bake compares against; a node carried over by --only keeps its previous digest
+        inputs = {n.name: shared.inputs.get(n.name, previous_inputs.get(n.name)) for n in plan.nodes}
+        known = {name: digest for name, digest in inputs.items() if digest is not None}
+        tree.write(INPUTS_FILE, (json.dumps(known, indent=2, sort_keys=True) + "\n").encode(), 0o600)
         image_seeds = []
         for seed in seeds:
             if progress:
