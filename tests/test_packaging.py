@@ -205,7 +205,8 @@ def test_only_rebuilds_one_node(tmp_path: Path) -> None:
     after = tree_digest(tmp_path / "single-master")
     changed = {p for p in after if after[p] != before.get(p)}
     assert changed and all(
-        p.startswith(("nodes/worker-2/", "http/worker-2/")) or p in ("manifest.json", "SHA256SUMS")
+        p.startswith(("nodes/worker-2/", "http/worker-2/"))
+        or p in ("manifest.json", "SHA256SUMS", "inputs.json")
         for p in changed
     ), changed
     assert "tier=edge" in (tmp_path / "single-master/nodes/worker-2/user-data").read_text()
