@@ -19,7 +19,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, airgap, bundledir, cloudinit, distribute, packaging, parallel, resources, secrets
+from . import (
+    __version__,
+    airgap,
+    bundledir,
+    cloudinit,
+    distribute,
+    images,
+    packaging,
+    parallel,
+    resources,
+    secrets,
+)
 from .errors import BakeError, OutputError, Problem, SecretsError
 from .files import NodeFile
 from .outputs import DryTree, OutputTree
@@ -252,12 +263,17 @@ def node_inputs(
     plan_digest: str, node: NodePlan, pki_files: list[NodeFile], bundle: secrets.Bundle, shared: _Shared
 ) -> str:
     """Digest of everything a node's files are made from: the plan (whole: a node's files may name
-    other nodes), the bundle items it receives, the values every node gets, code and templates.
+    other nodes; it holds join mode and window, generations, Secrets encryption), the bundle items it
+    receives (its leaves, join credential, encryption key), the values every node gets, the images it
+    expects, code and templates.
     Same digest as the previous bake, and files that still match its manifest: nothing to re-render."""
     h = hashlib.sha256()
     for part in (tool_digest(), plan_digest, node.name, bundle.token, bundle.discovery_hash):
         h.update(part.encode() + b"\0")
     h.update(repr((shared.epoch, shared.base_url, shared.publish, _cert_entries(bundle, node.name))).encode())
+    # the images the node checks before kubeadm: the CNI's are read from its manifests' content, which the
+    # plan names by path only
+    h.update(repr([i.normalized for i in images.node_images(shared.plan, node)]).encode())
     for f in pki_files:
         h.update(f"\0{f.path}\0{f.mode:o}\0{f.owner}\0{f.sensitivity}\0".encode() + f.content)
     return h.hexdigest()

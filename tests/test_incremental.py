@@ -15,14 +15,17 @@ import pytest
 
 from builder import bake, secrets
 
-from .helpers import tree_digest
+from .helpers import bundle, tree_digest
 
 PROFILE = "ha-stacked"
 SETS = ("cluster.encryptionAlgorithm=ECDSA-P256",)
 
 
 def _options(out: Path, *sets: str, **kw: Any) -> bake.BakeOptions:
-    return bake.BakeOptions(profile=PROFILE, sets=SETS + sets, out_root=out, jobs=1, **kw)
+    """The bundle beside the output root, as `bake` run there keeps it (helpers.bundle)."""
+    return bake.BakeOptions(
+        profile=PROFILE, sets=SETS + sets, out_root=out, secrets=bundle(out, PROFILE), jobs=1, **kw
+    )
 
 
 @pytest.fixture
@@ -55,10 +58,7 @@ def _nodes(out: Path) -> list[str]:
 def _same_as_from_scratch(out: Path, tmp_path: Path, *sets: str, **kw: Any) -> None:
     """The incremental tree equals a bake from scratch with the same bundle, file for file."""
     scratch = tmp_path / "scratch"
-    gen = scratch / ".bake" / PROFILE / "gen-0"
-    gen.mkdir(parents=True)
-    shutil.copytree(out / PROFILE / "secrets", gen / "secrets")
-    (scratch / PROFILE).symlink_to(f".bake/{PROFILE}/gen-0")
+    shutil.copytree(bundle(out, PROFILE), bundle(scratch, PROFILE))
     manifest = json.loads((out / PROFILE / "manifest.json").read_bytes())
     bake.run(_options(scratch, *sets, **kw))
     assert tree_digest((scratch / PROFILE).resolve()) == tree_digest((out / PROFILE).resolve())
@@ -83,14 +83,32 @@ def test_plan_change_renders_again(first: Path, rendered: list[str], tmp_path: P
 def test_reissued_certificates_render_their_node_only(
     first: Path, rendered: list[str], tmp_path: Path
 ) -> None:
-    """Near expiry the leaves are re-issued: the nodes holding them are rendered, workers (no leaves) not."""
-    bundle = secrets.load_bundle(first / PROFILE / "secrets")
-    assert bundle is not None
-    soon = bundle.leaf("cp-1", "apiserver").cert.not_valid_after_utc - timedelta(days=10)
-    result = bake.run(_options(first, now=soon))
+    """Near expiry the leaves are re-issued: the nodes holding them are rendered, workers (no leaves with
+    the shared bootstrap token) not."""
+    token = "cluster.join=token"
+    bake.run(_options(first, token))
+    rendered.clear()
+    held = secrets.load_bundle(bundle(first, PROFILE))
+    assert held is not None
+    soon = held.leaf("cp-1", "apiserver").cert.not_valid_after_utc - timedelta(days=10)
+    result = bake.run(_options(first, token, now=soon))
     assert sorted(rendered) == ["cp-1", "cp-2", "cp-3"]
     assert {c.owner for c in result.changes} >= {"cp-1", "cp-2", "cp-3"}
-    _same_as_from_scratch(first, tmp_path, now=soon)
+    _same_as_from_scratch(first, tmp_path, token, now=soon)
+
+
+def test_reissued_join_credentials_render_the_joining_nodes_only(
+    first: Path, rendered: list[str], tmp_path: Path
+) -> None:
+    """A join credential lives cluster.joinWindow (720h by default): a bake near its end issues new ones
+    for every node that joins, and renders those nodes; cp-1 (kubeadm init, no join credential) not."""
+    held = secrets.load_bundle(bundle(first, PROFILE))
+    assert held is not None
+    late = held.leaf("worker-1", "join.conf").cert.not_valid_after_utc - timedelta(days=1)
+    result = bake.run(_options(first, now=late))
+    assert sorted(rendered) == ["cp-2", "cp-3", "worker-1", "worker-2"]
+    assert {c.owner for c in result.changes} == {"cp-2", "cp-3", "worker-1", "worker-2"}
+    _same_as_from_scratch(first, tmp_path, now=late)
 
 
 def test_rotated_token_renders_every_node(first: Path, rendered: list[str]) -> None:
@@ -115,3 +133,29 @@ def test_edited_previous_output_is_rendered_again(first: Path, rendered: list[st
     bake.run(_options(first))
     assert rendered == ["worker-1"]
     assert (first / PROFILE / "nodes" / "worker-1" / "user-data").read_bytes() == data
+
+
+def test_edited_cni_manifest_renders_again(tmp_path: Path, rendered: list[str]) -> None:
+    """The profile names CNI manifests by path; the images a node checks before kubeadm come from their
+    content, so an edited manifest renders every node again, and the tree equals a bake from scratch."""
+    from .test_airgap import FLANNEL_CNI, site
+
+    profile = site(tmp_path / "site")
+
+    def options(out: Path) -> bake.BakeOptions:
+        return bake.BakeOptions(profile=str(profile), out_root=out, secrets=bundle(out, "site"), jobs=1)
+
+    out = tmp_path / "out"
+    result = bake.run(options(out))
+    names = sorted(n.name for n in result.plan.nodes)
+    cni = tmp_path / "site" / "cni" / "kube-flannel.yml"
+    edited = "".join(line for line in cni.read_text().splitlines(True) if FLANNEL_CNI not in line)
+    assert edited != cni.read_text()
+    cni.write_text(edited)
+    rendered.clear()
+    bake.run(options(out))
+    assert sorted(rendered) == names
+    scratch = tmp_path / "scratch"
+    shutil.copytree(bundle(out, "site"), bundle(scratch, "site"))
+    bake.run(options(scratch))
+    assert tree_digest((scratch / "site").resolve()) == tree_digest((out / "site").resolve())
