@@ -172,9 +172,9 @@ def test_manifest_lists_every_node_artifact_and_expiry(stacked: Path) -> None:
     assert all(c["notAfter"].endswith("Z") for c in cp1["certificates"])
     assert {ca["name"] for ca in manifest["certificateAuthorities"]} == {"ca", "etcd-ca", "front-proxy-ca"}
     worker = manifest["nodes"][3]
-    assert worker["certificates"] == [] and not any(
-        f["secret"] and "pki" in f["path"] for f in worker["files"]
-    )
+    # a worker holds its own join credential (cluster.join: certificate) and no cluster key
+    assert [c["name"] for c in worker["certificates"]] == ["join.conf"]
+    assert not any(f["secret"] and "pki" in f["path"] for f in worker["files"])
 
 
 def test_json_prints_the_manifest(tmp_path: Path) -> None:
