@@ -32,7 +32,7 @@ from . import (
     secrets,
 )
 from .errors import BakeError, OutputError, Problem, SecretsError
-from .files import NodeFile
+from .files import NodeFile, private_dirs
 from .outputs import DryTree, OutputTree
 from .plan import ClusterPlan, NodePlan, build_plan
 from .profile import load_profile
@@ -440,8 +440,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         if shared_dirs and any(packaging.http_published(n.role, publish) for n in plan.nodes):
             shared_dirs.append("http")
         for rel in shared_dirs:
-            tree.path(rel).mkdir(mode=0o700, exist_ok=True)
-            os.chmod(tree.path(rel), 0o700)
+            private_dirs(tree.path(rel))
         plan_digest = hashlib.sha256(repr(plan).encode()).hexdigest()
         previous_inputs = _previous_inputs(tree)
         reused: dict[int, dict[str, Any]] = {}
