@@ -1,23 +1,38 @@
 """The whole bake, one way through: profile -> plan -> secrets -> per-node files -> output tree.
 
-Nodes are rendered and written one at a time (streaming), so memory stays flat with fleet size.
+Nodes are rendered and written in worker processes (keys and plan reach them by fork), each to its own
+directories, a bounded number in flight, and entered into the manifest in plan order: memory stays flat
+with fleet size and the tree is the same whatever the number of processes.
 Nothing becomes visible until every node is written and checked; then the tree is swapped in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import airgap, bundledir, cloudinit, distribute, packaging, secrets
+from . import (
+    __version__,
+    airgap,
+    bundledir,
+    cloudinit,
+    distribute,
+    images,
+    packaging,
+    parallel,
+    resources,
+    secrets,
+)
 from .errors import BakeError, OutputError, Problem, SecretsError
+from .files import NodeFile, private_dirs
 from .outputs import DryTree, OutputTree
 from .plan import ClusterPlan, NodePlan, build_plan
 from .profile import load_profile
@@ -42,6 +57,8 @@ class BakeOptions:
     """`bake plan`: compute everything, write nothing (no output tree, no bundle, no move)."""
     observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
     """Called with each node rendered (bake plan compares it with the current tree)."""
+    jobs: int | None = None
+    """Worker processes; None: one per core (1 with dry_run or observe, which need every node here)."""
 
 
 @dataclass
@@ -231,6 +248,141 @@ def _refuse_foreign_ca(tree: OutputTree, bundle: secrets.Bundle, path: Path, rot
         )
 
 
+@functools.cache
+def tool_digest() -> str:
+    """This bake's code and templates: a node baked by another version of either is re-rendered."""
+    h = hashlib.sha256(__version__.encode())
+    sources = sorted(Path(__file__).parent.glob("*.py"))
+    templates = resources.templates_dir()
+    for path in [*sources, *sorted(p for p in templates.rglob("*") if p.is_file())]:
+        h.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def node_inputs(
+    plan_digest: str, node: NodePlan, pki_files: list[NodeFile], bundle: secrets.Bundle, shared: _Shared
+) -> str:
+    """Digest of everything a node's files are made from: the plan (whole: a node's files may name
+    other nodes; it holds join mode and window, generations, Secrets encryption), the bundle items it
+    receives (its leaves, join credential, encryption key), the values every node gets, the images it
+    expects, code and templates.
+    Same digest as the previous bake, and files that still match its manifest: nothing to re-render."""
+    h = hashlib.sha256()
+    for part in (tool_digest(), plan_digest, node.name, bundle.token, bundle.discovery_hash):
+        h.update(part.encode() + b"\0")
+    h.update(repr((shared.epoch, shared.base_url, shared.publish, _cert_entries(bundle, node.name))).encode())
+    # the images the node checks before kubeadm: the CNI's are read from its manifests' content, which the
+    # plan names by path only
+    h.update(repr([i.normalized for i in images.node_images(shared.plan, node)]).encode())
+    for f in pki_files:
+        h.update(f"\0{f.path}\0{f.mode:o}\0{f.owner}\0{f.sensitivity}\0".encode() + f.content)
+    return h.hexdigest()
+
+
+INPUTS_FILE = "inputs.json"  # node -> digest of its inputs; kept out of manifest.json, which is golden
+
+
+def _previous_inputs(tree: OutputTree) -> dict[str, str]:
+    raw = tree.previous_bytes(INPUTS_FILE)
+    try:
+        data = json.loads(raw) if raw is not None else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _reuse(
+    tree: OutputTree, entry: dict[str, Any] | None, digest: str, previous: str | None
+) -> dict[str, Any] | None:
+    """The previous bake's files of a node whose inputs did not change, linked into this generation,
+    or None (nothing linked) when any of them is missing or differs from the previous manifest."""
+    if entry is None or previous != digest:
+        return None
+    artifacts = entry.get("artifacts")
+    if not isinstance(artifacts, dict) or not artifacts:
+        return None
+    linked: list[str] = []
+    for rel, want in artifacts.items():
+        if not isinstance(rel, str) or not tree.link_previous(rel) or tree.written[rel] != want:
+            for undo in [*linked, rel]:  # back out: the node is rendered afresh
+                if tree.written.pop(undo, None) is not None:
+                    tree.path(undo).unlink()
+                    tree.linked -= 1
+            return None
+        linked.append(rel)
+    return entry
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every node's rendering reads; handed to the worker processes by fork (it holds keys)."""
+
+    plan: ClusterPlan
+    bundle: secrets.Bundle
+    epoch: int
+    base_url: str | None
+    publish: bool
+    tree: OutputTree
+    observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
+    """BakeOptions.observe: only with one job, so that it is called in this process."""
+    parent: int = field(default_factory=os.getpid)
+    inputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _NodeOutput:
+    """A rendered node, its files already written; from a worker, what the parent's tree must learn."""
+
+    entry: dict[str, Any]
+    problems: list[Problem]
+    written: dict[str, str]
+    rewritten: int
+    linked: int
+    remote: bool
+
+
+def _render(shared: _Shared, index: int) -> _NodeOutput:
+    """One node's files and manifest entry: independent of every other node, so run in any process."""
+    plan, bundle = shared.plan, shared.bundle
+    node = plan.nodes[index]
+    rendered = cloudinit.render_node(
+        plan,
+        node,
+        pki_files=distribute.node_pki_files(plan, node, bundle),
+        token=bundle.token,
+        ca_hash=bundle.discovery_hash,
+    )
+    if shared.observe is not None:
+        shared.observe(node, rendered)
+    gz = packaging.gzip_bytes(rendered.user_data)
+    problems = packaging.size_problems(index, rendered, list(plan.settings.seed.targets), gz)
+    http = packaging.http_published(node.role, shared.publish)
+    arts = packaging.node_artifacts(rendered, epoch=shared.epoch, base_url=shared.base_url, gz=gz, http=http)
+    # written here, in the worker (its own files only, under nodes/<name>/ and http/<name>/): sending
+    # ~200 KB a node back to the parent cost more than writing it
+    tree = shared.tree
+    rewritten, linked = tree.rewritten, tree.linked
+    for art in arts:
+        tree.write(art.rel, art.data, art.mode)
+    digests = {art.rel: tree.written[art.rel] for art in arts}
+    entry = node_manifest(node, rendered, digests, bundle)
+    remote = os.getpid() != shared.parent
+    return _NodeOutput(entry, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote)
+
+
+@contextlib.contextmanager
+def _lock_kept_from_workers(tree: OutputTree) -> Iterator[None]:
+    """Worker processes close the tree's lock: one outliving this bake must not block the next."""
+    fd = tree._lock_fd
+    if fd is not None:
+        parallel.WORKER_CLOSES.add(fd)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            parallel.WORKER_CLOSES.discard(fd)
+
+
 def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
     profile = load_profile(options.profile, options.sets)
     plan = build_plan(profile)
@@ -243,9 +395,12 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
     if incomplete:
         raise BakeError(incomplete)
     now = options.now or secrets.utcnow()
+    # observe needs every rendered node in this process, and a DryTree lives only here: one process
+    in_process = options.dry_run or options.observe is not None
+    jobs = 1 if in_process else options.jobs or parallel.default_jobs()
     base_url = options.base_url or plan.settings.seed.http_base_url
     tree_class = DryTree if options.dry_run else OutputTree
-    with tree_class(options.out_root, plan.name) as tree:
+    with tree_class(options.out_root, plan.name) as tree, _lock_kept_from_workers(tree):
         bundle_path = options.secrets or bundledir.default_path(plan.name)
         existing, notices = _existing_bundle(tree, bundle_path, options.dry_run)
         if options.only and existing is None:
@@ -257,6 +412,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             rotate_ca=options.rotate_ca,
             rotate_token=options.rotate_token,
             only=set(options.only) or None,
+            jobs=jobs,
         )
         _refuse_foreign_ca(tree, bundle, bundle_path, options.rotate_ca)
         if existing is None:
@@ -272,37 +428,67 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         if plan.control_planes:
             tree.write("admin.conf", distribute.operator_admin_conf(plan, bundle), 0o600)
         epoch = source_epoch(bundle)
-        previous = _previous_manifest(tree) if options.only else None
+        previous = _previous_manifest(tree)
         previous_nodes = {n.get("name"): n for n in (previous or {}).get("nodes", [])}
         problems: list[Problem] = []
         publish = plan.settings.seed.http_publish_control_planes
         node_entries = []
         total = len(plan.nodes)
+        shared = _Shared(plan, bundle, epoch, base_url, publish, tree, options.observe)
+        # the directories workers would otherwise race to create (one process, or a DryTree: none)
+        shared_dirs = ["nodes"] if plan.nodes and jobs > 1 else []
+        if shared_dirs and any(packaging.http_published(n.role, publish) for n in plan.nodes):
+            shared_dirs.append("http")
+        for rel in shared_dirs:
+            private_dirs(tree.path(rel))
+        plan_digest = hashlib.sha256(repr(plan).encode()).hexdigest()
+        previous_inputs = _previous_inputs(tree)
+        reused: dict[int, dict[str, Any]] = {}
+        todo = []
         for i, node in enumerate(plan.nodes):
-            if progress:
-                progress(node.name, i, total)
-            http = packaging.http_published(node.role, publish)
             if options.only and node.name not in options.only:
-                node_entries.append(_carry_over(tree, previous_nodes.get(node.name), node, http, base_url))
                 continue
-            rendered = cloudinit.render_node(
-                plan,
-                node,
-                pki_files=distribute.node_pki_files(plan, node, bundle),
-                token=bundle.token,
-                ca_hash=bundle.discovery_hash,
-            )
-            if options.observe is not None:
-                options.observe(node, rendered)
-            gz = packaging.gzip_bytes(rendered.user_data)
-            problems += packaging.size_problems(i, rendered, list(plan.settings.seed.targets), gz)
-            artifacts = {}
-            for art in packaging.node_artifacts(rendered, epoch=epoch, base_url=base_url, gz=gz, http=http):
-                tree.write(art.rel, art.data, art.mode)
-                artifacts[art.rel] = hashlib.sha256(art.data).hexdigest()
-            node_entries.append(node_manifest(node, rendered, artifacts, bundle))
+            pki_files = distribute.node_pki_files(plan, node, bundle)
+            shared.inputs[node.name] = node_inputs(plan_digest, node, pki_files, bundle, shared)
+            entry = None
+            # --only re-renders what it names, whatever its inputs; bake plan renders every node to compare
+            if not options.only and not in_process:
+                entry = _reuse(
+                    tree,
+                    previous_nodes.get(node.name),
+                    shared.inputs[node.name],
+                    previous_inputs.get(node.name),
+                )
+            if entry is not None:
+                reused[i] = entry
+            else:
+                todo.append(i)
+        with contextlib.closing(parallel.ordered_map(_render, shared, todo, jobs)) as outputs:
+            for i, node in enumerate(plan.nodes):
+                if progress:
+                    progress(node.name, i, total)
+                if options.only and node.name not in options.only:
+                    http = packaging.http_published(node.role, publish)
+                    node_entries.append(
+                        _carry_over(tree, previous_nodes.get(node.name), node, http, base_url)
+                    )
+                    continue
+                if i in reused:  # same inputs as the previous bake: its files are linked already
+                    node_entries.append(reused[i])
+                    continue
+                out = next(outputs)
+                problems += out.problems
+                if out.remote:
+                    tree.written.update(out.written)
+                    tree.rewritten += out.rewritten
+                    tree.linked += out.linked
+                node_entries.append(out.entry)
         if problems:
             raise BakeError(problems)
+        # what the next bake compares against; a node carried over by --only keeps its previous digest
+        inputs = {n.name: shared.inputs.get(n.name, previous_inputs.get(n.name)) for n in plan.nodes}
+        known = {name: digest for name, digest in inputs.items() if digest is not None}
+        tree.write(INPUTS_FILE, (json.dumps(known, indent=2, sort_keys=True) + "\n").encode(), 0o600)
         image_seeds = []
         for seed in seeds:
             if progress:

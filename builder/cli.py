@@ -98,6 +98,15 @@ def _bake_parser() -> argparse.ArgumentParser:
         "(existing nodes will no longer trust the new ones)",
     )
     p.add_argument("--rotate-token", action="store_true", help="generate a new bootstrap token")
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=parallel.jobs_arg,
+        default=None,
+        metavar="N",
+        help="processes for key generation and node rendering; the output does not depend on it "
+        "(default: one per core)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
     out.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
@@ -281,6 +290,7 @@ def _options(args: argparse.Namespace) -> BakeOptions:
         rotate_ca=args.rotate_ca,
         rotate_token=args.rotate_token,
         base_url=args.base_url,
+        jobs=args.jobs,
     )
 
 

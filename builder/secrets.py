@@ -153,14 +153,16 @@ def _leaf_validity(plan: ClusterPlan, spec: pki.CertSpec) -> timedelta:
     return join_window(plan) if spec.name == certlist.JOIN_CREDENTIAL else _validity(plan)[0]
 
 
-def new_bundle(plan: ClusterPlan, now: datetime) -> Bundle:
+def new_bundle(plan: ClusterPlan, now: datetime, keys: list[pki.PrivateKey] | None = None) -> Bundle:
+    """`keys`: made ahead (pki.generate_keys), taken from the end; generated here when it runs out."""
     algorithm = pki.KeyAlgorithm(plan.settings.encryption_algorithm)
     _, ca_validity = _validity(plan)
+    keys = keys if keys is not None else []
     cas = {}
     for name, spec in certlist.ca_specs().items():
-        key = algorithm.generate()
+        key = keys.pop() if keys else algorithm.generate()
         cas[name] = Issued.from_objects(pki.new_ca(spec, key, now=now, validity=ca_validity), key)
-    sa = algorithm.generate()
+    sa = keys.pop() if keys else algorithm.generate()
     return Bundle(
         created=int(now.timestamp()),
         algorithm=algorithm,
@@ -172,12 +174,16 @@ def new_bundle(plan: ClusterPlan, now: datetime) -> Bundle:
     )
 
 
-def _issue(spec: pki.CertSpec, bundle: Bundle, now: datetime, validity: timedelta) -> Issued:
+def _issue(
+    spec: pki.CertSpec, bundle: Bundle, now: datetime, validity: timedelta, key: pki.PrivateKey
+) -> Issued:
     assert spec.ca is not None
     ca = bundle.cas[spec.ca]
-    key = bundle.algorithm.generate()
     cert = pki.sign(spec, key.public_key(), ca.cert, ca.key, now=now, validity=validity)
     return Issued.from_objects(cert, key)
+
+
+_PENDING: Issued = None  # type: ignore[assignment]  # a leaf decided on, not signed yet
 
 
 def _reuse_problems(
@@ -205,15 +211,24 @@ def reconcile(
     rotate_ca: bool = False,
     rotate_token: bool = False,
     only: set[str] | None = None,
+    jobs: int = 1,
 ) -> tuple[Bundle, list[Change]]:
     """Return the bundle this plan needs, reusing everything still valid, and what changed.
 
     With `only`, the certificates of every other node are carried over untouched (bake --only).
+    New keys are made in `jobs` processes, all at once: first decide what to issue, then sign.
     """
     changes: list[Change] = []
     algorithm = pki.KeyAlgorithm(plan.settings.encryption_algorithm)
+    wanted: dict[str, list[pki.CertSpec]] = {n.name: required_specs(plan, n) for n in plan.nodes}
+    if plan.control_planes:
+        wanted[OPERATOR] = operator_specs()
+    keys: list[pki.PrivateKey] = []
     if existing is None or rotate_ca:
-        bundle = new_bundle(plan, now)
+        # a new bundle needs a key for every CA, the SA and every leaf: make them together
+        count = len(certlist.ca_specs()) + 1 + sum(len(specs) for specs in wanted.values())
+        keys = pki.generate_keys(algorithm, count, jobs)
+        bundle = new_bundle(plan, now, keys)
         what = "rotated every CA, the service-account key" if existing else "created CAs, service-account key"
         changes.append(Change("bundle", what + " and bootstrap token"))
         if existing is not None and not rotate_token:
@@ -248,9 +263,7 @@ def reconcile(
         bundle.encryption_key = encryption.new_key()
         changes.append(Change("bundle", "created the key Secrets are encrypted with in etcd"))
     old_leaves: Mapping[str, dict[str, Issued]] = {} if existing is None or rotate_ca else existing.leaves
-    wanted: dict[str, list[pki.CertSpec]] = {n.name: required_specs(plan, n) for n in plan.nodes}
-    if plan.control_planes:
-        wanted[OPERATOR] = operator_specs()
+    to_issue: list[tuple[dict[str, Issued], pki.CertSpec, timedelta]] = []
     for owner, specs in wanted.items():
         held = old_leaves.get(owner, {})
         if only is not None and owner not in only and not rotate_ca:
@@ -268,13 +281,18 @@ def reconcile(
                 changes.append(Change(owner, f"re-issued {spec.name}: " + "; ".join(problems)))
             elif existing is not None and not rotate_ca:
                 changes.append(Change(owner, f"issued {spec.name}"))
-            issued[spec.name] = _issue(spec, bundle, now, _leaf_validity(plan, spec))
+            issued[spec.name] = _PENDING  # keeps the spec order; signed below
+            to_issue.append((issued, spec, _leaf_validity(plan, spec)))
         for name in sorted(set(held) - {s.name for s in specs}):
             changes.append(Change(owner, f"dropped {name} (no longer needed)"))
         if issued:
             bundle.leaves[owner] = issued
     for owner in sorted(set(old_leaves) - set(wanted)):
         changes.append(Change(owner, "dropped the node's certificates (node left the profile)"))
+    if len(keys) < len(to_issue):
+        keys += pki.generate_keys(algorithm, len(to_issue) - len(keys), jobs)
+    for issued, spec, validity in to_issue:
+        issued[spec.name] = _issue(spec, bundle, now, validity, keys.pop())
     return bundle, changes
 
 

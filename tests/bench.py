@@ -23,6 +23,28 @@ import yaml
 PY = sys.executable
 
 
+class Summary:
+    """Every figure of the performance issue's table, printed side by side with its target at the end."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, bool | None]] = []
+
+    def add(self, what: str, now: str, target: str, ok: bool | None) -> None:
+        self.rows.append((what, now, target, ok))
+
+    def print(self) -> None:
+        print("\n== summary: figures against the targets of the performance issue ==")
+        width = max(len(w) for w, _, _, _ in self.rows)
+        nwidth = max(len(n) for _, n, _, _ in self.rows)
+        twidth = max(len(t) for _, _, t, _ in self.rows)
+        for what, now, target, ok in self.rows:
+            verdict = "-" if ok is None else mark(ok)
+            print(f"{what:<{width}}  {now:>{nwidth}}  {target:<{twidth}}  {verdict}")
+
+
+SUMMARY = Summary()
+
+
 def fleet_profile(directory: Path, workers: int) -> Path:
     """3 control planes + N workers, extending the embedded ha-stacked profile."""
     nodes = [
@@ -93,10 +115,7 @@ def bench_fleets(work: Path, sizes: list[int]) -> dict[int, tuple[float, float]]
         profile = fleet_profile(work, n)
         wall, rss, _ = measured(bake_cmd(profile, work / f"out-{n}"))
         figures[n] = (wall, rss)
-        print(
-            f"{f'3 cp + {n} workers':<22}{n + 3:>7}{wall:>10.2f}{rss:>10.1f}"
-            f"{1000 * wall / (n + 3):>10.1f}"
-        )
+        print(f"{f'3 cp + {n} workers':<22}{n + 3:>7}{wall:>10.2f}{rss:>10.1f}{1000 * wall / (n + 3):>10.1f}")
     if len(sizes) >= 2:
         (a, (wa, _)), (b, (wb, _)) = list(figures.items())[-2:]
         print(
@@ -107,7 +126,28 @@ def bench_fleets(work: Path, sizes: list[int]) -> dict[int, tuple[float, float]]
         f"target: peak RSS < 150 MiB at {biggest + 3} nodes: {figures[biggest][1]:.1f} MiB — "
         f"{mark(figures[biggest][1] < 150)}"
     )
+    wall, rss = figures[biggest]
+    SUMMARY.add(f"bake of 3 cp + {biggest} workers", f"{wall:.2f} s, {rss:.0f} MiB", "", None)
     return figures
+
+
+def bench_big(work: Path, figures: dict[int, tuple[float, float]], workers: int) -> None:
+    """10,000 nodes: per-node cost no worse than at the largest regular size, peak RSS bounded."""
+    print(f"\n== 3 cp + {workers} workers ==")
+    profile = fleet_profile(work, workers)
+    wall, rss, _ = measured(bake_cmd(profile, work / f"out-{workers}"))
+    print(f"{workers + 3} nodes: {wall:.2f} s, peak {rss:.1f} MiB, {1000 * wall / (workers + 3):.2f} ms/node")
+    shutil.rmtree(work / f"out-{workers}", ignore_errors=True)
+    base = max(figures)
+    base_ms = 1000 * figures[base][0] / (base + 3)
+    per_node = 1000 * wall / (workers + 3)
+    SUMMARY.add(
+        f"{workers + 3} nodes: ms per node vs at {base + 3}",
+        f"{per_node:.2f} vs {base_ms:.2f}",
+        "linear (<= 1.2x)",
+        per_node <= 1.2 * base_ms,
+    )
+    SUMMARY.add(f"{workers + 3} nodes: peak RSS", f"{rss:.0f} MiB", "<= 250 MiB", rss <= 250)
 
 
 def bench_localds(work: Path, workers: int, bake_wall: float) -> None:
@@ -115,6 +155,7 @@ def bench_localds(work: Path, workers: int, bake_wall: float) -> None:
     print("\n== the same seeds packed by cloud-localds, one process per seed ==")
     if localds is None:
         print("cloud-localds not installed (Debian package cloud-image-utils): skipped")
+        SUMMARY.add("bake / cloud-localds", "not measured (no cloud-localds)", "<= 0.12", None)
         return
     tree = (work / f"out-{workers}" / f"fleet-{workers}").resolve()
     nodes = sorted(p for p in (tree / "nodes").iterdir() if p.is_dir())
@@ -136,9 +177,15 @@ def bench_localds(work: Path, workers: int, bake_wall: float) -> None:
         )
     wall = time.perf_counter() - t
     print(f"cloud-localds: {len(nodes)} seeds in {wall:.2f} s ({1000 * wall / len(nodes):.1f} ms/seed)")
+    ratio = bake_wall / wall
     print(
-        f"bake (everything) / cloud-localds (ISOs only) = {bake_wall / wall:.2f}; "
-        f"target <= 0.5: {mark(bake_wall / wall <= 0.5)}"
+        f"bake (everything) / cloud-localds (ISOs only) = {ratio:.2f}; target <= 0.12: {mark(ratio <= 0.12)}"
+    )
+    SUMMARY.add(
+        f"bake of {len(nodes)} nodes / cloud-localds of the same seeds",
+        f"{bake_wall:.2f} / {wall:.2f} s = {ratio:.2f}",
+        "<= 0.12",
+        ratio <= 0.12,
     )
 
 
@@ -150,14 +197,14 @@ def _time(fn: Callable[[], object], repeat: int = 1) -> float:
 
 
 def bench_pki(work: Path) -> None:
-    from builder import pki, secrets
+    from builder import parallel, pki, secrets
     from builder.plan import build_plan
     from builder.profile import load_profile
 
     print("\n== PKI for ha-stacked per encryptionAlgorithm ==")
     print(
         f"{'algorithm':<12}{'keys':>6}{'floor s':>9}{'bake s':>9}{'ratio':>7}{'openssl s':>11}"
-        "  target ratio <= 1.2"
+        "  target ratio <= 0.6 (RSA-2048, both cores)"
     )
     openssl = shutil.which("openssl")
     for alg in pki.KeyAlgorithm:
@@ -170,7 +217,7 @@ def bench_pki(work: Path) -> None:
         )
         now = datetime.now(UTC)
         t = time.perf_counter()
-        bundle, _ = secrets.reconcile(plan, None, now=now)
+        bundle, _ = secrets.reconcile(plan, None, now=now, jobs=parallel.default_jobs())
         full = time.perf_counter() - t
         keys = len(bundle.cas) + 1 + sum(len(v) for v in bundle.leaves.values())
         floor = _time(lambda alg=alg: alg.generate(), keys)
@@ -179,8 +226,15 @@ def bench_pki(work: Path) -> None:
             ossl = f"{_openssl_pki(work, openssl, alg.value, keys):.2f}"
         ratio = full / floor
         print(
-            f"{alg.value:<12}{keys:>6}{floor:>9.2f}{full:>9.2f}{ratio:>7.2f}{ossl:>11}  {mark(ratio <= 1.2)}"
+            f"{alg.value:<12}{keys:>6}{floor:>9.2f}{full:>9.2f}{ratio:>7.2f}{ossl:>11}  {mark(ratio <= 0.6)}"
         )
+        if alg is pki.KeyAlgorithm.RSA_2048:
+            SUMMARY.add(
+                f"ha-stacked PKI (RSA-2048) / its {keys} keys generated serially",
+                f"{full:.2f} / {floor:.2f} s = {ratio:.2f}",
+                "<= 0.60",
+                ratio <= 0.6,
+            )
 
 
 def _openssl_pki(work: Path, openssl: str, alg: str, count: int) -> float:
@@ -238,7 +292,7 @@ def _openssl_pki(work: Path, openssl: str, alg: str, count: int) -> float:
     return time.perf_counter() - t
 
 
-def bench_rebake(work: Path, workers: int) -> None:
+def bench_rebake(work: Path, workers: int, first_wall: float) -> None:
     print("\n== re-bake with the existing secrets bundle (the common case) ==")
     profile = work / f"fleet-{workers}.yaml"
     out = work / f"out-{workers}"
@@ -255,11 +309,46 @@ def bench_rebake(work: Path, workers: int) -> None:
         f"keys regenerated: {'none' if same_keys else 'SOME'} — {mark(same_keys)}; "
         f"rewrites nothing unchanged: {mark(summary.startswith('wrote 0 files'))}"
     )
+    ratio = wall / first_wall
+    SUMMARY.add(
+        f"re-bake of the unchanged {workers + 3} nodes / first bake",
+        f"{wall:.2f} / {first_wall:.2f} s = {ratio:.2f}",
+        "<= 0.10",
+        ratio <= 0.10,
+    )
+
+
+def bench_check(work: Path, workers: int) -> None:
+    print(f"\n== bake check of the {workers + 3}-node tree ==")
+    tree = (work / f"out-{workers}" / f"fleet-{workers}").resolve()
+    wall, rss, stdout = measured([PY, "-m", "builder.cli", "check", str(tree)])
+    last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    print(f"{wall:.2f} s, peak {rss:.1f} MiB: {last}")
+    schema = "cloud-init schema" if shutil.which("cloud-init") else "no cloud-init: schema NOT checked"
+    SUMMARY.add(f"bake check of {workers + 3} nodes ({schema})", f"{wall:.2f} s", "<= 15 s", wall <= 15)
+
+
+def bench_seed_sizes(work: Path, workers: int) -> None:
+    print("\n== seed sizes (raw user-data; clouds cap it: AWS 16,384, OpenStack / Azure 65,535) ==")
+    nodes = (work / f"out-{workers}" / f"fleet-{workers}" / "nodes").resolve()
+    for name, role, limit in (("worker-1", "worker", 16_384), ("cp-1", "control plane", 65_535)):
+        raw = (nodes / name / "user-data").stat().st_size
+        gz = nodes / name / "user-data.gz"
+        gz_size = f", gzip {gz.stat().st_size:,}" if gz.exists() else ""
+        print(f"{role}: {raw:,} bytes{gz_size}")
+        SUMMARY.add(f"{role}'s raw user-data", f"{raw:,} B", f"<= {limit:,} B", raw <= limit)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="10,100,1000", help="worker counts (default: %(default)s)")
+    ap.add_argument(
+        "--big",
+        type=int,
+        default=0,
+        metavar="WORKERS",
+        help="also bake 3 cp + WORKERS workers (the issue's 10,000 nodes: --big 9997; takes minutes)",
+    )
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(
@@ -271,8 +360,19 @@ def main() -> None:
         figures = bench_fleets(work, sizes)
         biggest = max(sizes)
         bench_localds(work, biggest, figures[biggest][0])
-        bench_rebake(work, biggest)
+        bench_rebake(work, biggest, figures[biggest][0])
+        bench_check(work, biggest)
+        bench_seed_sizes(work, biggest)
         bench_pki(work)
+        if args.big:
+            bench_big(work, figures, args.big)
+        else:
+            SUMMARY.add("10,000 nodes", "not measured (--big 9997)", "", None)
+    print(
+        "first-boot figures (power-on -> cloud-init -> kubeadm -> Ready): not measured here; "
+        "they need the end-to-end VM tier"
+    )
+    SUMMARY.print()
 
 
 if __name__ == "__main__":

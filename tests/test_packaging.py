@@ -172,9 +172,9 @@ def test_manifest_lists_every_node_artifact_and_expiry(stacked: Path) -> None:
     assert all(c["notAfter"].endswith("Z") for c in cp1["certificates"])
     assert {ca["name"] for ca in manifest["certificateAuthorities"]} == {"ca", "etcd-ca", "front-proxy-ca"}
     worker = manifest["nodes"][3]
-    assert worker["certificates"] == [] and not any(
-        f["secret"] and "pki" in f["path"] for f in worker["files"]
-    )
+    # a worker holds its own join credential (cluster.join: certificate) and no cluster key
+    assert [c["name"] for c in worker["certificates"]] == ["join.conf"]
+    assert not any(f["secret"] and "pki" in f["path"] for f in worker["files"])
 
 
 def test_json_prints_the_manifest(tmp_path: Path) -> None:
@@ -205,7 +205,8 @@ def test_only_rebuilds_one_node(tmp_path: Path) -> None:
     after = tree_digest(tmp_path / "single-master")
     changed = {p for p in after if after[p] != before.get(p)}
     assert changed and all(
-        p.startswith(("nodes/worker-2/", "http/worker-2/")) or p in ("manifest.json", "SHA256SUMS")
+        p.startswith(("nodes/worker-2/", "http/worker-2/"))
+        or p in ("manifest.json", "SHA256SUMS", "inputs.json")
         for p in changed
     ), changed
     assert "tier=edge" in (tmp_path / "single-master/nodes/worker-2/user-data").read_text()

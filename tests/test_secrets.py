@@ -146,6 +146,27 @@ def test_fresh_bundle_contents(stacked: tuple[ClusterPlan, Bundle]) -> None:
     assert bundle.discovery_hash == "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
+def test_keys_made_in_worker_processes_are_distinct_and_fit_their_certificates() -> None:
+    """RSA keys come from a process pool: each certificate still gets its own key, of the right kind."""
+    plan = build_plan(load_profile("ha-stacked", ["cluster.encryptionAlgorithm=RSA-2048"]))
+    bundle, _ = reconcile(plan, None, now=now(), jobs=2)
+    keys = [ca.key for ca in bundle.cas.values()] + [pki.load_key(bundle.sa_key_pem)]
+    keys += [held.key for certs in bundle.leaves.values() for held in certs.values()]
+    assert len(keys) == 3 + 1 + sum(len(specs) for specs in bundle.leaves.values())
+    numbers = {k.public_key().public_numbers().n for k in keys}  # type: ignore[union-attr]
+    assert len(numbers) == len(keys)
+    assert all(KeyAlgorithm.of(k) is KeyAlgorithm.RSA_2048 for k in keys)
+    for owner, certs in bundle.leaves.items():
+        for held in certs.values():
+            assert held.key.public_key() == held.cert.public_key(), owner
+    # and a later bake that adds a node issues its keys the same way
+    d = data("ha-stacked", "cluster.encryptionAlgorithm=RSA-2048")
+    d["nodes"].append({"name": "cp-4", "role": "control-plane", "ip": "10.77.0.14"})
+    grown, changes = reconcile(plan_from(d), bundle, now=now(), jobs=2)
+    added = [held.key.public_key().public_numbers().n for held in grown.leaves["cp-4"].values()]  # type: ignore[union-attr]
+    assert len(added) == len(set(added)) == len(changes) and not set(added) & numbers
+
+
 # --------------------------------------------------------------------------------------------------
 # On disk and back
 

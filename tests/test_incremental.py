@@ -1,0 +1,161 @@
+"""Incremental re-bake: a node whose inputs did not change is not rendered again, and a change of any
+kind of input (the plan, the bundle items it receives, the token, code and templates, its previous files)
+does render it again. Expected results are judged against a bake from scratch, never against the
+digest function."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from builder import bake, secrets
+
+from .helpers import bundle, tree_digest
+
+PROFILE = "ha-stacked"
+SETS = ("cluster.encryptionAlgorithm=ECDSA-P256",)
+
+
+def _options(out: Path, *sets: str, **kw: Any) -> bake.BakeOptions:
+    """The bundle beside the output root, as `bake` run there keeps it (helpers.bundle)."""
+    return bake.BakeOptions(
+        profile=PROFILE, sets=SETS + sets, out_root=out, secrets=bundle(out, PROFILE), jobs=1, **kw
+    )
+
+
+@pytest.fixture
+def rendered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the nodes rendered by the bakes of one test (jobs=1: rendering runs in this process)."""
+    names: list[str] = []
+    real = bake._render
+
+    def counting(shared: Any, index: int) -> Any:
+        names.append(shared.plan.nodes[index].name)
+        return real(shared, index)
+
+    monkeypatch.setattr(bake, "_render", counting)
+    return names
+
+
+@pytest.fixture
+def first(tmp_path: Path, rendered: list[str]) -> Path:
+    result = bake.run(_options(tmp_path))
+    assert sorted(rendered) == sorted(n.name for n in result.plan.nodes)
+    rendered.clear()
+    return tmp_path
+
+
+def _nodes(out: Path) -> list[str]:
+    manifest = json.loads((out / PROFILE / "manifest.json").read_bytes())
+    return [n["name"] for n in manifest["nodes"]]
+
+
+def _same_as_from_scratch(out: Path, tmp_path: Path, *sets: str, **kw: Any) -> None:
+    """The incremental tree equals a bake from scratch with the same bundle, file for file."""
+    scratch = tmp_path / "scratch"
+    shutil.copytree(bundle(out, PROFILE), bundle(scratch, PROFILE))
+    manifest = json.loads((out / PROFILE / "manifest.json").read_bytes())
+    bake.run(_options(scratch, *sets, **kw))
+    assert tree_digest((scratch / PROFILE).resolve()) == tree_digest((out / PROFILE).resolve())
+    assert manifest == json.loads((scratch / PROFILE / "manifest.json").read_bytes())
+
+
+def test_unchanged_rebake_renders_nothing(first: Path, rendered: list[str], tmp_path: Path) -> None:
+    before = tree_digest((first / PROFILE).resolve())
+    result = bake.run(_options(first))
+    assert rendered == []
+    assert result.rewritten == 0
+    assert tree_digest((first / PROFILE).resolve()) == before
+
+
+def test_plan_change_renders_again(first: Path, rendered: list[str], tmp_path: Path) -> None:
+    extra = "nodes[4].labels={rack: r9}"
+    bake.run(_options(first, extra))
+    assert "worker-2" in rendered  # conservative: the whole plan is every node's input
+    _same_as_from_scratch(first, tmp_path, extra)
+
+
+def test_reissued_certificates_render_their_node_only(
+    first: Path, rendered: list[str], tmp_path: Path
+) -> None:
+    """Near expiry the leaves are re-issued: the nodes holding them are rendered, workers (no leaves with
+    the shared bootstrap token) not."""
+    token = "cluster.join=token"
+    bake.run(_options(first, token))
+    rendered.clear()
+    held = secrets.load_bundle(bundle(first, PROFILE))
+    assert held is not None
+    soon = held.leaf("cp-1", "apiserver").cert.not_valid_after_utc - timedelta(days=10)
+    result = bake.run(_options(first, token, now=soon))
+    assert sorted(rendered) == ["cp-1", "cp-2", "cp-3"]
+    assert {c.owner for c in result.changes} >= {"cp-1", "cp-2", "cp-3"}
+    _same_as_from_scratch(first, tmp_path, token, now=soon)
+
+
+def test_reissued_join_credentials_render_the_joining_nodes_only(
+    first: Path, rendered: list[str], tmp_path: Path
+) -> None:
+    """A join credential lives cluster.joinWindow (720h by default): a bake near its end issues new ones
+    for every node that joins, and renders those nodes; cp-1 (kubeadm init, no join credential) not."""
+    held = secrets.load_bundle(bundle(first, PROFILE))
+    assert held is not None
+    late = held.leaf("worker-1", "join.conf").cert.not_valid_after_utc - timedelta(days=1)
+    result = bake.run(_options(first, now=late))
+    assert sorted(rendered) == ["cp-2", "cp-3", "worker-1", "worker-2"]
+    assert {c.owner for c in result.changes} == {"cp-2", "cp-3", "worker-1", "worker-2"}
+    _same_as_from_scratch(first, tmp_path, now=late)
+
+
+def test_rotated_token_renders_every_node(first: Path, rendered: list[str]) -> None:
+    bake.run(_options(first, rotate_token=True))
+    assert sorted(rendered) == sorted(_nodes(first))
+
+
+def test_new_code_or_templates_render_every_node(
+    first: Path, rendered: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bake, "tool_digest", lambda: "another version")
+    bake.run(_options(first))
+    assert sorted(rendered) == sorted(_nodes(first))
+
+
+def test_edited_previous_output_is_rendered_again(first: Path, rendered: list[str], tmp_path: Path) -> None:
+    """A file of the previous tree that no longer matches its manifest is never carried over."""
+    target = (first / PROFILE).resolve() / "nodes" / "worker-1" / "user-data"
+    data = target.read_bytes()
+    target.unlink()  # the file is a hard link shared with nothing else; write a new inode
+    target.write_bytes(data + b"# edited\n")
+    bake.run(_options(first))
+    assert rendered == ["worker-1"]
+    assert (first / PROFILE / "nodes" / "worker-1" / "user-data").read_bytes() == data
+
+
+def test_edited_cni_manifest_renders_again(tmp_path: Path, rendered: list[str]) -> None:
+    """The profile names CNI manifests by path; the images a node checks before kubeadm come from their
+    content, so an edited manifest renders every node again, and the tree equals a bake from scratch."""
+    from .test_airgap import FLANNEL_CNI, site
+
+    profile = site(tmp_path / "site")
+
+    def options(out: Path) -> bake.BakeOptions:
+        return bake.BakeOptions(profile=str(profile), out_root=out, secrets=bundle(out, "site"), jobs=1)
+
+    out = tmp_path / "out"
+    result = bake.run(options(out))
+    names = sorted(n.name for n in result.plan.nodes)
+    cni = tmp_path / "site" / "cni" / "kube-flannel.yml"
+    edited = "".join(line for line in cni.read_text().splitlines(True) if FLANNEL_CNI not in line)
+    assert edited != cni.read_text()
+    cni.write_text(edited)
+    rendered.clear()
+    bake.run(options(out))
+    assert sorted(rendered) == names
+    scratch = tmp_path / "scratch"
+    shutil.copytree(bundle(out, "site"), bundle(scratch, "site"))
+    bake.run(options(scratch))
+    assert tree_digest((scratch / "site").resolve()) == tree_digest((out / "site").resolve())
