@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import Problem, SecretsError
-from .files import private_dirs
+from .files import private_dirs, write_new
 
 DEFAULT_ROOT = Path("secrets")
 LEGACY_NAME = "secrets"  # the bundle's directory inside an output generation, before this layout
@@ -63,18 +63,6 @@ def unchanged(path: Path, files: list[tuple[str, bytes, int]]) -> bool:
     return True
 
 
-def _write_file(target: Path, data: bytes, mode: int) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save(path: Path, files: Iterable[tuple[str, bytes, int]]) -> bool:
     """Make `path` hold exactly `files`; False when it already did (nothing is touched then).
 
@@ -99,7 +87,7 @@ def save(path: Path, files: Iterable[tuple[str, bytes, int]]) -> bool:
     try:
         for rel, data, mode in wanted:
             private_dirs((work / rel).parent)
-            _write_file(work / rel, data, mode)
+            write_new(work / rel, data, mode, fsync=True)
         if path.exists():
             os.rename(path, aside)
         os.rename(work, path)

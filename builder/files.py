@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
 
 class Sensitivity(StrEnum):
@@ -70,3 +71,28 @@ def private_dirs(path: Path) -> None:
     for p in reversed(missing):
         p.mkdir(mode=0o700)
         os.chmod(p, 0o700)
+
+
+def write_new(target: Path, data: bytes, mode: int, *, fsync: bool = False) -> None:
+    """Create `target` (it must not exist) with `mode` whatever the umask, then its bytes: a secret is
+    never readable by others, not even for an instant."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_rewound(fh: BinaryIO) -> tuple[str, int]:
+    """(sha256, size) of what was just written to `fh`, read back from its start."""
+    fh.flush()
+    fh.seek(0)
+    h = hashlib.sha256()
+    while chunk := fh.read(1 << 20):
+        h.update(chunk)
+    return h.hexdigest(), fh.tell()

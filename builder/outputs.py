@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from .errors import OutputError
-from .files import private_dirs
+from .files import private_dirs, sha256_rewound, write_new
 
 STATE_DIR = ".bake"
 
@@ -123,14 +123,7 @@ class OutputTree:
                     return
             except OSError:
                 pass
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+        write_new(target, data, mode)
         self.rewritten += 1
 
     def write_stream(self, rel: str, produce: Callable[[BinaryIO], None], mode: int = 0o600) -> str:
@@ -147,13 +140,7 @@ class OutputTree:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w+b") as fh:
             produce(fh)
-            fh.flush()
-            fh.seek(0)
-            h = hashlib.sha256()
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-            size = fh.tell()
-        digest = h.hexdigest()
+            digest, size = sha256_rewound(fh)
         self.written[rel] = digest
         if self.previous is not None and self._previous_sums().get(rel) == digest:
             old = self.previous / rel
@@ -260,13 +247,7 @@ class DryTree(OutputTree):
 
         with tempfile.TemporaryFile() as fh:
             produce(fh)
-            fh.flush()
-            fh.seek(0)
-            h = hashlib.sha256()
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-            size = fh.tell()
-        digest = h.hexdigest()
+            digest, size = sha256_rewound(fh)
         self._record(rel, digest, size)
         return digest
 
