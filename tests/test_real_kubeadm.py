@@ -1040,7 +1040,7 @@ def test_worker_joins_with_its_own_credential_after_the_token_is_deleted(cluster
     assert "self" in condition["message"]  # kubeadm's selfnodeclient binding, not the token's nodeclient
     issued = x509.load_pem_x509_certificate(base64.b64decode(csr["status"]["certificate"]))
     assert issued.subject.rfc4514_string() == f"CN=system:node:{worker.name},O=system:nodes"
-    ca = x509.load_pem_x509_certificate((cluster.baked.tree / "secrets/pki/ca.crt").read_bytes())
+    ca = x509.load_pem_x509_certificate((cluster.baked.secrets / "pki/ca.crt").read_bytes())
     issued.verify_directly_issued_by(ca)
 
 
@@ -1075,7 +1075,7 @@ def test_a_credential_for_another_node_or_expired_is_refused(cluster: Cluster) -
     w1 = cluster.baked.role("worker")[0]
     # another joining node (a worker, or a joining control plane where the profile has one worker)
     w2 = next(n for n in cluster.baked.nodes.values() if n.name != w1.name and (n.root / JOIN_CONF).is_file())
-    secrets = cluster.baked.tree / "secrets"
+    secrets = cluster.baked.secrets
     ca_cert = pki.load_cert((secrets / "pki/ca.crt").read_bytes())
     ca_key = pki.load_key((secrets / "pki/ca.key").read_bytes())
     # expired: the node's own identity and key, signed by the cluster CA, past its window
