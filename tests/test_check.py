@@ -641,17 +641,24 @@ def test_pristine_tree_passes_with_cloud_init(small: Path) -> None:
 def test_schema_failure_is_reported(small: Path, tmp_path: Path) -> None:
     """cloud-init's own validator rejects the user-data; the check reports it, it does not pass."""
     program("cloud-init")
-    tree = _copy(small, tmp_path)
-    doc = _user_data(tree, "dev-1")
+    _bad_bootcmd_is_the_only_error(_copy(small, tmp_path), "dev-1")
+
+
+BAD_BOOTCMD = r"cloud-init schema: .*bootcmd: 42 is not of type 'array'.*"
+
+
+def _bad_bootcmd_is_the_only_error(tree: Path, node: str) -> None:
+    """Break `node`'s user-data for cloud-init's schema: `bake check` fails with exactly that finding."""
+    doc = _user_data(tree, node)
     doc["bootcmd"] = 42
-    _set_user_data(tree, "dev-1", _dump(doc))
+    _set_user_data(tree, node, _dump(doc))
     code, findings = run_check(tree)
     errors = [f for f in findings if f["level"] == "error"]
     assert code == 1
     _matches(
         errors,
         "schema",
-        [(str(tree / "nodes/dev-1/user-data"), r"cloud-init schema: .*bootcmd: 42 is not of type 'array'.*")],
+        [(str(tree / f"nodes/{node}/user-data"), BAD_BOOTCMD)],
     )
     assert {f["check"] for f in errors} == {"schema"}
 
@@ -675,23 +682,7 @@ def test_schema_batch_finds_what_the_command_finds(tree: Path, monkeypatch: pyte
     the command runs once per shape (etcd, control plane, worker), not once per node."""
     program("cloud-init")
     ran = _counting_command(monkeypatch)
-    doc = _user_data(tree, "worker-2")
-    doc["bootcmd"] = 42
-    _set_user_data(tree, "worker-2", _dump(doc))
-    code, findings = run_check(tree)
-    errors = [f for f in findings if f["level"] == "error"]
-    assert code == 1
-    _matches(
-        errors,
-        "schema",
-        [
-            (
-                str(tree / "nodes/worker-2/user-data"),
-                r"cloud-init schema: .*bootcmd: 42 is not of type 'array'.*",
-            )
-        ],
-    )
-    assert {f["check"] for f in errors} == {"schema"}
+    _bad_bootcmd_is_the_only_error(tree, "worker-2")
     assert sorted(p.parent.name for p in ran) == ["cp-1", "etcd-1", "worker-1"]
 
 
