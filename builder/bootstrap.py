@@ -1,8 +1,10 @@
-"""The first-boot bootstrap: a fixed script, its systemd unit, and the per-node env file it reads.
+"""The first-boot bootstrap: plain shell scripts, one systemd unit per phase, and the env file they read.
 
-The script text (templates/bootstrap.sh.j2) is the same for every node and every profile; what differs
-reaches it only through /etc/bake/bootstrap.env, whose names are fixed here and whose every value is
-`shlex.quote`d. So no profile string can become shell code, whatever characters it holds.
+The scripts (templates/bootstrap/*.sh: lib.sh, one script per phase and the driver) are the same bytes
+for every node and every profile; what differs reaches them only through /etc/bake/bootstrap.env, whose
+names are fixed here and whose every value is `shlex.quote`d. So no profile string can become shell
+code, whatever characters it holds. Each phase runs as its own unit, ordered with Requires=/After=;
+bake-bootstrap.service starts the chain and owns the retries (see `unit_text`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 
-import jinja2
 import yaml
 from cryptography import x509
 
@@ -24,7 +25,7 @@ from . import airgap, images, resources, versions, yamlio
 from .distribute import JOIN_KUBECONFIG_PATH
 from .errors import BakeError, Problem
 from .files import NodeFile, public
-from .host import SYSCTL_PATH, HostPrep
+from .host import HostPrep
 from .kubeadm_config import (
     APISERVER_ETCD_CLIENT_CERT,
     APISERVER_ETCD_CLIENT_KEY,
@@ -39,13 +40,17 @@ from .profile import Cni, Role
 SCRIPT_PATH = "/usr/local/sbin/bake-bootstrap"
 UNIT_NAME = "bake-bootstrap.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
+LIB_DIR = "/usr/local/lib/bake/bootstrap"
+"""lib.sh and the phase scripts on the node (the driver, SCRIPT_PATH, sources lib.sh from here)."""
+PHASES = ("prep", "packages", "runtime", "wait", "kubeadm", "cni")
+"""The phases in their order: bake-bootstrap-<phase>.service runs LIB_DIR/<phase>.sh (lib.sh's PHASES)."""
+SCRIPTS_DATA_DIR = "bootstrap"
+"""Where the scripts are in the package data (templates/bootstrap/)."""
 ENV_PATH = "/etc/bake/bootstrap.env"
 STATE_DIR = "/var/lib/bake"
 STEPS_DIR = f"{STATE_DIR}/steps"
 DONE_PATH = f"{STATE_DIR}/bootstrap.done"
-STOPPED_PATH = f"{STATE_DIR}/bootstrap.stopped"
 SAVED_CONFIG_DIR = f"{STATE_DIR}/kubeadm"
-TEST_STOP_PATH = "/etc/bake/test-stop-before-kubeadm"
 LOG_PATH = "/var/log/bake/bootstrap.log"
 CAPI_SENTINEL_PATH = "/run/cluster-api/bootstrap-success.complete"
 CNI_DIR = "/etc/bake/cni"
@@ -511,56 +516,51 @@ def env_text(values: Mapping[str, str]) -> str:
 # Script and unit
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        # bash has `${#array[@]}`: move Jinja's comment markers out of its way.
-        comment_start_string="{##",
-        comment_end_string="##}",
-    )
-    env.filters["shquote"] = shlex.quote
-    return env
+def phase_unit_name(phase: str) -> str:
+    return f"bake-bootstrap-{phase}.service"
+
+
+def phase_unit_path(phase: str) -> str:
+    return f"/etc/systemd/system/{phase_unit_name(phase)}"
+
+
+def phase_script_path(phase: str) -> str:
+    return f"{LIB_DIR}/{phase}.sh"
 
 
 @cache
+def script_texts() -> dict[str, str]:
+    """Every script by its file name (lib.sh, bootstrap.sh, <phase>.sh): plain shell from the package
+    data, the same bytes for every node."""
+    folder = resources.templates_dir() / SCRIPTS_DATA_DIR
+    texts = {p.name: p.read_text() for p in sorted(folder.glob("*.sh"))}
+    expected = {"lib.sh", "bootstrap.sh", *(f"{p}.sh" for p in PHASES)}
+    if set(texts) != expected:
+        raise FileNotFoundError(f"{folder}: expected the scripts {sorted(expected)}, found {sorted(texts)}")
+    return texts
+
+
 def script_text() -> str:
-    """The bootstrap script; the same bytes for every node (only constants are rendered into it)."""
-    return (
-        _environment()
-        .get_template("bootstrap.sh.j2")
-        .render(
-            unit_name=UNIT_NAME,
-            env_file=ENV_PATH,
-            state_dir=STATE_DIR,
-            steps_dir=STEPS_DIR,
-            done_file=DONE_PATH,
-            stopped_file=STOPPED_PATH,
-            test_stop_file=TEST_STOP_PATH,
-            log_file=LOG_PATH,
-            saved_config_dir=SAVED_CONFIG_DIR,
-            capi_sentinel=CAPI_SENTINEL_PATH,
-            sysctl_file=SYSCTL_PATH,
-            attempts_file=ATTEMPTS_PATH,
-            give_up_status=GIVE_UP_STATUS,
-            join_token_timer=f"{JOIN_TOKEN_UNIT}.timer",
-        )
-    )
+    """The driver, installed as SCRIPT_PATH."""
+    return script_texts()["bootstrap.sh"]
 
 
 def unit_text() -> str:
-    # After cloud-init.service (which runs write_files), never After=cloud-final.service: cloud-final
-    # is ordered after multi-user.target on Debian/Ubuntu, and this unit is wanted by multi-user.target,
-    # which would be an ordering cycle. runcmd starts it with --no-block on the first boot; later boots
-    # start it through multi-user.target until the done file exists.
-    # After time-sync.target: certificates and TLS need a right clock (the script warns when the clock
+    # The driver. After cloud-init.service (which runs write_files), never After=cloud-final.service:
+    # cloud-final is ordered after multi-user.target on Debian/Ubuntu, and this unit is wanted by
+    # multi-user.target, which would be an ordering cycle. runcmd starts it with --no-block on the first
+    # boot; later boots start it through multi-user.target until the done file exists.
+    # After time-sync.target: certificates and TLS need a right clock (the prep phase warns when the clock
     # is still before the certificates' NotBefore). It does not wait for a first NTP answer (that is
     # systemd-time-wait-sync.service, which has no bound): an air-gapped site must not hang here.
-    # Restart=on-failure on a oneshot needs systemd >= 244 (every supported OS has it). The script
-    # bounds the attempts itself; the start limit only guards against a script that exits at once.
+    # The retries live here, not in the phase units: before systemd 254 (RestartMode=direct) a phase
+    # restarted by Restart= would already have failed the jobs of the phases that require it, so the
+    # chain would stop there. A failed run of the driver (a phase failed) is restarted instead, and its
+    # `systemctl start` runs the failed phase and those after it again (a phase that succeeded stays
+    # active). Restart=on-failure on a oneshot needs systemd >= 244 (every supported OS has it). The
+    # script bounds the attempts itself; the start limit only guards against a script that exits at once.
+    # The driver names no phase unit in its dependencies, so the phase units are loaded only when it
+    # starts them (after anything that adds drop-ins to them at boot).
     return (
         "[Unit]\n"
         "Description=bake: bootstrap this Kubernetes node (kubeadm) until it is done\n"
@@ -587,6 +587,49 @@ def unit_text() -> str:
     )
 
 
+_PHASE_DESCRIPTIONS = {
+    "prep": "host preparation (kernel modules, sysctls, swap, SELinux, firewall)",
+    "packages": "repositories and packages",
+    "runtime": "container runtime, air-gapped images, kubelet enabled",
+    "wait": "wait for what kubeadm needs (etcd, endpoint, earlier control planes)",
+    "kubeadm": "kubeadm init or join (etcd member: its kubelet)",
+    "cni": "pod network add-on and control-plane taint",
+}
+
+
+def phase_unit_text(phase: str) -> str:
+    """One phase: a oneshot that stays active once it succeeded (the driver's next run in this boot
+    skips it), requiring and ordered after the phase before it; no [Install]: the driver starts it."""
+    index = PHASES.index(phase)
+    if index == 0:
+        deps = (
+            "Wants=network-online.target time-sync.target\n"
+            "After=network-online.target time-sync.target cloud-init.service\n"
+        )
+    else:
+        previous = phase_unit_name(PHASES[index - 1])
+        deps = f"Requires={previous}\nAfter={previous}\n"
+    # The wait phase first checks that kubeadm is there at all: a node without it fails at once
+    # instead of after the waits.
+    check = f"ExecStartPre={phase_script_path('kubeadm')} check\n" if phase == "wait" else ""
+    return (
+        "[Unit]\n"
+        f"Description=bake: first-boot phase {phase}: {_PHASE_DESCRIPTIONS[phase]}\n"
+        "Documentation=file:///var/log/bake/bootstrap.log\n"
+        f"{deps}"
+        f"ConditionPathExists=!{DONE_PATH}\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        f"{check}"
+        f"ExecStart={phase_script_path(phase)}\n"
+        "TimeoutStartSec=infinity\n"
+        "StandardOutput=journal\n"
+        "StandardError=journal\n"
+    )
+
+
 def join_token_units() -> tuple[str, str]:
     """The service and timer that keep the join token alive on the first control plane (cluster.join:
     token). The bootstrap enables the timer once `kubeadm init` is done; the service does nothing before."""
@@ -600,7 +643,7 @@ def join_token_units() -> tuple[str, str]:
         "\n"
         "[Service]\n"
         "Type=oneshot\n"
-        f"ExecStart={SCRIPT_PATH} join-token\n"
+        f"ExecStart={phase_script_path('kubeadm')} join-token\n"
         "StandardOutput=journal\n"
         "StandardError=journal\n"
     )
@@ -626,13 +669,18 @@ def bootstrap_files(
     node_files: Sequence[NodeFile],
     cni_source: CniSource = DEFAULT_CNI_SOURCE,
 ) -> list[NodeFile]:
-    """Script, unit, env file and (init node) the CNI configuration."""
+    """Scripts, units, env file and (init node) the CNI configuration."""
     values = env_values(plan, node, prep, node_files=node_files, cni_source=cni_source)
+    texts = script_texts()
     files = [
-        NodeFile(SCRIPT_PATH, script_text().encode(), 0o755),
+        NodeFile(SCRIPT_PATH, texts["bootstrap.sh"].encode(), 0o755),
+        NodeFile(f"{LIB_DIR}/lib.sh", texts["lib.sh"].encode(), 0o644),
         public(UNIT_PATH, unit_text()),
         public(ENV_PATH, env_text(values)),
     ]
+    for phase in PHASES:
+        files.append(NodeFile(phase_script_path(phase), texts[f"{phase}.sh"].encode(), 0o755))
+        files.append(public(phase_unit_path(phase), phase_unit_text(phase)))
     if bootstrap_role(node) is BootstrapRole.INIT:
         cni_file = cni_config_file(plan)
         if cni_file is not None:

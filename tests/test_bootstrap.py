@@ -27,7 +27,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder import bootstrap, cloudinit, distribute, host
+from builder import bootstrap, cloudinit, distribute, host, resources
 from builder.bootstrap import BootstrapRole
 from builder.files import NodeFile, public, secret
 from builder.plan import ClusterPlan, NodePlan, build_plan
@@ -92,38 +92,124 @@ def _source(env_text: str, names: Sequence[str], cwd: Path) -> dict[str, str]:
 # the script text
 
 
-def test_script_is_the_same_for_every_node() -> None:
+def _script_files(rendered: cloudinit.RenderedNode) -> dict[str, bytes]:
+    return {
+        f.path: f.content
+        for f in rendered.files
+        if f.path == bootstrap.SCRIPT_PATH or f.path.startswith(bootstrap.LIB_DIR + "/")
+    }
+
+
+def test_scripts_are_the_same_for_every_node() -> None:
     texts = {
-        f.content
+        tuple(sorted(_script_files(_render(_plan(name), node)).items()))
         for name in ("ha-stacked", "ha-external-etcd")
         for node in _plan(name).nodes
-        for f in _render(_plan(name), node).files
-        if f.path == bootstrap.SCRIPT_PATH
     }
-    assert texts == {bootstrap.script_text().encode()}
+    assert len(texts) == 1
+    [scripts] = texts
+    expected = {bootstrap.SCRIPT_PATH, f"{bootstrap.LIB_DIR}/lib.sh"}
+    expected |= {
+        f"{bootstrap.LIB_DIR}/{p}.sh" for p in ("prep", "packages", "runtime", "wait", "kubeadm", "cni")
+    }
+    assert {path for path, _ in scripts} == expected
 
 
-def test_script_passes_bash_n(tmp_path: Path) -> None:
-    script = tmp_path / "bake-bootstrap"
-    script.write_text(bootstrap.script_text())
-    subprocess.run(["bash", "-n", str(script)], check=True)
-    assert bootstrap.script_text().startswith("#!/bin/bash\n")
-    assert "set -Eeuo pipefail" in bootstrap.script_text()
+def _script_dir() -> Path:
+    """The scripts as the package ships them (plain files, no rendering)."""
+    folder = bootstrap.resources.templates_dir() / "bootstrap"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(bootstrap.script_texts())
+    return folder
 
 
-def test_script_passes_shellcheck(tmp_path: Path) -> None:
+def test_scripts_pass_bash_n(tmp_path: Path) -> None:
+    for name, text in bootstrap.script_texts().items():
+        script = tmp_path / name
+        script.write_text(text)
+        subprocess.run(["bash", "-n", str(script)], check=True)
+        assert text.startswith("#!/bin/bash\n"), name
+        # every script runs under lib.sh's strict mode, sourced from where the node has it
+        if name != "lib.sh":
+            assert f". {bootstrap.LIB_DIR}/lib.sh\n" in text, name
+    assert "set -Eeuo pipefail\n" in bootstrap.script_texts()["lib.sh"]
+
+
+def test_scripts_pass_shellcheck() -> None:
     shellcheck = program("shellcheck")
-    script = tmp_path / "bake-bootstrap"
-    script.write_text(bootstrap.script_text())
+    folder = _script_dir()
     proc = subprocess.run(
-        [shellcheck, "--shell=bash", "--severity=style", str(script)], capture_output=True, text=True
-    )
+        [shellcheck, "--shell=bash", "--severity=style", "--external-sources", "--source-path=SCRIPTDIR",
+         *sorted(str(p) for p in folder.glob("*.sh"))],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout
 
 
-def test_script_reads_exactly_the_env_names() -> None:
-    used = set(re.findall(r"\bBAKE_[A-Z0-9_]*[A-Z0-9]", bootstrap.script_text()))
+def test_scripts_have_no_template_syntax_and_no_test_hook() -> None:
+    for name, text in bootstrap.script_texts().items():
+        assert "{{" not in text and "{%" not in text, name
+        for hook in ("test-stop", "TEST_STOP", "TEST STOP", "bootstrap.stopped", "after-waits"):
+            assert hook not in text, (name, hook)
+
+
+# What the declared test-only stop is made of (tests/vm/guest/bake_test_stop.py): none of it may be in
+# a production seed.
+TEST_HOOK_MARKS = (
+    b"test-stop", b"TEST STOP", b"TEST_STOP", b"bootstrap.stopped", b"after-waits", b"bake-test",
+    b"ExecCondition", b"wait-seconds",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("profile", resources.profile_names())
+def test_no_embedded_profiles_seed_carries_a_test_hook(profile: str) -> None:
+    plan = _plan(profile)
+    for node in plan.nodes:
+        rendered = _render(plan, node)
+        for doc in (rendered.user_data, rendered.meta_data, rendered.network_config):
+            found = [m for m in TEST_HOOK_MARKS if m in doc]
+            assert not found, (node.name, found)
+        assert not [f.path for f in rendered.files if any(m in f.content for m in TEST_HOOK_MARKS)]
+        # and the units are the production ones: nothing drops in on them
+        assert not [f.path for f in rendered.files if ".service.d/" in f.path and "bake-" in f.path]
+    # the marks are those of the harness's test stop (so this test looks for the right things)
+    harness = TEST_STOP_SCRIPT.read_bytes()
+    assert all(m in harness for m in TEST_HOOK_MARKS if m != b"TEST_STOP")
+
+
+def test_scripts_read_exactly_the_env_names() -> None:
+    used: set[str] = set()
+    for text in bootstrap.script_texts().values():
+        used |= set(re.findall(r"\bBAKE_[A-Z0-9_]*[A-Z0-9]", text))
     assert used == set(bootstrap.ENV_NAMES)
+
+
+def test_lib_constants_agree_with_the_renderer() -> None:
+    """lib.sh's paths are the ones the renderer writes and documents (read from bash, not from text)."""
+    lib = bootstrap.script_texts()["lib.sh"]
+    names = ["ENV_FILE", "STATE_DIR", "STEPS_DIR", "DONE_FILE", "LOG_FILE", "SAVED_CONFIG_DIR",
+             "CAPI_SENTINEL", "ADMIN_CONF", "SYSCTL_FILE", "ATTEMPTS_FILE", "GIVE_UP_STATUS", "UNIT",
+             "JOIN_TOKEN_TIMER", "PHASE_DIR"]  # fmt: skip
+    script = lib + "".join(f'printf "%s\\0" "${n}"\n' for n in names) + 'printf "%s " "${PHASES[@]}"\n'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout.decode()
+    *values, phases = out.split("\0")
+    assert dict(zip(names, values, strict=True)) == {
+        "ENV_FILE": bootstrap.ENV_PATH,
+        "STATE_DIR": bootstrap.STATE_DIR,
+        "STEPS_DIR": bootstrap.STEPS_DIR,
+        "DONE_FILE": bootstrap.DONE_PATH,
+        "LOG_FILE": bootstrap.LOG_PATH,
+        "SAVED_CONFIG_DIR": bootstrap.SAVED_CONFIG_DIR,
+        "CAPI_SENTINEL": bootstrap.CAPI_SENTINEL_PATH,
+        "ADMIN_CONF": bootstrap.ADMIN_CONF_PATH,
+        "SYSCTL_FILE": host.SYSCTL_PATH,
+        "ATTEMPTS_FILE": bootstrap.ATTEMPTS_PATH,
+        "GIVE_UP_STATUS": str(bootstrap.GIVE_UP_STATUS),
+        "UNIT": bootstrap.UNIT_NAME,
+        "JOIN_TOKEN_TIMER": f"{bootstrap.JOIN_TOKEN_UNIT}.timer",
+        "PHASE_DIR": bootstrap.LIB_DIR,
+    }
+    assert tuple(phases.split()) == bootstrap.PHASES
 
 
 def test_unit() -> None:
@@ -147,6 +233,38 @@ def test_unit() -> None:
     assert "Restart=on-failure\n" in service and f"RestartSec={bootstrap.RESTART_SEC}s\n" in service
     assert f"RestartPreventExitStatus={bootstrap.GIVE_UP_STATUS}\n" in service
     assert "StartLimitIntervalSec=" in head and "StartLimitBurst=" in head
+    # No phase unit in the driver's dependencies: the phases load only when it starts them.
+    assert "bake-bootstrap-" not in unit
+
+
+def _unit_keys(text: str) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            keys.setdefault(key, []).append(value)
+    return keys
+
+
+def test_phase_units_form_one_chain() -> None:
+    """Each phase requires and is ordered after the one before; the driver starts the last one."""
+    phases = ("prep", "packages", "runtime", "wait", "kubeadm", "cni")
+    assert phases == bootstrap.PHASES
+    for i, phase in enumerate(phases):
+        keys = _unit_keys(bootstrap.phase_unit_text(phase))
+        assert keys["ExecStart"] == [f"/usr/local/lib/bake/bootstrap/{phase}.sh"]
+        assert keys["Type"] == ["oneshot"] and keys["RemainAfterExit"] == ["yes"]
+        assert keys["ConditionPathExists"] == [f"!{bootstrap.DONE_PATH}"]
+        assert "Restart" not in keys and "WantedBy" not in keys  # the driver restarts and starts them
+        if i == 0:
+            assert "Requires" not in keys
+            assert {"time-sync.target", "network-online.target"} <= set(keys["After"][0].split())
+        else:
+            assert keys["Requires"] == keys["After"] == [f"bake-bootstrap-{phases[i - 1]}.service"]
+    # kubeadm's presence is checked before the waits, not after them
+    wait = _unit_keys(bootstrap.phase_unit_text("wait"))
+    assert wait["ExecStartPre"] == ["/usr/local/lib/bake/bootstrap/kubeadm.sh check"]
+    assert 'last=$(phase_unit "${PHASES[-1]}")' in bootstrap.script_text()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -399,11 +517,137 @@ esac
 exit 0
 """
 STUBBED = (
-    "modprobe", "sysctl", "swapoff", "systemctl", "setenforce", "getenforce", "containerd", "kubeadm",
+    "modprobe", "sysctl", "swapoff", "setenforce", "getenforce", "containerd", "kubeadm",
     "kubectl", "curl", "gpg", "apt-get", "apt-mark", "dnf", "firewall-cmd", "ufw", "tar", "sha256sum",
     "cilium", "date",
 )  # fmt: skip
+# TEST DOUBLE for systemctl: records every call as the stand-ins do, keeps `mask --runtime` as systemd
+# does (a /dev/null link in /run/systemd/system, gone at a reboot), and runs the bake units for real in
+# the way systemd does what they use: Requires= first (in order, a failed one fails the start), then
+# ConditionPathExists= (a failed condition skips the unit, which does not fail what requires it),
+# ExecCondition= (exit 1..254 skips, 255 fails), ExecStartPre=, ExecStart= (a failure fails the unit);
+# RemainAfterExit=yes keeps a unit that succeeded active, and starting an active unit does nothing.
+# Drop-ins (<unit>.d/*.conf) add to the lists, an empty assignment empties one; the command prefixes
+# '+' (no sandboxing) and '-' (failure ignored); BindReadOnlyPaths= through a private mount namespace
+# made from the sandbox's (nsenter), as systemd makes it from the host's, whoever asked for the start.
+# Their output goes to $BAKE_STUB_JOURNAL (the journal).
+SYSTEMCTL = r"""#!/usr/bin/python3
+import os, shlex, subprocess, sys
+from pathlib import Path
+
+UNITS, STATE = Path("/etc/systemd/system"), Path("/run/stub-units")
+args = sys.argv[1:]
+log = Path("/var/log/bake/bootstrap.log")
+if args[:1] != ["__run"]:  # the log's mode at every call of the scripts (as the other stand-ins)
+    with open("/var/tmp/stub-log-modes", "a") as f:
+        f.write((format(log.stat().st_mode & 0o777, "o") if log.exists() else "none") + "\n")
+
+
+def bake_unit(name):
+    return name.startswith("bake-") and (UNITS / name).is_file()
+
+
+def load(name):
+    conf = {}
+    for path in [UNITS / name, *sorted((UNITS / f"{name}.d").glob("*.conf"))]:
+        section = ""
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("["):
+                section = line.strip("[]")
+                continue
+            key, _, value = line.partition("=")
+            values = conf.setdefault(f"{section}.{key}", [])
+            if value:
+                values.append(value)
+            else:
+                values.clear()
+    return conf
+
+
+def state(name):
+    path = STATE / name
+    return path.read_text() if path.exists() else "inactive"
+
+
+def set_state(name, value):
+    STATE.mkdir(parents=True, exist_ok=True)
+    (STATE / name).write_text(value)
+
+
+def execute(line, binds):
+    ignore = line.startswith("-")
+    line = line.lstrip("-")
+    plain = line.startswith("+")
+    argv = shlex.split(line.lstrip("+"))
+    if binds and not plain:
+        mounts = " && ".join(f"/bin/mount --bind {shlex.quote(a)} {shlex.quote(b)}" for a, b in binds)
+        argv = ["unshare", "-m", "sh", "-c", mounts + ' && exec "$@"', "sh", *argv]
+    # as systemd: from the sandbox's own mount namespace, not from the caller's (the driver's may differ)
+    argv = ["nsenter", "-m", "-t", os.environ["BAKE_STUB_NS_PID"], *argv]
+    journal = open(os.environ.get("BAKE_STUB_JOURNAL", "/dev/null"), "a")
+    rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=journal, stderr=journal).returncode
+    return 0 if ignore else rc
+
+
+def start(name):
+    if state(name) == "active":
+        return 0
+    conf = load(name)
+    for req in " ".join(conf.get("Unit.Requires", [])).split():
+        if start(req) != 0:
+            return 1  # a dependency failed: this unit's job fails, the unit stays as it was
+    for cond in conf.get("Unit.ConditionPathExists", []):
+        if os.path.exists(cond.lstrip("!")) == cond.startswith("!"):
+            set_state(name, "inactive")
+            return 0
+    binds = [b.split(":", 1) for b in " ".join(conf.get("Service.BindReadOnlyPaths", [])).split()]
+    for line in conf.get("Service.ExecCondition", []):
+        rc = execute(line, binds)
+        if 0 < rc < 255:
+            set_state(name, "inactive")
+            return 0
+        if rc:
+            set_state(name, "failed")
+            return 1
+    for line in conf.get("Service.ExecStartPre", []) + conf.get("Service.ExecStart", []):
+        if execute(line, binds) != 0:
+            set_state(name, "failed")
+            return 1
+    set_state(name, "active" if conf.get("Service.RemainAfterExit") == ["yes"] else "inactive")
+    return 0
+
+
+if args[:1] == ["start"] and len(args) == 2 and bake_unit(args[1]):
+    sys.exit(start(args[1]))
+if args[:1] == ["__run"]:  # the sandbox's `run`: one run of a unit's commands, as a (re)start does
+    conf = load(args[1])
+    binds = [b.split(":", 1) for b in " ".join(conf.get("Service.BindReadOnlyPaths", [])).split()]
+    for line in conf.get("Service.ExecStartPre", []) + conf.get("Service.ExecStart", []):
+        rc = execute(line, binds)
+        if rc:
+            sys.exit(rc)
+    sys.exit(0)
+if args[:1] == ["show"] and bake_unit(args[-1]) and "--property=ActiveState" in args:
+    print(state(args[-1]))
+    sys.exit(0)
+with open("/var/tmp/stub-calls.log", "a") as f:
+    f.write(" ".join(["systemctl", *args]) + "\n")
+if args[:2] in (["mask", "--runtime"], ["unmask", "--runtime"]):
+    link = Path("/run/systemd/system") / args[2]
+    if args[0] == "mask":
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to("/dev/null")
+    elif link.is_symlink():
+        link.unlink()
+"""
 FSTAB = "/dev/vda / ext4 rw 0 1\n/swapfile none swap sw 0 0\n"
+# The harness's test stop (drop-ins for the bootstrap's units), the same file the VM guests run.
+TEST_STOP_SCRIPT = Path(__file__).resolve().parent / "vm" / "guest" / "bake_test_stop.py"
+TEST_STOP = "/usr/bin/python3 /usr/local/sbin/bake-test-stop install --no-reload"
+"""Scenario line: install the test stop (add options: after-waits, wait-seconds=N, attempts=N)."""
 
 DRIVER = r"""#!/bin/bash
 # Runs inside `unshare -m`: nothing written here reaches the host's /etc, /var, /usr/local or /run.
@@ -417,6 +661,9 @@ done
 mount -t tmpfs tmpfs /run
 mkdir -p /usr/local/sbin /usr/local/bin
 for c in $STUBBED; do install -m 0755 "$S/stub" "/usr/local/sbin/$c"; done
+install -m 0755 "$S/systemctl" /usr/local/sbin/systemctl
+install -m 0755 "$S/bake-test-stop" /usr/local/sbin/bake-test-stop
+export BAKE_STUB_JOURNAL="$S/out/stdout.log" BAKE_STUB_NS_PID=$$
 cp "$S/fstab" /etc/fstab
 # cloud-init's write_files, from RenderedNode.files
 while IFS= read -r -d '' path && IFS= read -r -d '' mode; do
@@ -431,7 +678,8 @@ sockets
 run() {
     local rc=0
     echo "=== run" >>/var/tmp/stub-calls.log
-    /usr/local/sbin/bake-bootstrap >>"$S/out/stdout.log" 2>&1 || rc=$?
+    # one run of bake-bootstrap.service (with the drop-ins a test stop may add)
+    /usr/local/sbin/systemctl __run bake-bootstrap.service >>"$S/out/stdout.log" 2>&1 || rc=$?
     echo "$rc" >>"$S/out/rcs"
 }
 reboot() {  # /run is a tmpfs: a reboot empties it
@@ -460,6 +708,8 @@ class Sandbox:
         self.rendered = rendered
         (root / "out").mkdir(parents=True)
         (root / "stub").write_text(STUB)
+        (root / "systemctl").write_text(SYSTEMCTL)
+        (root / "bake-test-stop").write_bytes(TEST_STOP_SCRIPT.read_bytes())
         (root / "fstab").write_text(FSTAB)
         (root / "driver.sh").write_text(DRIVER)
         listing = b""
@@ -502,12 +752,13 @@ class Sandbox:
 
     @property
     def runs(self) -> list[list[str]]:
-        """The stand-ins' calls, one list per run of the script."""
+        """The stand-ins' calls, one list per run of the script (a scenario's calls before the first run,
+        e.g. the test stop's `systemctl daemon-reload`, are not the script's)."""
         out: list[list[str]] = []
         for line in self.text("calls.log").splitlines():
             if line == "=== run":
                 out.append([])
-            else:
+            elif out:
                 out[-1].append(line)
         return out
 
@@ -560,7 +811,7 @@ def test_test_stop_before_kubeadm(
 ) -> None:
     sb = _sandbox(tmp_path, profile, node).run(
         f"""
-        touch {bootstrap.TEST_STOP_PATH}
+        {TEST_STOP}
         run
         reboot
         run
@@ -628,7 +879,7 @@ def test_a_wider_log_from_before_is_narrowed_before_use(can_sandbox: None, tmp_p
         f"""
         mkdir -p /var/log/bake /var/lib/bake && chmod 0755 /var/log/bake /var/lib/bake
         echo "an earlier boot" >/var/log/bake/bootstrap.log && chmod 0644 /var/log/bake/bootstrap.log
-        touch {bootstrap.TEST_STOP_PATH}
+        {TEST_STOP}
         run
         """
     )
@@ -737,18 +988,27 @@ def test_kubectl_through_the_endpoint_is_retried(can_sandbox: None, tmp_path: Pa
 
 
 @pytest.mark.integration
-def test_unit_passes_systemd_analyze_verify(can_sandbox: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["", f"{TEST_STOP} after-waits wait-seconds=1 attempts=1"])
+def test_units_pass_systemd_analyze_verify(can_sandbox: None, tmp_path: Path, stop: str) -> None:
+    """Every unit of the bootstrap, as baked and with the harness's test stop drop-ins."""
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
-    sb = _sandbox(tmp_path, "single-master", "worker-1").run(
+    plan = _plan("single-master", "cluster.packages.mode=prebaked", "cluster.join=token")
+    sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("cp-1")), plan)
+    units = [bootstrap.UNIT_PATH, *(bootstrap.phase_unit_path(p) for p in bootstrap.PHASES)]
+    units += [bootstrap.JOIN_TOKEN_SERVICE_PATH, bootstrap.JOIN_TOKEN_TIMER_PATH]
+    sb.run(
         f"""
+        {stop}
         rc=0
-        systemd-analyze verify {bootstrap.UNIT_PATH} >"$S/out/verify.log" 2>&1 || rc=$?
+        systemd-analyze verify {" ".join(units)} >"$S/out/verify.log" 2>&1 || rc=$?
         echo "$rc" >"$S/out/verify.rc"
+        cat /etc/systemd/system/bake-bootstrap-wait.service.d/*.conf >"$S/out/wait.txt" 2>/dev/null || true
         """
     )
     assert sb.text("verify.rc").strip() == "0", sb.text("verify.log")
-    assert "bake-bootstrap.service" not in sb.text("verify.log"), sb.text("verify.log")
+    assert "bake-" not in sb.text("verify.log"), sb.text("verify.log")
+    assert ("ExecCondition=" in sb.text("wait.txt")) == bool(stop), sb.text("wait.txt")
 
 
 @pytest.mark.integration
@@ -787,7 +1047,7 @@ def test_clock_before_the_certificates_is_reported(can_sandbox: None, tmp_path: 
 
     sb = _sandbox(tmp_path, "single-master", "worker-1")
     sb.set_env(BAKE_CERTS_NOT_BEFORE=str(int(time.time()) + offset))
-    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    sb.run(f"{TEST_STOP}\nrun\n")
     assert sb.rcs == [0], sb.text("stdout.log")
     warned = "WARNING: the clock (" in sb.text("bootstrap.log")
     assert warned == (offset > 0)
@@ -845,7 +1105,7 @@ def test_etcd_member_restarts_kubelet(can_sandbox: None, tmp_path: Path) -> None
 def test_repos_mode_installs_pinned_packages_after_keys(can_sandbox: None, tmp_path: Path) -> None:
     plan = _plan("single-master", "cluster.containerRuntime=crio")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
-    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    sb.run(f"{TEST_STOP}\nrun\n")
     assert sb.rcs == [0], sb.text("stdout.log")
     calls = sb.calls
     keys = [i for i, c in enumerate(calls) if c.startswith("curl") and "Release.key" in c]
@@ -881,7 +1141,7 @@ def test_skewed_worker_installs_the_clusters_kubeadm_and_its_own_kubelet(
 ) -> None:
     plan = _plan("single-master", f"defaults.os={os_name}", "nodes[1].kubernetesVersion=1.35")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
-    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    sb.run(f"{TEST_STOP}\nrun\n")
     assert sb.rcs == [0], sb.text("stdout.log")
     calls = sb.calls
     if os_name.startswith("ubuntu"):
@@ -928,7 +1188,7 @@ def test_host_prep_modules_swap_and_containerd_schema(can_sandbox: None, tmp_pat
     sb = _sandbox(tmp_path, "ha-stacked", "worker-1").run(
         f"""
         printf '%s\\n' {shlex.quote(version_text)} >/run/stub-containerd-version
-        touch {bootstrap.TEST_STOP_PATH}
+        {TEST_STOP}
         run
         """
     )
@@ -974,7 +1234,7 @@ def test_host_prep_modules_swap_and_containerd_schema(can_sandbox: None, tmp_pat
 def test_containerd_1_under_a_kubelet_that_needs_2(can_sandbox: None, tmp_path: Path, mode: str) -> None:
     plan = _plan("single-master", f"cluster.packages.mode={mode}")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
-    sb.run(f"echo v1.7.24 >/run/stub-containerd-version\ntouch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    sb.run(f"echo v1.7.24 >/run/stub-containerd-version\n{TEST_STOP}\nrun\n")
     log = sb.text("bootstrap.log")
     if mode == "repos":  # bake installed it: the repository is wrong, stop before the kubelet runs on it
         assert sb.rcs == [1], sb.text("stdout.log")
@@ -989,7 +1249,7 @@ def test_containerd_1_under_a_kubelet_that_needs_2(can_sandbox: None, tmp_path: 
 def test_default_containerd_comes_from_the_repository_key_first(can_sandbox: None, tmp_path: Path) -> None:
     plan = _plan("single-master")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
-    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    sb.run(f"{TEST_STOP}\nrun\n")
     assert sb.rcs == [0], sb.text("stdout.log")
     calls = sb.calls
     key = next(i for i, c in enumerate(calls) if c.startswith("curl") and c.endswith("/linux/ubuntu/gpg"))
@@ -1003,7 +1263,7 @@ def test_default_containerd_comes_from_the_repository_key_first(can_sandbox: Non
 def test_el9_keeps_curl_minimal(can_sandbox: None, tmp_path: Path) -> None:
     plan = _plan("single-master", "defaults.os=rocky-9")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
-    sb.run(f"touch {bootstrap.TEST_STOP_PATH}\nrun\n")
+    sb.run(f"{TEST_STOP}\nrun\n")
     assert sb.rcs == [0], sb.text("stdout.log")
     installs = [c.split() for c in sb.calls if c.startswith("dnf -y install")]
     assert installs and all("curl" not in words for words in installs)  # a curl command is there
@@ -1013,7 +1273,7 @@ def test_el9_keeps_curl_minimal(can_sandbox: None, tmp_path: Path) -> None:
 def test_test_stop_can_make_the_first_failure_final(can_sandbox: None, tmp_path: Path) -> None:
     sb = _sandbox(tmp_path, "single-master", "worker-1").run(
         f"""
-        printf 'after-waits\\nwait-seconds=1\\nattempts=1\\n' >{bootstrap.TEST_STOP_PATH}
+        {TEST_STOP} after-waits wait-seconds=1 attempts=1
         touch /run/stub-endpoint-down
         run
         """
@@ -1072,7 +1332,7 @@ def test_token_mode_first_control_plane_keeps_the_token(baked: Any) -> None:
     timer = files[bootstrap.JOIN_TOKEN_TIMER_PATH].content.decode()
     service = files[bootstrap.JOIN_TOKEN_SERVICE_PATH].content.decode()
     assert "OnBootSec=" in timer and "OnUnitActiveSec=30min" in timer and "WantedBy=timers.target" in timer
-    assert "ExecStart=/usr/local/sbin/bake-bootstrap join-token" in service
+    assert "ExecStart=/usr/local/lib/bake/bootstrap/kubeadm.sh join-token" in service
     assert "ConditionPathExists=/var/lib/bake/steps/kubeadm-init.done" in service
     _, _, worker = _real_files(baked, "single-master", "worker-1", "cluster.join=token")
     assert "/etc/bake/join.conf" not in worker
@@ -1097,7 +1357,7 @@ def test_join_token_is_recreated_when_missing_or_expiring(can_sandbox: None, tmp
         f"""
         join_token() {{
             echo "=== run" >>/var/tmp/stub-calls.log
-            /usr/local/sbin/bake-bootstrap join-token >>"$S/out/stdout.log" 2>&1 ||
+            /usr/local/lib/bake/bootstrap/kubeadm.sh join-token >>"$S/out/stdout.log" 2>&1 ||
                 echo "rc=$?" >>"$S/out/stdout.log"
         }}
         mkdir -p /var/lib/bake/steps && touch /var/lib/bake/steps/kubeadm-init.done
@@ -1136,7 +1396,7 @@ def test_an_expired_join_credential_is_reported_before_kubeadm(
     )
     sb.run(
         f"""
-        printf 'after-waits\\nwait-seconds=1\\nattempts=1\\n' >{bootstrap.TEST_STOP_PATH}
+        {TEST_STOP} after-waits wait-seconds=1 attempts=1
         run
         """
     )

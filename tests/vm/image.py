@@ -95,6 +95,8 @@ AGENT_FILES = {
     "bake-test-report.service": ("/etc/systemd/system/bake-test-report.service", 0o644),
     "bake-test-hooks.service": ("/etc/systemd/system/bake-test-hooks.service", 0o644),
     "bake-test-prepare.service": ("/etc/systemd/system/bake-test-prepare.service", 0o644),
+    # the bootstrap's test stop, as drop-ins for its units (installed per VM by bake-test-report --hooks)
+    "bake_test_stop.py": ("/usr/local/sbin/bake-test-stop", 0o755),
 }
 GUEST_FILES = {
     **AGENT_FILES,
@@ -170,7 +172,8 @@ IMAGE_FILES: dict[str, tuple[int, str]] = {
     # 8: empty machine-id, so every VM (overlay) gets its own on first boot.
     "/etc/machine-id": (0o444, ""),
 }
-# No image carries the bootstrap's test stop: the harness asks for it per VM (`VmSpec.test_stop`).
+# No image carries the bootstrap's test stop: the harness asks for it per VM (`VmSpec.test_stop`), and
+# bake-test-stop (in the image, inert until asked) installs it as drop-ins for the bootstrap's units.
 ENABLE_UNITS = (
     "systemd-networkd.service",
     "bake-test-hooks.service",

@@ -29,7 +29,13 @@ DONE = "/var/lib/bake/bootstrap.done"
 LOG = "/var/log/bake/bootstrap.log"
 STEPS_DIR = "/var/lib/bake/steps"
 SAVED_CONFIG_DIR = "/var/lib/bake/kubeadm"
-TEST_STOP_FILE = "/etc/bake/test-stop-before-kubeadm"
+TEST_STOP_FILE = "/etc/bake/test-stop-before-kubeadm"  # the options file of bake-test-stop (guest/)
+# The bootstrap's units: the driver and one unit per phase (journals: `journalctl -u 'bake-bootstrap*'`).
+BOOTSTRAP_UNITS = (
+    "bake-bootstrap.service",
+    *(f"bake-bootstrap-{p}.service" for p in ("prep", "packages", "runtime", "wait", "kubeadm", "cni")),
+)
+JOURNAL = "journalctl -b -u 'bake-bootstrap*' -o cat --no-pager"
 CONTAINERD_STAGED_V2 = "/etc/bake/containerd/config-v2.toml"
 ETCD_DROPIN = "/etc/systemd/system/kubelet.service.d/20-etcd-service-manager.conf"
 # The steps every role runs before its kubeadm (or kubelet) command, in order, with packages prebaked.
@@ -265,7 +271,7 @@ def node_checks(
             name="containerd answers on its socket",
         ),
         expect.unit("kubelet.service", enabled=True, name="kubelet enabled"),
-        expect.unit_verify("bake-bootstrap.service", name="systemd-analyze verify bake-bootstrap.service"),
+        *(expect.unit_verify(u, name=f"systemd-analyze verify {u}") for u in BOOTSTRAP_UNITS),
     ]
     if node.role == "etcd":
         # The drop-in's own command; its --config file must be baked too.
@@ -335,7 +341,7 @@ def node_checks(
     if reboot_boots:
         c.append(
             expect.command(
-                "journalctl -b -u bake-bootstrap.service -o cat",
+                JOURNAL,
                 contains=[f"step {s}: already done" for s in COMMON_STEPS],
                 boots=reboot_boots,
                 name="after the reboot the bootstrap resumed: steps already done",
@@ -344,7 +350,7 @@ def node_checks(
         if node.kubeadm_config:
             c.append(
                 expect.command(
-                    "journalctl -b -u bake-bootstrap.service -o cat",
+                    JOURNAL,
                     contains=f"restoring {node.kubeadm_config} from {SAVED_CONFIG_DIR}/",
                     boots=reboot_boots,
                     name="after the reboot the kubeadm config was restored into /run",

@@ -299,7 +299,7 @@ def waiting_worker_checks(
     w: nodecheck.BakedNode, cp: nodecheck.BakedNode, endpoint: str
 ) -> list[dict[str, Any]]:
     readyz = f"https://{endpoint}/readyz"
-    journal = "journalctl -b -u bake-bootstrap.service -o cat --no-pager"
+    journal = nodecheck.JOURNAL  # the driver's and every phase's
     return [
         # boot 1: the endpoint does not answer; the worker waits, bounded, then gives up clearly.
         expect.command(

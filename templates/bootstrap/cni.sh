@@ -1,0 +1,77 @@
+#!/bin/bash
+# bake-bootstrap-cni.service: the pod network add-on (first control plane only), then the control-plane
+# taint removed where the profile schedules pods on control planes.
+# shellcheck source=lib.sh
+. /usr/local/lib/bake/bootstrap/lib.sh
+
+cni_install() {
+    local -a urls seeded applied=()
+    split BAKE_CNI_URLS urls
+    split BAKE_CNI_MANIFESTS seeded
+    install -d -m 0700 "$CNI_WORK_DIR"
+    local url file name
+    for url in "${urls[@]}"; do
+        file="$CNI_WORK_DIR/$(basename "$url")"
+        log "downloading $url"
+        fetch -o "$file.tmp" "$url"
+        mv "$file.tmp" "$file"
+        applied+=(-f "$file")
+    done
+    # cluster.airgap: the manifests came with the images seed (the runtime phase copied them here).
+    for name in "${seeded[@]}"; do
+        applied+=(-f "$CNI_WORK_DIR/$(basename "$name")")
+    done
+    case $BAKE_CNI in
+    calico)
+        kubectl_retry apply --server-side --force-conflicts "${applied[@]}"
+        kubectl_retry wait --for=condition=established --timeout=300s \
+            crd/installations.operator.tigera.io crd/apiservers.operator.tigera.io
+        kubectl_retry apply -f "$BAKE_CNI_CONFIG"
+        ;;
+    flannel)
+        kubectl_retry apply "${applied[@]}"
+        kubectl_retry -n kube-flannel patch configmap kube-flannel-cfg --type merge --patch-file "$BAKE_CNI_CONFIG"
+        kubectl_retry -n kube-flannel rollout restart daemonset/kube-flannel-ds
+        ;;
+    cilium)
+        if ((${#seeded[@]} > 0)); then
+            # air gap: a manifest rendered beforehand (helm template / cilium install --dry-run)
+            kubectl_admin apply --server-side --force-conflicts "${applied[@]}"
+            return 0
+        fi
+        (cd "$CNI_WORK_DIR" && sha256sum --check "$(basename "${urls[1]}")")
+        tar -xzf "$CNI_WORK_DIR/$(basename "${urls[0]}")" -C /usr/local/bin cilium
+        if kubectl_admin -n kube-system get daemonset cilium >/dev/null 2>&1; then
+            KUBECONFIG=$ADMIN_CONF cilium upgrade --version "$BAKE_CILIUM_VERSION" --values "$BAKE_CNI_CONFIG"
+        else
+            KUBECONFIG=$ADMIN_CONF cilium install --version "$BAKE_CILIUM_VERSION" --values "$BAKE_CNI_CONFIG"
+        fi
+        ;;
+    none) log "cluster.cni is none: no pod network installed" ;;
+    *) die "unknown CNI $BAKE_CNI" ;;
+    esac
+}
+
+untaint_control_plane() {
+    local out
+    if out=$(kubectl_admin taint nodes "$BAKE_NODE_NAME" node-role.kubernetes.io/control-plane:NoSchedule- 2>&1); then
+        log "$out"
+    elif [[ $out == *"not found"* ]]; then
+        log "node $BAKE_NODE_NAME has no control-plane taint"
+    else
+        log "$out"
+        return 1
+    fi
+}
+
+remove_control_plane_taint() {
+    retry "$BAKE_KUBECTL_RETRY_SECONDS" 10 "kubectl to remove the control-plane taint" untaint_control_plane
+}
+
+bake_start bake-bootstrap-cni
+if [[ $BAKE_ROLE == init ]]; then
+    step cni cni_install
+fi
+if [[ $BAKE_REMOVE_CONTROL_PLANE_TAINT == yes ]]; then
+    step control-plane-taint remove_control_plane_taint
+fi

@@ -1,0 +1,129 @@
+#!/bin/bash
+# bake first-boot bootstrap: the library every phase script sources (plain shell, shipped by bake).
+#
+# The bootstrap is one systemd unit per phase (bake-bootstrap-<phase>.service, ordered with
+# Requires=/After=), started in order by bake-bootstrap.service, which retries a failed run. Every value
+# comes from the env file the baker writes, each value shell-quoted: no profile string is part of this
+# code. Each step records a marker under $STEPS_DIR once it succeeded (or is idempotent by nature), so a
+# reboot at any point resumes where it stopped. Output goes to the journal of the phase's unit and to
+# $LOG_FILE, which keeps every phase's lines in one place.
+# shellcheck disable=SC2034 # the constants are for the scripts that source this file
+set -Eeuo pipefail
+umask 022
+export LC_ALL=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+readonly ENV_FILE=/etc/bake/bootstrap.env
+readonly STATE_DIR=/var/lib/bake
+readonly STEPS_DIR=/var/lib/bake/steps
+readonly DONE_FILE=/var/lib/bake/bootstrap.done
+readonly LOG_FILE=/var/log/bake/bootstrap.log
+readonly SAVED_CONFIG_DIR=/var/lib/bake/kubeadm
+readonly CAPI_SENTINEL=/run/cluster-api/bootstrap-success.complete
+readonly ADMIN_CONF=/etc/kubernetes/admin.conf
+readonly SYSCTL_FILE=/etc/sysctl.d/k8s.conf
+readonly CNI_WORK_DIR=/var/lib/bake/cni
+readonly IMAGES_MOUNT=/run/bake/images-seed
+readonly IMAGES_FETCH_DIR=/var/lib/bake/images-fetch
+readonly BAKED_FILES=/var/lib/bake/baked-files.tar
+readonly ATTEMPTS_FILE=/run/bake/bootstrap.attempts
+readonly GIVE_UP_STATUS=75
+readonly UNIT=bake-bootstrap.service
+readonly JOIN_TOKEN_TIMER=bake-join-token.timer
+# The phases in their order; phase P runs as bake-bootstrap-P.service from $PHASE_DIR/P.sh.
+readonly PHASES=(prep packages runtime wait kubeadm cni)
+readonly PHASE_DIR=/usr/local/lib/bake/bootstrap
+# kubelet masked in /run (a reboot clears it) until the container runtime is configured (prep, runtime)
+readonly KUBELET_RUNTIME_MASK=/run/systemd/system/kubelet.service
+
+NAME=bake-bootstrap
+TEE_PID=
+
+log() { printf '%s %s[%s]: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$NAME" "$$" "$*"; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+# flush_log: the last lines must reach the log and the journal before the script ends: systemd stops
+# what is left of the unit (tee among it) as soon as the script exits.
+flush_log() {
+    exec >&- 2>&-
+    if [[ -n $TEE_PID ]]; then
+        wait "$TEE_PID" 2>/dev/null || true
+    fi
+}
+
+# bake_start NAME: the log (0600 in a 0700 directory from its first byte: it keeps what kubeadm, kubectl
+# and the CNI tools print; a wider log left by an earlier version is narrowed before use), the state
+# directory (kubeadm's output and the baked PKI kept for retries: 0700 too), then the env file.
+bake_start() {
+    NAME=$1
+    install -d -m 0700 "$(dirname "$LOG_FILE")" "$STATE_DIR"
+    (umask 077 && : >>"$LOG_FILE")
+    chmod 0600 "$LOG_FILE"
+    mkdir -p "$STEPS_DIR"
+    exec > >(tee -a "$LOG_FILE") 2>&1
+    TEE_PID=$!
+    trap flush_log EXIT
+    trap 'log "FAILED (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
+    [[ -r $ENV_FILE ]] || die "$ENV_FILE is missing: this node was not seeded by bake"
+    # shellcheck source=/dev/null
+    . "$ENV_FILE"
+}
+
+# split NAME ARRAY: a space-separated env value into an array (no globbing: apt versions hold '*').
+split() { read -r -a "$2" <<<"${!1}"; }
+
+# step NAME FUNCTION...: run once; the marker is written only after the function succeeded.
+step() {
+    local name=$1
+    shift
+    if [[ -e "$STEPS_DIR/$name.done" ]]; then
+        log "step $name: already done"
+        return 0
+    fi
+    log "step $name: start"
+    "$@"
+    : >"$STEPS_DIR/$name.done"
+    log "step $name: done"
+}
+
+# retry SECONDS DELAY WHAT COMMAND...: bounded retries with a clear give-up message.
+retry() {
+    local limit=$1 delay=$2 what=$3 start=$SECONDS
+    shift 3
+    until "$@"; do
+        if ((SECONDS - start >= limit)); then
+            log "giving up after ${limit}s: $what"
+            return 1
+        fi
+        log "waiting for $what (retry in ${delay}s)"
+        sleep "$delay"
+    done
+}
+
+fetch() { curl -fsSL --retry 5 --retry-delay 5 --connect-timeout 20 "$@"; }
+
+kubectl_admin() { kubectl --kubeconfig "$ADMIN_CONF" "$@"; }
+
+# kubectl_retry ARGS...: kubectl through the endpoint (a VIP can move, an API server restart): retried.
+kubectl_retry() { retry "$BAKE_KUBECTL_RETRY_SECONDS" 10 "kubectl $*" kubectl_admin "$@"; }
+
+# /run does not survive a reboot: keep the kubeadm config under $SAVED_CONFIG_DIR and restore it.
+kubeadm_config_ready() {
+    [[ -n $BAKE_KUBEADM_CONFIG ]] || return 0
+    local saved
+    saved="$SAVED_CONFIG_DIR/$(basename "$BAKE_KUBEADM_CONFIG")"
+    if [[ -s $BAKE_KUBEADM_CONFIG ]]; then
+        if ! cmp -s "$BAKE_KUBEADM_CONFIG" "$saved"; then
+            install -d -m 0700 "$SAVED_CONFIG_DIR"
+            cp -p "$BAKE_KUBEADM_CONFIG" "$saved"
+        fi
+    elif [[ -s $saved ]]; then
+        log "restoring $BAKE_KUBEADM_CONFIG from $saved"
+        install -d -m 0755 "$(dirname "$BAKE_KUBEADM_CONFIG")"
+        cp -p "$saved" "$BAKE_KUBEADM_CONFIG"
+    else
+        die "$BAKE_KUBEADM_CONFIG is missing and no saved copy exists: re-seed this node"
+    fi
+}

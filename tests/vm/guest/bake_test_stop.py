@@ -1,0 +1,232 @@
+#!/usr/bin/python3
+"""The bootstrap's declared test stop (TEST ONLY; tests/vm/README.md, "Contract"), as systemd drop-ins.
+
+No production seed carries a test hook: the VM harness (bake-test-report --hooks, before cloud-init) and
+the root sandbox of tests/test_bootstrap.py install this file as /usr/local/sbin/bake-test-stop and run
+`bake-test-stop install [OPTION...]` (a `systemctl daemon-reload` follows when a drop-in changed and the
+units are there already). That writes the options file and drop-ins for the bake units:
+
+- bake-bootstrap-wait.service: `ExecCondition=` this script's `stop before-waits`;
+- bake-bootstrap-kubeadm.service: `ConditionPathExists=!STOPPED` and `ExecCondition=` `stop before-kubeadm`;
+- bake-bootstrap-cni.service: `ConditionPathExists=!STOPPED`;
+
+so the phase at the stop is skipped (ExecCondition exits 1), after writing STOPPED (the command the
+bootstrap would now run) and a `TEST STOP` log line, and the phases after it are skipped too; the driver
+sees a skipped phase and ends without the done marker. Options (one a line, as before):
+`after-waits` moves the stop from before the wait phase to right before kubeadm (the wait phase's
+kubeadm presence check, its ExecStartPre=, is dropped: a test image has no kubeadm); `wait-seconds=N`
+bounds the waits, `attempts=N` the driver's restarts in one boot: those values replace the env file's
+for the wait unit and the driver, through a copy bind-mounted over it (BindReadOnlyPaths=).
+Standard library only: it runs on Debian 12's python3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OPTIONS_FILE = Path("/etc/bake/test-stop-before-kubeadm")
+OPTIONS_TEXT = "VM test: bake-bootstrap stops before kubeadm (written by bake-test-stop install).\n"
+STOPPED = Path("/var/lib/bake/bootstrap.stopped")
+LOG = Path("/var/log/bake/bootstrap.log")
+ENV = Path("/etc/bake/bootstrap.env")
+TEST_ENV = Path("/run/bake-test/bootstrap.env")
+UNIT_DIR = Path("/etc/systemd/system")
+DROPIN = "50-bake-test-stop.conf"
+TEST_ENV_MARK = "# TEST ONLY: bake-test-stop\n"
+DRIVER = "bake-bootstrap.service"
+SELF = "/usr/local/sbin/bake-test-stop"
+PYTHON = "/usr/bin/python3"
+OVERRIDES = {
+    "wait-seconds": ("BAKE_WAIT_ENDPOINT_SECONDS", "BAKE_WAIT_PEERS_SECONDS", "BAKE_WAIT_ETCD_SECONDS"),
+    "attempts": ("BAKE_RETRY_MAX_ATTEMPTS",),
+}
+_OPTION = re.compile(r"^(before-waits|after-waits|wait-seconds=[0-9]{1,6}|attempts=[1-9][0-9]{0,2})$")
+
+
+def phase_unit(phase: str) -> str:
+    return f"bake-bootstrap-{phase}.service"
+
+
+def read_options(path: Path = OPTIONS_FILE) -> list[str]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line for line in lines if _OPTION.match(line)]
+
+
+def overrides(options: list[str]) -> dict[str, str]:
+    """Env names and the values the options give them (the last of a kind wins)."""
+    out: dict[str, str] = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        for name in OVERRIDES.get(key, ()):
+            out[name] = value
+    return out
+
+
+def dropins(options: list[str]) -> dict[str, str]:
+    """Unit name -> the text of its test drop-in."""
+    condition = f"ExecCondition=+{PYTHON} {SELF} stop"
+    bind = f"BindReadOnlyPaths={TEST_ENV}:{ENV}\n"
+    has_overrides = bool(overrides(options))
+    wait = "[Service]\n" + f"{condition} before-waits\n"
+    if "after-waits" in options:
+        wait += "ExecStartPre=\n"  # the kubeadm presence check: a test image has no kubeadm
+    if has_overrides:
+        wait += bind
+    units = {
+        phase_unit("wait"): wait,
+        phase_unit(
+            "kubeadm"
+        ): f"[Unit]\nConditionPathExists=!{STOPPED}\n\n[Service]\n{condition} before-kubeadm\n",
+        phase_unit("cni"): f"[Unit]\nConditionPathExists=!{STOPPED}\n",
+    }
+    if has_overrides:
+        units[DRIVER] = f"[Service]\nExecStartPre=+{PYTHON} {SELF} env\n{bind}"
+    return {
+        name: "# TEST ONLY: bake-test-stop (tests/vm/guest/bake_test_stop.py)\n" + text
+        for name, text in units.items()
+    }
+
+
+def _write(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return True
+
+
+def _all_dropins() -> list[Path]:
+    return sorted(UNIT_DIR.glob(f"bake-bootstrap*.service.d/{DROPIN}"))
+
+
+def install(options: list[str]) -> bool:
+    """Options file and drop-ins; a stale STOPPED goes. True when a drop-in changed."""
+    bad = [o for o in options if not _OPTION.match(o)]
+    if bad:
+        raise SystemExit(f"bake-test-stop: unknown options {bad}")
+    _write(OPTIONS_FILE, OPTIONS_TEXT + "".join(f"{o}\n" for o in options))
+    with contextlib.suppress(FileNotFoundError):
+        STOPPED.unlink()
+    wanted = {UNIT_DIR / f"{name}.d" / DROPIN: text for name, text in dropins(options).items()}
+    changed = False
+    for path in _all_dropins():
+        if path not in wanted:
+            path.unlink()
+            changed = True
+    for path, text in wanted.items():
+        changed |= _write(path, text)
+    return changed
+
+
+def remove() -> bool:
+    """No test stop: the bootstrap runs to the end. True when a drop-in was removed."""
+    for path in (OPTIONS_FILE, STOPPED):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    found = _all_dropins()
+    for path in found:
+        path.unlink()
+    return bool(found)
+
+
+def env_values(path: Path = ENV) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            name, _, value = line.partition("=")
+            words = shlex.split(value)
+            values[name] = words[0] if words else ""
+    return values
+
+
+def write_test_env(options: list[str]) -> None:
+    """The env file with the options' values appended (the later assignment wins when it is sourced)."""
+    extra = overrides(options)
+    text = ENV.read_text().split(TEST_ENV_MARK, 1)[0] + TEST_ENV_MARK
+    text += "".join(f"{name}={shlex.quote(value)}\n" for name, value in extra.items())
+    TEST_ENV.parent.mkdir(parents=True, exist_ok=True)
+    _write(TEST_ENV, text)
+
+
+def stop_command(env: dict[str, str]) -> str:
+    role = env.get("BAKE_ROLE", "")
+    if role == "etcd":
+        return "systemctl daemon-reload && systemctl restart kubelet"
+    verb = "init" if role == "init" else "join"
+    return f"kubeadm {verb} --config {env.get('BAKE_KUBEADM_CONFIG', '')}"
+
+
+def log(message: str) -> None:
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} bake-test-stop[{os.getpid()}]: {message}\n"
+    sys.stdout.write(line)
+    sys.stdout.flush()
+    with contextlib.suppress(OSError), LOG.open("a") as f:
+        f.write(line)
+
+
+def stop(point: str) -> int:
+    """ExecCondition: 1 (skip this phase and, through STOPPED, those after it) at the stop, else 0."""
+    options = read_options()
+    mode = "after-waits" if "after-waits" in options else "before-waits"
+    if point == "before-waits":
+        with contextlib.suppress(FileNotFoundError):
+            STOPPED.unlink()  # each run starts without a stale one
+    extra = overrides(options)
+    if extra:
+        write_test_env(options)
+    if mode == "after-waits" and point == "before-waits":
+        bounds = (
+            f", waits bounded to {extra['BAKE_WAIT_ENDPOINT_SECONDS']}s"
+            if "BAKE_WAIT_ENDPOINT_SECONDS" in extra
+            else ""
+        )
+        log(f"TEST: {OPTIONS_FILE} exists: test stop after-waits{bounds}")
+        return 0
+    command = stop_command(env_values())
+    STOPPED.parent.mkdir(parents=True, exist_ok=True)
+    STOPPED.write_text(command + "\n")
+    log(f"TEST STOP ({mode}): {OPTIONS_FILE} exists; would now run: {command}")
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["install"]:
+        # --no-reload: for a caller whose systemd reads unit files afresh (the root sandbox's stand-in)
+        reload = "--no-reload" not in argv
+        changed = install([a for a in argv[1:] if a != "--no-reload"])
+        if reload and changed and (UNIT_DIR / DRIVER).exists():
+            subprocess.run(["systemctl", "daemon-reload"], check=False)
+        return 0
+    if argv == ["remove"]:
+        if remove() and (UNIT_DIR / DRIVER).exists():
+            subprocess.run(["systemctl", "daemon-reload"], check=False)
+        return 0
+    if len(argv) == 2 and argv[0] == "stop" and argv[1] in ("before-waits", "before-kubeadm"):
+        return stop(argv[1])
+    if argv == ["env"]:
+        write_test_env(read_options())
+        return 0
+    print(
+        "usage: bake-test-stop install [--no-reload] [OPTION...] | remove"
+        " | stop before-waits|before-kubeadm | env",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except Exception as e:  # 255: a failure for ExecCondition= (1..254 would skip the phase silently)
+        print(f"bake-test-stop: {e!r}", file=sys.stderr)
+        sys.exit(255)
