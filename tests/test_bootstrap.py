@@ -1,9 +1,11 @@
-"""bootstrap.py: the first-boot script (static text), its unit, and the shell-quoted env file.
+"""bootstrap.py: the first-boot scripts (plain shell), their units, and the shell-quoted env file.
 
-The script is checked by bash -n and shellcheck, and run for real inside a private mount namespace
+The scripts are checked by bash -n and shellcheck, and run for real inside a private mount namespace
 (overlays on /etc, /var and /usr/local, a tmpfs on /run) with stand-ins for the commands that would
-touch the machine (modprobe, sysctl, systemctl, kubeadm, ...), so its steps, markers, test stop,
-retries and reboots are exercised without changing this host.
+touch the machine (modprobe, sysctl, kubeadm, ...) and a systemctl TEST DOUBLE that runs the bake units
+as systemd would (Requires= chain, conditions, ExecCondition=, drop-ins), so the phases, markers,
+retries and reboots, and the VM harness's test stop (tests/vm/guest/bake_test_stop.py), are exercised
+without changing this host.
 """
 
 from __future__ import annotations
