@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,10 +19,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from . import certlist, encryption, pki
+from . import certlist, encryption, pki, placement
 from .errors import Problem, SecretsError
-from .plan import ClusterPlan, NodePlan, Topology
-from .profile import JoinCredential, Role, duration_seconds
+from .plan import ClusterPlan, NodePlan
+from .profile import duration_seconds
 
 BUNDLE_FORMAT = 1
 ENCRYPTION_KEY_FILE = "encryption-key"
@@ -81,50 +81,31 @@ class Change:
 # --------------------------------------------------------------------------------------------------
 # Which certificates each node needs (kubeadm's layout per role)
 
-KUBECONFIG_KINDS_INIT = ("admin", "super-admin", "kubelet", "controller-manager", "scheduler")
-KUBECONFIG_KINDS_JOIN = ("admin", "controller-manager", "scheduler")
-
 
 def required_specs(plan: ClusterPlan, node: NodePlan) -> list[pki.CertSpec]:
-    """The leaf certificates kubeadm would create on this node, computed as kubeadm computes them."""
+    """The leaf certificates kubeadm would create on this node (placement.TABLE says which), computed
+    as kubeadm computes them."""
     s = plan.settings
-    specs: list[pki.CertSpec] = []
-    if node.role is Role.CONTROL_PLANE:
-        endpoint_host = plan.endpoint.host if plan.endpoint else None
-        sans = list(s.api_server.cert_sans)
-        if s.load_balancer.vip is not None:
-            sans.append(str(s.load_balancer.vip))
-        apiserver, _ = certlist.apiserver(
+    held = placement.for_node(plan, node)
+    endpoint_host = plan.endpoint.host if plan.endpoint else None
+    sans = [*s.api_server.cert_sans, *([str(s.load_balancer.vip)] if s.load_balancer.vip is not None else [])]
+    make: dict[str, Callable[[], pki.CertSpec]] = {
+        "apiserver": lambda: certlist.apiserver(
             node.name, node.ip, s.service_subnet, s.dns_domain, endpoint_host, sans
-        )
-        specs += [
-            apiserver,
-            certlist.apiserver_kubelet_client(plan.info.minor),
-            certlist.front_proxy_client(),
-            certlist.apiserver_etcd_client(),
-        ]
-        kinds = KUBECONFIG_KINDS_INIT if node.is_init else KUBECONFIG_KINDS_JOIN
-        specs += [certlist.kubeconfig_client(kind, node.name) for kind in kinds]
-    if joins_with_certificate(plan, node):
+        )[0],
+        "apiserver-kubelet-client": certlist.apiserver_kubelet_client,
+        "front-proxy-client": certlist.front_proxy_client,
+        "apiserver-etcd-client": certlist.apiserver_etcd_client,
+        "etcd-server": lambda: certlist.etcd_server(node.name, node.ip, s.etcd.server_cert_sans)[0],
+        "etcd-peer": lambda: certlist.etcd_peer(node.name, node.ip, s.etcd.peer_cert_sans)[0],
+        "etcd-healthcheck-client": certlist.etcd_healthcheck_client,
+    }
+    specs = [make[name]() for name in held.leaves if name not in placement.ETCD_LEAVES]
+    specs += [certlist.kubeconfig_client(kind, node.name) for kind in held.kubeconfigs]
+    if held.join_credential:
         specs.append(certlist.join_client(node.name))
-    runs_etcd = (
-        node.role is Role.CONTROL_PLANE and plan.topology is Topology.STACKED
-    ) or node.role is Role.ETCD
-    if runs_etcd:
-        specs += [
-            certlist.etcd_server(node.name, node.ip, s.etcd.server_cert_sans)[0],
-            certlist.etcd_peer(node.name, node.ip, s.etcd.peer_cert_sans)[0],
-            certlist.etcd_healthcheck_client(),
-        ]
+    specs += [make[name]() for name in held.leaves if name in placement.ETCD_LEAVES]
     return specs
-
-
-def joins_with_certificate(plan: ClusterPlan, node: NodePlan) -> bool:
-    """Workers and joining control planes run `kubeadm join`; with cluster.join: certificate each one gets
-    its own credential. Joining control planes too: they then need no token either, so no bootstrap token
-    is alive in the cluster at all (and the credential adds nothing to what a control plane holds)."""
-    joins = node.role is Role.WORKER or (node.role is Role.CONTROL_PLANE and not node.is_init)
-    return joins and plan.settings.join is JoinCredential.CERTIFICATE
 
 
 def operator_specs() -> list[pki.CertSpec]:
