@@ -22,8 +22,8 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from . import bundledir, certlist, cloudinit_schema, iso, packaging, parallel, pki, placement, secrets
-from .distribute import JOIN_KUBECONFIG_PATH, PKI_DIR
+from . import bundledir, certlist, cloudinit_schema, iso, packaging, parallel, paths, pki, placement, secrets
+from .distribute import JOIN_KUBECONFIG_PATH
 from .errors import BakeError
 from .files import sha256_file
 from .kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
@@ -35,7 +35,7 @@ PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 SEED_FILES = ("user-data", "meta-data", "network-config")
 # libyaml when PyYAML has it: the same documents, ~40x faster on a user-data's large block scalars
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-CA_CERT_PATH = f"{PKI_DIR}/ca.crt"
+CA_CERT_PATH = f"{paths.PKI_DIR}/ca.crt"
 ROLE_NAMES = {"worker": "a worker", "etcd": "an etcd member", "control-plane": "a control plane"}
 
 # Every problem `bake check` can report, by a stable id (in --json output as "check"). A detector

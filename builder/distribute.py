@@ -6,16 +6,14 @@ join credential (JOIN_KUBECONFIG_PATH, with cluster.join: certificate).
 
 from __future__ import annotations
 
-from . import certlist, encryption, pki, placement
+from . import certlist, encryption, paths, pki, placement
 from .files import NodeFile, public, secret
 from .plan import ClusterPlan, Endpoint, NodePlan
 from .secrets import OPERATOR, Bundle, required_specs
 from .yamlio import dump
 
-PKI_DIR = "/etc/kubernetes/pki"
-# The discovery kubeconfig of `kubeadm join` (discovery.file) with the node's join credential. Outside
-# /etc/kubernetes: kubeadm writes its own bootstrap-kubelet.conf from it; `kubeadm reset` never touches it.
-JOIN_KUBECONFIG_PATH = "/etc/bake/join.conf"
+PKI_DIR = paths.PKI_DIR
+JOIN_KUBECONFIG_PATH = paths.JOIN_KUBECONFIG
 KUBECONFIG_FILES = {
     "admin": "admin.conf",
     "super-admin": "super-admin.conf",
@@ -94,7 +92,7 @@ def node_pki_files(plan: ClusterPlan, node: NodePlan, bundle: Bundle) -> list[No
         server = _kubeconfig_server(plan, node, kind)
         files.append(
             secret(
-                f"/etc/kubernetes/{KUBECONFIG_FILES[kind]}",
+                f"{paths.KUBERNETES_DIR}/{KUBECONFIG_FILES[kind]}",
                 kubeconfig_bytes(plan, bundle, node.name, kind, server),
             )
         )

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import images, mirrors, yamlio
+from . import images, mirrors, paths, yamlio
 from .files import NodeFile, public
 from .plan import ClusterPlan, NodePlan, PackageFamily, Topology
 from .profile import Cni, LoadBalancerKind, PackageMode, Role, Runtime, RuntimeSource
@@ -23,7 +23,7 @@ from .profile import Cni, LoadBalancerKind, PackageMode, Role, Runtime, RuntimeS
 MODULES_LOAD_PATH = "/etc/modules-load.d/k8s.conf"
 SYSCTL_PATH = "/etc/sysctl.d/k8s.conf"
 CONTAINERD_CONFIG_PATH = "/etc/containerd/config.toml"
-CONTAINERD_STAGED = "/etc/bake/containerd/config-v{}.toml"
+CONTAINERD_STAGED = f"{paths.BAKE_DIR}/containerd/config-v{{}}.toml"
 """Both schemas are staged; the bootstrap installs the one the node's containerd reads (1.x: 2, 2.x: 3)."""
 # CRI-O reads crio.conf.d in lexical order, later files winning: sort after the package's 10-crio.conf.
 CRIO_DROPIN_PATH = "/etc/crio/crio.conf.d/99-bake.conf"
@@ -35,12 +35,9 @@ ETCD_KUBELET_CONFIG_PATH = "/etc/systemd/system/kubelet.service.d/kubelet.conf"
 # apt sources are staged here and moved into /etc/apt/sources.list.d by the script only once their
 # keyring exists: an apt source whose signed-by file is missing makes every `apt-get update` fail,
 # including the one that may be needed to install curl/gpg to fetch the key.
-APT_STAGING_DIR = "/etc/bake/apt"
+APT_STAGING_DIR = f"{paths.BAKE_DIR}/apt"
 APT_KEYRING_DIR = "/etc/apt/keyrings"
 YUM_REPOS_DIR = "/etc/yum.repos.d"
-
-CONTAINERD_SOCKET = "unix:///var/run/containerd/containerd.sock"
-CRIO_SOCKET = "unix:///var/run/crio/crio.sock"
 
 # Release codenames, for repositories laid out by suite (Docker's containerd.io).
 APT_CODENAMES = {
@@ -110,10 +107,6 @@ def minor_of(version: str) -> str:
     """Minor of a version, "1.37.1" -> "1.37": pkgs.k8s.io has one repository per minor."""
     major, minor = version.removeprefix("v").split(".")[:2]
     return f"{major}.{minor}"
-
-
-def cri_socket(runtime: Runtime) -> str:
-    return CRIO_SOCKET if runtime is Runtime.CRIO else CONTAINERD_SOCKET
 
 
 def pause_image(plan: ClusterPlan, node: NodePlan) -> str:
@@ -240,7 +233,7 @@ def crio_dropin(plan: ClusterPlan, node: NodePlan) -> NodeFile:
 
 
 def crictl_file(runtime: Runtime) -> NodeFile:
-    socket = cri_socket(runtime)
+    socket = paths.CRI_SOCKETS[runtime]
     return public(
         CRICTL_PATH, yamlio.dump({"runtime-endpoint": socket, "image-endpoint": socket, "timeout": 10})
     )
@@ -255,8 +248,8 @@ def etcd_kubelet_configuration(runtime: Runtime) -> dict[str, Any]:
         "authorization": {"mode": "AlwaysAllow"},
         "cgroupDriver": "systemd",
         "address": "127.0.0.1",
-        "containerRuntimeEndpoint": cri_socket(runtime),
-        "staticPodPath": "/etc/kubernetes/manifests",
+        "containerRuntimeEndpoint": paths.CRI_SOCKETS[runtime],
+        "staticPodPath": paths.MANIFESTS_DIR,
     }
 
 
@@ -510,7 +503,7 @@ def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
         prebaked=prebaked,
         runtime=runtime,
         runtime_service="crio" if runtime is Runtime.CRIO else "containerd",
-        cri_socket=cri_socket(runtime),
+        cri_socket=paths.CRI_SOCKETS[runtime],
         containerd_config_version=config_version,
         base_packages=base_packages,
         runtime_packages=runtime_packages,

@@ -473,7 +473,7 @@ def verify_reuse(
             out.append(f"certificate expired on {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
 
     if spec.is_ca:
-        if not _is_ca(cert):
+        if not is_ca(cert):
             out.append(f'certificate "{spec.name}" is not a CA')
     elif ca_cert is None:
         out.append(f'no "{spec.ca}" CA certificate to verify against')
@@ -499,7 +499,7 @@ def verify_reuse(
     return out
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def is_ca(cert: x509.Certificate) -> bool:
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
@@ -510,7 +510,7 @@ def _issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> str | None:
     if cert.issuer != ca_cert.subject:
         issuer, subject = cert.issuer.rfc4514_string(), ca_cert.subject.rfc4514_string()
         return f"issuer {issuer!r} is not the CA subject {subject!r}"
-    if not _is_ca(ca_cert):
+    if not is_ca(ca_cert):
         return "the CA certificate is not a CA"
     try:
         cert.verify_directly_issued_by(ca_cert)

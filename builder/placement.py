@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from . import certlist
 from .plan import ClusterPlan, NodePlan, Topology
 from .profile import JoinCredential, Role
 
@@ -68,7 +69,7 @@ CONTROL_PLANE_LEAVES = (
     "apiserver-etcd-client",
 )
 ETCD_LEAVES = ("etcd-server", "etcd-peer", "etcd-healthcheck-client")
-ALL_CAS = ("ca", "front-proxy-ca", "etcd-ca")
+ALL_CAS = certlist.CA_NAMES
 INIT_KUBECONFIGS = ("admin", "super-admin", "kubelet", "controller-manager", "scheduler")
 JOIN_KUBECONFIGS = ("admin", "controller-manager", "scheduler")
 

@@ -27,7 +27,6 @@ from .profile import duration_seconds
 BUNDLE_FORMAT = 1
 ENCRYPTION_KEY_FILE = "encryption-key"
 RENEW_BEFORE = timedelta(days=30)
-CA_NAMES = ("ca", "front-proxy-ca", "etcd-ca")
 OPERATOR = "_operator"  # not an RFC 1123 name, so no node can collide with it
 
 
@@ -314,7 +313,7 @@ def bundle_files(bundle: Bundle, plan: ClusterPlan) -> Iterator[tuple[str, bytes
     yield "token", (bundle.token + "\n").encode(), 0o600
     if bundle.encryption_key is not None:
         yield ENCRYPTION_KEY_FILE, base64.b64encode(bundle.encryption_key) + b"\n", 0o600
-    for name in CA_NAMES:
+    for name in certlist.CA_NAMES:
         base = certlist.ca_specs()[name].base
         yield f"pki/{base}.crt", bundle.cas[name].cert_pem, 0o600
         yield f"pki/{base}.key", bundle.cas[name].key_pem, 0o600
@@ -388,11 +387,11 @@ def load_bundle(root: Path) -> Bundle | None:
         problems.append(Problem("secrets/token", "not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})"))
     encryption_key = _load_encryption_key(root, problems) if has_key else None
     cas: dict[str, Issued] = {}
-    for name in CA_NAMES:
+    for name in certlist.CA_NAMES:
         pair = _load_pair(root / "pki", certlist.ca_specs()[name].base, problems, "secrets/pki")
         if pair is None:
             continue
-        if not _is_ca(pair.cert):
+        if not pki.is_ca(pair.cert):
             problems.append(Problem(f"secrets/pki/{certlist.ca_specs()[name].base}.crt", "is not a CA"))
         if not algorithm.matches(pair.key):
             problems.append(
@@ -460,13 +459,6 @@ def _with_hint(problems: list[Problem]) -> list[Problem]:
             "or --rotate-ca to start over",
         ),
     ]
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:

@@ -115,8 +115,8 @@ def test_crio_dropin_and_crictl() -> None:
         }
     }
     assert yaml.safe_load(files[host.CRICTL_PATH]) == {
-        "runtime-endpoint": host.CRIO_SOCKET,
-        "image-endpoint": host.CRIO_SOCKET,
+        "runtime-endpoint": "unix:///var/run/crio/crio.sock",
+        "image-endpoint": "unix:///var/run/crio/crio.sock",
         "timeout": 10,
     }
     assert prep.runtime_service == "crio" and prep.runtime_packages == ("cri-o",)

@@ -114,7 +114,6 @@ def test_explicit_control_plane_endpoint(endpoint: str, host: str, port: int, ur
     plan = build_plan(validate(d))
     assert plan.endpoint == Endpoint(host, port)
     assert plan.api_endpoint().url == url
-    assert plan.endpoint.is_ip is (host != "api.example.com")
 
 
 def test_ipv6_vip_endpoint_is_bracketed() -> None:

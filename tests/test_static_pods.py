@@ -369,13 +369,6 @@ def test_kube_vip_pods() -> None:
     assert static_pods.node_static_pod_files(plan, plan.node("worker-1")) == []
 
 
-def test_kube_vip_super_admin_depends_on_the_version_table() -> None:
-    plan = plan_of("ha-stacked")
-    old = replace(plan, info=replace(plan.info, super_admin_conf=False))
-    host = static_pods.kube_vip_pod(old, old.node("cp-1"))["spec"]["volumes"][0]["hostPath"]["path"]
-    assert host == "/etc/kubernetes/admin.conf"
-
-
 def test_kube_vip_ipv6(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(
@@ -415,9 +408,8 @@ def test_load_balancer_files_per_node() -> None:
         some = plan_of(name)
         for node in some.nodes:
             made = static_pods.node_static_pod_files(some, node)
-            assert static_pods.has_static_pods(some, node) == any(
-                f.path.startswith(kc.MANIFESTS_DIR + "/") for f in made
-            )
+            manifests = [f.path for f in made if f.path.startswith("/etc/kubernetes/manifests/")]
+            assert manifests == [f"/etc/kubernetes/manifests/{pod}.yaml" for pod in node.static_pods]
     for kind in ("none", "external"):
         sets = [f"cluster.loadBalancer={{kind: {kind}}}", "cluster.controlPlaneEndpoint=lb.example.com"]
         other = plan_of("ha-stacked", *sets)
