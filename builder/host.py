@@ -80,8 +80,6 @@ class HostPrep:
 
     files: tuple[NodeFile, ...]
     package_family: PackageFamily
-    prebaked: bool
-    runtime: Runtime
     runtime_service: str
     cri_socket: str
     containerd_config_version: int | None
@@ -96,7 +94,6 @@ class HostPrep:
     apt_staged_sources: tuple[str, ...]
     selinux_permissive: bool
     firewall: Firewall
-    etcd_service_manager: bool
 
 
 # --------------------------------------------------------------------------------------------------
@@ -500,8 +497,6 @@ def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
     return HostPrep(
         files=tuple(sorted(files, key=lambda f: f.path)),
         package_family=family,
-        prebaked=prebaked,
-        runtime=runtime,
         runtime_service="crio" if runtime is Runtime.CRIO else "containerd",
         cri_socket=paths.CRI_SOCKETS[runtime],
         containerd_config_version=config_version,
@@ -514,5 +509,4 @@ def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
         apt_staged_sources=tuple(staged),
         selinux_permissive=node.os.rhel_like,
         firewall=firewall_rules(plan, node),
-        etcd_service_manager=node.role is Role.ETCD,
     )

@@ -43,8 +43,6 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 IPAddress = IPv4Address | IPv6Address
 
 CERTIFICATE_BACKDATE = timedelta(minutes=5)
-CERTIFICATE_VALIDITY = timedelta(days=365)
-CA_CERTIFICATE_VALIDITY = timedelta(days=3650)
 _MAX_SERIAL = 2**63 - 1  # Go: rand.Int(MaxInt64-1) + 1  ->  [1, MaxInt64)
 
 
@@ -412,7 +410,6 @@ def discovery_hash(ca_cert: x509.Certificate) -> str:
 # --- bootstrap tokens -----------------------------------------------------------------------------
 
 TOKEN_RE: re.Pattern[str] = re.compile(r"\A([a-z0-9]{6})\.([a-z0-9]{16})\Z")
-TOKEN_ID_RE: re.Pattern[str] = re.compile(r"\A([a-z0-9]{6})\Z")
 _TOKEN_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _TOKEN_LIMIT = 252  # 7 * 36: bytes >= 252 would bias the modulo, so they are discarded
 
@@ -429,11 +426,6 @@ def _token_chars(n: int, randbytes: Callable[[int], bytes]) -> str:
 def generate_token(randbytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
     """Bootstrap token "<6>.<16>" from [a-z0-9]; `randbytes` is injectable only for tests."""
     return f"{_token_chars(6, randbytes)}.{_token_chars(16, randbytes)}"
-
-
-def generate_certificate_key() -> str:
-    """kubeadm certificateKey (upload-certs): 32 random bytes, hex-encoded."""
-    return secrets.token_hex(32)
 
 
 # --- reuse checks ---------------------------------------------------------------------------------
