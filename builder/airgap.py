@@ -187,9 +187,7 @@ def manifest_files(entries: Sequence[str], where: str) -> tuple[list[SeedFile], 
 
 
 _MIRROR_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(:[0-9]{1,5})?$")
-_MIRROR_URL = re.compile(
-    r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$"
-)
+_MIRROR_URL = re.compile(r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 
 
 def mirror_problems(mirrors: dict[str, list[str]]) -> Iterator[Problem]:
@@ -386,3 +384,4 @@ def seed_manifest(seed: ArchSeed, digests: dict[str, str], iso_digest: str, iso_
 
 def file_digests(seed: ArchSeed) -> dict[str, str]:
     return {f.name: sha256_file(f.path) for f in seed.files}
+

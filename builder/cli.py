@@ -172,10 +172,8 @@ def images_main(argv: Sequence[str]) -> int:
     if plan.settings.airgap is not None:
         try:
             for seed in airgap.seeds(plan):
-                state = (
-                    "not all named, checked at first boot"
-                    if seed.unknown
-                    else (f"missing {', '.join(seed.missing)}" if seed.missing else "complete")
+                state = "not all named, checked at first boot" if seed.unknown else (
+                    f"missing {', '.join(seed.missing)}" if seed.missing else "complete"
                 )
                 console.print(f"{seed.arch} archives: {state}", highlight=False, soft_wrap=True)
         except BakeError as exc:

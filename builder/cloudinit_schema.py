@@ -133,3 +133,4 @@ class Batch:
 
     def close(self) -> None:
         self._finalizer()
+
