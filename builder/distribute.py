@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from . import certlist, encryption, pki
 from .files import NodeFile, public, secret
+from .model import Role
 from .plan import ClusterPlan, Endpoint, NodePlan, Topology
-from .profile import Role
 from .secrets import OPERATOR, Bundle, joins_with_certificate, required_specs
 from .yamlio import dump
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from . import images, mirrors, yamlio
 from .files import NodeFile, public
+from .model import Cni, LoadBalancerKind, PackageMode, Role, Runtime, RuntimeSource
 from .plan import ClusterPlan, NodePlan, PackageFamily, Topology
-from .profile import Cni, LoadBalancerKind, PackageMode, Role, Runtime, RuntimeSource
 
 MODULES_LOAD_PATH = "/etc/modules-load.d/k8s.conf"
 SYSCTL_PATH = "/etc/sysctl.d/k8s.conf"

@@ -12,18 +12,8 @@ from enum import StrEnum
 from functools import cached_property
 
 from . import versions
-from .profile import (
-    Arch,
-    Arg,
-    Cluster,
-    IPAddress,
-    LoadBalancerKind,
-    OsName,
-    Profile,
-    Role,
-    User,
-    split_host_port,
-)
+from .model import Arch, Arg, Cluster, LoadBalancerKind, OsName, Profile, Role, User
+from .syntax import IPAddress, split_host_port
 
 API_PORT = 6443
 

@@ -21,8 +21,9 @@ from cryptography.exceptions import InvalidSignature
 
 from . import certlist, encryption, pki
 from .errors import Problem, SecretsError
+from .model import JoinCredential, Role
 from .plan import ClusterPlan, NodePlan, Topology
-from .profile import JoinCredential, Role, duration_seconds
+from .syntax import duration_seconds
 
 BUNDLE_FORMAT = 1
 ENCRYPTION_KEY_FILE = "encryption-key"

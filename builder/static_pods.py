@@ -40,8 +40,9 @@ from . import images, resources, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, public
 from .kubeadm_config import MANIFESTS_DIR, PKI_DIR, control_plane_health_check_seconds
+from .model import Arg, LoadBalancerKind, Role
 from .plan import API_PORT, ClusterPlan, NodePlan, Topology
-from .profile import Arg, IPAddress, LoadBalancerKind, Role
+from .syntax import IPAddress
 
 # Upstream references of the load balancers' images (builder.images pins them and applies
 # cluster.imageRepository and cluster.images to them).
@@ -320,7 +321,7 @@ def _loopback(plan: ClusterPlan) -> str:
 
 
 def _check_port(plan: ClusterPlan) -> int:
-    """haproxy's frontend port (validated at load: >= 1024 and not 6443, builder/validation.py)."""
+    """haproxy's frontend port (validated at load: >= 1024 and not 6443, builder/validation/)."""
     return plan.settings.load_balancer.port
 
 

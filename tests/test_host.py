@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from builder import host
+from builder.model import Runtime
 from builder.plan import ClusterPlan, NodePlan, PackageFamily, build_plan
-from builder.profile import Runtime, load_profile
+from builder.profile import load_profile
 
 
 @cache

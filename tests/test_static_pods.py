@@ -30,8 +30,9 @@ from builder import kubeadm_config as kc
 from builder import resources, static_pods, versions, yamlio
 from builder.errors import BakeError
 from builder.files import Sensitivity
+from builder.model import Arg
 from builder.plan import ClusterPlan, build_plan
-from builder.profile import Arg, load_profile
+from builder.profile import load_profile
 
 from .helpers import check_golden
 
