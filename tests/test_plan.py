@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from builder.model import Arch, OsName, Role
-from builder.plan import ClusterPlan, Endpoint, PackageFamily, Topology, build_plan
+from builder.osfamily import PackageFamily
+from builder.plan import ClusterPlan, Endpoint, Topology, build_plan
 from builder.profile import load_profile, validate
 
 
