@@ -37,7 +37,6 @@ from urllib.parse import urlsplit
 import jinja2
 
 from . import images, resources, yamlio
-from .errors import BakeError, Problem
 from .files import NodeFile, public
 from .kubeadm_config import MANIFESTS_DIR, PKI_DIR, control_plane_health_check_seconds
 from .model import Arg, LoadBalancerKind, Role
@@ -159,9 +158,10 @@ def _host_path_volume(name: str, path: str, type_: str) -> dict[str, Any]:
 
 
 def _safe(kind: str, value: object, path: str) -> str:
+    """Defence in depth: builder.validation refuses such values at load, so a miss here is a bug."""
     text = str(value)
     if not _SAFE[kind].match(text):
-        raise BakeError([Problem(path, f"{text!r} cannot be written into a load-balancer config")])
+        raise AssertionError(f"{path}: {text!r} cannot be written into a load-balancer config")
     return text
 
 

@@ -32,11 +32,18 @@ def _parse_ip(value: Any) -> IPAddress:
     try:
         if text is None or isinstance(value, int):
             raise ValueError
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         raise PydanticCustomError(
             "ip", "{value} is not an IPv4 or IPv6 address", {"value": repr(value)}
         ) from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # Python parses `addr%zone`, but no config bake writes (URLs, kubeadm's advertise address,
+        # haproxy, keepalived, netplan) can carry a zone: the interface is a field of its own.
+        raise PydanticCustomError(
+            "ip", "{value} has a zone index: give the address alone", {"value": repr(value)}
+        )
+    return address
 
 
 def _parse_cidr(value: Any) -> str:
