@@ -205,21 +205,27 @@ def test_worker_with_older_kubelet_gets_the_clusters_kubeadm_and_kubectl() -> No
     assert repo["kubernetes-kubelet"]["exclude"] == repo["kubernetes"]["exclude"]
 
 
+def _k8s_rpm_section(name: str, minor: str) -> str:
+    """A pkgs.k8s.io .repo section as kubernetes.io's "Installing kubeadm" page writes it."""
+    url = f"https://pkgs.k8s.io/core:/stable:/v{minor}/rpm/"
+    return (
+        f"[{name}]\n"
+        f"name=Kubernetes {minor}\n"
+        f"baseurl={url}\n"
+        "enabled=1\n"
+        "gpgcheck=1\n"
+        f"gpgkey={url}repodata/repomd.xml.key\n"
+        "exclude=kubelet kubeadm kubectl cri-tools kubernetes-cni\n"
+    )
+
+
 def test_rhel_family_repo_selinux_and_arch_of_the_node() -> None:
     plan, node = _node("single-master", "worker-1", "defaults.os=rocky-9", "defaults.arch=arm64")
     prep = host.host_prep(plan, node)
     files = _files(prep)
     assert prep.package_family is PackageFamily.DNF
     assert prep.selinux_permissive
-    assert files["/etc/yum.repos.d/kubernetes.repo"] == (
-        "[kubernetes]\n"
-        "name=Kubernetes 1.37\n"
-        "baseurl=https://pkgs.k8s.io/core:/stable:/v1.37/rpm/\n"
-        "enabled=1\n"
-        "gpgcheck=1\n"
-        "gpgkey=https://pkgs.k8s.io/core:/stable:/v1.37/rpm/repodata/repomd.xml.key\n"
-        "exclude=kubelet kubeadm kubectl cri-tools kubernetes-cni\n"
-    )
+    assert files["/etc/yum.repos.d/kubernetes.repo"] == _k8s_rpm_section("kubernetes", "1.37")
     # containerd.io from Docker's EL repository, for the NODE's arch (aarch64), whatever bakes it.
     assert (
         "baseurl=https://download.docker.com/linux/centos/9/aarch64/stable\n"
@@ -377,19 +383,5 @@ def test_every_os_has_one_family(os_name: OsName) -> None:
 def test_two_kubernetes_repositories_in_one_repo_file() -> None:
     plan, node = _node("single-master", "worker-1", "nodes[1].kubernetesVersion=1.36", "defaults.os=rhel-9")
     assert _files(host.host_prep(plan, node))["/etc/yum.repos.d/kubernetes.repo"] == (
-        "[kubernetes]\n"
-        "name=Kubernetes 1.37\n"
-        "baseurl=https://pkgs.k8s.io/core:/stable:/v1.37/rpm/\n"
-        "enabled=1\n"
-        "gpgcheck=1\n"
-        "gpgkey=https://pkgs.k8s.io/core:/stable:/v1.37/rpm/repodata/repomd.xml.key\n"
-        "exclude=kubelet kubeadm kubectl cri-tools kubernetes-cni\n"
-        "\n"
-        "[kubernetes-kubelet]\n"
-        "name=Kubernetes 1.36\n"
-        "baseurl=https://pkgs.k8s.io/core:/stable:/v1.36/rpm/\n"
-        "enabled=1\n"
-        "gpgcheck=1\n"
-        "gpgkey=https://pkgs.k8s.io/core:/stable:/v1.36/rpm/repodata/repomd.xml.key\n"
-        "exclude=kubelet kubeadm kubectl cri-tools kubernetes-cni\n"
+        _k8s_rpm_section("kubernetes", "1.37") + "\n" + _k8s_rpm_section("kubernetes-kubelet", "1.36")
     )
