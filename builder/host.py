@@ -38,6 +38,7 @@ ETCD_KUBELET_CONFIG_PATH = "/etc/systemd/system/kubelet.service.d/kubelet.conf"
 CONTAINERD_SOCKET = "unix:///var/run/containerd/containerd.sock"
 CRIO_SOCKET = "unix:///var/run/crio/crio.sock"
 
+
 @dataclass(frozen=True)
 class Firewall:
     """Inbound openings for the node's role (spec 7.4), as firewalld/ufw will need them."""
