@@ -31,8 +31,8 @@ from .kubeadm_config import (
     JOIN_CONFIG_PATH,
     joins_with_token,
 )
+from .model import Cni, Role
 from .plan import ClusterPlan, NodePlan, StaticPod, Topology
-from .profile import Cni, Role
 
 SCRIPT_PATH = "/usr/local/sbin/bake-bootstrap"
 UNIT_NAME = "bake-bootstrap.service"

@@ -27,8 +27,8 @@ from .distribute import JOIN_KUBECONFIG_PATH
 from .errors import BakeError
 from .files import sha256_file
 from .kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
+from .model import Role
 from .plan import Topology
-from .profile import Role
 
 EXPIRY_WARNING = timedelta(days=30)
 PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"

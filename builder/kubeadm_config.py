@@ -15,7 +15,7 @@ Upstream facts relied on (see kubeadm-spec.md sections 2, 4 and 6):
   /etc/kubernetes/manifests (the DirAvailable check went in k/k PR #104942, 1.23), and a joining
   control plane runs the init checks, which only look for kubeadm's own four manifests: the
   load-balancer static pods placed before `kubeadm join` need no ignored preflight check.
-- The profile was validated when it was loaded (builder/validation.py): feature gates, kubelet
+- The profile was validated when it was loaded (builder/validation/): feature gates, kubelet
   configuration fields, kubelet flags and labels are not checked again here.
 - `nodeRegistration.taints` has no omitempty: absent means "kubeadm's control-plane taint", `[]` none.
 - Join credentials (cluster.join). `certificate`: `discovery.file.kubeConfigPath` names the node's baked
@@ -37,8 +37,10 @@ from typing import Any
 from . import encryption, images, kubeadm_schema, paths, versions, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, secret
+from .model import Arg, JoinCredential, Role
 from .plan import API_PORT, ClusterPlan, NodePlan, Topology
-from .profile import Arg, JoinCredential, Role, deep_merge, duration_seconds
+from .profile import deep_merge
+from .syntax import duration_seconds
 
 INIT_CONFIG_PATH = "/run/kubeadm/kubeadm.yaml"
 JOIN_CONFIG_PATH = "/run/kubeadm/kubeadm-join-config.yaml"

@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from . import certlist
+from .model import JoinCredential, Role
 from .plan import ClusterPlan, NodePlan, Topology
-from .profile import JoinCredential, Role
 
 
 class Holder(StrEnum):

@@ -11,19 +11,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
-from . import paths, versions
-from .profile import (
-    Arch,
-    Arg,
-    Cluster,
-    IPAddress,
-    LoadBalancerKind,
-    OsName,
-    Profile,
-    Role,
-    User,
-    split_host_port,
-)
+from . import osfamily, paths, versions
+from .model import Arch, Arg, Cluster, LoadBalancerKind, OsName, Profile, Role, User
+from .osfamily import PackageFamily
+from .syntax import IPAddress, split_host_port
 
 API_PORT = 6443
 
@@ -38,11 +29,6 @@ class Topology(StrEnum):
     @property
     def local_etcd(self) -> bool:
         return self is Topology.STACKED
-
-
-class PackageFamily(StrEnum):
-    APT = "apt"
-    DNF = "dnf"
 
 
 @dataclass(frozen=True)
@@ -61,7 +47,7 @@ class OsInfo:
 
     @property
     def family(self) -> PackageFamily:
-        return PackageFamily.APT if self.distro in ("ubuntu", "debian") else PackageFamily.DNF
+        return osfamily.for_os(self.name).package_family
 
     @property
     def rhel_like(self) -> bool:

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from . import certlist, encryption, pki, placement
 from .errors import Problem, SecretsError
 from .plan import ClusterPlan, NodePlan
-from .profile import duration_seconds
+from .syntax import duration_seconds
 
 BUNDLE_FORMAT = 1
 ENCRYPTION_KEY_FILE = "encryption-key"

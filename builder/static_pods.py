@@ -34,11 +34,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import images, paths, resources, yamlio
-from .errors import BakeError, Problem
 from .files import NodeFile, public
 from .kubeadm_config import control_plane_health_check_seconds
+from .model import Arg, LoadBalancerKind, Role
 from .plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, bracket, host_port
-from .profile import Arg, IPAddress, LoadBalancerKind, Role
+from .syntax import IPAddress
 
 # Upstream references of the load balancers' images (builder.images pins them and applies
 # cluster.imageRepository and cluster.images to them).
@@ -148,9 +148,10 @@ def _host_path_volume(name: str, path: str, type_: str) -> dict[str, Any]:
 
 
 def _safe(kind: str, value: object, path: str) -> str:
+    """Defence in depth: builder.validation refuses such values at load, so a miss here is a bug."""
     text = str(value)
     if not _SAFE[kind].match(text):
-        raise BakeError([Problem(path, f"{text!r} cannot be written into a load-balancer config")])
+        raise AssertionError(f"{path}: {text!r} cannot be written into a load-balancer config")
     return text
 
 
@@ -302,7 +303,7 @@ def _loopback(plan: ClusterPlan) -> str:
 
 
 def _check_port(plan: ClusterPlan) -> int:
-    """haproxy's frontend port (validated at load: >= 1024 and not 6443, builder/validation.py)."""
+    """haproxy's frontend port (validated at load: >= 1024 and not 6443, builder/validation/)."""
     return plan.settings.load_balancer.port
 
 

@@ -18,9 +18,9 @@ import pytest
 from builder import check, cloudinit, placement, secrets
 from builder.distribute import node_pki_files
 from builder.files import NodeFile
+from builder.model import Role
 from builder.placement import Holder, Placement
 from builder.plan import ClusterPlan, NodePlan, Topology
-from builder.profile import Role
 
 from .helpers import REPO
 

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from builder.plan import ClusterPlan, Endpoint, PackageFamily, Topology, build_plan
-from builder.profile import Arch, OsName, Role, load_profile, validate
+from builder.model import Arch, OsName, Role
+from builder.osfamily import PackageFamily
+from builder.plan import ClusterPlan, Endpoint, Topology, build_plan
+from builder.profile import load_profile, validate
 
 
 def plan_of(name: str, *sets: str) -> ClusterPlan:

@@ -28,10 +28,10 @@ from kubernetes_validate import utils as kv
 
 from builder import kubeadm_config as kc
 from builder import resources, static_pods, versions, yamlio
-from builder.errors import BakeError
 from builder.files import Sensitivity
+from builder.model import Arg
 from builder.plan import ClusterPlan, build_plan
-from builder.profile import Arg, load_profile
+from builder.profile import load_profile
 
 from .helpers import check_golden
 
@@ -466,12 +466,12 @@ def test_template_values_cannot_change_structure() -> None:
     plan = plan_of("ha-external-etcd")
     lb = plan.settings.load_balancer.model_copy(update={"interface": "eth0\n    virtual_ipaddress {"})
     bad = replace(plan, settings=plan.settings.model_copy(update={"load_balancer": lb}))
-    with pytest.raises(BakeError) as exc:
+    # Past validation (which refuses such values at load): the renderer still refuses, as a bug.
+    with pytest.raises(AssertionError, match=r"^cluster\.loadBalancer\.interface: "):
         static_pods.keepalived_conf(bad, bad.node("cp-1"))
-    assert exc.value.problems[0].path == "cluster.loadBalancer.interface"
     bad = replace(plan, name="x\nbackend evil")
     for render in (static_pods.haproxy_cfg, lambda p: static_pods.keepalived_conf(p, p.node("cp-1"))):
-        with pytest.raises(BakeError):
+        with pytest.raises(AssertionError):
             render(bad)
 
 
