@@ -47,9 +47,10 @@ vm-test: $(STAMP)
 k8s: k8s-amd64
 	$(BIN)/python -m tests.k8s.build --arch arm64
 
-## k8s-amd64: what the real-kubeadm tier of `make test` needs
+## k8s-amd64: what the real-kubeadm tier of `make test` needs (with the etcd release of every supported minor)
 k8s-amd64: $(STAMP)
 	$(BIN)/python -m tests.k8s.build --arch amd64
+	$(BIN)/python -m tests.etcd_releases
 
 ## e2e: the real kubeadm forms PROFILE's cluster in QEMU guests (single-node, single-master, ha-stacked)
 e2e: k8s

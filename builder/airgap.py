@@ -31,8 +31,8 @@ import yaml
 from . import images, iso
 from .errors import BakeError, Problem
 from .files import sha256_file
+from .model import Arch, Cni, Profile
 from .plan import ClusterPlan
-from .profile import Arch, Cni, Profile
 
 LABEL_PREFIX = "bakeimg-"
 CNI_DIR = "cni"

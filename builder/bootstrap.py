@@ -21,8 +21,7 @@ from functools import cache
 import yaml
 from cryptography import x509
 
-from . import airgap, images, resources, versions, yamlio
-from .distribute import JOIN_KUBECONFIG_PATH
+from . import airgap, images, paths, resources, versions, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, public
 from .host import HostPrep
@@ -34,8 +33,8 @@ from .kubeadm_config import (
     JOIN_CONFIG_PATH,
     joins_with_token,
 )
-from .plan import ClusterPlan, NodePlan, Topology
-from .profile import Cni, Role
+from .model import Cni, Role
+from .plan import ClusterPlan, NodePlan, StaticPod, Topology
 
 SCRIPT_PATH = "/usr/local/sbin/bake-bootstrap"
 UNIT_NAME = "bake-bootstrap.service"
@@ -46,17 +45,15 @@ PHASES = ("prep", "packages", "runtime", "wait", "kubeadm", "cni")
 """The phases in their order: bake-bootstrap-<phase>.service runs LIB_DIR/<phase>.sh (lib.sh's PHASES)."""
 SCRIPTS_DATA_DIR = "bootstrap"
 """Where the scripts are in the package data (templates/bootstrap/)."""
-ENV_PATH = "/etc/bake/bootstrap.env"
+ENV_PATH = paths.BOOTSTRAP_ENV
 STATE_DIR = "/var/lib/bake"
 STEPS_DIR = f"{STATE_DIR}/steps"
 DONE_PATH = f"{STATE_DIR}/bootstrap.done"
 SAVED_CONFIG_DIR = f"{STATE_DIR}/kubeadm"
 LOG_PATH = "/var/log/bake/bootstrap.log"
 CAPI_SENTINEL_PATH = "/run/cluster-api/bootstrap-success.complete"
-CNI_DIR = "/etc/bake/cni"
-ADMIN_CONF_PATH = "/etc/kubernetes/admin.conf"
-SUPER_ADMIN_CONF_PATH = "/etc/kubernetes/super-admin.conf"
-MANIFESTS_DIR = "/etc/kubernetes/manifests"
+CNI_DIR = paths.CNI_DIR
+ADMIN_CONF_PATH = paths.ADMIN_CONF
 
 # Bounded waits of joining nodes; past them the run fails and systemd runs it again (see RETRY_*).
 WAIT_ENDPOINT_SECONDS = 1800
@@ -86,9 +83,9 @@ RESTART_SEC = 15
 GIVE_UP_STATUS = 75  # EX_TEMPFAIL
 ATTEMPTS_PATH = "/run/bake/bootstrap.attempts"
 """Per boot: /run is a tmpfs, so a reboot starts counting again."""
-# kubeadm reset deletes these trees' contents (cmd/kubeadm/app/cmd/phases/reset/cleanupnode.go): the
-# node's baked files under them are kept before the first kubeadm run and restored after a reset.
-KUBEADM_RESET_TREES = ("/etc/kubernetes/", "/var/lib/kubelet/")
+# The node's baked files under what kubeadm reset empties are kept before the first kubeadm run and
+# restored after a reset.
+KUBEADM_RESET_TREES = paths.KUBEADM_RESET_TREES
 
 # --------------------------------------------------------------------------------------------------
 # Pod network add-ons: versions and where they are downloaded from at first boot (the init node only).
@@ -321,7 +318,7 @@ def join_token_id(node_files: Sequence[NodeFile]) -> str:
 def join_credential_not_after(node_files: Sequence[NodeFile]) -> str:
     """When the node's join credential expires (Unix time), or "" when it joins with the token."""
     for f in node_files:
-        if f.path == JOIN_KUBECONFIG_PATH:
+        if f.path == paths.JOIN_KUBECONFIG:
             doc = yaml.safe_load(f.content)
             pem = base64.b64decode(doc["users"][0]["user"]["client-certificate-data"])
             return str(int(x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()))
@@ -339,7 +336,7 @@ def env_values(
     """Every name the script reads, in a fixed order; `node_files` are the node's other files."""
     c = plan.settings
     role = bootstrap_role(node)
-    paths = {f.path for f in node_files}
+    written = {f.path for f in node_files}
     kubeadm_config = {
         BootstrapRole.INIT: INIT_CONFIG_PATH,
         BootstrapRole.JOIN_CONTROL_PLANE: JOIN_CONFIG_PATH,
@@ -351,15 +348,10 @@ def env_values(
     if role is not BootstrapRole.JOIN_CONTROL_PLANE:
         earlier = []
     join_after_pods = ["etcd", "kube-apiserver"] if plan.topology is Topology.STACKED else ["kube-apiserver"]
-    kube_vip = ""
-    if role is BootstrapRole.INIT:
-        for f in node_files:
-            if (
-                f.path.startswith(f"{MANIFESTS_DIR}/")
-                and "kube-vip" in f.path.rsplit("/", 1)[-1]
-                and SUPER_ADMIN_CONF_PATH.encode() in f.content
-            ):
-                kube_vip = f.path
+    # kube-vip reading super-admin.conf must lose it once kubeadm init has made admin.conf usable
+    kube_vip = (
+        paths.manifest(StaticPod.KUBE_VIP) if node.kube_vip_kubeconfig == paths.SUPER_ADMIN_CONF else ""
+    )
     cni_file = cni_config_file(plan) if role is BootstrapRole.INIT else None
     gap = airgap_values(plan, node, role)
     external_etcd = role is BootstrapRole.INIT and plan.topology is Topology.EXTERNAL_ETCD
@@ -398,7 +390,7 @@ def env_values(
         "BAKE_FIREWALL_PROTOCOLS": _words(fw.protocols),
         "BAKE_KUBEADM_CONFIG": kubeadm_config,
         "BAKE_KEEP_FILES": _words(
-            sorted(p for p in paths if p.startswith(KUBEADM_RESET_TREES)) if kubeadm_config else []
+            sorted(p for p in written if p.startswith(KUBEADM_RESET_TREES)) if kubeadm_config else []
         ),
         "BAKE_RETRY_MAX_ATTEMPTS": str(RETRY_MAX_ATTEMPTS),
         "BAKE_RETRY_BASE_SECONDS": str(RETRY_BASE_SECONDS),
@@ -425,11 +417,11 @@ def env_values(
         "BAKE_JOIN": c.join.value,
         "BAKE_JOIN_TOKEN_ID": join_token_id(node_files) if keeps_token else "",
         "BAKE_JOIN_TOKEN_REFRESH_SECONDS": str(JOIN_TOKEN_REFRESH_SECONDS),
-        "BAKE_JOIN_CREDENTIAL": JOIN_KUBECONFIG_PATH if join_not_after else "",
+        "BAKE_JOIN_CREDENTIAL": paths.JOIN_KUBECONFIG if join_not_after else "",
         "BAKE_JOIN_NOT_AFTER": join_not_after,
         **gap,
     }
-    if role is BootstrapRole.JOIN_CONTROL_PLANE and earlier and ADMIN_CONF_PATH not in paths:
+    if role is BootstrapRole.JOIN_CONTROL_PLANE and earlier and ADMIN_CONF_PATH not in written:
         raise BakeError(
             [
                 Problem(

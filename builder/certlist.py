@@ -19,19 +19,6 @@ from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from builder.pki import CertSpec, ExtUsage, IPAddress
 
 CA_NAMES = ("ca", "front-proxy-ca", "etcd-ca")
-# GetDefaultCertList() order; with external etcd kubeadm keeps only the first five.
-DEFAULT_CERT_ORDER = (
-    "ca",
-    "apiserver",
-    "apiserver-kubelet-client",
-    "front-proxy-ca",
-    "front-proxy-client",
-    "etcd-ca",
-    "etcd-server",
-    "etcd-peer",
-    "etcd-healthcheck-client",
-    "apiserver-etcd-client",
-)
 KUBECONFIG_KINDS = ("admin", "super-admin", "kubelet", "controller-manager", "scheduler")
 
 CLUSTER_ADMINS_GROUP = "kubeadm:cluster-admins"
@@ -195,14 +182,13 @@ def apiserver(
     return spec, warnings
 
 
-def apiserver_kubelet_client(minor: int) -> CertSpec:
-    """O became kubeadm:cluster-admins in 1.29 (k/k #121837); system:masters before."""
-    org = CLUSTER_ADMINS_GROUP if minor >= 29 else SYSTEM_MASTERS
+def apiserver_kubelet_client() -> CertSpec:
+    """O is kubeadm:cluster-admins since 1.29 (k/k #121837), older than every supported minor."""
     return CertSpec(
         name="apiserver-kubelet-client",
         base="apiserver-kubelet-client",
         cn="kube-apiserver-kubelet-client",
-        orgs=(org,),
+        orgs=(CLUSTER_ADMINS_GROUP,),
         usages=_CLIENT,
         ca="ca",
     )
@@ -245,27 +231,23 @@ def etcd_peer(
     return _etcd_leaf(node_name, advertise, extra_sans, "etcd-peer", "etcd/peer")
 
 
-def etcd_healthcheck_client(*, minor: int | None = None) -> CertSpec:
-    """No O since 1.29 (k/k #119859); system:masters before. minor=None means current."""
-    orgs = (SYSTEM_MASTERS,) if minor is not None and minor < 29 else ()
+def etcd_healthcheck_client() -> CertSpec:
+    """No O since 1.29 (k/k #119859), older than every supported minor."""
     return CertSpec(
         name="etcd-healthcheck-client",
         base="etcd/healthcheck-client",
         cn="kube-etcd-healthcheck-client",
-        orgs=orgs,
         usages=_CLIENT,
         ca="etcd-ca",
     )
 
 
-def apiserver_etcd_client(*, minor: int | None = None) -> CertSpec:
-    """No O since 1.29 (k/k #120521); system:masters before. minor=None means current."""
-    orgs = (SYSTEM_MASTERS,) if minor is not None and minor < 29 else ()
+def apiserver_etcd_client() -> CertSpec:
+    """No O since 1.29 (k/k #120521), older than every supported minor."""
     return CertSpec(
         name="apiserver-etcd-client",
         base="apiserver-etcd-client",
         cn="kube-apiserver-etcd-client",
-        orgs=orgs,
         usages=_CLIENT,
         ca="etcd-ca",
     )

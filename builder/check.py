@@ -22,17 +22,20 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from . import bundledir, certlist, cloudinit_schema, iso, packaging, parallel, pki, secrets
+from . import bundledir, certlist, cloudinit_schema, iso, packaging, parallel, paths, pki, placement, secrets
 from .distribute import JOIN_KUBECONFIG_PATH
 from .errors import BakeError
 from .files import sha256_file
 from .kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
+from .model import Role
+from .plan import Topology
 
 EXPIRY_WARNING = timedelta(days=30)
 PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 SEED_FILES = ("user-data", "meta-data", "network-config")
 # libyaml when PyYAML has it: the same documents, ~40x faster on a user-data's large block scalars
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+CA_CERT_PATH = f"{paths.PKI_DIR}/ca.crt"
 ROLE_NAMES = {"worker": "a worker", "etcd": "an etcd member", "control-plane": "a control plane"}
 
 # Every problem `bake check` can report, by a stable id (in --json output as "check"). A detector
@@ -341,6 +344,20 @@ def _join_credential_problem(name: str, content: bytes, bundle: secrets.Bundle |
     return ""
 
 
+def expected_placement(role: str, topology: str, init: bool) -> placement.Placement:
+    """What placement.TABLE lets a node of the manifest hold. A role no profile has holds nothing; a
+    topology no profile has is judged as external etcd, the strictest one that has control planes."""
+    try:
+        known_role = Role(role)
+    except ValueError:
+        return placement.Placement()
+    try:
+        known_topology = Topology(topology)
+    except ValueError:
+        known_topology = Topology.EXTERNAL_ETCD
+    return placement.lookup(placement.holder(known_role, init), known_topology)
+
+
 def _role_secrets(
     name: str,
     role: str,
@@ -349,36 +366,26 @@ def _role_secrets(
     bundle: secrets.Bundle | None,
     report: Report,
 ) -> None:
+    """Every key of the bundle a node holds must be in its row of placement.TABLE."""
     where = f"nodes/{name}"
     blobs = [content for content, _, _ in files.values()]
-    if role == "worker":
-        if any(PRIVATE_KEY_MARKER in b for b in blobs):
-            report.error("worker-private-key", where, "a worker holds a private key")
-        if "/etc/kubernetes/pki/ca.crt" in files:
-            report.error(
-                "worker-ca-crt",
-                where,
-                "a worker has /etc/kubernetes/pki/ca.crt (kubeadm join preflight rejects it)",
-            )
+    allowed = expected_placement(role, topology, INIT_CONFIG_PATH in files)
+    who = ROLE_NAMES.get(role, role)
+    if not allowed.holds_private_key and any(PRIVATE_KEY_MARKER in b for b in blobs):
+        report.error("worker-private-key", where, f"{who} holds a private key")
+    if role == "worker" and "ca" not in allowed.ca_certs and CA_CERT_PATH in files:
+        report.error(
+            "worker-ca-crt", where, f"a worker has {CA_CERT_PATH} (kubeadm join preflight rejects it)"
+        )
     if bundle is None:
         return
-    ca_key = bundle.cas["ca"].key_pem
-    etcd_key = bundle.cas["etcd-ca"].key_pem
-    holds_ca = any(ca_key in b for b in blobs)
-    holds_etcd = any(etcd_key in b for b in blobs)
-    if holds_ca and role != "control-plane":
-        report.error("ca-key-role", where, f"{ROLE_NAMES.get(role, role)} holds the cluster CA key")
-    if holds_etcd and not (role == "control-plane" and topology == "stacked"):
-        report.error(
-            "etcd-ca-key-role",
-            where,
-            f"{ROLE_NAMES.get(role, role)} of a {topology} cluster holds the etcd CA key",
-        )
+    if "ca" not in allowed.ca_keys and any(bundle.cas["ca"].key_pem in b for b in blobs):
+        report.error("ca-key-role", where, f"{who} holds the cluster CA key")
+    if "etcd-ca" not in allowed.ca_keys and any(bundle.cas["etcd-ca"].key_pem in b for b in blobs):
+        report.error("etcd-ca-key-role", where, f"{who} of a {topology} cluster holds the etcd CA key")
     key = bundle.encryption_key
-    if key is not None and role != "control-plane" and any(base64.b64encode(key) in b for b in blobs):
-        report.error(
-            "encryption-key-role", where, f"{ROLE_NAMES.get(role, role)} holds the key of the Secrets in etcd"
-        )
+    if key is not None and not allowed.encryption_config and any(base64.b64encode(key) in b for b in blobs):
+        report.error("encryption-key-role", where, f"{who} holds the key of the Secrets in etcd")
     if not any(e.where == where and e.level == "error" for e in report.findings):
         report.ok(where, f"secrets fit the {role} role")
 

@@ -18,8 +18,8 @@ from typing import Any
 from . import bootstrap, host, kubeadm_config, static_pods, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile
+from .model import User
 from .plan import ClusterPlan, NodePlan
-from .profile import User
 
 SUDO_RULE = "ALL=(ALL) NOPASSWD:ALL"
 # sha512_crypt cost, pinned so re-bakes stay byte-identical whatever libpass's default becomes.

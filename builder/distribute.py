@@ -1,26 +1,19 @@
-"""Which secret goes to which node: kubeadm's on-disk layout, cut down to what each role needs.
+"""Secrets onto nodes: what placement.TABLE gives each node, as files at kubeadm's paths and modes.
 
-The per-role table is in the README ("PKI and secrets"). In short: workers get nothing (kubeadm's
-preflight rejects pki/ca.crt), external etcd members get only their etcd leaves and the etcd CA
-certificate, control planes get the CA keys kubeadm's join needs (`SharedCertificateExists`) except
-the etcd CA key with external etcd; super-admin.conf and kubelet.conf exist only on the init node;
-the EncryptionConfiguration (the key of every Secret in etcd) goes to control planes only.
-With cluster.join: certificate, every joining node also gets its own join credential (JOIN_KUBECONFIG_PATH).
+Also the kubeconfigs (a node's, the operator's) and a joining node's discovery kubeconfig carrying its
+join credential (JOIN_KUBECONFIG_PATH, with cluster.join: certificate).
 """
 
 from __future__ import annotations
 
-from . import certlist, encryption, pki
+from . import certlist, encryption, paths, pki, placement
 from .files import NodeFile, public, secret
-from .plan import ClusterPlan, Endpoint, NodePlan, Topology
-from .profile import Role
-from .secrets import OPERATOR, Bundle, joins_with_certificate, required_specs
+from .plan import ClusterPlan, Endpoint, NodePlan
+from .secrets import OPERATOR, Bundle, required_specs
 from .yamlio import dump
 
-PKI_DIR = "/etc/kubernetes/pki"
-# The discovery kubeconfig of `kubeadm join` (discovery.file) with the node's join credential. Outside
-# /etc/kubernetes: kubeadm writes its own bootstrap-kubelet.conf from it; `kubeadm reset` never touches it.
-JOIN_KUBECONFIG_PATH = "/etc/bake/join.conf"
+PKI_DIR = paths.PKI_DIR
+JOIN_KUBECONFIG_PATH = paths.JOIN_KUBECONFIG
 KUBECONFIG_FILES = {
     "admin": "admin.conf",
     "super-admin": "super-admin.conf",
@@ -67,49 +60,40 @@ def operator_admin_conf(plan: ClusterPlan, bundle: Bundle) -> bytes:
 
 
 def node_pki_files(plan: ClusterPlan, node: NodePlan, bundle: Bundle) -> list[NodeFile]:
-    """Every certificate, key and kubeconfig this node gets, at kubeadm's paths and modes."""
+    """Every certificate, key and kubeconfig this node gets (placement.TABLE), at kubeadm's paths, modes."""
+    held = placement.for_node(plan, node)
     files: list[NodeFile] = []
-    if joins_with_certificate(plan, node):
+    if held.join_credential:
         files.append(secret(JOIN_KUBECONFIG_PATH, join_kubeconfig_bytes(plan, bundle, node)))
-    if node.role is Role.WORKER:
-        return files
-    cas = bundle.cas
-    if node.role is Role.CONTROL_PLANE:
+    cas = certlist.ca_specs()
+    for name in held.ca_certs:
+        files.append(public(f"{PKI_DIR}/{cas[name].base}.crt", bundle.cas[name].cert_pem))
+    for name in held.ca_keys:
+        files.append(secret(f"{PKI_DIR}/{cas[name].base}.key", bundle.cas[name].key_pem))
+    if held.service_account_key:
         files += [
-            public(f"{PKI_DIR}/ca.crt", cas["ca"].cert_pem),
-            secret(f"{PKI_DIR}/ca.key", cas["ca"].key_pem),
-            public(f"{PKI_DIR}/front-proxy-ca.crt", cas["front-proxy-ca"].cert_pem),
-            secret(f"{PKI_DIR}/front-proxy-ca.key", cas["front-proxy-ca"].key_pem),
             secret(f"{PKI_DIR}/sa.key", bundle.sa_key_pem),
             secret(f"{PKI_DIR}/sa.pub", bundle.sa_pub_pem),
-            public(f"{PKI_DIR}/etcd/ca.crt", cas["etcd-ca"].cert_pem),
         ]
-        if plan.topology is Topology.STACKED:
-            files.append(secret(f"{PKI_DIR}/etcd/ca.key", cas["etcd-ca"].key_pem))
+    if held.encryption_config:  # control planes only: the key decrypts every Secret of the cluster
+        assert bundle.encryption_key is not None, "reconcile gives every bundle an encryption key"
         provider = plan.settings.secrets_encryption
-        if provider != "none":  # control planes only: the key decrypts every Secret of the cluster
-            assert bundle.encryption_key is not None, "reconcile gives every bundle an encryption key"
-            files.append(
-                secret(encryption.CONFIG_PATH, encryption.config_bytes(provider, bundle.encryption_key))
-            )
-    else:
-        files.append(public(f"{PKI_DIR}/etcd/ca.crt", cas["etcd-ca"].cert_pem))
+        assert provider != "none"
+        files.append(secret(encryption.CONFIG_PATH, encryption.config_bytes(provider, bundle.encryption_key)))
     for spec in required_specs(plan, node):
-        if spec.base.startswith("kubeconfig/"):
+        if spec.name in held.leaves:
+            issued = bundle.leaf(node.name, spec.name)
+            files.append(public(f"{PKI_DIR}/{spec.base}.crt", issued.cert_pem))
+            files.append(secret(f"{PKI_DIR}/{spec.base}.key", issued.key_pem))
+    for kind in held.kubeconfigs:
+        spec = certlist.kubeconfig_client(kind, node.name)
+        if spec.name not in bundle.leaves.get(node.name, {}):
             continue
-        held = bundle.leaf(node.name, spec.name)
-        files.append(public(f"{PKI_DIR}/{spec.base}.crt", held.cert_pem))
-        files.append(secret(f"{PKI_DIR}/{spec.base}.key", held.key_pem))
-    if node.role is Role.CONTROL_PLANE:
-        for kind in KUBECONFIG_FILES:
-            spec = certlist.kubeconfig_client(kind, node.name)
-            if spec.name not in bundle.leaves.get(node.name, {}):
-                continue
-            server = _kubeconfig_server(plan, node, kind)
-            files.append(
-                secret(
-                    f"/etc/kubernetes/{KUBECONFIG_FILES[kind]}",
-                    kubeconfig_bytes(plan, bundle, node.name, kind, server),
-                )
+        server = _kubeconfig_server(plan, node, kind)
+        files.append(
+            secret(
+                f"{paths.KUBERNETES_DIR}/{KUBECONFIG_FILES[kind]}",
+                kubeconfig_bytes(plan, bundle, node.name, kind, server),
             )
+        )
     return sorted(files, key=lambda f: f.path)

@@ -14,13 +14,13 @@ import base64
 import os
 from typing import Any, Literal
 
-from . import yamlio
+from . import paths, yamlio
 
 Provider = Literal["secretbox", "aescbc", "none"]
 DEFAULT_PROVIDER: Provider = "secretbox"
 KEY_BYTES = 32  # secretbox needs exactly 32; aescbc accepts 16, 24 or 32
 KEY_NAME = "bake-1"
-CONFIG_DIR = "/etc/kubernetes/encryption"
+CONFIG_DIR = paths.ENCRYPTION_DIR
 CONFIG_PATH = f"{CONFIG_DIR}/config.yaml"
 VOLUME = "encryption-config"
 FLAG = "encryption-provider-config"

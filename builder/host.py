@@ -1,7 +1,9 @@
 """OS preparation for one node, as files plus the data the bootstrap script acts on (pure).
 
-Everything here follows the NODE (its OS family, arch, kubelet version), never the machine that bakes.
-Files are returned ready for write_files; actions that must run on the node (modprobe, package
+Everything here follows the NODE (its OS family, arch, kubelet version), never the machine that bakes;
+what differs between operating systems (repositories, package names, swap, SELinux) is asked of the
+node's `builder.osfamily` class, chosen once in `host_prep`. Runtime configs are TOML written by tomli-w
+from data. Files are returned ready for write_files; actions that must run on the node (modprobe, package
 installs, firewall rules) are returned as data that `bootstrap` passes to the script through its
 shell-quoted env file, so no profile string is ever spliced into shell code.
 
@@ -11,55 +13,28 @@ Sources: spec 7.1 (pkgs.k8s.io repositories), 7.2 (modules, sysctls, swap), 7.3 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import images, mirrors, yamlio
+import tomli_w
+
+from . import images, mirrors, paths, yamlio
 from .files import NodeFile, public
-from .plan import ClusterPlan, NodePlan, PackageFamily, Topology
-from .profile import Cni, LoadBalancerKind, PackageMode, Role, Runtime, RuntimeSource
+from .model import Cni, LoadBalancerKind, PackageMode, Role, Runtime, RuntimeSource
+from .osfamily import K8S_PACKAGES, AptKey, OsFamily, PackageFamily, Repositories, RepositoryFiles, for_os
+from .plan import ClusterPlan, NodePlan, Topology
 
 MODULES_LOAD_PATH = "/etc/modules-load.d/k8s.conf"
 SYSCTL_PATH = "/etc/sysctl.d/k8s.conf"
 CONTAINERD_CONFIG_PATH = "/etc/containerd/config.toml"
-CONTAINERD_STAGED = "/etc/bake/containerd/config-v{}.toml"
+CONTAINERD_STAGED = f"{paths.BAKE_DIR}/containerd/config-v{{}}.toml"
 """Both schemas are staged; the bootstrap installs the one the node's containerd reads (1.x: 2, 2.x: 3)."""
 # CRI-O reads crio.conf.d in lexical order, later files winning: sort after the package's 10-crio.conf.
 CRIO_DROPIN_PATH = "/etc/crio/crio.conf.d/99-bake.conf"
 CRICTL_PATH = "/etc/crictl.yaml"
-ZRAM_GENERATOR_PATH = "/etc/systemd/zram-generator.conf"
 ETCD_DROPIN_PATH = "/etc/systemd/system/kubelet.service.d/20-etcd-service-manager.conf"
 ETCD_KUBELET_CONFIG_PATH = "/etc/systemd/system/kubelet.service.d/kubelet.conf"
 
-# apt sources are staged here and moved into /etc/apt/sources.list.d by the script only once their
-# keyring exists: an apt source whose signed-by file is missing makes every `apt-get update` fail,
-# including the one that may be needed to install curl/gpg to fetch the key.
-APT_STAGING_DIR = "/etc/bake/apt"
-APT_KEYRING_DIR = "/etc/apt/keyrings"
-YUM_REPOS_DIR = "/etc/yum.repos.d"
-
-CONTAINERD_SOCKET = "unix:///var/run/containerd/containerd.sock"
-CRIO_SOCKET = "unix:///var/run/crio/crio.sock"
-
-# Release codenames, for repositories laid out by suite (Docker's containerd.io).
-APT_CODENAMES = {
-    "ubuntu-22.04": "jammy",
-    "ubuntu-24.04": "noble",
-    "debian-12": "bookworm",
-    "debian-13": "trixie",
-}
-
-K8S_PACKAGES = ("kubelet", "kubeadm", "kubectl")
-# Guide part 8 (preflight warnings) plus what fetching repository keys needs.
-APT_BASE_PACKAGES = ("ca-certificates", "conntrack", "curl", "ebtables", "ethtool", "gpg", "socat")
-# dnf resolves `ebtables` by its provides (iptables-ebtables / iptables-nft on EL 9 and Fedora); the
-# kubelet RPM requires the same name (spec 6.1), so it is installable wherever the kubelet is.
-# No `curl`: EL 9 images ship `curl-minimal`, which conflicts with it; the script installs curl only
-# where no curl command exists at all.
-DNF_BASE_PACKAGES = ("ca-certificates", "conntrack-tools", "ebtables", "ethtool", "iptables", "socat")
-
-_ARCH_RPM = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
 @dataclass(frozen=True)
@@ -72,19 +47,11 @@ class Firewall:
 
 
 @dataclass(frozen=True)
-class AptKey:
-    url: str
-    keyring: str
-
-
-@dataclass(frozen=True)
 class HostPrep:
     """What a node needs before kubeadm: its files and the actions the script takes."""
 
     files: tuple[NodeFile, ...]
     package_family: PackageFamily
-    prebaked: bool
-    runtime: Runtime
     runtime_service: str
     cri_socket: str
     containerd_config_version: int | None
@@ -99,7 +66,6 @@ class HostPrep:
     apt_staged_sources: tuple[str, ...]
     selinux_permissive: bool
     firewall: Firewall
-    etcd_service_manager: bool
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,59 +78,11 @@ def minor_of(version: str) -> str:
     return f"{major}.{minor}"
 
 
-def cri_socket(runtime: Runtime) -> str:
-    return CRIO_SOCKET if runtime is Runtime.CRIO else CONTAINERD_SOCKET
-
-
 def pause_image(plan: ClusterPlan, node: NodePlan) -> str:
     """The sandbox image kubeadm expects: every node runs the cluster's kubeadm (kube_package_specs), and
     from 1.35 kubeadm passes no --pod-infra-container-image, so the runtime's pinned image is the one."""
     del node  # the same on every node, whatever its kubelet version
     return images.pause_image(plan)
-
-
-def _toml_string(text: str) -> str:
-    """A TOML basic string: JSON's escapes are valid TOML ones; astral characters stay literal (TOML has
-    no surrogate pairs) and DEL, which JSON leaves bare, is escaped."""
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def _toml_key(key: str) -> str:
-    if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii():
-        return key
-    return _toml_string(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
-def toml_dump(data: dict[str, Any]) -> str:
-    """A minimal TOML writer for nested tables of scalars (what runtime configs need), built as data."""
-    out: list[str] = []
-
-    def table(prefix: tuple[str, ...], body: dict[str, Any]) -> None:
-        scalars = [(k, v) for k, v in body.items() if not isinstance(v, dict)]
-        tables = [(k, v) for k, v in body.items() if isinstance(v, dict)]
-        if scalars and prefix:
-            if out:
-                out.append("")
-            out.append("[" + ".".join(_toml_key(p) for p in prefix) + "]")
-        for k, v in scalars:
-            out.append(f"{_toml_key(k)} = {_toml_value(v)}")
-        for k, v in tables:
-            table((*prefix, k), v)
-
-    table((), data)
-    return "\n".join(out) + "\n"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,7 +143,7 @@ def containerd_config(plan: ClusterPlan, node: NodePlan, version: int) -> NodeFi
         cri = data["plugins"]["io.containerd.cri.v1.images" if version >= 3 else "io.containerd.grpc.v1.cri"]
         cri["registry"] = {"config_path": mirrors.CERTS_D}
     header = "# bake: systemd cgroups and kubeadm's pause image, so kubelet and containerd agree (spec 7.3)\n"
-    return public(CONTAINERD_STAGED.format(version), header + toml_dump(data))
+    return public(CONTAINERD_STAGED.format(version), header + tomli_w.dumps(data))
 
 
 def crio_dropin(plan: ClusterPlan, node: NodePlan) -> NodeFile:
@@ -236,11 +154,11 @@ def crio_dropin(plan: ClusterPlan, node: NodePlan) -> NodeFile:
         }
     }
     header = "# bake: systemd cgroups and kubeadm's pause image, so kubelet and CRI-O agree\n"
-    return public(CRIO_DROPIN_PATH, header + toml_dump(data))
+    return public(CRIO_DROPIN_PATH, header + tomli_w.dumps(data))
 
 
 def crictl_file(runtime: Runtime) -> NodeFile:
-    socket = cri_socket(runtime)
+    socket = paths.CRI_SOCKETS[runtime]
     return public(
         CRICTL_PATH, yamlio.dump({"runtime-endpoint": socket, "image-endpoint": socket, "timeout": 10})
     )
@@ -255,8 +173,8 @@ def etcd_kubelet_configuration(runtime: Runtime) -> dict[str, Any]:
         "authorization": {"mode": "AlwaysAllow"},
         "cgroupDriver": "systemd",
         "address": "127.0.0.1",
-        "containerRuntimeEndpoint": cri_socket(runtime),
-        "staticPodPath": "/etc/kubernetes/manifests",
+        "containerRuntimeEndpoint": paths.CRI_SOCKETS[runtime],
+        "staticPodPath": paths.MANIFESTS_DIR,
     }
 
 
@@ -279,27 +197,6 @@ def etcd_service_manager_files(runtime: Runtime) -> list[NodeFile]:
     ]
 
 
-def _k8s_apt_url(base: str, minor: str) -> str:
-    return f"{base.rstrip('/')}/core:/stable:/v{minor}/deb/"
-
-
-def _crio_url(base: str, minor: str, kind: str) -> str:
-    """CRI-O's stable stream for a minor on the openSUSE build service's download host (its packages
-    left pkgs.k8s.io's addons:/cri-o: path, where the stable streams now answer 403)."""
-    return f"{base.rstrip('/')}/isv:/cri-o:/stable:/v{minor}/{kind}/"
-
-
-def _k8s_rpm_url(base: str, minor: str) -> str:
-    return f"{base.rstrip('/')}/core:/stable:/v{minor}/rpm/"
-
-
-def _ini(sections: list[tuple[str, list[tuple[str, str]]]]) -> str:
-    blocks = []
-    for name, items in sections:
-        blocks.append("\n".join([f"[{name}]", *(f"{k}={v}" for k, v in items)]))
-    return "\n\n".join(blocks) + "\n"
-
-
 KUBELET_REPO = "kubernetes-kubelet"
 """The second Kubernetes repository of a node whose kubelet minor differs from the cluster's."""
 
@@ -317,13 +214,11 @@ def kube_minors(plan: ClusterPlan, node: NodePlan) -> list[tuple[str, str]]:
     return repos
 
 
-def kube_package_specs(plan: ClusterPlan, node: NodePlan) -> tuple[str, ...]:
+def kube_package_specs(plan: ClusterPlan, node: NodePlan, family: OsFamily) -> tuple[str, ...]:
     """Pinned kubelet (the node's version), kubeadm and kubectl (the cluster's), in K8S_PACKAGES order."""
     cluster = plan.version.removeprefix("v")
     versions = {"kubelet": node.kubelet_version.removeprefix("v"), "kubeadm": cluster, "kubectl": cluster}
-    if node.os.family is PackageFamily.APT:
-        return tuple(f"{p}={versions[p]}-*" for p in K8S_PACKAGES)
-    return tuple(f"{p}-{versions[p]}" for p in K8S_PACKAGES)
+    return tuple(family.package_spec(p, versions[p]) for p in K8S_PACKAGES)
 
 
 def containerd_from_repository(plan: ClusterPlan) -> bool:
@@ -334,91 +229,16 @@ def containerd_from_repository(plan: ClusterPlan) -> bool:
     )
 
 
-def _docker_distro(node: NodePlan) -> str:
-    """The directory of Docker's repository layout for the node's OS (EL rebuilds use `centos`)."""
-    if node.os.distro in ("rocky", "alma"):
-        return "centos"
-    return node.os.distro
-
-
-def repository_files(plan: ClusterPlan, node: NodePlan) -> tuple[list[NodeFile], list[AptKey], list[str]]:
-    """Repository definitions (the cluster's minor, the kubelet's if older, the runtime's); apt ones are
-    staged (see APT_STAGING_DIR)."""
-    pkgs = plan.settings.packages
-    minor = minor_of(node.kubelet_version)
-    runtime = plan.settings.container_runtime
-    containerd = plan.settings.containerd_repository
-    files: list[NodeFile] = []
-    keys: list[AptKey] = []
-    staged: list[str] = []
-    if node.os.family is PackageFamily.APT:
-        # (name, deb line after signed-by, key URL)
-        repos = [
-            (name, f"{url} /", f"{url}Release.key")
-            for name, url in ((n, _k8s_apt_url(pkgs.apt_base_url, m)) for n, m in kube_minors(plan, node))
-        ]
-        if runtime is Runtime.CRIO:
-            url = _crio_url(pkgs.crio_base_url, minor, "deb")
-            repos.append(("cri-o", f"{url} /", f"{url}Release.key"))
-        elif containerd_from_repository(plan):
-            base = f"{containerd.base_url.rstrip('/')}/{_docker_distro(node)}"
-            repos.append(("containerd", f"{base} {APT_CODENAMES[node.os.name.value]} stable", f"{base}/gpg"))
-        for name, line, key in repos:
-            keyring = f"{APT_KEYRING_DIR}/{name}-apt-keyring.gpg"
-            staged_path = f"{APT_STAGING_DIR}/{name}.list"
-            files.append(public(staged_path, f"deb [signed-by={keyring}] {line}\n"))
-            keys.append(AptKey(key, keyring))
-            staged.append(staged_path)
-        return files, keys, staged
-    sections = []
-    for name, m in kube_minors(plan, node):
-        k8s_url = _k8s_rpm_url(pkgs.rpm_base_url, m)
-        sections.append(
-            (
-                name,
-                [
-                    ("name", f"Kubernetes {m}"),
-                    ("baseurl", k8s_url),
-                    ("enabled", "1"),
-                    ("gpgcheck", "1"),
-                    ("gpgkey", f"{k8s_url}repodata/repomd.xml.key"),
-                    ("exclude", "kubelet kubeadm kubectl cri-tools kubernetes-cni"),
-                ],
-            )
-        )
-    files.append(public(f"{YUM_REPOS_DIR}/kubernetes.repo", _ini(sections)))
-    if runtime is Runtime.CRIO:
-        crio_url = _crio_url(pkgs.crio_base_url, minor, "rpm")
-        crio = [
-            (
-                "cri-o",
-                [
-                    ("name", "CRI-O"),
-                    ("baseurl", crio_url),
-                    ("enabled", "1"),
-                    ("gpgcheck", "1"),
-                    ("gpgkey", f"{crio_url}repodata/repomd.xml.key"),
-                ],
-            )
-        ]
-        files.append(public(f"{YUM_REPOS_DIR}/cri-o.repo", _ini(crio)))
-    elif containerd_from_repository(plan):
-        # Docker's layout: {base}/{centos|rhel|fedora}/<release>/<arch>/stable, for the node's own arch.
-        base = f"{containerd.base_url.rstrip('/')}/{_docker_distro(node)}"
-        repo = [
-            (
-                "containerd",
-                [
-                    ("name", f"containerd ({containerd.package})"),
-                    ("baseurl", f"{base}/{node.os.release}/{_ARCH_RPM[node.arch.value]}/stable"),
-                    ("enabled", "1"),
-                    ("gpgcheck", "1"),
-                    ("gpgkey", f"{base}/gpg"),
-                ],
-            )
-        ]
-        files.append(public(f"{YUM_REPOS_DIR}/containerd.repo", _ini(repo)))
-    return files, keys, staged
+def repositories(plan: ClusterPlan, node: NodePlan) -> Repositories:
+    """What the node's package sources must offer: both Kubernetes minors if they differ, the runtime."""
+    c = plan.settings
+    return Repositories(
+        packages=c.packages,
+        kube_minors=tuple(kube_minors(plan, node)),
+        crio_minor=minor_of(node.kubelet_version) if c.container_runtime is Runtime.CRIO else None,
+        containerd=c.containerd_repository if containerd_from_repository(plan) else None,
+        arch=node.arch,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,7 +293,7 @@ def firewall_rules(plan: ClusterPlan, node: NodePlan) -> Firewall:
 def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
     c = plan.settings
     runtime = c.container_runtime
-    family = node.os.family
+    family = for_os(node.os.name)
     prebaked = c.packages.mode is PackageMode.PREBAKED
     files = [modules_file(), sysctl_file(node), crictl_file(runtime)]
     if runtime is Runtime.CRIO:
@@ -484,16 +304,10 @@ def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
         files += containerd_configs(plan, node)
         files += mirrors.containerd_files(c.registry_mirrors)
         config_version = node.kubelet_info.containerd_config_version
-    if node.os.distro == "fedora":
-        # Fedora enables swap on zram by default; an empty generator config in /etc disables it.
-        files.append(public(ZRAM_GENERATOR_PATH, "# bake: no swap on zram (the kubelet needs swap off)\n"))
+    files += family.swap_files()
     if node.role is Role.ETCD:
         files += etcd_service_manager_files(runtime)
 
-    keys: list[AptKey] = []
-    staged: list[str] = []
-    kube_packages = kube_package_specs(plan, node)
-    base_packages = APT_BASE_PACKAGES if family is PackageFamily.APT else DNF_BASE_PACKAGES
     runtime_packages: tuple[str, ...]
     if runtime is Runtime.CRIO:
         runtime_packages = ("cri-o",)
@@ -501,25 +315,21 @@ def host_prep(plan: ClusterPlan, node: NodePlan) -> HostPrep:
         runtime_packages = (c.containerd_repository.package,)
     else:
         runtime_packages = ("containerd",)  # the OS's own (validation refuses it where unsupported)
-    if not prebaked:
-        repo_files, keys, staged = repository_files(plan, node)
-        files += repo_files
+    repos = RepositoryFiles(()) if prebaked else family.repositories(repositories(plan, node))
+    files += repos.files
     return HostPrep(
         files=tuple(sorted(files, key=lambda f: f.path)),
-        package_family=family,
-        prebaked=prebaked,
-        runtime=runtime,
+        package_family=family.package_family,
         runtime_service="crio" if runtime is Runtime.CRIO else "containerd",
-        cri_socket=cri_socket(runtime),
+        cri_socket=paths.CRI_SOCKETS[runtime],
         containerd_config_version=config_version,
-        base_packages=base_packages,
+        base_packages=family.base_packages,
         runtime_packages=runtime_packages,
-        kube_packages=kube_packages,
+        kube_packages=kube_package_specs(plan, node, family),
         hold_packages=K8S_PACKAGES,
         kube_repo_ids=tuple(name for name, _ in kube_minors(plan, node)),
-        apt_keys=tuple(keys),
-        apt_staged_sources=tuple(staged),
-        selinux_permissive=node.os.rhel_like,
+        apt_keys=repos.apt_keys,
+        apt_staged_sources=repos.apt_staged_sources,
+        selinux_permissive=family.selinux_permissive,
         firewall=firewall_rules(plan, node),
-        etcd_service_manager=node.role is Role.ETCD,
     )

@@ -38,8 +38,8 @@ from typing import Any
 import yaml
 
 from .errors import Problem
+from .model import LoadBalancerKind, Role
 from .plan import ClusterPlan, NodePlan, Topology
-from .profile import LoadBalancerKind, Role
 
 DEFAULT_REPOSITORY = "registry.k8s.io"
 """kubeadm's DefaultImageRepository (apis/kubeadm/v1beta4/defaults.go)."""

@@ -16,7 +16,6 @@ import io
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,7 +28,7 @@ from unittest import mock
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
-from builder.errors import BakeError, OutputError, Problem
+from builder.errors import BakeError, Problem
 
 __all__ = [
     "SEED_LABEL",
@@ -38,7 +37,6 @@ __all__ = [
     "iso9660_name",
     "read_seed_iso",
     "read_tree_iso",
-    "write_seed_iso",
     "write_tree_iso",
 ]
 
@@ -210,51 +208,6 @@ def build_seed_iso(files: Mapping[str, bytes], *, epoch: int) -> bytes:
         with contextlib.suppress(PyCdlibException):
             iso.close()
     return out.getvalue()
-
-
-def write_seed_iso(path: Path, files: Mapping[str, bytes], *, epoch: int, mode: int = 0o600) -> None:
-    """Build the seed and put it at `path` atomically, so a reader never sees a half-written image.
-
-    The temporary file lives next to `path` (same filesystem, so the rename is atomic), gets its final
-    mode and is fsynced before the rename; the directory is fsynced afterwards so the rename survives
-    a crash. Seeds hold secrets, hence 0600 by default.
-    """
-    data = build_seed_iso(files, epoch=epoch)
-    path = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError([Problem(str(path), f"cannot write seed ISO: {exc.strerror or exc}")]) from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise OutputError([Problem(str(path), f"cannot write seed ISO: {exc.strerror or exc}")]) from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename; best effort, as some filesystems refuse to open or fsync directories."""
-    try:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def read_seed_iso(data_or_path: bytes | Path) -> dict[str, bytes]:

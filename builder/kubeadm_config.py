@@ -15,7 +15,7 @@ Upstream facts relied on (see kubeadm-spec.md sections 2, 4 and 6):
   /etc/kubernetes/manifests (the DirAvailable check went in k/k PR #104942, 1.23), and a joining
   control plane runs the init checks, which only look for kubeadm's own four manifests: the
   load-balancer static pods placed before `kubeadm join` need no ignored preflight check.
-- The profile was validated when it was loaded (builder/validation.py): feature gates, kubelet
+- The profile was validated when it was loaded (builder/validation/): feature gates, kubelet
   configuration fields, kubelet flags and labels are not checked again here.
 - `nodeRegistration.taints` has no omitempty: absent means "kubeadm's control-plane taint", `[]` none.
 - Join credentials (cluster.join). `certificate`: `discovery.file.kubeConfigPath` names the node's baked
@@ -31,15 +31,16 @@ Upstream facts relied on (see kubeadm-spec.md sections 2, 4 and 6):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from . import encryption, images, kubeadm_schema, versions, yamlio
-from .distribute import JOIN_KUBECONFIG_PATH
+from . import encryption, images, kubeadm_schema, paths, versions, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile, secret
+from .model import Arg, JoinCredential, Role
 from .plan import API_PORT, ClusterPlan, NodePlan, Topology
-from .profile import Arg, JoinCredential, Role, Runtime, deep_merge, duration_seconds
+from .profile import deep_merge
+from .syntax import duration_seconds
 
 INIT_CONFIG_PATH = "/run/kubeadm/kubeadm.yaml"
 JOIN_CONFIG_PATH = "/run/kubeadm/kubeadm-join-config.yaml"
@@ -47,16 +48,11 @@ JOIN_CONFIG_PATH = "/run/kubeadm/kubeadm-join-config.yaml"
 KUBEADM_API = kubeadm_schema.KUBEADM_API
 KUBELET_API = kubeadm_schema.KUBELET_API
 
-PKI_DIR = "/etc/kubernetes/pki"
-MANIFESTS_DIR = "/etc/kubernetes/manifests"
-ETCD_CA_FILE = f"{PKI_DIR}/etcd/ca.crt"
+PKI_DIR = paths.PKI_DIR
+MANIFESTS_DIR = paths.MANIFESTS_DIR
+ETCD_CA_FILE = f"{paths.ETCD_PKI_DIR}/ca.crt"
 APISERVER_ETCD_CLIENT_CERT = f"{PKI_DIR}/apiserver-etcd-client.crt"
 APISERVER_ETCD_CLIENT_KEY = f"{PKI_DIR}/apiserver-etcd-client.key"
-
-CRI_SOCKETS: Mapping[Runtime, str] = {
-    Runtime.CONTAINERD: "unix:///var/run/containerd/containerd.sock",
-    Runtime.CRIO: "unix:///var/run/crio/crio.sock",
-}
 
 # kubeadm's defaults for a bootstrap token (cmd/kubeadm/app/apis/bootstraptoken/v1 defaults.go).
 TOKEN_USAGES = ("signing", "authentication")
@@ -108,10 +104,6 @@ def control_plane_health_check_seconds(plan: ClusterPlan) -> int:
     """What kubeadm sizes its static pods' startup probes by (staticpod.StartupProbe)."""
     chosen = plan.settings.kubeadm_timeouts.control_plane_component_health_check
     return CONTROL_PLANE_HEALTH_CHECK_SECONDS if chosen is None else duration_seconds(chosen)
-
-
-def cri_socket(plan: ClusterPlan) -> str:
-    return CRI_SOCKETS[plan.settings.container_runtime]
 
 
 def args_list(args: Iterable[Arg]) -> list[dict[str, str]]:
@@ -247,7 +239,7 @@ def _kubelet_defaults(plan: ClusterPlan) -> dict[str, Any]:
         "cgroupDriver": "systemd",
         "clusterDNS": [str(plan.cluster_dns_ip)],
         "clusterDomain": plan.settings.dns_domain,
-        "containerRuntimeEndpoint": cri_socket(plan),
+        "containerRuntimeEndpoint": plan.cri_socket,
         "rotateCertificates": True,
         "staticPodPath": MANIFESTS_DIR,
     }
@@ -284,7 +276,7 @@ def kubelet_extra_args(plan: ClusterPlan, node: NodePlan) -> list[dict[str, str]
 
 
 def node_registration(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
-    reg: dict[str, Any] = {"name": node.name, "criSocket": cri_socket(plan)}
+    reg: dict[str, Any] = {"name": node.name, "criSocket": plan.cri_socket}
     if node.is_control_plane and plan.settings.allow_scheduling_on_control_planes:
         reg["taints"] = []  # no omitempty upstream: [] removes the control-plane taint, absent keeps it
     reg["kubeletExtraArgs"] = kubelet_extra_args(plan, node)
@@ -329,7 +321,7 @@ def joins_with_token(plan: ClusterPlan) -> bool:
 def discovery(plan: ClusterPlan, token: str, ca_hash: str) -> dict[str, Any]:
     """The JoinConfiguration's discovery: the node's own credential file, or the shared token."""
     if not joins_with_token(plan):
-        return {"file": {"kubeConfigPath": JOIN_KUBECONFIG_PATH}}
+        return {"file": {"kubeConfigPath": paths.JOIN_KUBECONFIG}}
     check_token(token)
     check_ca_hash(ca_hash)
     return {

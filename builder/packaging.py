@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from . import iso
 from .cloudinit import RenderedNode
 from .errors import Problem
-from .profile import Role, SizeTarget
+from .model import Role, SizeTarget
 
 SIZE_LIMITS: dict[SizeTarget, int | None] = {
     SizeTarget.AWS: 16384,  # EC2 user data, before base64

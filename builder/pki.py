@@ -43,8 +43,6 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 IPAddress = IPv4Address | IPv6Address
 
 CERTIFICATE_BACKDATE = timedelta(minutes=5)
-CERTIFICATE_VALIDITY = timedelta(days=365)
-CA_CERTIFICATE_VALIDITY = timedelta(days=3650)
 _MAX_SERIAL = 2**63 - 1  # Go: rand.Int(MaxInt64-1) + 1  ->  [1, MaxInt64)
 
 
@@ -412,7 +410,6 @@ def discovery_hash(ca_cert: x509.Certificate) -> str:
 # --- bootstrap tokens -----------------------------------------------------------------------------
 
 TOKEN_RE: re.Pattern[str] = re.compile(r"\A([a-z0-9]{6})\.([a-z0-9]{16})\Z")
-TOKEN_ID_RE: re.Pattern[str] = re.compile(r"\A([a-z0-9]{6})\Z")
 _TOKEN_CHARS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _TOKEN_LIMIT = 252  # 7 * 36: bytes >= 252 would bias the modulo, so they are discarded
 
@@ -429,11 +426,6 @@ def _token_chars(n: int, randbytes: Callable[[int], bytes]) -> str:
 def generate_token(randbytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
     """Bootstrap token "<6>.<16>" from [a-z0-9]; `randbytes` is injectable only for tests."""
     return f"{_token_chars(6, randbytes)}.{_token_chars(16, randbytes)}"
-
-
-def generate_certificate_key() -> str:
-    """kubeadm certificateKey (upload-certs): 32 random bytes, hex-encoded."""
-    return secrets.token_hex(32)
 
 
 # --- reuse checks ---------------------------------------------------------------------------------
@@ -473,7 +465,7 @@ def verify_reuse(
             out.append(f"certificate expired on {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
 
     if spec.is_ca:
-        if not _is_ca(cert):
+        if not is_ca(cert):
             out.append(f'certificate "{spec.name}" is not a CA')
     elif ca_cert is None:
         out.append(f'no "{spec.ca}" CA certificate to verify against')
@@ -499,7 +491,7 @@ def verify_reuse(
     return out
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def is_ca(cert: x509.Certificate) -> bool:
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
@@ -510,7 +502,7 @@ def _issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> str | None:
     if cert.issuer != ca_cert.subject:
         issuer, subject = cert.issuer.rfc4514_string(), ca_cert.subject.rfc4514_string()
         return f"issuer {issuer!r} is not the CA subject {subject!r}"
-    if not _is_ca(ca_cert):
+    if not is_ca(ca_cert):
         return "the CA certificate is not a CA"
     try:
         cert.verify_directly_issued_by(ca_cert)

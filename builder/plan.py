@@ -11,19 +11,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
-from . import versions
-from .profile import (
-    Arch,
-    Arg,
-    Cluster,
-    IPAddress,
-    LoadBalancerKind,
-    OsName,
-    Profile,
-    Role,
-    User,
-    split_host_port,
-)
+from . import osfamily, paths, versions
+from .model import Arch, Arg, Cluster, LoadBalancerKind, OsName, Profile, Role, User
+from .osfamily import PackageFamily
+from .syntax import IPAddress, split_host_port
 
 API_PORT = 6443
 
@@ -38,11 +29,6 @@ class Topology(StrEnum):
     @property
     def local_etcd(self) -> bool:
         return self is Topology.STACKED
-
-
-class PackageFamily(StrEnum):
-    APT = "apt"
-    DNF = "dnf"
 
 
 @dataclass(frozen=True)
@@ -61,7 +47,7 @@ class OsInfo:
 
     @property
     def family(self) -> PackageFamily:
-        return PackageFamily.APT if self.distro in ("ubuntu", "debian") else PackageFamily.DNF
+        return osfamily.for_os(self.name).package_family
 
     @property
     def rhel_like(self) -> bool:
@@ -75,25 +61,32 @@ class Endpoint:
     port: int
 
     @property
-    def is_ip(self) -> bool:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
-
-    @property
     def hostport(self) -> str:
         """`host:port` with IPv6 bracketed, as kubeadm's controlPlaneEndpoint and URLs want."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
     @property
     def url(self) -> str:
         return f"https://{self.hostport}"
 
 
-def host_port(ip: IPAddress, port: int) -> str:
-    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+def bracket(host: IPAddress | str) -> str:
+    """An IPv6 address in brackets, as URLs and `host:port` want it; anything else as it is."""
+    text = str(host)
+    return f"[{text}]" if ":" in text else text
+
+
+def host_port(host: IPAddress | str, port: int) -> str:
+    return f"{bracket(host)}:{port}"
+
+
+class StaticPod(StrEnum):
+    """Static pods bake writes itself (kubeadm writes the control plane's own)."""
+
+    ETCD = "etcd"
+    KUBE_VIP = "kube-vip"
+    HAPROXY = "haproxy"
+    KEEPALIVED = "keepalived"
 
 
 @dataclass(frozen=True)
@@ -117,6 +110,8 @@ class NodePlan:
     """Position among nodes of the same role, in profile order; control plane 0 runs `kubeadm init`."""
     generation: int
     """nodes[].generation: bumped to re-provision the machine (a new cloud-init instance-id)."""
+    static_pods: tuple[StaticPod, ...] = ()
+    """The static pods bake writes for this node, in manifest order."""
 
     @property
     def is_control_plane(self) -> bool:
@@ -132,6 +127,15 @@ class NodePlan:
 
     def url(self, port: int, scheme: str = "https") -> str:
         return f"{scheme}://{host_port(self.ip, port)}"
+
+    @property
+    def kube_vip_kubeconfig(self) -> str | None:
+        """The kubeconfig kube-vip reads: super-admin.conf on the init node (kube-vip issue #684: from 1.29
+        admin.conf has no rights until kubeadm init has bound it; still so in 1.37, whose init also builds
+        in-memory kubeconfigs pointing at localAPIEndpoint, k/k PR #138449), admin.conf on the others."""
+        if StaticPod.KUBE_VIP not in self.static_pods:
+            return None
+        return paths.SUPER_ADMIN_CONF if self.is_init else paths.ADMIN_CONF
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,10 @@ class ClusterPlan:
         return self.init_node.local_endpoint
 
     @property
+    def cri_socket(self) -> str:
+        return paths.CRI_SOCKETS[self.settings.container_runtime]
+
+    @property
     def ipv6(self) -> bool:
         return self.nodes[0].ip.version == 6
 
@@ -219,6 +227,19 @@ def _endpoint(c: Cluster) -> Endpoint | None:
     if lb.vip is not None and lb.kind is LoadBalancerKind.HAPROXY_KEEPALIVED:
         return Endpoint(str(lb.vip), lb.port)
     return None
+
+
+def _static_pods(role: Role, topology: Topology, lb: LoadBalancerKind) -> tuple[StaticPod, ...]:
+    """External etcd members run the etcd pod; control planes the load balancer of cluster.loadBalancer."""
+    if role is Role.ETCD:
+        return () if topology is Topology.STACKED else (StaticPod.ETCD,)
+    if role is not Role.CONTROL_PLANE:
+        return ()
+    if lb is LoadBalancerKind.KUBE_VIP:
+        return (StaticPod.KUBE_VIP,)
+    if lb is LoadBalancerKind.HAPROXY_KEEPALIVED:
+        return (StaticPod.HAPROXY, StaticPod.KEEPALIVED)
+    return ()
 
 
 def build_plan(profile: Profile) -> ClusterPlan:
@@ -257,6 +278,7 @@ def build_plan(profile: Profile) -> ClusterPlan:
                 kubelet_extra_args=tuple(n.kubelet_extra_args),
                 index=index,
                 generation=n.generation,
+                static_pods=_static_pods(n.role, topology, c.load_balancer.kind),
             )
         )
     warnings = []

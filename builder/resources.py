@@ -7,8 +7,11 @@ checkout or editable install reads the top-level `profiles/` and `templates/` di
 from __future__ import annotations
 
 import re
+import shlex
 from functools import cache
 from pathlib import Path
+
+import jinja2
 
 _PACKAGE = Path(__file__).resolve().parent
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -35,3 +38,22 @@ def profile_text(name: str) -> bytes | None:
 
 def templates_dir() -> Path:
     return data_dir("templates")
+
+
+@cache
+def templates() -> jinja2.Environment:
+    """The one Jinja environment of every template. Its templates are plain text (no autoescape) and
+    strict (an undefined name is an error); block tags take their own line (trim_blocks, lstrip_blocks);
+    comments are `{## ##}`, out of the way of bash's `${#array[@]}`; `shquote` quotes a shell word."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        comment_start_string="{##",
+        comment_end_string="##}",
+    )
+    env.filters["shquote"] = shlex.quote
+    return env

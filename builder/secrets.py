@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,15 +19,14 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from . import certlist, encryption, pki
+from . import certlist, encryption, pki, placement
 from .errors import Problem, SecretsError
-from .plan import ClusterPlan, NodePlan, Topology
-from .profile import JoinCredential, Role, duration_seconds
+from .plan import ClusterPlan, NodePlan
+from .syntax import duration_seconds
 
 BUNDLE_FORMAT = 1
 ENCRYPTION_KEY_FILE = "encryption-key"
 RENEW_BEFORE = timedelta(days=30)
-CA_NAMES = ("ca", "front-proxy-ca", "etcd-ca")
 OPERATOR = "_operator"  # not an RFC 1123 name, so no node can collide with it
 
 
@@ -81,50 +80,31 @@ class Change:
 # --------------------------------------------------------------------------------------------------
 # Which certificates each node needs (kubeadm's layout per role)
 
-KUBECONFIG_KINDS_INIT = ("admin", "super-admin", "kubelet", "controller-manager", "scheduler")
-KUBECONFIG_KINDS_JOIN = ("admin", "controller-manager", "scheduler")
-
 
 def required_specs(plan: ClusterPlan, node: NodePlan) -> list[pki.CertSpec]:
-    """The leaf certificates kubeadm would create on this node, computed as kubeadm computes them."""
+    """The leaf certificates kubeadm would create on this node (placement.TABLE says which), computed
+    as kubeadm computes them."""
     s = plan.settings
-    specs: list[pki.CertSpec] = []
-    if node.role is Role.CONTROL_PLANE:
-        endpoint_host = plan.endpoint.host if plan.endpoint else None
-        sans = list(s.api_server.cert_sans)
-        if s.load_balancer.vip is not None:
-            sans.append(str(s.load_balancer.vip))
-        apiserver, _ = certlist.apiserver(
+    held = placement.for_node(plan, node)
+    endpoint_host = plan.endpoint.host if plan.endpoint else None
+    sans = [*s.api_server.cert_sans, *([str(s.load_balancer.vip)] if s.load_balancer.vip is not None else [])]
+    make: dict[str, Callable[[], pki.CertSpec]] = {
+        "apiserver": lambda: certlist.apiserver(
             node.name, node.ip, s.service_subnet, s.dns_domain, endpoint_host, sans
-        )
-        specs += [
-            apiserver,
-            certlist.apiserver_kubelet_client(plan.info.minor),
-            certlist.front_proxy_client(),
-            certlist.apiserver_etcd_client(),
-        ]
-        kinds = KUBECONFIG_KINDS_INIT if node.is_init else KUBECONFIG_KINDS_JOIN
-        specs += [certlist.kubeconfig_client(kind, node.name) for kind in kinds]
-    if joins_with_certificate(plan, node):
+        )[0],
+        "apiserver-kubelet-client": certlist.apiserver_kubelet_client,
+        "front-proxy-client": certlist.front_proxy_client,
+        "apiserver-etcd-client": certlist.apiserver_etcd_client,
+        "etcd-server": lambda: certlist.etcd_server(node.name, node.ip, s.etcd.server_cert_sans)[0],
+        "etcd-peer": lambda: certlist.etcd_peer(node.name, node.ip, s.etcd.peer_cert_sans)[0],
+        "etcd-healthcheck-client": certlist.etcd_healthcheck_client,
+    }
+    specs = [make[name]() for name in held.leaves if name not in placement.ETCD_LEAVES]
+    specs += [certlist.kubeconfig_client(kind, node.name) for kind in held.kubeconfigs]
+    if held.join_credential:
         specs.append(certlist.join_client(node.name))
-    runs_etcd = (
-        node.role is Role.CONTROL_PLANE and plan.topology is Topology.STACKED
-    ) or node.role is Role.ETCD
-    if runs_etcd:
-        specs += [
-            certlist.etcd_server(node.name, node.ip, s.etcd.server_cert_sans)[0],
-            certlist.etcd_peer(node.name, node.ip, s.etcd.peer_cert_sans)[0],
-            certlist.etcd_healthcheck_client(),
-        ]
+    specs += [make[name]() for name in held.leaves if name in placement.ETCD_LEAVES]
     return specs
-
-
-def joins_with_certificate(plan: ClusterPlan, node: NodePlan) -> bool:
-    """Workers and joining control planes run `kubeadm join`; with cluster.join: certificate each one gets
-    its own credential. Joining control planes too: they then need no token either, so no bootstrap token
-    is alive in the cluster at all (and the credential adds nothing to what a control plane holds)."""
-    joins = node.role is Role.WORKER or (node.role is Role.CONTROL_PLANE and not node.is_init)
-    return joins and plan.settings.join is JoinCredential.CERTIFICATE
 
 
 def operator_specs() -> list[pki.CertSpec]:
@@ -333,7 +313,7 @@ def bundle_files(bundle: Bundle, plan: ClusterPlan) -> Iterator[tuple[str, bytes
     yield "token", (bundle.token + "\n").encode(), 0o600
     if bundle.encryption_key is not None:
         yield ENCRYPTION_KEY_FILE, base64.b64encode(bundle.encryption_key) + b"\n", 0o600
-    for name in CA_NAMES:
+    for name in certlist.CA_NAMES:
         base = certlist.ca_specs()[name].base
         yield f"pki/{base}.crt", bundle.cas[name].cert_pem, 0o600
         yield f"pki/{base}.key", bundle.cas[name].key_pem, 0o600
@@ -407,11 +387,11 @@ def load_bundle(root: Path) -> Bundle | None:
         problems.append(Problem("secrets/token", "not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})"))
     encryption_key = _load_encryption_key(root, problems) if has_key else None
     cas: dict[str, Issued] = {}
-    for name in CA_NAMES:
+    for name in certlist.CA_NAMES:
         pair = _load_pair(root / "pki", certlist.ca_specs()[name].base, problems, "secrets/pki")
         if pair is None:
             continue
-        if not _is_ca(pair.cert):
+        if not pki.is_ca(pair.cert):
             problems.append(Problem(f"secrets/pki/{certlist.ca_specs()[name].base}.crt", "is not a CA"))
         if not algorithm.matches(pair.key):
             problems.append(
@@ -479,13 +459,6 @@ def _with_hint(problems: list[Problem]) -> list[Problem]:
             "or --rotate-ca to start over",
         ),
     ]
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:

@@ -30,18 +30,15 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
-import jinja2
-
-from . import images, resources, yamlio
-from .errors import BakeError, Problem
+from . import images, paths, resources, yamlio
 from .files import NodeFile, public
-from .kubeadm_config import MANIFESTS_DIR, PKI_DIR, control_plane_health_check_seconds
-from .plan import API_PORT, ClusterPlan, NodePlan, Topology
-from .profile import Arg, IPAddress, LoadBalancerKind, Role
+from .kubeadm_config import control_plane_health_check_seconds
+from .model import Arg, LoadBalancerKind, Role
+from .plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, bracket, host_port
+from .syntax import IPAddress
 
 # Upstream references of the load balancers' images (builder.images pins them and applies
 # cluster.imageRepository and cluster.images to them).
@@ -49,7 +46,7 @@ KUBE_VIP_IMAGE = images.KUBE_VIP.upstream_ref
 HAPROXY_IMAGE = images.HAPROXY.upstream_ref
 KEEPALIVED_IMAGE = images.KEEPALIVED.upstream_ref
 
-ETCD_PKI = f"{PKI_DIR}/etcd"
+ETCD_PKI = paths.ETCD_PKI_DIR
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 ETCD_METRICS_PORT = 2381
@@ -60,9 +57,7 @@ MANIFEST_MODE = 0o600  # kubeadm writes manifests 0600 into a 0700 directory
 HAPROXY_CFG_PATH = "/etc/haproxy/haproxy.cfg"
 KEEPALIVED_CONF_PATH = "/etc/keepalived/keepalived.conf"
 CHECK_SCRIPT_PATH = "/etc/keepalived/check_apiserver.sh"
-KUBE_VIP_KUBECONFIG_MOUNT = "/etc/kubernetes/admin.conf"
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
-SUPER_ADMIN_CONF = "/etc/kubernetes/super-admin.conf"
+KUBE_VIP_KUBECONFIG_MOUNT = paths.ADMIN_CONF  # where kube-vip reads its kubeconfig, whichever file it is
 KUBE_VIP_LEASE = "plndr-cp-lock"
 
 # Template values must match these before they reach a template, so no value can add a line, a
@@ -90,11 +85,6 @@ def _sorted(value: Any) -> Any:
 
 def _sorted_mapping(value: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _sorted(value[k]) for k in sorted(value)}
-
-
-def _bracket(ip: IPAddress | str) -> str:
-    text = str(ip)
-    return f"[{text}]" if ":" in text else text
 
 
 def arguments_to_command(
@@ -158,9 +148,10 @@ def _host_path_volume(name: str, path: str, type_: str) -> dict[str, Any]:
 
 
 def _safe(kind: str, value: object, path: str) -> str:
+    """Defence in depth: builder.validation refuses such values at load, so a miss here is a bug."""
     text = str(value)
     if not _SAFE[kind].match(text):
-        raise BakeError([Problem(path, f"{text!r} cannot be written into a load-balancer config")])
+        raise AssertionError(f"{path}: {text!r} cannot be written into a load-balancer config")
     return text
 
 
@@ -191,8 +182,8 @@ def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
         ("data-dir", data_dir),
         ("initial-advertise-peer-urls", peer_url),
         ("key-file", f"{ETCD_PKI}/server.key"),
-        ("listen-client-urls", f"https://{host_port_text(localhost, ETCD_CLIENT_PORT)},{client_url}"),
-        ("listen-metrics-urls", f"http://{host_port_text(localhost, ETCD_METRICS_PORT)}"),
+        ("listen-client-urls", f"https://{host_port(localhost, ETCD_CLIENT_PORT)},{client_url}"),
+        ("listen-metrics-urls", f"http://{host_port(localhost, ETCD_METRICS_PORT)}"),
         ("listen-peer-urls", peer_url),
         ("name", member.name),
         ("peer-cert-file", f"{ETCD_PKI}/peer.crt"),
@@ -251,10 +242,6 @@ def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
     return _sorted_mapping(pod)
 
 
-def host_port_text(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 # --------------------------------------------------------------------------------------------------
 # kube-vip
 
@@ -264,11 +251,6 @@ def _lb(plan: ClusterPlan, kind: LoadBalancerKind) -> IPAddress:
     if lb.kind is not kind or lb.vip is None:
         raise ValueError(f"cluster.loadBalancer is {lb.kind.value}, not {kind.value} with a vip")
     return lb.vip
-
-
-def kube_vip_kubeconfig(plan: ClusterPlan, node: NodePlan) -> str:
-    """super-admin.conf on the init node (kube-vip issue #684), admin.conf on the other control planes."""
-    return SUPER_ADMIN_CONF if node.is_init and plan.info.super_admin_conf else ADMIN_CONF
 
 
 def kube_vip_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
@@ -304,7 +286,8 @@ def kube_vip_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
         "volumeMounts": [{"mountPath": KUBE_VIP_KUBECONFIG_MOUNT, "name": "kubeconfig", "readOnly": True}],
     }
     # type File: never let the runtime create a directory where kubeadm is about to write a kubeconfig.
-    volumes = [_host_path_volume("kubeconfig", kube_vip_kubeconfig(plan, node), "File")]
+    assert node.kube_vip_kubeconfig is not None, "the plan gives every control plane with kube-vip one"
+    volumes = [_host_path_volume("kubeconfig", node.kube_vip_kubeconfig, "File")]
     # kube-vip talks to https://kubernetes:6443, i.e. the local kube-apiserver, never to its own VIP.
     return _pod(
         "kube-vip", container, volumes, hostAliases=[{"hostnames": ["kubernetes"], "ip": "127.0.0.1"}]
@@ -320,7 +303,7 @@ def _loopback(plan: ClusterPlan) -> str:
 
 
 def _check_port(plan: ClusterPlan) -> int:
-    """haproxy's frontend port (validated at load: >= 1024 and not 6443, builder/validation.py)."""
+    """haproxy's frontend port (validated at load: >= 1024 and not 6443, builder/validation/)."""
     return plan.settings.load_balancer.port
 
 
@@ -368,20 +351,8 @@ def keepalived_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
     return _pod("keepalived", container, volumes)
 
 
-@cache
-def _templates() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # plain config text, not HTML; values are checked by _safe() instead
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def _render(name: str, **values: Any) -> str:
-    return _templates().get_template(name).render(**values)
+    return resources.templates().get_template(name).render(**values)
 
 
 def _cp_path(plan: ClusterPlan, node: NodePlan, field: str) -> str:
@@ -449,8 +420,8 @@ def check_apiserver_sh(plan: ClusterPlan) -> str:
     return _render(
         "check_apiserver.sh.j2",
         vip=_safe("address", vip, "cluster.loadBalancer.vip"),
-        vip_host=_bracket(_safe("address", vip, "cluster.loadBalancer.vip")),
-        local_host=_bracket(_loopback(plan)),
+        vip_host=bracket(_safe("address", vip, "cluster.loadBalancer.vip")),
+        local_host=bracket(_loopback(plan)),
         port=_check_port(plan),
     )
 
@@ -459,35 +430,24 @@ def check_apiserver_sh(plan: ClusterPlan) -> str:
 # which node gets what
 
 
-def _manifest(name: str, pod: dict[str, Any]) -> NodeFile:
-    return public(f"{MANIFESTS_DIR}/{name}.yaml", yamlio.dump(pod), mode=MANIFEST_MODE)
-
-
-def has_static_pods(plan: ClusterPlan, node: NodePlan) -> bool:
-    """Whether node_static_pod_files() puts anything into /etc/kubernetes/manifests (cheap: no rendering)."""
-    if node.role is Role.ETCD:
-        return plan.topology is not Topology.STACKED
-    return node.is_control_plane and plan.settings.load_balancer.kind in (
-        LoadBalancerKind.KUBE_VIP,
-        LoadBalancerKind.HAPROXY_KEEPALIVED,
-    )
+def _manifest(pod: StaticPod, content: dict[str, Any]) -> NodeFile:
+    return public(paths.manifest(pod.value), yamlio.dump(content), mode=MANIFEST_MODE)
 
 
 def node_static_pod_files(plan: ClusterPlan, node: NodePlan) -> list[NodeFile]:
-    """External etcd members get the etcd pod; control planes the load balancer of cluster.loadBalancer."""
-    files: list[NodeFile] = []
-    if node.role is Role.ETCD and plan.topology is not Topology.STACKED:
-        files.append(_manifest("etcd", etcd_pod(plan, node)))
-    if node.is_control_plane:
-        kind = plan.settings.load_balancer.kind
-        if kind is LoadBalancerKind.KUBE_VIP:
-            files.append(_manifest("kube-vip", kube_vip_pod(plan, node)))
-        elif kind is LoadBalancerKind.HAPROXY_KEEPALIVED:
-            files += [
-                _manifest("haproxy", haproxy_pod(plan, node)),
-                _manifest("keepalived", keepalived_pod(plan, node)),
-                public(HAPROXY_CFG_PATH, haproxy_cfg(plan)),
-                public(KEEPALIVED_CONF_PATH, keepalived_conf(plan, node), mode=0o600),
-                public(CHECK_SCRIPT_PATH, check_apiserver_sh(plan), mode=0o755),
-            ]
+    """The manifests of the static pods the plan gives the node (NodePlan.static_pods), then their configs."""
+    pods = {
+        StaticPod.ETCD: etcd_pod,
+        StaticPod.KUBE_VIP: kube_vip_pod,
+        StaticPod.HAPROXY: haproxy_pod,
+        StaticPod.KEEPALIVED: keepalived_pod,
+    }
+    files = [_manifest(pod, pods[pod](plan, node)) for pod in node.static_pods]
+    if StaticPod.HAPROXY in node.static_pods:
+        files.append(public(HAPROXY_CFG_PATH, haproxy_cfg(plan)))
+    if StaticPod.KEEPALIVED in node.static_pods:
+        files += [
+            public(KEEPALIVED_CONF_PATH, keepalived_conf(plan, node), mode=0o600),
+            public(CHECK_SCRIPT_PATH, check_apiserver_sh(plan), mode=0o755),
+        ]
     return files

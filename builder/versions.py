@@ -115,9 +115,6 @@ class MinorInfo:
     ecdsa_p384: bool
     # kubeadm.k8s.io/v1beta3 documents are still accepted.
     v1beta3_accepted: bool
-    # kube-vip on the init node must use super-admin.conf (admin.conf has no rights before the
-    # kubeadm:cluster-admins binding exists); true since 1.29.
-    super_admin_conf: bool
     # containerd config schema to render: 2 (containerd 1.7) or 3 (containerd 2.x). A choice of this
     # project, not an upstream fact: see CONTAINERD_CHOICE below.
     containerd_config_version: int
@@ -220,7 +217,6 @@ _ROWS: tuple[MinorInfo, ...] = (
         named_probe_port=False,  # 1.34+ only (k/k PR #132776; spec 5.1)
         ecdsa_p384=False,  # 1.34+ only (k/k PR #131677; spec 1.5)
         v1beta3_accepted=True,  # deprecated in 1.31, still accepted (spec 4.1)
-        super_admin_conf=True,  # since 1.29 (constants.go SuperAdminKubeConfigFileName)
         containerd_config_version=2,  # CONTAINERD_CHOICE
         pod_infra_container_image_flag=True,  # cmd/kubeadm/app/phases/kubelet/flags.go (spec 6.2)
         etcd_external_http_endpoints=False,  # added in 1.35 (k/k PR #134890)
@@ -249,7 +245,6 @@ _ROWS: tuple[MinorInfo, ...] = (
         named_probe_port=False,  # k/k PR #132776 is 1.34
         ecdsa_p384=False,  # k/k PR #131677 is 1.34
         v1beta3_accepted=True,  # spec 4.1
-        super_admin_conf=True,  # constants.go SuperAdminKubeConfigFileName
         containerd_config_version=2,  # CONTAINERD_CHOICE
         pod_infra_container_image_flag=True,  # flags.go (spec 6.2)
         etcd_external_http_endpoints=False,  # k/k PR #134890 is 1.35
@@ -276,7 +271,6 @@ _ROWS: tuple[MinorInfo, ...] = (
         named_probe_port=False,  # k/k PR #132776 is 1.34
         ecdsa_p384=False,  # k/k PR #131677 (merged May 2025) is 1.34
         v1beta3_accepted=True,  # spec 4.1
-        super_admin_conf=True,  # constants.go SuperAdminKubeConfigFileName
         containerd_config_version=2,  # CONTAINERD_CHOICE
         pod_infra_container_image_flag=True,  # flags.go; spec 6.2 example for 1.33
         etcd_external_http_endpoints=False,  # k/k PR #134890 is 1.35
@@ -304,7 +298,6 @@ _ROWS: tuple[MinorInfo, ...] = (
         named_probe_port=True,  # k/k PR #132776 (spec 5.1)
         ecdsa_p384=True,  # k/k PR #131677 "kubeadm: add support for ECDSA-P384 ... in v1beta4"
         v1beta3_accepted=True,  # spec 4.1
-        super_admin_conf=True,  # constants.go SuperAdminKubeConfigFileName
         containerd_config_version=2,  # CONTAINERD_CHOICE
         pod_infra_container_image_flag=True,  # removal (k/k PR #133778, 2025-08-29) came after 1.34.0
         etcd_external_http_endpoints=False,  # k/k PR #134890 is 1.35
@@ -335,7 +328,6 @@ _ROWS: tuple[MinorInfo, ...] = (
         named_probe_port=True,  # k/k PR #132776
         ecdsa_p384=True,  # k/k PR #131677
         v1beta3_accepted=True,  # PR #136016 ("The 1.35 kubeadm binary can be used to migrate") is later
-        super_admin_conf=True,  # constants.go SuperAdminKubeConfigFileName
         containerd_config_version=3,  # CONTAINERD_CHOICE
         # k/k PR #133778: kubeadm stops writing the flag; k/k PR #133779 removes it from the kubelet in 1.35
         # (CHANGELOG-1.35.md urgent upgrade notes, cited by kubermatic/operating-system-manager PR #555).
@@ -374,7 +366,6 @@ _ROWS: tuple[MinorInfo, ...] = (
         # ("Changelog since v1.36.0"); kubernetes/kubeadm PR #3311 (2026-05-30) still waited for it and
         # kubernetes-sigs/image-builder PR #2152 says "fully removed from 1.37". spec 4.1 (1.36) is wrong.
         v1beta3_accepted=True,
-        super_admin_conf=True,  # constants.go SuperAdminKubeConfigFileName
         containerd_config_version=3,  # CONTAINERD_CHOICE
         pod_infra_container_image_flag=False,  # k/k PR #133778
         etcd_external_http_endpoints=True,  # k/k PR #134890
@@ -412,9 +403,6 @@ _ROWS: tuple[MinorInfo, ...] = (
         named_probe_port=True,  # k/k PR #132776
         ecdsa_p384=True,  # k/k PR #131677
         v1beta3_accepted=False,  # k/k PR #136016 (CHANGELOG-1.37.md, v1.37.0-alpha.1)
-        # Still needed for kube-vip; 1.37 init also builds in-memory admin/super-admin kubeconfigs that point
-        # at localAPIEndpoint (k/k PR #138449), which helps delayed load balancers.
-        super_admin_conf=True,
         # CONTAINERD_CHOICE; kubeadm preflight warns without RuntimeConfig (k/k PR #139122)
         containerd_config_version=3,
         pod_infra_container_image_flag=False,  # k/k PR #133778

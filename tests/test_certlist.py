@@ -102,7 +102,7 @@ def _all_specs() -> dict[str, CertSpec]:
         "or RFC-1123 compliant DNS entry"
     ]
     specs["apiserver"] = api
-    specs["apiserver-kubelet-client"] = certlist.apiserver_kubelet_client(31)
+    specs["apiserver-kubelet-client"] = certlist.apiserver_kubelet_client()
     specs["front-proxy-client"] = certlist.front_proxy_client()
     specs["etcd-server"] = certlist.etcd_server(
         "cp-1", IPv4Address("192.168.56.10"), ["etcd.example.com", "10.1.1.1"]
@@ -145,18 +145,6 @@ def certs(request: pytest.FixtureRequest) -> dict[str, tuple[CertSpec, x509.Cert
 
 def test_every_certificate_is_in_the_table() -> None:
     assert set(_all_specs()) == set(TABLE)
-    assert list(certlist.DEFAULT_CERT_ORDER) == [
-        "ca",
-        "apiserver",
-        "apiserver-kubelet-client",
-        "front-proxy-ca",
-        "front-proxy-client",
-        "etcd-ca",
-        "etcd-server",
-        "etcd-peer",
-        "etcd-healthcheck-client",
-        "apiserver-etcd-client",
-    ]
 
 
 @pytest.mark.parametrize("name", list(TABLE))
@@ -327,13 +315,10 @@ def test_etcd_sans() -> None:
         certlist.etcd_server("alpha", "not-an-ip")
 
 
-def test_version_dependent_orgs() -> None:
-    assert certlist.apiserver_kubelet_client(29).orgs == ("kubeadm:cluster-admins",)
-    assert certlist.apiserver_kubelet_client(34).orgs == ("kubeadm:cluster-admins",)
-    assert certlist.apiserver_kubelet_client(28).orgs == ("system:masters",)
-    assert certlist.etcd_healthcheck_client().orgs == () == certlist.apiserver_etcd_client(minor=31).orgs
-    assert certlist.etcd_healthcheck_client(minor=28).orgs == ("system:masters",)
-    assert certlist.apiserver_etcd_client(minor=28).orgs == ("system:masters",)
+def test_orgs_of_the_supported_minors() -> None:
+    """kubeadm 1.29+ (every supported minor): k/k #121837, #119859, #120521."""
+    assert certlist.apiserver_kubelet_client().orgs == ("kubeadm:cluster-admins",)
+    assert certlist.etcd_healthcheck_client().orgs == () == certlist.apiserver_etcd_client().orgs
 
 
 def test_kubeconfig_client_kinds() -> None:

@@ -788,7 +788,7 @@ def _walk(node: ast.AST) -> Iterator[ast.AST]:
     """ast.walk, minus the mutant copies of functions a mutation-testing run adds (`*__mutmut_N`)."""
     yield node
     for child in ast.iter_child_nodes(node):
-        name = getattr(child, "name", "")
+        name = getattr(child, "name", None) or ""  # an `except` without `as` has name None
         if "__mutmut_" in name and not name.endswith("__mutmut_orig"):
             continue
         yield from _walk(child)

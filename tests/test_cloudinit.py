@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 from builder import bootstrap, cloudinit, resources, yamlio
 from builder.errors import BakeError
 from builder.files import NodeFile, public, secret
+from builder.model import Profile
 from builder.plan import ClusterPlan, NodePlan, build_plan
-from builder.profile import Profile, load_profile, validate
+from builder.profile import load_profile, validate
 
 from .helpers import check_golden
 from .peers import program

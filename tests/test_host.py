@@ -9,12 +9,12 @@ from pathlib import PurePosixPath
 
 import pytest
 import yaml
-from hypothesis import given
-from hypothesis import strategies as st
 
-from builder import host
-from builder.plan import ClusterPlan, NodePlan, PackageFamily, build_plan
-from builder.profile import Runtime, load_profile
+from builder import host, osfamily
+from builder.model import OsName, Runtime
+from builder.osfamily import PackageFamily
+from builder.plan import ClusterPlan, NodePlan, build_plan
+from builder.profile import load_profile
 
 
 @cache
@@ -115,8 +115,8 @@ def test_crio_dropin_and_crictl() -> None:
         }
     }
     assert yaml.safe_load(files[host.CRICTL_PATH]) == {
-        "runtime-endpoint": host.CRIO_SOCKET,
-        "image-endpoint": host.CRIO_SOCKET,
+        "runtime-endpoint": "unix:///var/run/crio/crio.sock",
+        "image-endpoint": "unix:///var/run/crio/crio.sock",
         "timeout": 10,
     }
     assert prep.runtime_service == "crio" and prep.runtime_packages == ("cri-o",)
@@ -205,21 +205,27 @@ def test_worker_with_older_kubelet_gets_the_clusters_kubeadm_and_kubectl() -> No
     assert repo["kubernetes-kubelet"]["exclude"] == repo["kubernetes"]["exclude"]
 
 
+def _k8s_rpm_section(name: str, minor: str) -> str:
+    """A pkgs.k8s.io .repo section as kubernetes.io's "Installing kubeadm" page writes it."""
+    url = f"https://pkgs.k8s.io/core:/stable:/v{minor}/rpm/"
+    return (
+        f"[{name}]\n"
+        f"name=Kubernetes {minor}\n"
+        f"baseurl={url}\n"
+        "enabled=1\n"
+        "gpgcheck=1\n"
+        f"gpgkey={url}repodata/repomd.xml.key\n"
+        "exclude=kubelet kubeadm kubectl cri-tools kubernetes-cni\n"
+    )
+
+
 def test_rhel_family_repo_selinux_and_arch_of_the_node() -> None:
     plan, node = _node("single-master", "worker-1", "defaults.os=rocky-9", "defaults.arch=arm64")
     prep = host.host_prep(plan, node)
     files = _files(prep)
     assert prep.package_family is PackageFamily.DNF
     assert prep.selinux_permissive
-    assert files["/etc/yum.repos.d/kubernetes.repo"] == (
-        "[kubernetes]\n"
-        "name=Kubernetes 1.37\n"
-        "baseurl=https://pkgs.k8s.io/core:/stable:/v1.37/rpm/\n"
-        "enabled=1\n"
-        "gpgcheck=1\n"
-        "gpgkey=https://pkgs.k8s.io/core:/stable:/v1.37/rpm/repodata/repomd.xml.key\n"
-        "exclude=kubelet kubeadm kubectl cri-tools kubernetes-cni\n"
-    )
+    assert files["/etc/yum.repos.d/kubernetes.repo"] == _k8s_rpm_section("kubernetes", "1.37")
     # containerd.io from Docker's EL repository, for the NODE's arch (aarch64), whatever bakes it.
     assert (
         "baseurl=https://download.docker.com/linux/centos/9/aarch64/stable\n"
@@ -236,7 +242,7 @@ def test_rhel_family_repo_selinux_and_arch_of_the_node() -> None:
 def test_fedora_disables_zram_swap_and_gets_containerd_2() -> None:
     plan, node = _node("single-master", "worker-1", "defaults.os=fedora-42")
     prep = host.host_prep(plan, node)
-    assert host.ZRAM_GENERATOR_PATH in _files(prep)
+    assert osfamily.ZRAM_GENERATOR_PATH in _files(prep)
     assert prep.runtime_packages == ("containerd.io",)
     assert (
         "baseurl=https://download.docker.com/linux/fedora/42/x86_64/stable\n"
@@ -297,7 +303,6 @@ def test_prebaked_skips_repositories() -> None:
     for sets in ((), ("defaults.os=rocky-9",)):
         plan, node = _node("single-master", "cp-1", "cluster.packages.mode=prebaked", *sets)
         prep = host.host_prep(plan, node)
-        assert prep.prebaked
         paths = {f.path for f in prep.files}
         assert not any(p.startswith(("/etc/bake/apt/", "/etc/yum.repos.d/")) for p in paths)
         assert prep.apt_keys == ()
@@ -323,7 +328,6 @@ def test_etcd_member_kubelet_is_spec_6_4() -> None:
     plan, node = _node("ha-external-etcd", "etcd-2")
     prep = host.host_prep(plan, node)
     files = _files(prep)
-    assert prep.etcd_service_manager
     assert files[host.ETCD_DROPIN_PATH] == (
         "[Service]\n"
         "ExecStart=\n"
@@ -361,10 +365,21 @@ def test_files_are_sorted_unique_and_public() -> None:
             assert all(not f.secret and f.owner == "root:root" for f in prep.files)
 
 
-_TOML_TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+@pytest.mark.parametrize("os_name", list(OsName))
+def test_every_os_has_one_family(os_name: OsName) -> None:
+    """Each OS the schema offers has its row, and only Fedora turns swap on zram on by default."""
+    family = osfamily.for_os(os_name)
+    apt = os_name.value.startswith(("ubuntu-", "debian-"))
+    assert family.package_family is (PackageFamily.APT if apt else PackageFamily.DNF)
+    assert family.selinux_permissive is not apt
+    plan, node = _node("single-master", "worker-1", f"defaults.os={os_name.value}")
+    assert (osfamily.ZRAM_GENERATOR_PATH in _files(host.host_prep(plan, node))) is (
+        os_name.value.startswith("fedora-")
+    )
 
 
-@given(key=_TOML_TEXT, value=_TOML_TEXT)
-def test_toml_dump_round_trips(key: str, value: str) -> None:
-    data = {"version": 2, "plugins": {key: {"nested": {"value": value, "flag": True}}}}
-    assert tomllib.loads(host.toml_dump(data)) == data
+def test_two_kubernetes_repositories_in_one_repo_file() -> None:
+    plan, node = _node("single-master", "worker-1", "nodes[1].kubernetesVersion=1.36", "defaults.os=rhel-9")
+    assert _files(host.host_prep(plan, node))["/etc/yum.repos.d/kubernetes.repo"] == (
+        _k8s_rpm_section("kubernetes", "1.37") + "\n" + _k8s_rpm_section("kubernetes-kubelet", "1.36")
+    )

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import io
 import os
-import stat
 import subprocess
 import sys
 import threading
@@ -17,13 +16,12 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from builder.errors import BakeError, OutputError
+from builder.errors import BakeError
 from builder.iso import (
     SeedIsoError,
     build_seed_iso,
     iso9660_name,
     read_seed_iso,
-    write_seed_iso,
 )
 
 from .peers import program
@@ -84,7 +82,7 @@ def test_read_back_equals_input(name: str) -> None:
 
 def test_read_back_from_path(tmp_path: Path) -> None:
     path = tmp_path / "seed.iso"
-    write_seed_iso(path, SEED, epoch=EPOCH)
+    path.write_bytes(build_seed_iso(SEED, epoch=EPOCH))
     assert read_seed_iso(path) == SEED
 
 
@@ -347,34 +345,6 @@ def test_clock_is_restored_after_build_and_after_failure() -> None:
 
 
 # --- writing ---------------------------------------------------------------------------------------
-
-
-def test_write_mode_and_no_leftovers(tmp_path: Path) -> None:
-    old = os.umask(0o077)
-    try:
-        path = tmp_path / "node-0.iso"
-        write_seed_iso(path, SEED, epoch=EPOCH)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert path.read_bytes() == build_seed_iso(SEED, epoch=EPOCH)
-        # Overwrite in place with another mode: the umask must not matter either.
-        write_seed_iso(path, {**SEED, "vendor-data": b""}, epoch=EPOCH, mode=0o644)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o644
-        assert read_seed_iso(path) == {**SEED, "vendor-data": b""}
-    finally:
-        os.umask(old)
-    assert [p.name for p in tmp_path.iterdir()] == ["node-0.iso"]
-
-
-def test_write_bad_input_leaves_nothing(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        write_seed_iso(tmp_path / "x.iso", {"User-Data": b""}, epoch=EPOCH)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_write_into_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(OutputError, match="cannot write seed ISO"):
-        write_seed_iso(tmp_path / "missing" / "x.iso", SEED, epoch=EPOCH)
-    assert list(tmp_path.iterdir()) == []
 
 
 # --- bad input -------------------------------------------------------------------------------------

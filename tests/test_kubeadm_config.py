@@ -17,8 +17,9 @@ from builder import kubeadm_config as kc
 from builder import kubeadm_schema, resources, versions, yamlio
 from builder.errors import BakeError, ProfileError
 from builder.files import Sensitivity
+from builder.model import Profile
 from builder.plan import ClusterPlan, build_plan
-from builder.profile import Profile, load_profile
+from builder.profile import load_profile
 
 from .helpers import check_golden
 

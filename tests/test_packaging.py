@@ -15,8 +15,9 @@ import yaml
 
 from builder import check, packaging
 from builder.cloudinit import RenderedNode
+from builder.model import SizeTarget
 from builder.plan import build_plan
-from builder.profile import SizeTarget, load_profile
+from builder.profile import load_profile
 
 from . import helpers
 from .helpers import bake, bundle, tree_digest

@@ -710,11 +710,6 @@ def test_token_distribution_is_unbiased() -> None:
     assert all(abs(n - expected) < 0.2 * expected for n in counts.values())
 
 
-def test_certificate_key() -> None:
-    keys = {pki.generate_certificate_key() for _ in range(50)}
-    assert len(keys) == 50 and all(re.fullmatch(r"[0-9a-f]{64}", k) for k in keys)
-
-
 # --------------------------------------------------------------------------------------------------
 # verify_reuse (spec 1.7)
 

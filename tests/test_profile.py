@@ -14,7 +14,8 @@ import pytest
 
 from builder import resources, yamlio
 from builder.errors import Problem, ProfileError
-from builder.profile import Cni, LoadBalancerKind, Profile, Role, apply_set, load_profile, validate
+from builder.model import Cni, LoadBalancerKind, Profile, Role
+from builder.profile import apply_set, load_profile, validate
 
 EMBEDDED = (
     "etcd-cluster",

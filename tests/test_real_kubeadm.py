@@ -64,8 +64,9 @@ from cryptography.x509.oid import NameOID
 
 from builder import certlist, kubeadm_config, pki, versions
 from builder.errors import BakeError
+from builder.model import LoadBalancerKind, Role
 from builder.plan import ClusterPlan, build_plan
-from builder.profile import LoadBalancerKind, Role, load_profile
+from builder.profile import load_profile
 from tests import k8s
 
 from .helpers import bake, bundle

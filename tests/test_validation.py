@@ -173,6 +173,72 @@ def test_only_does_not_skip_the_checks_of_other_nodes(tmp_path: Path) -> None:
     assert tree_digest(out / "single-master") == before
 
 
+@pytest.mark.integration
+def test_only_does_not_skip_the_checks_of_cluster_input(tmp_path: Path) -> None:
+    """A VIP with a zone index used to be refused only while rendering a control plane's haproxy and
+    keepalived configs, so `--only worker-1` (which renders neither) baked it; it is refused at load."""
+    out = tmp_path / "out"
+    lb = ("cluster.loadBalancer.kind=haproxy-keepalived",)
+    first = bake("--profile", "ipv6-ha-stacked", *_sets(lb), "-q", out=out)
+    assert first.returncode == 0, first.stderr
+    before = tree_digest(out / "ipv6-ha-stacked")
+    vip = "cluster.loadBalancer.vip=fd00:77::10%eth0"
+    proc = bake("--profile", "ipv6-ha-stacked", *_sets((*lb, vip)), "--only", "worker-1", "-q", out=out)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "cluster.loadBalancer.vip: 'fd00:77::10%eth0' has a zone index" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert tree_digest(out / "ipv6-ha-stacked") == before
+
+
+def _sets(assignments: tuple[str, ...]) -> list[str]:
+    return [arg for a in assignments for arg in ("--set", a)]
+
+
+@pytest.mark.integration
+def test_several_problems_in_one_run_and_nothing_written(tmp_path: Path) -> None:
+    """A shape error, a whole-profile error and kubeadm/kubelet rules on several nodes and the cluster:
+    one run names them all, exits 2 without a traceback and writes nothing."""
+    out = tmp_path / "out"
+    sets = (
+        "nodes[1].ip=10.77.0.999",  # schema
+        "nodes[2].name=cp-1",  # whole profile: duplicate name
+        "cluster.featureGates={NoSuchGate: true}",  # kubeadm
+        "nodes[2].labels={kubernetes.io/role: x}",  # kubelet
+    )
+    proc = bake("--profile", "single-master", *_sets(sets), "--only", "cp-1", out=out)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    # The schema pass fails first; the whole-profile checks that still make sense run with it.
+    for path in ("nodes[1].ip", "nodes[2].name"):
+        assert f"{path}: " in proc.stderr, proc.stderr
+    assert list(out.iterdir()) == []
+    sets = sets[1:]
+    proc = bake("--profile", "single-master", *_sets(sets), "--only", "cp-1", out=out)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    for path in ("nodes[2].name", "cluster.featureGates.NoSuchGate", "nodes[2].labels.kubernetes.io/role"):
+        assert f"{path}: " in proc.stderr, proc.stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "nodes[0].ip=fd00:77::11%eth0",
+        "cluster.loadBalancer.vip=fd00:77::10%1",
+        "defaults.gateway=fe80::1%eth0",
+        "defaults.dns=['fd00:77::1%eth0']",
+    ],
+)
+def test_ipv6_zone_index_is_refused(assignment: str) -> None:
+    """`addr%zone` parses as an IPv6 address, but no config bake writes (URLs, kubeadm's advertise
+    address, haproxy, keepalived) can carry it."""
+    path = assignment.partition("=")[0]
+    problems = problems_of("ipv6-ha-stacked", assignment)
+    assert [p for p, _ in problems if p.startswith(path)] != [], problems
+    assert any("zone index" in m for _, m in problems)
+
+
 # --- container runtime source ---------------------------------------------------------------------
 
 

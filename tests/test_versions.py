@@ -124,10 +124,6 @@ def test_unknown_gate_is_absent() -> None:
     assert TABLE[35].gate_state("NoSuchGate") == ABSENT
 
 
-def test_super_admin_conf_everywhere() -> None:
-    assert all(info.super_admin_conf for info in ROWS)
-
-
 # --- monotonic facts ---------------------------------------------------------------------------
 
 

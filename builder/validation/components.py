@@ -1,6 +1,6 @@
 """Checks of user input against kubeadm's, the kubelet's and the node OS's rules, on the whole profile.
 
-They run when the profile is loaded (from `profile.semantic_problems`), before anything is rendered and
+They run when the profile is loaded (`builder.validation.problems`), before anything is rendered and
 for every node whatever `--only` selects, so a profile that a renderer would choke on, or that kubeadm
 or the kubelet would refuse on the node, is refused at bake time with the field's path. Renderers trust
 a validated profile and do not check these again.
@@ -12,10 +12,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from . import kubeadm_schema, versions
-from .errors import Problem
-from .profile import (
-    DNS1123_SUBDOMAIN,
+from .. import kubeadm_schema, versions
+from ..errors import Problem
+from ..model import (
     LoadBalancerKind,
     PackageMode,
     Profile,
@@ -23,6 +22,7 @@ from .profile import (
     Runtime,
     RuntimeSource,
 )
+from ..syntax import DNS1123_SUBDOMAIN
 
 # --------------------------------------------------------------------------------------------------
 # kubeadm feature gates
@@ -187,7 +187,7 @@ def runtime_problems(p: Profile) -> Iterator[Problem]:
         try:
             minor = versions.lookup(n.kubernetes_version or c.kubernetes_version).minor
         except versions.VersionError:
-            continue  # reported by profile.semantic_problems
+            continue  # reported by validation.structure
         if shipped is None:
             why = f"{os_name} ships no containerd package (nodes[{i}] {n.name})"
         elif int(shipped.split(".")[0]) < 2 and minor >= versions.CONTAINERD_2_FROM_MINOR:
@@ -212,7 +212,7 @@ def problems(p: Profile) -> Iterator[Problem]:
     try:
         info = versions.lookup(p.cluster.kubernetes_version)
     except versions.VersionError:
-        info = None  # reported by profile.semantic_problems
+        info = None  # reported by validation.structure
     if info is not None:
         yield from feature_gate_problems(p, info)
     yield from kubelet_config_problems(p.cluster.kubelet.config)
