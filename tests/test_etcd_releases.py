@@ -42,6 +42,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.realk8s, pytest.mark.peer]
 MINORS = sorted(versions.TABLE)
 # what a flag of the wrong generation makes etcd print (3.6 warns on --experimental-*; 3.5 and 3.7 refuse)
 FLAG_TROUBLE = re.compile(r"deprecated|unknown flag|flag provided but not defined|unrecognized", re.I)
+# kubeadm's own etcd command keeps --snapshot-count=10000 for every minor (cmd/kubeadm/app/phases/etcd/
+# local.go, v1.37.2), which etcd 3.6+ calls deprecated: the bake writes what kubeadm writes
+KUBEADMS_OWN = re.compile(r"--snapshot-count is deprecated")
 
 
 def etcd_for(minor: int) -> Path:
@@ -120,7 +123,9 @@ def test_generated_etcd_command_line_runs_on_the_minors_etcd(
             procs.stop()
     for member in members:
         log = (logs / f"{member.name}.log").read_text(errors="replace")
-        trouble = [line for line in log.splitlines() if FLAG_TROUBLE.search(line)]
+        trouble = [
+            line for line in log.splitlines() if FLAG_TROUBLE.search(line) and not KUBEADMS_OWN.search(line)
+        ]
         assert not trouble, f"etcd {release} on {member.name} complained about its flags:\n" + "\n".join(
             trouble[:5]
         )
