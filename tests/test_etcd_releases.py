@@ -30,6 +30,7 @@ from .test_real_kubeadm import (
     Baked,
     Processes,
     bake_profile,
+    check_etcd_members,
     host_command,
     https,
     network,
@@ -96,18 +97,8 @@ def test_generated_etcd_command_line_runs_on_the_minors_etcd(
 
                 wait_for(f"etcd {release} member {member.name}", healthy, procs)
 
+            check_etcd_members(operator, members, pki)
             for member in members:
-                p = pki[member.name]
-                status, body = https(
-                    operator, url(member.ip, 2379, "/v3/cluster/member/list"), p / "ca.crt",
-                    p / "healthcheck-client.crt", p / "healthcheck-client.key", body="{}",
-                )  # fmt: skip
-                assert status == 200, body
-                listed = {m["name"]: m["peerURLs"] for m in json.loads(body)["members"]}
-                assert listed == {m.name: [url(m.ip, 2380, "")] for m in members}
-                # client URL: no certificate, no answer
-                status, body = https(operator, url(member.ip, 2379, "/health"), p / "ca.crt")
-                assert status == 0 and "certificate" in body.lower(), body
                 # peer URL, asked from another member's address (etcd also matches a peer's address
                 # against its certificate): that member's baked peer certificate is let in, none is not
                 other = next(m for m in members if m is not member)

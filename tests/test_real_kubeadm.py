@@ -726,9 +726,15 @@ def baked_token(baked: Baked) -> str:
 @pytest.mark.parametrize("baked", WITH_ETCD_MEMBERS, indirect=True)
 def test_baked_etcd_static_pods_form_one_cluster(cluster: Cluster) -> None:
     members = cluster.baked.role("etcd")
-    operator = cluster.ns(OPERATOR)
+    pkis = {m.name: cluster.etcd_roots[m.name] / "etc/kubernetes/pki/etcd" for m in members}
+    check_etcd_members(cluster.ns(OPERATOR), members, pkis)
+
+
+def check_etcd_members(operator: str, members: list[Node], pkis: dict[str, Path]) -> None:
+    """Each member lists every member with its peer URL (healthcheck-client certificate), and refuses a
+    client without a certificate."""
     for member in members:
-        pki = cluster.etcd_roots[member.name] / "etc/kubernetes/pki/etcd"
+        pki = pkis[member.name]
         status, body = https(
             operator, url(member.ip, 2379, "/v3/cluster/member/list"), pki / "ca.crt",
             pki / "healthcheck-client.crt", pki / "healthcheck-client.key", body="{}",
