@@ -14,7 +14,6 @@ are pinned by the comparison with kubeadm's own etcd manifest in test_real_kubea
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 from pathlib import Path
@@ -35,7 +34,7 @@ from .test_real_kubeadm import (
     https,
     network,
     url,
-    wait_for,
+    wait_etcd_healthy,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.realk8s, pytest.mark.peer]
@@ -86,16 +85,7 @@ def test_generated_etcd_command_line_runs_on_the_minors_etcd(
                 pki[member.name] = root / "etc/kubernetes/pki/etcd"
 
             for member in members:
-                p = pki[member.name]
-
-                def healthy(p: Path = p, ip: str = member.ip) -> bool:
-                    status, body = https(
-                        operator, url(ip, 2379, "/health"), p / "ca.crt",
-                        p / "healthcheck-client.crt", p / "healthcheck-client.key",
-                    )  # fmt: skip
-                    return status == 200 and json.loads(body).get("health") == "true"
-
-                wait_for(f"etcd {release} member {member.name}", healthy, procs)
+                wait_etcd_healthy(operator, member, pki[member.name], procs)
 
             check_etcd_members(operator, members, pki)
             for member in members:

@@ -601,6 +601,19 @@ def wait_for(
     raise AssertionError(f"timed out waiting for {what}\n{procs.tails()}")
 
 
+def wait_etcd_healthy(operator: str, member: Node, pki: Path, procs: Processes) -> None:
+    """Until the member answers /health with its baked healthcheck-client certificate."""
+
+    def healthy() -> bool:
+        status, body = https(
+            operator, url(member.ip, 2379, "/health"), pki / "ca.crt",
+            pki / "healthcheck-client.crt", pki / "healthcheck-client.key",
+        )  # fmt: skip
+        return status == 200 and json.loads(body).get("health") == "true"
+
+    wait_for(f"etcd member {member.name}", healthy, procs)
+
+
 def url(host: str, port: int, path: str) -> str:
     return f"https://{f'[{host}]' if ':' in host else host}:{port}{path}"
 
@@ -657,16 +670,7 @@ def cluster(baked: Baked, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             command = host_command(root / "etc/kubernetes/manifests/etcd.yaml", root)
             procs.start(f"etcd-{member.name}", net.hosts[member.name], command)
         for member in baked.role("etcd"):
-            pki = etcd_roots[member.name] / "etc/kubernetes/pki/etcd"
-
-            def healthy(pki: Path = pki, ip: str = member.ip) -> bool:
-                status, body = https(
-                    operator, url(ip, 2379, "/health"), pki / "ca.crt",
-                    pki / "healthcheck-client.crt", pki / "healthcheck-client.key",
-                )  # fmt: skip
-                return status == 200 and json.loads(body).get("health") == "true"
-
-            wait_for(f"etcd member {member.name}", healthy, procs)
+            wait_etcd_healthy(operator, member, etcd_roots[member.name] / "etc/kubernetes/pki/etcd", procs)
 
         init_root = None
         if init is not None:
