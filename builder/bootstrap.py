@@ -14,7 +14,7 @@ import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from functools import cache
 
@@ -325,6 +325,69 @@ def join_credential_not_after(node_files: Sequence[NodeFile]) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class BootstrapEnv:
+    """Every value the first-boot scripts read but the air-gap ones (airgap.AIRGAP_NAMES): field ``x_y``
+    is the env name ``BAKE_X_Y``, so the names are stated once, here."""
+
+    cluster: str
+    node_name: str
+    role: str
+    os: str
+    arch: str
+    kubernetes_version: str
+    kubelet_version: str
+    certs_not_before: str
+    package_mode: str
+    pkg_family: str
+    base_packages: str
+    runtime_packages: str
+    kube_packages: str
+    hold_packages: str
+    kube_repos: str
+    apt_key_urls: str
+    apt_keyrings: str
+    apt_staged_sources: str
+    runtime_service: str
+    cri_socket: str
+    containerd_config_version: str
+    containerd_min_major: str
+    selinux_permissive: str
+    firewall_tcp: str
+    firewall_udp: str
+    firewall_protocols: str
+    kubeadm_config: str
+    keep_files: str
+    retry_max_attempts: str
+    retry_base_seconds: str
+    retry_max_seconds: str
+    kubectl_retry_seconds: str
+    api_endpoint: str
+    wait_endpoint_seconds: str
+    join_after: str
+    join_after_pods: str
+    wait_peers_seconds: str
+    etcd_endpoints: str
+    etcd_ca: str
+    etcd_cert: str
+    etcd_key: str
+    wait_etcd_seconds: str
+    kube_vip_manifest: str
+    cni: str
+    cni_urls: str
+    cni_config: str
+    cilium_version: str
+    remove_control_plane_taint: str
+    join: str
+    join_token_id: str
+    join_token_refresh_seconds: str
+    join_credential: str
+    join_not_after: str
+
+    def values(self) -> dict[str, str]:
+        return {f"BAKE_{f.name.upper()}": getattr(self, f.name) for f in fields(self)}
+
+
 def env_values(
     plan: ClusterPlan,
     node: NodePlan,
@@ -359,68 +422,68 @@ def env_values(
     fw = prep.firewall
     keeps_token = role is BootstrapRole.INIT and joins_with_token(plan)
     join_not_after = join_credential_not_after(node_files) if joining else ""
-    values = {
-        "BAKE_CLUSTER": plan.name,
-        "BAKE_NODE_NAME": node.name,
-        "BAKE_ROLE": role.value,
-        "BAKE_OS": node.os.name.value,
-        "BAKE_ARCH": node.arch.value,
-        "BAKE_KUBERNETES_VERSION": plan.version,
-        "BAKE_KUBELET_VERSION": node.kubelet_version,
-        "BAKE_CERTS_NOT_BEFORE": str(certificates_not_before(node_files) or ""),
-        "BAKE_PACKAGE_MODE": c.packages.mode.value,
-        "BAKE_PKG_FAMILY": prep.package_family.value,
-        "BAKE_BASE_PACKAGES": _words(prep.base_packages),
-        "BAKE_RUNTIME_PACKAGES": _words(prep.runtime_packages),
-        "BAKE_KUBE_PACKAGES": _words(prep.kube_packages),
-        "BAKE_HOLD_PACKAGES": _words(prep.hold_packages),
-        "BAKE_KUBE_REPOS": _words(prep.kube_repo_ids),
-        "BAKE_APT_KEY_URLS": _words([k.url for k in prep.apt_keys]),
-        "BAKE_APT_KEYRINGS": _words([k.keyring for k in prep.apt_keys]),
-        "BAKE_APT_STAGED_SOURCES": _words(prep.apt_staged_sources),
-        "BAKE_RUNTIME_SERVICE": prep.runtime_service,
-        "BAKE_CRI_SOCKET": prep.cri_socket,
-        "BAKE_CONTAINERD_CONFIG_VERSION": str(prep.containerd_config_version or ""),
-        "BAKE_CONTAINERD_MIN_MAJOR": "2"
+    env = BootstrapEnv(
+        cluster=plan.name,
+        node_name=node.name,
+        role=role.value,
+        os=node.os.name.value,
+        arch=node.arch.value,
+        kubernetes_version=plan.version,
+        kubelet_version=node.kubelet_version,
+        certs_not_before=str(certificates_not_before(node_files) or ""),
+        package_mode=c.packages.mode.value,
+        pkg_family=prep.package_family.value,
+        base_packages=_words(prep.base_packages),
+        runtime_packages=_words(prep.runtime_packages),
+        kube_packages=_words(prep.kube_packages),
+        hold_packages=_words(prep.hold_packages),
+        kube_repos=_words(prep.kube_repo_ids),
+        apt_key_urls=_words([k.url for k in prep.apt_keys]),
+        apt_keyrings=_words([k.keyring for k in prep.apt_keys]),
+        apt_staged_sources=_words(prep.apt_staged_sources),
+        runtime_service=prep.runtime_service,
+        cri_socket=prep.cri_socket,
+        containerd_config_version=str(prep.containerd_config_version or ""),
+        containerd_min_major="2"
         if node.kubelet_info.minor >= versions.CONTAINERD_2_FROM_MINOR
         else "1",
-        "BAKE_SELINUX_PERMISSIVE": _yes(prep.selinux_permissive),
-        "BAKE_FIREWALL_TCP": _words(fw.tcp),
-        "BAKE_FIREWALL_UDP": _words(fw.udp),
-        "BAKE_FIREWALL_PROTOCOLS": _words(fw.protocols),
-        "BAKE_KUBEADM_CONFIG": kubeadm_config,
-        "BAKE_KEEP_FILES": _words(
+        selinux_permissive=_yes(prep.selinux_permissive),
+        firewall_tcp=_words(fw.tcp),
+        firewall_udp=_words(fw.udp),
+        firewall_protocols=_words(fw.protocols),
+        kubeadm_config=kubeadm_config,
+        keep_files=_words(
             sorted(p for p in written if p.startswith(KUBEADM_RESET_TREES)) if kubeadm_config else []
         ),
-        "BAKE_RETRY_MAX_ATTEMPTS": str(RETRY_MAX_ATTEMPTS),
-        "BAKE_RETRY_BASE_SECONDS": str(RETRY_BASE_SECONDS),
-        "BAKE_RETRY_MAX_SECONDS": str(RETRY_MAX_SECONDS),
-        "BAKE_KUBECTL_RETRY_SECONDS": str(KUBECTL_RETRY_SECONDS),
-        "BAKE_API_ENDPOINT": plan.api_endpoint().hostport if joining else "",
-        "BAKE_WAIT_ENDPOINT_SECONDS": str(WAIT_ENDPOINT_SECONDS),
-        "BAKE_JOIN_AFTER": _words(earlier),
-        "BAKE_JOIN_AFTER_PODS": _words(join_after_pods),
-        "BAKE_WAIT_PEERS_SECONDS": str(WAIT_PEERS_SECONDS),
-        "BAKE_ETCD_ENDPOINTS": _words(plan.etcd_client_urls) if external_etcd else "",
-        "BAKE_ETCD_CA": ETCD_CA_FILE if external_etcd else "",
-        "BAKE_ETCD_CERT": APISERVER_ETCD_CLIENT_CERT if external_etcd else "",
-        "BAKE_ETCD_KEY": APISERVER_ETCD_CLIENT_KEY if external_etcd else "",
-        "BAKE_WAIT_ETCD_SECONDS": str(WAIT_ETCD_SECONDS),
-        "BAKE_KUBE_VIP_MANIFEST": kube_vip,
-        "BAKE_CNI": c.cni.value if role is BootstrapRole.INIT else "none",
-        "BAKE_CNI_URLS": _words(cni_urls),
-        "BAKE_CNI_CONFIG": cni_file.path if cni_file is not None else "",
-        "BAKE_CILIUM_VERSION": cni_source.cilium_version,
-        "BAKE_REMOVE_CONTROL_PLANE_TAINT": _yes(
+        retry_max_attempts=str(RETRY_MAX_ATTEMPTS),
+        retry_base_seconds=str(RETRY_BASE_SECONDS),
+        retry_max_seconds=str(RETRY_MAX_SECONDS),
+        kubectl_retry_seconds=str(KUBECTL_RETRY_SECONDS),
+        api_endpoint=plan.api_endpoint().hostport if joining else "",
+        wait_endpoint_seconds=str(WAIT_ENDPOINT_SECONDS),
+        join_after=_words(earlier),
+        join_after_pods=_words(join_after_pods),
+        wait_peers_seconds=str(WAIT_PEERS_SECONDS),
+        etcd_endpoints=_words(plan.etcd_client_urls) if external_etcd else "",
+        etcd_ca=ETCD_CA_FILE if external_etcd else "",
+        etcd_cert=APISERVER_ETCD_CLIENT_CERT if external_etcd else "",
+        etcd_key=APISERVER_ETCD_CLIENT_KEY if external_etcd else "",
+        wait_etcd_seconds=str(WAIT_ETCD_SECONDS),
+        kube_vip_manifest=kube_vip,
+        cni=c.cni.value if role is BootstrapRole.INIT else "none",
+        cni_urls=_words(cni_urls),
+        cni_config=cni_file.path if cni_file is not None else "",
+        cilium_version=cni_source.cilium_version,
+        remove_control_plane_taint=_yes(
             node.is_control_plane and c.allow_scheduling_on_control_planes
         ),
-        "BAKE_JOIN": c.join.value,
-        "BAKE_JOIN_TOKEN_ID": join_token_id(node_files) if keeps_token else "",
-        "BAKE_JOIN_TOKEN_REFRESH_SECONDS": str(JOIN_TOKEN_REFRESH_SECONDS),
-        "BAKE_JOIN_CREDENTIAL": paths.JOIN_KUBECONFIG if join_not_after else "",
-        "BAKE_JOIN_NOT_AFTER": join_not_after,
-        **gap,
-    }
+        join=c.join.value,
+        join_token_id=join_token_id(node_files) if keeps_token else "",
+        join_token_refresh_seconds=str(JOIN_TOKEN_REFRESH_SECONDS),
+        join_credential=paths.JOIN_KUBECONFIG if join_not_after else "",
+        join_not_after=join_not_after,
+    )
+    values = {**env.values(), **gap}
     if role is BootstrapRole.JOIN_CONTROL_PLANE and earlier and ADMIN_CONF_PATH not in written:
         raise BakeError(
             [
@@ -433,62 +496,7 @@ def env_values(
     return values
 
 
-ENV_NAMES = (
-    "BAKE_CLUSTER",
-    "BAKE_NODE_NAME",
-    "BAKE_ROLE",
-    "BAKE_OS",
-    "BAKE_ARCH",
-    "BAKE_KUBERNETES_VERSION",
-    "BAKE_KUBELET_VERSION",
-    "BAKE_CERTS_NOT_BEFORE",
-    "BAKE_PACKAGE_MODE",
-    "BAKE_PKG_FAMILY",
-    "BAKE_BASE_PACKAGES",
-    "BAKE_RUNTIME_PACKAGES",
-    "BAKE_KUBE_PACKAGES",
-    "BAKE_HOLD_PACKAGES",
-    "BAKE_KUBE_REPOS",
-    "BAKE_APT_KEY_URLS",
-    "BAKE_APT_KEYRINGS",
-    "BAKE_APT_STAGED_SOURCES",
-    "BAKE_RUNTIME_SERVICE",
-    "BAKE_CRI_SOCKET",
-    "BAKE_CONTAINERD_CONFIG_VERSION",
-    "BAKE_CONTAINERD_MIN_MAJOR",
-    "BAKE_SELINUX_PERMISSIVE",
-    "BAKE_FIREWALL_TCP",
-    "BAKE_FIREWALL_UDP",
-    "BAKE_FIREWALL_PROTOCOLS",
-    "BAKE_KUBEADM_CONFIG",
-    "BAKE_KEEP_FILES",
-    "BAKE_RETRY_MAX_ATTEMPTS",
-    "BAKE_RETRY_BASE_SECONDS",
-    "BAKE_RETRY_MAX_SECONDS",
-    "BAKE_KUBECTL_RETRY_SECONDS",
-    "BAKE_API_ENDPOINT",
-    "BAKE_WAIT_ENDPOINT_SECONDS",
-    "BAKE_JOIN_AFTER",
-    "BAKE_JOIN_AFTER_PODS",
-    "BAKE_WAIT_PEERS_SECONDS",
-    "BAKE_ETCD_ENDPOINTS",
-    "BAKE_ETCD_CA",
-    "BAKE_ETCD_CERT",
-    "BAKE_ETCD_KEY",
-    "BAKE_WAIT_ETCD_SECONDS",
-    "BAKE_KUBE_VIP_MANIFEST",
-    "BAKE_CNI",
-    "BAKE_CNI_URLS",
-    "BAKE_CNI_CONFIG",
-    "BAKE_CILIUM_VERSION",
-    "BAKE_REMOVE_CONTROL_PLANE_TAINT",
-    "BAKE_JOIN",
-    "BAKE_JOIN_TOKEN_ID",
-    "BAKE_JOIN_TOKEN_REFRESH_SECONDS",
-    "BAKE_JOIN_CREDENTIAL",
-    "BAKE_JOIN_NOT_AFTER",
-    *AIRGAP_NAMES,
-)
+ENV_NAMES = (*(f"BAKE_{f.name.upper()}" for f in fields(BootstrapEnv)), *AIRGAP_NAMES)
 """The fixed set of names the script reads (it runs with `set -u`: a missing one stops it)."""
 
 
