@@ -187,6 +187,31 @@ def _normalised(recipients: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+def parse_recipients(data: bytes, where: str) -> tuple[list[str], str | None]:
+    """(the operator's recipients, the passphrase key's) listed in an age-recipients file."""
+    listed: list[str] = []
+    mine: str | None = None
+    marked = False
+    for raw in data.decode(errors="replace").splitlines():
+        line = raw.strip()
+        if line == _OWN_COMMENT:
+            marked = True
+        elif line and not line.startswith("#"):
+            parse_recipient(line, where)
+            if marked and mine is None:
+                mine = line
+            else:
+                listed.append(line)
+    return listed, mine
+
+
+def same_recipients(a: bytes, b: bytes) -> bool:
+    """Two age-recipients files naming the same keys (comments and order aside: a file written by hand
+    does not make bake re-encrypt a bundle)."""
+    (la, ma), (lb, mb) = parse_recipients(a, RECIPIENTS), parse_recipients(b, RECIPIENTS)
+    return (_normalised(la), ma) == (_normalised(lb), mb)
+
+
 def layout(
     files: Iterable[tuple[str, bytes, int]], seal: Seal | None, secret: Callable[[str], bool]
 ) -> list[tuple[str, bytes, int, bool]]:
@@ -314,21 +339,8 @@ class Reader:
         """How the bundle is sealed now; None when it is in clear."""
         if not self.sealed():
             return None
-        listed: list[str] = []
-        mine: str | None = None
         path = self.root / RECIPIENTS
-        if path.exists():
-            marked = False
-            for raw in path.read_text(errors="replace").splitlines():
-                line = raw.strip()
-                if line == _OWN_COMMENT:
-                    marked = True
-                elif line and not line.startswith("#"):
-                    parse_recipient(line, str(path))
-                    if marked and mine is None:
-                        mine = line
-                    else:
-                        listed.append(line)
+        listed, mine = parse_recipients(path.read_bytes(), str(path)) if path.exists() else ([], None)
         own_file = self.root / OWN_IDENTITY
         if own_file.exists() and mine is None:
             raise SecretsError(
