@@ -370,3 +370,14 @@ def test_cli_encrypted_bundle_with_wrong_identity_or_corruption(clear: Path, tmp
     assert done.returncode == 2
     assert "sec/nodes/cp-1/apiserver.key.age: cannot decrypt: corrupted" in done.stderr, done.stderr
     assert (snapshot(bundle), outputs(work, "out")) == before
+
+
+def test_bake_check_opens_an_encrypted_bundle_with_the_environment_key(tmp_path: Path) -> None:
+    recipient, identity = x25519()
+    key = write_identity(tmp_path / "key", identity)
+    assert bake(tmp_path, "out", "sec", "--encrypt-to", recipient).returncode == 0
+    tree = str((tmp_path / "out" / CLUSTER).resolve())
+    done = run("check", tree, "--secrets", "sec", cwd=tmp_path, env={"BAKE_SECRETS_IDENTITY": str(key)})
+    assert done.returncode == 0, done.stdout
+    done = run("check", tree, "--secrets", "sec", "--json", cwd=tmp_path)
+    assert done.returncode == 1 and "sec/token.age" in done.stdout, done.stdout
