@@ -29,6 +29,7 @@ from . import (
     packaging,
     parallel,
     resources,
+    sealing,
     secrets,
 )
 from .errors import BakeError, OutputError, Problem, SecretsError
@@ -59,6 +60,12 @@ class BakeOptions:
     """Called with each node rendered (bake plan compares it with the current tree)."""
     jobs: int | None = None
     """Worker processes; None: one per core (1 with dry_run or observe, which need every node here)."""
+    encrypt_to: tuple[str, ...] = ()
+    """age recipients a new bundle is encrypted to (an existing one keeps its own: sealing.wanted)."""
+    passphrase: bool = False
+    """Encrypt a new bundle with a passphrase ($BAKE_SECRETS_PASSPHRASE, else asked on a terminal)."""
+    keys: sealing.Keys | None = None
+    """What opens an encrypted bundle; None: sealing.Keys.from_env()."""
 
 
 @dataclass
@@ -204,12 +211,13 @@ def _seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
 
 
 def _existing_bundle(
-    tree: OutputTree, path: Path, dry_run: bool = False
+    tree: OutputTree, path: Path, dry_run: bool = False, reader: sealing.Reader | None = None
 ) -> tuple[secrets.Bundle | None, list[secrets.Change]]:
-    """The bundle at `path`, or the one an older bake kept inside the output tree, moved to `path`."""
+    """The bundle at `path` (opened by `reader`), or the one an older bake kept inside the output tree,
+    moved to `path`."""
     bundledir.interrupted(path)
     if path.exists():
-        return secrets.load_bundle(path), []
+        return secrets.load_bundle(path, reader), []
     legacy = tree.previous / bundledir.LEGACY_NAME if tree.previous is not None else None
     if legacy is None or not legacy.is_dir():
         return None, []
@@ -402,7 +410,13 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
     tree_class = DryTree if options.dry_run else OutputTree
     with tree_class(options.out_root, plan.name) as tree, _lock_kept_from_workers(tree):
         bundle_path = options.secrets or bundledir.default_path(plan.name)
-        existing, notices = _existing_bundle(tree, bundle_path, options.dry_run)
+        keys = options.keys or sealing.Keys.from_env()
+        reader = sealing.Reader(bundle_path, keys)
+        existing, notices = _existing_bundle(tree, bundle_path, options.dry_run, reader)
+        current = reader.seal() if bundle_path.exists() else None
+        seal = sealing.wanted(
+            current, existing is not None, options.encrypt_to, options.passphrase, bundle_path, keys
+        )
         if options.only and existing is None:
             raise BakeError([Problem("--only", "needs an existing bake of this cluster to update")])
         bundle, changes = secrets.reconcile(
@@ -420,8 +434,9 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             notices.append(
                 secrets.Change(
                     "bundle",
-                    f"no secrets bundle at {bundle_path}: {verb} a new one with new CAs; keep it safe, "
-                    "every later bake of this cluster needs it",
+                    f"no secrets bundle at {bundle_path}: {verb} a new one with new CAs"
+                    + (f" ({seal.describe()})" if seal is not None else "")
+                    + "; keep it safe, every later bake of this cluster needs it",
                 )
             )
         changes = notices + changes
@@ -506,9 +521,9 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         files = list(secrets.bundle_files(bundle, plan))
         if options.dry_run:
             bundledir.interrupted(bundle_path)
-            bundle_written = not bundledir.unchanged(bundle_path, files)
+            bundle_written = not bundledir.unchanged(bundle_path, files, seal, reader)
         else:
-            bundle_written = bundledir.save(bundle_path, files)
+            bundle_written = bundledir.save(bundle_path, files, seal, reader)
         final = tree.commit()
         return BakeResult(
             plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked, _seed_warnings(seeds),

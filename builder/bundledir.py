@@ -8,6 +8,8 @@ moved out once, with a message.
 
 A changed bundle is written as a complete copy next to the old one and swapped in with two renames;
 an interruption between them leaves the previous bundle under a name the next bake points to.
+A sealed bundle (sealing.py) keeps its private files as age files; whether it changed is judged on
+their clear bytes, since age ciphertext differs at every encryption.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from . import sealing
 from .errors import Problem, SecretsError
 from .files import private_dirs, write_new
+from .secrets import load_bundle, secret_file
 
 DEFAULT_ROOT = Path("secrets")
 LEGACY_NAME = "secrets"  # the bundle's directory inside an output generation, before this layout
@@ -49,31 +53,55 @@ def interrupted(path: Path) -> None:
         )
 
 
-def unchanged(path: Path, files: list[tuple[str, bytes, int]]) -> bool:
-    """True when the bundle on disk holds exactly these files, bytes and modes."""
+def unchanged(
+    path: Path,
+    files: list[tuple[str, bytes, int]],
+    seal: sealing.Seal | None = None,
+    reader: sealing.Reader | None = None,
+) -> bool:
+    """True when the bundle on disk holds exactly these files, bytes and modes, sealed with `seal`
+    (an age file counts as unchanged when `reader` opens it to the same clear bytes)."""
     if not path.is_dir():
         return False
+    wanted = sealing.layout(files, seal, secret_file)
     on_disk = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
-    if on_disk != {rel for rel, _, _ in files}:
+    if on_disk != {rel for rel, _, _, _ in wanted}:
         return False
-    for rel, data, mode in files:
+    for rel, data, mode, sealed in wanted:
         target = path / rel
-        if (target.stat().st_mode & 0o7777) != mode or target.read_bytes() != data:
+        if (target.stat().st_mode & 0o7777) != mode:
+            return False
+        held = target.read_bytes()
+        if sealed:
+            if reader is None:
+                return False
+            try:
+                held = reader.decrypt(target, held)
+            except SecretsError:
+                return False
+        if held != data and not (rel == sealing.RECIPIENTS and sealing.same_recipients(held, data)):
             return False
     return True
 
 
-def save(path: Path, files: Iterable[tuple[str, bytes, int]]) -> bool:
-    """Make `path` hold exactly `files`; False when it already did (nothing is touched then).
+def save(
+    path: Path,
+    files: Iterable[tuple[str, bytes, int]],
+    seal: sealing.Seal | None = None,
+    reader: sealing.Reader | None = None,
+) -> bool:
+    """Make `path` hold exactly `files` (the private ones as age files when `seal`); False when it
+    already did (nothing is touched then; `reader` opens the age files it holds to compare).
 
     The new bundle is written whole beside the old one, then swapped in: a crash leaves either the
     old bundle, the new one, or the old one aside with `interrupted` saying where.
     """
-    wanted = list(files)
+    clear = list(files)
     interrupted(path)
-    if unchanged(path, wanted):
+    if unchanged(path, clear, seal, reader):
         return False
-    for rel, _, _ in wanted:
+    wanted = sealing.layout(clear, seal, secret_file)
+    for rel, _, _, _ in wanted:
         if rel.startswith("/") or ".." in Path(rel).parts:
             raise SecretsError([Problem(str(path), f"refusing to write outside the bundle: {rel}")])
     private_dirs(path.parent)
@@ -85,9 +113,12 @@ def save(path: Path, files: Iterable[tuple[str, bytes, int]]) -> bool:
     work = path.parent / f".{path.name}.new-{os.getpid()}"
     private_dirs(work)
     try:
-        for rel, data, mode in wanted:
+        for rel, data, mode, sealed in wanted:
             private_dirs((work / rel).parent)
-            write_new(work / rel, data, mode, fsync=True)
+            assert seal is not None or not sealed
+            write_new(
+                work / rel, seal.encrypt(data) if seal is not None and sealed else data, mode, fsync=True
+            )
         if path.exists():
             os.rename(path, aside)
         os.rename(work, path)
@@ -105,3 +136,12 @@ def migrate(legacy: Path, path: Path) -> None:
     for p in [path, *path.rglob("*")]:
         if p.is_dir():
             os.chmod(p, 0o700)
+
+
+def reseal(path: Path, reader: sealing.Reader, seal: sealing.Seal | None) -> bool:
+    """Rewrite the bundle at `path` encrypted with `seal` (None: in clear), the same clear bytes;
+    `bake secrets encrypt|decrypt`. The bundle is checked whole first: a bad one is left as it was."""
+    interrupted(path)
+    if load_bundle(path, reader) is None:
+        raise SecretsError([Problem(str(path), "no secrets bundle there")])
+    return save(path, reader.clear_files(), seal, reader)

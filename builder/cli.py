@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, parallel, resources
+from . import __version__, parallel, resources, sealing
 from .bake import BakeOptions, BakeResult, run
 from .bake import Progress as ProgressFn
 from .errors import BakeError, Problem
@@ -37,6 +37,8 @@ examples:
   bake check outputs/ha-stacked          re-verify an output tree; non-zero exit on any drift
   bake plan -p ha-stacked [--json]       what a bake would change, without writing (exit 1 if anything)
   bake images -p ha-stacked [--json]     every image the nodes need, per architecture and role
+  bake --encrypt-to age1...              a new secrets bundle with its private files encrypted with age
+  bake secrets encrypt secrets/ha-stacked --to age1...   encrypt an existing bundle (decrypt: back in clear)
 
 embedded profiles: {profiles}
 """
@@ -80,6 +82,21 @@ def _bake_parser() -> argparse.ArgumentParser:
         help="the cluster's secrets bundle, created there if missing (default: secrets/<cluster>, "
         "outside the output tree)",
     )
+    _age_arguments(p)
+    p.add_argument(
+        "--encrypt-to",
+        action="append",
+        default=[],
+        metavar="RECIPIENT",
+        help="encrypt a new secrets bundle with age to this recipient (age1... or ssh-ed25519 ...; "
+        "repeatable); an existing bundle keeps its recipients (`bake secrets encrypt` changes them)",
+    )
+    p.add_argument(
+        "--passphrase",
+        action="store_true",
+        help=f"encrypt a new secrets bundle with a passphrase (${sealing.ENV_PASSPHRASE}, else asked on "
+        "the terminal)",
+    )
     p.add_argument(
         "--only",
         action="append",
@@ -112,6 +129,84 @@ def _bake_parser() -> argparse.ArgumentParser:
     out.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--version", action="version", version=f"bake {__version__}")
     return p
+
+
+def _age_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--identity",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help=f"age identity file (or OpenSSH private key) that opens an encrypted secrets bundle "
+        f"(repeatable; default: ${sealing.ENV_IDENTITY}); a passphrase is read from "
+        f"${sealing.ENV_PASSPHRASE}, else asked on the terminal",
+    )
+
+
+def _keys(args: argparse.Namespace) -> sealing.Keys:
+    return sealing.Keys.from_env(args.identity, prompt=True)
+
+
+def _secrets_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bake secrets",
+        description="Encrypt a secrets bundle's private files with age, change whom they are encrypted "
+        "to, or write them back in clear. A bake never does this by itself.",
+    )
+    sub = p.add_subparsers(dest="action", required=True)
+    enc = sub.add_parser(
+        "encrypt",
+        help="(re-)encrypt the bundle's private files to exactly the recipients / passphrase named here",
+    )
+    enc.add_argument("bundle", type=Path, help="the bundle's directory, e.g. secrets/ha-stacked")
+    enc.add_argument(
+        "--to", action="append", default=[], metavar="RECIPIENT", help="age recipient (repeatable)"
+    )
+    enc.add_argument(
+        "--passphrase",
+        action="store_true",
+        help=f"also a passphrase (${sealing.ENV_PASSPHRASE}, else asked twice on the terminal)",
+    )
+    _age_arguments(enc)
+    dec = sub.add_parser("decrypt", help="write the bundle's private files back in clear")
+    dec.add_argument("bundle", type=Path, help="the bundle's directory, e.g. secrets/ha-stacked")
+    _age_arguments(dec)
+    return p
+
+
+def secrets_main(argv: Sequence[str]) -> int:
+    from . import bundledir
+
+    args = _secrets_parser().parse_args(argv)
+    keys = _keys(args)
+    reader = sealing.Reader(args.bundle, keys)
+    seal = None
+    if args.action == "encrypt":
+        if not args.to and not args.passphrase:
+            raise BakeError(
+                [Problem("bake secrets encrypt", "name at least one --to RECIPIENT or --passphrase")]
+            )
+        phrase = None
+        if args.passphrase:
+            phrase = keys.new_passphrase(f"the secrets bundle {args.bundle}")
+            if phrase is None:
+                raise BakeError(
+                    [
+                        Problem(
+                            "--passphrase", f"set {sealing.ENV_PASSPHRASE} or run on a terminal to be asked"
+                        )
+                    ]
+                )
+        seal = sealing.Seal.new(args.to, phrase)
+    changed = bundledir.reseal(args.bundle, reader, seal)
+    how = seal.describe() if seal is not None else "in clear"
+    Console().print(
+        f"{args.bundle}: {'rewritten' if changed else 'unchanged, already'} {how}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0
 
 
 def _images_parser() -> argparse.ArgumentParser:
@@ -172,8 +267,10 @@ def images_main(argv: Sequence[str]) -> int:
     if plan.settings.airgap is not None:
         try:
             for seed in airgap.seeds(plan):
-                state = "not all named, checked at first boot" if seed.unknown else (
-                    f"missing {', '.join(seed.missing)}" if seed.missing else "complete"
+                state = (
+                    "not all named, checked at first boot"
+                    if seed.unknown
+                    else (f"missing {', '.join(seed.missing)}" if seed.missing else "complete")
                 )
                 console.print(f"{seed.arch} archives: {state}", highlight=False, soft_wrap=True)
         except BakeError as exc:
@@ -291,6 +388,9 @@ def _options(args: argparse.Namespace) -> BakeOptions:
         rotate_token=args.rotate_token,
         base_url=args.base_url,
         jobs=args.jobs,
+        encrypt_to=tuple(args.encrypt_to),
+        passphrase=args.passphrase,
+        keys=_keys(args),
     )
 
 
@@ -402,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return images_main(argv[1:])
         if argv and argv[0] == "plan":
             return plan_main(argv[1:])
+        if argv and argv[0] == "secrets":
+            return secrets_main(argv[1:])
         return bake_main(argv)
     except BakeError as exc:
         _print_problems(err, exc)

@@ -19,7 +19,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from . import certlist, encryption, pki, placement
+from . import certlist, encryption, pki, placement, sealing
 from .errors import Problem, SecretsError
 from .plan import ClusterPlan, NodePlan
 from .syntax import duration_seconds
@@ -326,9 +326,18 @@ def bundle_files(bundle: Bundle, plan: ClusterPlan) -> Iterator[tuple[str, bytes
             yield f"nodes/{owner}/{base}.key", held.key_pem, 0o600
 
 
-def _read(path: Path, problems: list[Problem], where: str) -> bytes | None:
+def secret_file(rel: str) -> bool:
+    """A bundle file that holds a secret (a private key, the bootstrap token, the etcd encryption key):
+    age-encrypted in a sealed bundle. Certificates, sa.pub and bundle.json stay clear."""
+    return rel.endswith(".key") or rel in ("token", ENCRYPTION_KEY_FILE)
+
+
+ReadFile = Callable[[Path], bytes]
+
+
+def _read(path: Path, problems: list[Problem], where: str, read: ReadFile = Path.read_bytes) -> bytes | None:
     try:
-        return path.read_bytes()
+        return read(path)
     except FileNotFoundError:
         problems.append(Problem(where, "missing"))
     except OSError as exc:
@@ -336,10 +345,12 @@ def _read(path: Path, problems: list[Problem], where: str) -> bytes | None:
     return None
 
 
-def _load_pair(root: Path, base: str, problems: list[Problem], label: str) -> Issued | None:
+def _load_pair(
+    root: Path, base: str, problems: list[Problem], label: str, read: ReadFile = Path.read_bytes
+) -> Issued | None:
     where = f"{label}/{base}"
-    cert_pem = _read(root / f"{base}.crt", problems, f"{where}.crt")
-    key_pem = _read(root / f"{base}.key", problems, f"{where}.key")
+    cert_pem = _read(root / f"{base}.crt", problems, f"{where}.crt", read)
+    key_pem = _read(root / f"{base}.key", problems, f"{where}.key", read)
     if cert_pem is None or key_pem is None:
         return None
     try:
@@ -358,12 +369,16 @@ def _load_pair(root: Path, base: str, problems: list[Problem], label: str) -> Is
     return Issued(cert, key, cert_pem, key_pem)
 
 
-def load_bundle(root: Path) -> Bundle | None:
-    """Read and fully check a bundle; None if there is none; SecretsError listing every inconsistency."""
+def load_bundle(root: Path, read: sealing.Reader | None = None) -> Bundle | None:
+    """Read and fully check a bundle; None if there is none; SecretsError listing every inconsistency.
+
+    `read` opens the files (age files decrypted in memory); by default with the identity and passphrase
+    named by the environment (sealing.Keys.from_env), never asking on a terminal."""
     if not root.exists():
         return None
+    read = read or sealing.Reader(root, sealing.Keys.from_env(prompt=False))
     problems: list[Problem] = []
-    raw = _read(root / "bundle.json", problems, "secrets/bundle.json")
+    raw = _read(root / "bundle.json", problems, "secrets/bundle.json", read)
     meta: dict[str, Any] = {}
     if raw is not None:
         try:
@@ -381,14 +396,14 @@ def load_bundle(root: Path) -> Bundle | None:
             problems.append(Problem("secrets/bundle.json", f"corrupt: {exc}"))
     if problems:
         raise SecretsError(_with_hint(problems))
-    token_raw = _read(root / "token", problems, "secrets/token")
+    token_raw = _read(root / "token", problems, "secrets/token", read)
     token = token_raw.decode(errors="replace").strip() if token_raw is not None else ""
     if token_raw is not None and not pki.TOKEN_RE.match(token):
         problems.append(Problem("secrets/token", "not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})"))
-    encryption_key = _load_encryption_key(root, problems) if has_key else None
+    encryption_key = _load_encryption_key(root, problems, read) if has_key else None
     cas: dict[str, Issued] = {}
     for name in certlist.CA_NAMES:
-        pair = _load_pair(root / "pki", certlist.ca_specs()[name].base, problems, "secrets/pki")
+        pair = _load_pair(root / "pki", certlist.ca_specs()[name].base, problems, "secrets/pki", read)
         if pair is None:
             continue
         if not pki.is_ca(pair.cert):
@@ -398,8 +413,8 @@ def load_bundle(root: Path) -> Bundle | None:
                 Problem(f"secrets/pki/{certlist.ca_specs()[name].base}.key", f"is not {algorithm.value}")
             )
         cas[name] = pair
-    sa_key = _read(root / "pki/sa.key", problems, "secrets/pki/sa.key")
-    sa_pub = _read(root / "pki/sa.pub", problems, "secrets/pki/sa.pub")
+    sa_key = _read(root / "pki/sa.key", problems, "secrets/pki/sa.key", read)
+    sa_pub = _read(root / "pki/sa.pub", problems, "secrets/pki/sa.pub", read)
     if sa_key is not None and sa_pub is not None:
         try:
             if pki.public_pem(pki.load_key(sa_key)) != sa_pub:
@@ -418,7 +433,7 @@ def load_bundle(root: Path) -> Bundle | None:
             ):
                 problems.append(Problem("secrets/bundle.json", f"bad leaf path {owner}/{base}"))
                 continue
-            pair = _load_pair(root / "nodes" / owner, base, problems, f"secrets/nodes/{owner}")
+            pair = _load_pair(root / "nodes" / owner, base, problems, f"secrets/nodes/{owner}", read)
             if pair is None:
                 continue
             issuer = ca_by_subject.get(pair.cert.issuer)
@@ -434,9 +449,9 @@ def load_bundle(root: Path) -> Bundle | None:
     return Bundle(created, algorithm, token, cas, sa_key, sa_pub, leaves, encryption_key)
 
 
-def _load_encryption_key(root: Path, problems: list[Problem]) -> bytes | None:
+def _load_encryption_key(root: Path, problems: list[Problem], read: ReadFile) -> bytes | None:
     where = f"secrets/{ENCRYPTION_KEY_FILE}"
-    raw = _read(root / ENCRYPTION_KEY_FILE, problems, where)
+    raw = _read(root / ENCRYPTION_KEY_FILE, problems, where, read)
     if raw is None:
         return None
     try:

@@ -1,0 +1,420 @@
+"""The secrets bundle's private files as age files (age-encryption.org/v1), opened only in memory.
+
+A sealed bundle keeps every private file (keys, the bootstrap token, the etcd encryption key) as
+`<name>.age`, encrypted to every recipient listed in the clear file `age-recipients` (the format of
+`age -R`); certificates, `sa.pub` and `bundle.json` stay clear, so a diff in git still tells what changed.
+A passphrase does not encrypt each file with scrypt (a second of work per file, and an age file with a
+passphrase can have no other recipient): it protects the bundle's own X25519 identity, `identity.age`
+(an age passphrase-protected identity file, as `age -d -i identity.age` reads), whose recipient is one
+more line of `age-recipients`. So a passphrase and `--encrypt-to` recipients combine.
+
+The pipeline never sees ciphertext: `Reader` hands `secrets.load_bundle` the clear bytes, and
+`layout` says what the bundle looks like on disk for a `Seal`. Age ciphertext is random, so whether a
+bundle changed is judged on the clear bytes, and a bundle that did not change is not rewritten.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import pyrage
+
+from .errors import BakeError, Problem, SecretsError
+
+SUFFIX = ".age"
+RECIPIENTS = "age-recipients"
+OWN_IDENTITY = "identity.age"
+ENV_IDENTITY = "BAKE_SECRETS_IDENTITY"
+ENV_PASSPHRASE = "BAKE_SECRETS_PASSPHRASE"
+_OWN_COMMENT = "# the bundle's passphrase key (identity.age)"
+
+Recipient: TypeAlias = Any  # pyrage.x25519.Recipient | pyrage.ssh.Recipient (pyrage ships no types)
+Identity: TypeAlias = Any  # pyrage.x25519.Identity | pyrage.ssh.Identity
+
+
+def parse_recipient(text: str, where: str = "--encrypt-to") -> Recipient:
+    """An X25519 (`age1...`) or SSH (`ssh-ed25519 ...`, `ssh-rsa ...`) recipient; BakeError if neither."""
+    text = text.strip()
+    try:
+        if text.startswith("ssh-"):
+            return pyrage.ssh.Recipient.from_str(text)
+        return pyrage.x25519.Recipient.from_str(text)
+    except pyrage.RecipientError as exc:
+        raise BakeError(
+            [Problem(where, f"{text!r} is not an age recipient (age1... or ssh-ed25519 ...): {exc}")]
+        ) from None
+
+
+def parse_identities(data: bytes, where: str) -> list[Identity]:
+    """An age identity file (AGE-SECRET-KEY-1... lines, # comments) or an unencrypted OpenSSH key."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            return [pyrage.ssh.Identity.from_buffer(data)]
+        except pyrage.IdentityError as exc:
+            raise SecretsError([Problem(where, f"not a usable SSH identity: {exc}")]) from None
+    found: list[Identity] = []
+    for number, raw in enumerate(data.decode(errors="replace").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            found.append(pyrage.x25519.Identity.from_str(line))
+        except pyrage.IdentityError:
+            raise SecretsError(
+                [Problem(f"{where}:{number}", "not an age identity (AGE-SECRET-KEY-1...)")]
+            ) from None
+    if not found:
+        raise SecretsError([Problem(where, "holds no age identity (AGE-SECRET-KEY-1...)")])
+    return found
+
+
+@dataclass
+class Keys:
+    """What may open a sealed bundle: identity files, and a passphrase asked for only when needed."""
+
+    identity_files: tuple[Path, ...] = ()
+    prompt: bool = False
+    """Ask on the terminal when $BAKE_SECRETS_PASSPHRASE is unset (only if stdin is one)."""
+    _passphrase: str | None = field(default=None, repr=False)
+    _identities: list[Identity] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, identity_files: Sequence[Path] = (), *, prompt: bool = False) -> Keys:
+        """--identity files, else $BAKE_SECRETS_IDENTITY (the passphrase is read when needed)."""
+        files = tuple(identity_files)
+        if not files and os.environ.get(ENV_IDENTITY):
+            files = (Path(os.environ[ENV_IDENTITY]),)
+        return cls(files, prompt)
+
+    def identities(self) -> list[Identity]:
+        if self._identities is None:
+            found: list[Identity] = []
+            for path in self.identity_files:
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise SecretsError(
+                        [Problem(str(path), f"identity file unreadable: {exc.strerror}")]
+                    ) from None
+                found += parse_identities(data, str(path))
+            self._identities = found
+        return self._identities
+
+    def passphrase(self, why: str) -> str | None:
+        """The passphrase of an existing bundle (asked once)."""
+        if self._passphrase is None:
+            self._passphrase = env_or_prompt(why, prompt=self.prompt)
+        return self._passphrase
+
+    def new_passphrase(self, why: str) -> str | None:
+        """The passphrase a bundle is to be encrypted with (asked twice on a terminal)."""
+        return env_or_prompt(why, prompt=self.prompt, confirm=True)
+
+
+def env_or_prompt(why: str, *, prompt: bool, confirm: bool = False) -> str | None:
+    """$BAKE_SECRETS_PASSPHRASE, else the terminal's answer (twice when `confirm`), else None."""
+    env = os.environ.get(ENV_PASSPHRASE)
+    if env is not None:
+        return env
+    if not prompt or not sys.stdin.isatty():
+        return None
+    first = getpass.getpass(f"passphrase for {why}: ")
+    if confirm and getpass.getpass("again: ") != first:
+        raise BakeError([Problem(ENV_PASSPHRASE, "the two passphrases differ")])
+    return first
+
+
+@dataclass(frozen=True)
+class OwnKey:
+    """The bundle's own X25519 key: its recipient, and `identity.age` (its identity encrypted with the
+    passphrase, opened only when no --identity opens the files)."""
+
+    recipient: str
+    sealed: bytes
+
+    @classmethod
+    def new(cls, passphrase: str) -> OwnKey:
+        identity = pyrage.x25519.Identity.generate()
+        sealed = bytes(pyrage.passphrase.encrypt(_identity_file(identity), passphrase))
+        return cls(str(identity.to_public()), sealed)
+
+
+def _identity_file(identity: pyrage.x25519.Identity) -> bytes:
+    return f"# bake secrets bundle key\n# public key: {identity.to_public()}\n{identity}\n".encode()
+
+
+@dataclass(frozen=True)
+class Seal:
+    """How a bundle's private files are written: to these recipients, and to its own passphrase key."""
+
+    recipients: tuple[str, ...] = ()
+    own: OwnKey | None = None
+
+    @classmethod
+    def new(cls, recipients: Iterable[str], passphrase: str | None) -> Seal:
+        return cls(_normalised(recipients), OwnKey.new(passphrase) if passphrase is not None else None)
+
+    def all_recipients(self) -> list[Recipient]:
+        extra = [self.own.recipient] if self.own is not None else []
+        return [parse_recipient(r, RECIPIENTS) for r in [*self.recipients, *extra]]
+
+    def recipients_text(self) -> bytes:
+        lines = ["# age recipients of every *.age file of this bundle (`age -R age-recipients` reads it)"]
+        lines += list(self.recipients)
+        if self.own is not None:
+            lines += [_OWN_COMMENT, self.own.recipient]
+        return ("\n".join(lines) + "\n").encode()
+
+    def encrypt(self, data: bytes) -> bytes:
+        return bytes(pyrage.encrypt(data, self.all_recipients()))
+
+    def describe(self) -> str:
+        parts = [*self.recipients, *(["a passphrase"] if self.own is not None else [])]
+        return "age, to " + ", ".join(parts)
+
+
+def _normalised(recipients: Iterable[str]) -> tuple[str, ...]:
+    """One spelling per recipient, sorted: the same set always gives the same age-recipients file."""
+    seen = {" ".join(r.split()) for r in recipients}
+    for r in seen:
+        parse_recipient(r)
+    return tuple(sorted(seen))
+
+
+def parse_recipients(data: bytes, where: str) -> tuple[list[str], str | None]:
+    """(the operator's recipients, the passphrase key's) listed in an age-recipients file."""
+    listed: list[str] = []
+    mine: str | None = None
+    marked = False
+    for raw in data.decode(errors="replace").splitlines():
+        line = raw.strip()
+        if line == _OWN_COMMENT:
+            marked = True
+        elif line and not line.startswith("#"):
+            parse_recipient(line, where)
+            if marked and mine is None:
+                mine = line
+            else:
+                listed.append(line)
+    return listed, mine
+
+
+def same_recipients(a: bytes, b: bytes) -> bool:
+    """Two age-recipients files naming the same keys (comments and order aside: a file written by hand
+    does not make bake re-encrypt a bundle)."""
+    (la, ma), (lb, mb) = parse_recipients(a, RECIPIENTS), parse_recipients(b, RECIPIENTS)
+    return (_normalised(la), ma) == (_normalised(lb), mb)
+
+
+def layout(
+    files: Iterable[tuple[str, bytes, int]], seal: Seal | None, secret: Callable[[str], bool]
+) -> list[tuple[str, bytes, int, bool]]:
+    """(path on disk, clear bytes, mode, encrypted) of a bundle written with `seal` (None: in clear)."""
+    out = []
+    for rel, data, mode in files:
+        sealed = seal is not None and secret(rel)
+        out.append((rel + SUFFIX if sealed else rel, data, mode, sealed))
+    if seal is not None:
+        out.append((RECIPIENTS, seal.recipients_text(), 0o600, False))
+        if seal.own is not None:
+            out.append((OWN_IDENTITY, seal.own.sealed, 0o600, False))
+    return out
+
+
+def _undecryptable(path: Path, exc: Exception) -> SecretsError:
+    if "No matching keys" in str(exc):
+        why = "none of the given identities can open it (wrong --identity / BAKE_SECRETS_IDENTITY?)"
+    else:
+        why = f"corrupted or not an age file ({exc})"
+    return SecretsError([Problem(str(path), f"cannot decrypt: {why}; nothing was written")])
+
+
+class Reader:
+    """Reads a bundle's files in clear: `<name>.age` decrypted in memory, other files as they are."""
+
+    def __init__(self, root: Path, keys: Keys) -> None:
+        self.root = root
+        self.keys = keys
+        self._own: list[Identity] | None = None
+
+    def own_identity(self) -> list[Identity]:
+        """The bundle's passphrase key, opened (the passphrase is asked for once); [] without one."""
+        if self._own is not None:
+            return self._own
+        path = self.root / OWN_IDENTITY
+        if not path.exists():
+            self._own = []
+            return self._own
+        passphrase = self.keys.passphrase(f"the secrets bundle {self.root}")
+        if passphrase is None:
+            raise SecretsError(
+                [
+                    Problem(
+                        str(path),
+                        f"the bundle is encrypted with a passphrase: set {ENV_PASSPHRASE}, run on a "
+                        f"terminal to be asked, or give an --identity; nothing was written",
+                    )
+                ]
+            )
+        try:
+            clear = pyrage.passphrase.decrypt(path.read_bytes(), passphrase)
+        except pyrage.DecryptError as exc:
+            raise SecretsError(
+                [
+                    Problem(
+                        str(path),
+                        f"cannot decrypt: wrong passphrase or corrupted file ({exc}); nothing was written",
+                    )
+                ]
+            ) from None
+        self._own = parse_identities(bytes(clear), str(path))
+        return self._own
+
+    def decrypt(self, path: Path, data: bytes) -> bytes:
+        """The clear bytes of the age file `path` holding `data`: with the --identity keys, else (none
+        given, or none a recipient) with the bundle's passphrase key."""
+        given = self.keys.identities()
+        failure: Exception | None = None
+        if given:
+            try:
+                return bytes(pyrage.decrypt(data, given))
+            except pyrage.DecryptError as exc:
+                failure = exc
+                if "No matching keys" not in str(exc) or not (self.root / OWN_IDENTITY).exists():
+                    raise _undecryptable(path, exc) from None
+        try:
+            own = self.own_identity()
+        except SecretsError as exc:
+            if failure is None:
+                raise
+            raise SecretsError(
+                [
+                    Problem(str(path), "cannot decrypt: none of the given identities can open it"),
+                    *exc.problems,
+                ]
+            ) from None
+        if not own:
+            if failure is not None:
+                raise _undecryptable(path, failure)
+            raise SecretsError(
+                [
+                    Problem(
+                        str(path),
+                        f"encrypted with age, and no identity was given (--identity FILE or {ENV_IDENTITY}); "
+                        "nothing was written",
+                    )
+                ]
+            )
+        try:
+            return bytes(pyrage.decrypt(data, own))
+        except pyrage.DecryptError as exc:
+            raise _undecryptable(path, exc) from None
+
+    def __call__(self, path: Path) -> bytes:
+        """The clear bytes of `path` (FileNotFoundError when neither it nor `path.age` exists)."""
+        sealed = path.with_name(path.name + SUFFIX)
+        if sealed.exists():
+            if path.exists():
+                raise SecretsError(
+                    [Problem(str(path), f"both {path.name} and {sealed.name} exist; remove one")]
+                )
+            return self.decrypt(sealed, sealed.read_bytes())
+        return path.read_bytes()
+
+    def sealed(self) -> bool:
+        """The bundle holds age files (or says whom they are for): it is not in clear."""
+        return (
+            (self.root / RECIPIENTS).exists()
+            or (self.root / OWN_IDENTITY).exists()
+            or any(self.root.rglob(f"*{SUFFIX}"))
+        )
+
+    def seal(self) -> Seal | None:
+        """How the bundle is sealed now; None when it is in clear."""
+        if not self.sealed():
+            return None
+        path = self.root / RECIPIENTS
+        listed, mine = parse_recipients(path.read_bytes(), str(path)) if path.exists() else ([], None)
+        own_file = self.root / OWN_IDENTITY
+        if own_file.exists() and mine is None:
+            raise SecretsError(
+                [
+                    Problem(
+                        str(path), f"does not name the recipient of {OWN_IDENTITY} (after {_OWN_COMMENT!r})"
+                    )
+                ]
+            )
+        own = OwnKey(mine, own_file.read_bytes()) if mine is not None and own_file.exists() else None
+        if mine is not None and own is None:
+            listed.append(mine)
+        return Seal(_normalised(listed), own)
+
+    def clear_files(self) -> list[tuple[str, bytes, int]]:
+        """Every file of the bundle in clear (rel path without .age, bytes, 0600), seal files left out."""
+        out = []
+        for p in sorted(self.root.rglob("*")):
+            rel = str(p.relative_to(self.root))
+            if not p.is_file() or rel in (RECIPIENTS, OWN_IDENTITY):
+                continue
+            if rel.endswith(SUFFIX):
+                out.append((rel.removesuffix(SUFFIX), self.decrypt(p, p.read_bytes()), 0o600))
+            else:
+                out.append((rel, p.read_bytes(), 0o600))
+        return out
+
+
+def wanted(
+    current: Seal | None,
+    exists: bool,
+    recipients: Sequence[str],
+    passphrase: bool,
+    where: Path,
+    keys: Keys,
+) -> Seal | None:
+    """The seal a bake writes the bundle with. Sealing or unsealing an existing bundle, or changing its
+    recipients, is `bake secrets encrypt|decrypt`'s job: a bake never does it as a side effect."""
+    if not exists:
+        if not recipients and not passphrase:
+            return None
+        phrase = None
+        if passphrase:
+            phrase = keys.new_passphrase(f"the new secrets bundle {where}")
+            if phrase is None:
+                raise BakeError(
+                    [Problem("--passphrase", f"set {ENV_PASSPHRASE} or run on a terminal to be asked for it")]
+                )
+        return Seal.new(recipients, phrase)
+    hint = f"`bake secrets encrypt {where} ...` changes how an existing bundle is encrypted"
+    if current is None:
+        if recipients or passphrase:
+            raise BakeError(
+                [
+                    Problem(
+                        "--encrypt-to" if recipients else "--passphrase",
+                        f"the bundle at {where} is in clear; {hint}",
+                    )
+                ]
+            )
+        return None
+    if recipients and _normalised(recipients) != current.recipients:
+        listed = ", ".join(current.recipients) or "no recipient"
+        raise BakeError([Problem("--encrypt-to", f"the bundle at {where} is encrypted to {listed}; {hint}")])
+    if passphrase and current.own is None:
+        raise BakeError([Problem("--passphrase", f"the bundle at {where} has no passphrase; {hint}")])
+    if not current.recipients and current.own is None:
+        raise BakeError(
+            [
+                Problem(
+                    str(where / RECIPIENTS),
+                    "the bundle holds age files but does not say whom they are encrypted to: list the "
+                    "recipients there, one a line (or re-encrypt it with `bake secrets encrypt`)",
+                )
+            ]
+        )
+    return current
