@@ -164,20 +164,26 @@ def test_bad_profile_writes_nothing_and_names_fields(tmp_path: Path) -> None:
 def test_secret_modes(tmp_path: Path) -> None:
     os.umask(0)
     try:
-        assert bake("--profile", "ha-stacked", "--quiet", out=tmp_path).returncode == 0
+        base = ("--base-url", "http://10.77.0.1:8080/")
+        assert bake("--profile", "ha-stacked", "--quiet", *base, out=tmp_path).returncode == 0
     finally:
         os.umask(0o022)
     tree = (tmp_path / "ha-stacked").resolve()
     kept = tmp_path / "secrets"  # the bundle's root and the bundle itself, apart from the tree
-    files = 0
+    files, snippets = 0, []
     for path in [tree, *tree.rglob("*"), kept, *kept.rglob("*")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         if path.is_dir():
             assert mode == 0o700, path
+        elif path.parent.parent.name == "http" and path.name in ("cmdline.txt", "boot.ipxe"):
+            assert mode == 0o644, f"{path} is {mode:04o}"  # the README's one exception: PXE snippets
+            snippets.append(path)
         else:  # the README's rule: every file, certificates included
             assert mode == 0o600, f"{path} is {mode:04o}"
             files += 1
     assert files > 50 and (kept / "ha-stacked/pki/ca.crt").is_file()
+    published = [d for d in (tree / "http").iterdir() if (d / "user-data").is_file()]
+    assert len(snippets) == 2 * len(published) > 0
     assert not (tree / "secrets").exists()
 
 
