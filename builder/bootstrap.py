@@ -45,6 +45,8 @@ PHASES = ("prep", "packages", "runtime", "wait", "kubeadm", "cni")
 """The phases in their order: bake-bootstrap-<phase>.service runs LIB_DIR/<phase>.sh (lib.sh's PHASES)."""
 SCRIPTS_DATA_DIR = "bootstrap"
 """Where the scripts are in the package data (templates/bootstrap/)."""
+OTHER_SCRIPTS = ("renew-certs.sh",)
+"""Beside them, not part of the first boot: the certificate renewal's (builder.renewal)."""
 ENV_PATH = paths.BOOTSTRAP_ENV
 STATE_DIR = "/var/lib/bake"
 STEPS_DIR = f"{STATE_DIR}/steps"
@@ -525,7 +527,7 @@ def script_texts() -> dict[str, str]:
     """Every script by its file name (lib.sh, bootstrap.sh, <phase>.sh): plain shell from the package
     data, the same bytes for every node."""
     folder = resources.templates_dir() / SCRIPTS_DATA_DIR
-    texts = {p.name: p.read_text() for p in sorted(folder.glob("*.sh"))}
+    texts = {p.name: p.read_text() for p in sorted(folder.glob("*.sh")) if p.name not in OTHER_SCRIPTS}
     expected = {"lib.sh", "bootstrap.sh", *(f"{p}.sh" for p in PHASES)}
     if set(texts) != expected:
         raise FileNotFoundError(f"{folder}: expected the scripts {sorted(expected)}, found {sorted(texts)}")
