@@ -295,6 +295,9 @@ def _pem_certificates(f: NodeFile) -> list[bytes]:
     return found
 
 
+pem_certificates = _pem_certificates
+
+
 def certificates_not_before(files: Sequence[NodeFile]) -> int | None:
     """The latest NotBefore (Unix time) of the certificates baked for a node: before it, some of them
     are not valid yet and TLS with them fails, so the bootstrap warns about a clock behind it."""

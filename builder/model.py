@@ -188,7 +188,7 @@ class CertificateRenewal(Model):
     before: Duration = "720h"
     """The window before a certificate's NotAfter in which the node renews it."""
     on_calendar: str = Field(default="daily", pattern=r"^[A-Za-z0-9*:/.,~ -]{1,100}$")
-    """When the timer looks (a systemd.time(7) calendar expression; checked with systemd-analyze if present)."""
+    """When the timer looks: a systemd.time(7) calendar expression (the unit is verified in the tests)."""
 
     @field_validator("before")
     @classmethod

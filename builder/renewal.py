@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from . import certlist, kubeadm_config, paths, placement, resources, static_pods, yamlio
+from . import kubeadm_config, paths, placement, resources, static_pods, yamlio
 from .files import NodeFile, public
 from .model import Role
 from .plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, host_port

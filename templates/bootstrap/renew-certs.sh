@@ -88,7 +88,11 @@ renew() {
 
 containers() { crictl --runtime-endpoint "$BAKE_RENEW_CRI_SOCKET" ps --name "^$1\$" --state running -q; }
 
-gone() { [[ -z $(containers "$1") ]]; }
+gone() {
+    local ids
+    ids=$(containers "$1") || return 1
+    [[ -z $ids ]]
+}
 
 # back POD OLD: a container other than OLD runs and the pod's health endpoint answers
 back() {
@@ -136,6 +140,7 @@ restart_pods() {
     local -a pods
     split BAKE_RENEW_PODS pods
     local entry
+    command -v crictl >/dev/null || die "crictl is not installed: restart ${pods[*]%%=*} by hand to load the renewed certificates"
     for entry in "${pods[@]}"; do
         restart_pod "${entry%%=*}" "${entry#*=}" || die "${entry%%=*} did not come back within ${BAKE_RENEW_WAIT_SECONDS}s with the renewed certificates: see its container's logs (crictl logs)"
     done
@@ -151,6 +156,9 @@ restore_parked() {
     done
 }
 
+# systemd stops the unit with SIGTERM: the manifest of a pod being restarted goes back first.
+trap 'exit 143' TERM INT
+trap restore_parked EXIT
 log "node $BAKE_RENEW_NODE ($BAKE_RENEW_ROLE): renewing what expires within ${BAKE_RENEW_BEFORE_SECONDS}s"
 restore_parked
 find_due
