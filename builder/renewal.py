@@ -196,7 +196,7 @@ def units(on_calendar: str) -> tuple[str, str]:
     service = (
         "[Unit]\n"
         "Description=bake: renew this node's kubeadm certificates inside the window before they expire\n"
-        "Documentation=man:kubeadm(8)\n"
+        "Documentation=https://kubernetes.io/docs/tasks/administer-cluster/kubeadm/kubeadm-certs/\n"
         "Wants=network-online.target\n"
         "After=network-online.target\n"
         f"ConditionPathExists={BOOTSTRAP_DONE}\n"

@@ -123,6 +123,7 @@ restart_pod() {
         log "$pod: no manifest at $manifest; not restarted"
         return 0
     fi
+    command -v crictl >/dev/null || die "crictl is not installed: restart $pod (and the pods after it) by hand to load the renewed certificates"
     old=$(containers "$pod" || true)
     install -d -m 0700 "$BAKE_RENEW_PARK_DIR"
     mv "$manifest" "$parked"
@@ -140,7 +141,6 @@ restart_pods() {
     local -a pods
     split BAKE_RENEW_PODS pods
     local entry
-    command -v crictl >/dev/null || die "crictl is not installed: restart ${pods[*]%%=*} by hand to load the renewed certificates"
     for entry in "${pods[@]}"; do
         restart_pod "${entry%%=*}" "${entry#*=}" || die "${entry%%=*} did not come back within ${BAKE_RENEW_WAIT_SECONDS}s with the renewed certificates: see its container's logs (crictl logs)"
     done
