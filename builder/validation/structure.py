@@ -177,30 +177,17 @@ MIN_CERTIFICATE_VALIDITY = 3600
 
 
 def _certificate_lifetimes(c: Cluster) -> Iterator[Problem]:
-    """Leaf validity, the renewal window and the warning window must fit in one another: a window as long
-    as the leaves' lifetime would renew (or warn about) every certificate on every run."""
+    """Leaf validity and the renewal window must fit in one another: a window as long as the leaves'
+    lifetime would renew every certificate on every run."""
     leaf = duration_seconds(c.certificate_validity_period)
-    ca = duration_seconds(c.ca_certificate_validity_period)
     if leaf < MIN_CERTIFICATE_VALIDITY:
         yield Problem("cluster.certificateValidityPeriod", "give at least 1h (kubeadm's default is 8760h)")
-    elif leaf > ca:
-        yield Problem(
-            "cluster.certificateValidityPeriod",
-            f"{c.certificate_validity_period} outlives the CAs (cluster.caCertificateValidityPeriod "
-            f"{c.ca_certificate_validity_period}): a leaf is never valid longer than its CA",
-        )
     renewal = c.certificate_renewal
     if renewal.enabled and leaf >= MIN_CERTIFICATE_VALIDITY and duration_seconds(renewal.before) >= leaf:
         yield Problem(
             "cluster.certificateRenewal.before",
             f"{renewal.before} is not shorter than cluster.certificateValidityPeriod "
             f"{c.certificate_validity_period}: a renewed certificate would be due again at once",
-        )
-    if duration_seconds(c.certificate_expiry_warning) >= ca:
-        yield Problem(
-            "cluster.certificateExpiryWarning",
-            f"{c.certificate_expiry_warning} is not shorter than cluster.caCertificateValidityPeriod "
-            f"{c.ca_certificate_validity_period}: every bake would warn",
         )
 
 
