@@ -96,8 +96,8 @@ def _etcd_health_url(plan: ClusterPlan, node: NodePlan) -> str:
 
 
 def restarted_pods(plan: ClusterPlan, node: NodePlan) -> list[tuple[str, str]]:
-    """(static pod, the URL that answers once it serves again), in the order they restart: etcd first,
-    then the API server and the components that reach it. kubeadm's probe endpoints."""
+    """(static pod, the URL that answers once it serves again, or ""), in the order they restart: etcd
+    first, then the API server and the components that reach it (kubeadm's probe endpoints), kube-vip."""
     pods: list[tuple[str, str]] = []
     if node.role is Role.ETCD or plan.topology is Topology.STACKED:
         pods.append((StaticPod.ETCD.value, _etcd_health_url(plan, node)))
@@ -108,6 +108,10 @@ def restarted_pods(plan: ClusterPlan, node: NodePlan) -> list[tuple[str, str]]:
             ("kube-controller-manager", f"https://{host_port(loopback, 10257)}/healthz"),
             ("kube-scheduler", f"https://{host_port(loopback, 10259)}/healthz"),
         ]
+        if StaticPod.KUBE_VIP in node.static_pods:
+            # it reads admin.conf (super-admin.conf at first), whose certificate was just renewed; no
+            # health endpoint of its own: a new container that keeps running
+            pods.append((StaticPod.KUBE_VIP.value, ""))
     return pods
 
 

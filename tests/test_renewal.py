@@ -118,6 +118,8 @@ def test_env_names_what_kubeadm_renews_and_the_ca_key_it_needs() -> None:
     assert member["BAKE_RENEW_PODS"] == "etcd=http://127.0.0.1:2381/readyz"
     # members of one kind are staggered, so two never restart their pods at the same time
     assert [_env(plan, f"etcd-{i}")["BAKE_RENEW_STAGGER_SECONDS"] for i in (1, 2, 3)] == ["0", "1800", "3600"]
+    vip = _env(_plan("ha-stacked"), "cp-2")["BAKE_RENEW_PODS"].split()
+    assert vip[-1] == "kube-vip=", vip  # ha-stacked: kube-vip reads admin.conf
     joining = _env(plan, "cp-2")
     assert "super-admin.conf" not in joining["BAKE_RENEW_CERTS"]
     assert "etcd=" not in joining["BAKE_RENEW_PODS"]
@@ -319,7 +321,7 @@ def _sandbox_env(health: Path) -> dict[str, str]:
         f"etcd-server={PKI}/etcd/server.crt={PKI}/etcd/ca.key "
         f"admin.conf=/etc/kubernetes/admin.conf={PKI}/ca.key",
         "BAKE_RENEW_PODS": f"etcd=file://{health} kube-apiserver=file://{health} "
-        f"kube-controller-manager=file://{health} kube-scheduler=file://{health}",
+        f"kube-controller-manager=file://{health} kube-scheduler=",  # no URL: a new container is enough
         "BAKE_RENEW_MANIFESTS_DIR": "/etc/kubernetes/manifests",
         "BAKE_RENEW_PARK_DIR": "/etc/bake/renew-parked",
         "BAKE_RENEW_CRI_SOCKET": "unix:///run/containerd/containerd.sock",
