@@ -546,8 +546,11 @@ def _kubeadm_bin() -> Path | None:
 
 REAL_NAMESPACE = r"""
 set -euo pipefail
-R=$1 B=$2
+R=$1 B=$2 S=$3
 mount --make-rprivate /
+# /etc as an overlay first: the mount points made below never reach the host's /etc
+mkdir -p "$S/upper" "$S/work"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$S/upper,workdir=$S/work" /etc
 mkdir -p /etc/kubernetes /etc/bake
 mount --bind "$R/etc/kubernetes" /etc/kubernetes
 mount --bind "$R/etc/bake" /etc/bake
@@ -567,7 +570,9 @@ def _set_env(root: Path, name: str, value: str) -> None:
 
 def _renew(root: Path, bindir: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
     (tmp / "ns.sh").write_text(REAL_NAMESPACE)
-    return subprocess.run(["unshare", "-m", "bash", str(tmp / "ns.sh"), str(root), str(bindir)],
+    overlay = tmp / f"overlay-{len(list(tmp.glob('overlay-*')))}"
+    overlay.mkdir()
+    return subprocess.run(["unshare", "-m", "bash", str(tmp / "ns.sh"), str(root), str(bindir), str(overlay)],
                           capture_output=True, text=True, timeout=180)  # fmt: skip
 
 
