@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from .files import NodeFile, private_dirs
 from .outputs import DryTree, OutputTree
 from .plan import ClusterPlan, NodePlan, build_plan
 from .profile import load_profile
+from .syntax import duration_seconds
 
 MANIFEST_FORMAT = 1
 Progress = Callable[[str, int, int], None]
@@ -82,6 +83,8 @@ class BakeResult:
     """The bundle's files changed (with dry_run: would change)."""
     written: dict[str, str] = field(default_factory=dict)
     """Every file of the new tree -> sha256."""
+    expiring: list[str] = field(default_factory=list)
+    """Certificates that expire within cluster.certificateExpiryWarning (a warning, on stderr)."""
 
 
 def source_epoch(bundle: secrets.Bundle) -> int:
@@ -199,6 +202,13 @@ def write_images_seed(tree: OutputTree, seed: airgap.ArchSeed, epoch: int) -> di
     rel = airgap.iso_rel(seed.arch)
     digest = tree.write_stream(rel, lambda out: airgap.write_iso(out, seed, sums, epoch=epoch))
     return airgap.seed_manifest(seed, digests, digest, tree.size(rel))
+
+
+def _expiring(plan: ClusterPlan, bundle: secrets.Bundle) -> list[str]:
+    from . import check  # the calendar is `bake check`'s
+
+    window = timedelta(seconds=duration_seconds(plan.settings.certificate_expiry_warning))
+    return check.expiry_warnings(bundle, datetime.now(UTC), window)
 
 
 def _seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
@@ -527,5 +537,5 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         final = tree.commit()
         return BakeResult(
             plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked, _seed_warnings(seeds),
-            bundle_written, dict(tree.written),
+            bundle_written, dict(tree.written), _expiring(plan, bundle),
         )  # fmt: skip

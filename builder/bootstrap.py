@@ -45,6 +45,8 @@ PHASES = ("prep", "packages", "runtime", "wait", "kubeadm", "cni")
 """The phases in their order: bake-bootstrap-<phase>.service runs LIB_DIR/<phase>.sh (lib.sh's PHASES)."""
 SCRIPTS_DATA_DIR = "bootstrap"
 """Where the scripts are in the package data (templates/bootstrap/)."""
+OTHER_SCRIPTS = ("renew-certs.sh",)
+"""Beside them, not part of the first boot: the certificate renewal's (builder.renewal)."""
 ENV_PATH = paths.BOOTSTRAP_ENV
 STATE_DIR = "/var/lib/bake"
 STEPS_DIR = f"{STATE_DIR}/steps"
@@ -293,6 +295,9 @@ def _pem_certificates(f: NodeFile) -> list[bytes]:
     return found
 
 
+pem_certificates = _pem_certificates
+
+
 def certificates_not_before(files: Sequence[NodeFile]) -> int | None:
     """The latest NotBefore (Unix time) of the certificates baked for a node: before it, some of them
     are not valid yet and TLS with them fails, so the bootstrap warns about a clock behind it."""
@@ -533,7 +538,7 @@ def script_texts() -> dict[str, str]:
     """Every script by its file name (lib.sh, bootstrap.sh, <phase>.sh): plain shell from the package
     data, the same bytes for every node."""
     folder = resources.templates_dir() / SCRIPTS_DATA_DIR
-    texts = {p.name: p.read_text() for p in sorted(folder.glob("*.sh"))}
+    texts = {p.name: p.read_text() for p in sorted(folder.glob("*.sh")) if p.name not in OTHER_SCRIPTS}
     expected = {"lib.sh", "bootstrap.sh", *(f"{p}.sh" for p in PHASES)}
     if set(texts) != expected:
         raise FileNotFoundError(f"{folder}: expected the scripts {sorted(expected)}, found {sorted(texts)}")

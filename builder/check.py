@@ -22,10 +22,22 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from . import bundledir, certlist, cloudinit_schema, iso, packaging, parallel, paths, pki, placement, secrets
+from . import (
+    bootstrap,
+    bundledir,
+    certlist,
+    cloudinit_schema,
+    iso,
+    packaging,
+    parallel,
+    paths,
+    pki,
+    placement,
+    secrets,
+)
 from .distribute import JOIN_KUBECONFIG_PATH
 from .errors import BakeError
-from .files import sha256_file
+from .files import NodeFile, sha256_file
 from .kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
 from .model import Role
 from .plan import Topology
@@ -85,9 +97,36 @@ class Finding:
     check: str = ""
 
 
+@dataclass(frozen=True)
+class Expiry:
+    """One certificate of the cluster in the expiry calendar: where it is and when it stops working."""
+
+    node: str
+    """The node whose seed holds it, or "bundle" for the secrets bundle."""
+    file: str
+    """Its path on the node (a kubeconfig's certificates: the kubeconfig) or in the bundle."""
+    subject: str
+    not_after: datetime
+
+    def days_left(self, now: datetime) -> int:
+        return (self.not_after - now).days
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "file": self.file,
+            "subject": self.subject,
+            "notAfter": self.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "daysLeft": self.days_left(now),
+        }
+
+
 @dataclass
 class Report:
     findings: list[Finding] = field(default_factory=list)
+    calendar: list[Expiry] = field(default_factory=list)
+    """Every certificate of the bundle and of the seeds, soonest expiry first."""
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def ok(self, where: str, message: str) -> None:
         self.findings.append(Finding("ok", where, message))
@@ -115,7 +154,16 @@ class Report:
             "errors": self.errors,
             "warnings": self.warnings,
             "findings": [f.__dict__ for f in self.findings],
+            "calendar": [e.as_dict(self.now) for e in self.calendar],
         }
+
+    def add_expiry(self, node: str, file: str, cert: x509.Certificate) -> None:
+        self.calendar.append(_entry(node, file, cert))
+
+
+def _entry(node: str, file: str, cert: x509.Certificate) -> Expiry:
+    cn = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return Expiry(node, file, ",".join(cn), cert.not_valid_after_utc)
 
 
 def _known(check: str) -> str:
@@ -123,6 +171,40 @@ def _known(check: str) -> str:
     if check not in DETECTORS:
         raise ValueError(f"unknown detector id {check!r}: add it to DETECTORS")
     return check
+
+
+def bundle_calendar(bundle: secrets.Bundle) -> list[Expiry]:
+    """The bundle's certificates (CAs, then every owner's leaves) as calendar entries."""
+    out = []
+    for name, ca in bundle.cas.items():
+        out.append(_entry("bundle", f"pki/{name}", ca.cert))
+    for owner, leaves in bundle.leaves.items():
+        for name, held in leaves.items():
+            out.append(_entry("bundle", f"nodes/{owner}/{name}", held.cert))
+    return out
+
+
+def expiring(calendar: list[Expiry], now: datetime, within: timedelta) -> list[Expiry]:
+    """The entries that expire within `within` of `now`, soonest first; join credentials left out: they
+    are meant to expire with the join window (cluster.joinWindow)."""
+    hits = [
+        e
+        for e in calendar
+        if e.not_after - now < within
+        and not e.file.endswith(("/" + certlist.JOIN_CREDENTIAL, JOIN_KUBECONFIG_PATH))
+    ]
+    return sorted(hits, key=lambda e: (e.not_after, e.node, e.file))
+
+
+def expiry_warnings(bundle: secrets.Bundle, now: datetime, within: timedelta) -> list[str]:
+    """What `bake` says on stderr (cluster.certificateExpiryWarning): one line per certificate."""
+    if within <= timedelta(0):
+        return []
+    return [
+        f"certificate {e.subject!r} ({e.node} {e.file}) expires on {e.not_after:%Y-%m-%d %H:%M} UTC, "
+        f"in {e.days_left(now)} days (cluster.certificateExpiryWarning: within {within.days} days)"
+        for e in expiring(bundle_calendar(bundle), now, within)
+    ]
 
 
 def _expiry(report: Report, where: str, cert: x509.Certificate, now: datetime) -> None:
@@ -279,9 +361,24 @@ def _node(
             report.error(
                 "key-permissions", f"nodes/{name}:{path}", f"private key written with permissions {perms!r}"
             )
+    _seed_certificates(name, files, report)
     _join_secrets(name, role, str(manifest.get("join", "token")), files, bundle, report)
     _role_secrets(name, role, topology, files, bundle, report)
     return base / "user-data"
+
+
+def _seed_certificates(name: str, files: dict[str, tuple[bytes, str, str]], report: Report) -> None:
+    """The node's certificates into the calendar: .crt files and the certificates inside kubeconfigs."""
+    for path, (content, _, _) in sorted(files.items()):
+        try:
+            pems = bootstrap.pem_certificates(NodeFile(path, content, 0o600))
+        except (yaml.YAMLError, AttributeError, TypeError, ValueError, binascii.Error):
+            continue  # not a kubeconfig after all: write-file checks judge the file itself
+        for pem in pems:
+            try:
+                report.add_expiry(name, path, x509.load_pem_x509_certificate(pem))
+            except ValueError:
+                continue
 
 
 def _join_secrets(
@@ -407,7 +504,8 @@ def check_tree(
 ) -> Report:
     """Every finding about one output tree and its secrets bundle; `now` is for tests of expiry, `jobs`
     bounds the processes validating user-data."""
-    report = Report()
+    now = now or datetime.now(UTC)
+    report = Report(now=now)
     manifest_path = tree / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_bytes())
@@ -418,7 +516,6 @@ def check_tree(
     batch = _schema_start(tree, [n for n in manifest.get("nodes", []) if isinstance(n, dict)], jobs)
     _checksums(tree, report)
     _modes(tree, report)
-    now = now or datetime.now(UTC)
     bundle = None
     bundle_dir = bundle_location(tree, manifest, secrets_dir)
     if bundle_dir.is_dir() and bundle_dir != tree / bundledir.LEGACY_NAME:
@@ -440,6 +537,7 @@ def check_tree(
         for owner, leaves in bundle.leaves.items():
             for name, held in leaves.items():
                 _expiry(report, f"secrets/nodes/{owner}/{name}", held.cert, now)
+        report.calendar += bundle_calendar(bundle)
         report.ok("secrets", "bundle consistent: keys match certificates, leaves chain to their CAs")
     user_data = []
     for node in manifest.get("nodes", []):
@@ -447,4 +545,5 @@ def check_tree(
         if path is not None:
             user_data.append(path)
     _schema(batch, user_data, report)
+    report.calendar.sort(key=lambda e: (e.not_after, e.node, e.file, e.subject))
     return report

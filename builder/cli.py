@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,6 +26,9 @@ from . import __version__, parallel, resources, sealing
 from .bake import BakeOptions, BakeResult, run
 from .bake import Progress as ProgressFn
 from .errors import BakeError, Problem
+
+if TYPE_CHECKING:
+    from . import check
 
 DEFAULT_PROFILE = "ha-stacked"
 EPILOG = """\
@@ -402,6 +405,8 @@ def bake_main(argv: Sequence[str]) -> int:
     interactive = err.is_terminal and not args.quiet and not args.json
     with _progress(err, interactive) as update:
         result = run(options, update)
+    for warning in result.expiring:  # stderr, whatever -q / --json say: not an error
+        err.print(Text.assemble(("warning ", "yellow"), warning), highlight=False, soft_wrap=True)
     if args.json:
         sys.stdout.write(json.dumps(result.manifest, indent=2) + "\n")
     elif not args.quiet:
@@ -488,8 +493,30 @@ def check_main(argv: Sequence[str]) -> int:
                 Text.assemble((f"{finding.level:7} ", colour), f"{finding.where}: {finding.message}"),
                 highlight=False,
             )
+        _print_calendar(console, report)
         console.print(f"{report.errors} errors, {report.warnings} warnings, {report.oks} checks passed")
     return 1 if report.errors else 0
+
+
+def _print_calendar(console: Console, report: check.Report) -> None:
+    """The expiry calendar: every certificate of the bundle and the seeds, soonest first."""
+    from . import check
+
+    if not report.calendar:
+        return
+    console.print(f"expiry calendar ({len(report.calendar)} certificates, soonest first):", highlight=False)
+    for e in report.calendar:
+        days = e.days_left(report.now)
+        colour = "red" if days < 0 else "yellow" if days < check.EXPIRY_WARNING.days else ""
+        console.print(
+            Text.assemble(
+                f"  {e.not_after:%Y-%m-%d %H:%M}Z ",
+                (f"{days:>6} days ", colour),
+                f"{e.node:<14} {e.file}  ({e.subject})",
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import bootstrap, host, kubeadm_config, static_pods, yamlio
+from . import bootstrap, host, kubeadm_config, renewal, static_pods, yamlio
 from .errors import BakeError, Problem
 from .files import NodeFile
 from .model import User
@@ -147,6 +147,9 @@ def user_data_doc(plan: ClusterPlan, node: NodePlan, files: Sequence[NodeFile]) 
         ["systemctl", "enable", unit],
         ["systemctl", "start", "--no-block", unit],
     ]
+    if any(f.path == renewal.TIMER_PATH for f in files):
+        # its service does nothing before the bootstrap is done (ConditionPathExists=)
+        doc["runcmd"].append(["systemctl", "enable", "--now", renewal.TIMER_NAME])
     return doc
 
 
@@ -202,7 +205,7 @@ def node_files(
         node,
     )
     boot = bootstrap.bootstrap_files(plan, node, prep, node_files=others, cni_source=cni_source)
-    return merge_files([others, boot], node)
+    return merge_files([others, boot, renewal.renewal_files(plan, node)], node)
 
 
 def render_node(

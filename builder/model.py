@@ -178,6 +178,28 @@ class KubeadmTimeouts(Model):
         return v
 
 
+class CertificateRenewal(Model):
+    """`cluster.certificateRenewal`: the timer on control planes and etcd members that renews the node's
+    kubeadm leaf certificates (`kubeadm certs renew`) once they are within `before` of their expiry, then
+    restarts the static pods one at a time (builder/renewal.py). Workers need none: kubelet rotates its own.
+    """
+
+    enabled: bool = True
+    before: Duration = "720h"
+    """The window before a certificate's NotAfter in which the node renews it."""
+    on_calendar: str = Field(default="daily", pattern=r"^[A-Za-z0-9*:/.,~ -]{1,100}$")
+    """When the timer looks: a systemd.time(7) calendar expression (the unit is verified in the tests)."""
+
+    @field_validator("before")
+    @classmethod
+    def _positive(cls, v: str) -> str:
+        if duration_seconds(v) < 3600:
+            raise PydanticCustomError(
+                "duration", "{value}: renew at least 1h before expiry (e.g. 720h)", {"value": repr(v)}
+            )
+        return v
+
+
 class Seed(Model):
     http_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s'\"`$\\;]+$")
     targets: list[SizeTarget] = Field(default_factory=lambda: [SizeTarget.NOCLOUD])
@@ -321,6 +343,9 @@ class Cluster(Model):
     secrets_encryption: Literal["secretbox", "aescbc", "none"] = "secretbox"
     certificate_validity_period: Duration = "8760h"
     ca_certificate_validity_period: Duration = "87600h"
+    certificate_renewal: CertificateRenewal = Field(default_factory=CertificateRenewal)
+    # `bake` warns (stderr) when a certificate of the bundle expires within this window; "0s": never
+    certificate_expiry_warning: Duration = "720h"
     token_ttl: Duration = Field(default="24h", alias="tokenTTL")
     join: JoinCredential = JoinCredential.CERTIFICATE
     join_window: Duration = "720h"

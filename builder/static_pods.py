@@ -166,6 +166,10 @@ def _etcd_probe_endpoint(listen_metrics_urls: str) -> tuple[str, int, str]:
     return host, first.port or ETCD_METRICS_PORT, (first.scheme or "http").upper()
 
 
+etcd_probe_endpoint = _etcd_probe_endpoint
+"""For the renewal script's health check of a restarted etcd (builder.renewal)."""
+
+
 def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
     """kubeadm's etcd static pod for a member of an external etcd cluster, all members known up front."""
     if plan.topology is Topology.STACKED or member.role is not Role.ETCD:

@@ -252,6 +252,7 @@ def test_user_data_shape() -> None:
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "bake-bootstrap.service"],
         ["systemctl", "start", "--no-block", "bake-bootstrap.service"],
+        ["systemctl", "enable", "--now", "bake-renew-certs.timer"],  # a control plane: certificate renewal
     ]
     assert "bootcmd" not in doc
 

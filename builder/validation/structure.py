@@ -11,7 +11,7 @@ from typing import Any
 from .. import versions
 from ..errors import Problem
 from ..model import Cluster, LoadBalancerKind, Profile, Role
-from ..syntax import DNS1123_SUBDOMAIN, IPNetwork, split_host_port
+from ..syntax import DNS1123_SUBDOMAIN, IPNetwork, duration_seconds, split_host_port
 
 
 def _networks(cidrs: str) -> list[IPNetwork]:
@@ -163,11 +163,32 @@ def problems(p: Profile) -> Iterator[Problem]:
                     f"cluster.etcd.{field}[{i}]", f"{san!r} is neither an IP address nor a DNS name"
                 )
 
+    yield from _certificate_lifetimes(c)
+
     seen_users: dict[str, int] = {}
     for i, u in enumerate(p.defaults.users):
         if u.name in seen_users:
             yield Problem(f"defaults.users[{i}].name", f"duplicate of defaults.users[{seen_users[u.name]}]")
         seen_users[u.name] = i
+
+
+MIN_CERTIFICATE_VALIDITY = 3600
+"""Leaves shorter-lived than this would expire between two looks of any sensible renewal timer."""
+
+
+def _certificate_lifetimes(c: Cluster) -> Iterator[Problem]:
+    """Leaf validity and the renewal window must fit in one another: a window as long as the leaves'
+    lifetime would renew every certificate on every run."""
+    leaf = duration_seconds(c.certificate_validity_period)
+    if leaf < MIN_CERTIFICATE_VALIDITY:
+        yield Problem("cluster.certificateValidityPeriod", "give at least 1h (kubeadm's default is 8760h)")
+    renewal = c.certificate_renewal
+    if renewal.enabled and leaf >= MIN_CERTIFICATE_VALIDITY and duration_seconds(renewal.before) >= leaf:
+        yield Problem(
+            "cluster.certificateRenewal.before",
+            f"{renewal.before} is not shorter than cluster.certificateValidityPeriod "
+            f"{c.certificate_validity_period}: a renewed certificate would be due again at once",
+        )
 
 
 def _is_ip(text: str) -> bool:

@@ -1,0 +1,685 @@
+"""Certificate lifecycle: the renewal timer on control planes and etcd members (builder/renewal.py,
+templates/bootstrap/renew-certs.sh), the expiry calendar of `bake check` and the expiry warning of `bake`.
+
+- which node gets what (hand-written expectations from kubeadm's layout and the placement table), the
+  profile's fields and their validation with field paths;
+- the script: shellcheck, the env names it reads, and a run inside a private mount namespace with
+  stand-ins for kubeadm and crictl (the static pods restart one at a time through their manifests);
+- the calendar against the certificates read back from the user-data, the warning on stderr;
+- with the real kubeadm (marker realk8s): a control plane baked with short-lived leaves renews them,
+  the CA keys stay byte for byte, and a run with nothing due changes nothing; an external etcd member,
+  which holds no etcd CA key, reports its due certificates and fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+
+from builder import certlist, check, renewal
+from builder.errors import ProfileError
+from builder.plan import build_plan
+from builder.profile import load_profile
+from builder.resources import templates_dir
+
+from .helpers import bake, bundle
+from .helpers import check as run_check
+from .peers import missing, program
+
+SCRIPT = templates_dir() / "bootstrap" / "renew-certs.sh"
+PKI = "/etc/kubernetes/pki"
+
+
+def _plan(profile: str, *sets: str):  # type: ignore[no-untyped-def]
+    return build_plan(load_profile(profile, list(sets)))
+
+
+def _env(plan, name: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    files = {f.path: f for f in renewal.renewal_files(plan, plan.node(name))}
+    text = files[renewal.RENEW_ENV_PATH].content.decode()
+    out = subprocess.run(
+        ["bash", "-c", text + "".join(f'printf "%s\\0" "${n}"\n' for n in renewal.ENV_NAMES)],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return dict(zip(renewal.ENV_NAMES, out.split("\0")[:-1], strict=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# what each node gets
+
+
+def test_control_planes_and_etcd_members_get_the_timer_workers_do_not() -> None:
+    plan = _plan("ha-external-etcd")
+    got = {n.name: sorted(f.path for f in renewal.renewal_files(plan, n)) for n in plan.nodes}
+    files = sorted(
+        [
+            "/usr/local/sbin/bake-renew-certs",
+            "/etc/bake/renew-certs.env",
+            "/etc/bake/kubeadm-renew.yaml",
+            "/etc/systemd/system/bake-renew-certs.service",
+            "/etc/systemd/system/bake-renew-certs.timer",
+        ]
+    )
+    assert got == {
+        **{f"cp-{i}": files for i in (1, 2, 3)},
+        **{f"etcd-{i}": files for i in (1, 2, 3)},
+        "worker-1": [],
+        "worker-2": [],
+    }
+    off = _plan("ha-external-etcd", "cluster.certificateRenewal.enabled=false")
+    assert not [f for n in off.nodes for f in renewal.renewal_files(off, n)]
+
+
+def test_env_names_what_kubeadm_renews_and_the_ca_key_it_needs() -> None:
+    stacked = _env(_plan("single-master"), "cp-1")
+    assert stacked["BAKE_RENEW_ALL"] == "yes"
+    assert stacked["BAKE_RENEW_BEFORE_SECONDS"] == str(720 * 3600)
+    assert stacked["BAKE_RENEW_CERTS"].split() == [
+        f"apiserver={PKI}/apiserver.crt={PKI}/ca.key",
+        f"apiserver-kubelet-client={PKI}/apiserver-kubelet-client.crt={PKI}/ca.key",
+        f"front-proxy-client={PKI}/front-proxy-client.crt={PKI}/front-proxy-ca.key",
+        f"apiserver-etcd-client={PKI}/apiserver-etcd-client.crt={PKI}/etcd/ca.key",
+        f"etcd-server={PKI}/etcd/server.crt={PKI}/etcd/ca.key",
+        f"etcd-peer={PKI}/etcd/peer.crt={PKI}/etcd/ca.key",
+        f"etcd-healthcheck-client={PKI}/etcd/healthcheck-client.crt={PKI}/etcd/ca.key",
+        f"admin.conf=/etc/kubernetes/admin.conf={PKI}/ca.key",
+        f"super-admin.conf=/etc/kubernetes/super-admin.conf={PKI}/ca.key",
+        f"controller-manager.conf=/etc/kubernetes/controller-manager.conf={PKI}/ca.key",
+        f"scheduler.conf=/etc/kubernetes/scheduler.conf={PKI}/ca.key",
+    ]  # kubelet.conf: the kubelet rotates its own
+    assert stacked["BAKE_RENEW_PODS"].split() == [
+        "etcd=http://127.0.0.1:2381/readyz",
+        "kube-apiserver=https://10.77.0.11:6443/livez",
+        "kube-controller-manager=https://127.0.0.1:10257/healthz",
+        "kube-scheduler=https://127.0.0.1:10259/healthz",
+    ]
+    plan = _plan("ha-external-etcd")
+    member = _env(plan, "etcd-2")
+    assert member["BAKE_RENEW_ALL"] == "no"
+    assert [e.split("=")[0] for e in member["BAKE_RENEW_CERTS"].split()] == [
+        "etcd-server",
+        "etcd-peer",
+        "etcd-healthcheck-client",
+    ]
+    assert member["BAKE_RENEW_PODS"] == "etcd=http://127.0.0.1:2381/readyz"
+    # members of one kind are staggered, so two never restart their pods at the same time
+    assert [_env(plan, f"etcd-{i}")["BAKE_RENEW_STAGGER_SECONDS"] for i in (1, 2, 3)] == ["0", "1800", "3600"]
+    vip = _env(_plan("ha-stacked"), "cp-2")["BAKE_RENEW_PODS"].split()
+    assert vip[-1] == "kube-vip=", vip  # ha-stacked: kube-vip reads admin.conf
+    joining = _env(plan, "cp-2")
+    assert "super-admin.conf" not in joining["BAKE_RENEW_CERTS"]
+    assert "etcd=" not in joining["BAKE_RENEW_PODS"]
+
+
+def test_leaf_files_are_kubeadms() -> None:
+    """File and signing CA of each leaf as certlist (kubeadm's certlist.go) has them."""
+    specs = {
+        s.name: s
+        for s in (
+            certlist.apiserver("n", "10.0.0.1", "10.96.0.0/12", "cluster.local", None, [])[0],
+            certlist.apiserver_kubelet_client(),
+            certlist.front_proxy_client(),
+            certlist.apiserver_etcd_client(),
+            certlist.etcd_server("n", "10.0.0.1")[0],
+            certlist.etcd_peer("n", "10.0.0.1")[0],
+            certlist.etcd_healthcheck_client(),
+        )
+    }
+    cas = certlist.ca_specs()
+    assert {n: (s.base, s.ca) for n, s in specs.items()} == dict(renewal.LEAF_FILES)
+    assert {n: s.base for n, s in cas.items()} == dict(renewal.CA_KEY_FILES)
+
+
+def test_renewal_config_holds_no_token() -> None:
+    plan = _plan("single-master", "cluster.join=token")
+    files = {f.path: f for f in renewal.renewal_files(plan, plan.node("cp-1"))}
+    docs = list(yaml.safe_load_all(files[renewal.RENEW_CONFIG_PATH].content))
+    assert [d["kind"] for d in docs] == ["InitConfiguration", "ClusterConfiguration"]
+    assert "bootstrapTokens" not in docs[0]
+    assert docs[1]["certificateValidityPeriod"] == "8760h0m0s"
+    assert files[renewal.RENEW_CONFIG_PATH].mode == 0o644
+
+
+def test_runcmd_enables_the_timer() -> None:
+    from builder import cloudinit
+
+    plan = _plan("single-master")
+    for node, enabled in (("cp-1", True), ("worker-1", False)):
+        files = cloudinit.node_files(plan, plan.node(node), pki_files=[], token="abcdef.0123456789abcdef",
+                                     ca_hash="sha256:" + "0" * 64)  # fmt: skip
+        runcmd = cloudinit.user_data_doc(plan, plan.node(node), files)["runcmd"]
+        assert (["systemctl", "enable", "--now", "bake-renew-certs.timer"] in runcmd) is enabled
+
+
+def test_units() -> None:
+    service, timer = renewal.units("Mon *-*-* 03:00:00")
+    assert "ExecStart=/usr/local/sbin/bake-renew-certs\n" in service
+    assert "ConditionPathExists=/var/lib/bake/bootstrap.done\n" in service  # nothing before the bootstrap
+    assert "OnCalendar=Mon *-*-* 03:00:00\n" in timer and "Persistent=true\n" in timer
+    assert "WantedBy=timers.target\n" in timer
+
+
+# --------------------------------------------------------------------------------------------------
+# the profile
+
+
+def _problems(*sets: str) -> list[tuple[str, str]]:
+    with pytest.raises(ProfileError) as exc:
+        load_profile("single-master", list(sets))
+    return [(p.path, p.message) for p in exc.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("sets", "path"),
+    [
+        (["cluster.certificateValidityPeriod=720h"], "cluster.certificateRenewal.before"),
+        (["cluster.certificateValidityPeriod=3h", "cluster.certificateRenewal.before=3h"],
+         "cluster.certificateRenewal.before"),
+        (["cluster.certificateValidityPeriod=30m"], "cluster.certificateValidityPeriod"),
+        (["cluster.certificateRenewal.before=30m"], "cluster.certificateRenewal.before"),
+        (["cluster.certificateRenewal.onCalendar=daily\nExecStart=/bin/sh"],
+         "cluster.certificateRenewal.onCalendar"),
+        (["cluster.certificateExpiryWarning=forever"], "cluster.certificateExpiryWarning"),
+    ],
+)  # fmt: skip
+def test_lifetimes_are_validated_with_their_path(sets: list[str], path: str) -> None:
+    assert path in [p for p, _ in _problems(*sets)]
+
+
+def test_renewal_window_may_exceed_the_validity_when_renewal_is_off() -> None:
+    load_profile(
+        "single-master",
+        ["cluster.certificateValidityPeriod=240h", "cluster.certificateRenewal.enabled=false"],
+    )
+    load_profile(
+        "single-master", ["cluster.certificateValidityPeriod=3h", "cluster.certificateRenewal.before=1h"]
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# the script
+
+
+def test_script_passes_shellcheck() -> None:
+    proc = subprocess.run(
+        [program("shellcheck"), "--shell=bash", "--severity=style", str(SCRIPT)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_script_reads_exactly_the_env_names() -> None:
+    used = set(re.findall(r"\bBAKE_[A-Z0-9_]*[A-Z0-9]", SCRIPT.read_text()))
+    assert used == set(renewal.ENV_NAMES)
+    assert "ca.key" not in SCRIPT.read_text()  # it never names a CA key itself: the env file does
+
+
+# A stand-in kubelet and runtime: crictl lists a container for each manifest in the kubelet's directory
+# (a new id each time the manifest comes back), kubeadm records its call and rewrites the certificate
+# files it was asked for with a later NotAfter (openssl, the test's CA).
+STUBS = r"""
+cat >/usr/local/bin/crictl <<'EOF'
+#!/bin/bash
+# crictl --runtime-endpoint E ps --name ^POD$ --state running -q
+echo "crictl $*" >>/var/tmp/calls
+pod=${5#^}; pod=${pod%$}
+if [[ -f /etc/kubernetes/manifests/$pod.yaml ]]; then
+    [[ -f /var/tmp/id-$pod ]] || date +%s%N >/var/tmp/id-$pod
+    cat /var/tmp/id-$pod
+else
+    rm -f /var/tmp/id-$pod
+fi
+EOF
+cat >/usr/local/bin/kubeadm <<'EOF'
+#!/bin/bash
+echo "kubeadm $*" >>/var/tmp/calls
+for f in /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/etcd/*.crt; do
+    case $f in */ca.crt | */front-proxy-ca.crt) continue ;; esac
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
+        -subj /CN=renewed -days 400 -out "$f" 2>/dev/null
+done
+EOF
+chmod 0755 /usr/local/bin/crictl /usr/local/bin/kubeadm
+"""
+
+NAMESPACE = r"""
+set -euo pipefail
+S=$1
+mount --make-rprivate /
+for d in etc var usr/local; do
+    mkdir -p "$S/upper/$d" "$S/work/$d"
+    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$S/upper/$d,workdir=$S/work/$d" "/$d"
+done
+rm -rf /etc/kubernetes /etc/bake
+cp -a "$S/root/etc/kubernetes" "$S/root/etc/bake" /etc/
+mkdir -p /usr/local/bin /usr/local/sbin
+install -m 0755 "$S/root/usr/local/sbin/bake-renew-certs" /usr/local/sbin/bake-renew-certs
+: >/var/tmp/calls
+. "$S/stubs.sh"
+rc=0
+/usr/local/sbin/bake-renew-certs >"$S/out.log" 2>&1 || rc=$?
+echo "$rc" >"$S/rc"
+cp /var/tmp/calls "$S/calls"
+ls /etc/kubernetes/manifests >"$S/manifests"
+ls -A /etc/bake/renew-parked >"$S/parked" 2>/dev/null || true
+"""
+
+
+def _can_sandbox(tmp: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        missing("the renewal sandbox needs root and unshare (private mount namespace)")
+    if any(str(tmp).startswith(p) for p in ("/etc", "/var", "/usr/local")):
+        missing("the temporary directory is inside a sandboxed tree")
+
+
+def _fake_node(root: Path, env: dict[str, str], not_after_days: int) -> None:
+    """A control plane's files: short-lived leaves (openssl), a CA key, the four manifests."""
+    pki = root / "etc/kubernetes/pki"
+    (pki / "etcd").mkdir(parents=True)
+    (root / "etc/kubernetes/manifests").mkdir()
+    (root / "etc/bake").mkdir(parents=True)
+    (root / "usr/local/sbin").mkdir(parents=True)
+    shutil.copy(SCRIPT, root / "usr/local/sbin/bake-renew-certs")
+    for name in ("apiserver", "etcd/server"):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", "/dev/null", "-subj", "/CN=old", "-days", str(not_after_days), "-out",
+             str(pki / f"{name}.crt")],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    (pki / "ca.key").write_bytes(b"CA KEY\n")
+    (pki / "etcd/ca.key").write_bytes(b"ETCD CA KEY\n")
+    for pod in ("etcd", "kube-apiserver", "kube-scheduler"):
+        (root / f"etc/kubernetes/manifests/{pod}.yaml").write_text(f"# {pod}\n")
+    lines = [f"{k}={shlex.quote(v)}" for k, v in env.items()]
+    (root / "etc/bake/renew-certs.env").write_text("\n".join(lines) + "\n")
+
+
+def _sandbox_env(health: Path) -> dict[str, str]:
+    return {
+        "BAKE_RENEW_NODE": "cp-1",
+        "BAKE_RENEW_ROLE": "control-plane",
+        "BAKE_RENEW_BEFORE_SECONDS": str(30 * 86400),
+        "BAKE_RENEW_CONFIG": "/etc/bake/kubeadm-renew.yaml",
+        "BAKE_RENEW_ALL": "yes",
+        "BAKE_RENEW_CERTS": f"apiserver={PKI}/apiserver.crt={PKI}/ca.key "
+        f"etcd-server={PKI}/etcd/server.crt={PKI}/etcd/ca.key "
+        f"admin.conf=/etc/kubernetes/admin.conf={PKI}/ca.key",
+        "BAKE_RENEW_PODS": f"etcd=file://{health} kube-apiserver=file://{health} "
+        f"kube-controller-manager=file://{health} kube-scheduler=",  # no URL: a new container is enough
+        "BAKE_RENEW_MANIFESTS_DIR": "/etc/kubernetes/manifests",
+        "BAKE_RENEW_PARK_DIR": "/etc/bake/renew-parked",
+        "BAKE_RENEW_CRI_SOCKET": "unix:///run/containerd/containerd.sock",
+        "BAKE_RENEW_WAIT_SECONDS": "20",
+        "BAKE_RENEW_STAGGER_SECONDS": "0",
+    }
+
+
+def _run_sandbox(tmp: Path, not_after_days: int) -> tuple[int, str, list[str], str]:
+    _can_sandbox(tmp)
+    health = tmp / "healthy"
+    health.write_text("ok\n")
+    _fake_node(tmp / "root", _sandbox_env(health), not_after_days)
+    (tmp / "stubs.sh").write_text(STUBS)
+    (tmp / "ns.sh").write_text(NAMESPACE)
+    proc = subprocess.run(["unshare", "-m", "bash", str(tmp / "ns.sh"), str(tmp)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = (tmp / "calls").read_text().splitlines()
+    return (
+        int((tmp / "rc").read_text()),
+        (tmp / "out.log").read_text(),
+        calls,
+        (tmp / "manifests").read_text(),
+    )
+
+
+@pytest.mark.integration
+def test_nothing_due_changes_nothing(tmp_path: Path) -> None:
+    rc, log, calls, _ = _run_sandbox(tmp_path, not_after_days=60)
+    assert rc == 0, log
+    assert "nothing to renew" in log
+    assert not [c for c in calls if c.startswith("kubeadm")], calls
+    assert not [c for c in calls if c.startswith("crictl")], calls  # no pod is touched
+    assert "admin.conf: /etc/kubernetes/admin.conf is not on this node" in log
+
+
+@pytest.mark.integration
+def test_due_renews_then_restarts_the_pods_one_at_a_time(tmp_path: Path) -> None:
+    rc, log, calls, manifests = _run_sandbox(tmp_path, not_after_days=10)
+    assert rc == 0, log
+    assert [c for c in calls if c.startswith("kubeadm")] == [
+        "kubeadm certs renew all --config /etc/bake/kubeadm-renew.yaml"
+    ]
+    # each pod in turn: stopped (its manifest aside), then back, before the next one is touched
+    restarted = [line.split(":")[1].strip() for line in log.splitlines() if line.endswith(": restarted")]
+    assert restarted == ["etcd", "kube-apiserver", "kube-scheduler"], log
+    order = [
+        re.search(r"bake-renew-certs: (\S+): manifest (moved aside|back)", line) for line in log.splitlines()
+    ]
+    steps = [(m.group(1), m.group(2)) for m in order if m]
+    assert steps == [
+        (p, s) for p in ("etcd", "kube-apiserver", "kube-scheduler") for s in ("moved aside", "back")
+    ]
+    assert "kube-controller-manager: no manifest" in log
+    assert manifests.split() == ["etcd.yaml", "kube-apiserver.yaml", "kube-scheduler.yaml"]
+    assert (tmp_path / "parked").read_text() == ""
+
+
+@pytest.mark.integration
+def test_a_pod_that_does_not_come_back_fails_the_unit_with_its_manifest_in_place(tmp_path: Path) -> None:
+    _can_sandbox(tmp_path)
+    env = _sandbox_env(tmp_path / "never-healthy")  # the health URL never answers
+    env["BAKE_RENEW_WAIT_SECONDS"] = "3"
+    _fake_node(tmp_path / "root", env, not_after_days=10)
+    (tmp_path / "stubs.sh").write_text(STUBS)
+    (tmp_path / "ns.sh").write_text(NAMESPACE)
+    subprocess.run(["unshare", "-m", "bash", str(tmp_path / "ns.sh"), str(tmp_path)], check=True, timeout=120)
+    log = (tmp_path / "out.log").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "1", log
+    assert "etcd did not come back" in log
+    assert "etcd.yaml" in (tmp_path / "manifests").read_text().split()
+    assert "kube-apiserver: manifest moved aside" not in log  # it stops at the first pod
+
+
+@pytest.mark.integration
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """The service and the timer as baked, installed with the script in a private mount namespace."""
+    _can_sandbox(tmp_path)
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        missing("systemd-analyze is not installed")
+    plan = _plan("single-master")
+    files = {f.path: f for f in renewal.renewal_files(plan, plan.node("cp-1"))}
+    for path, f in files.items():
+        target = tmp_path / "files" / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.content)
+        target.chmod(f.mode)
+    script = textwrap.dedent(
+        f"""
+        set -euo pipefail
+        S={shlex.quote(str(tmp_path))}
+        mount --make-rprivate /
+        for d in etc usr/local; do
+            mkdir -p "$S/upper/$d" "$S/work/$d"
+            mount -t overlay overlay -o "lowerdir=/$d,upperdir=$S/upper/$d,workdir=$S/work/$d" "/$d"
+        done
+        cp -a "$S/files/etc/." /etc/
+        cp -a "$S/files/usr/local/." /usr/local/
+        {analyze} verify {renewal.SERVICE_PATH} {renewal.TIMER_PATH}
+        """
+    )
+    proc = subprocess.run(["unshare", "-m", "bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "bake-renew" not in proc.stdout + proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# the calendar and the warning
+
+
+def _seed_certificates(user_data: bytes) -> set[tuple[str, str]]:
+    """(path, subject CN) of every certificate in a node's write_files, read here with openssl."""
+    found = set()
+    for entry in yaml.safe_load(user_data)["write_files"]:
+        data = (
+            base64.b64decode(entry["content"])
+            if entry.get("encoding") == "b64"
+            else entry["content"].encode()
+        )
+        blobs = []
+        if entry["path"].endswith(".crt"):
+            blobs = [data]
+        elif entry["path"].endswith(".conf") and b"certificate" in data:
+            doc = yaml.safe_load(data)
+            for section, inner in (("clusters", "cluster"), ("users", "user")):
+                for item in doc.get(section) or []:
+                    for key in ("certificate-authority-data", "client-certificate-data"):
+                        if key in item[inner]:
+                            blobs.append(base64.b64decode(item[inner][key]))
+        for blob in blobs:
+            subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "multiline"],
+                                     input=blob, capture_output=True, check=True).stdout.decode()  # fmt: skip
+            found.add((entry["path"], re.search(r"commonName\s*=\s*(.*)", subject).group(1).strip()))  # type: ignore[union-attr]
+    return found
+
+
+@pytest.fixture(scope="module")
+def short_lived(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("calendar") / "outputs"
+    proc = bake("--profile", "single-master", "-q", "--set", "cluster.certificateValidityPeriod=240h",
+                "--set", "cluster.certificateRenewal.before=48h", out=out)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out / "single-master", proc.stderr
+
+
+@pytest.mark.integration
+def test_calendar_lists_every_certificate_of_the_seeds_and_the_bundle(short_lived: tuple[Path, str]) -> None:
+    tree, _ = short_lived
+    now = datetime.now(UTC)
+    report = check.check_tree(tree, now=now, secrets_dir=bundle(tree.parent, "single-master"))
+    seeds = {(e.file, e.subject) for e in report.calendar if e.node == "cp-1"}
+    assert seeds == _seed_certificates((tree / "nodes/cp-1/user-data").read_bytes())
+    assert {(e.file, e.subject) for e in report.calendar if e.node == "worker-1"} == {
+        ("/etc/bake/join.conf", "kubernetes"),
+        ("/etc/bake/join.conf", "system:node:worker-1"),
+    }
+    in_bundle = {e.file for e in report.calendar if e.node == "bundle"}
+    assert {"pki/ca", "pki/front-proxy-ca", "pki/etcd-ca", "nodes/cp-1/apiserver"} <= in_bundle
+    apiserver = [e for e in report.calendar if e.file == "/etc/kubernetes/pki/apiserver.crt"]
+    assert [e.days_left(now) for e in apiserver] == [9]  # 240h from the bake, a few seconds ago
+    assert report.calendar == sorted(report.calendar, key=lambda e: (e.not_after, e.node, e.file, e.subject))
+    entry = next(e for e in report.as_dict()["calendar"] if e["file"] == "/etc/kubernetes/pki/apiserver.crt")
+    assert entry["node"] == "cp-1" and entry["subject"] == "kube-apiserver" and entry["daysLeft"] == 9
+    assert entry["notAfter"] == f"{apiserver[0].not_after:%Y-%m-%dT%H:%M:%SZ}"
+
+
+@pytest.mark.integration
+def test_check_prints_the_calendar_and_json_has_it(short_lived: tuple[Path, str]) -> None:
+    tree, _ = short_lived
+    text = run_check(tree)
+    assert "expiry calendar (" in text.stdout
+    line = next(x for x in text.stdout.splitlines() if "/etc/kubernetes/pki/apiserver.crt" in x)
+    assert re.search(r"\s9 days cp-1\s+/etc/kubernetes/pki/apiserver.crt\s+\(kube-apiserver\)", line), line
+    js = run_check(tree, "--json")
+    cal = json.loads(js.stdout)["calendar"]
+    assert any(e["node"] == "worker-2" and e["file"] == "/etc/bake/join.conf" for e in cal)
+
+
+@pytest.mark.integration
+def test_bake_warns_on_stderr_about_what_expires_within_the_window(short_lived: tuple[Path, str]) -> None:
+    _, stderr = short_lived
+    lines = [x for x in stderr.splitlines() if x.startswith("warning certificate")]
+    assert any("'kube-apiserver' (bundle nodes/cp-1/apiserver)" in x and "in 9 days" in x for x in lines), (
+        stderr
+    )
+    assert not [x for x in lines if "join.conf" in x]  # the join window is meant to run out
+    assert not [x for x in lines if "pki/ca" in x]  # ten years
+
+
+def _expiry_entries(days: list[int]) -> list[check.Expiry]:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    return [check.Expiry("bundle", f"nodes/cp-1/leaf{d}", f"cn{d}", now + timedelta(days=d)) for d in days]
+
+
+def test_expiring_is_strictly_inside_the_window_and_leaves_join_credentials_out() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    entries = _expiry_entries([45, 30, 29, 1, -3])
+    entries.append(check.Expiry("bundle", "nodes/worker-1/join.conf", "system:node:worker-1", now))
+    entries.append(check.Expiry("worker-1", "/etc/bake/join.conf", "system:node:worker-1", now))
+    hits = check.expiring(entries, now, timedelta(days=30))
+    assert [e.file for e in hits] == ["nodes/cp-1/leaf-3", "nodes/cp-1/leaf1", "nodes/cp-1/leaf29"]
+
+
+def test_default_profiles_bake_without_a_warning() -> None:
+    plan = _plan("single-master")
+    assert plan.settings.certificate_expiry_warning == "720h"
+    assert plan.settings.certificate_renewal.before == "720h"
+    assert plan.settings.certificate_renewal.on_calendar == "daily"
+
+
+# --------------------------------------------------------------------------------------------------
+# the real kubeadm
+
+
+def _kubeadm_bin() -> Path | None:
+    from tests import k8s
+
+    return k8s.locate("amd64")
+
+
+REAL_NAMESPACE = r"""
+set -euo pipefail
+R=$1 B=$2 S=$3
+mount --make-rprivate /
+# /etc as an overlay first: the mount points made below never reach the host's /etc
+mkdir -p "$S/upper" "$S/work"
+mount -t overlay overlay -o "lowerdir=/etc,upperdir=$S/upper,workdir=$S/work" /etc
+mkdir -p /etc/kubernetes /etc/bake
+mount --bind "$R/etc/kubernetes" /etc/kubernetes
+mount --bind "$R/etc/bake" /etc/bake
+mount --bind "$B" /usr/local/bin
+exec bash "$R/usr/local/sbin/bake-renew-certs"
+"""
+
+
+def _set_env(root: Path, name: str, value: str) -> None:
+    env = root / "etc/bake/renew-certs.env"
+    lines = [
+        f"{name}={shlex.quote(value)}" if x.startswith(f"{name}=") else x
+        for x in env.read_text().splitlines()
+    ]
+    env.write_text("\n".join(lines) + "\n")
+
+
+def _renew(root: Path, bindir: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
+    (tmp / "ns.sh").write_text(REAL_NAMESPACE)
+    overlay = tmp / f"overlay-{len(list(tmp.glob('overlay-*')))}"
+    overlay.mkdir()
+    return subprocess.run(["unshare", "-m", "bash", str(tmp / "ns.sh"), str(root), str(bindir), str(overlay)],
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+
+
+def _digests(root: Path) -> dict[str, str]:
+    files = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def _cert_of(path: Path) -> x509.Certificate:
+    data = path.read_bytes()
+    if path.suffix == ".conf":
+        user = yaml.safe_load(data)["users"][0]["user"]
+        data = base64.b64decode(user["client-certificate-data"])
+    return x509.load_pem_x509_certificate(data)
+
+
+@pytest.mark.integration
+@pytest.mark.realk8s
+def test_real_kubeadm_renews_a_baked_control_plane_and_leaves_the_ca_keys(tmp_path: Path) -> None:
+    binaries = _kubeadm_bin()
+    if binaries is None:
+        pytest.skip("upstream Kubernetes binaries are not built (make k8s)")
+    _can_sandbox(tmp_path)
+    from .test_real_kubeadm import bake_profile
+
+    baked = bake_profile("single-master", tmp_path / "baked", "cluster.certificateValidityPeriod=3h",
+                         "cluster.certificateRenewal.before=1h")  # fmt: skip
+    root = baked.copy(baked.nodes["cp-1"])
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "kubeadm").symlink_to(binaries / "kubeadm")
+    env = dict(
+        line.split("=", 1) for line in (root / "etc/bake/renew-certs.env").read_text().splitlines()[1:]
+    )
+    watched = shlex.split(env["BAKE_RENEW_CERTS"])[0].split()
+    files = {e.split("=")[0]: root / e.split("=")[1].lstrip("/") for e in watched}
+    assert len(files) == 11
+    keys = ["ca.key", "front-proxy-ca.key", "etcd/ca.key", "sa.key"]
+    key_bytes = {k: (root / "etc/kubernetes/pki" / k).read_bytes() for k in keys}
+    before = {name: _cert_of(path) for name, path in files.items()}
+
+    # freshly baked: 3h left, window 1h: nothing is due, nothing changes
+    pristine = _digests(root)
+    first = _renew(root, bindir, tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "nothing to renew" in first.stdout and "kubeadm certs renew" not in first.stdout
+    assert _digests(root) == pristine
+
+    # a window wider than what is left (through the env file): every certificate is renewed by kubeadm
+    _set_env(root, "BAKE_RENEW_BEFORE_SECONDS", str(4 * 3600))
+    second = _renew(root, bindir, tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "running: kubeadm certs renew all --config /etc/bake/kubeadm-renew.yaml" in second.stdout
+    ca = x509.load_pem_x509_certificate((root / "etc/kubernetes/pki/ca.crt").read_bytes())
+    for name, path in files.items():
+        old, new = before[name], _cert_of(path)
+        assert new.not_valid_after_utc > old.not_valid_after_utc, name
+        assert new.serial_number != old.serial_number, name
+        assert new.subject == old.subject, name
+        # the profile's validity (kubeadm reads it from the renewal config), not kubeadm's one year
+        lifetime = new.not_valid_after_utc - new.not_valid_before_utc
+        assert timedelta(hours=3) <= lifetime <= timedelta(hours=3, minutes=10), (name, lifetime)
+        if new.issuer == ca.subject:
+            new.verify_directly_issued_by(ca)
+    assert {k: (root / "etc/kubernetes/pki" / k).read_bytes() for k in keys} == key_bytes
+
+    # back to the profile's window: the renewed certificates are not due, a run changes nothing
+    _set_env(root, "BAKE_RENEW_BEFORE_SECONDS", str(3600))
+    renewed = _digests(root)
+    third = _renew(root, bindir, tmp_path)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "nothing to renew" in third.stdout
+    assert _digests(root) == renewed
+
+
+@pytest.mark.integration
+@pytest.mark.realk8s
+def test_an_external_etcd_member_without_the_etcd_ca_key_reports_and_fails(tmp_path: Path) -> None:
+    binaries = _kubeadm_bin()
+    if binaries is None:
+        pytest.skip("upstream Kubernetes binaries are not built (make k8s)")
+    _can_sandbox(tmp_path)
+    from .test_real_kubeadm import bake_profile
+
+    baked = bake_profile("ha-external-etcd", tmp_path / "baked")
+    root = baked.copy(baked.nodes["etcd-1"])
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "kubeadm").symlink_to(binaries / "kubeadm")
+    _set_env(root, "BAKE_RENEW_BEFORE_SECONDS", str(2 * 365 * 86400))
+    pristine = _digests(root)
+    proc = _renew(root, bindir, tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "not renewed here: etcd-server etcd-peer etcd-healthcheck-client" in proc.stdout
+    assert "kubeadm certs renew" not in proc.stdout
+    assert _digests(root) == pristine
+    # with the etcd CA key on the member (as on the first host of kubeadm's HA etcd guide) it renews
+    key = root / "etc/kubernetes/pki/etcd/ca.key"
+    key.write_bytes((baked.secrets / "pki/etcd/ca.key").read_bytes())
+    key.chmod(0o600)
+    before = _cert_of(root / "etc/kubernetes/pki/etcd/server.crt")
+    _set_env(root, "BAKE_RENEW_WAIT_SECONDS", "1")  # no kubelet here: the etcd pod does not come back
+    proc = _renew(root, bindir, tmp_path)
+    assert "running: kubeadm certs renew etcd-server --config /etc/bake/kubeadm-renew.yaml" in proc.stdout
+    after = _cert_of(root / "etc/kubernetes/pki/etcd/server.crt")
+    assert after.not_valid_after_utc > before.not_valid_after_utc
+    assert after.extensions.get_extension_for_class(x509.SubjectAlternativeName) == (
+        before.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    )
+    assert (root / "etc/kubernetes/manifests/etcd.yaml").is_file()  # put back, even though it failed
