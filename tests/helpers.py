@@ -90,3 +90,13 @@ def check_golden(path: Path, content: bytes) -> None:
         raise AssertionError(
             f"{path} differs ({summary}); if intended, refresh with `make golden` and review:\n{shown}"
         )
+
+
+OVERLAYS = r"""mount --make-rprivate /
+for d in etc var usr/local; do
+    mkdir -p "$S/upper/$d" "$S/work/$d"
+    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$S/upper/$d,workdir=$S/work/$d" "/$d"
+done
+"""
+"""Shell for a root sandbox run inside `unshare -m` with $S its scratch folder: /etc, /var and /usr/local
+become overlays, so nothing written there reaches the host."""

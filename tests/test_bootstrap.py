@@ -35,6 +35,7 @@ from builder.files import NodeFile, public, secret
 from builder.plan import ClusterPlan, NodePlan, build_plan
 from builder.profile import load_profile
 
+from .helpers import OVERLAYS
 from .peers import missing, program
 
 TOKEN = "abcdef.0123456789abcdef"
@@ -656,12 +657,7 @@ DRIVER = r"""#!/bin/bash
 # Runs inside `unshare -m`: nothing written here reaches the host's /etc, /var, /usr/local or /run.
 set -euo pipefail
 S=$1
-mount --make-rprivate /
-for d in etc var usr/local; do
-    mkdir -p "$S/upper/$d" "$S/work/$d"
-    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$S/upper/$d,workdir=$S/work/$d" "/$d"
-done
-mount -t tmpfs tmpfs /run
+""" + OVERLAYS + r"""mount -t tmpfs tmpfs /run
 mkdir -p /usr/local/sbin /usr/local/bin
 for c in $STUBBED; do install -m 0755 "$S/stub" "/usr/local/sbin/$c"; done
 install -m 0755 "$S/systemctl" /usr/local/sbin/systemctl

@@ -308,17 +308,22 @@ def test_age_cli_opens_a_passphrase_bundle(tmp_path: Path) -> None:
     assert (tmp_path / "ca.key").read_bytes() == (tmp_path / "sec/pki/ca.key").read_bytes()
 
 
+def seal_with_cli(age: str, bundle: Path, recipient: str, header: str = "") -> None:
+    """Encrypt the bundle's secret files with the age CLI, as an operator would by hand (README)."""
+    for path in sorted(bundle.rglob("*")):
+        if path.is_file() and (path.name.endswith(".key") or path.name in SECRET_NAMES):
+            subprocess.run([age, "-r", recipient, "-o", f"{path}.age", str(path)], check=True)
+            path.unlink()
+    (bundle / "age-recipients").write_text(f"{header}{recipient}\n")
+
+
 @pytest.mark.integration
 def test_bake_reads_what_the_age_cli_wrote(clear: Path, tmp_path: Path) -> None:
     age = peers.program("age")
     recipient = age_keygen(tmp_path / "key.txt")
     work = copy_of(clear, tmp_path / "w")
     bundle = work / "sec"
-    for path in sorted(bundle.rglob("*")):
-        if path.is_file() and (path.name.endswith(".key") or path.name in SECRET_NAMES):
-            subprocess.run([age, "-r", recipient, "-o", f"{path}.age", str(path)], check=True)
-            path.unlink()
-    (bundle / "age-recipients").write_text(f"{recipient}\n")
+    seal_with_cli(age, bundle, recipient)
     for path in bundle.rglob("*"):  # what `umask 077` would have given: bake wants every file 0600
         path.chmod(0o700 if path.is_dir() else 0o600)
     by_cli = snapshot(bundle)
@@ -337,11 +342,7 @@ def test_bake_reads_a_passphrase_identity_the_age_cli_wrote(clear: Path, tmp_pat
     bundle = work / "sec"
     status, said = age_on_tty(["-p", "-o", str(bundle / "identity.age"), str(tmp_path / "key.txt")], "s3cret")
     assert status == 0, said
-    for path in sorted(bundle.rglob("*")):
-        if path.is_file() and (path.name.endswith(".key") or path.name in SECRET_NAMES):
-            subprocess.run([age, "-r", recipient, "-o", f"{path}.age", str(path)], check=True)
-            path.unlink()
-    (bundle / "age-recipients").write_text(f"# the bundle's passphrase key (identity.age)\n{recipient}\n")
+    seal_with_cli(age, bundle, recipient, "# the bundle's passphrase key (identity.age)\n")
     done = bake(work, "out2", "sec", env={"BAKE_SECRETS_PASSPHRASE": "s3cret"})
     assert done.returncode == 0, done.stderr
     assert outputs(work, "out2") == outputs(clear, "out")
@@ -354,11 +355,7 @@ def test_cli_encrypted_bundle_with_wrong_identity_or_corruption(clear: Path, tmp
     age_keygen(tmp_path / "wrong.txt")
     work = copy_of(clear, tmp_path / "w")
     bundle = work / "sec"
-    for path in sorted(bundle.rglob("*")):
-        if path.is_file() and (path.name.endswith(".key") or path.name in SECRET_NAMES):
-            subprocess.run([age, "-r", recipient, "-o", f"{path}.age", str(path)], check=True)
-            path.unlink()
-    (bundle / "age-recipients").write_text(f"{recipient}\n")
+    seal_with_cli(age, bundle, recipient)
     before = (snapshot(bundle), outputs(work, "out"))
     done = bake(work, "out", "sec", "--identity", str(tmp_path / "wrong.txt"), "--rotate-token")
     assert done.returncode == 2

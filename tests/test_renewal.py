@@ -35,7 +35,7 @@ from builder.plan import build_plan
 from builder.profile import load_profile
 from builder.resources import templates_dir
 
-from .helpers import bake, bundle
+from .helpers import OVERLAYS, bake, bundle
 from .helpers import check as run_check
 from .peers import missing, program
 
@@ -260,12 +260,7 @@ chmod 0755 /usr/local/bin/crictl /usr/local/bin/kubeadm
 NAMESPACE = r"""
 set -euo pipefail
 S=$1
-mount --make-rprivate /
-for d in etc var usr/local; do
-    mkdir -p "$S/upper/$d" "$S/work/$d"
-    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$S/upper/$d,workdir=$S/work/$d" "/$d"
-done
-rm -rf /etc/kubernetes /etc/bake
+""" + OVERLAYS + r"""rm -rf /etc/kubernetes /etc/bake
 cp -a "$S/root/etc/kubernetes" "$S/root/etc/bake" /etc/
 mkdir -p /usr/local/bin /usr/local/sbin
 install -m 0755 "$S/root/usr/local/sbin/bake-renew-certs" /usr/local/sbin/bake-renew-certs
