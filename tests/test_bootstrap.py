@@ -584,9 +584,10 @@ def set_state(name, value):
 def execute(line, binds):
     ignore = line.startswith("-")
     line = line.lstrip("-")
-    plain = line.startswith("+")
+    # '+' lifts privilege limits, but systemd 252 (Debian 12, the VM guests) still sets up the unit's
+    # bind mounts for such a command: a missing bind source fails it at step NAMESPACE as well
     argv = shlex.split(line.lstrip("+"))
-    if binds and not plain:
+    if binds:
         mounts = " && ".join(f"/bin/mount --bind {shlex.quote(a)} {shlex.quote(b)}" for a, b in binds)
         argv = ["unshare", "-m", "sh", "-c", mounts + ' && exec "$@"', "sh", *argv]
     # as systemd: from the sandbox's own mount namespace, not from the caller's (the driver's may differ)
@@ -628,6 +629,9 @@ if args[:1] == ["start"] and len(args) == 2 and bake_unit(args[1]):
     sys.exit(start(args[1]))
 if args[:1] == ["__run"]:  # the sandbox's `run`: one run of a unit's commands, as a (re)start does
     conf = load(args[1])
+    for req in " ".join(conf.get("Unit.Requires", [])).split():  # a (re)start job pulls these in first
+        if start(req) != 0:
+            sys.exit(1)
     binds = [b.split(":", 1) for b in " ".join(conf.get("Service.BindReadOnlyPaths", [])).split()]
     for line in conf.get("Service.ExecStartPre", []) + conf.get("Service.ExecStart", []):
         rc = execute(line, binds)

@@ -16,7 +16,8 @@ sees a skipped phase and ends without the done marker. Options (one a line, as b
 `after-waits` moves the stop from before the wait phase to right before kubeadm (the wait phase's
 kubeadm presence check, its ExecStartPre=, is dropped: a test image has no kubeadm); `wait-seconds=N`
 bounds the waits, `attempts=N` the driver's restarts in one boot: those values replace the env file's
-for the wait unit and the driver, through a copy bind-mounted over it (BindReadOnlyPaths=).
+for the wait unit and the driver, through a copy bind-mounted over it (BindReadOnlyPaths=) that
+bake-test-env.service writes first, outside any mount namespace (Requires= / After= on it).
 Standard library only: it runs on Debian 12's python3.
 """
 
@@ -41,6 +42,7 @@ UNIT_DIR = Path("/etc/systemd/system")
 DROPIN = "50-bake-test-stop.conf"
 TEST_ENV_MARK = "# TEST ONLY: bake-test-stop\n"
 DRIVER = "bake-bootstrap.service"
+ENV_UNIT = "bake-test-env.service"
 SELF = "/usr/local/sbin/bake-test-stop"
 PYTHON = "/usr/bin/python3"
 OVERRIDES = {
@@ -72,9 +74,12 @@ def overrides(options: list[str]) -> dict[str, str]:
 def dropins(options: list[str]) -> dict[str, str]:
     """Unit name -> the text of its test drop-in."""
     condition = f"ExecCondition=+{PYTHON} {SELF} stop"
+    # The copy must exist before systemd sets up a unit's mount namespace (which it does for every
+    # command of the unit, '+' ones included, on systemd 252): ENV_UNIT writes it, outside any namespace.
+    needs_copy = f"[Unit]\nRequires={ENV_UNIT}\nAfter={ENV_UNIT}\n\n"
     bind = f"BindReadOnlyPaths={TEST_ENV}:{ENV}\n"
     has_overrides = bool(overrides(options))
-    wait = "[Service]\n" + f"{condition} before-waits\n"
+    wait = (needs_copy if has_overrides else "") + "[Service]\n" + f"{condition} before-waits\n"
     if "after-waits" in options:
         wait += "ExecStartPre=\n"  # the kubeadm presence check: a test image has no kubeadm
     if has_overrides:
@@ -87,7 +92,7 @@ def dropins(options: list[str]) -> dict[str, str]:
         phase_unit("cni"): f"[Unit]\nConditionPathExists=!{STOPPED}\n",
     }
     if has_overrides:
-        units[DRIVER] = f"[Service]\nExecStartPre=+{PYTHON} {SELF} env\n{bind}"
+        units[DRIVER] = f"{needs_copy}[Service]\n{bind}"
     return {
         name: "# TEST ONLY: bake-test-stop (tests/vm/guest/bake_test_stop.py)\n" + text
         for name, text in units.items()
@@ -105,6 +110,16 @@ def _write(path: Path, text: str) -> bool:
     return True
 
 
+ENV_UNIT_TEXT = f"""# TEST ONLY: bake-test-stop (tests/vm/guest/bake_test_stop.py)
+[Unit]
+Description=TEST ONLY: the bootstrap env with the VM test's overrides ({TEST_ENV})
+
+[Service]
+Type=oneshot
+ExecStart={PYTHON} {SELF} env
+"""
+
+
 def _all_dropins() -> list[Path]:
     return sorted(UNIT_DIR.glob(f"bake-bootstrap*.service.d/{DROPIN}"))
 
@@ -119,6 +134,10 @@ def install(options: list[str]) -> bool:
         STOPPED.unlink()
     wanted = {UNIT_DIR / f"{name}.d" / DROPIN: text for name, text in dropins(options).items()}
     changed = False
+    if overrides(options):
+        changed |= _write(UNIT_DIR / ENV_UNIT, ENV_UNIT_TEXT)
+    else:
+        changed |= _remove_env_unit()
     for path in _all_dropins():
         if path not in wanted:
             path.unlink()
@@ -136,7 +155,15 @@ def remove() -> bool:
     found = _all_dropins()
     for path in found:
         path.unlink()
-    return bool(found)
+    return _remove_env_unit() or bool(found)
+
+
+def _remove_env_unit() -> bool:
+    path = UNIT_DIR / ENV_UNIT
+    if not path.exists():
+        return False
+    path.unlink()
+    return True
 
 
 def env_values(path: Path = ENV) -> dict[str, str]:
