@@ -533,10 +533,15 @@ def test_default_profiles_bake_without_a_warning() -> None:
 # the real kubeadm
 
 
-def _kubeadm_bin() -> Path | None:
+def _kubeadm_bin(tmp_path: Path) -> Path:
+    """The built upstream binaries, in a root sandbox (skipped, or failed in CI, without either)."""
     from tests import k8s
 
-    return k8s.locate("amd64")
+    binaries = k8s.locate("amd64")
+    if binaries is None:
+        pytest.skip("upstream Kubernetes binaries are not built (make k8s)")
+    _can_sandbox(tmp_path)
+    return binaries
 
 
 REAL_NAMESPACE = r"""
@@ -587,10 +592,7 @@ def _cert_of(path: Path) -> x509.Certificate:
 @pytest.mark.integration
 @pytest.mark.realk8s
 def test_real_kubeadm_renews_a_baked_control_plane_and_leaves_the_ca_keys(tmp_path: Path) -> None:
-    binaries = _kubeadm_bin()
-    if binaries is None:
-        pytest.skip("upstream Kubernetes binaries are not built (make k8s)")
-    _can_sandbox(tmp_path)
+    binaries = _kubeadm_bin(tmp_path)
     from .test_real_kubeadm import bake_profile
 
     baked = bake_profile("single-master", tmp_path / "baked", "cluster.certificateValidityPeriod=3h",
@@ -646,10 +648,7 @@ def test_real_kubeadm_renews_a_baked_control_plane_and_leaves_the_ca_keys(tmp_pa
 @pytest.mark.integration
 @pytest.mark.realk8s
 def test_an_external_etcd_member_without_the_etcd_ca_key_reports_and_fails(tmp_path: Path) -> None:
-    binaries = _kubeadm_bin()
-    if binaries is None:
-        pytest.skip("upstream Kubernetes binaries are not built (make k8s)")
-    _can_sandbox(tmp_path)
+    binaries = _kubeadm_bin(tmp_path)
     from .test_real_kubeadm import bake_profile
 
     baked = bake_profile("ha-external-etcd", tmp_path / "baked")
