@@ -78,7 +78,7 @@ DETECTORS: dict[str, str] = {
     "worker-private-key": "a worker holds a private key",
     "worker-ca-crt": "a worker holds /etc/kubernetes/pki/ca.crt",
     "ca-key-role": "a node other than a control plane holds the cluster CA key",
-    "etcd-ca-key-role": "a node other than a stacked control plane holds the etcd CA key",
+    "etcd-ca-key-role": "a node other than a stacked control plane or an etcd member holds the etcd CA key",
     "join-token-holder": "a node holds the bootstrap token but does not join with it "
     "(cluster.join: certificate, or an etcd member)",
     "join-credential": "a joining node's join credential is missing, or is not its own system:node identity "
