@@ -210,8 +210,9 @@ def expiry_warnings(bundle: secrets.Bundle, now: datetime, within: timedelta) ->
 
 
 def _expiry(report: Report, where: str, cert: x509.Certificate, now: datetime) -> None:
-    """Expired, or inside the window in which a bake re-issues it (secrets.RENEW_BEFORE, or the last
-    third of a short-lived certificate such as a join credential)."""
+    """Expired, or soon: within 30 days (the default window in which a bake re-issues a leaf,
+    cluster.certificateRenewal.before; check does not read the profile), or the last third of a
+    short-lived certificate such as a join credential."""
     not_after = cert.not_valid_after_utc
     soon = min(EXPIRY_WARNING, (not_after - cert.not_valid_before_utc) / 3)
     if not_after <= now:

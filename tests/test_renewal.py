@@ -33,7 +33,8 @@ import pytest
 import yaml
 from cryptography import x509
 
-from builder import certlist, check, renewal
+from builder import bake as bake_module
+from builder import certlist, check, renewal, secrets
 from builder.errors import ProfileError
 from builder.plan import build_plan
 from builder.profile import load_profile
@@ -434,29 +435,34 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 # the calendar and the warning
 
 
-def _seed_certificates(user_data: bytes) -> set[tuple[str, str]]:
-    """(path, subject CN) of every certificate in a node's write_files, read here with openssl."""
-    found = set()
+def _seed_blobs(user_data: bytes) -> list[tuple[str, bytes]]:
+    """(path, PEM) of every certificate in a node's write_files: .crt files and kubeconfigs' data."""
+    found = []
     for entry in yaml.safe_load(user_data)["write_files"]:
         data = (
             base64.b64decode(entry["content"])
             if entry.get("encoding") == "b64"
             else entry["content"].encode()
         )
-        blobs = []
         if entry["path"].endswith(".crt"):
-            blobs = [data]
+            found.append((entry["path"], data))
         elif entry["path"].endswith(".conf") and b"certificate" in data:
             doc = yaml.safe_load(data)
             for section, inner in (("clusters", "cluster"), ("users", "user")):
                 for item in doc.get(section) or []:
                     for key in ("certificate-authority-data", "client-certificate-data"):
                         if key in item[inner]:
-                            blobs.append(base64.b64decode(item[inner][key]))
-        for blob in blobs:
-            subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "multiline"],
-                                     input=blob, capture_output=True, check=True).stdout.decode()  # fmt: skip
-            found.add((entry["path"], re.search(r"commonName\s*=\s*(.*)", subject).group(1).strip()))  # type: ignore[union-attr]
+                            found.append((entry["path"], base64.b64decode(item[inner][key])))
+    return found
+
+
+def _seed_certificates(user_data: bytes) -> set[tuple[str, str]]:
+    """(path, subject CN) of every certificate in a node's write_files, read here with openssl."""
+    found = set()
+    for path, blob in _seed_blobs(user_data):
+        subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "multiline"],
+                                 input=blob, capture_output=True, check=True).stdout.decode()  # fmt: skip
+        found.add((path, re.search(r"commonName\s*=\s*(.*)", subject).group(1).strip()))  # type: ignore[union-attr]
     return found
 
 
@@ -532,6 +538,123 @@ def test_default_profiles_bake_without_a_warning() -> None:
     assert plan.settings.certificate_expiry_warning == "720h"
     assert plan.settings.certificate_renewal.before == "720h"
     assert plan.settings.certificate_renewal.on_calendar == "daily"
+
+
+# --------------------------------------------------------------------------------------------------
+# a re-bake: nodes renew their own copies and the bundle keeps the leaves it issued, so a bake re-issues
+# what is expired or inside the nodes' renewal window before it puts a leaf in a seed
+
+REBAKE_CLUSTER = "ha-external-etcd"
+REBAKE_SETS = (
+    "cluster.encryptionAlgorithm=ECDSA-P256",
+    "cluster.certificateValidityPeriod=4320h",  # 180 days
+    "cluster.certificateRenewal.before=1440h",  # 60 days: wider than the 30 days of a join credential
+)
+VALIDITY, WINDOW = timedelta(days=180), timedelta(days=60)
+
+
+def _rebake(out: Path, now: datetime, *only: str) -> bake_module.BakeResult:
+    options = bake_module.BakeOptions(profile=REBAKE_CLUSTER, sets=REBAKE_SETS, out_root=out, now=now, jobs=1,
+                                      secrets=bundle(out, REBAKE_CLUSTER), only=only)  # fmt: skip
+    return bake_module.run(options)
+
+
+@pytest.fixture(scope="module")
+def first_bake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, datetime]:
+    out = tmp_path_factory.mktemp("rebake") / "outputs"
+    now = secrets.utcnow()
+    _rebake(out, now)
+    return out, now
+
+
+def _copy_of(first_bake: tuple[Path, datetime], tmp_path: Path) -> Path:
+    shutil.copytree(first_bake[0], tmp_path / "outputs", symlinks=True)
+    return tmp_path / "outputs"
+
+
+def _shipped(out: Path) -> dict[tuple[str, str, str], x509.Certificate]:
+    """Every certificate of every seed, by (node, file on the node, subject): what the nodes get."""
+    tree = (out / REBAKE_CLUSTER).resolve()
+    certs = {}
+    for node in sorted((tree / "nodes").iterdir()):
+        for path, pem in _seed_blobs((node / "user-data").read_bytes()):
+            cert = x509.load_pem_x509_certificate(pem)
+            certs[(node.name, path, cert.subject.rfc4514_string())] = cert
+    return certs
+
+
+def _leaf_names(out: Path) -> set[tuple[str, str]]:
+    """(owner, leaf) of the bundle, from its index (bundle.json), not from the bake's code."""
+    index = json.loads((bundle(out, REBAKE_CLUSTER) / "bundle.json").read_bytes())["leaves"]
+    return {(owner, name) for owner, names in index.items() for name in names}
+
+
+def _digests_of(out: Path) -> tuple[dict[str, str], dict[str, str]]:
+    return _digests((out / REBAKE_CLUSTER).resolve()), _digests(bundle(out, REBAKE_CLUSTER))
+
+
+def test_a_rebake_with_nothing_due_writes_the_same_bytes(
+    first_bake: tuple[Path, datetime], tmp_path: Path
+) -> None:
+    out = _copy_of(first_bake, tmp_path)
+    before = _digests_of(out)
+    result = _rebake(out, first_bake[1] + timedelta(days=1))
+    assert [str(c) for c in result.changes] == [] and result.rewritten == 0
+    assert _digests_of(out) == before
+
+
+@pytest.mark.parametrize(
+    ("days", "why"),
+    [
+        # 45 days left, inside the 60-day window the nodes renew in: the bundle's copy is not renewed
+        (135, r"expires \d{4}-\d\d-\d\d \d\d:\d\d UTC, within cluster\.certificateRenewal\.before \(1440h\)"),
+        (200, r"certificate expired on \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"),  # the bundle's leaves expired
+    ],
+    ids=["inside-the-window", "expired"],
+)
+def test_a_rebake_reissues_due_leaves_and_ships_none(
+    first_bake: tuple[Path, datetime], tmp_path: Path, days: int, why: str
+) -> None:
+    out = _copy_of(first_bake, tmp_path)
+    leaves = _leaf_names(out)
+    now = first_bake[1] + timedelta(days=days)
+    result = _rebake(out, now)
+    reissued = {}
+    for change in result.changes:
+        m = re.fullmatch(r"re-issued (\S+): (.*)", change.what)
+        assert m, str(change)
+        reissued[(change.owner, m.group(1))] = m.group(2)
+    assert set(reissued) == leaves  # every leaf of the bundle is due, join credentials included
+    for (owner, name), said in reissued.items():
+        expected = r"certificate expired on .*" if name == "join.conf" else why  # its 30-day window ran out
+        assert re.fullmatch(expected, said), (owner, name, said)
+    shipped = _shipped(out)
+    assert {node for node, _, _ in shipped} >= {"etcd-1", "etcd-2", "etcd-3", "cp-1", "worker-1"}
+    for (node, path, subject), cert in shipped.items():
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            continue
+        lifetime = timedelta(hours=720) if path == "/etc/bake/join.conf" else VALIDITY
+        # issued by this bake: NotAfter is this bake's time plus the lifetime, nothing older reaches a node
+        assert cert.not_valid_after_utc == now + lifetime, (node, path, subject)
+    # and the bundle holds what the seeds hold: the next bake with nothing due changes nothing
+    again = _rebake(out, now + timedelta(hours=1))
+    assert [str(c) for c in again.changes] == [] and again.rewritten == 0
+
+
+def test_only_keeps_the_leaves_of_the_nodes_it_carries_over_and_says_so(
+    first_bake: tuple[Path, datetime], tmp_path: Path
+) -> None:
+    out = _copy_of(first_bake, tmp_path)
+    leaves = _leaf_names(out)
+    result = _rebake(out, first_bake[1] + timedelta(days=200), "worker-1")
+    assert [(c.owner, c.what.split(":")[0]) for c in result.changes] == [("worker-1", "re-issued join.conf")]
+    kept = {}
+    for warning in result.warnings:
+        m = re.fullmatch(r"(\S+): (\S+) kept, --only carries it over \((.*)\): bake without --only", warning)
+        assert m, warning
+        kept[(m.group(1), m.group(2))] = m.group(3)
+    assert set(kept) == leaves - {("worker-1", "join.conf")}
+    assert all(why.startswith("certificate expired on ") for why in kept.values()), kept
 
 
 # --------------------------------------------------------------------------------------------------
