@@ -447,7 +447,7 @@ def expected_placement(role: str, topology: str, init: bool) -> placement.Placem
     try:
         known_role = Role(role)
     except ValueError:
-        return placement.Placement()
+        return placement.NOTHING
     try:
         known_topology = Topology(topology)
     except ValueError:
