@@ -388,7 +388,7 @@ def status_main(argv: Sequence[str]) -> int:
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
-        status.render(Console(width=None if sys.stdout.isatty() else 160), doc)
+        status.render(Console(width=None if sys.stdout.isatty() else 200), doc)
     return 0
 
 

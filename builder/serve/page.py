@@ -16,7 +16,7 @@ from typing import Any
 from .. import resources
 from .catalog import Catalog
 from .protocol import STEPS
-from .store import Store
+from .store import Store, no_report
 
 STATE_ROUTE = "/api/state"
 SCRIPT_ROUTE = "/app.js"
@@ -37,7 +37,7 @@ def state_document(catalog: Catalog, stores: dict[str, Store]) -> dict[str, Any]
         states = store.nodes(cluster.nodes) if store is not None else {}
         nodes = []
         for n in cluster.nodes.values():
-            state = states.get(n.name) or {"lastReport": None, "nodeTime": None, "current": None, "steps": []}
+            state = states.get(n.name) or no_report()
             nodes.append(
                 {
                     "name": n.name,

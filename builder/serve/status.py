@@ -37,12 +37,19 @@ def document(tree: Path) -> dict[str, Any]:
 
 
 def _duration(seconds: float | None) -> str:
+    """As the page writes it (templates/serve/app.js)."""
     if seconds is None:
         return ""
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes = int(seconds // 60)
-    return f"{minutes} min {round(seconds - 60 * minutes)} s"
+    if seconds < 3600:
+        minutes = int(seconds // 60)
+        return f"{minutes} min {round(seconds - 60 * minutes)} s"
+    if seconds < 86400:
+        hours = int(seconds // 3600)
+        return f"{hours} h {int((seconds - 3600 * hours) // 60)} min"
+    days = int(seconds // 86400)
+    return f"{days} d {int((seconds - 86400 * days) // 3600)} h"
 
 
 def _step_text(step: dict[str, Any], now: float) -> Text:
@@ -65,7 +72,7 @@ def render(console: Console, doc: dict[str, Any]) -> None:
         reports = f"reports to {cluster['reportUrl']}" if cluster["reportUrl"] else "its nodes do not report"
         table = Table(title=f"{cluster['name']}: {reports} ({where})", title_justify="left")
         for col in ("node", "role", "address", "current step", *doc["steps"], "last report"):
-            table.add_column(col)
+            table.add_column(col, no_wrap=True)
         failures: list[tuple[str, dict[str, Any]]] = []
         for n in cluster["nodes"]:
             steps = {s["step"]: s for s in n["steps"]}

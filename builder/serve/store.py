@@ -217,6 +217,11 @@ class Store:
         return [dict(zip(("seq", "step", "event", "received", "nodeTime"), r, strict=True)) for r in rows]
 
 
+def no_report() -> dict[str, Any]:
+    """The state of a node that never reported (or whose cluster takes no reports)."""
+    return {"lastReport": None, "nodeTime": None, "current": None, "steps": [_step(s, None) for s in STEPS]}
+
+
 def _step(step: str, row: tuple[Any, ...] | None) -> dict[str, Any]:
     if row is None:
         return {"step": step, "state": "pending", "started": None, "finished": None, "seconds": None,

@@ -13,8 +13,16 @@ function el(tag, attrs, text) {
 function duration(s) {
   if (s === null || s === undefined) return "";
   if (s < 60) return s.toFixed(1) + " s";
-  const m = Math.floor(s / 60);
-  return m + " min " + Math.round(s - 60 * m) + " s";
+  if (s < 3600) {
+    const m = Math.floor(s / 60);
+    return m + " min " + Math.round(s - 60 * m) + " s";
+  }
+  if (s < 86400) {
+    const h = Math.floor(s / 3600);
+    return h + " h " + Math.floor((s - 3600 * h) / 60) + " min";
+  }
+  const d = Math.floor(s / 86400);
+  return d + " d " + Math.floor((s - 86400 * d) / 3600) + " h";
 }
 
 function stepText(st, now) {
