@@ -454,6 +454,9 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 )
             )
         changes = notices + changes
+        # --only keeps the other nodes' seeds and leaves as they are: say which of those leaves are due
+        carried = [owner for owner in bundle.leaves if options.only and owner not in options.only]
+        stale = [str(c) for c in secrets.stale_leaves(plan, bundle, carried, now)]
         if plan.control_planes:
             tree.write("admin.conf", distribute.operator_admin_conf(plan, bundle), 0o600)
         epoch = source_epoch(bundle)
@@ -540,6 +543,6 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             bundle_written = bundledir.save(bundle_path, files, seal, reader)
         final = tree.commit()
         return BakeResult(
-            plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked, _seed_warnings(seeds),
-            bundle_written, dict(tree.written), _expiring(plan, bundle),
+            plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked,
+            _seed_warnings(seeds) + stale, bundle_written, dict(tree.written), _expiring(plan, bundle),
         )  # fmt: skip

@@ -34,6 +34,7 @@ from . import (
     paths,
     pki,
     placement,
+    sealing,
     secrets,
 )
 from .distribute import JOIN_KUBECONFIG_PATH
@@ -49,6 +50,7 @@ SEED_FILES = ("user-data", "meta-data", "network-config")
 # libyaml when PyYAML has it: the same documents, ~40x faster on a user-data's large block scalars
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 CA_CERT_PATH = f"{paths.PKI_DIR}/ca.crt"
+BUNDLE_NOT_CHECKED = "the bundle's keys and certificates were not checked, nor is it in the expiry calendar"
 ROLE_NAMES = {"worker": "a worker", "etcd": "an etcd member", "control-plane": "a control plane"}
 
 # Every problem `bake check` can report, by a stable id (in --json output as "check"). A detector
@@ -79,7 +81,7 @@ DETECTORS: dict[str, str] = {
     "worker-private-key": "a worker holds a private key",
     "worker-ca-crt": "a worker holds /etc/kubernetes/pki/ca.crt",
     "ca-key-role": "a node other than a control plane holds the cluster CA key",
-    "etcd-ca-key-role": "a node other than a stacked control plane holds the etcd CA key",
+    "etcd-ca-key-role": "a node other than a stacked control plane or an etcd member holds the etcd CA key",
     "join-token-holder": "a node holds the bootstrap token but does not join with it "
     "(cluster.join: certificate, or an etcd member)",
     "join-credential": "a joining node's join credential is missing, or is not its own system:node identity "
@@ -214,8 +216,9 @@ def expiry_warnings(bundle: secrets.Bundle, now: datetime, within: timedelta) ->
 
 
 def _expiry(report: Report, where: str, cert: x509.Certificate, now: datetime) -> None:
-    """Expired, or inside the window in which a bake re-issues it (secrets.RENEW_BEFORE, or the last
-    third of a short-lived certificate such as a join credential)."""
+    """Expired, or soon: within 30 days (the default window in which a bake re-issues a leaf,
+    cluster.certificateRenewal.before; check does not read the profile), or the last third of a
+    short-lived certificate such as a join credential."""
     not_after = cert.not_valid_after_utc
     soon = min(EXPIRY_WARNING, (not_after - cert.not_valid_before_utc) / 3)
     if not_after <= now:
@@ -539,10 +542,15 @@ def bundle_location(tree: Path, manifest: dict[str, Any], secrets_dir: Path | No
 
 
 def check_tree(
-    tree: Path, now: datetime | None = None, secrets_dir: Path | None = None, jobs: int | None = None
+    tree: Path,
+    now: datetime | None = None,
+    secrets_dir: Path | None = None,
+    jobs: int | None = None,
+    keys: sealing.Keys | None = None,
 ) -> Report:
     """Every finding about one output tree and its secrets bundle; `now` is for tests of expiry, `jobs`
-    bounds the processes validating user-data."""
+    bounds the processes validating user-data, `keys` open an age-encrypted bundle (`bake`'s --identity
+    and passphrase; None: those the environment names, never asking)."""
     now = now or datetime.now(UTC)
     report = Report(now=now)
     manifest_path = tree / "manifest.json"
@@ -559,8 +567,9 @@ def check_tree(
     bundle_dir = bundle_location(tree, manifest, secrets_dir)
     if bundle_dir.is_dir() and bundle_dir != tree / bundledir.LEGACY_NAME:
         _modes(bundle_dir, report, "secrets/")
+    reader = sealing.Reader(bundle_dir, keys or sealing.Keys.from_env(), outcome=BUNDLE_NOT_CHECKED)
     try:
-        bundle = secrets.load_bundle(bundle_dir)
+        bundle = secrets.load_bundle(bundle_dir, reader)
     except BakeError as exc:
         for problem in exc.problems:
             report.error("bundle-invalid", problem.path or "secrets", problem.message)

@@ -406,6 +406,7 @@ def _check_parser() -> argparse.ArgumentParser:
         help="the cluster's secrets bundle (default: secrets/<cluster>, else a bundle an older bake kept "
         "in the tree)",
     )
+    _age_arguments(p)
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.add_argument(
         "--jobs",
@@ -593,7 +594,7 @@ def check_main(argv: Sequence[str]) -> int:
     from . import check
 
     args = _check_parser().parse_args(argv)
-    report = check.check_tree(args.tree, secrets_dir=args.secrets, jobs=args.jobs)
+    report = check.check_tree(args.tree, secrets_dir=args.secrets, jobs=args.jobs, keys=_keys(args))
     console = Console()
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")

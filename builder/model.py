@@ -196,7 +196,8 @@ class CertificateRenewal(Model):
 
     enabled: bool = True
     before: Duration = "720h"
-    """The window before a certificate's NotAfter in which the node renews it."""
+    """The window before a certificate's NotAfter in which the node renews it, and in which a bake
+    re-issues the bundle's copy (secrets.renewal_window): the bundle does not see the nodes' renewals."""
     on_calendar: str = Field(default="daily", pattern=r"^[A-Za-z0-9*:/.,~ -]{1,100}$")
     """When the timer looks: a systemd.time(7) calendar expression (the unit is verified in the tests)."""
 

@@ -6,11 +6,18 @@ its row does not name (check.py), and the README's table is tested against it. W
 that none of them can silently disagree with another.
 
 kubeadm's own layout, cut down to each role's need: workers hold no CA certificate (kubeadm's join
-preflight rejects pki/ca.crt) and no key but their join credential's; external etcd members hold only
-their etcd leaves and the etcd CA certificate; control planes hold the CA keys kubeadm's join needs
+preflight rejects pki/ca.crt) and no key but their join credential's; external etcd members hold their
+etcd leaves and the etcd CA certificate and key; control planes hold the CA keys kubeadm's join needs
 (`SharedCertificateExists`) except the etcd CA key with external etcd; super-admin.conf and
 kubelet.conf exist only on the first control plane (a joining one gets kubelet.conf from TLS
 bootstrap). A single-node cluster is the first control plane of a stacked one.
+
+Why an external etcd member holds the etcd CA key, as every stacked control plane does (kubeadm copies
+etcd/ca.key to each joining control plane): so that it renews its own etcd-server, etcd-peer and
+etcd-healthcheck-client leaves with `kubeadm certs renew` (renewal.py). A member already holds the
+cluster's whole data and a peer identity the other members trust, so the key adds little exposure;
+without it, renewal means baking again and putting new files on each member, and a member whose leaves
+nobody re-baked stops serving its peers and the API servers the day they expire.
 """
 
 from __future__ import annotations
@@ -85,7 +92,7 @@ _STACKED_INIT = Placement(
     encryption_config=True,
 )
 _EXTERNAL_INIT = replace(_STACKED_INIT, ca_keys=("ca", "front-proxy-ca"), leaves=CONTROL_PLANE_LEAVES)
-_ETCD_MEMBER = Placement(ca_certs=("etcd-ca",), leaves=ETCD_LEAVES)
+_ETCD_MEMBER = Placement(ca_certs=("etcd-ca",), ca_keys=("etcd-ca",), leaves=ETCD_LEAVES)
 _WORKER = Placement(join_credential=True)
 
 NOTHING = Placement(report_key=False)

@@ -7,9 +7,10 @@ unless the cluster is upgraded: an offline-baked cluster would stop on its first
 RENEW_ENV_PATH, whose names are fixed here and whose values are `shlex.quote`d, as the bootstrap's.
 
 What it may renew: what kubeadm can sign on the node, i.e. leaves whose CA key the node holds
-(placement.TABLE). With external etcd no node holds the etcd CA key, so an etcd member's certificates
-and a control plane's apiserver-etcd-client are only watched: the script fails the unit and says to
-re-bake when one of them is due. Workers get nothing: the kubelet rotates its own client certificate.
+(placement.TABLE). Every etcd member, stacked or external, holds the etcd CA key and renews its own etcd
+leaves; with external etcd the control planes do not, so their apiserver-etcd-client is only watched:
+the script fails the unit and says to re-bake when it is due (a bake re-issues what is inside the
+window, secrets.reconcile). Workers get nothing: the kubelet rotates its own client certificate.
 
 kubeadm reads a renewal config (RENEW_CONFIG_PATH): for `certs renew` it needs a ClusterConfiguration
 (validity period, key algorithm, etcd local or external) and, not to guess the node's address from its

@@ -227,20 +227,24 @@ def layout(
     return out
 
 
-def _undecryptable(path: Path, exc: Exception) -> SecretsError:
+def _undecryptable(path: Path, exc: Exception, outcome: str) -> SecretsError:
     if "No matching keys" in str(exc):
         why = "none of the given identities can open it (wrong --identity / BAKE_SECRETS_IDENTITY?)"
     else:
         why = f"corrupted or not an age file ({exc})"
-    return SecretsError([Problem(str(path), f"cannot decrypt: {why}; nothing was written")])
+    return SecretsError([Problem(str(path), f"cannot decrypt: {why}; {outcome}")])
 
 
 class Reader:
-    """Reads a bundle's files in clear: `<name>.age` decrypted in memory, other files as they are."""
+    """Reads a bundle's files in clear: `<name>.age` decrypted in memory, other files as they are.
 
-    def __init__(self, root: Path, keys: Keys) -> None:
+    `outcome` ends every message about a file it cannot open: what the command did about it (a bake
+    wrote nothing; `bake check` did not check the bundle)."""
+
+    def __init__(self, root: Path, keys: Keys, outcome: str = "nothing was written") -> None:
         self.root = root
         self.keys = keys
+        self.outcome = outcome
         self._own: list[Identity] | None = None
 
     def own_identity(self) -> list[Identity]:
@@ -258,7 +262,7 @@ class Reader:
                     Problem(
                         str(path),
                         f"the bundle is encrypted with a passphrase: set {ENV_PASSPHRASE}, run on a "
-                        f"terminal to be asked, or give an --identity; nothing was written",
+                        f"terminal to be asked, or give an --identity; {self.outcome}",
                     )
                 ]
             )
@@ -269,7 +273,7 @@ class Reader:
                 [
                     Problem(
                         str(path),
-                        f"cannot decrypt: wrong passphrase or corrupted file ({exc}); nothing was written",
+                        f"cannot decrypt: wrong passphrase or corrupted file ({exc}); {self.outcome}",
                     )
                 ]
             ) from None
@@ -287,7 +291,7 @@ class Reader:
             except pyrage.DecryptError as exc:
                 failure = exc
                 if "No matching keys" not in str(exc) or not (self.root / OWN_IDENTITY).exists():
-                    raise _undecryptable(path, exc) from None
+                    raise _undecryptable(path, exc, self.outcome) from None
         try:
             own = self.own_identity()
         except SecretsError as exc:
@@ -301,20 +305,20 @@ class Reader:
             ) from None
         if not own:
             if failure is not None:
-                raise _undecryptable(path, failure)
+                raise _undecryptable(path, failure, self.outcome)
             raise SecretsError(
                 [
                     Problem(
                         str(path),
                         f"encrypted with age, and no identity was given (--identity FILE or {ENV_IDENTITY}); "
-                        "nothing was written",
+                        + self.outcome,
                     )
                 ]
             )
         try:
             return bytes(pyrage.decrypt(data, own))
         except pyrage.DecryptError as exc:
-            raise _undecryptable(path, exc) from None
+            raise _undecryptable(path, exc, self.outcome) from None
 
     def __call__(self, path: Path) -> bytes:
         """The clear bytes of `path` (FileNotFoundError when neither it nor `path.age` exists)."""

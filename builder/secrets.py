@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -176,6 +176,27 @@ def _issue(
 _PENDING: Issued = None  # type: ignore[assignment]  # a leaf decided on, not signed yet
 
 
+def renewal_window(plan: ClusterPlan, spec: pki.CertSpec, lifetime: timedelta) -> tuple[timedelta, str]:
+    """How long before its NotAfter a bake re-issues a leaf of this `lifetime`, and why (for the output).
+
+    The nodes' own window (cluster.certificateRenewal.before): a seed baked for a new or re-provisioned
+    machine then never carries a leaf the node would have to renew at once, or could not (the renewal
+    timer does not run before the bootstrap, and a control plane with external etcd cannot renew its
+    apiserver-etcd-client at all). With renewal off, `before` may exceed the validity (validation allows
+    it), so a third of the leaf's lifetime caps it: else every bake would re-issue every leaf. A join
+    credential is not renewed on a node but meant to run out with cluster.joinWindow: the last third of
+    it, at most RENEW_BEFORE.
+    """
+    if spec.name == certlist.JOIN_CREDENTIAL:
+        return min(RENEW_BEFORE, lifetime / 3), "the last third of its join window"
+    renewal = plan.settings.certificate_renewal
+    before = timedelta(seconds=duration_seconds(renewal.before))
+    setting = f"cluster.certificateRenewal.before ({renewal.before})"
+    if renewal.enabled:
+        return before, setting
+    return min(before, lifetime / 3), f"{setting}, at most the last third of its lifetime with renewal off"
+
+
 def _reuse_problems(
     spec: pki.CertSpec, held: Issued, bundle: Bundle, now: datetime, plan: ClusterPlan
 ) -> list[str]:
@@ -187,9 +208,9 @@ def _reuse_problems(
     if spec.name == certlist.JOIN_CREDENTIAL and lifetime != join_window(plan) + pki.CERTIFICATE_BACKDATE:
         # a shorter window is a security decision: it must hold for credentials already issued
         problems.append(f"cluster.joinWindow is now {plan.settings.join_window}")
-    # renew inside the last 30 days, or the last third for short-lived certificates (else every bake would)
-    if not problems and held.cert.not_valid_after_utc - now < min(RENEW_BEFORE, lifetime / 3):
-        problems.append(f"expires {held.cert.not_valid_after_utc:%Y-%m-%d}")
+    window, why = renewal_window(plan, spec, lifetime)
+    if not problems and held.cert.not_valid_after_utc - now < window:
+        problems.append(f"expires {held.cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, within {why}")
     return problems
 
 
@@ -343,6 +364,21 @@ def report_node_key(bundle: Bundle, cluster: str, node: str) -> bytes:
     """The node's own report key (hex text), as its seed carries it."""
     assert bundle.report_key is not None, "only with cluster.seed.reportUrl"
     return report_protocol.node_key(bundle.report_key, cluster, node)
+
+
+def stale_leaves(plan: ClusterPlan, bundle: Bundle, owners: Iterable[str], now: datetime) -> list[Change]:
+    """What a bake would re-issue among the leaves of `owners` (and why), without re-issuing it: for the
+    owners `bake --only` carries over (their seeds, and the operator's admin.conf, keep their leaves)."""
+    out = []
+    index = _spec_index(plan)
+    for owner in owners:
+        for name, held in bundle.leaves.get(owner, {}).items():
+            spec = index.get(owner, {}).get(name)
+            problems = _reuse_problems(spec, held, bundle, now, plan) if spec is not None else []
+            if problems:
+                why = "; ".join(problems)
+                out.append(Change(owner, f"{name} kept, --only carries it over ({why}): bake without --only"))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

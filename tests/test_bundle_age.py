@@ -9,6 +9,7 @@ here from the clear bundle's names, the clear bytes from the CLI or from a bake 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import pty
 import select
@@ -369,12 +370,93 @@ def test_cli_encrypted_bundle_with_wrong_identity_or_corruption(clear: Path, tmp
     assert (snapshot(bundle), outputs(work, "out")) == before
 
 
-def test_bake_check_opens_an_encrypted_bundle_with_the_environment_key(tmp_path: Path) -> None:
+# --------------------------------------------------------------------------------------------------
+# `bake check` of a sealed bundle: the keys `bake` takes
+
+
+def check_json(work: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    tree = str((work / "out" / CLUSTER).resolve())
+    done = run("check", tree, "--secrets", "sec", "--json", *args, cwd=work, env=env)
+    return done.returncode, json.loads(done.stdout)
+
+
+def bundle_not_after(bundle: Path) -> list[str]:
+    """NotAfter of every certificate file of the bundle (clear in a sealed one too), read by openssl."""
+    dates = []
+    openssl = peers.program("openssl")
+    for crt in sorted(bundle.rglob("*.crt")):
+        argv = [openssl, "x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in", str(crt)]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        dates.append(out.strip().removeprefix("notAfter=").replace(" ", "T"))
+    return sorted(dates)
+
+
+def calendar_of_bundle(report: dict[str, Any]) -> list[str]:
+    return sorted(e["notAfter"] for e in report["calendar"] if e["node"] == "bundle")
+
+
+def errors_of(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(f["check"], f["where"], f["message"]) for f in report["findings"] if f["level"] == "error"]
+
+
+@pytest.mark.integration
+def test_bake_check_opens_a_sealed_bundle_with_bakes_identity_option(tmp_path: Path) -> None:
     recipient, identity = x25519()
     key = write_identity(tmp_path / "key", identity)
     assert bake(tmp_path, "out", "sec", "--encrypt-to", recipient).returncode == 0
+    expected = bundle_not_after(tmp_path / "sec")
+    assert len(expected) > 10
+    for how, args, env in (
+        ("--identity", ("--identity", str(key)), None),
+        ("the environment", (), {"BAKE_SECRETS_IDENTITY": str(key)}),
+    ):
+        code, report = check_json(tmp_path, *args, env=env)
+        assert code == 0 and errors_of(report) == [], (how, errors_of(report))
+        assert calendar_of_bundle(report) == expected, how  # the bundle's certificates in the calendar
+    # the text output says the same, and no finding names a file it could not open
     tree = str((tmp_path / "out" / CLUSTER).resolve())
-    done = run("check", tree, "--secrets", "sec", cwd=tmp_path, env={"BAKE_SECRETS_IDENTITY": str(key)})
-    assert done.returncode == 0, done.stdout
-    done = run("check", tree, "--secrets", "sec", "--json", cwd=tmp_path)
-    assert done.returncode == 1 and "sec/token.age" in done.stdout, done.stdout
+    text = run("check", tree, "--secrets", "sec", "--identity", str(key), cwd=tmp_path)
+    assert text.returncode == 0 and "cannot decrypt" not in text.stdout, text.stdout
+    assert f"expiry calendar ({len(report['calendar'])} certificates" in text.stdout, text.stdout
+
+
+@pytest.mark.integration
+def test_bake_check_names_the_bundle_file_it_cannot_decrypt(tmp_path: Path) -> None:
+    recipient, _ = x25519()
+    assert bake(tmp_path, "out", "sec", "--encrypt-to", recipient).returncode == 0
+    other = write_identity(tmp_path / "other", pyrage.x25519.Identity.generate())
+    not_checked = "the bundle's keys and certificates were not checked, nor is it in the expiry calendar"
+    for args, why in (
+        ((), "encrypted with age, and no identity was given (--identity FILE or BAKE_SECRETS_IDENTITY)"),
+        (("--identity", str(other)), "cannot decrypt: none of the given identities can open it"),
+    ):
+        code, report = check_json(tmp_path, *args)
+        assert code == 1, report
+        ((detector, where, message),) = errors_of(report)
+        assert (detector, where) == ("bundle-invalid", "sec/token.age"), (detector, where)
+        assert why in message and message.endswith(not_checked) and "written" not in message, message
+        assert calendar_of_bundle(report) == []  # nothing of the bundle: only the seeds' certificates
+        assert report["calendar"], "the seeds' certificates are still in the calendar"
+    tree = str((tmp_path / "out" / CLUSTER).resolve())
+    text = run("check", tree, "--secrets", "sec", "--identity", str(other), cwd=tmp_path)
+    assert text.returncode == 1
+    assert "error   sec/token.age: cannot decrypt: none of the given identities" in text.stdout, text.stdout
+
+
+@pytest.mark.integration
+def test_bake_check_opens_a_passphrase_bundle(tmp_path: Path) -> None:
+    env = {"BAKE_SECRETS_PASSPHRASE": "correct horse"}
+    assert bake(tmp_path, "out", "sec", "--passphrase", env=env).returncode == 0
+    code, report = check_json(tmp_path, env=env)
+    assert code == 0 and errors_of(report) == [], errors_of(report)
+    assert calendar_of_bundle(report) == bundle_not_after(tmp_path / "sec")
+    for wrong, needle in (
+        ({}, "the bundle is encrypted with a passphrase: set BAKE_SECRETS_PASSPHRASE"),
+        ({"BAKE_SECRETS_PASSPHRASE": "x"}, "cannot decrypt: wrong passphrase"),
+    ):
+        started = time.monotonic()
+        code, report = check_json(tmp_path, env=wrong)
+        assert time.monotonic() - started < 60  # stdin is no terminal: nothing is asked
+        ((detector, where, message),) = errors_of(report)
+        assert code == 1 and (detector, where) == ("bundle-invalid", "sec/identity.age"), report
+        assert needle in message and message.endswith("nor is it in the expiry calendar"), message

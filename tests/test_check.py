@@ -425,11 +425,6 @@ def _encryption_key_on_etcd_member(t: Path) -> list[tuple[str, str]]:
     return [_exact("nodes/etcd-2", "an etcd member holds the key of the Secrets in etcd")]
 
 
-def _etcd_ca_key_on_etcd_member(t: Path) -> list[tuple[str, str]]:
-    _add_file(t, "etcd-1", f"{PKI}/etcd/ca.key", (_bundle(t) / "pki/etcd/ca.key").read_bytes())
-    return [_exact("nodes/etcd-1", "an etcd member of a external-etcd cluster holds the etcd CA key")]
-
-
 JOIN_CONF = "/etc/bake/join.conf"
 
 
@@ -551,7 +546,6 @@ FAULTS = [
     Fault("worker-ca-crt", "ca.crt", _worker_ca_crt),
     Fault("ca-key-role", "etcd-member", _ca_key_on_etcd_member),
     Fault("etcd-ca-key-role", "external-control-plane", _etcd_ca_key_on_external_control_plane),
-    Fault("etcd-ca-key-role", "etcd-member", _etcd_ca_key_on_etcd_member),
     Fault("join-token-holder", "worker", _token_on_worker),
     Fault("join-token-holder", "etcd-member", _token_on_etcd_member),
     Fault("join-credential", "another-nodes", _join_conf_of_another_node),

@@ -65,6 +65,7 @@ def external(baked: Baked) -> tuple[ClusterPlan, Bundle]:
 
 ETCD_MEMBER_FILES = {
     f"{PKI}/etcd/ca.crt",
+    f"{PKI}/etcd/ca.key",  # every etcd member renews its own leaves with kubeadm, which signs with it
     f"{PKI}/etcd/server.crt",
     f"{PKI}/etcd/server.key",
     f"{PKI}/etcd/peer.crt",
@@ -123,13 +124,18 @@ def test_token_mode_worker_gets_no_files_at_all(which: str, node: str, baked: Ba
     assert node not in bundle.leaves  # no join credential issued either
 
 
-def test_external_etcd_member_gets_only_its_etcd_certificates(external: tuple[ClusterPlan, Bundle]) -> None:
+def test_external_etcd_member_gets_its_etcd_certificates_and_the_etcd_ca_key(
+    external: tuple[ClusterPlan, Bundle],
+) -> None:
     plan, bundle = external
     files = by_path(plan, bundle, "etcd-2")
     assert set(files) == ETCD_MEMBER_FILES
     assert files[f"{PKI}/etcd/ca.crt"].content == bundle.cas["etcd-ca"].cert_pem
-    ca_keys = {ca.key_pem for ca in bundle.cas.values()} | {bundle.sa_key_pem}
-    assert not any(f.content in ca_keys for f in files.values())
+    # the etcd CA key, so that it renews its own leaves with kubeadm; 0600 as kubeadm writes keys
+    assert files[f"{PKI}/etcd/ca.key"].content == bundle.cas["etcd-ca"].key_pem
+    assert files[f"{PKI}/etcd/ca.key"].mode == 0o600
+    other_keys = {bundle.cas["ca"].key_pem, bundle.cas["front-proxy-ca"].key_pem, bundle.sa_key_pem}
+    assert not any(key in f.content for f in files.values() for key in other_keys)
     assert files[f"{PKI}/etcd/server.key"].content == bundle.leaf("etcd-2", "etcd-server").key_pem
     assert files[f"{PKI}/etcd/peer.crt"].content == bundle.leaf("etcd-2", "etcd-peer").cert_pem
     assert files[f"{PKI}/etcd/healthcheck-client.crt"].content == (
@@ -155,7 +161,7 @@ def test_external_etcd_control_planes(external: tuple[ClusterPlan, Bundle]) -> N
 
 def test_stacked_control_planes(stacked: tuple[ClusterPlan, Bundle]) -> None:
     plan, bundle = stacked
-    etcd_local = (ETCD_MEMBER_FILES - {f"{PKI}/etcd/ca.crt"}) | {f"{PKI}/etcd/ca.key"}
+    etcd_local = ETCD_MEMBER_FILES - {f"{PKI}/etcd/ca.crt"}
     init, join = by_path(plan, bundle, "cp-1"), by_path(plan, bundle, "cp-2")
     assert set(init) == CP_COMMON | INIT_ONLY | etcd_local
     assert set(join) == CP_COMMON | etcd_local | {JOIN_CONF}

@@ -173,8 +173,8 @@ def check_user_data(text: bytes, profile: str, node: str) -> list[tuple[str, byt
             assert not path.startswith(PKI + "/"), f"a worker gets {path} (kubeadm join preflight)"
             assert b"PRIVATE KEY" not in data and b"client-key-data" not in data, f"worker key in {path}"
             assert not path.endswith((".key", "admin.conf", "super-admin.conf")), path
-        if role == "etcd":
-            assert path not in (f"{PKI}/ca.key", f"{PKI}/etcd/ca.key", f"{PKI}/front-proxy-ca.key"), path
+        if role == "etcd":  # its etcd CA key, to renew its own leaves; no other CA key
+            assert path not in (f"{PKI}/ca.key", f"{PKI}/front-proxy-ca.key"), path
             assert not path.endswith("admin.conf"), path
         if role == "control-plane" and _external_etcd(profile):
             assert path != f"{PKI}/etcd/ca.key", path

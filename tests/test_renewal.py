@@ -7,8 +7,9 @@ templates/bootstrap/renew-certs.sh), the expiry calendar of `bake check` and the
   stand-ins for kubeadm and crictl (the static pods restart one at a time through their manifests);
 - the calendar against the certificates read back from the user-data, the warning on stderr;
 - with the real kubeadm (marker realk8s): a control plane baked with short-lived leaves renews them,
-  the CA keys stay byte for byte, and a run with nothing due changes nothing; an external etcd member,
-  which holds no etcd CA key, reports its due certificates and fails.
+  the CA keys stay byte for byte, and a run with nothing due changes nothing; an external etcd member
+  renews its own etcd leaves with the etcd CA key of its seed (openssl verifies them) and restarts its
+  etcd pod, and the same member without that key reports its due certificates and fails.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from cryptography import x509
 
-from builder import certlist, check, renewal
+from builder import bake as bake_module
+from builder import certlist, check, renewal, secrets
 from builder.errors import ProfileError
 from builder.plan import build_plan
 from builder.profile import load_profile
@@ -232,9 +237,7 @@ def test_script_reads_exactly_the_env_names() -> None:
 # A stand-in kubelet and runtime: crictl lists a container for each manifest in the kubelet's directory
 # (a new id each time the manifest comes back), kubeadm records its call and rewrites the certificate
 # files it was asked for with a later NotAfter (openssl, the test's CA).
-STUBS = r"""
-cat >/usr/local/bin/crictl <<'EOF'
-#!/bin/bash
+CRICTL_STUB = r"""#!/bin/bash
 # crictl --runtime-endpoint E ps --name ^POD$ --state running -q
 echo "crictl $*" >>/var/tmp/calls
 pod=${5#^}; pod=${pod%$}
@@ -244,8 +247,11 @@ if [[ -f /etc/kubernetes/manifests/$pod.yaml ]]; then
 else
     rm -f /var/tmp/id-$pod
 fi
-EOF
-cat >/usr/local/bin/kubeadm <<'EOF'
+"""
+STUBS = f"""
+cat >/usr/local/bin/crictl <<'EOF'
+{CRICTL_STUB}EOF
+""" + r"""cat >/usr/local/bin/kubeadm <<'EOF'
 #!/bin/bash
 echo "kubeadm $*" >>/var/tmp/calls
 for f in /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/etcd/*.crt; do
@@ -429,29 +435,34 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 # the calendar and the warning
 
 
-def _seed_certificates(user_data: bytes) -> set[tuple[str, str]]:
-    """(path, subject CN) of every certificate in a node's write_files, read here with openssl."""
-    found = set()
+def _seed_blobs(user_data: bytes) -> list[tuple[str, bytes]]:
+    """(path, PEM) of every certificate in a node's write_files: .crt files and kubeconfigs' data."""
+    found = []
     for entry in yaml.safe_load(user_data)["write_files"]:
         data = (
             base64.b64decode(entry["content"])
             if entry.get("encoding") == "b64"
             else entry["content"].encode()
         )
-        blobs = []
         if entry["path"].endswith(".crt"):
-            blobs = [data]
+            found.append((entry["path"], data))
         elif entry["path"].endswith(".conf") and b"certificate" in data:
             doc = yaml.safe_load(data)
             for section, inner in (("clusters", "cluster"), ("users", "user")):
                 for item in doc.get(section) or []:
                     for key in ("certificate-authority-data", "client-certificate-data"):
                         if key in item[inner]:
-                            blobs.append(base64.b64decode(item[inner][key]))
-        for blob in blobs:
-            subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "multiline"],
-                                     input=blob, capture_output=True, check=True).stdout.decode()  # fmt: skip
-            found.add((entry["path"], re.search(r"commonName\s*=\s*(.*)", subject).group(1).strip()))  # type: ignore[union-attr]
+                            found.append((entry["path"], base64.b64decode(item[inner][key])))
+    return found
+
+
+def _seed_certificates(user_data: bytes) -> set[tuple[str, str]]:
+    """(path, subject CN) of every certificate in a node's write_files, read here with openssl."""
+    found = set()
+    for path, blob in _seed_blobs(user_data):
+        subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "multiline"],
+                                 input=blob, capture_output=True, check=True).stdout.decode()  # fmt: skip
+        found.add((path, re.search(r"commonName\s*=\s*(.*)", subject).group(1).strip()))  # type: ignore[union-attr]
     return found
 
 
@@ -530,6 +541,123 @@ def test_default_profiles_bake_without_a_warning() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# a re-bake: nodes renew their own copies and the bundle keeps the leaves it issued, so a bake re-issues
+# what is expired or inside the nodes' renewal window before it puts a leaf in a seed
+
+REBAKE_CLUSTER = "ha-external-etcd"
+REBAKE_SETS = (
+    "cluster.encryptionAlgorithm=ECDSA-P256",
+    "cluster.certificateValidityPeriod=4320h",  # 180 days
+    "cluster.certificateRenewal.before=1440h",  # 60 days: wider than the 30 days of a join credential
+)
+VALIDITY, WINDOW = timedelta(days=180), timedelta(days=60)
+
+
+def _rebake(out: Path, now: datetime, *only: str) -> bake_module.BakeResult:
+    options = bake_module.BakeOptions(profile=REBAKE_CLUSTER, sets=REBAKE_SETS, out_root=out, now=now, jobs=1,
+                                      secrets=bundle(out, REBAKE_CLUSTER), only=only)  # fmt: skip
+    return bake_module.run(options)
+
+
+@pytest.fixture(scope="module")
+def first_bake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, datetime]:
+    out = tmp_path_factory.mktemp("rebake") / "outputs"
+    now = secrets.utcnow()
+    _rebake(out, now)
+    return out, now
+
+
+def _copy_of(first_bake: tuple[Path, datetime], tmp_path: Path) -> Path:
+    shutil.copytree(first_bake[0], tmp_path / "outputs", symlinks=True)
+    return tmp_path / "outputs"
+
+
+def _shipped(out: Path) -> dict[tuple[str, str, str], x509.Certificate]:
+    """Every certificate of every seed, by (node, file on the node, subject): what the nodes get."""
+    tree = (out / REBAKE_CLUSTER).resolve()
+    certs = {}
+    for node in sorted((tree / "nodes").iterdir()):
+        for path, pem in _seed_blobs((node / "user-data").read_bytes()):
+            cert = x509.load_pem_x509_certificate(pem)
+            certs[(node.name, path, cert.subject.rfc4514_string())] = cert
+    return certs
+
+
+def _leaf_names(out: Path) -> set[tuple[str, str]]:
+    """(owner, leaf) of the bundle, from its index (bundle.json), not from the bake's code."""
+    index = json.loads((bundle(out, REBAKE_CLUSTER) / "bundle.json").read_bytes())["leaves"]
+    return {(owner, name) for owner, names in index.items() for name in names}
+
+
+def _digests_of(out: Path) -> tuple[dict[str, str], dict[str, str]]:
+    return _digests((out / REBAKE_CLUSTER).resolve()), _digests(bundle(out, REBAKE_CLUSTER))
+
+
+def test_a_rebake_with_nothing_due_writes_the_same_bytes(
+    first_bake: tuple[Path, datetime], tmp_path: Path
+) -> None:
+    out = _copy_of(first_bake, tmp_path)
+    before = _digests_of(out)
+    result = _rebake(out, first_bake[1] + timedelta(days=1))
+    assert [str(c) for c in result.changes] == [] and result.rewritten == 0
+    assert _digests_of(out) == before
+
+
+@pytest.mark.parametrize(
+    ("days", "why"),
+    [
+        # 45 days left, inside the 60-day window the nodes renew in: the bundle's copy is not renewed
+        (135, r"expires \d{4}-\d\d-\d\d \d\d:\d\d UTC, within cluster\.certificateRenewal\.before \(1440h\)"),
+        (200, r"certificate expired on \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"),  # the bundle's leaves expired
+    ],
+    ids=["inside-the-window", "expired"],
+)
+def test_a_rebake_reissues_due_leaves_and_ships_none(
+    first_bake: tuple[Path, datetime], tmp_path: Path, days: int, why: str
+) -> None:
+    out = _copy_of(first_bake, tmp_path)
+    leaves = _leaf_names(out)
+    now = first_bake[1] + timedelta(days=days)
+    result = _rebake(out, now)
+    reissued = {}
+    for change in result.changes:
+        m = re.fullmatch(r"re-issued (\S+): (.*)", change.what)
+        assert m, str(change)
+        reissued[(change.owner, m.group(1))] = m.group(2)
+    assert set(reissued) == leaves  # every leaf of the bundle is due, join credentials included
+    for (owner, name), said in reissued.items():
+        expected = r"certificate expired on .*" if name == "join.conf" else why  # its 30-day window ran out
+        assert re.fullmatch(expected, said), (owner, name, said)
+    shipped = _shipped(out)
+    assert {node for node, _, _ in shipped} >= {"etcd-1", "etcd-2", "etcd-3", "cp-1", "worker-1"}
+    for (node, path, subject), cert in shipped.items():
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            continue
+        lifetime = timedelta(hours=720) if path == "/etc/bake/join.conf" else VALIDITY
+        # issued by this bake: NotAfter is this bake's time plus the lifetime, nothing older reaches a node
+        assert cert.not_valid_after_utc == now + lifetime, (node, path, subject)
+    # and the bundle holds what the seeds hold: the next bake with nothing due changes nothing
+    again = _rebake(out, now + timedelta(hours=1))
+    assert [str(c) for c in again.changes] == [] and again.rewritten == 0
+
+
+def test_only_keeps_the_leaves_of_the_nodes_it_carries_over_and_says_so(
+    first_bake: tuple[Path, datetime], tmp_path: Path
+) -> None:
+    out = _copy_of(first_bake, tmp_path)
+    leaves = _leaf_names(out)
+    result = _rebake(out, first_bake[1] + timedelta(days=200), "worker-1")
+    assert [(c.owner, c.what.split(":")[0]) for c in result.changes] == [("worker-1", "re-issued join.conf")]
+    kept = {}
+    for warning in result.warnings:
+        m = re.fullmatch(r"(\S+): (\S+) kept, --only carries it over \((.*)\): bake without --only", warning)
+        assert m, warning
+        kept[(m.group(1), m.group(2))] = m.group(3)
+    assert set(kept) == leaves - {("worker-1", "join.conf")}
+    assert all(why.startswith("certificate expired on ") for why in kept.values()), kept
+
+
+# --------------------------------------------------------------------------------------------------
 # the real kubeadm
 
 
@@ -555,7 +683,30 @@ mkdir -p /etc/kubernetes /etc/bake
 mount --bind "$R/etc/kubernetes" /etc/kubernetes
 mount --bind "$R/etc/bake" /etc/bake
 mount --bind "$B" /usr/local/bin
-exec bash "$R/usr/local/sbin/bake-renew-certs"
+[[ -z ${4:-} ]] || . "$4"  # a stand-in for what else runs on the node (kubelet, etcd)
+bash "$R/usr/local/sbin/bake-renew-certs"
+"""
+
+# The kubelet's and etcd's part on an etcd member, in the private network namespace of the run: crictl (a
+# stub, in $B) lists a container for each manifest in place, a new one each time it comes back, and the
+# member's health endpoint answers 200 (a Python server, stopped when the run ends).
+KUBELET_STANDIN = r"""
+ip link set lo up
+mkdir -p "$S/vartmp"
+mount --bind "$S/vartmp" /var/tmp
+"$PYTHON" -c '
+import http.server, pathlib, sys
+class Ready(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == sys.argv[3] else 404)
+        self.end_headers()
+server = http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), Ready)
+pathlib.Path(sys.argv[4]).touch()
+server.serve_forever()
+' "$HEALTH_HOST" "$HEALTH_PORT" "$HEALTH_PATH" "$S/health-up" 2>/dev/null &
+health=$!
+trap 'kill $health' EXIT
+until [[ -e $S/health-up ]]; do sleep 0.1; done
 """
 
 
@@ -568,12 +719,35 @@ def _set_env(root: Path, name: str, value: str) -> None:
     env.write_text("\n".join(lines) + "\n")
 
 
-def _renew(root: Path, bindir: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
+def _renew(root: Path, bindir: Path, tmp: Path, health: str = "") -> subprocess.CompletedProcess[str]:
+    """The node's renewal script on its files under `root`, with the binaries of `bindir`; with a
+    `health` URL, in a network namespace of its own where KUBELET_STANDIN answers it."""
     (tmp / "ns.sh").write_text(REAL_NAMESPACE)
     overlay = tmp / f"overlay-{len(list(tmp.glob('overlay-*')))}"
     overlay.mkdir()
-    return subprocess.run(["unshare", "-m", "bash", str(tmp / "ns.sh"), str(root), str(bindir), str(overlay)],
-                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    argv = ["unshare", "-m", "bash", str(tmp / "ns.sh"), str(root), str(bindir), str(overlay)]
+    if health:
+        url = urlsplit(health)
+        (tmp / "standin.sh").write_text(
+            f"PYTHON={shlex.quote(sys.executable)} HEALTH_HOST={url.hostname} HEALTH_PORT={url.port} "
+            f"HEALTH_PATH={shlex.quote(url.path)}\n" + KUBELET_STANDIN
+        )
+        argv = [argv[0], "-n", *argv[1:], str(tmp / "standin.sh")]
+    # its own process group: on a timeout nothing it started (a sleep, the health server) is left running
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:  # fmt: skip
+        try:
+            out, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _node_env(root: Path) -> dict[str, str]:
+    """The renewal env file as baked onto the node (its values shell-quoted)."""
+    lines = (root / renewal.RENEW_ENV_PATH.lstrip("/")).read_text().splitlines()
+    return {k: shlex.split(v)[0] if v else "" for k, v in (x.split("=", 1) for x in lines[1:])}
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -601,10 +775,7 @@ def test_real_kubeadm_renews_a_baked_control_plane_and_leaves_the_ca_keys(tmp_pa
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "kubeadm").symlink_to(binaries / "kubeadm")
-    env = dict(
-        line.split("=", 1) for line in (root / "etc/bake/renew-certs.env").read_text().splitlines()[1:]
-    )
-    watched = shlex.split(env["BAKE_RENEW_CERTS"])[0].split()
+    watched = _node_env(root)["BAKE_RENEW_CERTS"].split()
     files = {e.split("=")[0]: root / e.split("=")[1].lstrip("/") for e in watched}
     assert len(files) == 11
     keys = ["ca.key", "front-proxy-ca.key", "etcd/ca.key", "sa.key"]
@@ -645,35 +816,89 @@ def test_real_kubeadm_renews_a_baked_control_plane_and_leaves_the_ca_keys(tmp_pa
     assert _digests(root) == renewed
 
 
+ETCD_LEAVES = {
+    "etcd-server": "etcd/server",
+    "etcd-peer": "etcd/peer",
+    "etcd-healthcheck-client": "etcd/healthcheck-client",
+}
+
+
+def _sans(cert: x509.Certificate) -> list[str]:
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(n.value) for n in sans]
+
+
+def _openssl_verify(ca: Path, cert: Path) -> str:
+    proc = subprocess.run([program("openssl"), "verify", "-CAfile", str(ca), str(cert)],
+                          capture_output=True, text=True)  # fmt: skip
+    return proc.stdout + proc.stderr
+
+
 @pytest.mark.integration
 @pytest.mark.realk8s
-def test_an_external_etcd_member_without_the_etcd_ca_key_reports_and_fails(tmp_path: Path) -> None:
+def test_real_kubeadm_renews_an_external_etcd_member_from_its_own_files(tmp_path: Path) -> None:
+    """Only what the member's seed gives it (its user-data laid out, no bundle): kubeadm signs with the
+    member's own etcd CA key, and the etcd pod is restarted through its manifest."""
     binaries = _kubeadm_bin(tmp_path)
     from .test_real_kubeadm import bake_profile
 
-    baked = bake_profile("ha-external-etcd", tmp_path / "baked")
-    root = baked.copy(baked.nodes["etcd-1"])
+    baked = bake_profile("ha-external-etcd", tmp_path / "baked", "cluster.certificateValidityPeriod=3h",
+                         "cluster.certificateRenewal.before=1h")  # fmt: skip
+    member = baked.nodes["etcd-1"]  # the first member: no stagger before its renewal
+    root = baked.copy(member)
+    pki = root / "etc/kubernetes/pki"
+    assert not list(pki.glob("*.key")), "an etcd member holds no key outside pki/etcd/"
+    assert (pki / "etcd/ca.key").stat().st_mode & 0o777 == 0o600, "the member's seed lacks etcd/ca.key"
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "kubeadm").symlink_to(binaries / "kubeadm")
-    _set_env(root, "BAKE_RENEW_BEFORE_SECONDS", str(2 * 365 * 86400))
+    (bindir / "crictl").write_text(CRICTL_STUB)
+    (bindir / "crictl").chmod(0o755)
+    pods = _node_env(root)["BAKE_RENEW_PODS"].split()
+    health = next(entry.split("=", 1)[1] for entry in pods if entry.startswith("etcd="))
+    ca_files = {name: (pki / name).read_bytes() for name in ("etcd/ca.crt", "etcd/ca.key")}
+    before = {name: _cert_of(pki / f"{base}.crt") for name, base in ETCD_LEAVES.items()}
+
+    # freshly baked: 3h left, window 1h: nothing is due, nothing changes
     pristine = _digests(root)
-    proc = _renew(root, bindir, tmp_path)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "not renewed here: etcd-server etcd-peer etcd-healthcheck-client" in proc.stdout
-    assert "kubeadm certs renew" not in proc.stdout
+    first = _renew(root, bindir, tmp_path, health)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "nothing to renew" in first.stdout and "kubeadm certs renew" not in first.stdout
     assert _digests(root) == pristine
-    # with the etcd CA key on the member (as on the first host of kubeadm's HA etcd guide) it renews
-    key = root / "etc/kubernetes/pki/etcd/ca.key"
-    key.write_bytes((baked.secrets / "pki/etcd/ca.key").read_bytes())
-    key.chmod(0o600)
-    before = _cert_of(root / "etc/kubernetes/pki/etcd/server.crt")
-    _set_env(root, "BAKE_RENEW_WAIT_SECONDS", "1")  # no kubelet here: the etcd pod does not come back
-    proc = _renew(root, bindir, tmp_path)
-    assert "running: kubeadm certs renew etcd-server --config /etc/bake/kubeadm-renew.yaml" in proc.stdout
-    after = _cert_of(root / "etc/kubernetes/pki/etcd/server.crt")
-    assert after.not_valid_after_utc > before.not_valid_after_utc
-    assert after.extensions.get_extension_for_class(x509.SubjectAlternativeName) == (
-        before.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    )
-    assert (root / "etc/kubernetes/manifests/etcd.yaml").is_file()  # put back, even though it failed
+
+    # a window wider than what is left: kubeadm renews the three leaves, one by one, then etcd restarts
+    _set_env(root, "BAKE_RENEW_BEFORE_SECONDS", str(4 * 3600))
+    second = _renew(root, bindir, tmp_path, health)
+    assert second.returncode == 0, second.stdout + second.stderr
+    for name in ETCD_LEAVES:
+        assert f"running: kubeadm certs renew {name} --config /etc/bake/kubeadm-renew.yaml" in second.stdout
+    assert "etcd: restarted" in second.stdout
+    assert "renewed: etcd-server etcd-peer etcd-healthcheck-client" in second.stdout
+    assert (root / "etc/kubernetes/manifests/etcd.yaml").read_bytes() == (
+        member.root / "etc/kubernetes/manifests/etcd.yaml"
+    ).read_bytes()
+    for name, base in ETCD_LEAVES.items():
+        old, new = before[name], _cert_of(pki / f"{base}.crt")
+        assert new.not_valid_after_utc > old.not_valid_after_utc, name
+        assert new.serial_number != old.serial_number, name
+        assert new.subject == old.subject, name
+        assert _sans(new) == _sans(old), name
+        lifetime = new.not_valid_after_utc - new.not_valid_before_utc
+        assert timedelta(hours=3) <= lifetime <= timedelta(hours=3, minutes=10), (name, lifetime)
+        said = _openssl_verify(pki / "etcd/ca.crt", pki / f"{base}.crt")
+        assert said.strip().endswith(": OK"), (name, said)
+    assert {name: (pki / name).read_bytes() for name in ca_files} == ca_files
+
+    # the same member without the etcd CA key (as bakes before this one made them): reported, not renewed
+    bare = baked.copy(member, "bare")
+    (bare / "etc/kubernetes/pki/etcd/ca.key").unlink()
+    _set_env(bare, "BAKE_RENEW_BEFORE_SECONDS", str(4 * 3600))
+    unchanged = _digests(bare)
+    third = _renew(bare, bindir, tmp_path, health)
+    assert third.returncode == 1, third.stdout + third.stderr
+    assert "not renewed here: etcd-server etcd-peer etcd-healthcheck-client" in third.stdout
+    assert "kubeadm certs renew" not in third.stdout
+    assert _digests(bare) == unchanged

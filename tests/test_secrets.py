@@ -246,6 +246,26 @@ def test_leaves_near_expiry_are_renewed_and_reported(small: tuple[ClusterPlan, B
     assert renewed.token == bundle.token
 
 
+def test_with_renewal_off_a_window_longer_than_the_leaves_is_capped() -> None:
+    """cluster.certificateRenewal.before (720h by default) may exceed a 240h validity when renewal is off:
+    a bake then re-issues in the last third of the leaf's life (80h), not at every bake."""
+    sets = ["cluster.encryptionAlgorithm=ECDSA-P256", "cluster.certificateValidityPeriod=240h",
+            "cluster.certificateRenewal.enabled=false"]  # fmt: skip
+    plan = build_plan(load_profile("single-node", sets))
+    start = now()
+    first, _ = reconcile(plan, None, now=start)
+    again, changes = reconcile(plan, first, now=start + timedelta(days=1))  # 9 days left
+    assert changes == [] and files(again, plan) == files(first, plan)
+    _, changes = reconcile(plan, first, now=start + timedelta(days=7))  # 3 days left, 72h < 80h
+    assert changes and all(
+        c.what.endswith(
+            "within cluster.certificateRenewal.before (720h), at most the last third of its lifetime with "
+            "renewal off"
+        )
+        for c in changes
+    ), [str(c) for c in changes]
+
+
 # --------------------------------------------------------------------------------------------------
 # Join credentials (cluster.join: certificate): a leaf like the others, valid for cluster.joinWindow
 

@@ -43,6 +43,22 @@ MIRRORS = (
 )
 # What distroless-iptables carries that kube-proxy and flannel call; their libraries come along.
 NET_PACKAGES = ("iptables", "nftables", "conntrack", "ipset")
+BASE_PACKAGES = (*NET_PACKAGES, "busybox-static", "ca-certificates")
+# The load balancer of the haproxy-keepalived profiles: Debian's haproxy and keepalived stand in for the
+# docker.io images (not reachable here), with what keepalived's health check calls (curl, ip, sh, grep).
+LB_PACKAGES = ("haproxy", "keepalived", "curl", "iproute2", "busybox-static")
+# Dependencies of the packages' maintainer scripts and of tools the image never runs (perl's modules,
+# PAM, dpkg): nothing haproxy, keepalived, curl or ip loads (ldd).
+LB_NOT_UNPACKED = frozenset(
+    {
+        "adduser", "debconf", "dpkg", "gcc-12-base", "init-system-helpers", "lsb-base", "passwd", "tar",
+        "usrmerge", "sysvinit-utils", "perl", "perl-base", "perl-modules-5.36", "libfile-find-rule-perl",
+        "libnumber-compare-perl", "libtext-glob-perl", "libsnmp-base", "pci.ids", "libpam-modules",
+        "libpam-modules-bin", "libpam0g", "libsemanage-common", "libsemanage2", "libaudit-common",
+        "libaudit1", "libcap-ng0", "libdb5.3", "libgdbm6", "libgdbm-compat4", "libacl1", "libbz2-1.0",
+        "libsasl2-modules-db",
+    }
+)  # fmt: skip
 # Pulled in as dependencies but not needed at run time (maintainer-script and TLS tooling).
 NOT_UNPACKED = frozenset(
     {"debconf", "openssl", "libssl3", "ca-certificates", "busybox-static", "gcc-12-base"}
@@ -155,31 +171,31 @@ def tree_entries(root: Path, prefix: str = "") -> list[Entry]:
 # --- Debian packages ------------------------------------------------------------------------------
 
 
-def _debian_key() -> str:
-    text = "\n".join(("debs-v1", SUITE, *MIRRORS, *NET_PACKAGES, "busybox-static", "ca-certificates"))
+def _debian_key(packages: Sequence[str]) -> str:
+    text = "\n".join(("debs-v1", SUITE, *MIRRORS, *packages))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def debian_debs(arch: str, *, log: bool = True) -> list[Path]:
-    """The .deb files (packages and their dependencies) for ``arch``, fetched once from Debian's mirror.
+def debian_debs(arch: str, packages: Sequence[str] = BASE_PACKAGES, *, log: bool = True) -> list[Path]:
+    """The .deb files (``packages`` and their dependencies) for ``arch``, fetched once from Debian's mirror.
 
     mmdebstrap's ``extract`` variant resolves the dependencies and downloads for any architecture
     without running a maintainer script; only its package cache is kept.
     """
-    base = CACHE / f"debian-{_debian_key()}" / arch
+    base = CACHE / f"debian-{_debian_key(packages)}" / arch
     with build.file_lock(base.parent / f".{arch}.lock"):
         if not (base / "ok").exists():
-            _fetch_debs(arch, base, log)
+            _fetch_debs(arch, packages, base, log)
     return sorted(base.glob("*.deb"))
 
 
-def _fetch_debs(arch: str, base: Path, log: bool) -> None:
+def _fetch_debs(arch: str, packages: Sequence[str], base: Path, log: bool) -> None:
     if shutil.which("mmdebstrap") is None:
         raise ImageError("mmdebstrap is not installed (apt-get install mmdebstrap)")
     tmp = base.parent / f".{arch}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    build.say(log, f"fetching Debian {SUITE} packages for {arch}: {', '.join(NET_PACKAGES)} ...")
+    build.say(log, f"fetching Debian {SUITE} packages for {arch}: {', '.join(packages)} ...")
     argv = [
         "mmdebstrap",
         "--mode=root",
@@ -187,7 +203,7 @@ def _fetch_debs(arch: str, base: Path, log: bool) -> None:
         "--variant=extract",
         "--skip=cleanup/apt/cache",
         f"--architectures={arch}",
-        "--include=" + ",".join((*NET_PACKAGES, "busybox-static", "ca-certificates")),
+        "--include=" + ",".join(packages),
         SUITE,
         str(tmp / "tree"),
         *MIRRORS,
@@ -228,8 +244,8 @@ def _prune_docs(root: Path) -> None:
                 path.unlink()
 
 
-def _packages(arch: str, log: bool) -> dict[str, Path]:
-    return {_deb_field(d, "Package"): d for d in debian_debs(arch, log=log)}
+def _packages(arch: str, log: bool, packages: Sequence[str] = BASE_PACKAGES) -> dict[str, Path]:
+    return {_deb_field(d, "Package"): d for d in debian_debs(arch, packages, log=log)}
 
 
 def net_tools_entries(arch: str, work: Path, *, log: bool = True) -> list[Entry]:
@@ -275,6 +291,46 @@ def busybox_entries(arch: str, work: Path, *, log: bool = True) -> list[Entry]:
     ]
 
 
+def lb_entries(arch: str, work: Path, *, log: bool = True) -> list[Entry]:
+    """haproxy, keepalived, curl, ip and busybox's sh / grep with every library they load, from Debian."""
+    debs = [d for name, d in _packages(arch, log, LB_PACKAGES).items() if name not in LB_NOT_UNPACKED]
+    root = work / f"lb-{arch}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    _unpack(debs, root)
+    _prune_docs(root)
+    # perl's modules: libperl.so is loaded (net-snmp links it) but keepalived runs no perl code
+    for perl in [*root.glob("usr/lib/*/perl"), *root.glob("usr/lib/*/perl5"), *root.glob("usr/share/perl*")]:
+        shutil.rmtree(perl)
+    for tool in ("sh", "grep"):
+        link = root / "bin" / tool
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to("busybox")
+    for binary in ("usr/sbin/haproxy", "usr/sbin/keepalived", "usr/bin/curl", "bin/busybox"):
+        if not (root / binary).exists():
+            raise ImageError(f"Debian packages for {arch} lack /{binary}")
+    return tree_entries(root)
+
+
+def lb_image_tags(arch: str, *, log: bool = True) -> dict[str, str]:
+    """The tag each load-balancer image gets here: ``debian12-<package version>``, so that nobody takes it
+    for the docker.io image of that name (a profile points at it with ``cluster.images.<name>.imageTag``)."""
+    debs = _packages(arch, log, LB_PACKAGES)
+    return {
+        kind: "debian12-" + re.sub(r"[^A-Za-z0-9_.-]", "_", _deb_field(debs[kind], "Version"))
+        for kind in ("haproxy", "keepalived")
+    }
+
+
+def lb_image_names(arch: str, *, log: bool = True) -> dict[str, str]:
+    """kind -> the name the bake gives the load-balancer image with the tags of ``lb_image_tags``."""
+    from builder import images as product
+
+    tags = lb_image_tags(arch, log=log)
+    refs = {"haproxy": product.HAPROXY, "keepalived": product.KEEPALIVED}
+    return {kind: f"{refs[kind].repository}/{kind}:{tag}" for kind, tag in tags.items()}
+
+
 @cache
 def ca_bundle() -> bytes:
     """/etc/ssl/certs/ca-certificates.crt as update-ca-certificates writes it from Debian's package."""
@@ -307,6 +363,7 @@ class ImageSpec:
     user: str = ""
     net_tools: bool = False
     busybox: bool = False
+    lb: bool = False
     bind_cap: tuple[str, ...] = ()  # paths given cap_net_bind_service=+ep
     ports: tuple[str, ...] = ()
     env: tuple[str, ...] = (PATH_ENV,)
@@ -357,6 +414,26 @@ SPECS: dict[str, ImageSpec] = {
             net_tools=True,
         ),
         ImageSpec("flannel-cni-plugin", (("flannel", "flannel"),), busybox=True),
+        # what the docker.io images start: haproxy's docker-entrypoint.sh adds -W -db to its CMD, osixia's
+        # process.sh runs keepalived on the mounted config in the foreground with logs on the console
+        ImageSpec(
+            "haproxy",
+            (),
+            entrypoint=("/usr/sbin/haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"),
+            lb=True,
+        ),
+        ImageSpec(
+            "keepalived",
+            (),
+            entrypoint=(
+                "/usr/sbin/keepalived",
+                "-f",
+                "/usr/local/etc/keepalived/keepalived.conf",
+                "--dont-fork",
+                "--log-console",
+            ),
+            lb=True,
+        ),
     )
 }
 
@@ -488,6 +565,8 @@ class _Maker:
             layers.append(self._layer("net", lambda: net_tools_entries(self.arch, self.work, log=self.log)))
         if spec.busybox:
             layers.append(self._layer("busybox", lambda: busybox_entries(self.arch, self.work, log=self.log)))
+        if spec.lb:
+            layers.append(self._layer("lb", lambda: lb_entries(self.arch, self.work, log=self.log)))
 
         def app() -> list[Entry]:
             out = []
@@ -496,7 +575,8 @@ class _Maker:
                 out.append(Entry(path, "file", 0o755, self._binary(binary), xattrs=caps))
             return out
 
-        layers.append(self._layer(f"app-{kind}", app))
+        if spec.files:
+            layers.append(self._layer(f"app-{kind}", app))
         config: dict[str, Any] = {"Env": list(spec.env), "WorkingDir": spec.workdir}
         if spec.entrypoint:
             config["Entrypoint"] = list(spec.entrypoint)
@@ -620,9 +700,10 @@ def available_kinds(arch: str) -> list[str]:
 
 
 def build_images(
-    arch: str, image_repository: str = DEFAULT_REPOSITORY, *, log: bool = True
+    arch: str, image_repository: str = DEFAULT_REPOSITORY, *, lb: bool = False, log: bool = True
 ) -> dict[str, Path]:
-    """Archives of kubeadm's images (for ``image_repository``) and flannel's, for what ``arch`` has built.
+    """Archives of kubeadm's images (for ``image_repository``) and flannel's, for what ``arch`` has built;
+    with ``lb`` also haproxy's and keepalived's (named by ``lb_image_names``).
 
     Returns image name -> archive path. On arm64 only the worker's images exist (kube-proxy, pause,
     CoreDNS, flannel); a control-plane image asked for there is left out.
@@ -630,6 +711,8 @@ def build_images(
     have = set(available_kinds(arch))
     wanted = [(kind_of(n), n) for n in kubeadm_image_names(image_repository)]
     wanted += [(k, n) for k, n in flannel_image_names().items()]
+    if lb:
+        wanted += list(lb_image_names(arch, log=log).items())
     out: dict[str, Path] = {}
     with _making(arch, log) as maker:
         for kind, name in wanted:
@@ -648,9 +731,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.k8s.images")
     ap.add_argument("--arch", default="amd64", choices=build.ARCHES)
     ap.add_argument("--image-repository", default=DEFAULT_REPOSITORY)
+    ap.add_argument("--lb", action="store_true", help="also haproxy's and keepalived's (from Debian)")
     args = ap.parse_args(argv)
     try:
-        for name, path in build_images(args.arch, args.image_repository).items():
+        for name, path in build_images(args.arch, args.image_repository, lb=args.lb).items():
             print(f"{name}\t{path}")
     except (ImageError, build.BuildError) as e:
         print(f"error: {e}", file=sys.stderr)

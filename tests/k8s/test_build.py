@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -216,11 +216,28 @@ def test_pause_runs(containerd: Containerd, imported: dict[str, Path]) -> None:
     containerd.ctr("containers", "rm", "bake-pause")
 
 
-def _run_in(containerd: Containerd, image: str, cid: str, *argv: str) -> str:
-    res = containerd.ctr("run", "--rm", image, cid, *argv)
+def _ctr_run(
+    containerd: Containerd,
+    image: str,
+    cid: str,
+    *argv: str,
+    mounts: Sequence[tuple[Path, str]] = (),
+    host_net: bool = False,
+) -> tuple[int, str]:
+    """Exit status and output of ``argv`` in a fresh container of ``image``; ``mounts``: read-only binds;
+    ``host_net``: in the host's network namespace, as the static pods run (hostNetwork)."""
+    opts = [f"--mount=type=bind,src={src},dst={dst},options=rbind:ro" for src, dst in mounts]
+    opts += ["--net-host"] if host_net else []
+    res = containerd.ctr("run", "--rm", *opts, image, cid, *argv, check=False)
     # ctr's own log lines (time="..." level=...) share stderr with the container's
     own = [line for line in res.stderr.splitlines(keepends=True) if not line.startswith('time="')]
-    return res.stdout + "".join(own)
+    return res.returncode, res.stdout + "".join(own)
+
+
+def _run_in(containerd: Containerd, image: str, cid: str, *argv: str) -> str:
+    rc, out = _ctr_run(containerd, image, cid, *argv)
+    assert rc == 0, f"{' '.join(argv)} in {image}: exit {rc}: {out}"
+    return out
 
 
 def test_kube_proxy_image_has_iptables(containerd: Containerd, imported: dict[str, Path]) -> None:
@@ -286,3 +303,47 @@ def test_other_image_repository(containerd: Containerd, imported: dict[str, Path
     path = images.write_archive("amd64", "pause", pause, log=False)
     containerd.ctr("images", "import", str(path))
     assert pause in containerd.ctr("images", "ls", "-q").stdout.split()
+
+
+def test_load_balancer_images(containerd: Containerd, tmp_path: Path) -> None:
+    """haproxy's and keepalived's images (Debian's binaries, named with a debian12- tag) start the real
+    binaries on the configs the bake writes for ha-external-etcd, and carry what the health check calls."""
+    from builder import static_pods
+    from builder.plan import build_plan
+    from builder.profile import load_profile
+
+    plan = build_plan(load_profile("ha-external-etcd"))
+    names = images.lb_image_names("amd64", log=False)
+    assert all(":debian12-" in n for n in names.values()), names
+    archives = images.build_images("amd64", lb=True, log=False)
+    for name in names.values():
+        containerd.ctr("images", "import", str(archives[name]))
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(static_pods.haproxy_cfg(plan))
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(static_pods.keepalived_conf(plan, plan.control_planes[0]))
+    script = tmp_path / "check_apiserver.sh"
+    script.write_text(static_pods.check_apiserver_sh(plan))
+    script.chmod(0o755)
+
+    hcfg = (cfg, "/usr/local/etc/haproxy/haproxy.cfg")
+    kconf = (conf, "/usr/local/etc/keepalived/keepalived.conf")
+    check = (script, static_pods.CHECK_SCRIPT_PATH)
+    rc, out = _ctr_run(containerd, names["haproxy"], "bake-haproxy", "/usr/sbin/haproxy", "-c", "-f", hcfg[1],
+                       mounts=[hcfg])  # fmt: skip
+    assert rc == 0 and "Configuration file is valid" in out, out
+    rc, out = _ctr_run(containerd, names["keepalived"], "bake-keepalived", "/usr/sbin/keepalived",
+                       "--config-test", "-f", kconf[1], mounts=[kconf, check], host_net=True)  # fmt: skip
+    assert rc == 0, out
+    tools = _run_in(
+        containerd,
+        names["keepalived"],
+        "bake-ka-tools",
+        "sh",
+        "-c",
+        "for t in curl ip grep; do command -v $t; done",
+    )
+    assert len(tools.split()) == 3, tools
+    # the health check runs, and fails as it should with no apiserver behind it
+    rc, out = _ctr_run(containerd, names["keepalived"], "bake-ka-check", check[1], mounts=[check])
+    assert rc == 1 and "*** Error GET https://127.0.0.1:" in out, out

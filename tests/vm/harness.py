@@ -72,6 +72,9 @@ class VmSpec:
     extra_disks: Sequence[Path] = ()
     # Files beside check.py on the baketest ISO (mounted at /run/bake-test/iso while the checks run).
     check_files: dict[str, bytes] = field(default_factory=dict)
+    # Power the VM off (QEMU killed: no shutdown in the guest) the moment it has reported, while its peers
+    # keep running: a failover test. Counts as a clean stop, like a VM held and stopped after its report.
+    stop_after_report: bool = False
 
     @property
     def hostnic_mac(self) -> str:
@@ -463,6 +466,7 @@ def run_vms(
     boot_seen: dict[str, dict[int, float]] = {s.name: {} for s in specs}
     hold = len(specs) > 1
     want = {s.name: s.reboots + 1 for s in specs}
+    by_name = {s.name: s for s in specs}
     try:
         with vde_switch(workdir) as switch:
             for spec in specs:
@@ -512,6 +516,11 @@ def run_vms(
                         if len(boot_seen[name]) >= want[name]:
                             reported.add(name)
                             reported_at[name] = time.monotonic()
+                            if by_name[name].stop_after_report and name not in ended:
+                                _kill_group(procs[name])
+                                released.add(name)
+                                ended[name] = time.monotonic()
+                                note(f"{name} powered off by the harness after its report (failover test)")
                 if hold and all(n in ended or n in reported for n in procs):
                     for name, proc in procs.items():
                         if name not in ended:

@@ -234,7 +234,13 @@ def node_checks(
     if node.role == "etcd":
         c += [
             expect.absent("/etc/kubernetes/pki/ca.key", name="etcd member: no cluster CA key"),
-            expect.absent("/etc/kubernetes/pki/etcd/ca.key", name="etcd member: no etcd CA key"),
+            expect.absent(
+                "/etc/kubernetes/pki/front-proxy-ca.key", name="etcd member: no front-proxy CA key"
+            ),
+            # it renews its own etcd leaves with kubeadm, which signs with this key (README, secrets table)
+            expect.file(
+                "/etc/kubernetes/pki/etcd/ca.key", mode=0o600, name="etcd member: its etcd CA key, 0600"
+            ),
         ]
     if node.kubeadm_config:
         cfg = node.file(node.kubeadm_config)

@@ -16,6 +16,10 @@ whose only use is a forwarded port, so the host's kubectl reaches the API server
   forwarded port.
 - `test_single_master`: one control plane and one worker; the worker joins with its baked join
   credential, both nodes are Ready, and a pod on the worker reaches a pod on the control plane over the CNI.
+- `test_ha_stacked`: three control planes (stacked etcd, haproxy + keepalived from Debian's packages: the
+  Go proxy does not serve kube-vip) and a worker; the control planes join, etcd has three members, and
+  when the harness powers off cp-1 right after it reported holding the VIP, the VIP moves to cp-2 and
+  the API answers through it for the others.
 
 Each test prints per-node phase times (boot -> cloud-init done -> kubeadm done -> Ready -> bootstrap
 done), measured in the guest against its boot time.
@@ -64,6 +68,7 @@ LEADER_ELECTION = {
     "leader-elect-retry-period": "10s",
 }
 RUN_TIMEOUT_S = int(os.environ.get("BAKE_E2E_TIMEOUT", "3600"))
+SINGLE_NODE_TIMEOUT_S = 1800
 HOST_CONFIGMAP = "host-kubectl"
 PHASES = "BAKE-PHASES"
 FLANNEL_CNI_VERSION = '"cniVersion": "1.0.0"'
@@ -82,9 +87,11 @@ class Inputs:
     version: str
     flannel: Path
     archives: dict[str, list[Path]] = field(default_factory=dict)
+    # haproxy / keepalived made here from Debian's packages: kind -> tag (cluster.images.<kind>.imageTag)
+    lb_tags: dict[str, str] = field(default_factory=dict)
 
 
-def k8s_inputs(arches: Sequence[str], work: Path) -> Inputs:
+def k8s_inputs(arches: Sequence[str], work: Path, *, lb: bool = False) -> Inputs:
     """Skip (naming the command) when the upstream binaries or images are not built on this machine."""
     from tests.k8s import locate
 
@@ -101,7 +108,11 @@ def k8s_inputs(arches: Sequence[str], work: Path) -> Inputs:
     flannel.write_bytes(flannel_manifest())
     inputs = Inputs(kubectl=bin_dir / "kubectl", version=version.removeprefix("v"), flannel=flannel)
     for arch in arches:
-        inputs.archives[arch] = [*image_archives(arch), oci.busybox_archive(arch)]
+        inputs.archives[arch] = [*image_archives(arch, lb=lb), oci.busybox_archive(arch)]
+    if lb:
+        from tests.k8s import images
+
+        inputs.lb_tags = images.lb_image_tags("amd64", log=False)
     return inputs
 
 
@@ -123,12 +134,13 @@ def flannel_manifest() -> bytes:
     return text.encode()
 
 
-def image_archives(arch: str) -> list[Path]:
-    """The OCI archives `make k8s` made for `arch`, named as kubeadm and the CNI list their images."""
+def image_archives(arch: str, *, lb: bool = False) -> list[Path]:
+    """The OCI archives `make k8s` made for `arch`, named as kubeadm and the CNI list their images (with
+    `lb`, haproxy's and keepalived's too)."""
     from tests.k8s import images
 
     try:
-        return sorted(images.build_images(arch, log=False).values())
+        return sorted(images.build_images(arch, lb=lb, log=False).values())
     except images.ImageError as e:
         pytest.skip(f"the {arch} image archives cannot be made here: {e}")
 
@@ -137,9 +149,15 @@ def image_archives(arch: str) -> list[Path]:
 # bake
 
 
-def bake(tmp_path: Path, extends: str, nodes: list[dict[str, Any]] | None, inputs: Inputs) -> Path:
-    """The real CLI on a profile that extends an embedded one, air-gapped with the built images; returns
-    the output tree."""
+def bake(
+    tmp_path: Path,
+    extends: str,
+    nodes: list[dict[str, Any]] | None,
+    inputs: Inputs,
+    cluster: dict[str, Any] | None = None,
+) -> Path:
+    """The real CLI on a profile that extends an embedded one (`cluster`: more cluster fields), air-gapped
+    with the built images; returns the output tree."""
     profile: dict[str, Any] = {
         "extends": extends,
         "cluster": {
@@ -161,6 +179,7 @@ def bake(tmp_path: Path, extends: str, nodes: list[dict[str, Any]] | None, input
         },
         "defaults": {"os": "debian-12"},
     }
+    profile["cluster"].update(cluster or {})
     if nodes is not None:
         profile["nodes"] = nodes
     path = tmp_path / "profile.yaml"
@@ -361,10 +380,12 @@ class HostKubectl(threading.Thread):
 # running
 
 
-def boot(tmp_path: Path, specs: list[VmSpec], host: HostKubectl) -> list[VmResult]:
+def boot(
+    tmp_path: Path, specs: list[VmSpec], host: HostKubectl, timeout_s: int = RUN_TIMEOUT_S
+) -> list[VmResult]:
     host.start()
     try:
-        return run_vms(specs, workdir=tmp_path / "run", timeout_s=RUN_TIMEOUT_S)
+        return run_vms(specs, workdir=tmp_path / "run", timeout_s=timeout_s)
     finally:
         host.stop.set()
         host.join(timeout=70)
@@ -442,6 +463,7 @@ def k8s_image_amd64() -> None:
     ensure_image("amd64", "k8s")
 
 
+@pytest.mark.ci
 def test_single_node(k8s_image_amd64: None, tmp_path: Path) -> None:
     inputs = k8s_inputs(["amd64"], tmp_path)
     tree = bake(tmp_path, "single-node", None, inputs)
@@ -476,7 +498,8 @@ def test_single_node(k8s_image_amd64: None, tmp_path: Path) -> None:
     ]
     host = HostKubectl(inputs.kubectl, tree / "admin.conf", port, [node.name])
     specs = [spec(tree, node, checks, cpus=2, memory_mb=4096, forwards=[(port, API_PORT)])]
-    results = boot(tmp_path, specs, host)
+    # part of `make test`: bounded well inside CI's 90 minutes (an idle 2-core machine needs ~11 min)
+    results = boot(tmp_path, specs, host, timeout_s=min(RUN_TIMEOUT_S, SINGLE_NODE_TIMEOUT_S))
     report(results, host)
     print(f"[e2e] host: kubectl --kubeconfig admin.conf get nodes:\n{host.listed}", file=sys.stderr)
 
@@ -573,6 +596,117 @@ def test_single_master(k8s_image_amd64: None, tmp_path: Path) -> None:
         spec(tree, cp, cp_checks, cpus=2, memory_mb=3072, forwards=[(port, API_PORT)]),
         spec(tree, worker, joined_worker_checks(worker), cpus=1, memory_mb=2048),
     ]
+    results = boot(tmp_path, specs, host)
+    report(results, host)
+    print(f"[e2e] host: kubectl --kubeconfig admin.conf get nodes:\n{host.listed}", file=sys.stderr)
+
+
+def control_plane_joined(node: nodecheck.BakedNode) -> dict[str, Any]:
+    return expect.command(
+        ["cat", nodecheck.LOG],
+        contains="This node has joined the cluster and a new control plane instance was created",
+        name=f"{node.name}: kubeadm join --control-plane succeeded",
+    )
+
+
+def api_gone(ip: str) -> dict[str, Any]:
+    """Waits until the stopped VM's kube-apiserver no longer answers, three times in a row over half a
+    minute (a restarting apiserver is not a powered-off VM): the failover has begun."""
+    probe = (
+        f"kubectl --kubeconfig /etc/kubernetes/kubelet.conf --server=https://{ip}:{API_PORT} "
+        "--request-timeout=5s get --raw /healthz"
+    )
+    return expect.command(
+        f"for i in 1 2 3; do if {probe}; then exit 1; fi; sleep 10; done",
+        wait_s=5400,
+        timeout=30,
+        name=f"{ip} is powered off",
+    )
+
+
+def through_endpoint(kubeconfig: str, wait_s: float) -> dict[str, Any]:
+    return expect.command(
+        f"kubectl --kubeconfig {kubeconfig} --request-timeout=20s get --raw /readyz",
+        contains="ok",
+        wait_s=wait_s,
+        timeout=30,
+        name=f"the API answers through the VIP with {kubeconfig}",
+    )
+
+
+def test_ha_stacked(k8s_image_amd64: None, tmp_path: Path) -> None:
+    """3 control planes with stacked etcd behind haproxy + keepalived (kube-vip's module is not served by
+    the Go proxy, so the profile's other load balancer stands in), one worker. cp-1 holds the VIP when it
+    reports and the harness then powers it off: the VIP moves to cp-2 and the API still answers."""
+    inputs = k8s_inputs(["amd64"], tmp_path, lb=True)
+    vip = "10.77.0.10"
+    nodes = [
+        {"name": f"cp-{i}", "role": "control-plane", "ip": f"10.77.0.1{i}", "mac": f"52:54:00:77:00:1{i}"}
+        for i in (1, 2, 3)
+    ] + [{"name": "worker-1", "role": "worker", "ip": "10.77.0.21", "mac": "52:54:00:77:00:21"}]
+    cluster = {
+        "loadBalancer": {"kind": "haproxy-keepalived", "vip": vip, "interface": "eth0"},
+        "images": {kind: {"imageTag": tag} for kind, tag in inputs.lb_tags.items()},
+        # Slow hardware: etcd's 100 ms heartbeat / 1 s election under TCG would elect leaders all day.
+        "etcd": {"extraArgs": {"heartbeat-interval": "500", "election-timeout": "5000"}},
+    }
+    tree = bake(tmp_path, "ha-stacked", nodes, inputs, cluster)
+    _, baked = nodecheck.load_tree(tree)
+    cp1, cp2, cp3, worker = baked
+    assert [n.bootstrap_role for n in baked] == ["init", "control-plane", "control-plane", "worker"]
+    etcdctl = (
+        f"{KUBECTL} -n kube-system exec etcd-cp-1 -- etcdctl --endpoints=https://127.0.0.1:2379 "
+        f"--cacert={PKI}/etcd/ca.crt --cert={PKI}/etcd/healthcheck-client.crt "
+        f"--key={PKI}/etcd/healthcheck-client.key member list"
+    )
+    holds_vip = f"ip -o addr show dev eth0 | grep -wF {vip}/32 && echo holds-vip"
+    port = free_port()
+    cp1_checks = [
+        *airgap_checks(cp1),
+        *kubeadm_reuse_checks(cp1),
+        node_ready(cp1.name, 1200),
+        *(node_ready(n.name, 3600) for n in (cp2, cp3, worker)),
+        expect.command(
+            f"{etcdctl} | grep -c ', started, '",
+            regex=r"(?m)^3$",
+            wait_s=600,
+            timeout=60,
+            name="etcd has 3 started members",
+        ),
+        expect.command(holds_vip, contains="holds-vip", wait_s=600, name="cp-1 holds the VIP"),
+        phase_check(cp1.name, "/etc/kubernetes/admin.conf", "kubeadm-init"),
+    ]
+    cp2_checks = [
+        *airgap_checks(cp2),
+        control_plane_joined(cp2),
+        node_ready(cp2.name, 3600),
+        host_configmap_check(worker.name, 3600),
+        phase_check(cp2.name, "/etc/kubernetes/admin.conf", "kubeadm-join"),
+        api_gone(cp1.ip),
+        expect.command(holds_vip, contains="holds-vip", wait_s=300, name="the VIP moved to cp-2"),
+        through_endpoint("/etc/kubernetes/admin.conf", 600),
+    ]
+    cp3_checks = [
+        *airgap_checks(cp3),
+        control_plane_joined(cp3),
+        node_ready(cp3.name, 3600),
+        phase_check(cp3.name, "/etc/kubernetes/admin.conf", "kubeadm-join"),
+        api_gone(cp1.ip),
+        through_endpoint("/etc/kubernetes/admin.conf", 600),
+    ]
+    worker_checks = [
+        *joined_worker_checks(worker),
+        api_gone(cp1.ip),
+        through_endpoint(KUBELET_CONF, 600),
+    ]
+    host = HostKubectl(inputs.kubectl, tree / "admin.conf", port, [n.name for n in baked])
+    specs = [
+        spec(tree, cp1, cp1_checks, cpus=2, memory_mb=2560),
+        spec(tree, cp2, cp2_checks, cpus=2, memory_mb=2560, forwards=[(port, API_PORT)]),
+        spec(tree, cp3, cp3_checks, cpus=2, memory_mb=2560),
+        spec(tree, worker, worker_checks, cpus=1, memory_mb=1536),
+    ]
+    specs[0].stop_after_report = True
     results = boot(tmp_path, specs, host)
     report(results, host)
     print(f"[e2e] host: kubectl --kubeconfig admin.conf get nodes:\n{host.listed}", file=sys.stderr)

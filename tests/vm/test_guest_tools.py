@@ -461,7 +461,7 @@ def test_baked_nodes_read_back(tmp_path: Path) -> None:
     assert nodecheck.sandbox_image(etcd).startswith("registry.k8s.io/pause:")
     names = {c.get("name") for c in nodecheck.node_checks(etcd, nodes)}
     assert "systemd-analyze verify kubelet.service with the etcd drop-in" in names
-    assert "etcd member: no etcd CA key" in names
+    assert {"etcd member: no cluster CA key", "etcd member: its etcd CA key, 0600"} <= names
 
 
 def test_cli_reports_a_bad_profile_without_traceback(

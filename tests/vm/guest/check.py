@@ -8,7 +8,8 @@ image. Runs on the guest's Debian 12 python3 with the standard library only.
 
 expectations.json is `{"checks": [ {"kind": K, ...}, ... ]}`; checks run in order. Keys every check takes:
   name      label in the results (default: kind + main argument)
-  wait_s    retry every second until ok or this many seconds passed (default 0: one try)
+  wait_s    retry until ok or this many seconds passed (default 0: one try); the pause between tries
+            doubles from 1 s to at most 10 s, so a long wait does not load a slow guest with kubectl runs
   boots     only run on these boot numbers (env BAKE_TEST_BOOT); skipped checks report ok
 Kinds (see KINDS below, and tests/vm/expect.py for the host-side builders): file, absent, glob_absent,
 only_files, hostname, address, module, sysctl, swap_off, unit, command, unit_verify, tcp, kubelet_standin.
@@ -301,6 +302,8 @@ def check_kubelet_standin(c: Check) -> Outcome:
     return False, _clip(f"{unit} not listening on {ready}: {journal}")
 
 
+MAX_RETRY_PAUSE_S = 10
+
 KINDS: dict[str, tuple[Callable[[Check], Outcome], str]] = {
     "file": (check_file, "path"),
     "absent": (check_absent, "path"),
@@ -348,7 +351,7 @@ def run_check(c: Check, boot: int) -> dict[str, Any]:
             ok, detail = False, f"{type(e).__name__}: {e}"
         if ok or time.monotonic() >= deadline:
             break
-        time.sleep(1)
+        time.sleep(min(2 ** (tries - 1), MAX_RETRY_PAUSE_S))
     result: dict[str, Any] = {"name": name, "kind": kind, "ok": ok, "detail": _clip(detail)}
     if tries > 1:
         result["tries"] = tries
