@@ -158,7 +158,7 @@ def _carry_over(
 def cluster_manifest(
     plan: ClusterPlan, bundle: secrets.Bundle, nodes: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "cluster": plan.name,
         "kubernetesVersion": plan.version,
@@ -177,6 +177,10 @@ def cluster_manifest(
         "operatorCertificates": _cert_entries(bundle, secrets.OPERATOR),
         "nodes": nodes,
     }
+    url = plan.settings.seed.report_url
+    if url is not None:  # `bake serve` reads it; absent without a report URL (goldens stay as they were)
+        doc["reportUrl"] = url
+    return doc
 
 
 def _previous_manifest(tree: OutputTree) -> dict[str, Any] | None:
@@ -270,7 +274,7 @@ def _refuse_foreign_ca(tree: OutputTree, bundle: secrets.Bundle, path: Path, rot
 def tool_digest() -> str:
     """This bake's code and templates: a node baked by another version of either is re-rendered."""
     h = hashlib.sha256(__version__.encode())
-    sources = sorted(Path(__file__).parent.glob("*.py"))
+    sources = sorted(Path(__file__).parent.rglob("*.py"))  # the subpackages render node files too
     templates = resources.templates_dir()
     for path in [*sources, *sorted(p for p in templates.rglob("*") if p.is_file())]:
         h.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())

@@ -45,8 +45,11 @@ PHASES = ("prep", "packages", "runtime", "wait", "kubeadm", "cni")
 """The phases in their order: bake-bootstrap-<phase>.service runs LIB_DIR/<phase>.sh (lib.sh's PHASES)."""
 SCRIPTS_DATA_DIR = "bootstrap"
 """Where the scripts are in the package data (templates/bootstrap/)."""
-OTHER_SCRIPTS = ("renew-certs.sh",)
-"""Beside them, not part of the first boot: the certificate renewal's (builder.renewal)."""
+OTHER_SCRIPTS = ("renew-certs.sh", "report.sh")
+"""Beside them: the certificate renewal's (builder.renewal) and the reporter, shipped only with
+cluster.seed.reportUrl (builder.serve.nodefiles)."""
+REPORT_SCRIPT_PATH = f"{LIB_DIR}/report.sh"
+"""Called by the units around each run when the profile names a report URL (`report_lines`)."""
 ENV_PATH = paths.BOOTSTRAP_ENV
 STATE_DIR = "/var/lib/bake"
 STEPS_DIR = f"{STATE_DIR}/steps"
@@ -550,7 +553,20 @@ def script_text() -> str:
     return script_texts()["bootstrap.sh"]
 
 
-def unit_text() -> str:
+def report_lines(step: str, *, driver: bool = False) -> tuple[str, str]:
+    """The unit lines that report a run to `bake serve` (cluster.seed.reportUrl), before and after
+    ExecStart=: '-' so that a failed report never fails the unit; the script bounds its own time and
+    always exits 0. No other line of the unit changes, so a seed without a report URL is what it was
+    before reports existed."""
+    script = REPORT_SCRIPT_PATH
+    return (
+        f"ExecStartPre=-{script} {step} started\n",
+        f"ExecStartPost=-{script} {step} {'finished' if driver else 'done'}\n"
+        f"ExecStopPost=-{script} {step} stopped\n",
+    )
+
+
+def unit_text(report: bool = False) -> str:
     # The driver. After cloud-init.service (which runs write_files), never After=cloud-final.service:
     # cloud-final is ordered after multi-user.target on Debian/Ubuntu, and this unit is wanted by
     # multi-user.target, which would be an ordering cycle. runcmd starts it with --no-block on the first
@@ -566,6 +582,7 @@ def unit_text() -> str:
     # script bounds the attempts itself; the start limit only guards against a script that exits at once.
     # The driver names no phase unit in its dependencies, so the phase units are loaded only when it
     # starts them (after anything that adds drop-ins to them at boot).
+    pre, post = report_lines("bootstrap", driver=True) if report else ("", "")
     return (
         "[Unit]\n"
         "Description=bake: bootstrap this Kubernetes node (kubeadm) until it is done\n"
@@ -579,7 +596,9 @@ def unit_text() -> str:
         "[Service]\n"
         "Type=oneshot\n"
         "RemainAfterExit=yes\n"
+        f"{pre}"
         f"ExecStart={SCRIPT_PATH}\n"
+        f"{post}"
         "Restart=on-failure\n"
         f"RestartSec={RESTART_SEC}s\n"
         f"RestartPreventExitStatus={GIVE_UP_STATUS}\n"
@@ -602,7 +621,7 @@ _PHASE_DESCRIPTIONS = {
 }
 
 
-def phase_unit_text(phase: str) -> str:
+def phase_unit_text(phase: str, report: bool = False) -> str:
     """One phase: a oneshot that stays active once it succeeded (the driver's next run in this boot
     skips it), requiring and ordered after the phase before it; no [Install]: the driver starts it."""
     index = PHASES.index(phase)
@@ -617,6 +636,7 @@ def phase_unit_text(phase: str) -> str:
     # The wait phase first checks that kubeadm is there at all: a node without it fails at once
     # instead of after the waits.
     check = f"ExecStartPre={phase_script_path('kubeadm')} check\n" if phase == "wait" else ""
+    pre, post = report_lines(phase) if report else ("", "")
     return (
         "[Unit]\n"
         f"Description=bake: first-boot phase {phase}: {_PHASE_DESCRIPTIONS[phase]}\n"
@@ -627,8 +647,10 @@ def phase_unit_text(phase: str) -> str:
         "[Service]\n"
         "Type=oneshot\n"
         "RemainAfterExit=yes\n"
+        f"{pre}"
         f"{check}"
         f"ExecStart={phase_script_path(phase)}\n"
+        f"{post}"
         "TimeoutStartSec=infinity\n"
         "StandardOutput=journal\n"
         "StandardError=journal\n"
@@ -677,15 +699,16 @@ def bootstrap_files(
     """Scripts, units, env file and (init node) the CNI configuration."""
     values = env_values(plan, node, prep, node_files=node_files, cni_source=cni_source)
     texts = script_texts()
+    report = plan.settings.seed.report_url is not None
     files = [
         NodeFile(SCRIPT_PATH, texts["bootstrap.sh"].encode(), 0o755),
         NodeFile(f"{LIB_DIR}/lib.sh", texts["lib.sh"].encode(), 0o644),
-        public(UNIT_PATH, unit_text()),
+        public(UNIT_PATH, unit_text(report)),
         public(ENV_PATH, env_text(values)),
     ]
     for phase in PHASES:
         files.append(NodeFile(phase_script_path(phase), texts[f"{phase}.sh"].encode(), 0o755))
-        files.append(public(phase_unit_path(phase), phase_unit_text(phase)))
+        files.append(public(phase_unit_path(phase), phase_unit_text(phase, report)))
     if bootstrap_role(node) is BootstrapRole.INIT:
         cni_file = cni_config_file(plan)
         if cni_file is not None:

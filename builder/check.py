@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import shutil
 import stat
 from dataclasses import dataclass, field
@@ -86,6 +87,8 @@ DETECTORS: dict[str, str] = {
     "join-credential": "a joining node's join credential is missing, or is not its own system:node identity "
     "signed by the cluster CA (cluster.join: certificate)",
     "encryption-key-role": "a node other than a control plane holds the key of the Secrets in etcd",
+    "report-key": "a node's report key is not its own, or a node holds another node's report key "
+    "(cluster.seed.reportUrl: each node reports for itself only)",
     "schema": "cloud-init schema rejects a user-data",
     "schema-unavailable": "cloud-init is not installed, the schema is not checked (warning)",
 }
@@ -183,6 +186,9 @@ def bundle_calendar(bundle: secrets.Bundle) -> list[Expiry]:
     for owner, leaves in bundle.leaves.items():
         for name, held in leaves.items():
             out.append(_entry("bundle", f"nodes/{owner}/{name}", held.cert))
+    for name, pair in (("seed-ca", bundle.seed_ca), ("seed-server", bundle.seed_server)):
+        if pair is not None:  # `bake serve`'s TLS (an https:// seed URL)
+            out.append(_entry("bundle", f"pki/{name}", pair.cert))
     return out
 
 
@@ -307,6 +313,7 @@ def _node(
     bundle: secrets.Bundle | None,
     manifest: dict[str, Any],
     report: Report,
+    report_keys: dict[bytes, str] | None = None,
 ) -> Path | None:
     name, role = str(node["name"]), str(node["role"])
     topology = str(manifest.get("topology"))
@@ -367,7 +374,39 @@ def _node(
     _seed_certificates(name, files, report)
     _join_secrets(name, role, str(manifest.get("join", "token")), files, bundle, report)
     _role_secrets(name, role, topology, files, bundle, report)
+    if report_keys:
+        _report_keys(name, files, report_keys, report)
     return base / "user-data"
+
+
+_HEX_KEY = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+
+
+def node_report_keys(bundle: secrets.Bundle, cluster: str, names: list[str]) -> dict[bytes, str]:
+    """Every node's report key -> the node (cluster.seed.reportUrl), to find one where it does not belong."""
+    if bundle.report_key is None:
+        return {}
+    return {secrets.report_node_key(bundle, cluster, n): n for n in names}
+
+
+def _report_keys(
+    name: str, files: dict[str, tuple[bytes, str, str]], keys: dict[bytes, str], report: Report
+) -> None:
+    """A node's report key is its own, and no other node's key is anywhere in its files: the key is
+    what lets a node speak for itself to `bake serve`."""
+    held = files.get(paths.REPORT_KEY)
+    if held is not None and keys.get(held[0].strip()) != name:
+        owner = keys.get(held[0].strip())
+        whose = f"{owner}'s" if owner else "no node's"
+        where = f"nodes/{name}:{paths.REPORT_KEY}"
+        report.error("report-key", where, f"is not this node's report key but {whose}")
+    for path, (content, _, _) in sorted(files.items()):
+        if path == paths.REPORT_KEY:
+            continue  # judged above
+        for found in _HEX_KEY.findall(content):
+            other = keys.get(found)
+            if other is not None and other != name:
+                report.error("report-key", f"nodes/{name}", f"holds the report key of {other} in {path}")
 
 
 def _seed_certificates(name: str, files: dict[str, tuple[bytes, str, str]], report: Report) -> None:
@@ -450,7 +489,7 @@ def expected_placement(role: str, topology: str, init: bool) -> placement.Placem
     try:
         known_role = Role(role)
     except ValueError:
-        return placement.Placement()
+        return placement.NOTHING
     try:
         known_topology = Topology(topology)
     except ValueError:
@@ -549,8 +588,11 @@ def check_tree(
         report.calendar += bundle_calendar(bundle)
         report.ok("secrets", "bundle consistent: keys match certificates, leaves chain to their CAs")
     user_data = []
+    names = [str(n.get("name")) for n in manifest.get("nodes", []) if isinstance(n, dict)]
+    cluster = str(manifest.get("cluster", ""))
+    report_keys = node_report_keys(bundle, cluster, names) if bundle is not None else {}
     for node in manifest.get("nodes", []):
-        path = _node(tree, node, bundle, manifest, report)
+        path = _node(tree, node, bundle, manifest, report, report_keys)
         if path is not None:
             user_data.append(path)
     _schema(batch, user_data, report)

@@ -20,6 +20,7 @@ from .errors import BakeError, Problem
 from .files import NodeFile
 from .model import User
 from .plan import ClusterPlan, NodePlan
+from .serve import nodefiles as report_files
 
 SUDO_RULE = "ALL=(ALL) NOPASSWD:ALL"
 # sha512_crypt cost, pinned so re-bakes stay byte-identical whatever libpass's default becomes.
@@ -205,7 +206,8 @@ def node_files(
         node,
     )
     boot = bootstrap.bootstrap_files(plan, node, prep, node_files=others, cni_source=cni_source)
-    return merge_files([others, boot, renewal.renewal_files(plan, node)], node)
+    reports = report_files.report_files(plan, node)
+    return merge_files([others, boot, renewal.renewal_files(plan, node), reports], node)
 
 
 def render_node(

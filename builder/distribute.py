@@ -1,7 +1,8 @@
 """Secrets onto nodes: what placement.TABLE gives each node, as files at kubeadm's paths and modes.
 
-Also the kubeconfigs (a node's, the operator's) and a joining node's discovery kubeconfig carrying its
-join credential (JOIN_KUBECONFIG_PATH, with cluster.join: certificate).
+Also the kubeconfigs (a node's, the operator's), a joining node's discovery kubeconfig carrying its
+join credential (JOIN_KUBECONFIG_PATH, with cluster.join: certificate) and the node's own report key
+(paths.REPORT_KEY, with cluster.seed.reportUrl).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from . import certlist, encryption, paths, pki, placement
 from .files import NodeFile, public, secret
 from .plan import ClusterPlan, Endpoint, NodePlan
-from .secrets import OPERATOR, Bundle, required_specs
+from .secrets import OPERATOR, Bundle, report_node_key, required_specs
+from .serve import nodefiles
 from .yamlio import dump
 
 PKI_DIR = paths.PKI_DIR
@@ -65,6 +67,12 @@ def node_pki_files(plan: ClusterPlan, node: NodePlan, bundle: Bundle) -> list[No
     files: list[NodeFile] = []
     if held.join_credential:
         files.append(secret(JOIN_KUBECONFIG_PATH, join_kubeconfig_bytes(plan, bundle, node)))
+    if held.report_key:  # its own only: it speaks for this node to `bake serve`, for no other
+        files.append(secret(paths.REPORT_KEY, report_node_key(bundle, plan.name, node.name) + b"\n"))
+        url = plan.settings.seed.report_url
+        if url is not None and nodefiles.pins_ca(url):
+            assert bundle.seed_ca is not None, "reconcile makes the seed CA for an https:// URL"
+            files.append(public(paths.REPORT_CA, bundle.seed_ca.cert_pem))
     cas = certlist.ca_specs()
     for name in held.ca_certs:
         files.append(public(f"{PKI_DIR}/{cas[name].base}.crt", bundle.cas[name].cert_pem))

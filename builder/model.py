@@ -14,7 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validat
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from .syntax import CIDR, DNS1123_SUBDOMAIN, IP, LINUX_USER_RE, MAC, Duration, Name, duration_seconds
+from .syntax import (
+    CIDR,
+    DNS1123_SUBDOMAIN,
+    IP,
+    LINUX_USER_RE,
+    MAC,
+    Duration,
+    Name,
+    ServerUrl,
+    duration_seconds,
+)
 
 
 class Model(BaseModel):
@@ -208,6 +218,11 @@ class Seed(Model):
     # super-admin.conf, etcd server and peer keys); plain HTTP hands them to anyone who can reach the
     # server, so they stay out of the HTTP tree unless the profile says so (builder.packaging).
     http_publish_control_planes: bool = False
+    # `bake serve`: where each node reports the steps of its first boot (signed with its own report key,
+    # builder/serve/). None: no report key, script or unit line is baked, the seeds are as without it.
+    # An https:// URL also gives the bundle a seed CA and a server certificate for its host, which the
+    # nodes pin.
+    report_url: ServerUrl | None = None
 
 
 class ImageOverride(Model):

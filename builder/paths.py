@@ -25,6 +25,11 @@ JOIN_KUBECONFIG = f"{BAKE_DIR}/join.conf"
 """The discovery kubeconfig of `kubeadm join` (discovery.file) with the node's join credential. Outside
 /etc/kubernetes: kubeadm writes its own bootstrap-kubelet.conf from it; `kubeadm reset` never touches it."""
 BOOTSTRAP_ENV = f"{BAKE_DIR}/bootstrap.env"
+REPORT_KEY = f"{BAKE_DIR}/report.key"
+"""The node's own key for its first-boot reports to `bake serve` (cluster.seed.reportUrl), 0600."""
+REPORT_ENV = f"{BAKE_DIR}/report.env"
+REPORT_CA = f"{BAKE_DIR}/report-ca.crt"
+"""The seed CA the reports pin (an https:// reportUrl)."""
 CNI_DIR = f"{BAKE_DIR}/cni"
 
 # keyed by profile.Runtime's values (a StrEnum, so its members are these keys)

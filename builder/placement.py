@@ -62,6 +62,9 @@ class Placement:
     """The node's own join credential (/etc/bake/join.conf); only with cluster.join: certificate. Joining
     control planes hold one too: they then need no token either, so no bootstrap token is alive in the
     cluster at all (and the credential adds nothing to what a control plane holds)."""
+    report_key: bool = True
+    """The node's own report key (/etc/bake/report.key, `bake serve`); only with cluster.seed.reportUrl.
+    Every role holds its own and no other: it lets the holder report for that one node only."""
 
     @property
     def holds_private_key(self) -> bool:
@@ -92,6 +95,8 @@ _EXTERNAL_INIT = replace(_STACKED_INIT, ca_keys=("ca", "front-proxy-ca"), leaves
 _ETCD_MEMBER = Placement(ca_certs=("etcd-ca",), ca_keys=("etcd-ca",), leaves=ETCD_LEAVES)
 _WORKER = Placement(join_credential=True)
 
+NOTHING = Placement(report_key=False)
+
 TABLE: dict[tuple[Holder, Topology], Placement] = {
     (Holder.FIRST_CONTROL_PLANE, Topology.STACKED): _STACKED_INIT,
     (Holder.JOINING_CONTROL_PLANE, Topology.STACKED): replace(
@@ -111,14 +116,16 @@ TABLE: dict[tuple[Holder, Topology], Placement] = {
 
 def lookup(holder_: Holder, topology: Topology) -> Placement:
     """The row, or nothing at all for a pair no valid profile has (a tampered manifest in `bake check`)."""
-    return TABLE.get((holder_, topology), Placement())
+    return TABLE.get((holder_, topology), NOTHING)
 
 
 def for_node(plan: ClusterPlan, node: NodePlan) -> Placement:
-    """The node's row with the profile's switches applied (cluster.secretsEncryption, cluster.join)."""
+    """The node's row with the profile's switches applied (cluster.secretsEncryption, cluster.join,
+    cluster.seed.reportUrl)."""
     row = lookup(holder(node.role, node.is_init), plan.topology)
     return replace(
         row,
         encryption_config=row.encryption_config and plan.settings.secrets_encryption != "none",
         join_credential=row.join_credential and plan.settings.join is JoinCredential.CERTIFICATE,
+        report_key=row.report_key and plan.settings.seed.report_url is not None,
     )

@@ -22,10 +22,13 @@ from cryptography.exceptions import InvalidSignature
 from . import certlist, encryption, pki, placement, sealing
 from .errors import Problem, SecretsError
 from .plan import ClusterPlan, NodePlan
+from .serve import protocol as report_protocol
+from .serve import tls as seed_tls
 from .syntax import duration_seconds
 
 BUNDLE_FORMAT = 1
 ENCRYPTION_KEY_FILE = "encryption-key"
+REPORT_KEY_FILE = "report-key"
 RENEW_BEFORE = timedelta(days=30)
 OPERATOR = "_operator"  # not an RFC 1123 name, so no node can collide with it
 
@@ -57,6 +60,13 @@ class Bundle:
     encryption_key: bytes | None = None
     """The key Secrets are encrypted with in etcd (encryption.py); None only in a bundle read from an
     older bake, until reconcile adds one."""
+    report_key: bytes | None = None
+    """The secret every node's report key is derived from (serve/protocol.py); only while the profile
+    names cluster.seed.reportUrl, so a bundle without it stays as it was."""
+    seed_ca: Issued | None = None
+    """The seed server's own CA (serve/tls.py), only while a seed URL is https://."""
+    seed_server: Issued | None = None
+    """The seed server's certificate, signed by seed_ca, for the https:// URLs' hosts."""
 
     @property
     def discovery_hash(self) -> str:
@@ -263,6 +273,7 @@ def reconcile(
     elif existing is not None:
         bundle.encryption_key = encryption.new_key()
         changes.append(Change("bundle", "created the key Secrets are encrypted with in etcd"))
+    changes += _reconcile_seed_server(plan, existing, bundle, now=now, rotate_ca=rotate_ca)
     old_leaves: Mapping[str, dict[str, Issued]] = {} if existing is None or rotate_ca else existing.leaves
     to_issue: list[tuple[dict[str, Issued], pki.CertSpec, timedelta]] = []
     for owner, specs in wanted.items():
@@ -295,6 +306,64 @@ def reconcile(
     for issued, spec, validity in to_issue:
         issued[spec.name] = _issue(spec, bundle, now, validity, keys.pop())
     return bundle, changes
+
+
+def _reconcile_seed_server(
+    plan: ClusterPlan, existing: Bundle | None, bundle: Bundle, *, now: datetime, rotate_ca: bool
+) -> list[Change]:
+    """`bake serve`'s secrets, each held only while the profile asks for it (a bundle without
+    cluster.seed.reportUrl or an https:// seed URL stays byte for byte what it was): the report secret
+    (kept across --rotate-ca, like the encryption key: it is no CA), the seed CA and its server
+    certificate (re-issued when the URLs' hosts change or it nears expiry)."""
+    seed = plan.settings.seed
+    changes: list[Change] = []
+    held = existing.report_key if existing is not None else None
+    if seed.report_url is None:
+        if held is not None:
+            changes.append(Change("bundle", "dropped the report key (cluster.seed.reportUrl is not set)"))
+    elif held is not None:
+        bundle.report_key = held
+    else:
+        bundle.report_key = report_protocol.new_master()
+        changes.append(Change("bundle", "created the report key the nodes sign their reports with"))
+    ca = existing.seed_ca if existing is not None and not rotate_ca else None
+    server = existing.seed_server if existing is not None and not rotate_ca else None
+    if not seed_tls.wanted(seed):
+        if existing is not None and existing.seed_ca is not None:
+            changes.append(Change("bundle", "dropped the seed CA and its certificate (no https:// seed URL)"))
+        return changes
+    leaf_validity, ca_validity = _validity(plan)
+    if ca is None:
+        key = bundle.algorithm.generate()
+        ca = Issued.from_objects(pki.new_ca(seed_tls.ca_spec(), key, now=now, validity=ca_validity), key)
+        changes.append(Change("bundle", "created the seed CA (the nodes pin it for their reports)"))
+        server = None
+    spec = seed_tls.server_spec(seed)
+    problems = ["new"] if server is None else _server_problems(spec, server, ca, bundle.algorithm, now)
+    if problems:
+        if server is not None:
+            changes.append(Change("bundle", f"re-issued the seed server certificate: {'; '.join(problems)}"))
+        key = bundle.algorithm.generate()
+        cert = pki.sign(spec, key.public_key(), ca.cert, ca.key, now=now, validity=leaf_validity)
+        server = Issued.from_objects(cert, key)
+    bundle.seed_ca, bundle.seed_server = ca, server
+    return changes
+
+
+def _server_problems(
+    spec: pki.CertSpec, held: Issued, ca: Issued, algorithm: pki.KeyAlgorithm, now: datetime
+) -> list[str]:
+    problems = pki.verify_reuse(spec, held.cert, held.key, ca.cert, now=now, algorithm=algorithm)
+    lifetime = held.cert.not_valid_after_utc - held.cert.not_valid_before_utc
+    if not problems and held.cert.not_valid_after_utc - now < min(RENEW_BEFORE, lifetime / 3):
+        problems.append(f"expires {held.cert.not_valid_after_utc:%Y-%m-%d}")
+    return problems
+
+
+def report_node_key(bundle: Bundle, cluster: str, node: str) -> bytes:
+    """The node's own report key (hex text), as its seed carries it."""
+    assert bundle.report_key is not None, "only with cluster.seed.reportUrl"
+    return report_protocol.node_key(bundle.report_key, cluster, node)
 
 
 def stale_leaves(plan: ClusterPlan, bundle: Bundle, owners: Iterable[str], now: datetime) -> list[Change]:
@@ -345,6 +414,10 @@ def bundle_files(bundle: Bundle, plan: ClusterPlan) -> Iterator[tuple[str, bytes
     }
     if bundle.encryption_key is not None:
         meta["encryptionKey"] = ENCRYPTION_KEY_FILE
+    if bundle.report_key is not None:
+        meta["reportKey"] = REPORT_KEY_FILE
+    if bundle.seed_ca is not None:
+        meta["seedServer"] = True
     yield "bundle.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(), 0o600
     yield "token", (bundle.token + "\n").encode(), 0o600
     if bundle.encryption_key is not None:
@@ -355,6 +428,12 @@ def bundle_files(bundle: Bundle, plan: ClusterPlan) -> Iterator[tuple[str, bytes
         yield f"pki/{base}.key", bundle.cas[name].key_pem, 0o600
     yield "pki/sa.key", bundle.sa_key_pem, 0o600
     yield "pki/sa.pub", bundle.sa_pub_pem, 0o600
+    if bundle.report_key is not None:
+        yield REPORT_KEY_FILE, base64.b64encode(bundle.report_key) + b"\n", 0o600
+    if bundle.seed_ca is not None and bundle.seed_server is not None:
+        for base, pair in ((seed_tls.CA_BASE, bundle.seed_ca), (seed_tls.SERVER_BASE, bundle.seed_server)):
+            yield f"pki/{base}.crt", pair.cert_pem, 0o600
+            yield f"pki/{base}.key", pair.key_pem, 0o600
     for owner, certs in sorted(bundle.leaves.items()):
         for name, held in sorted(certs.items()):
             base = _base(specs, owner, name)
@@ -365,7 +444,7 @@ def bundle_files(bundle: Bundle, plan: ClusterPlan) -> Iterator[tuple[str, bytes
 def secret_file(rel: str) -> bool:
     """A bundle file that holds a secret (a private key, the bootstrap token, the etcd encryption key):
     age-encrypted in a sealed bundle. Certificates, sa.pub and bundle.json stay clear."""
-    return rel.endswith(".key") or rel in ("token", ENCRYPTION_KEY_FILE)
+    return rel.endswith(".key") or rel in ("token", ENCRYPTION_KEY_FILE, REPORT_KEY_FILE)
 
 
 ReadFile = Callable[[Path], bytes]
@@ -428,6 +507,8 @@ def load_bundle(root: Path, read: sealing.Reader | None = None) -> Bundle | None
                 for owner, certs in dict(meta["leaves"]).items()
             }
             has_key = meta.get("encryptionKey") == ENCRYPTION_KEY_FILE
+            has_report_key = meta.get("reportKey") == REPORT_KEY_FILE
+            has_seed_server = meta.get("seedServer") is True
         except (ValueError, KeyError, TypeError) as exc:
             problems.append(Problem("secrets/bundle.json", f"corrupt: {exc}"))
     if problems:
@@ -436,7 +517,11 @@ def load_bundle(root: Path, read: sealing.Reader | None = None) -> Bundle | None
     token = token_raw.decode(errors="replace").strip() if token_raw is not None else ""
     if token_raw is not None and not pki.TOKEN_RE.match(token):
         problems.append(Problem("secrets/token", "not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})"))
-    encryption_key = _load_encryption_key(root, problems, read) if has_key else None
+    encryption_key = _load_secret_key(root, ENCRYPTION_KEY_FILE, problems, read) if has_key else None
+    report_key = _load_secret_key(root, REPORT_KEY_FILE, problems, read) if has_report_key else None
+    seed_ca, seed_server = (None, None)
+    if has_seed_server:
+        seed_ca, seed_server = _load_seed_server(root, algorithm, problems, read)
     cas: dict[str, Issued] = {}
     for name in certlist.CA_NAMES:
         pair = _load_pair(root / "pki", certlist.ca_specs()[name].base, problems, "secrets/pki", read)
@@ -482,12 +567,33 @@ def load_bundle(root: Path, read: sealing.Reader | None = None) -> Bundle | None
     if problems:
         raise SecretsError(_with_hint(problems))
     assert sa_key is not None and sa_pub is not None
-    return Bundle(created, algorithm, token, cas, sa_key, sa_pub, leaves, encryption_key)
+    return Bundle(
+        created, algorithm, token, cas, sa_key, sa_pub, leaves,
+        encryption_key, report_key, seed_ca, seed_server,
+    )  # fmt: skip
 
 
-def _load_encryption_key(root: Path, problems: list[Problem], read: ReadFile) -> bytes | None:
-    where = f"secrets/{ENCRYPTION_KEY_FILE}"
-    raw = _read(root / ENCRYPTION_KEY_FILE, problems, where, read)
+def _load_seed_server(
+    root: Path, algorithm: pki.KeyAlgorithm, problems: list[Problem], read: ReadFile
+) -> tuple[Issued | None, Issued | None]:
+    ca = _load_pair(root / "pki", seed_tls.CA_BASE, problems, "secrets/pki", read)
+    server = _load_pair(root / "pki", seed_tls.SERVER_BASE, problems, "secrets/pki", read)
+    if ca is None or server is None:
+        return None, None
+    where = f"secrets/pki/{seed_tls.CA_BASE}"
+    if not pki.is_ca(ca.cert):
+        problems.append(Problem(f"{where}.crt", "is not a CA"))
+    if not algorithm.matches(ca.key) or not algorithm.matches(server.key):
+        problems.append(Problem(where, f"the seed server keys are not {algorithm.value}"))
+    if not _signed_by(server.cert, ca.cert):
+        problems.append(Problem(f"secrets/pki/{seed_tls.SERVER_BASE}.crt", "not signed by the seed CA"))
+    return ca, server
+
+
+def _load_secret_key(root: Path, name: str, problems: list[Problem], read: ReadFile) -> bytes | None:
+    """A 32-byte secret kept base64 in one file (the etcd encryption key, the report key)."""
+    where = f"secrets/{name}"
+    raw = _read(root / name, problems, where, read)
     if raw is None:
         return None
     try:

@@ -88,11 +88,57 @@ def _parse_name(value: Any) -> str:
     return value
 
 
+_URL_UNSAFE = re.compile(r"[\s'\"`$\\;]")
+
+
+def _parse_server_url(value: Any) -> str:
+    """A URL a node calls at first boot (`cluster.seed.reportUrl`): http or https, a host that is an IP
+    address or a DNS name, an optional port and path; no user, query or fragment (nothing a node could
+    not carry in a shell-quoted env file and a curl argument)."""
+    if not isinstance(value, str):
+        raise PydanticCustomError("url", "{value} is not a URL", {"value": repr(value)})
+    why = server_url_problem(value)
+    if why:
+        raise PydanticCustomError("url", "{value} {why}", {"value": repr(value), "why": why})
+    return value
+
+
+def server_url_problem(text: str) -> str:
+    """What is wrong with `text` as a server URL, or "" (the validator's reason, also used by tests)."""
+    from urllib.parse import urlsplit
+
+    if _URL_UNSAFE.search(text):
+        return "holds a space, a quote, '$', '\\' or ';'"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a URL: {exc}"
+    if parts.scheme not in ("http", "https"):
+        return "is not an http:// or https:// URL (e.g. http://10.77.0.1:8080)"
+    if parts.username is not None or parts.password is not None:
+        return "names a user: nodes authenticate by their signature, never by the URL"
+    if parts.query or parts.fragment or text.endswith(("?", "#")):
+        return "has a query or a fragment"
+    host = parts.hostname or ""
+    if not host:
+        return "names no host"
+    if port == 0:
+        return "has port 0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not DNS1123_SUBDOMAIN.match(host):
+            return f"host {host!r} is neither an IP address nor a DNS name"
+    return ""
+
+
 IP = Annotated[IPAddress, PlainValidator(_parse_ip), PlainSerializer(str)]
 CIDR = Annotated[str, PlainValidator(_parse_cidr)]
 MAC = Annotated[str, PlainValidator(_parse_mac)]
 Duration = Annotated[str, PlainValidator(_parse_duration)]
 Name = Annotated[str, PlainValidator(_parse_name)]
+ServerUrl = Annotated[str, PlainValidator(_parse_server_url)]
 
 
 def duration_seconds(text: str) -> int:

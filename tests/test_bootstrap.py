@@ -122,7 +122,9 @@ def _script_dir() -> Path:
     """The scripts as the package ships them (plain files, no rendering)."""
     folder = bootstrap.resources.templates_dir() / "bootstrap"
     # beside the first boot's scripts: the certificate renewal's (tests/test_renewal.py)
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*bootstrap.script_texts(), "renew-certs.sh"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*bootstrap.script_texts(), "renew-certs.sh", "report.sh"]
+    )
     return folder
 
 

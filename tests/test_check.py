@@ -554,8 +554,8 @@ FAULTS = [
     Fault("encryption-key-role", "worker", _encryption_key_on_worker),
     Fault("encryption-key-role", "etcd-member", _encryption_key_on_etcd_member),
 ]
-# detectors whose fault needs something other than a tree edit: tested below
-SEPARATE = {"cert-expired", "cert-expiring", "schema", "schema-unavailable"}
+# detectors whose fault needs something other than a tree edit (or another bake): tested below
+SEPARATE = {"cert-expired", "cert-expiring", "schema", "schema-unavailable", "report-key"}
 
 
 def _matches(findings: list[dict[str, str]], detector: str, expected: list[tuple[str, str]]) -> None:
@@ -576,6 +576,33 @@ def test_fault_is_reported_exactly(tree: Path, fault: Fault) -> None:
     _matches(errors, fault.detector, expected)
     warnings = [f["check"] for f in findings if f["level"] == "warning"]
     assert warnings == (["schema-unavailable"] if fault.detector != "manifest-unreadable" else [])
+
+
+REPORT_KEY = "/etc/bake/report.key"
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_report_keys_are_each_nodes_own(tmp_path: Path) -> None:
+    """cluster.seed.reportUrl: a seed copied across nodes (worker-1 reporting as worker-2), or a key
+    planted on another node, is a finding; the tree as baked is not."""
+    out = tmp_path / "out"
+    proc = bake("--profile", "single-master", *ALG, "--set", "cluster.seed.reportUrl=http://10.77.0.1:8080",
+                "-q", out=out)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    t = _lay_out(out, "single-master", tmp_path / "laid")
+    code, findings = run_check(t)
+    assert code == 0 and not [f for f in findings if f["level"] == "error"]
+    other = check.write_files_of((t / "nodes/worker-2/user-data").read_bytes())[REPORT_KEY][0]
+    _replace_file(t, "worker-1", REPORT_KEY, other)
+    own = check.write_files_of((t / "nodes/cp-1/user-data").read_bytes())[REPORT_KEY][0]
+    _add_file(t, "cp-1", "/root/keys", b"#!/bin/sh\nKEY=" + own.strip() + b"\nOTHER=" + other.strip() + b"\n")
+    code, findings = run_check(t)
+    errors = [f for f in findings if f["level"] == "error"]
+    assert code == 1 and {f["check"] for f in errors} == {"report-key"}, errors
+    _matches(errors, "report-key", [
+        _exact("nodes/cp-1", "holds the report key of worker-2 in /root/keys"),
+        _exact(f"nodes/worker-1:{REPORT_KEY}", "is not this node's report key but worker-2's"),
+    ])  # fmt: skip
 
 
 @pytest.mark.usefixtures("no_cloud_init")

@@ -39,6 +39,7 @@ SECRET_PATHS: dict[str, tuple[str, str]] = {
     f"{PKI}/sa.pub": ("also", "sa"),
     "/etc/kubernetes/encryption/config.yaml": ("also", "encryption"),
     "/etc/bake/join.conf": ("also", "join"),
+    "/etc/bake/report.key": ("also", "report"),
     **{f"/etc/kubernetes/{kind}.conf": ("kubeconfigs", kind) for kind in ("admin", "super-admin", "kubelet")},
     "/etc/kubernetes/controller-manager.conf": ("kubeconfigs", "controller-manager"),
     "/etc/kubernetes/scheduler.conf": ("kubeconfigs", "scheduler"),
@@ -61,6 +62,8 @@ PROFILES = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
 VARIANTS = [(name, ()) for name in PROFILES] + [
     ("ha-stacked", ("cluster.join=token",)),
     ("ha-external-etcd", ("cluster.secretsEncryption=none",)),
+    ("ha-external-etcd", ("cluster.seed.reportUrl=https://10.77.0.1:8443",)),
+    ("ha-stacked", ("cluster.seed.reportUrl=http://10.77.0.1:8080",)),
 ]
 
 
@@ -88,7 +91,7 @@ def _readme_table() -> dict[tuple[Holder, Topology], Placement]:
             c.strip() for c in line.strip("|").split("|")
         )
         extra = set(_names(also))
-        assert extra <= {"sa", "encryption", "join"}, also
+        assert extra <= {"sa", "encryption", "join", "report"}, also
         key = (Holder(node), Topology(topology))
         assert key not in rows, f"README lists {key} twice"
         rows[key] = Placement(
@@ -99,6 +102,7 @@ def _readme_table() -> dict[tuple[Holder, Topology], Placement]:
             service_account_key="sa" in extra,
             encryption_config="encryption" in extra,
             join_credential="join" in extra,
+            report_key="report" in extra,
         )
     return rows
 
@@ -129,6 +133,7 @@ def _row(plan: ClusterPlan, node: NodePlan) -> Placement:
         row,
         encryption_config=row.encryption_config and plan.settings.secrets_encryption != "none",
         join_credential=row.join_credential and plan.settings.join.value == "certificate",
+        report_key=row.report_key and plan.settings.seed.report_url is not None,
     )
 
 
@@ -144,7 +149,12 @@ def _held(files: tuple[NodeFile, ...]) -> set[tuple[str, str]]:
 
 
 def _expected(row: Placement) -> set[tuple[str, str]]:
-    also = {"sa": row.service_account_key, "encryption": row.encryption_config, "join": row.join_credential}
+    also = {
+        "sa": row.service_account_key,
+        "encryption": row.encryption_config,
+        "join": row.join_credential,
+        "report": row.report_key,
+    }
     return (
         {("ca_certs", n) for n in row.ca_certs}
         | {("ca_keys", n) for n in row.ca_keys}

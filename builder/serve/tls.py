@@ -1,0 +1,72 @@
+"""The seed server's TLS: a CA of its own in the bundle, and a server certificate for the URLs' hosts.
+
+Why a dedicated CA and not one of the cluster's: every certificate the cluster CA (or the etcd or
+front-proxy CA) signs is an identity the cluster trusts (the apiserver maps a client certificate's CN
+and O to a user, etcd accepts any client its CA signed). The seed server runs on a provisioning host,
+often a laptop, for a few hours; its key must not be able to become anything the cluster believes in,
+and its certificate must be re-issuable (another address) without touching the cluster's PKI. So the
+bundle holds `pki/seed-ca` (only ever signs the seed server) and `pki/seed-server`; each node pins the
+seed CA for its reports (curl --cacert, never the system store). `--rotate-ca` makes a new one too.
+
+The certificate names the hosts of `cluster.seed.reportUrl` and `cluster.seed.httpBaseUrl` that are
+https:// (IPs as IP SANs, names as DNS SANs); nothing is made for plain http URLs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from ..model import Seed
+from ..pki import CertSpec, ExtUsage, IPAddress
+
+CA_NAME = "seed-ca"
+SERVER_NAME = "seed-server"
+CA_CN = "bake-seed-ca"
+CA_BASE = "seed-ca"
+SERVER_BASE = "seed-server"
+"""Files in the bundle: pki/seed-ca.{crt,key}, pki/seed-server.{crt,key}."""
+NODE_CA_PATH = "/etc/bake/report-ca.crt"
+"""The seed CA on a node, pinned by its reports."""
+
+
+def https_hosts(seed: Seed) -> tuple[str, ...]:
+    """The hosts of the profile's https:// seed URLs, in order, once each."""
+    hosts: list[str] = []
+    for url in (seed.report_url, seed.http_base_url):
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.scheme == "https" and host and host not in hosts:
+            hosts.append(host)
+    return tuple(hosts)
+
+
+def wanted(seed: Seed) -> bool:
+    return bool(https_hosts(seed))
+
+
+def ca_spec() -> CertSpec:
+    return CertSpec(name=CA_NAME, base=CA_BASE, cn=CA_CN)
+
+
+def server_spec(seed: Seed) -> CertSpec:
+    """The server certificate for the https hosts (DNS names sorted, IPs in order, as pki writes SANs)."""
+    hosts = https_hosts(seed)
+    dns: list[str] = []
+    ips: list[IPAddress] = []
+    for host in hosts:
+        try:
+            ips.append(ipaddress.ip_address(host))
+        except ValueError:
+            dns.append(host)
+    return CertSpec(
+        name=SERVER_NAME,
+        base=SERVER_BASE,
+        cn=hosts[0] if hosts else "bake-seed-server",
+        usages=(ExtUsage.SERVER,),
+        dns=tuple(sorted(set(dns))),
+        ips=tuple(ips),
+        ca=CA_NAME,
+    )
