@@ -57,6 +57,7 @@ from .image import ensure_image, repo_root
 pytestmark = [pytest.mark.vm, pytest.mark.e2e]
 
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+MANIFESTS = "/etc/kubernetes/manifests"
 CRICTL = "crictl --runtime-endpoint unix:///run/containerd/containerd.sock"
 PKI = "/etc/kubernetes/pki"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
@@ -709,7 +710,7 @@ def test_external_etcd_late(k8s_image_amd64: None, tmp_path: Path) -> None:
     cp_checks = [
         external_etcd_wait_check(endpoint),
         expect.command(
-            ["grep", "-F", f"--etcd-servers={endpoint}", "/etc/kubernetes/manifests/kube-apiserver.yaml"],
+            ["grep", "-F", "-e", f"--etcd-servers={endpoint}", f"{MANIFESTS}/kube-apiserver.yaml"],
             name="kube-apiserver stores in the external member",
         ),
         expect.command(
