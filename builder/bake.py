@@ -19,25 +19,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import (
-    __version__,
-    airgap,
-    bundledir,
-    cloudinit,
-    distribute,
-    images,
-    packaging,
-    parallel,
-    resources,
-    sealing,
-    secrets,
-)
+from . import __version__, parallel, resources
+from .emit import packaging
+from .emit.outputs import DryTree, OutputTree
 from .errors import BakeError, OutputError, Problem, SecretsError
 from .files import NodeFile, private_dirs
-from .outputs import DryTree, OutputTree
-from .plan import ClusterPlan, NodePlan, build_plan
-from .profile import load_profile
-from .syntax import duration_seconds
+from .model.syntax import duration_seconds
+from .node import airgap, cloudinit, distribute
+from .pki import bundledir, sealing, secrets
+from .plan import ClusterPlan, NodePlan, build_plan, images
+from .validation.profile import load_profile
 
 MANIFEST_FORMAT = 1
 Progress = Callable[[str, int, int], None]

@@ -16,13 +16,8 @@ from pathlib import Path
 import pycdlib
 import pytest
 
+from builder.emit.iso import SeedIsoError, build_seed_iso, iso9660_name, read_seed_iso
 from builder.errors import BakeError
-from builder.iso import (
-    SeedIsoError,
-    build_seed_iso,
-    iso9660_name,
-    read_seed_iso,
-)
 
 from .peers import program
 

@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from builder import certlist, pki
-from builder.pki import CertSpec, ExtUsage, KeyAlgorithm
+from builder.pki import certlist
+from builder.pki import crypto as pki
+from builder.pki.crypto import CertSpec, ExtUsage, KeyAlgorithm
 
 OPENSSL = "/usr/bin/openssl"
 NODE = "cp-1"

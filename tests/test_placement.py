@@ -15,11 +15,13 @@ from dataclasses import replace
 
 import pytest
 
-from builder import check, cloudinit, placement, secrets
-from builder.distribute import node_pki_files
+from builder import check
 from builder.files import NodeFile
 from builder.model import Role
-from builder.placement import Holder, Placement
+from builder.node import cloudinit
+from builder.node.distribute import node_pki_files
+from builder.pki import placement, secrets
+from builder.pki.placement import Holder, Placement
 from builder.plan import ClusterPlan, NodePlan, Topology
 
 from .helpers import REPO

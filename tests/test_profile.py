@@ -15,7 +15,7 @@ import pytest
 from builder import resources, yamlio
 from builder.errors import Problem, ProfileError
 from builder.model import Cni, LoadBalancerKind, Profile, Role
-from builder.profile import apply_set, load_profile, validate
+from builder.validation.profile import apply_set, load_profile, validate
 
 EMBEDDED = (
     "etcd-cluster",

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from builder import kubeadm_config as kc
-from builder import versions, yamlio
+from builder import yamlio
 from builder.errors import ProfileError
+from builder.model import versions
+from builder.node import kubeadm_config as kc
 from builder.plan import build_plan
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 
 from .helpers import bake, tree_digest
 

@@ -13,8 +13,9 @@ import shlex
 from functools import cache
 from urllib.parse import urlsplit
 
-from .. import bootstrap, paths, resources
+from .. import paths, resources
 from ..files import NodeFile, public
+from ..node import bootstrap
 from ..plan import ClusterPlan, NodePlan
 from . import protocol
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from ..syntax import IPAddress
+from ..model.syntax import IPAddress
 from .catalog import Catalog, Cluster, Node
 
 SEED_FILES = ("user-data", "meta-data", "network-config", "vendor-data")

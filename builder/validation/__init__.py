@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .. import airgap
 from ..errors import Problem
 from ..model import Profile
+from ..node import airgap
 from . import components, structure
 from .structure import raw_problems
 

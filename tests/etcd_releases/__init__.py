@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder import versions
+from builder.model import versions
 from tests.k8s import CACHE
 from tests.k8s import build as k8s_build
 from tests.k8s.build import HERE as K8S_HERE

@@ -21,9 +21,12 @@ from functools import cache
 import yaml
 from cryptography import x509
 
-from . import airgap, images, paths, resources, versions, yamlio
-from .errors import BakeError, Problem
-from .files import NodeFile, public
+from .. import paths, resources, yamlio
+from ..errors import BakeError, Problem
+from ..files import NodeFile, public
+from ..model import Cni, Role, versions
+from ..plan import ClusterPlan, NodePlan, StaticPod, Topology, images
+from . import airgap
 from .host import HostPrep
 from .kubeadm_config import (
     APISERVER_ETCD_CLIENT_CERT,
@@ -33,8 +36,6 @@ from .kubeadm_config import (
     JOIN_CONFIG_PATH,
     joins_with_token,
 )
-from .model import Cni, Role
-from .plan import ClusterPlan, NodePlan, StaticPod, Topology
 
 SCRIPT_PATH = "/usr/local/sbin/bake-bootstrap"
 UNIT_NAME = "bake-bootstrap.service"

@@ -28,11 +28,11 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from . import images, iso
-from .errors import BakeError, Problem
-from .files import sha256_file
-from .model import Arch, Cni, Profile
-from .plan import ClusterPlan
+from ..emit import iso
+from ..errors import BakeError, Problem
+from ..files import sha256_file
+from ..model import Arch, Cni, Profile
+from ..plan import ClusterPlan, images
 
 LABEL_PREFIX = "bakeimg-"
 CNI_DIR = "cni"

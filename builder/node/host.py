@@ -18,11 +18,20 @@ from typing import Any
 
 import tomli_w
 
-from . import images, mirrors, paths, yamlio
-from .files import NodeFile, public
-from .model import Cni, LoadBalancerKind, PackageMode, Role, Runtime, RuntimeSource
-from .osfamily import K8S_PACKAGES, AptKey, OsFamily, PackageFamily, Repositories, RepositoryFiles, for_os
-from .plan import ClusterPlan, NodePlan, Topology
+from .. import paths, yamlio
+from ..files import NodeFile, public
+from ..model import Cni, LoadBalancerKind, PackageMode, Role, Runtime, RuntimeSource
+from ..model.osfamily import (
+    K8S_PACKAGES,
+    AptKey,
+    OsFamily,
+    PackageFamily,
+    Repositories,
+    RepositoryFiles,
+    for_os,
+)
+from ..plan import ClusterPlan, NodePlan, Topology, images
+from . import mirrors
 
 MODULES_LOAD_PATH = "/etc/modules-load.d/k8s.conf"
 SYSCTL_PATH = "/etc/sysctl.d/k8s.conf"

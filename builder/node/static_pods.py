@@ -33,12 +33,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import images, paths, resources, yamlio
-from .files import NodeFile, public
+from .. import paths, resources, yamlio
+from ..files import NodeFile, public
+from ..model import Arg, LoadBalancerKind, Role
+from ..model.syntax import IPAddress
+from ..plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, bracket, host_port, images
 from .kubeadm_config import control_plane_health_check_seconds
-from .model import Arg, LoadBalancerKind, Role
-from .plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, bracket, host_port
-from .syntax import IPAddress
 
 # Upstream references of the load balancers' images (builder.images pins them and applies
 # cluster.imageRepository and cluster.images to them).

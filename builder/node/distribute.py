@@ -7,12 +7,14 @@ join credential (JOIN_KUBECONFIG_PATH, with cluster.join: certificate) and the n
 
 from __future__ import annotations
 
-from . import certlist, encryption, paths, pki, placement
-from .files import NodeFile, public, secret
-from .plan import ClusterPlan, Endpoint, NodePlan
-from .secrets import OPERATOR, Bundle, report_node_key, required_specs
-from .serve import nodefiles
-from .yamlio import dump
+from .. import paths
+from ..files import NodeFile, public, secret
+from ..pki import certlist, encryption, placement
+from ..pki import crypto as pki
+from ..pki.secrets import OPERATOR, Bundle, report_node_key, required_specs
+from ..plan import ClusterPlan, Endpoint, NodePlan
+from ..serve import nodefiles
+from ..yamlio import dump
 
 PKI_DIR = paths.PKI_DIR
 JOIN_KUBECONFIG_PATH = paths.JOIN_KUBECONFIG
