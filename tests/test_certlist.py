@@ -1,4 +1,4 @@
-"""builder.certlist against the tables of spec 1.1, 1.2 and 2, checked on real certificates."""
+"""builder.pki.certlist against the tables of spec 1.1, 1.2 and 2, checked on real certificates."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""builder.distribute: which secret lands on which role, at kubeadm's paths and modes, and the kubeconfigs."""
+"""builder.node.distribute: which secret lands on which role, at kubeadm's paths and modes, and the
+kubeconfigs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""builder.images: the one list of images every node needs, judged by the real kubeadm where it can run.
+"""builder.plan.images: the one list of images every node needs, judged by the real kubeadm where it can run.
 
 The control-plane list must equal `kubeadm config images list --config <the baked kubeadm.yaml>` of the
 upstream kubeadm built from the Go module proxy (tests/k8s); the rest is checked against references

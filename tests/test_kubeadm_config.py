@@ -1,4 +1,4 @@
-"""builder.kubeadm_config / builder.kubeadm_schema: kubeadm's config documents as data.
+"""builder.node.kubeadm_config / builder.model.kubeadm_schema: kubeadm's config documents as data.
 
 Golden files: `UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_kubeadm_config.py tests/test_static_pods.py`.
 """

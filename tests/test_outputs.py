@@ -1,4 +1,5 @@
-"""builder.outputs: generations swapped in atomically, unchanged files hard-linked, exact modes, one bake."""
+"""builder.emit.outputs: generations swapped in atomically, unchanged files hard-linked, exact modes, one
+bake."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""builder.pki against the kubeadm spec (sections 1-3), checked with cryptography and the real openssl."""
+"""builder.pki.crypto against the kubeadm spec (sections 1-3), checked with cryptography and the real
+openssl."""
 
 from __future__ import annotations
 

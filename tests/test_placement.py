@@ -1,4 +1,4 @@
-"""builder.placement: the one role x topology secrets table, and every consumer held to it.
+"""builder.pki.placement: the one role x topology secrets table, and every consumer held to it.
 
 The README's table is parsed and compared with the code's; for every embedded profile the files each
 node really gets are mapped back to secrets by kubeadm's paths (written out here, not taken from the

@@ -1,4 +1,5 @@
-"""builder.profile and builder.yamlio: loading, `extends`, `--set`, validation reporting every problem."""
+"""builder.validation.profile and builder.yamlio: loading, `extends`, `--set`, validation reporting every
+problem."""
 
 from __future__ import annotations
 

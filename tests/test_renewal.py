@@ -1,4 +1,4 @@
-"""Certificate lifecycle: the renewal timer on control planes and etcd members (builder/renewal.py,
+"""Certificate lifecycle: the renewal timer on control planes and etcd members (builder/node/renewal.py,
 templates/bootstrap/renew-certs.sh), the expiry calendar of `bake check` and the expiry warning of `bake`.
 
 - which node gets what (hand-written expectations from kubeadm's layout and the placement table), the

@@ -1,4 +1,5 @@
-"""builder.secrets: a bundle is made once, reused byte for byte, changed only as reported, never repaired."""
+"""builder.pki.secrets: a bundle is made once, reused byte for byte, changed only as reported, never
+repaired."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""builder.static_pods: external etcd members and the control-plane load balancer as static pods.
+"""builder.node.static_pods: external etcd members and the control-plane load balancer as static pods.
 
 Real peers: the `kubernetes-validate` Pod schemas, haproxy -c, keepalived --config-test, shellcheck
 and an etcd binary. Goldens: `UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_kubeadm_config.py

@@ -35,7 +35,7 @@ def paths_of(profile: str, *sets: str) -> list[str]:
 # --- kubeadm feature gates ----------------------------------------------------------------------
 
 # (minor, gate, accepted by that kubeadm), from each minor's cmd/kubeadm/app/features/features.go and
-# the k/k PRs that promoted or removed the gates (cited in builder/versions.py).
+# the k/k PRs that promoted or removed the gates (cited in builder/model/versions.py).
 GATE_FACTS = [
     (31, "UpgradeAddonsBeforeControlPlane", False),  # removed in 1.31 (k/k PR #124715)
     (31, "EtcdLearnerMode", True),

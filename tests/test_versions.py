@@ -1,4 +1,4 @@
-"""Tests for builder.versions: table shape, monotonic facts, parsing and the skew policy."""
+"""Tests for builder.model.versions: table shape, monotonic facts, parsing and the skew policy."""
 
 from __future__ import annotations
 

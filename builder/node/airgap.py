@@ -7,7 +7,7 @@ and the CNI's manifests into one images seed: an ISO 9660 image labelled `bakeim
 (`images/<arch>/images.iso`), with the same files under the HTTP seed tree (`http/_images/<arch>/`,
 `_` keeps it apart from node names). The bootstrap finds the seed by its label, imports the archives
 into the container runtime before kubeadm and checks that every image the node needs
-(builder.images.node_images) is there.
+(builder.plan.images.node_images) is there.
 
 At bake time the archives' own indexes (docker `manifest.json` RepoTags, OCI `index.json`
 annotations) are read, so an archive set that lacks an image a node needs fails the bake, not the

@@ -2,7 +2,7 @@
 
 The node runs `kubeadm init --config INIT_CONFIG_PATH` (first control plane) or
 `kubeadm join --config JOIN_CONFIG_PATH` (everyone else but etcd-only members). Everything version-
-dependent comes from `plan.info` / `node.kubelet_info` (builder.versions.MinorInfo).
+dependent comes from `plan.info` / `node.kubelet_info` (builder.model.versions.MinorInfo).
 
 Upstream facts relied on (see kubeadm-spec.md sections 2, 4 and 6):
 - `kubeadm join --config` reads only the JoinConfiguration document: `documentMapToJoinConfiguration`

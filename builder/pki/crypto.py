@@ -2,7 +2,7 @@
 
 Pure: no file I/O. Everything a kubeadm-compatible bundle needs is here (keys, CA and leaf
 certificates, PEM encodings, discovery hash, bootstrap tokens, kubeconfig dicts); *which*
-certificates exist and what goes in them lives in `builder.certlist`.
+certificates exist and what goes in them lives in `builder.pki.certlist`.
 
 Go behaviour mirrored (kubeadm v1.31-v1.34 are built with Go 1.22-1.24):
 - extension order KeyUsage(critical), ExtKeyUsage, BasicConstraints(critical), SubjectKeyId,
@@ -103,7 +103,7 @@ _EKU_OID = {
 
 @dataclass(frozen=True)
 class CertSpec:
-    """One certificate as kubeadm would compute it (see builder.certlist for the real list)."""
+    """One certificate as kubeadm would compute it (see builder.pki.certlist for the real list)."""
 
     name: str
     base: str
