@@ -1,5 +1,6 @@
-"""The package layout: stage sub-packages without import cycles, each module importable on its own, and
-the tool digest (which decides whether a node is re-rendered) covering every module and template."""
+"""The package layout: stage sub-packages importing only from the stages before them (the exceptions
+named), no import cycle, each module importable on its own, and the tool digest (which decides whether a
+node is re-rendered) covering every module and template."""
 
 from __future__ import annotations
 
@@ -14,6 +15,17 @@ import builder
 from builder import bake, resources
 
 PACKAGE = Path(builder.__file__).parent
+STAGES = ("model", "validation", "plan", "pki", "node", "emit")  # the pipeline's order (README)
+SHARED = {"errors", "files", "paths", "parallel", "resources", "yamlio"}  # helpers every stage uses
+# Imports against the pipeline's order, each with its reason. A new one needs its own reason here.
+BACKWARD = {
+    ("builder.validation", "builder.node.airgap"): "the air gap's profile checks, by its seed",
+    ("builder.node.airgap", "builder.emit.iso"): "the images seed is an ISO, packed like the node seeds",
+    ("builder.pki.secrets", "builder.serve.protocol"): "the bundle holds the secret report keys derive from",
+    ("builder.pki.secrets", "builder.serve.tls"): "the bundle holds the seed server's CA and certificate",
+    ("builder.node.cloudinit", "builder.serve.nodefiles"): "the reporter, by its protocol",
+    ("builder.node.distribute", "builder.serve.nodefiles"): "the reporter's key and pinned CA, same reason",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -95,6 +107,30 @@ def test_the_import_graph_sees_relative_and_absolute_imports() -> None:
     assert "builder.node.kubeadm_config" in graph["builder.node.static_pods"]  # from . import kubeadm_config
     assert "builder.plan" in graph["builder.node.static_pods"]  # from ..plan import ...
     assert "builder.pki.crypto" in graph["builder.check"]  # from .pki import crypto as pki
+
+
+def _place(module: str) -> tuple[str, int]:
+    """(kind, rank): a stage and its rank in the pipeline, a shared helper, or what runs the stages."""
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in STAGES:
+        return "stage", STAGES.index(parts[1])
+    if len(parts) == 2 and parts[1] in SHARED:
+        return "shared", -1
+    return "top", len(STAGES)  # cli, bake, check, dryrun, serve/: they read every stage
+
+
+def _backward(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    return {(a, b) for a, targets in graph.items() for b in targets if _place(b)[1] > _place(a)[1]}
+
+
+def test_backward_finder_finds_a_late_import() -> None:
+    graph = {"builder.plan": {"builder.node.host", "builder.model"}, "builder.files": {"builder.errors"}}
+    assert _backward(graph) == {("builder.plan", "builder.node.host")}
+    assert _backward({"builder.paths": {"builder.plan"}}) == {("builder.paths", "builder.plan")}
+
+
+def test_stages_import_only_earlier_stages() -> None:
+    assert _backward(_graph()) == set(BACKWARD)
 
 
 def test_no_import_cycle() -> None:
