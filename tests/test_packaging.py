@@ -22,6 +22,7 @@ from builder.validation.profile import load_profile
 
 from . import helpers
 from .helpers import bake, bundle, tree_digest
+from .peers import program
 
 
 def _rendered(size: int) -> RenderedNode:
@@ -76,7 +77,7 @@ def test_http_tree_and_pxe_snippets(stacked: Path) -> None:
         for name in ("user-data", "meta-data", "network-config"):
             assert (tree / "http" / node / name).read_bytes() == (tree / "nodes" / node / name).read_bytes()
         assert (tree / "http" / node / "cmdline.txt").read_text() == (
-            f"ds=nocloud;s=http://seed.example.test/c1/{node}/\n"
+            f"ds=nocloud-net;s=http://seed.example.test/c1/{node}/\n"
         )
         ipxe = (tree / "http" / node / "boot.ipxe").read_text()
         assert ipxe.startswith("#!ipxe\n") and f"s=http://seed.example.test/c1/{node}/" in ipxe
@@ -280,3 +281,28 @@ def test_sigkill_mid_bake_leaves_previous_tree_intact(tmp_path: Path) -> None:
     # the next bake cleans the abandoned generation and succeeds
     assert bake("--profile", str(profile), "--quiet", out=out).returncode == 0
     assert not list(out.glob(".bake/big/tmp-*"))
+
+
+@pytest.mark.peer
+def test_pxe_kernel_argument_is_read_by_cloud_init_as_a_network_seed(stacked: Path) -> None:
+    """cloud-init's own parser (Debian's cloud-init, whose Python is /usr/bin/python3) reads the baked
+    kernel argument as a network seed (dsmode net) at the node's URL; `ds=nocloud` would be read as the
+    local mode, and the node would boot without its seed."""
+    program("cloud-init")
+    cmdline = (stacked / "ha-stacked" / "http" / "worker-1" / "cmdline.txt").read_text().strip()
+    probe = (
+        "import json, sys\n"
+        "from cloudinit.sources.DataSourceNoCloud import load_cmdline_data\n"
+        "md = {}\n"
+        "found = load_cmdline_data(md, ' root=/dev/vda ro ' + sys.argv[1] + ' quiet ')\n"
+        "print(json.dumps({'found': found, **md}))\n"
+    )
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-c", probe, cmdline], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "found": True,
+        "dsmode": "net",
+        "seedfrom": "http://seed.example.test/c1/worker-1/",
+    }

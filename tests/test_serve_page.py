@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 
 from builder.serve import page, server
 
+from .chromium import Dom, chromium
 from .peers import program
 from .serve_support import ADDRESSES, Running, bake_loopback, load, report_body, running, seed_key, sign
 
@@ -73,71 +72,6 @@ def _scripted(reporter: Reporter) -> type[server.Handler]:
     return Scripted
 
 
-def _chromium(tmp_path: Path, url: str, *mode: str, budget_ms: int) -> str:
-    chromium = program("chromium")
-    proc = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         "--no-proxy-server", "--disable-extensions", "--disable-background-networking",
-         f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--virtual-time-budget={budget_ms}",
-         "--window-size=1400,900", *mode, url],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
-
-
-class Dom(HTMLParser):
-    """The rows, step cells, failure tails and status line of a dumped page (stdlib parser)."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__()
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.tails: dict[tuple[str, str], str] = {}
-        self.tags: list[str] = []
-        self.version: str | None = None
-        self._row: str | None = None
-        self._cell: dict[str, str] | None = None
-        self._cells: list[str] = []
-        self._tail: tuple[str, str] | None = None
-        self._text = ""
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        self.tags.append(tag)
-        if tag == "tr" and "data-node" in a:
-            self._row = a["data-node"]
-            self.rows[self._row] = {"current": (a["data-current-step"], a["data-current-event"]), "steps": {}}
-            self._cells = []
-        elif tag == "td" and self._row is not None:
-            self._cell, self._text = a, ""
-        elif tag == "pre" and a.get("class") == "tail":
-            self._tail, self._text = (a["data-node"], a["data-step"]), ""
-        elif tag == "p" and a.get("id") == "status":
-            self.version = a.get("data-version")
-
-    def handle_data(self, data: str) -> None:
-        self._text += data
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "td" and self._cell is not None and self._row is not None:
-            self._cells.append(self._text)
-            if self._cell.get("class") == "step":
-                step = {
-                    "state": self._cell["data-state"],
-                    "seconds": self._cell["data-seconds"],
-                    "text": self._text,
-                }
-                self.rows[self._row]["steps"][self._cell["data-step"]] = step
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self.rows[self._row]["cells"] = self._cells
-            self._row = None
-        elif tag == "pre" and self._tail is not None:
-            self.tails[self._tail] = self._text
-            self._tail = None
-
-
 def _matches_server(dom: Dom, srv: Running) -> dict[str, Any]:
     """The page shows what /api/state says: every node, its current step and every step's state."""
     doc = json.loads(srv.get("/api/state")[1])
@@ -163,7 +97,7 @@ def test_live_page_in_headless_chromium(tmp_path: Path) -> None:
         reporter.srv = srv
         url = f"http://127.0.0.1:{srv.port}/"
         # a first look: the nodes appear, the first reports arrive while the page polls
-        first = Dom(_chromium(tmp_path, url, "--dump-dom", budget_ms=2500))
+        first = Dom(chromium(tmp_path / "chromium-profile", url, "--dump-dom", budget_ms=2500))
         seen = reporter.position
         assert 1 <= seen < len(SCRIPT)
         doc = _matches_server(first, srv)
@@ -172,7 +106,7 @@ def test_live_page_in_headless_chromium(tmp_path: Path) -> None:
         assert first.rows["worker-1"]["steps"]["bootstrap"]["state"] == "running"
         assert int(first.version or 0) == seen
         # a second look, long enough for the rest of the script: the steps advance, a failure shows its tail
-        second = Dom(_chromium(tmp_path, url, "--dump-dom", budget_ms=30_000))
+        second = Dom(chromium(tmp_path / "chromium-profile", url, "--dump-dom", budget_ms=30_000))
         assert reporter.position == len(SCRIPT)
         doc = _matches_server(second, srv)
         w1, w2 = second.rows["worker-1"], second.rows["worker-2"]
@@ -194,7 +128,7 @@ def test_live_page_in_headless_chromium(tmp_path: Path) -> None:
         assert states["worker-2"]["steps"][5]["tail"] == TAIL
         # and a picture of it
         shot = tmp_path / "page.png"
-        _chromium(tmp_path, url, f"--screenshot={shot}", budget_ms=3000)
+        chromium(tmp_path / "chromium-profile", url, f"--screenshot={shot}", budget_ms=3000)
         data = shot.read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
     # the browser asked nothing but the page, its script and style, and the state; all from loopback
@@ -208,7 +142,8 @@ def test_page_of_a_cluster_whose_nodes_do_not_report(tmp_path: Path) -> None:
     program("chromium")
     tree = bake_loopback(tmp_path / "out")
     with running(load(tree)) as srv:
-        dom = Dom(_chromium(tmp_path, f"http://127.0.0.1:{srv.port}/", "--dump-dom", budget_ms=2000))
+        url = f"http://127.0.0.1:{srv.port}/"
+        dom = Dom(chromium(tmp_path / "chromium-profile", url, "--dump-dom", budget_ms=2000))
         _matches_server(dom, srv)
     assert set(dom.rows) == {"cp-1", "worker-1", "worker-2"}
     assert all(r["cells"][3] == "–" for r in dom.rows.values())

@@ -73,8 +73,13 @@ def size_problems(
 
 
 def kernel_cmdline(base_url: str, node: str) -> str:
-    """The NoCloud-net kernel argument; the ';' must be escaped as '\\;' inside GRUB configs."""
-    return f"ds=nocloud;s={base_url.rstrip('/')}/{node}/"
+    """The NoCloud-net kernel argument; the ';' must be escaped as '\\;' inside GRUB configs.
+
+    `nocloud-net`, not `nocloud`: cloud-init before 24.1 (Debian 12, Ubuntu 22.04, EL9) reads
+    `ds=nocloud` as the local mode, whose datasource is dropped once the network stage runs, so the
+    node boots on the fallback datasource and never runs its user-data. Later versions still accept
+    `nocloud-net` (a deprecated alias since 24.1)."""
+    return f"ds=nocloud-net;s={base_url.rstrip('/')}/{node}/"
 
 
 def ipxe_script(base_url: str, node: str) -> str:

@@ -9,10 +9,12 @@
     assert all(r.ok for r in results), "\\n".join(r.explain() for r in results)
 
 All VMs of one call boot at once on ONE private vde_switch (no host networking at all). Each gets a qcow2
-overlay on the cached image (tests/vm/image.py), the seed ISO as its second virtio disk and, when it has
-expectations, a `baketest` ISO (check.py + expectations.json) as the third. The guest agent prints one
-`BAKE-TEST-RESULT <json>` line per boot on the serial console and powers the VM off; this module waits
-for QEMU to exit (bounded), parses the serial log and always kills what it started.
+overlay on the cached image (tests/vm/image.py), the seed ISO as its second virtio disk (none for a node
+that fetches its seed over the network: `seed_iso=None`, the kernel arguments say where) and, when it
+has expectations, a `baketest` ISO (check.py + expectations.json) as the next. `run_vms(on_switch=...)`
+puts the host's side of a provisioning network on the switch (tests/vm/provisioning.py). The guest
+agent prints one `BAKE-TEST-RESULT <json>` line per boot on the serial console and powers the VM off;
+this module waits for QEMU to exit (bounded), parses the serial log and always kills what it started.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,7 @@ class VmSpec:
 
     name: str
     arch: str
-    seed_iso: Path
+    seed_iso: Path | None  # None: no seed disk; the node fetches its seed (nocloud-net, `extra_kernel_args`)
     mac: str
     memory_mb: int = 1024
     cpus: int = 1
@@ -75,6 +77,9 @@ class VmSpec:
     # Power the VM off (QEMU killed: no shutdown in the guest) the moment it has reported, while its peers
     # keep running: a failover test. Counts as a clean stop, like a VM held and stopped after its report.
     stop_after_report: bool = False
+    # Power on this many seconds after the run starts (peers first): e.g. an etcd member that comes up
+    # after the control plane that needs it.
+    start_delay_s: float = 0
 
     @property
     def hostnic_mac(self) -> str:
@@ -275,7 +280,8 @@ def make_check_iso(path: Path, expectations: dict[str, Any], extra: dict[str, by
 # processes
 
 
-def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+def kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM to the process group (started with start_new_session), SIGKILL after `grace`."""
     if proc.poll() is not None:
         return
     try:
@@ -315,7 +321,7 @@ def vde_switch(workdir: Path) -> Iterator[Path]:
     finally:
         if proc.stdin:
             proc.stdin.close()
-        _kill_group(proc, grace=3)
+        kill_group(proc, grace=3)
         if link is not None:
             shutil.rmtree(link, ignore_errors=True)
 
@@ -355,7 +361,9 @@ def qemu_argv(
     """The full QEMU command line for one guest (pure, so it can be inspected in unit tests)."""
     machine = ["-machine", "virt"] if spec.arch == "arm64" else ["-machine", "pc"]
     drives: list[str] = []
-    disks = [("root", vmdir / "root.qcow2", "qcow2", False), ("seed", spec.seed_iso, "raw", True)]
+    disks = [("root", vmdir / "root.qcow2", "qcow2", False)]
+    if spec.seed_iso is not None:
+        disks.append(("seed", spec.seed_iso, "raw", True))
     if spec.expectations is not None:
         disks.append(("checks", vmdir / "baketest.iso", "raw", True))
     disks += [(f"extra{i}", path, "raw", True) for i, path in enumerate(spec.extra_disks)]
@@ -420,7 +428,7 @@ def _validate(specs: Sequence[VmSpec]) -> None:
             raise HarnessError(f"{s.name}: bad MAC {s.mac!r}")
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", s.name):
             raise HarnessError(f"{s.name!r}: VM names become directory names; use [A-Za-z0-9_.-]")
-        if not s.seed_iso.is_file():
+        if s.seed_iso is not None and not s.seed_iso.is_file():
             raise HarnessError(f"{s.name}: seed ISO {s.seed_iso} does not exist")
         for disk in s.extra_disks:
             if not disk.is_file():
@@ -438,9 +446,18 @@ def _validate(specs: Sequence[VmSpec]) -> None:
 
 
 def run_vms(
-    specs: Sequence[VmSpec], *, workdir: Path, timeout_s: int, progress: bool = True
+    specs: Sequence[VmSpec],
+    *,
+    workdir: Path,
+    timeout_s: int,
+    progress: bool = True,
+    on_switch: Callable[[Path], AbstractContextManager[object]] | None = None,
 ) -> list[VmResult]:
     """Boot every spec at once on one private switch; wait (at most timeout_s) for all to power off.
+
+    `on_switch(switch socket)` is entered once the switch runs, before any guest starts, and left after
+    the last guest stopped: the host's side of the private network (e.g. a seed server and DHCP in a
+    network namespace of their own).
 
     With several VMs each guest stays up after its last report until every other guest has reported (or
     died), so checks against peers (ping, an etcd cluster) never find a peer already powered off; the
@@ -468,8 +485,11 @@ def run_vms(
     want = {s.name: s.reboots + 1 for s in specs}
     by_name = {s.name: s for s in specs}
     try:
-        with vde_switch(workdir) as switch:
-            for spec in specs:
+        with vde_switch(workdir) as switch, contextlib.ExitStack() as host_side:
+            if on_switch is not None:
+                host_side.enter_context(on_switch(switch))
+
+            def power_on(spec: VmSpec) -> None:
                 vmdir = workdir / spec.name
                 shutil.rmtree(vmdir, ignore_errors=True)
                 vmdir.mkdir(parents=True)
@@ -493,9 +513,17 @@ def run_vms(
                 started[spec.name] = time.monotonic()
                 accel = argv[argv.index("-accel") + 1]
                 note(f"{spec.name} ({spec.arch}, {accel}) booting; serial log {vmdir / 'serial.log'}")
+
+            run_start = time.monotonic()
+            waiting = sorted((s for s in specs if s.start_delay_s > 0), key=lambda s: s.start_delay_s)
+            for spec in specs:
+                if spec.start_delay_s <= 0:
+                    power_on(spec)
             deadline = time.monotonic() + timeout_s
             next_scan = 0.0
-            while len(ended) < len(procs):
+            while len(ended) < len(specs):
+                while waiting and time.monotonic() - run_start >= waiting[0].start_delay_s:
+                    power_on(waiting.pop(0))
                 for name, proc in procs.items():
                     if name not in ended and proc.poll() is not None:
                         ended[name] = time.monotonic()
@@ -517,14 +545,14 @@ def run_vms(
                             reported.add(name)
                             reported_at[name] = time.monotonic()
                             if by_name[name].stop_after_report and name not in ended:
-                                _kill_group(procs[name])
+                                kill_group(procs[name])
                                 released.add(name)
                                 ended[name] = time.monotonic()
                                 note(f"{name} powered off by the harness after its report (failover test)")
-                if hold and all(n in ended or n in reported for n in procs):
+                if hold and all(n in ended or n in reported for n in by_name):
                     for name, proc in procs.items():
                         if name not in ended:
-                            _kill_group(proc, grace=15)
+                            kill_group(proc, grace=15)
                             released.add(name)
                             ended[name] = time.monotonic()
                     note(f"all guests reported; stopped held VMs {sorted(released)}")
@@ -532,14 +560,17 @@ def run_vms(
                     for name, proc in procs.items():
                         if name not in ended:
                             timed_out.add(name)
-                            _kill_group(proc)
+                            kill_group(proc)
                             ended[name] = time.monotonic()
                             note(f"{name} TIMED OUT after {timeout_s} s: killed")
+                    for spec in waiting:
+                        timed_out.add(spec.name)
+                        note(f"{spec.name} never powered on: the run timed out first")
                     break
                 time.sleep(0.5)
     finally:
         for proc in procs.values():
-            _kill_group(proc)
+            kill_group(proc)
 
     out: list[VmResult] = []
     now = time.monotonic()
