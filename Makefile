@@ -41,7 +41,7 @@ vm-image: $(STAMP)
 ## vm-test: boot every seed ISO of a baked PROFILE on a private QEMU network
 vm-test: $(STAMP)
 	$(BIN)/bake --profile $(PROFILE) --out $(OUT) --set cluster.packages.mode=prebaked --quiet
-	$(BIN)/python -m tests.vm run --profile-dir $(OUT)/$$($(BIN)/python -c "import sys; from builder.profile import load_profile; print(load_profile(sys.argv[1]).cluster.name)" $(PROFILE))
+	$(BIN)/python -m tests.vm run --profile-dir $(OUT)/$$($(BIN)/python -c "import sys; from builder.validation.profile import load_profile; print(load_profile(sys.argv[1]).cluster.name)" $(PROFILE))
 
 ## k8s: build (or reuse) upstream Kubernetes components and their image archives: amd64, then arm64
 k8s: k8s-amd64

@@ -19,25 +19,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import (
-    __version__,
-    airgap,
-    bundledir,
-    cloudinit,
-    distribute,
-    images,
-    packaging,
-    parallel,
-    resources,
-    sealing,
-    secrets,
-)
+from . import __version__, parallel, resources
+from .emit import packaging
+from .emit.outputs import DryTree, OutputTree
 from .errors import BakeError, OutputError, Problem, SecretsError
 from .files import NodeFile, private_dirs
-from .outputs import DryTree, OutputTree
-from .plan import ClusterPlan, NodePlan, build_plan
-from .profile import load_profile
-from .syntax import duration_seconds
+from .model.syntax import duration_seconds
+from .node import airgap, cloudinit, distribute
+from .pki import bundledir, sealing, secrets
+from .plan import ClusterPlan, NodePlan, build_plan, images
+from .validation.profile import load_profile
 
 MANIFEST_FORMAT = 1
 Progress = Callable[[str, int, int], None]
@@ -270,14 +261,23 @@ def _refuse_foreign_ca(tree: OutputTree, bundle: secrets.Bundle, path: Path, rot
         )
 
 
+def tool_sources() -> list[tuple[str, Path]]:
+    """Every file a node's files are made from, by a name that says where it is: all of the package's
+    modules (every stage sub-package renders part of a node) and all templates. By relative path, not
+    file name: the packages hold several `__init__.py`."""
+    package = Path(__file__).parent
+    templates = resources.templates_dir()
+    code = [(p.relative_to(package.parent).as_posix(), p) for p in sorted(package.rglob("*.py"))]
+    data = [(f"templates/{p.relative_to(templates).as_posix()}", p) for p in sorted(templates.rglob("*"))]
+    return [*code, *((name, p) for name, p in data if p.is_file())]
+
+
 @functools.cache
 def tool_digest() -> str:
     """This bake's code and templates: a node baked by another version of either is re-rendered."""
     h = hashlib.sha256(__version__.encode())
-    sources = sorted(Path(__file__).parent.rglob("*.py"))  # the subpackages render node files too
-    templates = resources.templates_dir()
-    for path in [*sources, *sorted(p for p in templates.rglob("*") if p.is_file())]:
-        h.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
+    for name, path in tool_sources():
+        h.update(b"\0" + name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 

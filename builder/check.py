@@ -23,25 +23,16 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from . import (
-    bootstrap,
-    bundledir,
-    certlist,
-    cloudinit_schema,
-    iso,
-    packaging,
-    parallel,
-    paths,
-    pki,
-    placement,
-    sealing,
-    secrets,
-)
-from .distribute import JOIN_KUBECONFIG_PATH
+from . import parallel, paths
+from .emit import iso, packaging
 from .errors import BakeError
 from .files import NodeFile, sha256_file
-from .kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
-from .model import Role
+from .model import Role, cloudinit_schema
+from .node import bootstrap
+from .node.distribute import JOIN_KUBECONFIG_PATH
+from .node.kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
+from .pki import bundledir, certlist, placement, sealing, secrets
+from .pki import crypto as pki
 from .plan import Topology
 
 EXPIRY_WARNING = timedelta(days=30)

@@ -22,10 +22,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__, parallel, resources, sealing
+from . import __version__, parallel, resources
 from .bake import BakeOptions, BakeResult, run
 from .bake import Progress as ProgressFn
 from .errors import BakeError, Problem
+from .pki import sealing
 
 if TYPE_CHECKING:
     from . import check
@@ -181,7 +182,7 @@ def _secrets_parser() -> argparse.ArgumentParser:
 
 
 def secrets_main(argv: Sequence[str]) -> int:
-    from . import bundledir
+    from .pki import bundledir
 
     args = _secrets_parser().parse_args(argv)
     keys = _keys(args)
@@ -237,9 +238,9 @@ def _images_parser() -> argparse.ArgumentParser:
 
 
 def images_main(argv: Sequence[str]) -> int:
-    from . import airgap, images
-    from .plan import build_plan
-    from .profile import load_profile
+    from .node import airgap
+    from .plan import build_plan, images
+    from .validation.profile import load_profile
 
     args = _images_parser().parse_args(argv)
     plan = build_plan(load_profile(args.profile, args.sets, check_archives=False))

@@ -17,11 +17,12 @@ from typing import Any
 
 import yaml
 
-from . import check, cloudinit
+from . import check
 from .bake import BakeOptions, run
-from .outputs import DryTree
+from .emit.outputs import DryTree
+from .node import cloudinit
 from .plan import NodePlan, build_plan
-from .profile import load_profile
+from .validation.profile import load_profile
 
 DIFF_LINES = 40  # per file: enough to see what changed, short enough to read a fleet's plan
 

@@ -197,9 +197,11 @@ def _time(fn: Callable[[], object], repeat: int = 1) -> float:
 
 
 def bench_pki(work: Path) -> None:
-    from builder import parallel, pki, secrets
+    from builder import parallel
+    from builder.pki import crypto as pki
+    from builder.pki import secrets
     from builder.plan import build_plan
-    from builder.profile import load_profile
+    from builder.validation.profile import load_profile
 
     print("\n== PKI for ha-stacked per encryptionAlgorithm ==")
     print(

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from builder import secrets
+from builder.pki import secrets
 from builder.plan import ClusterPlan, build_plan
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 
 from . import helpers, peers
 

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from builder import airgap, bootstrap, check, cloudinit, iso, mirrors
+from builder import check
+from builder.emit import iso
 from builder.files import NodeFile
+from builder.node import airgap, bootstrap, cloudinit, mirrors
 from builder.plan import build_plan
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 from tests.helpers import bake, bundle
 from tests.test_bootstrap import DRIVER, Sandbox, fake_pki_files
 from tests.test_bootstrap import can_sandbox as can_sandbox  # the fixture, by name

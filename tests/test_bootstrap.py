@@ -29,11 +29,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder import bootstrap, cloudinit, distribute, host, resources
-from builder.bootstrap import BootstrapRole
+from builder import resources
 from builder.files import NodeFile, public, secret
+from builder.node import bootstrap, cloudinit, distribute, host
+from builder.node.bootstrap import BootstrapRole
 from builder.plan import ClusterPlan, NodePlan, build_plan
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 
 from .helpers import OVERLAYS
 from .peers import missing, program
@@ -1445,7 +1446,8 @@ def _baked_for_real(
     binary tries to reach stays on this machine."""
     from datetime import UTC, datetime
 
-    from builder import distribute, secrets
+    from builder.node import distribute
+    from builder.pki import secrets
 
     addresses = LOOPBACK_EXTERNAL if profile == "ha-external-etcd" else LOOPBACK_STACKED
     plan = _plan(profile, "cluster.packages.mode=prebaked", *(addresses if loopback else ()))

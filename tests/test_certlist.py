@@ -1,4 +1,4 @@
-"""builder.certlist against the tables of spec 1.1, 1.2 and 2, checked on real certificates."""
+"""builder.pki.certlist against the tables of spec 1.1, 1.2 and 2, checked on real certificates."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from builder import certlist, pki
-from builder.pki import CertSpec, ExtUsage, KeyAlgorithm
+from builder.pki import certlist
+from builder.pki import crypto as pki
+from builder.pki.crypto import CertSpec, ExtUsage, KeyAlgorithm
 
 SERVER, CLIENT = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
 NOW = datetime.now(UTC).replace(microsecond=0)

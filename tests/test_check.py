@@ -29,7 +29,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from builder import check, cli, cloudinit_schema, iso
+from builder import check, cli
+from builder.emit import iso
+from builder.model import cloudinit_schema
 
 from .helpers import bake, bundle
 from .peers import program

@@ -25,12 +25,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder import bootstrap, cloudinit, resources, yamlio
+from builder import resources, yamlio
 from builder.errors import BakeError
 from builder.files import NodeFile, public, secret
 from builder.model import Profile
+from builder.node import bootstrap, cloudinit
 from builder.plan import ClusterPlan, NodePlan, build_plan
-from builder.profile import load_profile, validate
+from builder.validation.profile import load_profile, validate
 
 from .helpers import check_golden
 from .peers import program
@@ -407,7 +408,7 @@ def test_password_hashing_needs_no_crypt_module_and_matches_glibc() -> None:
     `crypt`, which warns on 3.11-3.12 and is gone in 3.13; libpass does not)."""
     code = (
         "import sys\n"
-        "from builder.cloudinit import hash_password\n"
+        "from builder.node.cloudinit import hash_password\n"
         "print(hash_password('c1', 'cp-1', 'ops', 'pässwörd with spaces'))\n"
         "print('crypt' in sys.modules)\n"
     )

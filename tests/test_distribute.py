@@ -1,4 +1,5 @@
-"""builder.distribute: which secret lands on which role, at kubeadm's paths and modes, and the kubeconfigs."""
+"""builder.node.distribute: which secret lands on which role, at kubeadm's paths and modes, and the
+kubeconfigs."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from builder import pki, secrets
-from builder.distribute import node_pki_files, operator_admin_conf
 from builder.files import NodeFile, Sensitivity
+from builder.node.distribute import node_pki_files, operator_admin_conf
+from builder.pki import crypto as pki
+from builder.pki import secrets
+from builder.pki.secrets import Bundle
 from builder.plan import ClusterPlan, build_plan
-from builder.profile import load_profile, validate
-from builder.secrets import Bundle
+from builder.validation.profile import load_profile, validate
 
 from .peers import program
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import versions
+from builder.model import versions
 from tests import etcd_releases
 
 from . import peers

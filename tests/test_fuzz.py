@@ -19,10 +19,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builder import check, cli, resources, versions
+from builder import check, cli, resources
 from builder.check import write_files_of
 from builder.errors import BakeError
-from builder.profile import load_profile
+from builder.model import versions
+from builder.validation.profile import load_profile
 
 EXAMPLES = int(os.environ.get("BAKE_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 
 from .helpers import REPO, bake, bundle, check_golden, tree_digest
 from .peers import missing

@@ -10,11 +10,11 @@ from pathlib import PurePosixPath
 import pytest
 import yaml
 
-from builder import host, osfamily
-from builder.model import OsName, Runtime
-from builder.osfamily import PackageFamily
+from builder.model import OsName, Runtime, osfamily
+from builder.model.osfamily import PackageFamily
+from builder.node import host
 from builder.plan import ClusterPlan, NodePlan, build_plan
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 
 
 @cache

@@ -1,4 +1,4 @@
-"""builder.images: the one list of images every node needs, judged by the real kubeadm where it can run.
+"""builder.plan.images: the one list of images every node needs, judged by the real kubeadm where it can run.
 
 The control-plane list must equal `kubeadm config images list --config <the baked kubeadm.yaml>` of the
 upstream kubeadm built from the Go module proxy (tests/k8s); the rest is checked against references
@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder import cloudinit, host, images, resources, static_pods
-from builder.plan import ClusterPlan, build_plan
-from builder.profile import load_profile
+from builder import resources
+from builder.node import cloudinit, host, static_pods
+from builder.plan import ClusterPlan, build_plan, images
+from builder.validation.profile import load_profile
 from tests import k8s
 
 TOKEN = "abcdef.0123456789abcdef"

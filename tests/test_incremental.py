@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from builder import bake, secrets
+from builder import bake
+from builder.pki import secrets
 
 from .helpers import bundle, tree_digest
 

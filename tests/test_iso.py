@@ -16,13 +16,8 @@ from pathlib import Path
 import pycdlib
 import pytest
 
+from builder.emit.iso import SeedIsoError, build_seed_iso, iso9660_name, read_seed_iso
 from builder.errors import BakeError
-from builder.iso import (
-    SeedIsoError,
-    build_seed_iso,
-    iso9660_name,
-    read_seed_iso,
-)
 
 from .peers import program
 
@@ -255,7 +250,7 @@ def test_same_bytes_under_another_time_zone(monkeypatch: pytest.MonkeyPatch) -> 
 
 _CHILD = """
 import sys, time
-from builder.iso import build_seed_iso
+from builder.emit.iso import build_seed_iso
 files = {"meta-data": b"instance-id: node-0\\n", "user-data": bytes(range(256)) * 40, "network-config": b""}
 open(sys.argv[1], "wb").write(build_seed_iso(files, epoch=int(sys.argv[2])))
 print(time.localtime(0).tm_gmtoff)

@@ -1,4 +1,4 @@
-"""builder.kubeadm_config / builder.kubeadm_schema: kubeadm's config documents as data.
+"""builder.node.kubeadm_config / builder.model.kubeadm_schema: kubeadm's config documents as data.
 
 Golden files: `UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_kubeadm_config.py tests/test_static_pods.py`.
 """
@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from builder import kubeadm_config as kc
-from builder import kubeadm_schema, resources, versions, yamlio
+from builder import resources, yamlio
 from builder.errors import BakeError, ProfileError
 from builder.files import Sensitivity
-from builder.model import Profile
+from builder.model import Profile, kubeadm_schema, versions
+from builder.node import kubeadm_config as kc
 from builder.plan import ClusterPlan, build_plan
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 
 from .helpers import check_golden
 
@@ -375,7 +375,7 @@ def test_kubeadm_timeouts_come_from_the_profile() -> None:
         join = kc.join_configuration(plan, plan.node(name), TOKEN, CA_HASH)
         assert join["timeouts"] == {**init["timeouts"], "tlsBootstrap": "15m0s", "discovery": "1h0m0s"}
     assert not kubeadm_schema.unknown_fields(init)
-    from builder import static_pods
+    from builder.node import static_pods
 
     pod = static_pods.etcd_pod(plan, plan.node("etcd-1"))
     assert pod["spec"]["containers"][0]["startupProbe"]["failureThreshold"] == 120

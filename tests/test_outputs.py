@@ -1,4 +1,5 @@
-"""builder.outputs: generations swapped in atomically, unchanged files hard-linked, exact modes, one bake."""
+"""builder.emit.outputs: generations swapped in atomically, unchanged files hard-linked, exact modes, one
+bake."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from builder.emit.outputs import STATE_DIR, OutputTree
 from builder.errors import OutputError
-from builder.outputs import STATE_DIR, OutputTree
 
 CLUSTER = "demo"
 REPO = Path(__file__).resolve().parent.parent
@@ -218,7 +219,7 @@ HOLDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from builder.outputs import OutputTree
+    from builder.emit.outputs import OutputTree
     with OutputTree(Path(sys.argv[1]), sys.argv[2]) as tree:
         tree.write("from-holder", b"x", 0o600)
         print(tree.work, flush=True)

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from builder import check, packaging
-from builder.cloudinit import RenderedNode
+from builder import check
+from builder.emit import packaging
 from builder.model import SizeTarget
+from builder.node.cloudinit import RenderedNode
 from builder.plan import build_plan
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 
 from . import helpers
 from .helpers import bake, bundle, tree_digest

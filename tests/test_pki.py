@@ -1,4 +1,5 @@
-"""builder.pki against the kubeadm spec (sections 1-3), checked with cryptography and the real openssl."""
+"""builder.pki.crypto against the kubeadm spec (sections 1-3), checked with cryptography and the real
+openssl."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from builder import certlist, pki
-from builder.pki import CertSpec, ExtUsage, KeyAlgorithm
+from builder.pki import certlist
+from builder.pki import crypto as pki
+from builder.pki.crypto import CertSpec, ExtUsage, KeyAlgorithm
+from builder.pki.kubeconfig import kubeconfig
 
 OPENSSL = "/usr/bin/openssl"
 NODE = "cp-1"
@@ -853,7 +856,7 @@ def test_verify_hostname_follows_go() -> None:
 
 def test_kubeconfig_with_certs(p256: Tree) -> None:
     it, ca = p256.items["admin.conf"], p256.items["ca"].cert
-    cfg = pki.kubeconfig(
+    cfg = kubeconfig(
         cluster_name="kubernetes",
         server="https://10.0.0.1:6443",
         ca_cert=ca,
@@ -886,7 +889,7 @@ users:
 """
     assert text == expect
     # PEM bytes are used verbatim
-    same = pki.kubeconfig(
+    same = kubeconfig(
         cluster_name="kubernetes",
         server="https://10.0.0.1:6443",
         ca_cert=pki.cert_pem(ca),
@@ -900,7 +903,7 @@ users:
 def test_kubeconfig_with_token(p256: Tree) -> None:
     ca = p256.items["ca"].cert
     token = pki.generate_token()
-    cfg = pki.kubeconfig(
+    cfg = kubeconfig(
         cluster_name="kubernetes",
         server="https://[fd00::10]:6443",
         ca_cert=ca,
@@ -916,7 +919,7 @@ def test_kubeconfig_with_token(p256: Tree) -> None:
 def test_kubeconfig_needs_exactly_one_auth(p256: Tree) -> None:
     it, ca = p256.items["admin.conf"], p256.items["ca"].cert
     with pytest.raises(ValueError, match="not both"):
-        pki.kubeconfig(
+        kubeconfig(
             cluster_name="k",
             server="s",
             ca_cert=ca,
@@ -926,7 +929,7 @@ def test_kubeconfig_needs_exactly_one_auth(p256: Tree) -> None:
             token="abcdef.0123456789abcdef",
         )
     with pytest.raises(ValueError, match="needs a client certificate"):
-        pki.kubeconfig(cluster_name="k", server="s", ca_cert=ca, user="u", client_cert=it.cert)
+        kubeconfig(cluster_name="k", server="s", ca_cert=ca, user="u", client_cert=it.cert)
 
 
 # --------------------------------------------------------------------------------------------------

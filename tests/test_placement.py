@@ -1,4 +1,4 @@
-"""builder.placement: the one role x topology secrets table, and every consumer held to it.
+"""builder.pki.placement: the one role x topology secrets table, and every consumer held to it.
 
 The README's table is parsed and compared with the code's; for every embedded profile the files each
 node really gets are mapped back to secrets by kubeadm's paths (written out here, not taken from the
@@ -15,11 +15,13 @@ from dataclasses import replace
 
 import pytest
 
-from builder import check, cloudinit, placement, secrets
-from builder.distribute import node_pki_files
+from builder import check
 from builder.files import NodeFile
 from builder.model import Role
-from builder.placement import Holder, Placement
+from builder.node import cloudinit
+from builder.node.distribute import node_pki_files
+from builder.pki import placement, secrets
+from builder.pki.placement import Holder, Placement
 from builder.plan import ClusterPlan, NodePlan, Topology
 
 from .helpers import REPO

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from builder.model import Arch, OsName, Role
-from builder.osfamily import PackageFamily
+from builder.model.osfamily import PackageFamily
 from builder.plan import ClusterPlan, Endpoint, Topology, build_plan
-from builder.profile import load_profile, validate
+from builder.validation.profile import load_profile, validate
 
 
 def plan_of(name: str, *sets: str) -> ClusterPlan:

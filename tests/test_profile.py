@@ -1,4 +1,5 @@
-"""builder.profile and builder.yamlio: loading, `extends`, `--set`, validation reporting every problem."""
+"""builder.validation.profile and builder.yamlio: loading, `extends`, `--set`, validation reporting every
+problem."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from builder import resources, yamlio
 from builder.errors import Problem, ProfileError
 from builder.model import Cni, LoadBalancerKind, Profile, Role
-from builder.profile import apply_set, load_profile, validate
+from builder.validation.profile import apply_set, load_profile, validate
 
 EMBEDDED = (
     "etcd-cluster",

@@ -62,11 +62,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from builder import certlist, kubeadm_config, pki, versions
 from builder.errors import BakeError
-from builder.model import LoadBalancerKind, Role
+from builder.model import LoadBalancerKind, Role, versions
+from builder.node import kubeadm_config
+from builder.pki import certlist
+from builder.pki import crypto as pki
 from builder.plan import ClusterPlan, build_plan
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 from tests import k8s
 
 from .helpers import bake, bundle

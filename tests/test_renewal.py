@@ -1,4 +1,4 @@
-"""Certificate lifecycle: the renewal timer on control planes and etcd members (builder/renewal.py,
+"""Certificate lifecycle: the renewal timer on control planes and etcd members (builder/node/renewal.py,
 templates/bootstrap/renew-certs.sh), the expiry calendar of `bake check` and the expiry warning of `bake`.
 
 - which node gets what (hand-written expectations from kubeadm's layout and the placement table), the
@@ -34,11 +34,13 @@ import yaml
 from cryptography import x509
 
 from builder import bake as bake_module
-from builder import certlist, check, renewal, secrets
+from builder import check
 from builder.errors import ProfileError
+from builder.node import renewal
+from builder.pki import certlist, secrets
 from builder.plan import build_plan
-from builder.profile import load_profile
 from builder.resources import templates_dir
+from builder.validation.profile import load_profile
 
 from .helpers import OVERLAYS, bake, bundle
 from .helpers import check as run_check
@@ -160,7 +162,7 @@ def test_renewal_config_holds_no_token() -> None:
 
 
 def test_runcmd_enables_the_timer() -> None:
-    from builder import cloudinit
+    from builder.node import cloudinit
 
     plan = _plan("single-master")
     for node, enabled in (("cp-1", True), ("worker-1", False)):

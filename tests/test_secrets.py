@@ -1,4 +1,5 @@
-"""builder.secrets: a bundle is made once, reused byte for byte, changed only as reported, never repaired."""
+"""builder.pki.secrets: a bundle is made once, reused byte for byte, changed only as reported, never
+repaired."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from builder import pki, secrets
 from builder.errors import SecretsError
-from builder.pki import KeyAlgorithm
+from builder.pki import crypto as pki
+from builder.pki import secrets
+from builder.pki.crypto import KeyAlgorithm
+from builder.pki.secrets import Bundle, Change, load_bundle, reconcile, required_specs
 from builder.plan import ClusterPlan, build_plan
-from builder.profile import load_profile, validate
-from builder.secrets import Bundle, Change, load_bundle, reconcile, required_specs
+from builder.validation.profile import load_profile, validate
 
 Files = list[tuple[str, bytes, int]]
 Baked = Callable[..., tuple[ClusterPlan, Bundle]]  # the `baked` fixture of conftest.py

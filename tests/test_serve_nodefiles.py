@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 
-from builder import bootstrap, cloudinit, distribute, paths, resources, secrets
+from builder import paths, resources
+from builder.node import bootstrap, cloudinit, distribute
+from builder.pki import secrets
 from builder.plan import ClusterPlan, build_plan
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 
 from .helpers import OVERLAYS, bundle, tree_digest
 from .peers import missing, program

@@ -1,4 +1,4 @@
-"""builder.static_pods: external etcd members and the control-plane load balancer as static pods.
+"""builder.node.static_pods: external etcd members and the control-plane load balancer as static pods.
 
 Real peers: the `kubernetes-validate` Pod schemas, haproxy -c, keepalived --config-test, shellcheck
 and an etcd binary. Goldens: `UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_kubeadm_config.py
@@ -26,12 +26,13 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv
 
-from builder import kubeadm_config as kc
-from builder import resources, static_pods, versions, yamlio
+from builder import resources, yamlio
 from builder.files import Sensitivity
-from builder.model import Arg
+from builder.model import Arg, versions
+from builder.node import kubeadm_config as kc
+from builder.node import static_pods
 from builder.plan import ClusterPlan, build_plan
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 
 from .helpers import check_golden
 

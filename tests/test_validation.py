@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from builder import kubeadm_config as kc
-from builder import versions, yamlio
+from builder import yamlio
 from builder.errors import ProfileError
+from builder.model import versions
+from builder.node import kubeadm_config as kc
 from builder.plan import build_plan
-from builder.profile import load_profile
+from builder.validation.profile import load_profile
 
 from .helpers import bake, tree_digest
 
@@ -34,7 +35,7 @@ def paths_of(profile: str, *sets: str) -> list[str]:
 # --- kubeadm feature gates ----------------------------------------------------------------------
 
 # (minor, gate, accepted by that kubeadm), from each minor's cmd/kubeadm/app/features/features.go and
-# the k/k PRs that promoted or removed the gates (cited in builder/versions.py).
+# the k/k PRs that promoted or removed the gates (cited in builder/model/versions.py).
 GATE_FACTS = [
     (31, "UpgradeAddonsBeforeControlPlane", False),  # removed in 1.31 (k/k PR #124715)
     (31, "EtcdLearnerMode", True),

@@ -1,4 +1,4 @@
-"""Tests for builder.versions: table shape, monotonic facts, parsing and the skew policy."""
+"""Tests for builder.model.versions: table shape, monotonic facts, parsing and the skew policy."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from builder import versions
 from builder.errors import BakeError
-from builder.versions import (
+from builder.model import versions
+from builder.model.versions import (
     ABSENT,
     GA,
     NEWEST_MINOR,

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .. import bundledir, packaging, sealing, secrets
+from ..emit import packaging
+from ..emit.outputs import STATE_DIR
 from ..errors import BakeError, Problem
-from ..outputs import STATE_DIR
-from ..syntax import DNS1123_LABEL, MAC_RE, IPAddress
+from ..model.syntax import DNS1123_LABEL, MAC_RE, IPAddress
+from ..pki import bundledir, sealing, secrets
 
 STATE_FILE = "serve.sqlite"
 

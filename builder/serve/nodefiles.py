@@ -2,8 +2,8 @@
 
 The reporter (templates/bootstrap/report.sh, the same bytes for every node) and the shell-quoted
 /etc/bake/report.env it reads. The node's own report key and the pinned seed CA come from the secrets
-bundle (builder.distribute, placement.TABLE); the unit lines that call the reporter from
-builder.bootstrap. Without cluster.seed.reportUrl none of it exists and the seed is byte for byte
+bundle (builder.node.distribute, placement.TABLE); the unit lines that call the reporter from
+builder.node.bootstrap. Without cluster.seed.reportUrl none of it exists and the seed is byte for byte
 what it was before reports existed.
 """
 
@@ -13,8 +13,9 @@ import shlex
 from functools import cache
 from urllib.parse import urlsplit
 
-from .. import bootstrap, paths, resources
+from .. import paths, resources
 from ..files import NodeFile, public
+from ..node import bootstrap
 from ..plan import ClusterPlan, NodePlan
 from . import protocol
 

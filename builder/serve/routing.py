@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from ..syntax import IPAddress
+from ..model.syntax import IPAddress
 from .catalog import Catalog, Cluster, Node
 
 SEED_FILES = ("user-data", "meta-data", "network-config", "vendor-data")
@@ -164,7 +164,7 @@ def decide(catalog: Catalog, path: str, query: Mapping[str, Sequence[str]], clie
 
 def _images(cluster: Cluster, rest: list[str], source: IPAddress | None) -> Decision:
     """The images seed of one architecture, for the cluster's nodes of that architecture only."""
-    # archives at the seed's root, the CNI manifests under cni/ (builder.airgap)
+    # archives at the seed's root, the CNI manifests under cni/ (builder.node.airgap)
     if not 2 <= len(rest) <= 3 or not all(_SAFE_FILE.match(p) for p in rest[1:]):
         return Decision(404, "no such images file")
     arch, name = rest[0], "/".join(rest[1:])

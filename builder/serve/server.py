@@ -34,7 +34,7 @@ from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import BakeError, Problem
-from ..syntax import IPNetwork, split_host_port
+from ..model.syntax import IPNetwork, split_host_port
 from . import page, protocol, routing
 from .catalog import Catalog
 from .store import Store

@@ -18,7 +18,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from ..model import Seed
-from ..pki import CertSpec, ExtUsage, IPAddress
+from ..pki.crypto import CertSpec, ExtUsage, IPAddress
 
 CA_NAME = "seed-ca"
 SERVER_NAME = "seed-server"

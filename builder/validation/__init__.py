@@ -1,7 +1,7 @@
 """The validation stage: every problem of the whole profile, each with its path, before anything renders.
 
-`builder.profile.validate` runs the schema (`builder.model`) and then `problems` here, for every node
-whatever `--only` selects, so a profile that a renderer would choke on, or that kubeadm, the kubelet or
+`builder.validation.profile.validate` runs the schema (`builder.model`) and then `problems` here, for every
+node whatever `--only` selects, so a profile that a renderer would choke on, or that kubeadm, the kubelet or
 the node's OS would refuse, fails the bake in one run that lists all of it. Renderers trust a validated
 profile: they keep at most an `assert`.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .. import airgap
 from ..errors import Problem
 from ..model import Profile
+from ..node import airgap
 from . import components, structure
 from .structure import raw_problems
 

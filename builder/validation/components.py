@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .. import kubeadm_schema, versions
 from ..errors import Problem
 from ..model import (
     LoadBalancerKind,
@@ -21,8 +20,10 @@ from ..model import (
     Role,
     Runtime,
     RuntimeSource,
+    kubeadm_schema,
+    versions,
 )
-from ..syntax import DNS1123_SUBDOMAIN
+from ..model.syntax import DNS1123_SUBDOMAIN
 
 # --------------------------------------------------------------------------------------------------
 # kubeadm feature gates

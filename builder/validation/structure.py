@@ -8,10 +8,9 @@ import ipaddress
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .. import versions
 from ..errors import Problem
-from ..model import Cluster, LoadBalancerKind, Profile, Role
-from ..syntax import DNS1123_SUBDOMAIN, IPNetwork, duration_seconds, split_host_port
+from ..model import Cluster, LoadBalancerKind, Profile, Role, versions
+from ..model.syntax import DNS1123_SUBDOMAIN, IPNetwork, duration_seconds, split_host_port
 
 
 def _networks(cidrs: str) -> list[IPNetwork]:

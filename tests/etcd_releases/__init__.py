@@ -3,7 +3,7 @@
 `make k8s` builds the newest minor's etcd with the rest of Kubernetes (tests/k8s). The bake writes an
 etcd command line that depends on the minor (etcd 3.5 keeps ``--experimental-*`` flags, 3.6 and later
 take ``--feature-gates=InitialCorruptCheck=true``), so each minor's flag set is judged by the etcd
-release kubeadm's image tag names for it (``builder.versions.TABLE[minor].etcd_tag``). One Go module per
+release kubeadm's image tag names for it (``builder.model.versions.TABLE[minor].etcd_tag``). One Go module per
 release lives here (``v<release>/go.mod`` + ``go.sum``; the three-line main is tests/k8s/etcd/main.go),
 outside tests/k8s so adding a release does not change the big build's cache key.
 
@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder import versions
+from builder.model import versions
 from tests.k8s import CACHE
 from tests.k8s import build as k8s_build
 from tests.k8s.build import HERE as K8S_HERE

@@ -324,7 +324,7 @@ def lb_image_tags(arch: str, *, log: bool = True) -> dict[str, str]:
 
 def lb_image_names(arch: str, *, log: bool = True) -> dict[str, str]:
     """kind -> the name the bake gives the load-balancer image with the tags of ``lb_image_tags``."""
-    from builder import images as product
+    from builder.plan import images as product
 
     tags = lb_image_tags(arch, log=log)
     refs = {"haproxy": product.HAPROXY, "keepalived": product.KEEPALIVED}

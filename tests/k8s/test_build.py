@@ -308,9 +308,9 @@ def test_other_image_repository(containerd: Containerd, imported: dict[str, Path
 def test_load_balancer_images(containerd: Containerd, tmp_path: Path) -> None:
     """haproxy's and keepalived's images (Debian's binaries, named with a debian12- tag) start the real
     binaries on the configs the bake writes for ha-external-etcd, and carry what the health check calls."""
-    from builder import static_pods
+    from builder.node import static_pods
     from builder.plan import build_plan
-    from builder.profile import load_profile
+    from builder.validation.profile import load_profile
 
     plan = build_plan(load_profile("ha-external-etcd"))
     names = images.lb_image_names("amd64", log=False)

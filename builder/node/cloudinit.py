@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import bootstrap, host, kubeadm_config, renewal, static_pods, yamlio
-from .errors import BakeError, Problem
-from .files import NodeFile
-from .model import User
-from .plan import ClusterPlan, NodePlan
-from .serve import nodefiles as report_files
+from .. import yamlio
+from ..errors import BakeError, Problem
+from ..files import NodeFile
+from ..model import User
+from ..plan import ClusterPlan, NodePlan
+from ..serve import nodefiles as report_files
+from . import bootstrap, host, kubeadm_config, renewal, static_pods
 
 SUDO_RULE = "ALL=(ALL) NOPASSWD:ALL"
 # sha512_crypt cost, pinned so re-bakes stay byte-identical whatever libpass's default becomes.

@@ -26,11 +26,13 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from . import kubeadm_config, paths, placement, resources, static_pods, yamlio
-from .files import NodeFile, public
-from .model import Role
-from .plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, host_port
-from .syntax import duration_seconds
+from .. import paths, resources, yamlio
+from ..files import NodeFile, public
+from ..model import Role
+from ..model.syntax import duration_seconds
+from ..pki import placement
+from ..plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, host_port
+from . import kubeadm_config, static_pods
 
 UNIT = "bake-renew-certs"
 SERVICE_PATH = f"/etc/systemd/system/{UNIT}.service"

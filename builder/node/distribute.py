@@ -7,12 +7,15 @@ join credential (JOIN_KUBECONFIG_PATH, with cluster.join: certificate) and the n
 
 from __future__ import annotations
 
-from . import certlist, encryption, paths, pki, placement
-from .files import NodeFile, public, secret
-from .plan import ClusterPlan, Endpoint, NodePlan
-from .secrets import OPERATOR, Bundle, report_node_key, required_specs
-from .serve import nodefiles
-from .yamlio import dump
+from .. import paths
+from ..files import NodeFile, public, secret
+from ..pki import certlist, encryption, placement
+from ..pki import crypto as pki
+from ..pki.kubeconfig import kubeconfig
+from ..pki.secrets import OPERATOR, Bundle, report_node_key, required_specs
+from ..plan import ClusterPlan, Endpoint, NodePlan
+from ..serve import nodefiles
+from ..yamlio import dump
 
 PKI_DIR = paths.PKI_DIR
 JOIN_KUBECONFIG_PATH = paths.JOIN_KUBECONFIG
@@ -45,7 +48,7 @@ def join_kubeconfig_bytes(plan: ClusterPlan, bundle: Bundle, node: NodePlan) -> 
 
 def _kubeconfig(plan: ClusterPlan, bundle: Bundle, owner: str, spec: pki.CertSpec, server: Endpoint) -> bytes:
     held = bundle.leaf(owner, spec.name)
-    config = pki.kubeconfig(
+    config = kubeconfig(
         cluster_name=plan.name,
         server=server.url,
         ca_cert=bundle.cas["ca"].cert,

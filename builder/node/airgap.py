@@ -7,7 +7,7 @@ and the CNI's manifests into one images seed: an ISO 9660 image labelled `bakeim
 (`images/<arch>/images.iso`), with the same files under the HTTP seed tree (`http/_images/<arch>/`,
 `_` keeps it apart from node names). The bootstrap finds the seed by its label, imports the archives
 into the container runtime before kubeadm and checks that every image the node needs
-(builder.images.node_images) is there.
+(builder.plan.images.node_images) is there.
 
 At bake time the archives' own indexes (docker `manifest.json` RepoTags, OCI `index.json`
 annotations) are read, so an archive set that lacks an image a node needs fails the bake, not the
@@ -28,11 +28,11 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from . import images, iso
-from .errors import BakeError, Problem
-from .files import sha256_file
-from .model import Arch, Cni, Profile
-from .plan import ClusterPlan
+from ..emit import iso
+from ..errors import BakeError, Problem
+from ..files import sha256_file
+from ..model import Arch, Cni, Profile
+from ..plan import ClusterPlan, images
 
 LABEL_PREFIX = "bakeimg-"
 CNI_DIR = "cni"

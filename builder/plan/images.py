@@ -37,9 +37,9 @@ from typing import Any
 
 import yaml
 
-from .errors import Problem
-from .model import LoadBalancerKind, Role
-from .plan import ClusterPlan, NodePlan, Topology
+from ..errors import Problem
+from ..model import LoadBalancerKind, Role
+from . import ClusterPlan, NodePlan, Topology
 
 DEFAULT_REPOSITORY = "registry.k8s.io"
 """kubeadm's DefaultImageRepository (apis/kubeadm/v1beta4/defaults.go)."""

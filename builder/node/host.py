@@ -2,7 +2,7 @@
 
 Everything here follows the NODE (its OS family, arch, kubelet version), never the machine that bakes;
 what differs between operating systems (repositories, package names, swap, SELinux) is asked of the
-node's `builder.osfamily` class, chosen once in `host_prep`. Runtime configs are TOML written by tomli-w
+node's `builder.model.osfamily` class, chosen once in `host_prep`. Runtime configs are TOML written by tomli-w
 from data. Files are returned ready for write_files; actions that must run on the node (modprobe, package
 installs, firewall rules) are returned as data that `bootstrap` passes to the script through its
 shell-quoted env file, so no profile string is ever spliced into shell code.
@@ -18,11 +18,20 @@ from typing import Any
 
 import tomli_w
 
-from . import images, mirrors, paths, yamlio
-from .files import NodeFile, public
-from .model import Cni, LoadBalancerKind, PackageMode, Role, Runtime, RuntimeSource
-from .osfamily import K8S_PACKAGES, AptKey, OsFamily, PackageFamily, Repositories, RepositoryFiles, for_os
-from .plan import ClusterPlan, NodePlan, Topology
+from .. import paths, yamlio
+from ..files import NodeFile, public
+from ..model import Cni, LoadBalancerKind, PackageMode, Role, Runtime, RuntimeSource
+from ..model.osfamily import (
+    K8S_PACKAGES,
+    AptKey,
+    OsFamily,
+    PackageFamily,
+    Repositories,
+    RepositoryFiles,
+    for_os,
+)
+from ..plan import ClusterPlan, NodePlan, Topology, images
+from . import mirrors
 
 MODULES_LOAD_PATH = "/etc/modules-load.d/k8s.conf"
 SYSCTL_PATH = "/etc/sysctl.d/k8s.conf"
@@ -139,7 +148,7 @@ def containerd_config(plan: ClusterPlan, node: NodePlan, version: int) -> NodeFi
                 }
             },
         }
-    if plan.settings.registry_mirrors:  # hosts.toml files under certs.d (builder.mirrors)
+    if plan.settings.registry_mirrors:  # hosts.toml files under certs.d (builder.node.mirrors)
         cri = data["plugins"]["io.containerd.cri.v1.images" if version >= 3 else "io.containerd.grpc.v1.cri"]
         cri["registry"] = {"config_path": mirrors.CERTS_D}
     header = "# bake: systemd cgroups and kubeadm's pause image, so kubelet and containerd agree (spec 7.3)\n"

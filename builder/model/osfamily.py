@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
-from .files import NodeFile, public
-from .model import Arch, ContainerdRepository, OsName, Packages
+from ..files import NodeFile, public
+from . import Arch, ContainerdRepository, OsName, Packages
 
 K8S_PACKAGES = ("kubelet", "kubeadm", "kubectl")
 

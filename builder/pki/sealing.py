@@ -25,7 +25,7 @@ from typing import Any, TypeAlias
 
 import pyrage
 
-from .errors import BakeError, Problem, SecretsError
+from ..errors import BakeError, Problem, SecretsError
 
 SUFFIX = ".age"
 RECIPIENTS = "age-recipients"

@@ -14,7 +14,7 @@ import base64
 import os
 from typing import Any, Literal
 
-from . import paths, yamlio
+from .. import paths, yamlio
 
 Provider = Literal["secretbox", "aescbc", "none"]
 DEFAULT_PROVIDER: Provider = "secretbox"

@@ -1,6 +1,6 @@
 """cloud-init's own `cloud-init schema --config-file FILE`, over many files in one interpreter.
 
-Run by cloud-init's Python (see builder/cloudinit_schema.py), never imported by bake: it needs only the
+Run by cloud-init's Python (see builder/model/cloudinit_schema.py), never imported by bake: it needs only the
 standard library and cloud-init. For each file it calls the function the command calls, with the
 command's error handling, and prints one JSON list of [failed, output] in argument order, where output
 is what the command prints (stdout, then stderr). The one difference is speed: the YAML is read with

@@ -1,7 +1,7 @@
 """The profile schema: what the user writes, as frozen pydantic models (camelCase keys, no unknown keys).
 
 Shapes and single-field values are checked here, every error with its path; what only the whole profile
-can tell is checked by `builder.validation`, and loading (extends, --set) is `builder.profile`.
+can tell is checked by `builder.validation`, and loading (extends, --set) is `builder.validation.profile`.
 """
 
 from __future__ import annotations
@@ -191,7 +191,8 @@ class KubeadmTimeouts(Model):
 class CertificateRenewal(Model):
     """`cluster.certificateRenewal`: the timer on control planes and etcd members that renews the node's
     kubeadm leaf certificates (`kubeadm certs renew`) once they are within `before` of their expiry, then
-    restarts the static pods one at a time (builder/renewal.py). Workers need none: kubelet rotates its own.
+    restarts the static pods one at a time (builder/node/renewal.py). Workers need none: kubelet rotates its
+    own.
     """
 
     enabled: bool = True
@@ -216,7 +217,7 @@ class Seed(Model):
     targets: list[SizeTarget] = Field(default_factory=lambda: [SizeTarget.NOCLOUD])
     # Control-plane and external etcd seeds hold the cluster's private keys (CA keys, sa.key,
     # super-admin.conf, etcd server and peer keys); plain HTTP hands them to anyone who can reach the
-    # server, so they stay out of the HTTP tree unless the profile says so (builder.packaging).
+    # server, so they stay out of the HTTP tree unless the profile says so (builder.emit.packaging).
     http_publish_control_planes: bool = False
     # `bake serve`: where each node reports the steps of its first boot (signed with its own report key,
     # builder/serve/). None: no report key, script or unit line is baked, the seeds are as without it.
@@ -324,7 +325,7 @@ class Node(Model):
     kubernetes_version: Annotated[str, PlainValidator(_version_text)] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     kubelet_extra_args: ExtraArgs
-    # Part of the node's cloud-init instance-id (builder.cloudinit.instance_id): bumping it is how a
+    # Part of the node's cloud-init instance-id (builder.node.cloudinit.instance_id): bumping it is how a
     # machine is re-provisioned from its seed; re-bakes without a bump never make cloud-init run again.
     generation: int = Field(default=0, ge=0)
 
@@ -355,7 +356,7 @@ class Cluster(Model):
     load_balancer: LoadBalancer = Field(default_factory=LoadBalancer)
     image_repository: str = Field(default="registry.k8s.io", pattern=r"^[A-Za-z0-9.:/_-]+$")
     encryption_algorithm: Literal["RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384"] = "RSA-2048"
-    # how the kube-apiserver encrypts Secrets in etcd from the first boot (builder/encryption.py)
+    # how the kube-apiserver encrypts Secrets in etcd from the first boot (builder/pki/encryption.py)
     secrets_encryption: Literal["secretbox", "aescbc", "none"] = "secretbox"
     certificate_validity_period: Duration = "8760h"
     ca_certificate_validity_period: Duration = "87600h"

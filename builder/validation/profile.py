@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import resources, validation, yamlio
-from .errors import Problem, ProfileError
-from .model import Profile
+from .. import resources, validation, yamlio
+from ..errors import Problem, ProfileError
+from ..model import Profile
 
 
 def _loc_to_path(loc: Sequence[int | str]) -> str:

@@ -21,9 +21,12 @@ from functools import cache
 import yaml
 from cryptography import x509
 
-from . import airgap, images, paths, resources, versions, yamlio
-from .errors import BakeError, Problem
-from .files import NodeFile, public
+from .. import paths, resources, yamlio
+from ..errors import BakeError, Problem
+from ..files import NodeFile, public
+from ..model import Cni, Role, versions
+from ..plan import ClusterPlan, NodePlan, StaticPod, Topology, images
+from . import airgap
 from .host import HostPrep
 from .kubeadm_config import (
     APISERVER_ETCD_CLIENT_CERT,
@@ -33,8 +36,6 @@ from .kubeadm_config import (
     JOIN_CONFIG_PATH,
     joins_with_token,
 )
-from .model import Cni, Role
-from .plan import ClusterPlan, NodePlan, StaticPod, Topology
 
 SCRIPT_PATH = "/usr/local/sbin/bake-bootstrap"
 UNIT_NAME = "bake-bootstrap.service"
@@ -46,7 +47,7 @@ PHASES = ("prep", "packages", "runtime", "wait", "kubeadm", "cni")
 SCRIPTS_DATA_DIR = "bootstrap"
 """Where the scripts are in the package data (templates/bootstrap/)."""
 OTHER_SCRIPTS = ("renew-certs.sh", "report.sh")
-"""Beside them: the certificate renewal's (builder.renewal) and the reporter, shipped only with
+"""Beside them: the certificate renewal's (builder.node.renewal) and the reporter, shipped only with
 cluster.seed.reportUrl (builder.serve.nodefiles)."""
 REPORT_SCRIPT_PATH = f"{LIB_DIR}/report.sh"
 """Called by the units around each run when the profile names a report URL (`report_lines`)."""
@@ -228,7 +229,7 @@ def cni_config_file(plan: ClusterPlan) -> NodeFile | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Air gap (builder.airgap): where the images seed is, what to import, what must be present after
+# Air gap (builder.node.airgap): where the images seed is, what to import, what must be present after
 
 
 def airgap_values(plan: ClusterPlan, node: NodePlan, role: BootstrapRole) -> dict[str, str]:

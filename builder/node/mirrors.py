@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
-from .files import NodeFile, public
+from ..files import NodeFile, public
 
 CERTS_D = "/etc/containerd/certs.d"
 REGISTRIES_DROPIN = "/etc/containers/registries.conf.d/10-bake-mirrors.conf"

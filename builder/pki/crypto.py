@@ -1,8 +1,8 @@
 """PKI primitives that reproduce what kubeadm (Go crypto/x509) writes, byte layout included.
 
 Pure: no file I/O. Everything a kubeadm-compatible bundle needs is here (keys, CA and leaf
-certificates, PEM encodings, discovery hash, bootstrap tokens, kubeconfig dicts); *which*
-certificates exist and what goes in them lives in `builder.certlist`.
+certificates, PEM encodings, discovery hash, bootstrap tokens); *which* certificates exist and what goes
+in them lives in `builder.pki.certlist`, kubeconfigs in `builder.pki.kubeconfig`.
 
 Go behaviour mirrored (kubeadm v1.31-v1.34 are built with Go 1.22-1.24):
 - extension order KeyUsage(critical), ExtKeyUsage, BasicConstraints(critical), SubjectKeyId,
@@ -17,7 +17,6 @@ Go behaviour mirrored (kubeadm v1.31-v1.34 are built with Go 1.22-1.24):
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import secrets
@@ -27,7 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -36,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from . import parallel
+from .. import parallel
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -103,7 +101,7 @@ _EKU_OID = {
 
 @dataclass(frozen=True)
 class CertSpec:
-    """One certificate as kubeadm would compute it (see builder.certlist for the real list)."""
+    """One certificate as kubeadm would compute it (see builder.pki.certlist for the real list)."""
 
     name: str
     base: str
@@ -617,57 +615,3 @@ def _match_hostnames(pattern: str, host: str) -> bool:
     if len(p_parts) != len(h_parts):
         return False
     return all((i == 0 and p == "*") or p == h for i, (p, h) in enumerate(zip(p_parts, h_parts, strict=True)))
-
-
-# --- kubeconfig -----------------------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def kubeconfig(
-    *,
-    cluster_name: str,
-    server: str,
-    ca_cert: x509.Certificate | bytes,
-    user: str,
-    client_cert: x509.Certificate | bytes | None = None,
-    client_key: PrivateKey | bytes | None = None,
-    token: str | None = None,
-) -> dict[str, Any]:
-    """kubeadm CreateWithCerts / CreateWithToken, keys in the order clientcmd writes them (sorted).
-
-    Certificates and key may be given as objects or as their PEM bytes (used verbatim, no re-encoding).
-    """
-    if token is not None and (client_cert is not None or client_key is not None):
-        raise ValueError("kubeconfig: give either a token or a client certificate and key, not both")
-    if token is None and (client_cert is None or client_key is None):
-        raise ValueError("kubeconfig: needs a client certificate and its key, or a token")
-    context = f"{user}@{cluster_name}"
-    ca_pem = ca_cert if isinstance(ca_cert, bytes) else cert_pem(ca_cert)
-    auth: dict[str, str]
-    if token is not None:
-        auth = {"token": token}
-    else:
-        assert client_cert is not None and client_key is not None
-        auth = {
-            "client-certificate-data": _b64(
-                client_cert if isinstance(client_cert, bytes) else cert_pem(client_cert)
-            ),
-            "client-key-data": _b64(client_key if isinstance(client_key, bytes) else key_pem(client_key)),
-        }
-    return {
-        "apiVersion": "v1",
-        "clusters": [
-            {
-                "cluster": {"certificate-authority-data": _b64(ca_pem), "server": server},
-                "name": cluster_name,
-            }
-        ],
-        "contexts": [{"context": {"cluster": cluster_name, "user": user}, "name": context}],
-        "current-context": context,
-        "kind": "Config",
-        "preferences": {},
-        "users": [{"name": user, "user": auth}],
-    }

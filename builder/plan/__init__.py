@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 
-from . import osfamily, paths, versions
-from .model import Arch, Arg, Cluster, LoadBalancerKind, OsName, Profile, Role, User
-from .osfamily import PackageFamily
-from .syntax import IPAddress, split_host_port
+from .. import paths
+from ..model import Arch, Arg, Cluster, LoadBalancerKind, OsName, Profile, Role, User, osfamily, versions
+from ..model.osfamily import PackageFamily
+from ..model.syntax import IPAddress, split_host_port
 
 API_PORT = 6443
 

@@ -2,7 +2,7 @@
 
 The node runs `kubeadm init --config INIT_CONFIG_PATH` (first control plane) or
 `kubeadm join --config JOIN_CONFIG_PATH` (everyone else but etcd-only members). Everything version-
-dependent comes from `plan.info` / `node.kubelet_info` (builder.versions.MinorInfo).
+dependent comes from `plan.info` / `node.kubelet_info` (builder.model.versions.MinorInfo).
 
 Upstream facts relied on (see kubeadm-spec.md sections 2, 4 and 6):
 - `kubeadm join --config` reads only the JoinConfiguration document: `documentMapToJoinConfiguration`
@@ -34,13 +34,14 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from . import encryption, images, kubeadm_schema, paths, versions, yamlio
-from .errors import BakeError, Problem
-from .files import NodeFile, secret
-from .model import Arg, JoinCredential, Role
-from .plan import API_PORT, ClusterPlan, NodePlan, Topology
-from .profile import deep_merge
-from .syntax import duration_seconds
+from .. import paths, yamlio
+from ..errors import BakeError, Problem
+from ..files import NodeFile, secret
+from ..model import Arg, JoinCredential, Role, kubeadm_schema, versions
+from ..model.syntax import duration_seconds
+from ..pki import encryption
+from ..plan import API_PORT, ClusterPlan, NodePlan, Topology, images
+from ..validation.profile import deep_merge
 
 INIT_CONFIG_PATH = "/run/kubeadm/kubeadm.yaml"
 JOIN_CONFIG_PATH = "/run/kubeadm/kubeadm-join-config.yaml"

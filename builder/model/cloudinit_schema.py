@@ -2,7 +2,7 @@
 
 `cloud-init schema --config-file FILE` costs ~0.2 s per file, nearly all of it interpreter start-up and
 imports: a 1,000-node tree took minutes. The same validation code run over many files in one
-interpreter (builder/_schema_batch.py, run by cloud-init's own Python, which is the one that can import
+interpreter (builder/model/_schema_batch.py, run by cloud-init's own Python, which is the one that can import
 it) costs ~10 ms per file, so the files are split over a few such processes running in parallel with
 the rest of `bake check`. One real `cloud-init schema` run per node shape (role, OS, architecture: the
 nodes whose documents are built alike) cross-checks the batch; if the two ever disagree, or the batch

@@ -33,14 +33,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import images, paths, resources, yamlio
-from .files import NodeFile, public
+from .. import paths, resources, yamlio
+from ..files import NodeFile, public
+from ..model import Arg, LoadBalancerKind, Role
+from ..model.syntax import IPAddress
+from ..plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, bracket, host_port, images
 from .kubeadm_config import control_plane_health_check_seconds
-from .model import Arg, LoadBalancerKind, Role
-from .plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, bracket, host_port
-from .syntax import IPAddress
 
-# Upstream references of the load balancers' images (builder.images pins them and applies
+# Upstream references of the load balancers' images (builder.plan.images pins them and applies
 # cluster.imageRepository and cluster.images to them).
 KUBE_VIP_IMAGE = images.KUBE_VIP.upstream_ref
 HAPROXY_IMAGE = images.HAPROXY.upstream_ref
@@ -167,7 +167,7 @@ def _etcd_probe_endpoint(listen_metrics_urls: str) -> tuple[str, int, str]:
 
 
 etcd_probe_endpoint = _etcd_probe_endpoint
-"""For the renewal script's health check of a restarted etcd (builder.renewal)."""
+"""For the renewal script's health check of a restarted etcd (builder.node.renewal)."""
 
 
 def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:

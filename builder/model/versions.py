@@ -52,7 +52,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from builder.errors import BakeError, Problem
+from ..errors import BakeError, Problem
 
 __all__ = [
     "CONTAINERD_2_FROM_MINOR",

@@ -19,12 +19,13 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from . import certlist, encryption, pki, placement, sealing
-from .errors import Problem, SecretsError
-from .plan import ClusterPlan, NodePlan
-from .serve import protocol as report_protocol
-from .serve import tls as seed_tls
-from .syntax import duration_seconds
+from ..errors import Problem, SecretsError
+from ..model.syntax import duration_seconds
+from ..plan import ClusterPlan, NodePlan
+from ..serve import protocol as report_protocol
+from ..serve import tls as seed_tls
+from . import certlist, encryption, placement, sealing
+from . import crypto as pki
 
 BUNDLE_FORMAT = 1
 ENCRYPTION_KEY_FILE = "encryption-key"

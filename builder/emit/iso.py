@@ -28,7 +28,7 @@ from unittest import mock
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
-from builder.errors import BakeError, Problem
+from ..errors import BakeError, Problem
 
 __all__ = [
     "SEED_LABEL",

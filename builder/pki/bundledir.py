@@ -19,9 +19,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import Problem, SecretsError
+from ..files import private_dirs, write_new
 from . import sealing
-from .errors import Problem, SecretsError
-from .files import private_dirs, write_new
 from .secrets import load_bundle, secret_file
 
 DEFAULT_ROOT = Path("secrets")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 
+from ..errors import Problem
+from ..model import Role, SizeTarget
+from ..node.cloudinit import RenderedNode
 from . import iso
-from .cloudinit import RenderedNode
-from .errors import Problem
-from .model import Role, SizeTarget
 
 SIZE_LIMITS: dict[SizeTarget, int | None] = {
     SizeTarget.AWS: 16384,  # EC2 user data, before base64

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
-from builder.pki import CertSpec, ExtUsage, IPAddress
+from .crypto import CertSpec, ExtUsage, IPAddress
 
 CA_NAMES = ("ca", "front-proxy-ca", "etcd-ca")
 KUBECONFIG_KINDS = ("admin", "super-admin", "kubelet", "controller-manager", "scheduler")

@@ -25,9 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from ..model import JoinCredential, Role
+from ..plan import ClusterPlan, NodePlan, Topology
 from . import certlist
-from .model import JoinCredential, Role
-from .plan import ClusterPlan, NodePlan, Topology
 
 
 class Holder(StrEnum):

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from .errors import OutputError
-from .files import private_dirs, sha256_rewound, write_new
+from ..errors import OutputError
+from ..files import private_dirs, sha256_rewound, write_new
 
 STATE_DIR = ".bake"
 

@@ -1,0 +1,1 @@
+"""PKI: kubeadm-compatible crypto, the certificate list, the secrets bundle and which node holds what."""
