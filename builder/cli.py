@@ -612,19 +612,19 @@ def check_main(argv: Sequence[str]) -> int:
 
 def _print_calendar(console: Console, report: check.Report) -> None:
     """The expiry calendar: every certificate of the bundle and the seeds, soonest first."""
-    from . import check
-
     if not report.calendar:
         return
     console.print(f"expiry calendar ({len(report.calendar)} certificates, soonest first):", highlight=False)
     for e in report.calendar:
         days = e.days_left(report.now)
-        colour = "red" if days < 0 else "yellow" if days < check.EXPIRY_WARNING.days else ""
+        due = e.not_after - report.now < e.window(report.renewal)[0]
+        colour = "red" if e.not_after <= report.now else "yellow" if due else ""
         console.print(
             Text.assemble(
                 f"  {e.not_after:%Y-%m-%d %H:%M}Z ",
                 (f"{days:>6} days ", colour),
                 f"{e.node:<14} {e.file}  ({e.subject})",
+                (f"  [{e.note}]" if e.note else "", "yellow" if e.note else ""),
             ),
             highlight=False,
             soft_wrap=True,

@@ -26,11 +26,10 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from . import kubeadm_config, paths, placement, resources, static_pods, yamlio
+from . import kubeadm_config, paths, placement, resources, secrets, static_pods, yamlio
 from .files import NodeFile, public
 from .model import Role
 from .plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, host_port
-from .syntax import duration_seconds
 
 UNIT = "bake-renew-certs"
 SERVICE_PATH = f"/etc/systemd/system/{UNIT}.service"
@@ -126,7 +125,8 @@ def env_values(plan: ClusterPlan, node: NodePlan) -> dict[str, str]:
     return {
         "BAKE_RENEW_NODE": node.name,
         "BAKE_RENEW_ROLE": node.role.value,
-        "BAKE_RENEW_BEFORE_SECONDS": str(duration_seconds(r.before)),
+        # the window bake and bake check judge by too (secrets.due_window)
+        "BAKE_RENEW_BEFORE_SECONDS": str(int(secrets.renewal_before(r).total_seconds())),
         "BAKE_RENEW_CONFIG": RENEW_CONFIG_PATH,
         "BAKE_RENEW_ALL": "yes" if node.role is Role.CONTROL_PLANE else "no",
         "BAKE_RENEW_CERTS": " ".join("=".join(c) for c in watched_certificates(plan, node)),
