@@ -144,13 +144,21 @@ def _age_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help=f"age identity file (or OpenSSH private key) that opens an encrypted secrets bundle "
-        f"(repeatable; default: ${sealing.ENV_IDENTITY}); a passphrase is read from "
-        f"${sealing.ENV_PASSPHRASE}, else asked on the terminal",
+        f"(repeatable; default: ${sealing.ENV_IDENTITY}); a passphrase is read from --passphrase-file, "
+        f"else ${sealing.ENV_PASSPHRASE}, else asked on the terminal",
+    )
+    p.add_argument(
+        "--passphrase-file",
+        type=Path,
+        metavar="PATH",
+        help="the secrets bundle's passphrase is the first line of this file (never give it on the "
+        "command line: every user sees the process list)",
     )
 
 
 def _keys(args: argparse.Namespace) -> sealing.Keys:
-    return sealing.Keys.from_env(args.identity, prompt=True)
+    """What opens a bundle, for every command that does: the same options, the same terminal prompt."""
+    return sealing.Keys.from_env(args.identity, prompt=True, passphrase_file=args.passphrase_file)
 
 
 def _secrets_parser() -> argparse.ArgumentParser:
@@ -199,7 +207,9 @@ def secrets_main(argv: Sequence[str]) -> int:
                 raise BakeError(
                     [
                         Problem(
-                            "--passphrase", f"set {sealing.ENV_PASSPHRASE} or run on a terminal to be asked"
+                            "--passphrase",
+                            f"give --passphrase-file, set {sealing.ENV_PASSPHRASE} or run on a terminal "
+                            "to be asked",
                         )
                     ]
                 )
