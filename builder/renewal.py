@@ -8,9 +8,11 @@ RENEW_ENV_PATH, whose names are fixed here and whose values are `shlex.quote`d, 
 
 What it may renew: what kubeadm can sign on the node, i.e. leaves whose CA key the node holds
 (placement.TABLE). Every etcd member, stacked or external, holds the etcd CA key and renews its own etcd
-leaves; with external etcd the control planes do not, so their apiserver-etcd-client is only watched:
-the script fails the unit and says to re-bake when it is due (a bake re-issues what is inside the
-window, secrets.reconcile). Workers get nothing: the kubelet rotates its own client certificate.
+leaves; with external etcd the control planes do not, so their apiserver-etcd-client is renewed by
+re-bake only: the script watches it, and once it is due writes a journal warning (its expiry, re-bake
+and re-seed, or the copy by hand) and fails the unit (a bake re-issues what is inside the window,
+secrets.reconcile; `bake check`'s calendar marks it, check.REBAKE_ONLY). Workers get nothing: the
+kubelet rotates its own client certificate.
 
 kubeadm reads a renewal config (RENEW_CONFIG_PATH): for `certs renew` it needs a ClusterConfiguration
 (validity period, key algorithm, etcd local or external) and, not to guess the node's address from its

@@ -401,6 +401,60 @@ def test_a_pod_that_does_not_come_back_fails_the_unit_with_its_manifest_in_place
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("days", [10, 60])
+def test_external_etcd_control_plane_says_its_etcd_client_is_renewed_by_re_bake_only(
+    tmp_path: Path, days: int
+) -> None:
+    """A control plane with external etcd holds no etcd CA key (placement.TABLE): its apiserver-etcd-client
+    inside the window is a journal warning naming it, its expiry and the fix, and fails the unit; the
+    rest is renewed. Outside the window: not a word of it."""
+    _can_sandbox(tmp_path)
+    health = tmp_path / "healthy"
+    health.write_text("ok\n")
+    env = _sandbox_env(health)
+    env["BAKE_RENEW_CERTS"] = (
+        f"apiserver={PKI}/apiserver.crt={PKI}/ca.key "
+        f"apiserver-etcd-client={PKI}/apiserver-etcd-client.crt={PKI}/etcd/ca.key"
+    )
+    env["BAKE_RENEW_PODS"] = f"kube-apiserver=file://{health}"
+    root = tmp_path / "root"
+    _fake_node(root, env, not_after_days=days)
+    pki = root / "etc/kubernetes/pki"
+    (pki / "etcd/ca.key").unlink()
+    (pki / "etcd/server.crt").unlink()
+    shutil.copy(pki / "apiserver.crt", pki / "apiserver-etcd-client.crt")
+    cert = x509.load_pem_x509_certificate((pki / "apiserver-etcd-client.crt").read_bytes())
+    not_after = cert.not_valid_after_utc
+    (tmp_path / "stubs.sh").write_text(STUBS)
+    (tmp_path / "ns.sh").write_text(NAMESPACE)
+    subprocess.run(["unshare", "-m", "bash", str(tmp_path / "ns.sh"), str(tmp_path)], check=True, timeout=120)
+    log = (tmp_path / "out.log").read_text()
+    rc = int((tmp_path / "rc").read_text())
+    calls = (tmp_path / "calls").read_text().splitlines()
+    warnings = [line for line in log.splitlines() if line.startswith("<4>")]
+    if days == 60:
+        assert rc == 0 and warnings == [] and "apiserver-etcd-client: valid until" in log, log
+        return
+    assert rc == 1, log
+    [warning] = warnings
+    # openssl's date format, written here from the certificate: "Mon DD HH:MM:SS YYYY GMT", day space-padded
+    date = f"{not_after:%b} {not_after.day:2d} {not_after:%H:%M:%S %Y} GMT"
+    assert warning.startswith(
+        f"<4>bake-renew-certs: WARNING: apiserver-etcd-client (/etc/kubernetes/pki/apiserver-etcd-client.crt)"
+        f" expires {date}, inside the renewal window, and is renewed by re-bake only"
+    ), warning
+    assert "does not hold the etcd CA key" in warning
+    assert "run bake again (it re-issues apiserver-etcd-client) and re-seed this node" in warning
+    assert "copy the bundle's nodes/cp-1/apiserver-etcd-client.crt and apiserver-etcd-client.key to " \
+        "/etc/kubernetes/pki/ (0644 / 0600)" in warning
+    assert "/etc/kubernetes/manifests/kube-apiserver.yaml" in warning
+    # what the node can renew, it did; then the unit fails, naming it again
+    renewed = [c for c in calls if c.startswith("kubeadm")]
+    assert renewed == ["kubeadm certs renew all --config /etc/bake/kubeadm-renew.yaml"]
+    assert "not renewed here: apiserver-etcd-client" in log.splitlines()[-1]
+
+
+@pytest.mark.integration
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     """The service and the timer as baked, installed with the script in a private mount namespace."""
     _can_sandbox(tmp_path)
@@ -679,6 +733,31 @@ def _leaf_names(out: Path) -> set[tuple[str, str]]:
 
 def _digests_of(out: Path) -> tuple[dict[str, str], dict[str, str]]:
     return _digests((out / REBAKE_CLUSTER).resolve()), _digests(bundle(out, REBAKE_CLUSTER))
+
+
+@pytest.mark.integration
+def test_check_flags_the_external_etcd_clients_as_renewed_by_re_bake_only(
+    first_bake: tuple[Path, datetime], tmp_path: Path
+) -> None:
+    """In the calendar, exactly each control plane's apiserver-etcd-client (seed and bundle copy): with
+    external etcd no control plane holds the etcd CA key that signs it; etcd members renew their own."""
+    out, now = first_bake
+    tree = (out / REBAKE_CLUSTER).resolve()
+    manifest = json.loads((tree / "manifest.json").read_bytes())
+    cps = [n["name"] for n in manifest["nodes"] if n["role"] == "control-plane"]
+    assert len(cps) >= 2
+    report = check.check_tree(tree, now=now, secrets_dir=bundle(out, REBAKE_CLUSTER))
+    flagged = {(e.node, e.file) for e in report.calendar if e.note}
+    assert flagged == {(cp, f"{PKI}/apiserver-etcd-client.crt") for cp in cps} | {
+        ("bundle", f"nodes/{cp}/apiserver-etcd-client") for cp in cps
+    }
+    assert {e.note for e in report.calendar if e.note} == {"renewed by re-bake only"}
+    calendar = report.as_dict()["calendar"]
+    entry = next(e for e in calendar if e["node"] == cps[0] and "etcd-client" in e["file"])
+    assert entry["note"] == "renewed by re-bake only"
+    text = run_check(tree, "--secrets", str(bundle(out, REBAKE_CLUSTER)))
+    lines = [x for x in text.stdout.splitlines() if "apiserver-etcd-client" in x]
+    assert lines and all(x.endswith("[renewed by re-bake only]") for x in lines), lines
 
 
 def test_a_rebake_with_nothing_due_writes_the_same_bytes(
