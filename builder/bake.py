@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from .emit import packaging
 from .emit.outputs import DryTree, OutputTree
 from .errors import BakeError, OutputError, Problem, SecretsError
 from .files import NodeFile, private_dirs
-from .model.syntax import duration_seconds
 from .node import airgap, cloudinit, distribute
 from .pki import bundledir, sealing, secrets
 from .plan import ClusterPlan, NodePlan, build_plan, images
@@ -75,7 +74,8 @@ class BakeResult:
     written: dict[str, str] = field(default_factory=dict)
     """Every file of the new tree -> sha256."""
     expiring: list[str] = field(default_factory=list)
-    """Certificates that expire within cluster.certificateExpiryWarning (a warning, on stderr)."""
+    """Certificates of the bundle inside their window (secrets.due_window, cluster.certificateRenewal.before)
+    that the bake did not re-issue: CAs, leaves --only kept (a warning, on stderr)."""
 
 
 def source_epoch(bundle: secrets.Bundle) -> int:
@@ -160,6 +160,11 @@ def cluster_manifest(
         "httpPublishControlPlanes": plan.settings.seed.http_publish_control_planes,
         "discoveryTokenCaCertHash": bundle.discovery_hash,
         "join": plan.settings.join.value,
+        # the window a certificate is due in (secrets.due_window): `bake check` warns by it
+        "certificateRenewal": {
+            "enabled": plan.settings.certificate_renewal.enabled,
+            "before": plan.settings.certificate_renewal.before,
+        },
         "secretsCreated": datetime.fromtimestamp(bundle.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "certificateAuthorities": [
             {"name": name, "notAfter": ca.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -199,11 +204,10 @@ def write_images_seed(tree: OutputTree, seed: airgap.ArchSeed, epoch: int) -> di
     return airgap.seed_manifest(seed, digests, digest, tree.size(rel))
 
 
-def _expiring(plan: ClusterPlan, bundle: secrets.Bundle) -> list[str]:
+def _expiring(plan: ClusterPlan, bundle: secrets.Bundle, now: datetime) -> list[str]:
     from . import check  # the calendar is `bake check`'s
 
-    window = timedelta(seconds=duration_seconds(plan.settings.certificate_expiry_warning))
-    return check.expiry_warnings(bundle, datetime.now(UTC), window)
+    return check.expiry_warnings(bundle, now, plan.settings.certificate_renewal)
 
 
 def _seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
@@ -544,5 +548,5 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         final = tree.commit()
         return BakeResult(
             plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked,
-            _seed_warnings(seeds) + stale, bundle_written, dict(tree.written), _expiring(plan, bundle),
+            _seed_warnings(seeds) + stale, bundle_written, dict(tree.written), _expiring(plan, bundle, now),
         )  # fmt: skip

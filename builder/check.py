@@ -14,7 +14,7 @@ import json
 import re
 import shutil
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -27,15 +27,15 @@ from . import parallel, paths
 from .emit import iso, packaging
 from .errors import BakeError
 from .files import NodeFile, sha256_file
-from .model import Role, cloudinit_schema
-from .node import bootstrap
+from .model import CertificateRenewal, Role, cloudinit_schema
+from .node import bootstrap, renewal
 from .node.distribute import JOIN_KUBECONFIG_PATH
 from .node.kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
 from .pki import bundledir, certlist, placement, sealing, secrets
 from .pki import crypto as pki
 from .plan import Topology
 
-EXPIRY_WARNING = timedelta(days=30)
+REBAKE_ONLY = "renewed by re-bake only"
 PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 SEED_FILES = ("user-data", "meta-data", "network-config")
 # libyaml when PyYAML has it: the same documents, ~40x faster on a user-data's large block scalars
@@ -57,8 +57,9 @@ DETECTORS: dict[str, str] = {
     "bundle-missing": "there is no secrets bundle",
     "discovery-hash": "the manifest's discovery hash is not the hash of secrets/pki/ca.crt",
     "cert-expired": "a certificate of the bundle has expired",
-    "cert-expiring": "a certificate of the bundle expires within 30 days, or the last third of its "
-    "lifetime (warning)",
+    "cert-expiring": "a certificate of the bundle expires within the window a bake re-issues it in "
+    "(cluster.certificateRenewal.before, as the manifest says; a join credential: the last third of "
+    "its lifetime) (warning)",
     "seed-missing": "a node's user-data, meta-data or network-config is missing",
     "iso-unreadable": "a node's seed.iso cannot be read",
     "iso-differs": "a file in a node's seed.iso differs from the node's seed file",
@@ -103,18 +104,35 @@ class Expiry:
     """Its path on the node (a kubeconfig's certificates: the kubeconfig) or in the bundle."""
     subject: str
     not_after: datetime
+    lifetime: timedelta | None = None
+    """NotAfter - NotBefore (None: unknown, no cap on its window)."""
+    note: str = ""
+    """REBAKE_ONLY: the node holding it cannot renew it (its CA key stays off the node)."""
 
     def days_left(self, now: datetime) -> int:
         return (self.not_after - now).days
 
+    @property
+    def join_credential(self) -> bool:
+        """Meant to run out with cluster.joinWindow, never renewed: judged by its own window."""
+        return self.file.endswith(("/" + certlist.JOIN_CREDENTIAL, JOIN_KUBECONFIG_PATH))
+
+    def window(self, renewal: CertificateRenewal) -> tuple[timedelta, str]:
+        """The window it is due in, and why: secrets.due_window, as a bake decides it."""
+        lifetime = self.lifetime if self.lifetime is not None else timedelta.max
+        return secrets.due_window(renewal, lifetime, join_credential=self.join_credential)
+
     def as_dict(self, now: datetime) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "node": self.node,
             "file": self.file,
             "subject": self.subject,
             "notAfter": self.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "daysLeft": self.days_left(now),
         }
+        if self.note:
+            doc["note"] = self.note
+        return doc
 
 
 @dataclass
@@ -123,6 +141,8 @@ class Report:
     calendar: list[Expiry] = field(default_factory=list)
     """Every certificate of the bundle and of the seeds, soonest expiry first."""
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    renewal: CertificateRenewal = field(default_factory=CertificateRenewal)
+    """The profile's renewal window, from the manifest: what `cert-expiring` and the calendar judge by."""
 
     def ok(self, where: str, message: str) -> None:
         self.findings.append(Finding("ok", where, message))
@@ -159,7 +179,8 @@ class Report:
 
 def _entry(node: str, file: str, cert: x509.Certificate) -> Expiry:
     cn = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    return Expiry(node, file, ",".join(cn), cert.not_valid_after_utc)
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return Expiry(node, file, ",".join(cn), cert.not_valid_after_utc, lifetime)
 
 
 def _known(check: str) -> str:
@@ -183,38 +204,44 @@ def bundle_calendar(bundle: secrets.Bundle) -> list[Expiry]:
     return out
 
 
-def expiring(calendar: list[Expiry], now: datetime, within: timedelta) -> list[Expiry]:
-    """The entries that expire within `within` of `now`, soonest first; join credentials left out: they
-    are meant to expire with the join window (cluster.joinWindow)."""
-    hits = [
-        e
-        for e in calendar
-        if e.not_after - now < within
-        and not e.file.endswith(("/" + certlist.JOIN_CREDENTIAL, JOIN_KUBECONFIG_PATH))
-    ]
+def renewal_of(manifest: dict[str, Any]) -> CertificateRenewal:
+    """The profile's cluster.certificateRenewal as the bake recorded it in the manifest; a manifest
+    without it (an older bake) or with a value the model refuses: the default (720h)."""
+    recorded = manifest.get("certificateRenewal")
+    if not isinstance(recorded, dict):
+        return CertificateRenewal()
+    try:
+        return CertificateRenewal.model_validate(recorded)
+    except ValueError:
+        return CertificateRenewal()
+
+
+def expiring(calendar: list[Expiry], now: datetime, renewal: CertificateRenewal) -> list[Expiry]:
+    """The entries due at `now` (each within its window, Expiry.window), soonest first; join credentials
+    left out: they are meant to expire with the join window (cluster.joinWindow)."""
+    hits = [e for e in calendar if e.not_after - now < e.window(renewal)[0] and not e.join_credential]
     return sorted(hits, key=lambda e: (e.not_after, e.node, e.file))
 
 
-def expiry_warnings(bundle: secrets.Bundle, now: datetime, within: timedelta) -> list[str]:
-    """What `bake` says on stderr (cluster.certificateExpiryWarning): one line per certificate."""
-    if within <= timedelta(0):
-        return []
+def expiry_warnings(bundle: secrets.Bundle, now: datetime, renewal: CertificateRenewal) -> list[str]:
+    """What `bake` says on stderr: one line per certificate of the bundle that is due (the window a
+    bake re-issues leaves in, so what is left is what the bake cannot renew: CAs, leaves --only kept)."""
     return [
         f"certificate {e.subject!r} ({e.node} {e.file}) expires on {e.not_after:%Y-%m-%d %H:%M} UTC, "
-        f"in {e.days_left(now)} days (cluster.certificateExpiryWarning: within {within.days} days)"
-        for e in expiring(bundle_calendar(bundle), now, within)
+        f"in {e.days_left(now)} days (within {e.window(renewal)[1]})"
+        for e in expiring(bundle_calendar(bundle), now, renewal)
     ]
 
 
-def _expiry(report: Report, where: str, cert: x509.Certificate, now: datetime) -> None:
-    """Expired, or soon: within 30 days (the default window in which a bake re-issues a leaf,
-    cluster.certificateRenewal.before; check does not read the profile), or the last third of a
-    short-lived certificate such as a join credential."""
+def _expiry(report: Report, where: str, cert: x509.Certificate, join_credential: bool = False) -> None:
+    """Expired, or due: within the window a bake re-issues it in (secrets.due_window with the manifest's
+    cluster.certificateRenewal), the last third of a join credential's lifetime."""
     not_after = cert.not_valid_after_utc
-    soon = min(EXPIRY_WARNING, (not_after - cert.not_valid_before_utc) / 3)
-    if not_after <= now:
+    lifetime = not_after - cert.not_valid_before_utc
+    soon, _ = secrets.due_window(report.renewal, lifetime, join_credential=join_credential)
+    if not_after <= report.now:
         report.error("cert-expired", where, f"expired on {not_after:%Y-%m-%d}")
-    elif not_after - now < soon:
+    elif not_after - report.now < soon:
         report.warn("cert-expiring", where, f"expires on {not_after:%Y-%m-%d}, in less than {soon.days} days")
 
 
@@ -363,6 +390,7 @@ def _node(
                 "key-permissions", f"nodes/{name}:{path}", f"private key written with permissions {perms!r}"
             )
     _seed_certificates(name, files, report)
+    _rebake_only(name, files, report)
     _join_secrets(name, role, str(manifest.get("join", "token")), files, bundle, report)
     _role_secrets(name, role, topology, files, bundle, report)
     if report_keys:
@@ -412,6 +440,23 @@ def _seed_certificates(name: str, files: dict[str, tuple[bytes, str, str]], repo
                 report.add_expiry(name, path, x509.load_pem_x509_certificate(pem))
             except ValueError:
                 continue
+
+
+def _rebake_only(name: str, files: dict[str, tuple[bytes, str, str]], report: Report) -> None:
+    """Flag in the calendar what the node's renewal timer watches but cannot renew: a leaf whose CA key
+    the node does not hold (a control plane's apiserver-etcd-client with external etcd,
+    placement.TABLE). Only a bake re-issues it, and only a re-seed (or a copy by hand) puts it there."""
+    if renewal.SCRIPT_PATH not in files:
+        return  # no timer: workers, or renewal off
+    for leaf, (base, ca) in renewal.LEAF_FILES.items():
+        path = f"{paths.PKI_DIR}/{base}.crt"
+        if path in files and f"{paths.PKI_DIR}/{renewal.CA_KEY_FILES[ca]}.key" not in files:
+            report.calendar = [
+                replace(e, note=REBAKE_ONLY)
+                if (e.node, e.file) in ((name, path), ("bundle", f"nodes/{name}/{leaf}"))
+                else e
+                for e in report.calendar
+            ]
 
 
 def _join_secrets(
@@ -550,6 +595,10 @@ def check_tree(
     except (OSError, ValueError) as exc:
         report.error("manifest-unreadable", "manifest.json", f"unreadable: {exc}")
         return report
+    if not isinstance(manifest, dict):
+        report.error("manifest-unreadable", "manifest.json", "unreadable: not a JSON object")
+        return report
+    report.renewal = renewal_of(manifest)
     jobs = jobs or parallel.default_jobs()
     batch = _schema_start(tree, [n for n in manifest.get("nodes", []) if isinstance(n, dict)], jobs)
     _checksums(tree, report)
@@ -572,10 +621,11 @@ def check_tree(
                 "discovery-hash", "manifest.json", "discovery hash does not match secrets/pki/ca.crt"
             )
         for name, ca in bundle.cas.items():
-            _expiry(report, f"secrets/{name}", ca.cert, now)
+            _expiry(report, f"secrets/{name}", ca.cert)
         for owner, leaves in bundle.leaves.items():
             for name, held in leaves.items():
-                _expiry(report, f"secrets/nodes/{owner}/{name}", held.cert, now)
+                join = name == certlist.JOIN_CREDENTIAL
+                _expiry(report, f"secrets/nodes/{owner}/{name}", held.cert, join)
         report.calendar += bundle_calendar(bundle)
         report.ok("secrets", "bundle consistent: keys match certificates, leaves chain to their CAs")
     user_data = []

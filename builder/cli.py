@@ -145,13 +145,21 @@ def _age_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help=f"age identity file (or OpenSSH private key) that opens an encrypted secrets bundle "
-        f"(repeatable; default: ${sealing.ENV_IDENTITY}); a passphrase is read from "
-        f"${sealing.ENV_PASSPHRASE}, else asked on the terminal",
+        f"(repeatable; default: ${sealing.ENV_IDENTITY}); a passphrase is read from --passphrase-file, "
+        f"else ${sealing.ENV_PASSPHRASE}, else asked on the terminal",
+    )
+    p.add_argument(
+        "--passphrase-file",
+        type=Path,
+        metavar="PATH",
+        help="the secrets bundle's passphrase is the first line of this file (never give it on the "
+        "command line: every user sees the process list)",
     )
 
 
 def _keys(args: argparse.Namespace) -> sealing.Keys:
-    return sealing.Keys.from_env(args.identity, prompt=True)
+    """What opens a bundle, for every command that does: the same options, the same terminal prompt."""
+    return sealing.Keys.from_env(args.identity, prompt=True, passphrase_file=args.passphrase_file)
 
 
 def _secrets_parser() -> argparse.ArgumentParser:
@@ -200,7 +208,9 @@ def secrets_main(argv: Sequence[str]) -> int:
                 raise BakeError(
                     [
                         Problem(
-                            "--passphrase", f"set {sealing.ENV_PASSPHRASE} or run on a terminal to be asked"
+                            "--passphrase",
+                            f"give --passphrase-file, set {sealing.ENV_PASSPHRASE} or run on a terminal "
+                            "to be asked",
                         )
                     ]
                 )
@@ -613,19 +623,19 @@ def check_main(argv: Sequence[str]) -> int:
 
 def _print_calendar(console: Console, report: check.Report) -> None:
     """The expiry calendar: every certificate of the bundle and the seeds, soonest first."""
-    from . import check
-
     if not report.calendar:
         return
     console.print(f"expiry calendar ({len(report.calendar)} certificates, soonest first):", highlight=False)
     for e in report.calendar:
         days = e.days_left(report.now)
-        colour = "red" if days < 0 else "yellow" if days < check.EXPIRY_WARNING.days else ""
+        due = e.not_after - report.now < e.window(report.renewal)[0]
+        colour = "red" if e.not_after <= report.now else "yellow" if due else ""
         console.print(
             Text.assemble(
                 f"  {e.not_after:%Y-%m-%d %H:%M}Z ",
                 (f"{days:>6} days ", colour),
                 f"{e.node:<14} {e.file}  ({e.subject})",
+                (f"  [{e.note}]" if e.note else "", "yellow" if e.note else ""),
             ),
             highlight=False,
             soft_wrap=True,

@@ -460,3 +460,117 @@ def test_bake_check_opens_a_passphrase_bundle(tmp_path: Path) -> None:
         ((detector, where, message),) = errors_of(report)
         assert code == 1 and (detector, where) == ("bundle-invalid", "sec/identity.age"), report
         assert needle in message and message.endswith("nor is it in the expiry calendar"), message
+
+
+# --------------------------------------------------------------------------------------------------
+# the passphrase: one way to get it for every command (cli._keys), never on a command line
+
+
+def bake_on_tty(args: list[str], cwd: Path, answer: str, timeout: float = 300) -> tuple[int, str]:
+    """`python -m builder.cli ARGS` on a pseudo-terminal in `cwd` (no BAKE_SECRETS_* in its
+    environment), answering each passphrase prompt; (exit status, what it printed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAKE_SECRETS_")}
+    env["PYTHONPATH"] = str(REPO)
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(cwd)
+        os.execve(sys.executable, [sys.executable, "-m", "builder.cli", *args], env)
+    seen = b""
+    answered = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        prompts = seen.lower().count(b"passphrase for")
+        if prompts > answered:
+            os.write(fd, answer.encode() + b"\n")
+            answered = prompts
+    else:
+        os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def phrased(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle encrypted with a passphrase and its outputs (copied by each test that changes it)."""
+    work = tmp_path_factory.mktemp("phrased")
+    done = bake(work, "out", "sec", "--passphrase", env={"BAKE_SECRETS_PASSPHRASE": "n0t on argv"})
+    assert done.returncode == 0, done.stderr
+    return work
+
+
+@pytest.mark.integration
+def test_check_asks_for_the_passphrase_on_a_terminal_as_bake_does(phrased: Path, tmp_path: Path) -> None:
+    work = copy_of(phrased, tmp_path / "w")
+    tree = str((work / "out" / CLUSTER).resolve())
+    code, said = bake_on_tty(["check", tree, "--secrets", "sec"], work, "n0t on argv")
+    assert code == 0, said
+    assert "passphrase for the secrets bundle sec: " in said
+    assert "bundle consistent" in said and "cannot decrypt" not in said, said
+    code, baked = bake_on_tty(["-p", PROFILE, "-o", "out", "--secrets", "sec", "-q"], work, "n0t on argv")
+    assert code == 0, baked
+    assert baked.count("passphrase for the secrets bundle sec: ") == said.count("passphrase for") == 1
+    # a wrong answer: check names the file it could not open, the bundle is not judged
+    tree = str((work / "out" / CLUSTER).resolve())  # the bake made a new generation
+    code, wrong = bake_on_tty(["check", tree, "--secrets", "sec"], work, "wrong")
+    assert code == 1 and "sec/identity.age: cannot decrypt: wrong passphrase" in wrong, wrong
+
+
+@pytest.mark.integration
+def test_passphrase_file_opens_the_bundle_for_every_command(phrased: Path, tmp_path: Path) -> None:
+    work = copy_of(phrased, tmp_path / "w")
+    pass_file = tmp_path / "pass"
+    pass_file.write_text("n0t on argv\nthe second line is not part of it\n")
+    with_file = ("--passphrase-file", str(pass_file))
+    before = outputs(work, "out")
+    done = bake(work, "out", "sec", *with_file)
+    assert done.returncode == 0, done.stderr
+    assert outputs(work, "out") == before
+    plan = run("plan", "-p", PROFILE, "-o", "out", "--secrets", "sec", *with_file, cwd=work)
+    assert plan.returncode == 0, plan.stdout + plan.stderr  # nothing would change
+    code, report = check_json(work, *with_file)
+    assert code == 0 and errors_of(report) == [], errors_of(report)
+    assert calendar_of_bundle(report) == bundle_not_after(work / "sec")
+    # the file wins over the environment; a wrong one is named
+    wrong = tmp_path / "wrong"
+    wrong.write_text("wrong\n")
+    env = {"BAKE_SECRETS_PASSPHRASE": "n0t on argv"}
+    code, report = check_json(work, "--passphrase-file", str(wrong), env=env)
+    assert code == 1 and "cannot decrypt: wrong passphrase" in errors_of(report)[0][2], report
+    (tmp_path / "empty").write_text("\n")
+    bad_files = ((tmp_path / "missing", "passphrase file unreadable"), (tmp_path / "empty", "is empty"))
+    for bad, needle in bad_files:
+        done = bake(work, "out", "sec", "--passphrase-file", str(bad))
+        assert done.returncode == 2 and str(bad) in done.stderr and needle in done.stderr, done.stderr
+    for command in (["serve"], ["secrets", "encrypt"], ["secrets", "decrypt"], ["check"], ["plan"], []):
+        helped = run(*command, "--help", cwd=work)
+        assert "--passphrase-file PATH" in helped.stdout, command
+    clear = run("secrets", "decrypt", "sec", *with_file, cwd=work)
+    assert clear.returncode == 0, clear.stderr
+    assert not list((work / "sec").rglob("*.age"))
+
+
+@pytest.mark.integration
+def test_a_passphrase_file_seals_what_the_age_cli_opens(tmp_path: Path) -> None:
+    """A new bundle sealed with --passphrase-file: the real age CLI, asked that first line on a terminal,
+    opens its identity.age, and that identity opens the bundle's files."""
+    age = peers.program("age")
+    pass_file = tmp_path / "pass"
+    pass_file.write_text("line one\r\n")
+    done = bake(tmp_path, "out", "sec", "--passphrase", "--passphrase-file", str(pass_file))
+    assert done.returncode == 0, done.stderr
+    sec = tmp_path / "sec"
+    status, said = age_on_tty(["-d", "-o", str(tmp_path / "id.txt"), str(sec / "identity.age")], "line one")
+    assert status == 0, said
+    ca_key = subprocess.run([age, "-d", "-i", str(tmp_path / "id.txt"), str(sec / "pki/ca.key.age")],
+                            capture_output=True, check=True).stdout  # fmt: skip
+    assert b"PRIVATE KEY" in ca_key

@@ -36,6 +36,7 @@ from cryptography import x509
 from builder import bake as bake_module
 from builder import check
 from builder.errors import ProfileError
+from builder.model import CertificateRenewal
 from builder.node import renewal
 from builder.pki import certlist, secrets
 from builder.plan import build_plan
@@ -200,7 +201,8 @@ def _problems(*sets: str) -> list[tuple[str, str]]:
         (["cluster.certificateRenewal.before=30m"], "cluster.certificateRenewal.before"),
         (["cluster.certificateRenewal.onCalendar=daily\nExecStart=/bin/sh"],
          "cluster.certificateRenewal.onCalendar"),
-        (["cluster.certificateExpiryWarning=forever"], "cluster.certificateExpiryWarning"),
+        # no window of its own any more: the one window is cluster.certificateRenewal.before
+        (["cluster.certificateExpiryWarning=720h"], "cluster.certificateExpiryWarning"),
     ],
 )  # fmt: skip
 def test_lifetimes_are_validated_with_their_path(sets: list[str], path: str) -> None:
@@ -401,6 +403,60 @@ def test_a_pod_that_does_not_come_back_fails_the_unit_with_its_manifest_in_place
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("days", [10, 60])
+def test_external_etcd_control_plane_says_its_etcd_client_is_renewed_by_re_bake_only(
+    tmp_path: Path, days: int
+) -> None:
+    """A control plane with external etcd holds no etcd CA key (placement.TABLE): its apiserver-etcd-client
+    inside the window is a journal warning naming it, its expiry and the fix, and fails the unit; the
+    rest is renewed. Outside the window: not a word of it."""
+    _can_sandbox(tmp_path)
+    health = tmp_path / "healthy"
+    health.write_text("ok\n")
+    env = _sandbox_env(health)
+    env["BAKE_RENEW_CERTS"] = (
+        f"apiserver={PKI}/apiserver.crt={PKI}/ca.key "
+        f"apiserver-etcd-client={PKI}/apiserver-etcd-client.crt={PKI}/etcd/ca.key"
+    )
+    env["BAKE_RENEW_PODS"] = f"kube-apiserver=file://{health}"
+    root = tmp_path / "root"
+    _fake_node(root, env, not_after_days=days)
+    pki = root / "etc/kubernetes/pki"
+    (pki / "etcd/ca.key").unlink()
+    (pki / "etcd/server.crt").unlink()
+    shutil.copy(pki / "apiserver.crt", pki / "apiserver-etcd-client.crt")
+    cert = x509.load_pem_x509_certificate((pki / "apiserver-etcd-client.crt").read_bytes())
+    not_after = cert.not_valid_after_utc
+    (tmp_path / "stubs.sh").write_text(STUBS)
+    (tmp_path / "ns.sh").write_text(NAMESPACE)
+    subprocess.run(["unshare", "-m", "bash", str(tmp_path / "ns.sh"), str(tmp_path)], check=True, timeout=120)
+    log = (tmp_path / "out.log").read_text()
+    rc = int((tmp_path / "rc").read_text())
+    calls = (tmp_path / "calls").read_text().splitlines()
+    warnings = [line for line in log.splitlines() if line.startswith("<4>")]
+    if days == 60:
+        assert rc == 0 and warnings == [] and "apiserver-etcd-client: valid until" in log, log
+        return
+    assert rc == 1, log
+    [warning] = warnings
+    # openssl's date format, written here from the certificate: "Mon DD HH:MM:SS YYYY GMT", day space-padded
+    date = f"{not_after:%b} {not_after.day:2d} {not_after:%H:%M:%S %Y} GMT"
+    assert warning.startswith(
+        f"<4>bake-renew-certs: WARNING: apiserver-etcd-client (/etc/kubernetes/pki/apiserver-etcd-client.crt)"
+        f" expires {date}, inside the renewal window, and is renewed by re-bake only"
+    ), warning
+    assert "does not hold the etcd CA key" in warning
+    assert "run bake again (it re-issues apiserver-etcd-client) and re-seed this node" in warning
+    assert "copy the bundle's nodes/cp-1/apiserver-etcd-client.crt and apiserver-etcd-client.key to " \
+        "/etc/kubernetes/pki/ (0644 / 0600)" in warning
+    assert "/etc/kubernetes/manifests/kube-apiserver.yaml" in warning
+    # what the node can renew, it did; then the unit fails, naming it again
+    renewed = [c for c in calls if c.startswith("kubeadm")]
+    assert renewed == ["kubeadm certs renew all --config /etc/bake/kubeadm-renew.yaml"]
+    assert "not renewed here: apiserver-etcd-client" in log.splitlines()[-1]
+
+
+@pytest.mark.integration
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     """The service and the timer as baked, installed with the script in a private mount namespace."""
     _can_sandbox(tmp_path)
@@ -511,14 +567,101 @@ def test_check_prints_the_calendar_and_json_has_it(short_lived: tuple[Path, str]
 
 
 @pytest.mark.integration
-def test_bake_warns_on_stderr_about_what_expires_within_the_window(short_lived: tuple[Path, str]) -> None:
+def test_bake_warns_about_nothing_it_re_issued(short_lived: tuple[Path, str]) -> None:
+    """Leaves 10 days from expiry, a 48h window: not due, so neither re-issued nor warned about."""
     _, stderr = short_lived
-    lines = [x for x in stderr.splitlines() if x.startswith("warning certificate")]
-    assert any("'kube-apiserver' (bundle nodes/cp-1/apiserver)" in x and "in 9 days" in x for x in lines), (
-        stderr
-    )
-    assert not [x for x in lines if "join.conf" in x]  # the join window is meant to run out
-    assert not [x for x in lines if "pki/ca" in x]  # ten years
+    assert not [x for x in stderr.splitlines() if x.startswith("warning certificate")], stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# one window: the nodes' timer, the bake and `bake check` all judge by cluster.certificateRenewal.before
+
+WINDOW_DAYS = {"wide": 90, "narrow": 10}
+
+
+@pytest.fixture(scope="module")
+def windows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, datetime]]:
+    """single-master baked (one-year leaves) with a 90-day and a 10-day renewal window, and when."""
+    baked = {}
+    for label in WINDOW_DAYS:
+        out = tmp_path_factory.mktemp(label) / "outputs"
+        now = secrets.utcnow()
+        _window_bake(out, label, now)
+        baked[label] = (out, now)
+    return baked
+
+
+def _window_bake(out: Path, label: str, now: datetime, *only: str) -> bake_module.BakeResult:
+    before = f"cluster.certificateRenewal.before={WINDOW_DAYS[label] * 24}h"
+    options = bake_module.BakeOptions(
+        profile="single-master", sets=("cluster.encryptionAlgorithm=ECDSA-P256", before), out_root=out,
+        now=now, jobs=1, secrets=bundle(out, "single-master"), only=only,
+    )  # fmt: skip
+    return bake_module.run(options)
+
+
+def _leaf_not_after(out: Path, leaf: str) -> datetime:
+    pem = (bundle(out, "single-master") / "nodes" / "cp-1" / f"{leaf}.crt").read_bytes()
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc
+
+
+@pytest.mark.parametrize(
+    ("label", "left", "warned"),
+    [("wide", 60, True), ("narrow", 60, False), ("narrow", 20, False), ("wide", 20, True)],
+)  # 20 days: inside a window hard-coded to 30 days, outside the profile's 10
+def test_check_warns_by_the_profiles_window(
+    windows: dict[str, tuple[Path, datetime]], label: str, left: int, warned: bool
+) -> None:
+    """A leaf 60 (20) days from expiry: inside a 90-day window (warned), outside a 10-day one (not)."""
+    out, _ = windows[label]
+    tree = out / "single-master"
+    not_after = _leaf_not_after(out, "apiserver")
+    now = not_after - timedelta(days=left)
+    report = check.check_tree(tree, now=now, secrets_dir=bundle(out, "single-master"))
+    expiring = {f.where: f.message for f in report.findings if f.check == "cert-expiring"}
+    if warned:
+        said = expiring["secrets/nodes/cp-1/apiserver"]
+        assert said == f"expires on {not_after:%Y-%m-%d}, in less than 90 days"
+    else:
+        assert "secrets/nodes/cp-1/apiserver" not in expiring, expiring
+    # the node's timer renews in the same window (the env file in the seed, read here as a shell would)
+    env = dict(line.split("=", 1) for line in _env_lines(tree, "cp-1"))
+    assert int(env["BAKE_RENEW_BEFORE_SECONDS"]) == WINDOW_DAYS[label] * 86400
+    # and the calendar colours by it: yellow iff due
+    due = [e for e in report.calendar if e.file == "/etc/kubernetes/pki/apiserver.crt"]
+    assert [e.not_after - now < e.window(report.renewal)[0] for e in due] == [warned]
+
+
+def _env_lines(tree: Path, node: str) -> list[str]:
+    for entry in yaml.safe_load((tree / "nodes" / node / "user-data").read_bytes())["write_files"]:
+        if entry["path"] == renewal.RENEW_ENV_PATH:
+            raw = entry["content"]
+            text = base64.b64decode(raw).decode() if entry.get("encoding") == "b64" else raw
+            return [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    raise AssertionError("no renewal env file")
+
+
+@pytest.mark.parametrize(
+    ("label", "left", "warned"),
+    [("wide", 60, True), ("narrow", 60, False), ("narrow", 20, False), ("wide", 20, True)],
+)  # 20 days: inside a window hard-coded to 30 days, outside the profile's 10
+def test_bake_warns_by_the_profiles_window(
+    windows: dict[str, tuple[Path, datetime]], tmp_path: Path, label: str, left: int, warned: bool
+) -> None:
+    """A bake with --only worker-1, 60 (20) days before cp-1's leaves expire: it keeps them (not its node) and
+    warns about them inside a 90-day window, not with a 10-day one."""
+    src, _ = windows[label]
+    out = tmp_path / "outputs"
+    shutil.copytree(src, out, symlinks=True)
+    now = _leaf_not_after(out, "apiserver") - timedelta(days=left)
+    result = _window_bake(out, label, now, "worker-1")
+    apiserver = [w for w in result.expiring if "(bundle nodes/cp-1/apiserver)" in w]
+    if warned:
+        assert len(apiserver) == 1, result.expiring
+        assert f"in {left} days (within cluster.certificateRenewal.before (2160h))" in apiserver[0]
+    else:
+        assert apiserver == [], result.expiring
+    assert not [w for w in result.expiring if "join.conf" in w]
 
 
 def _expiry_entries(days: list[int]) -> list[check.Expiry]:
@@ -531,13 +674,12 @@ def test_expiring_is_strictly_inside_the_window_and_leaves_join_credentials_out(
     entries = _expiry_entries([45, 30, 29, 1, -3])
     entries.append(check.Expiry("bundle", "nodes/worker-1/join.conf", "system:node:worker-1", now))
     entries.append(check.Expiry("worker-1", "/etc/bake/join.conf", "system:node:worker-1", now))
-    hits = check.expiring(entries, now, timedelta(days=30))
+    hits = check.expiring(entries, now, CertificateRenewal(before="720h"))
     assert [e.file for e in hits] == ["nodes/cp-1/leaf-3", "nodes/cp-1/leaf1", "nodes/cp-1/leaf29"]
 
 
 def test_default_profiles_bake_without_a_warning() -> None:
     plan = _plan("single-master")
-    assert plan.settings.certificate_expiry_warning == "720h"
     assert plan.settings.certificate_renewal.before == "720h"
     assert plan.settings.certificate_renewal.on_calendar == "daily"
 
@@ -593,6 +735,31 @@ def _leaf_names(out: Path) -> set[tuple[str, str]]:
 
 def _digests_of(out: Path) -> tuple[dict[str, str], dict[str, str]]:
     return _digests((out / REBAKE_CLUSTER).resolve()), _digests(bundle(out, REBAKE_CLUSTER))
+
+
+@pytest.mark.integration
+def test_check_flags_the_external_etcd_clients_as_renewed_by_re_bake_only(
+    first_bake: tuple[Path, datetime], tmp_path: Path
+) -> None:
+    """In the calendar, exactly each control plane's apiserver-etcd-client (seed and bundle copy): with
+    external etcd no control plane holds the etcd CA key that signs it; etcd members renew their own."""
+    out, now = first_bake
+    tree = (out / REBAKE_CLUSTER).resolve()
+    manifest = json.loads((tree / "manifest.json").read_bytes())
+    cps = [n["name"] for n in manifest["nodes"] if n["role"] == "control-plane"]
+    assert len(cps) >= 2
+    report = check.check_tree(tree, now=now, secrets_dir=bundle(out, REBAKE_CLUSTER))
+    flagged = {(e.node, e.file) for e in report.calendar if e.note}
+    assert flagged == {(cp, f"{PKI}/apiserver-etcd-client.crt") for cp in cps} | {
+        ("bundle", f"nodes/{cp}/apiserver-etcd-client") for cp in cps
+    }
+    assert {e.note for e in report.calendar if e.note} == {"renewed by re-bake only"}
+    calendar = report.as_dict()["calendar"]
+    entry = next(e for e in calendar if e["node"] == cps[0] and "etcd-client" in e["file"])
+    assert entry["note"] == "renewed by re-bake only"
+    text = run_check(tree, "--secrets", str(bundle(out, REBAKE_CLUSTER)))
+    lines = [x for x in text.stdout.splitlines() if "apiserver-etcd-client" in x]
+    assert lines and all(x.endswith("[renewed by re-bake only]") for x in lines), lines
 
 
 def test_a_rebake_with_nothing_due_writes_the_same_bytes(

@@ -1,5 +1,5 @@
 """builder.serve.nodefiles and the reporter: what a node gets to report its first boot, and the real
-report.sh run as root in a private mount namespace against the real server (curl, openssl, date of
+report.sh run as root in a private mount namespace against the real server (curl, sha256sum, date of
 the host; all traffic on loopback).
 
 Without cluster.seed.reportUrl nothing of it is in a seed (and the goldens, baked without it, stay as
@@ -189,7 +189,7 @@ class ReporterSandbox:
 @pytest.fixture(scope="module")
 def can_sandbox(tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp = tmp_path_factory.mktemp("probe")
-    if os.geteuid() != 0 or not all(map(program, ("unshare", "curl", "openssl"))):
+    if os.geteuid() != 0 or not all(map(program, ("unshare", "curl", "sha256sum"))):
         missing("the reporter sandbox needs root and unshare (private mount namespace)")
     probe = "mkdir -p $0/u $0/w && mount -t overlay overlay -o lowerdir=/etc,upperdir=$0/u,workdir=$0/w /etc"
     proc = subprocess.run(["unshare", "-m", "sh", "-c", probe, str(tmp)], capture_output=True)
@@ -331,3 +331,81 @@ def test_units_with_reports_pass_systemd_analyze_verify(can_sandbox: None, tmp_p
     assert "bake-" not in sb.text("verify.log"), sb.text("verify.log")
     modes = {f.path: stat.S_IMODE(f.mode) for f in rendered.files}
     assert modes[paths.REPORT_KEY] == 0o600
+
+
+# --------------------------------------------------------------------------------------------------
+# the signature: HMAC-SHA256 in the shell, the key on no command line
+
+REPORT_SH = resources.templates_dir() / "bootstrap" / "report.sh"
+NODE_KEY = "5f" * 16 + "a0" * 16  # 64 hex digits, as bake writes a node's key
+
+
+def _shell_hmac(key: str, body: bytes) -> str:
+    """report.sh's hmac_sha256, sourced (the script runs nothing when sourced), over `body` on stdin."""
+    proc = subprocess.run(
+        ["bash", "-c", '. "$1" && hmac_sha256 "$2"', "bash", str(REPORT_SH), key],
+        input=body, capture_output=True, check=True,
+    )  # fmt: skip
+    return proc.stdout.decode().strip()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{}", b'{"v":1,"node":"worker-1"}', bytes(range(256)), b"\x80\xff\xfe caf\xc3\xa9", b"x" * 5000],
+    ids=["empty", "braces", "json", "every-byte", "high-bytes", "long"],
+)
+@pytest.mark.parametrize("key", [NODE_KEY, "k", "short key!", "~" * 64], ids=["node-key", "1", "10", "64"])
+def test_the_reporter_signs_as_python_hmac(key: str, body: bytes) -> None:
+    import hashlib
+    import hmac
+
+    assert _shell_hmac(key, body) == hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_the_reporter_refuses_a_key_it_cannot_pad() -> None:
+    for key in ("", "a" * 65):
+        proc = subprocess.run(
+            ["bash", "-c", '. "$1" && hmac_sha256 "$2"', "bash", str(REPORT_SH), key],
+            input=b"x", capture_output=True,
+        )  # fmt: skip
+        assert proc.returncode != 0 and proc.stdout == b"", key
+
+
+SHIMMED = ("cat", "sha256sum", "openssl", "curl", "date", "install", "dirname", "flock", "tail", "base64",
+           "cut", "head", "sed", "env", "mkdir")  # fmt: skip
+
+
+@pytest.mark.integration
+def test_the_report_key_is_on_no_command_line(can_sandbox: None, tmp_path: Path) -> None:
+    """Every external command report.sh runs is a shim first in its PATH that logs its whole argv: the
+    node's key, as hex or as raw bytes, is in none of them, and the server still accepts the report."""
+    port = free_port()
+    tree = bake_loopback(tmp_path / "out", "--set", f"cluster.seed.reportUrl=http://127.0.0.1:{port}")
+    files = seed_files(tree, "worker-1")
+    key = files[paths.REPORT_KEY].strip()
+    assert len(key) == 64
+    sb = ReporterSandbox(tmp_path / "sb", files)
+    shims = "\n".join(
+        f"""real=$(command -v {name}) && printf '#!/bin/bash\\n{{ printf "%%s\\\\0" "$0" "$@"; printf "\\\\n"; }} >>"%s"\\nexec %s "$@"\\n' "$S/out/argv" "$real" >/usr/local/sbin/{name} && chmod 0755 /usr/local/sbin/{name}"""  # noqa: E501
+        for name in SHIMMED
+    )
+    with running(load(tree), port=port) as srv:
+        calls = sb.run(
+            f"""
+            install -d -m 0755 /usr/local/sbin
+            {shims}
+            install -d -m 0700 /var/log/bake
+            echo 'E: boom' >/var/log/bake/bootstrap.log
+            report $R prep started
+            report SERVICE_RESULT=exit-code EXIT_CODE=exited EXIT_STATUS=1 $R prep stopped
+            """
+        )
+        events = srv.server.stores[CLUSTER].events("worker-1")
+    assert [c[0] for c in calls] == [0, 0]
+    assert [(e["step"], e["event"]) for e in events] == [("prep", "started"), ("prep", "failed")], srv.log
+    logged = (tmp_path / "sb" / "out" / "argv").read_bytes()
+    argvs = [line.split(b"\0")[:-1] for line in logged.splitlines() if line]
+    ran = {Path(argv[0].decode()).name for argv in argvs}
+    assert {"curl", "date"} <= ran, ran  # the shims did see the script's commands
+    assert key not in logged and key.upper() not in logged, [a for a in argvs if key in b" ".join(a)]
+    assert bytes.fromhex(key.decode()) not in logged

@@ -197,8 +197,9 @@ class CertificateRenewal(Model):
 
     enabled: bool = True
     before: Duration = "720h"
-    """The window before a certificate's NotAfter in which the node renews it, and in which a bake
-    re-issues the bundle's copy (secrets.renewal_window): the bundle does not see the nodes' renewals."""
+    """The window before a certificate's NotAfter in which the node renews it, a bake re-issues the
+    bundle's copy (the bundle does not see the nodes' renewals), and `bake` and `bake check` warn: one
+    window, decided by secrets.due_window."""
     on_calendar: str = Field(default="daily", pattern=r"^[A-Za-z0-9*:/.,~ -]{1,100}$")
     """When the timer looks: a systemd.time(7) calendar expression (the unit is verified in the tests)."""
 
@@ -361,8 +362,6 @@ class Cluster(Model):
     certificate_validity_period: Duration = "8760h"
     ca_certificate_validity_period: Duration = "87600h"
     certificate_renewal: CertificateRenewal = Field(default_factory=CertificateRenewal)
-    # `bake` warns (stderr) when a certificate of the bundle expires within this window; "0s": never
-    certificate_expiry_warning: Duration = "720h"
     token_ttl: Duration = Field(default="24h", alias="tokenTTL")
     join: JoinCredential = JoinCredential.CERTIFICATE
     join_window: Duration = "720h"

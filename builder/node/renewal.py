@@ -8,9 +8,11 @@ RENEW_ENV_PATH, whose names are fixed here and whose values are `shlex.quote`d, 
 
 What it may renew: what kubeadm can sign on the node, i.e. leaves whose CA key the node holds
 (placement.TABLE). Every etcd member, stacked or external, holds the etcd CA key and renews its own etcd
-leaves; with external etcd the control planes do not, so their apiserver-etcd-client is only watched:
-the script fails the unit and says to re-bake when it is due (a bake re-issues what is inside the
-window, secrets.reconcile). Workers get nothing: the kubelet rotates its own client certificate.
+leaves; with external etcd the control planes do not, so their apiserver-etcd-client is renewed by
+re-bake only: the script watches it, and once it is due writes a journal warning (its expiry, re-bake
+and re-seed, or the copy by hand) and fails the unit (a bake re-issues what is inside the window,
+secrets.reconcile; `bake check`'s calendar marks it, check.REBAKE_ONLY). Workers get nothing: the
+kubelet rotates its own client certificate.
 
 kubeadm reads a renewal config (RENEW_CONFIG_PATH): for `certs renew` it needs a ClusterConfiguration
 (validity period, key algorithm, etcd local or external) and, not to guess the node's address from its
@@ -29,8 +31,7 @@ from typing import Any
 from .. import paths, resources, yamlio
 from ..files import NodeFile, public
 from ..model import Role
-from ..model.syntax import duration_seconds
-from ..pki import placement
+from ..pki import placement, secrets
 from ..plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, host_port
 from . import kubeadm_config, static_pods
 
@@ -128,7 +129,8 @@ def env_values(plan: ClusterPlan, node: NodePlan) -> dict[str, str]:
     return {
         "BAKE_RENEW_NODE": node.name,
         "BAKE_RENEW_ROLE": node.role.value,
-        "BAKE_RENEW_BEFORE_SECONDS": str(duration_seconds(r.before)),
+        # the window bake and bake check judge by too (secrets.due_window)
+        "BAKE_RENEW_BEFORE_SECONDS": str(int(secrets.renewal_before(r).total_seconds())),
         "BAKE_RENEW_CONFIG": RENEW_CONFIG_PATH,
         "BAKE_RENEW_ALL": "yes" if node.role is Role.CONTROL_PLANE else "no",
         "BAKE_RENEW_CERTS": " ".join("=".join(c) for c in watched_certificates(plan, node)),

@@ -81,16 +81,21 @@ class Keys:
     identity_files: tuple[Path, ...] = ()
     prompt: bool = False
     """Ask on the terminal when $BAKE_SECRETS_PASSPHRASE is unset (only if stdin is one)."""
+    passphrase_file: Path | None = None
+    """--passphrase-file: the passphrase is its first line (before the environment and the terminal;
+    never on the command line, where every user of the machine could read it)."""
     _passphrase: str | None = field(default=None, repr=False)
     _identities: list[Identity] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_env(cls, identity_files: Sequence[Path] = (), *, prompt: bool = False) -> Keys:
+    def from_env(
+        cls, identity_files: Sequence[Path] = (), *, prompt: bool = False, passphrase_file: Path | None = None
+    ) -> Keys:
         """--identity files, else $BAKE_SECRETS_IDENTITY (the passphrase is read when needed)."""
         files = tuple(identity_files)
         if not files and os.environ.get(ENV_IDENTITY):
             files = (Path(os.environ[ENV_IDENTITY]),)
-        return cls(files, prompt)
+        return cls(files, prompt, passphrase_file)
 
     def identities(self) -> list[Identity]:
         if self._identities is None:
@@ -109,16 +114,35 @@ class Keys:
     def passphrase(self, why: str) -> str | None:
         """The passphrase of an existing bundle (asked once)."""
         if self._passphrase is None:
-            self._passphrase = env_or_prompt(why, prompt=self.prompt)
+            self._passphrase = env_or_prompt(why, prompt=self.prompt, file=self.passphrase_file)
         return self._passphrase
 
     def new_passphrase(self, why: str) -> str | None:
         """The passphrase a bundle is to be encrypted with (asked twice on a terminal)."""
-        return env_or_prompt(why, prompt=self.prompt, confirm=True)
+        return env_or_prompt(why, prompt=self.prompt, confirm=True, file=self.passphrase_file)
 
 
-def env_or_prompt(why: str, *, prompt: bool, confirm: bool = False) -> str | None:
-    """$BAKE_SECRETS_PASSPHRASE, else the terminal's answer (twice when `confirm`), else None."""
+def read_passphrase_file(path: Path) -> str:
+    """The first line of a passphrase file (age's and openssl's `file:` convention), without its line
+    end; an unreadable or empty one is an error naming it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BakeError([Problem(str(path), f"passphrase file unreadable: {exc.strerror}")]) from None
+    try:
+        line = data.decode().splitlines()[0] if data else ""
+    except UnicodeDecodeError:
+        raise BakeError([Problem(str(path), "passphrase file is not UTF-8 text")]) from None
+    if not line:
+        raise BakeError([Problem(str(path), "passphrase file: its first line is empty")])
+    return line
+
+
+def env_or_prompt(why: str, *, prompt: bool, confirm: bool = False, file: Path | None = None) -> str | None:
+    """--passphrase-file, else $BAKE_SECRETS_PASSPHRASE, else the terminal's answer (twice when
+    `confirm`), else None. Every command that opens a bundle gets it from here (cli._keys)."""
+    if file is not None:
+        return read_passphrase_file(file)
     env = os.environ.get(ENV_PASSPHRASE)
     if env is not None:
         return env
@@ -261,8 +285,9 @@ class Reader:
                 [
                     Problem(
                         str(path),
-                        f"the bundle is encrypted with a passphrase: set {ENV_PASSPHRASE}, run on a "
-                        f"terminal to be asked, or give an --identity; {self.outcome}",
+                        f"the bundle is encrypted with a passphrase: set {ENV_PASSPHRASE}, give "
+                        f"--passphrase-file, run on a terminal to be asked, or give an --identity; "
+                        f"{self.outcome}",
                     )
                 ]
             )
@@ -391,7 +416,12 @@ def wanted(
             phrase = keys.new_passphrase(f"the new secrets bundle {where}")
             if phrase is None:
                 raise BakeError(
-                    [Problem("--passphrase", f"set {ENV_PASSPHRASE} or run on a terminal to be asked for it")]
+                    [
+                        Problem(
+                            "--passphrase",
+                            f"give --passphrase-file, set {ENV_PASSPHRASE} or run on a terminal to be asked",
+                        )
+                    ]
                 )
         return Seal.new(recipients, phrase)
     hint = f"`bake secrets encrypt {where} ...` changes how an existing bundle is encrypted"

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from ..errors import Problem, SecretsError
+from ..model import CertificateRenewal
 from ..model.syntax import duration_seconds
 from ..plan import ClusterPlan, NodePlan
 from ..serve import protocol as report_protocol
@@ -177,8 +178,12 @@ def _issue(
 _PENDING: Issued = None  # type: ignore[assignment]  # a leaf decided on, not signed yet
 
 
-def renewal_window(plan: ClusterPlan, spec: pki.CertSpec, lifetime: timedelta) -> tuple[timedelta, str]:
-    """How long before its NotAfter a bake re-issues a leaf of this `lifetime`, and why (for the output).
+def due_window(
+    renewal: CertificateRenewal, lifetime: timedelta, *, join_credential: bool = False
+) -> tuple[timedelta, str]:
+    """How long before its NotAfter a certificate of this `lifetime` is due, and why (for the output):
+    the one window in which a bake re-issues a leaf, `bake` and `bake check` warn, and (renewal on) the
+    nodes' timer renews (renewal.env_values).
 
     The nodes' own window (cluster.certificateRenewal.before): a seed baked for a new or re-provisioned
     machine then never carries a leaf the node would have to renew at once, or could not (the renewal
@@ -188,14 +193,24 @@ def renewal_window(plan: ClusterPlan, spec: pki.CertSpec, lifetime: timedelta) -
     credential is not renewed on a node but meant to run out with cluster.joinWindow: the last third of
     it, at most RENEW_BEFORE.
     """
-    if spec.name == certlist.JOIN_CREDENTIAL:
+    if join_credential:
         return min(RENEW_BEFORE, lifetime / 3), "the last third of its join window"
-    renewal = plan.settings.certificate_renewal
-    before = timedelta(seconds=duration_seconds(renewal.before))
+    before = renewal_before(renewal)
     setting = f"cluster.certificateRenewal.before ({renewal.before})"
     if renewal.enabled:
         return before, setting
     return min(before, lifetime / 3), f"{setting}, at most the last third of its lifetime with renewal off"
+
+
+def renewal_before(renewal: CertificateRenewal) -> timedelta:
+    """cluster.certificateRenewal.before as a duration (the nodes' timer gets it in seconds)."""
+    return timedelta(seconds=duration_seconds(renewal.before))
+
+
+def renewal_window(plan: ClusterPlan, spec: pki.CertSpec, lifetime: timedelta) -> tuple[timedelta, str]:
+    """due_window of one leaf of this plan."""
+    join = spec.name == certlist.JOIN_CREDENTIAL
+    return due_window(plan.settings.certificate_renewal, lifetime, join_credential=join)
 
 
 def _reuse_problems(

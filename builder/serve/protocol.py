@@ -1,6 +1,6 @@
 """A first-boot report: what a node sends to `bake serve`, how it signs it, how the server reads it.
 
-The node (templates/bootstrap/report.sh, plain shell with curl and openssl) POSTs one JSON object to
+The node (templates/bootstrap/report.sh, plain shell with curl and sha256sum) POSTs one JSON object to
 `cluster.seed.reportUrl` with the header `X-Bake-Signature: sha256=<hex>`, the HMAC-SHA256 of the exact
 body bytes under the node's report key. The key is derived from one secret of the bundle
 (`report-key`) and the node's name, so each node holds its own key only and can speak for itself only;
@@ -83,7 +83,8 @@ def node_key(master: bytes, cluster: str, node: str) -> bytes:
 
 
 def signature(key: bytes, body: bytes) -> str:
-    """The header value: what `openssl dgst -sha256 -hmac "$(cat report.key)"` computes over the body."""
+    """The header value: what report.sh's hmac_sha256 (and `openssl dgst -sha256 -hmac KEY`) computes
+    over the body, the key being the 64 hex digits of report.key."""
     return SIGNATURE_PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 

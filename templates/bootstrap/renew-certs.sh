@@ -9,6 +9,9 @@
 # member's etcd certificates, with the node's renewal config (the profile's validity period and key
 # algorithm). kubeadm signs with the CA key on this node: a certificate whose CA key is not here (the
 # etcd CA with external etcd) is reported, never renewed; the script itself never reads a CA key.
+# A control plane's apiserver-etcd-client with external etcd is such a certificate, by design: it is
+# renewed by re-bake only, and once inside the window the journal says so at warning priority, with
+# its expiry and the fix.
 # Each static pod is restarted by moving its manifest out of the kubelet's directory, waiting for its
 # container to stop, moving it back and waiting for a new container and its health endpoint (bounded).
 # Output goes to the journal of the unit.
@@ -19,6 +22,8 @@ export LC_ALL=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 readonly ENV_FILE=/etc/bake/renew-certs.env
 
 log() { printf 'bake-renew-certs: %s\n' "$*"; }
+# warn: journald's warning priority (sd-daemon's <4> prefix, read from the unit's stdout)
+warn() { printf '<4>bake-renew-certs: WARNING: %s\n' "$*"; }
 die() {
     log "ERROR: $*"
     exit 1
@@ -66,8 +71,16 @@ find_due() {
         if [[ -e $ca_key ]]; then
             log "$name: expires $(not_after "$file"), inside the renewal window: renewing"
             RENEW+=("$name")
+        elif [[ $name == apiserver-etcd-client ]]; then
+            warn "$name ($file) expires $(not_after "$file"), inside the renewal window, and is renewed by" \
+                "re-bake only: this control plane does not hold the etcd CA key ($ca_key; external etcd)." \
+                "Fix: run bake again (it re-issues $name) and re-seed this node; or by hand, copy the" \
+                "bundle's nodes/$BAKE_RENEW_NODE/$name.crt and $name.key to ${file%/*}/ (0644 / 0600) and" \
+                "restart kube-apiserver (move $BAKE_RENEW_MANIFESTS_DIR/kube-apiserver.yaml out of that" \
+                "directory until its container stops, then back)"
+            CANNOT+=("$name")
         else
-            log "$name: expires $(not_after "$file"), inside the renewal window, but its CA key $ca_key is not on this node"
+            warn "$name ($file) expires $(not_after "$file"), inside the renewal window, but its CA key $ca_key is not on this node"
             CANNOT+=("$name")
         fi
     done

@@ -8,9 +8,11 @@
 # lines starts with '-', and this script always exits 0: a report never fails or holds a step. It waits
 # at most a few seconds (curl's timeouts) and never retries; a node without the server boots the same.
 #
-# The body is signed with the node's own key (HMAC-SHA256 of the exact bytes, openssl dgst), so the
-# server knows that this node and no other sent it. Its sequence number only grows (the last one is kept
-# in $SEQ_FILE; a fresh disk starts from the clock in milliseconds), so the server refuses a replay.
+# The body is signed with the node's own key (HMAC-SHA256 of the exact bytes), so the server knows that
+# this node and no other sent it. The key never appears on a command line (/proc/PID/cmdline is
+# readable by every user of the node): hmac_sha256 pads it with shell builtins and pipes it to sha256sum.
+# Its sequence number only grows (the last one is kept in $SEQ_FILE; a fresh disk starts from the clock
+# in milliseconds), so the server refuses a replay.
 # The values come from the shell-quoted $REPORT_ENV, never from this code.
 set -uo pipefail
 umask 077
@@ -44,6 +46,30 @@ next_seq() {
     echo "$seq"
 }
 
+# hmac_sha256 KEY: HMAC-SHA256 (RFC 2104) of stdin under KEY (at most 64 printable ASCII bytes, the
+# hash's block size; a node's key is 64 hex digits), in hex. The padded key blocks are made by printf
+# (a builtin, not an exec) and reach sha256sum through a pipe: no process gets the key in its argv.
+hmac_sha256() {
+    local key=$1 i n b ipad="" opad="" inner outer esc=""
+    [[ $key =~ ^[[:print:]]{1,64}$ ]] || return 1
+    for ((i = 0; i < 64; i++)); do
+        n=0
+        if ((i < ${#key})); then printf -v n '%d' "'${key:i:1}"; fi
+        printf -v b '\\x%02x' $((n ^ 0x36))
+        ipad+=$b
+        printf -v b '\\x%02x' $((n ^ 0x5c))
+        opad+=$b
+    done
+    # shellcheck disable=SC2059 # the formats are \xHH escapes made above, nothing else
+    inner=$({ printf "$ipad" && cat; } | sha256sum) || return 1
+    inner=${inner%% *}
+    [[ $inner =~ ^[0-9a-f]{64}$ ]] || return 1
+    for ((i = 0; i < 64; i += 2)); do esc+="\\x${inner:i:2}"; done
+    # shellcheck disable=SC2059 # as above
+    outer=$({ printf "$opad" && printf "$esc"; } | sha256sum) || return 1
+    printf '%s\n' "${outer%% *}"
+}
+
 report() {
     local step=$1 event=$2 code="" tail="" key seq body sig
     [[ $step =~ ^[a-z]+$ ]] || return 0
@@ -75,9 +101,9 @@ report() {
     }
     body=$(printf '{"v":1,"cluster":"%s","node":"%s","seq":%s,"time":%s,"step":"%s","event":"%s","exit":"%s","tail":"%s"}' \
         "$BAKE_REPORT_CLUSTER" "$BAKE_REPORT_NODE" "$seq" "$(date +%s)" "$step" "$event" "$code" "$tail")
-    sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$key" -r | cut -d' ' -f1)
+    sig=$(printf '%s' "$body" | hmac_sha256 "$key")
     [[ $sig =~ ^[0-9a-f]{64}$ ]] || {
-        note "openssl could not sign: $step $event not reported"
+        note "could not sign (is $KEY_FILE a node's report key?): $step $event not reported"
         return 0
     }
     local tls=()
@@ -90,5 +116,7 @@ report() {
     return 0
 }
 
+# sourced (the tests): the functions only
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 report "${1:-}" "${2:-}" || true
 exit 0
