@@ -31,7 +31,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from builder import check, cli, cloudinit_schema, iso
 
-from .helpers import bake, bundle
+from .conftest import Baked
+from .helpers import bake_once, bundle
 from .peers import program
 
 ALG = ("--set", "cluster.encryptionAlgorithm=ECDSA-P256")
@@ -42,7 +43,7 @@ Expected = tuple[str, str, str]  # (detector id, where, message as a regular exp
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("check")
-    proc = bake("--profile", "ha-external-etcd", *ALG, "-q", out=out)
+    proc = bake_once("--profile", "ha-external-etcd", *ALG, "-q", out=out)
     assert proc.returncode == 0, proc.stderr
     return _lay_out(out, "ha-external-etcd", tmp_path_factory.mktemp("pristine"))
 
@@ -586,7 +587,7 @@ def test_report_keys_are_each_nodes_own(tmp_path: Path) -> None:
     """cluster.seed.reportUrl: a seed copied across nodes (worker-1 reporting as worker-2), or a key
     planted on another node, is a finding; the tree as baked is not."""
     out = tmp_path / "out"
-    proc = bake("--profile", "single-master", *ALG, "--set", "cluster.seed.reportUrl=http://10.77.0.1:8080",
+    proc = bake_once("--profile", "single-master", *ALG, "--set", "cluster.seed.reportUrl=http://10.77.0.1:8080",
                 "-q", out=out)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     t = _lay_out(out, "single-master", tmp_path / "laid")
@@ -596,12 +597,14 @@ def test_report_keys_are_each_nodes_own(tmp_path: Path) -> None:
     _replace_file(t, "worker-1", REPORT_KEY, other)
     own = check.write_files_of((t / "nodes/cp-1/user-data").read_bytes())[REPORT_KEY][0]
     _add_file(t, "cp-1", "/root/keys", b"#!/bin/sh\nKEY=" + own.strip() + b"\nOTHER=" + other.strip() + b"\n")
+    _replace_file(t, "worker-2", REPORT_KEY, b"5a" * 32 + b"\n")  # a well-formed key of no node
     code, findings = run_check(t)
     errors = [f for f in findings if f["level"] == "error"]
     assert code == 1 and {f["check"] for f in errors} == {"report-key"}, errors
     _matches(errors, "report-key", [
         _exact("nodes/cp-1", "holds the report key of worker-2 in /root/keys"),
         _exact(f"nodes/worker-1:{REPORT_KEY}", "is not this node's report key but worker-2's"),
+        _exact(f"nodes/worker-2:{REPORT_KEY}", "is not this node's report key but no node's"),
     ])  # fmt: skip
 
 
@@ -623,7 +626,7 @@ def test_pristine_tree_passes_without_cloud_init(tree: Path) -> None:
 def test_token_detectors_follow_the_join_mode(tmp_path: Path) -> None:
     """cluster.join: token: every joining node holds the token and no credential, and that passes; an
     etcd member holding it still does not."""
-    proc = bake("--profile", "ha-external-etcd", *ALG, "--set", "cluster.join=token", "-q", out=tmp_path)
+    proc = bake_once("--profile", "ha-external-etcd", *ALG, "--set", "cluster.join=token", "-q", out=tmp_path)
     assert proc.returncode == 0, proc.stderr
     tree = _lay_out(tmp_path, "ha-external-etcd", tmp_path / "laid-out")
     assert _manifest(tree)["join"] == "token"
@@ -644,7 +647,7 @@ def test_token_detectors_follow_the_join_mode(tmp_path: Path) -> None:
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-node tree: cloud-init schema takes a second or two per user-data."""
     out = tmp_path_factory.mktemp("check-small")
-    proc = bake("--profile", "single-node", *ALG, "-q", out=out)
+    proc = bake_once("--profile", "single-node", *ALG, "-q", out=out)
     assert proc.returncode == 0, proc.stderr
     return _lay_out(out, "single-node", tmp_path_factory.mktemp("small"))
 
@@ -843,3 +846,60 @@ def test_every_detector_has_a_fault() -> None:
 def test_unknown_detector_id_is_a_bug() -> None:
     with pytest.raises(ValueError, match="unknown detector id"):
         check.Report().error("no-such-detector", "x", "y")
+
+
+# the bundle's leaves of single-master as kubeadm names them, (file in the calendar, subject CN), in the
+# order of the calendar: same NotAfter, so by file; the join credentials and the CAs are not here
+SINGLE_MASTER_LEAVES = [
+    ("nodes/_operator/admin.conf", "kubernetes-admin"),
+    ("nodes/cp-1/admin.conf", "kubernetes-admin"),
+    ("nodes/cp-1/apiserver", "kube-apiserver"),
+    ("nodes/cp-1/apiserver-etcd-client", "kube-apiserver-etcd-client"),
+    ("nodes/cp-1/apiserver-kubelet-client", "kube-apiserver-kubelet-client"),
+    ("nodes/cp-1/controller-manager.conf", "system:kube-controller-manager"),
+    ("nodes/cp-1/etcd-healthcheck-client", "kube-etcd-healthcheck-client"),
+    ("nodes/cp-1/etcd-peer", "cp-1"),
+    ("nodes/cp-1/etcd-server", "cp-1"),
+    ("nodes/cp-1/front-proxy-client", "front-proxy-client"),
+    ("nodes/cp-1/kubelet.conf", "system:node:cp-1"),
+    ("nodes/cp-1/scheduler.conf", "system:kube-scheduler"),
+    ("nodes/cp-1/super-admin.conf", "kubernetes-super-admin"),
+]
+
+
+def test_expiry_warnings_name_each_certificate_strictly_inside_the_window(baked: Baked) -> None:
+    """What `bake` prints for cluster.certificateExpiryWarning: one line per bundle certificate that
+    expires strictly inside the window, soonest first; join credentials (short on purpose) left out."""
+    _, b = baked("single-master", "cluster.encryptionAlgorithm=ECDSA-P256")
+    leaf_end = b.leaves["cp-1"]["apiserver"].cert.not_valid_after_utc
+    join_end = b.leaves["worker-1"]["join.conf"].cert.not_valid_after_utc
+    assert join_end < leaf_end - timedelta(days=30)
+    now = leaf_end - timedelta(days=10, hours=1)
+    assert check.expiry_warnings(b, now, timedelta(days=11)) == [
+        f"certificate {cn!r} (bundle {file}) expires on {leaf_end:%Y-%m-%d %H:%M} UTC, in 10 days "
+        "(cluster.certificateExpiryWarning: within 11 days)"
+        for file, cn in SINGLE_MASTER_LEAVES
+    ]
+    assert check.expiry_warnings(b, now, timedelta(days=10, hours=1)) == []  # NotAfter on the edge
+    assert check.expiry_warnings(b, join_end - timedelta(days=1), timedelta(days=30)) == []  # join only
+    assert check.expiry_warnings(b, leaf_end + timedelta(days=1), timedelta(0)) == []  # no window: silent
+    assert check.expiry_warnings(b, leaf_end + timedelta(days=1), -timedelta(days=1)) == []
+
+
+def test_expiring_leaves_out_the_join_credential_on_a_node() -> None:
+    """A seed's join credential (/etc/bake/join.conf) expires with the join window, like the bundle's."""
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    entries = [
+        check.Expiry("worker-1", "/etc/bake/join.conf", "system:node:worker-1", now),
+        check.Expiry("worker-1", "/etc/kubernetes/pki/ca.crt", "kubernetes", now + timedelta(days=2)),
+        check.Expiry("cp-1", "/etc/kubernetes/pki/ca.crt", "kubernetes", now + timedelta(days=2)),
+        check.Expiry("cp-1", "/etc/kubernetes/pki/apiserver.crt", "kube-apiserver", now + timedelta(days=3)),
+        check.Expiry("cp-1", "/etc/kubernetes/admin.conf", "kubernetes-admin", now + timedelta(days=3)),
+    ]
+    hits = check.expiring(entries, now, timedelta(days=5))
+    assert [(e.node, e.file) for e in hits] == [
+        ("cp-1", "/etc/kubernetes/pki/ca.crt"),
+        ("worker-1", "/etc/kubernetes/pki/ca.crt"),
+        ("cp-1", "/etc/kubernetes/admin.conf"),
+        ("cp-1", "/etc/kubernetes/pki/apiserver.crt"),
+    ]
