@@ -937,6 +937,11 @@ def test_expiry_warnings_name_each_certificate_strictly_inside_the_window(baked:
         for file, cn in SINGLE_MASTER_LEAVES
     ]
     assert check.expiry_warnings(b, now, timedelta(days=10, hours=1)) == []  # NotAfter on the edge
+    assert check.expiry_warnings(b, leaf_end - timedelta(hours=1), timedelta(days=1)) == [
+        f"certificate {cn!r} (bundle {file}) expires on {leaf_end:%Y-%m-%d %H:%M} UTC, in 0 days "
+        "(cluster.certificateExpiryWarning: within 1 days)"
+        for file, cn in SINGLE_MASTER_LEAVES
+    ]  # a window of one day still warns
     assert check.expiry_warnings(b, join_end - timedelta(days=1), timedelta(days=30)) == []  # join only
     assert check.expiry_warnings(b, leaf_end + timedelta(days=1), timedelta(0)) == []  # no window: silent
     assert check.expiry_warnings(b, leaf_end + timedelta(days=1), -timedelta(days=1)) == []
