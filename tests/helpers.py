@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +30,31 @@ def bake(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess
         env={**os.environ, **(env or {})},
         cwd=out,
     )
+
+
+def bake_once(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`bake(...)` for a test that only reads what a fresh bake writes into an empty OUT.
+
+    Under mutmut (MUTANT_UNDER_TEST is set) the `bake` child runs the unmutated source (the editable
+    install, not mutants/), so its output is the same for every mutant: the first successful bake of
+    these arguments is kept in .bake-cache next to the tests (inside mutants/, which `make mutate`
+    removes) and copied into OUT for the next mutant instead of baking again. Outside mutmut it is
+    `bake`.
+    """
+    if "MUTANT_UNDER_TEST" not in os.environ or (out.exists() and any(out.iterdir())):
+        return bake(*args, out=out, env=env)
+    key = hashlib.sha256(json.dumps([args, sorted((env or {}).items())]).encode()).hexdigest()[:24]
+    cached = REPO / ".bake-cache" / key
+    if not (cached / "result.json").is_file():
+        proc = bake(*args, out=out, env=env)
+        if proc.returncode == 0:
+            shutil.rmtree(cached, ignore_errors=True)
+            shutil.copytree(out, cached / "out", symlinks=True)
+            (cached / "result.json").write_text(json.dumps([proc.stdout, proc.stderr]))
+        return proc
+    stdout, stderr = json.loads((cached / "result.json").read_text())
+    shutil.copytree(cached / "out", out, symlinks=True, dirs_exist_ok=True)
+    return subprocess.CompletedProcess([*BAKE, "--out", str(out.resolve()), *args], 0, stdout, stderr)
 
 
 def bundle(out: Path, cluster: str) -> Path:

@@ -16,6 +16,7 @@ import io
 import json
 import re
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ from builder import check, cli
 from builder.emit import iso
 from builder.model import cloudinit_schema
 
-from .helpers import bake, bundle
+from .helpers import bake_once, bundle
 from .peers import program
 
 ALG = ("--set", "cluster.encryptionAlgorithm=ECDSA-P256")
@@ -44,7 +45,7 @@ Expected = tuple[str, str, str]  # (detector id, where, message as a regular exp
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("check")
-    proc = bake("--profile", "ha-external-etcd", *ALG, "-q", out=out)
+    proc = bake_once("--profile", "ha-external-etcd", *ALG, "-q", out=out)
     assert proc.returncode == 0, proc.stderr
     return _lay_out(out, "ha-external-etcd", tmp_path_factory.mktemp("pristine"))
 
@@ -515,6 +516,59 @@ def _join_conf_foreign_ca(t: Path) -> list[tuple[str, str]]:
     return [_exact(f"nodes/worker-2:{JOIN_CONF}", message)]
 
 
+def _join_conf_signed_by(t: Path, ca: str, subject: list[tuple[x509.ObjectIdentifier, str]]) -> bytes:
+    """worker-2's join.conf with a fresh client certificate for `subject`, signed by bundle CA `ca`."""
+    ours = yaml.safe_load(check.write_files_of((t / "nodes/worker-2/user-data").read_bytes())[JOIN_CONF][0])
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = x509.load_pem_x509_certificate((_bundle(t) / f"pki/{ca}.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((_bundle(t) / f"pki/{ca}.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    now = datetime.now(UTC)
+    name = x509.Name([x509.NameAttribute(oid, value) for oid, value in subject])
+    cert = (
+        x509.CertificateBuilder(
+            issuer_name=ca_cert.subject, subject_name=name, public_key=key.public_key(), serial_number=8,
+            not_valid_before=now - timedelta(minutes=5), not_valid_after=now + timedelta(days=30),
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    user = ours["users"][0]["user"]
+    user["client-certificate-data"] = base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode()
+    user["client-key-data"] = base64.b64encode(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    ).decode()
+    return yaml.safe_dump(ours).encode()
+
+
+def _join_conf_padded_identity(t: Path) -> list[tuple[str, str]]:
+    """Signed by the cluster CA, the node's own name, but with a second CN and system:masters added."""
+    subject = [
+        (NameOID.ORGANIZATION_NAME, "system:nodes"),
+        (NameOID.ORGANIZATION_NAME, "system:masters"),
+        (NameOID.COMMON_NAME, "system:node:worker-2"),
+        (NameOID.COMMON_NAME, "system:node:cp-1"),
+    ]
+    _replace_file(t, "worker-2", JOIN_CONF, _join_conf_signed_by(t, "ca", subject))
+    message = (
+        "its certificate is for CN=system:node:worker-2,system:node:cp-1 O=system:nodes,system:masters, "
+        "not system:node:worker-2 in system:nodes"
+    )
+    return [_exact(f"nodes/worker-2:{JOIN_CONF}", message)]
+
+
+def _join_conf_pins_another_ca(t: Path) -> list[tuple[str, str]]:
+    """A credential the cluster CA signed, but the kubeconfig trusts another CA for the apiserver."""
+    subject = [(NameOID.ORGANIZATION_NAME, "system:nodes"), (NameOID.COMMON_NAME, "system:node:worker-2")]
+    doc = yaml.safe_load(_join_conf_signed_by(t, "ca", subject))
+    other = (_bundle(t) / "pki/front-proxy-ca.crt").read_bytes()
+    doc["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(other).decode()
+    _replace_file(t, "worker-2", JOIN_CONF, yaml.safe_dump(doc).encode())
+    return [_exact(f"nodes/worker-2:{JOIN_CONF}", "it does not pin the cluster CA of the bundle")]
+
+
 FAULTS = [
     Fault("manifest-unreadable", "truncated", _manifest_unreadable),
     Fault("sums-missing", "deleted", _sums_missing),
@@ -553,6 +607,8 @@ FAULTS = [
     Fault("join-credential", "another-nodes", _join_conf_of_another_node),
     Fault("join-credential", "missing", _join_conf_missing),
     Fault("join-credential", "foreign-ca", _join_conf_foreign_ca),
+    Fault("join-credential", "padded-identity", _join_conf_padded_identity),
+    Fault("join-credential", "pins-another-ca", _join_conf_pins_another_ca),
     Fault("encryption-key-role", "worker", _encryption_key_on_worker),
     Fault("encryption-key-role", "etcd-member", _encryption_key_on_etcd_member),
 ]
@@ -588,7 +644,7 @@ def test_report_keys_are_each_nodes_own(tmp_path: Path) -> None:
     """cluster.seed.reportUrl: a seed copied across nodes (worker-1 reporting as worker-2), or a key
     planted on another node, is a finding; the tree as baked is not."""
     out = tmp_path / "out"
-    proc = bake("--profile", "single-master", *ALG, "--set", "cluster.seed.reportUrl=http://10.77.0.1:8080",
+    proc = bake_once("--profile", "single-master", *ALG, "--set", "cluster.seed.reportUrl=http://10.77.0.1:8080",
                 "-q", out=out)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     t = _lay_out(out, "single-master", tmp_path / "laid")
@@ -598,12 +654,14 @@ def test_report_keys_are_each_nodes_own(tmp_path: Path) -> None:
     _replace_file(t, "worker-1", REPORT_KEY, other)
     own = check.write_files_of((t / "nodes/cp-1/user-data").read_bytes())[REPORT_KEY][0]
     _add_file(t, "cp-1", "/root/keys", b"#!/bin/sh\nKEY=" + own.strip() + b"\nOTHER=" + other.strip() + b"\n")
+    _replace_file(t, "worker-2", REPORT_KEY, b"5a" * 32 + b"\n")  # a well-formed key of no node
     code, findings = run_check(t)
     errors = [f for f in findings if f["level"] == "error"]
     assert code == 1 and {f["check"] for f in errors} == {"report-key"}, errors
     _matches(errors, "report-key", [
         _exact("nodes/cp-1", "holds the report key of worker-2 in /root/keys"),
         _exact(f"nodes/worker-1:{REPORT_KEY}", "is not this node's report key but worker-2's"),
+        _exact(f"nodes/worker-2:{REPORT_KEY}", "is not this node's report key but no node's"),
     ])  # fmt: skip
 
 
@@ -625,7 +683,7 @@ def test_pristine_tree_passes_without_cloud_init(tree: Path) -> None:
 def test_token_detectors_follow_the_join_mode(tmp_path: Path) -> None:
     """cluster.join: token: every joining node holds the token and no credential, and that passes; an
     etcd member holding it still does not."""
-    proc = bake("--profile", "ha-external-etcd", *ALG, "--set", "cluster.join=token", "-q", out=tmp_path)
+    proc = bake_once("--profile", "ha-external-etcd", *ALG, "--set", "cluster.join=token", "-q", out=tmp_path)
     assert proc.returncode == 0, proc.stderr
     tree = _lay_out(tmp_path, "ha-external-etcd", tmp_path / "laid-out")
     assert _manifest(tree)["join"] == "token"
@@ -646,7 +704,7 @@ def test_token_detectors_follow_the_join_mode(tmp_path: Path) -> None:
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-node tree: cloud-init schema takes a second or two per user-data."""
     out = tmp_path_factory.mktemp("check-small")
-    proc = bake("--profile", "single-node", *ALG, "-q", out=out)
+    proc = bake_once("--profile", "single-node", *ALG, "-q", out=out)
     assert proc.returncode == 0, proc.stderr
     return _lay_out(out, "single-node", tmp_path_factory.mktemp("small"))
 
@@ -845,3 +903,27 @@ def test_every_detector_has_a_fault() -> None:
 def test_unknown_detector_id_is_a_bug() -> None:
     with pytest.raises(ValueError, match="unknown detector id"):
         check.Report().error("no-such-detector", "x", "y")
+
+
+@pytest.mark.integration
+def test_json_calendar_entry(pristine: Path) -> None:
+    """`bake check --json`'s calendar, the keys scripts read: the cluster CA as openssl reads it."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        cli.main(["check", str(pristine), "--secrets", str(_bundle(pristine)), "--json"])
+    calendar = json.loads(out.getvalue())["calendar"]
+    openssl = subprocess.run(
+        [program("openssl"), "x509", "-noout", "-enddate", "-in", str(_bundle(pristine) / "pki/ca.crt")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    end = datetime.strptime(openssl.stdout.strip().removeprefix("notAfter="), "%b %d %H:%M:%S %Y %Z")
+    (entry,) = [e for e in calendar if e["file"] == "pki/ca"]
+    days = (end.replace(tzinfo=UTC) - datetime.now(UTC)).days
+    assert entry["daysLeft"] in (days, days + 1)  # a day may have passed between the two
+    assert entry == {
+        "node": "bundle",
+        "file": "pki/ca",
+        "subject": "kubernetes",
+        "notAfter": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "daysLeft": entry["daysLeft"],
+    }
