@@ -239,13 +239,22 @@ def age_keygen(path: Path) -> str:
     ).stdout.strip()
 
 
-def age_on_tty(args: list[str], passphrase: str, timeout: float = 60) -> tuple[int, str]:
-    """Run the age CLI on a pseudo-terminal (it reads passphrases from /dev/tty only), answering every
-    passphrase prompt; (exit status, what it printed)."""
-    age = peers.program("age")
+def on_tty(
+    argv: list[str],
+    prompt: bytes,
+    answer: str,
+    timeout: float,
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """Run `argv` on a pseudo-terminal (age reads passphrases from /dev/tty only; bake asks only on a
+    terminal), answering every `prompt`; killed at `timeout`; (exit status, what it printed)."""
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
-        os.execv(age, [age, *args])
+        if cwd is not None:
+            os.chdir(cwd)
+        os.execve(argv[0], argv, env if env is not None else dict(os.environ))
     seen = b""
     answered = 0
     deadline = time.monotonic() + timeout
@@ -259,13 +268,20 @@ def age_on_tty(args: list[str], passphrase: str, timeout: float = 60) -> tuple[i
             if not chunk:
                 break
             seen += chunk
-        prompts = seen.lower().count(b"passphrase")
+        prompts = seen.lower().count(prompt)
         if prompts > answered:
-            os.write(fd, passphrase.encode() + b"\n")
+            os.write(fd, answer.encode() + b"\n")
             answered = prompts
+    else:
+        os.kill(pid, 9)
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+def age_on_tty(args: list[str], passphrase: str, timeout: float = 60) -> tuple[int, str]:
+    """The age CLI on a pseudo-terminal, answering every passphrase prompt."""
+    return on_tty([peers.program("age"), *args], b"passphrase", passphrase, timeout)
 
 
 @pytest.mark.integration
@@ -468,35 +484,11 @@ def test_bake_check_opens_a_passphrase_bundle(tmp_path: Path) -> None:
 
 def bake_on_tty(args: list[str], cwd: Path, answer: str, timeout: float = 300) -> tuple[int, str]:
     """`python -m builder.cli ARGS` on a pseudo-terminal in `cwd` (no BAKE_SECRETS_* in its
-    environment), answering each passphrase prompt; (exit status, what it printed)."""
+    environment), answering each passphrase prompt."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAKE_SECRETS_")}
     env["PYTHONPATH"] = str(REPO)
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.chdir(cwd)
-        os.execve(sys.executable, [sys.executable, "-m", "builder.cli", *args], env)
-    seen = b""
-    answered = 0
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 1)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-        prompts = seen.lower().count(b"passphrase for")
-        if prompts > answered:
-            os.write(fd, answer.encode() + b"\n")
-            answered = prompts
-    else:
-        os.kill(pid, 9)
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+    argv = [sys.executable, "-m", "builder.cli", *args]
+    return on_tty(argv, b"passphrase for", answer, timeout, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")

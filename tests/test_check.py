@@ -484,34 +484,8 @@ def _join_conf_missing(t: Path) -> list[tuple[str, str]]:
 
 def _join_conf_foreign_ca(t: Path) -> list[tuple[str, str]]:
     """The node's own identity, but signed by a CA the cluster does not know (here: the etcd CA)."""
-    ours = yaml.safe_load(check.write_files_of((t / "nodes/worker-2/user-data").read_bytes())[JOIN_CONF][0])
-    key = ec.generate_private_key(ec.SECP256R1())
-    etcd_ca = x509.load_pem_x509_certificate((_bundle(t) / "pki/etcd/ca.crt").read_bytes())
-    etcd_key = serialization.load_pem_private_key((_bundle(t) / "pki/etcd/ca.key").read_bytes(), None)
-    assert isinstance(etcd_key, ec.EllipticCurvePrivateKey)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "system:node:worker-2"),
-        ]
-    )
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder(
-            issuer_name=etcd_ca.subject, subject_name=name, public_key=key.public_key(), serial_number=7,
-            not_valid_before=now - timedelta(minutes=5), not_valid_after=now + timedelta(days=30),
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(etcd_key, hashes.SHA256())
-    )  # fmt: skip
-    user = ours["users"][0]["user"]
-    user["client-certificate-data"] = base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode()
-    user["client-key-data"] = base64.b64encode(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    ).decode()
-    _replace_file(t, "worker-2", JOIN_CONF, yaml.safe_dump(ours).encode())
+    subject = [(NameOID.ORGANIZATION_NAME, "system:nodes"), (NameOID.COMMON_NAME, "system:node:worker-2")]
+    _replace_file(t, "worker-2", JOIN_CONF, _join_conf_signed_by(t, "etcd/ca", subject))
     message = "its certificate is not signed by the cluster CA, has expired, or does not match its key"
     return [_exact(f"nodes/worker-2:{JOIN_CONF}", message)]
 
