@@ -350,11 +350,14 @@ def test_large_archives_are_streamed(tmp_path: Path) -> None:
     profile = site(tmp_path)
     size = 96 << 20
     docker_archive(tmp_path / "images/amd64/big.tar", ["docker.io/library/big:1"], filler=size)
+    # VmHWM, the peak of this process's own memory: ru_maxrss would also count the parent's (pytest's)
+    # resident pages that Linux carries over through the exec that started it
     code = (
-        "import resource, sys\n"
+        "import re, sys\n"
         "from builder.cli import main\n"
         "rc = main(sys.argv[1:])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "hwm = re.search(r'^VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read(), re.M)\n"
+        "print(hwm.group(1), file=sys.stderr)\n"
         "sys.exit(rc)\n"
     )
     proc = subprocess.run(
