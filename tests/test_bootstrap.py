@@ -164,7 +164,7 @@ def test_scripts_have_no_template_syntax_and_no_test_hook() -> None:
 # a production seed.
 TEST_HOOK_MARKS = (
     b"test-stop", b"TEST STOP", b"TEST_STOP", b"bootstrap.stopped", b"after-waits", b"bake-test",
-    b"ExecCondition", b"wait-seconds",
+    b"ExecCondition", b"wait-seconds", b"TEST INTERRUPT", b"kubeadm.interrupted",
 )  # fmt: skip
 
 
@@ -994,9 +994,12 @@ def test_kubectl_through_the_endpoint_is_retried(can_sandbox: None, tmp_path: Pa
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("stop", ["", f"{TEST_STOP} after-waits wait-seconds=1 attempts=1"])
+@pytest.mark.parametrize(
+    "stop", ["", f"{TEST_STOP} after-waits wait-seconds=1 attempts=1", f"{TEST_STOP} interrupt-kubeadm"]
+)
 def test_units_pass_systemd_analyze_verify(can_sandbox: None, tmp_path: Path, stop: str) -> None:
-    """Every unit of the bootstrap, as baked and with the harness's test stop drop-ins."""
+    """Every unit of the bootstrap, as baked and with the harness's test drop-ins (a stop, or the kubeadm
+    interrupter, whose unit is verified too)."""
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
     plan = _plan("single-master", "cluster.packages.mode=prebaked", "cluster.join=token")
@@ -1010,11 +1013,18 @@ def test_units_pass_systemd_analyze_verify(can_sandbox: None, tmp_path: Path, st
         systemd-analyze verify {" ".join(units)} >"$S/out/verify.log" 2>&1 || rc=$?
         echo "$rc" >"$S/out/verify.rc"
         cat /etc/systemd/system/bake-bootstrap-wait.service.d/*.conf >"$S/out/wait.txt" 2>/dev/null || true
+        cat /etc/systemd/system/bake-bootstrap-kubeadm.service.d/*.conf >"$S/out/kubeadm.txt" 2>/dev/null || true
+        if [ -e /etc/systemd/system/bake-test-interrupt.service ]; then
+            systemd-analyze verify /etc/systemd/system/bake-test-interrupt.service >>"$S/out/verify.log" 2>&1 ||
+                echo 1 >"$S/out/verify.rc"
+        fi
         """
     )
     assert sb.text("verify.rc").strip() == "0", sb.text("verify.log")
     assert "bake-" not in sb.text("verify.log"), sb.text("verify.log")
-    assert ("ExecCondition=" in sb.text("wait.txt")) == bool(stop), sb.text("wait.txt")
+    interrupt = "interrupt-kubeadm" in stop
+    assert ("ExecCondition=" in sb.text("wait.txt")) == bool(stop and not interrupt), sb.text("wait.txt")
+    assert ("Wants=bake-test-interrupt.service" in sb.text("kubeadm.txt")) == interrupt, sb.text("kubeadm.txt")
 
 
 @pytest.mark.integration

@@ -20,6 +20,8 @@ whose only use is a forwarded port, so the host's kubectl reaches the API server
   argument send it to `bake serve`, it reports each step there, and the page (in chromium) shows it done.
 - `test_external_etcd_late` (issue #10): the etcd member powers on minutes after the control plane,
   whose bootstrap waits for it before `kubeadm init`.
+- `test_interrupted_kubeadm` (issue #10): kubeadm init and join, each killed after the kubelet registered
+  its Node, recover by themselves (systemd's restart, kubeadm reset, the baked files put back).
 - `test_ha_stacked`: three control planes (stacked etcd, haproxy + keepalived from Debian's packages: the
   Go proxy does not serve kube-vip) and a worker; the control planes join, etcd has three members, and
   when the harness powers off cp-1 right after it reported holding the VIP, the VIP moves to cp-2 and
@@ -35,6 +37,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -770,6 +773,83 @@ def test_single_master(k8s_image_amd64: None, tmp_path: Path) -> None:
     results = boot(tmp_path, specs, host)
     report(results, host)
     print(f"[e2e] host: kubectl --kubeconfig admin.conf get nodes:\n{host.listed}", file=sys.stderr)
+
+
+INTERRUPT = "interrupt-kubeadm"  # tests/vm/guest/bake_test_stop.py: kill the first kubeadm once registered
+
+
+def in_log_order(lines: Sequence[str], name: str) -> dict[str, Any]:
+    """Each line is in the bootstrap log, each first found after the one before it."""
+    find = "'NR > prev && index($0, needle) {print NR; exit}'"
+    script = "prev=0\n" + "".join(
+        f"n=$(awk -v prev=\"$prev\" -v needle={shlex.quote(line)} {find} {nodecheck.LOG}); "
+        f"[ -n \"$n\" ] || {{ echo missing: {shlex.quote(line)}; exit 1; }}; prev=$n\n"
+        for line in lines
+    )
+    return expect.command(script + "echo in-order", contains="in-order", name=name)
+
+
+def recovered_checks(node: nodecheck.BakedNode, verb: str) -> list[dict[str, Any]]:
+    """The harness killed this node's first `kubeadm {verb}` after its kubelet registered the Node; the
+    bootstrap failed, systemd restarted it, and it reset the node, put the baked files back and ran
+    kubeadm again to the end."""
+    done = "Your Kubernetes control-plane has initialized successfully" if verb == "init" else (
+        "This node has joined the cluster"
+    )
+    return [
+        in_log_order(
+            [
+                f"TEST INTERRUPT: killed kubeadm {verb}",
+                f"a previous kubeadm {verb} did not finish: resetting this node (kubeadm reset)",
+                "restored the baked files kubeadm reset deleted",
+                f"running: kubeadm {verb}",
+                done,
+            ],
+            name=f"kubeadm {verb} killed after registration, then reset, baked files restored, {verb} again",
+        ),
+        expect.command(
+            "journalctl -b -u bake-bootstrap.service --no-pager -o cat",
+            contains="Scheduled restart job",
+            name="systemd restarted the failed bootstrap by itself (Restart=on-failure)",
+        ),
+    ]
+
+
+def test_interrupted_kubeadm(k8s_image_amd64: None, tmp_path: Path) -> None:
+    """Issue #10 item 3: a kubeadm init and a kubeadm join, each killed after the kubelet registered its
+    Node (the join once that Node is Ready, which a plain retry of `kubeadm join` refuses), recover by
+    themselves: systemd restarts the bootstrap, which resets the node (never the baked PKI), puts the
+    baked files back and runs kubeadm again. single-master's two nodes; the kill is the harness's
+    test-only hook (no seed carries it)."""
+    inputs = k8s_inputs(["amd64"], tmp_path)
+    nodes = [
+        {"name": "cp-1", "role": "control-plane", "ip": "10.77.0.11", "mac": "52:54:00:77:00:11"},
+        {"name": "worker-1", "role": "worker", "ip": "10.77.0.21", "mac": "52:54:00:77:00:21"},
+    ]
+    tree = bake(tmp_path, "single-master", nodes, inputs)
+    _, baked = nodecheck.load_tree(tree)
+    cp, worker = baked
+    assert (cp.bootstrap_role, worker.bootstrap_role) == ("init", "worker")
+    cp_checks = [
+        *recovered_checks(cp, "init"),
+        *kubeadm_reuse_checks(cp),
+        node_ready(cp.name, 900),
+        node_ready(worker.name, 2700),
+        phase_check(cp.name, "/etc/kubernetes/admin.conf", "kubeadm-init"),
+    ]
+    worker_checks = [*recovered_checks(worker, "join"), *joined_worker_checks(worker)]
+    worker_checks += [
+        expect.file(f.path, mode=f.mode, sha256=f.sha256, name=f"still as baked: {f.path}")
+        for f in worker.files
+        if f.path.startswith("/etc/bake/join")
+    ]
+    specs = [
+        spec(tree, cp, cp_checks, cpus=2, memory_mb=3072),
+        spec(tree, worker, worker_checks, cpus=1, memory_mb=2048),
+    ]
+    specs = [dataclasses.replace(s, test_stop=(INTERRUPT,)) for s in specs]
+    results = run_vms(specs, workdir=tmp_path / "run", timeout_s=RUN_TIMEOUT_S)
+    report(results)
 
 
 def control_plane_joined(node: nodecheck.BakedNode) -> dict[str, Any]:

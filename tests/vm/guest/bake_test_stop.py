@@ -13,6 +13,10 @@ units are there already). That writes the options file and drop-ins for the bake
 so the phase at the stop is skipped (ExecCondition exits 1), after writing STOPPED (the command the
 bootstrap would now run) and a `TEST STOP` log line, and the phases after it are skipped too; the driver
 sees a skipped phase and ends without the done marker. Options (one a line, as before):
+`interrupt-kubeadm` is not a stop: the bootstrap runs to the end, but the first `kubeadm init|join` is
+killed once this node's kubelet has registered it (a join: once the Node is Ready), exactly once per node
+(bake-test-interrupt.service, pulled in by the kubeadm unit's drop-in; the marker INTERRUPTED keeps
+later runs from doing it again), so the bootstrap's own retry must reset the node and finish;
 `after-waits` moves the stop from before the wait phase to right before kubeadm (the wait phase's
 kubeadm presence check, its ExecStartPre=, is dropped: a test image has no kubeadm); `wait-seconds=N`
 bounds the waits, `attempts=N` the driver's restarts in one boot: those values replace the env file's
@@ -27,6 +31,7 @@ import contextlib
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -49,7 +54,16 @@ OVERRIDES = {
     "wait-seconds": ("BAKE_WAIT_ENDPOINT_SECONDS", "BAKE_WAIT_PEERS_SECONDS", "BAKE_WAIT_ETCD_SECONDS"),
     "attempts": ("BAKE_RETRY_MAX_ATTEMPTS",),
 }
-_OPTION = re.compile(r"^(before-waits|after-waits|wait-seconds=[0-9]{1,6}|attempts=[1-9][0-9]{0,2})$")
+_OPTION = re.compile(
+    r"^(before-waits|after-waits|interrupt-kubeadm|wait-seconds=[0-9]{1,6}|attempts=[1-9][0-9]{0,2})$"
+)
+INTERRUPT = "interrupt-kubeadm"
+INTERRUPT_UNIT = "bake-test-interrupt.service"
+INTERRUPTED = Path("/var/lib/bake-test/kubeadm.interrupted")
+KUBELET_CONF = Path("/etc/kubernetes/kubelet.conf")
+KUBECTL = "/usr/bin/kubectl"
+INTERRUPT_WAIT_S = 3600  # the watcher's bound: a kubeadm that never gets there is the test's failure
+READY_WAIT_S = 900  # a joined node is killed once Ready (the case kubeadm join refuses), or after this
 
 
 def phase_unit(phase: str) -> str:
@@ -73,6 +87,11 @@ def overrides(options: list[str]) -> dict[str, str]:
 
 def dropins(options: list[str]) -> dict[str, str]:
     """Unit name -> the text of its test drop-in."""
+    if INTERRUPT in options:
+        return {
+            phase_unit("kubeadm"): "# TEST ONLY: bake-test-stop (tests/vm/guest/bake_test_stop.py)\n"
+            f"[Unit]\nWants={INTERRUPT_UNIT}\n"
+        }
     condition = f"ExecCondition=+{PYTHON} {SELF} stop"
     # The copy must exist before systemd sets up a unit's mount namespace (which it does for every
     # command of the unit, '+' ones included, on systemd 252): ENV_UNIT writes it, outside any namespace.
@@ -120,6 +139,16 @@ ExecStart={PYTHON} {SELF} env
 """
 
 
+INTERRUPT_UNIT_TEXT = f"""# TEST ONLY: bake-test-stop (tests/vm/guest/bake_test_stop.py)
+[Unit]
+Description=TEST ONLY: kill the first kubeadm init/join once this node has registered
+
+[Service]
+Type=exec
+ExecStart={PYTHON} {SELF} interrupt
+"""
+
+
 def _all_dropins() -> list[Path]:
     return sorted(UNIT_DIR.glob(f"bake-bootstrap*.service.d/{DROPIN}"))
 
@@ -129,6 +158,8 @@ def install(options: list[str]) -> bool:
     bad = [o for o in options if not _OPTION.match(o)]
     if bad:
         raise SystemExit(f"bake-test-stop: unknown options {bad}")
+    if INTERRUPT in options and len(options) > 1:
+        raise SystemExit(f"bake-test-stop: {INTERRUPT} is not a stop and takes no other option: {options}")
     _write(OPTIONS_FILE, OPTIONS_TEXT + "".join(f"{o}\n" for o in options))
     with contextlib.suppress(FileNotFoundError):
         STOPPED.unlink()
@@ -137,7 +168,11 @@ def install(options: list[str]) -> bool:
     if overrides(options):
         changed |= _write(UNIT_DIR / ENV_UNIT, ENV_UNIT_TEXT)
     else:
-        changed |= _remove_env_unit()
+        changed |= _remove_unit(ENV_UNIT)
+    if INTERRUPT in options:
+        changed |= _write(UNIT_DIR / INTERRUPT_UNIT, INTERRUPT_UNIT_TEXT)
+    else:
+        changed |= _remove_unit(INTERRUPT_UNIT)
     for path in _all_dropins():
         if path not in wanted:
             path.unlink()
@@ -155,11 +190,12 @@ def remove() -> bool:
     found = _all_dropins()
     for path in found:
         path.unlink()
-    return _remove_env_unit() or bool(found)
+    removed = [_remove_unit(ENV_UNIT), _remove_unit(INTERRUPT_UNIT)]
+    return any(removed) or bool(found)
 
 
-def _remove_env_unit() -> bool:
-    path = UNIT_DIR / ENV_UNIT
+def _remove_unit(name: str) -> bool:
+    path = UNIT_DIR / name
     if not path.exists():
         return False
     path.unlink()
@@ -226,6 +262,73 @@ def stop(point: str) -> int:
     return 1
 
 
+def kubeadm_pid(verb: str) -> int | None:
+    """The running `kubeadm init|join` (not the bootstrap's `kubeadm version` or `reset`)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[0].endswith(b"kubeadm") and argv[1] == verb.encode():
+            return int(proc.name)
+    return None
+
+
+def node_status(name: str) -> str | None:
+    """The Node's Ready status as this node's kubelet sees it ("True", "False", "Unknown"), None if absent."""
+    if not KUBELET_CONF.exists():
+        return None
+    jsonpath = '{.status.conditions[?(@.type=="Ready")].status}'
+    argv = [KUBECTL, "--kubeconfig", str(KUBELET_CONF), "--request-timeout=10s", "get", "node", name,
+            "-o", f"jsonpath={jsonpath}"]  # fmt: skip
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    return (proc.stdout.strip() or "Unknown") if proc.returncode == 0 else None
+
+
+def interrupt() -> int:
+    """Kill the first `kubeadm init|join` after the kubelet registered this node.
+
+    A join is frozen (SIGSTOP) the moment the kubelet has written kubelet.conf, since kubeadm join ends
+    moments later, and killed once the Node is Ready: the state in which a plain retry of `kubeadm join`
+    is refused. An init (kubelet.conf is baked) is killed once the Node exists."""
+    if INTERRUPTED.exists():
+        log(f"TEST: {INTERRUPTED} exists: kubeadm was interrupted once already; not again")
+        return 0
+    env = env_values()
+    role, name = env.get("BAKE_ROLE", ""), env.get("BAKE_NODE_NAME", "")
+    if role == "etcd":
+        return 0
+    verb = "init" if role == "init" else "join"
+    deadline = time.monotonic() + INTERRUPT_WAIT_S
+    pid = None
+    while time.monotonic() < deadline:
+        pid = kubeadm_pid(verb)
+        registered = KUBELET_CONF.exists() if verb == "join" else node_status(name) is not None
+        if pid is not None and registered:
+            os.kill(pid, signal.SIGSTOP)
+            break
+        time.sleep(0.2 if verb == "join" else 2)
+    else:
+        log(f"TEST INTERRUPT: gave up: no kubeadm {verb} with {name} registered within {INTERRUPT_WAIT_S}s")
+        return 1
+    want = "True" if verb == "join" else None
+    status = node_status(name)
+    until = time.monotonic() + READY_WAIT_S
+    while time.monotonic() < until and (status is None or (want is not None and status != want)):
+        time.sleep(5)
+        status = node_status(name)
+    os.kill(pid, signal.SIGKILL)
+    INTERRUPTED.parent.mkdir(parents=True, exist_ok=True)
+    INTERRUPTED.write_text(f"{verb} {pid}\n")
+    log(f"TEST INTERRUPT: killed kubeadm {verb} (pid {pid}) after node {name} registered (Ready: {status})")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["install"]:
         # --no-reload: for a caller whose systemd reads unit files afresh (the root sandbox's stand-in)
@@ -243,9 +346,11 @@ def main(argv: list[str]) -> int:
     if argv == ["env"]:
         write_test_env(read_options())
         return 0
+    if argv == ["interrupt"]:
+        return interrupt()
     print(
         "usage: bake-test-stop install [--no-reload] [OPTION...] | remove"
-        " | stop before-waits|before-kubeadm | env",
+        " | stop before-waits|before-kubeadm | env | interrupt",
         file=sys.stderr,
     )
     return 2
