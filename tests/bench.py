@@ -323,7 +323,8 @@ def bench_rebake(work: Path, workers: int, first_wall: float) -> None:
 def bench_check(work: Path, workers: int) -> None:
     print(f"\n== bake check of the {workers + 3}-node tree ==")
     tree = (work / f"out-{workers}" / f"fleet-{workers}").resolve()
-    wall, rss, stdout = measured([PY, "-m", "builder.cli", "check", str(tree)])
+    bundle = work / f"out-{workers}" / "secrets" / f"fleet-{workers}"  # where bake_cmd keeps it
+    wall, rss, stdout = measured([PY, "-m", "builder.cli", "check", str(tree), "--secrets", str(bundle)])
     last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
     print(f"{wall:.2f} s, peak {rss:.1f} MiB: {last}")
     schema = "cloud-init schema" if shutil.which("cloud-init") else "no cloud-init: schema NOT checked"
