@@ -4,9 +4,12 @@ repaired."""
 from __future__ import annotations
 
 import base64
+import copy
+import dataclasses
 import hashlib
 import json
 import shutil
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,14 +21,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from builder.errors import SecretsError
+from builder.pki import certlist, secrets
 from builder.pki import crypto as pki
-from builder.pki import secrets
 from builder.pki.crypto import KeyAlgorithm
 from builder.pki.secrets import Bundle, Change, load_bundle, reconcile, required_specs
 from builder.plan import ClusterPlan, build_plan
 from builder.validation.profile import load_profile, validate
 
+from .peers import program
+
 Files = list[tuple[str, bytes, int]]
+
 Baked = Callable[..., tuple[ClusterPlan, Bundle]]  # the `baked` fixture of conftest.py
 
 
@@ -153,8 +159,11 @@ def test_keys_made_in_worker_processes_are_distinct_and_fit_their_certificates()
     plan = build_plan(load_profile("ha-stacked", ["cluster.encryptionAlgorithm=RSA-2048"]))
     bundle, _ = reconcile(plan, None, now=now(), jobs=2)
     keys = [ca.key for ca in bundle.cas.values()] + [pki.load_key(bundle.sa_key_pem)]
-    keys += [held.key for certs in bundle.leaves.values() for held in certs.values()]
-    assert len(keys) == 3 + 1 + sum(len(specs) for specs in bundle.leaves.values())
+    leaves = [(name, held.key) for certs in bundle.leaves.values() for name, held in certs.items()]
+    # the join credentials' keys are ECDSA P-256 whatever the cluster's (test below): set apart
+    assert {KeyAlgorithm.of(k) for name, k in leaves if name == "join.conf"} == {KeyAlgorithm.ECDSA_P256}
+    keys += [k for name, k in leaves if name != "join.conf"]
+    assert len(keys) == 3 + 1 + len(leaves) - sum(name == "join.conf" for name, _ in leaves)
     numbers = {k.public_key().public_numbers().n for k in keys}  # type: ignore[union-attr]
     assert len(numbers) == len(keys)
     assert all(KeyAlgorithm.of(k) is KeyAlgorithm.RSA_2048 for k in keys)
@@ -165,8 +174,13 @@ def test_keys_made_in_worker_processes_are_distinct_and_fit_their_certificates()
     d = data("ha-stacked", "cluster.encryptionAlgorithm=RSA-2048")
     d["nodes"].append({"name": "cp-4", "role": "control-plane", "ip": "10.77.0.14"})
     grown, changes = reconcile(plan_from(d), bundle, now=now(), jobs=2)
-    added = [held.key.public_key().public_numbers().n for held in grown.leaves["cp-4"].values()]  # type: ignore[union-attr]
-    assert len(added) == len(set(added)) == len(changes) and not set(added) & numbers
+    added = [
+        held.key.public_key().public_numbers().n  # type: ignore[union-attr]
+        for name, held in grown.leaves["cp-4"].items()
+        if name != "join.conf"
+    ]
+    assert "join.conf" in grown.leaves["cp-4"]  # a joining control plane: its join key is ECDSA
+    assert len(added) == len(set(added)) == len(changes) - 1 and not set(added) & numbers
 
 
 # --------------------------------------------------------------------------------------------------
@@ -823,3 +837,38 @@ def test_ipv6_bundle_is_reused(tmp_path: Path) -> None:
     assert loaded is not None
     _, changes = reconcile(plan, loaded, now=now())
     assert changes == []
+
+
+def test_join_credential_keys_are_ecdsa_p256_in_an_rsa_cluster(baked: Baked, tmp_path: Path) -> None:
+    """The kubelet replaces the join credential with a key of its own, ECDSA P-256 (client-go's
+    certificate manager): the bake makes the credential's key the same, whatever the cluster's
+    algorithm, and every other key follows encryptionAlgorithm. openssl names the curve."""
+    openssl = program("openssl")
+    _, bundle = baked("single-master")  # RSA-2048, the default
+    for node in ("worker-1", "worker-2"):
+        path = tmp_path / f"{node}.key"
+        path.write_bytes(bundle.leaf(node, "join.conf").key_pem)
+        text = subprocess.run(
+            [openssl, "pkey", "-in", str(path), "-noout", "-text"], capture_output=True, text=True, check=True
+        ).stdout
+        assert "ASN1 OID: prime256v1" in text, text[:200]
+    other = tmp_path / "apiserver.key"
+    other.write_bytes(bundle.leaf("cp-1", "apiserver").key_pem)
+    text = subprocess.run(
+        [openssl, "pkey", "-in", str(other), "-noout", "-text"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Private-Key: (2048 bit" in text, text[:200]
+
+
+def test_an_rsa_join_credential_from_an_older_bake_is_reissued(baked: Baked) -> None:
+    plan, fresh = baked("single-master")
+    old = copy.deepcopy(fresh)
+    spec = dataclasses.replace(certlist.join_client("worker-1"), key=None)  # as bakes before ECDSA issued it
+    rsa_key = KeyAlgorithm.RSA_2048.generate()
+    validity = timedelta(hours=720)
+    old.leaves["worker-1"]["join.conf"] = secrets._issue(spec, old, secrets.utcnow(), validity, rsa_key)
+    again, changes = reconcile(plan, old, now=secrets.utcnow())
+    assert [str(c) for c in changes] == [
+        "worker-1: re-issued join.conf: key is RSA-2048, expected ECDSA-P256"
+    ], [str(c) for c in changes]
+    assert KeyAlgorithm.of(again.leaf("worker-1", "join.conf").cert.public_key()) is KeyAlgorithm.ECDSA_P256

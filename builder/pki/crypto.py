@@ -111,10 +111,15 @@ class CertSpec:
     dns: tuple[str, ...] = ()
     ips: tuple[IPAddress, ...] = ()
     ca: str | None = None
+    key: KeyAlgorithm | None = None
+    """A key algorithm fixed for this certificate; None: the cluster's encryptionAlgorithm."""
 
     @property
     def is_ca(self) -> bool:
         return self.ca is None
+
+    def key_algorithm(self, cluster: KeyAlgorithm) -> KeyAlgorithm:
+        return self.key or cluster
 
 
 # --- certificate building -------------------------------------------------------------------------

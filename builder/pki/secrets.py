@@ -217,9 +217,8 @@ def _reuse_problems(
     spec: pki.CertSpec, held: Issued, bundle: Bundle, now: datetime, plan: ClusterPlan
 ) -> list[str]:
     assert spec.ca is not None
-    problems = pki.verify_reuse(
-        spec, held.cert, held.key, bundle.cas[spec.ca].cert, now=now, algorithm=bundle.algorithm
-    )
+    ca, algorithm = bundle.cas[spec.ca].cert, spec.key_algorithm(bundle.algorithm)
+    problems = pki.verify_reuse(spec, held.cert, held.key, ca, now=now, algorithm=algorithm)
     lifetime = held.cert.not_valid_after_utc - held.cert.not_valid_before_utc
     if spec.name == certlist.JOIN_CREDENTIAL and lifetime != join_window(plan) + pki.CERTIFICATE_BACKDATE:
         # a shorter window is a security decision: it must hold for credentials already issued
@@ -253,7 +252,7 @@ def reconcile(
     keys: list[pki.PrivateKey] = []
     if existing is None or rotate_ca:
         # a new bundle needs a key for every CA, the SA and every leaf: make them together
-        count = len(certlist.ca_specs()) + 1 + sum(len(specs) for specs in wanted.values())
+        count = len(certlist.ca_specs()) + 1 + sum(s.key is None for specs in wanted.values() for s in specs)
         keys = pki.generate_keys(algorithm, count, jobs)
         bundle = new_bundle(plan, now, keys)
         what = "rotated every CA, the service-account key" if existing else "created CAs, service-account key"
@@ -317,10 +316,12 @@ def reconcile(
             bundle.leaves[owner] = issued
     for owner in sorted(set(old_leaves) - set(wanted)):
         changes.append(Change(owner, "dropped the node's certificates (node left the profile)"))
-    if len(keys) < len(to_issue):
-        keys += pki.generate_keys(algorithm, len(to_issue) - len(keys), jobs)
+    own_algorithm = sum(spec.key is None for _, spec, _ in to_issue)
+    if len(keys) < own_algorithm:
+        keys += pki.generate_keys(algorithm, own_algorithm - len(keys), jobs)
     for issued, spec, validity in to_issue:
-        issued[spec.name] = _issue(spec, bundle, now, validity, keys.pop())
+        key = keys.pop() if spec.key is None else spec.key.generate()
+        issued[spec.name] = _issue(spec, bundle, now, validity, key)
     return bundle, changes
 
 
