@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import builder
-from builder import bake, resources
+from builder import resources
+from builder.bake import incremental
 
 PACKAGE = Path(builder.__file__).parent
 STAGES = ("model", "validation", "plan", "pki", "node", "emit")  # the pipeline's order (README)
@@ -153,7 +154,7 @@ def test_every_module_imports_on_its_own() -> None:
 
 
 def test_tool_digest_covers_every_module_and_template() -> None:
-    sources = bake.tool_sources()
+    sources = incremental.tool_sources()
     paths = {p.resolve() for _, p in sources}
     for name, path in _modules().items():
         assert path.resolve() in paths, name

@@ -9,27 +9,29 @@ Nothing becomes visible until every node is written and checked; then the tree i
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, parallel, resources
-from .emit import packaging
-from .emit.outputs import DryTree, OutputTree
-from .errors import BakeError, OutputError, Problem, SecretsError
-from .files import NodeFile, private_dirs
-from .node import airgap, cloudinit, distribute
-from .pki import bundledir, sealing, secrets
-from .plan import ClusterPlan, NodePlan, build_plan, images
-from .validation.profile import load_profile
+from .. import parallel
+from ..emit import packaging
+from ..emit.outputs import DryTree, OutputTree
+from ..errors import BakeError, Problem, SecretsError
+from ..files import private_dirs
+from ..node import airgap, cloudinit, distribute
+from ..pki import bundledir, sealing, secrets
+from ..plan import ClusterPlan, NodePlan, build_plan
+from ..validation.profile import load_profile
+from . import render
+from .incremental import INPUTS_FILE, _carry_over, _previous_inputs, _reuse, node_inputs
+from .manifest import _previous_manifest, cluster_manifest
+from .render import _lock_kept_from_workers, _seed_warnings, _Shared, write_images_seed
 
-MANIFEST_FORMAT = 1
 Progress = Callable[[str, int, int], None]
 
 
@@ -89,134 +91,10 @@ def source_epoch(bundle: secrets.Bundle) -> int:
     return bundle.created
 
 
-def _cert_entries(bundle: secrets.Bundle, owner: str) -> list[dict[str, str]]:
-    return [
-        {"name": name, "notAfter": held.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
-        for name, held in sorted(bundle.leaves.get(owner, {}).items())
-    ]
-
-
-def node_manifest(
-    node: NodePlan, rendered: cloudinit.RenderedNode, artifacts: dict[str, str], bundle: secrets.Bundle
-) -> dict[str, Any]:
-    return {
-        "name": node.name,
-        "role": node.role.value,
-        "ip": str(node.ip),
-        "prefixLength": node.prefix_length,
-        "mac": node.mac,
-        "arch": node.arch.value,
-        "os": node.os.name.value,
-        "kubeletVersion": node.kubelet_version,
-        "instanceId": rendered.instance_id,
-        "artifacts": dict(sorted(artifacts.items())),
-        "files": [
-            {"path": f.path, "mode": f.mode_text, "owner": f.owner, "sha256": f.sha256, "secret": f.secret}
-            for f in rendered.files
-        ],
-        "certificates": _cert_entries(bundle, node.name),
-    }
-
-
-def _carry_over(
-    tree: OutputTree, entry: dict[str, Any] | None, node: NodePlan, http: bool, base_url: str | None
-) -> dict[str, Any]:
-    """bake --only: a node that is not re-rendered keeps its previous files, except that its HTTP seed
-    follows this bake's rule (cluster.seed.httpPublishControlPlanes): dropped when it may not be
-    published any more, written from its previous seed files when it may be and was not."""
-    name = node.name
-    if entry is None:
-        raise OutputError(f"--only: the previous bake has no complete output for {name}")
-    http_dir = f"http/{name}/"
-    artifacts = {
-        rel: digest
-        for rel, digest in entry.get("artifacts", {}).items()
-        if http or not rel.startswith(http_dir)
-    }
-    if not all(tree.link_previous(rel) for rel in artifacts):
-        raise OutputError(f"--only: the previous bake has no complete output for {name}")
-    if http and not any(rel.startswith(http_dir) for rel in artifacts):
-        seed = {f: tree.previous_bytes(f"nodes/{name}/{f}") for f in packaging.SEED_NAMES}
-        present = {f: data for f, data in seed.items() if data is not None}
-        if len(present) != len(seed):
-            raise OutputError(f"--only: the previous bake has no complete output for {name}")
-        for art in packaging.http_artifacts(name, present, base_url):
-            tree.write(art.rel, art.data, art.mode)
-            artifacts[art.rel] = hashlib.sha256(art.data).hexdigest()
-    return {**entry, "artifacts": dict(sorted(artifacts.items()))}
-
-
-def cluster_manifest(
-    plan: ClusterPlan, bundle: secrets.Bundle, nodes: list[dict[str, Any]]
-) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "cluster": plan.name,
-        "kubernetesVersion": plan.version,
-        "topology": plan.topology.value,
-        "endpoint": plan.api_endpoint().hostport if plan.control_planes else None,
-        # which seeds the HTTP tree holds: workers always, control planes and etcd members only when
-        # true (packaging.http_published); `bake check` reads it
-        "httpPublishControlPlanes": plan.settings.seed.http_publish_control_planes,
-        "discoveryTokenCaCertHash": bundle.discovery_hash,
-        "join": plan.settings.join.value,
-        # the window a certificate is due in (secrets.due_window): `bake check` warns by it
-        "certificateRenewal": {
-            "enabled": plan.settings.certificate_renewal.enabled,
-            "before": plan.settings.certificate_renewal.before,
-        },
-        "secretsCreated": datetime.fromtimestamp(bundle.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "certificateAuthorities": [
-            {"name": name, "notAfter": ca.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
-            for name, ca in sorted(bundle.cas.items())
-        ],
-        "operatorCertificates": _cert_entries(bundle, secrets.OPERATOR),
-        "nodes": nodes,
-    }
-    url = plan.settings.seed.report_url
-    if url is not None:  # `bake serve` reads it; absent without a report URL (goldens stay as they were)
-        doc["reportUrl"] = url
-    return doc
-
-
-def _previous_manifest(tree: OutputTree) -> dict[str, Any] | None:
-    raw = tree.previous_bytes("manifest.json")
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def write_images_seed(tree: OutputTree, seed: airgap.ArchSeed, epoch: int) -> dict[str, Any]:
-    """One architecture's images seed: the files under the HTTP tree, then the ISO, both streamed."""
-    http = airgap.http_rel(seed.arch)
-    digests = {}
-    for f in seed.files:
-        copy = functools.partial(airgap.copy_to, source=f.path)
-        digests[f.name] = tree.write_stream(f"{http}/{f.name}", copy)
-    sums = airgap.sums_text(digests)
-    tree.write(f"{http}/{airgap.SUMS_NAME}", sums, 0o600)
-    rel = airgap.iso_rel(seed.arch)
-    digest = tree.write_stream(rel, lambda out: airgap.write_iso(out, seed, sums, epoch=epoch))
-    return airgap.seed_manifest(seed, digests, digest, tree.size(rel))
-
-
 def _expiring(plan: ClusterPlan, bundle: secrets.Bundle, now: datetime) -> list[str]:
-    from . import check  # the calendar is `bake check`'s
+    from .. import check  # the calendar is `bake check`'s
 
     return check.expiry_warnings(bundle, now, plan.settings.certificate_renewal)
-
-
-def _seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
-    return [
-        f"images seed {s.arch}: {', '.join(s.unknown)} do not name all their images; which images the "
-        f"{s.arch} nodes will find is checked at first boot only"
-        for s in seeds
-        if s.unknown
-    ]
 
 
 def _existing_bundle(
@@ -263,150 +141,6 @@ def _refuse_foreign_ca(tree: OutputTree, bundle: secrets.Bundle, path: Path, rot
                 )
             ]
         )
-
-
-def tool_sources() -> list[tuple[str, Path]]:
-    """Every file a node's files are made from, by a name that says where it is: all of the package's
-    modules (every stage sub-package renders part of a node) and all templates. By relative path, not
-    file name: the packages hold several `__init__.py`."""
-    package = Path(__file__).parent
-    templates = resources.templates_dir()
-    code = [(p.relative_to(package.parent).as_posix(), p) for p in sorted(package.rglob("*.py"))]
-    data = [(f"templates/{p.relative_to(templates).as_posix()}", p) for p in sorted(templates.rglob("*"))]
-    return [*code, *((name, p) for name, p in data if p.is_file())]
-
-
-@functools.cache
-def tool_digest() -> str:
-    """This bake's code and templates: a node baked by another version of either is re-rendered."""
-    h = hashlib.sha256(__version__.encode())
-    for name, path in tool_sources():
-        h.update(b"\0" + name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
-
-def node_inputs(
-    plan_digest: str, node: NodePlan, pki_files: list[NodeFile], bundle: secrets.Bundle, shared: _Shared
-) -> str:
-    """Digest of everything a node's files are made from: the plan (whole: a node's files may name
-    other nodes; it holds join mode and window, generations, Secrets encryption), the bundle items it
-    receives (its leaves, join credential, encryption key), the values every node gets, the images it
-    expects, code and templates.
-    Same digest as the previous bake, and files that still match its manifest: nothing to re-render."""
-    h = hashlib.sha256()
-    for part in (tool_digest(), plan_digest, node.name, bundle.token, bundle.discovery_hash):
-        h.update(part.encode() + b"\0")
-    h.update(repr((shared.epoch, shared.base_url, shared.publish, _cert_entries(bundle, node.name))).encode())
-    # the images the node checks before kubeadm: the CNI's are read from its manifests' content, which the
-    # plan names by path only
-    h.update(repr([i.normalized for i in images.node_images(shared.plan, node)]).encode())
-    for f in pki_files:
-        h.update(f"\0{f.path}\0{f.mode:o}\0{f.owner}\0{f.sensitivity}\0".encode() + f.content)
-    return h.hexdigest()
-
-
-INPUTS_FILE = "inputs.json"  # node -> digest of its inputs; kept out of manifest.json, which is golden
-
-
-def _previous_inputs(tree: OutputTree) -> dict[str, str]:
-    raw = tree.previous_bytes(INPUTS_FILE)
-    try:
-        data = json.loads(raw) if raw is not None else {}
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def _reuse(
-    tree: OutputTree, entry: dict[str, Any] | None, digest: str, previous: str | None
-) -> dict[str, Any] | None:
-    """The previous bake's files of a node whose inputs did not change, linked into this generation,
-    or None (nothing linked) when any of them is missing or differs from the previous manifest."""
-    if entry is None or previous != digest:
-        return None
-    artifacts = entry.get("artifacts")
-    if not isinstance(artifacts, dict) or not artifacts:
-        return None
-    linked: list[str] = []
-    for rel, want in artifacts.items():
-        if not isinstance(rel, str) or not tree.link_previous(rel) or tree.written[rel] != want:
-            for undo in [*linked, rel]:  # back out: the node is rendered afresh
-                if tree.written.pop(undo, None) is not None:
-                    tree.path(undo).unlink()
-                    tree.linked -= 1
-            return None
-        linked.append(rel)
-    return entry
-
-
-@dataclass(frozen=True)
-class _Shared:
-    """What every node's rendering reads; handed to the worker processes by fork (it holds keys)."""
-
-    plan: ClusterPlan
-    bundle: secrets.Bundle
-    epoch: int
-    base_url: str | None
-    publish: bool
-    tree: OutputTree
-    observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
-    """BakeOptions.observe: only with one job, so that it is called in this process."""
-    parent: int = field(default_factory=os.getpid)
-    inputs: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _NodeOutput:
-    """A rendered node, its files already written; from a worker, what the parent's tree must learn."""
-
-    entry: dict[str, Any]
-    problems: list[Problem]
-    written: dict[str, str]
-    rewritten: int
-    linked: int
-    remote: bool
-
-
-def _render(shared: _Shared, index: int) -> _NodeOutput:
-    """One node's files and manifest entry: independent of every other node, so run in any process."""
-    plan, bundle = shared.plan, shared.bundle
-    node = plan.nodes[index]
-    rendered = cloudinit.render_node(
-        plan,
-        node,
-        pki_files=distribute.node_pki_files(plan, node, bundle),
-        token=bundle.token,
-        ca_hash=bundle.discovery_hash,
-    )
-    if shared.observe is not None:
-        shared.observe(node, rendered)
-    gz = packaging.gzip_bytes(rendered.user_data)
-    problems = packaging.size_problems(index, rendered, list(plan.settings.seed.targets), gz)
-    http = packaging.http_published(node.role, shared.publish)
-    arts = packaging.node_artifacts(rendered, epoch=shared.epoch, base_url=shared.base_url, gz=gz, http=http)
-    # written here, in the worker (its own files only, under nodes/<name>/ and http/<name>/): sending
-    # ~200 KB a node back to the parent cost more than writing it
-    tree = shared.tree
-    rewritten, linked = tree.rewritten, tree.linked
-    for art in arts:
-        tree.write(art.rel, art.data, art.mode)
-    digests = {art.rel: tree.written[art.rel] for art in arts}
-    entry = node_manifest(node, rendered, digests, bundle)
-    remote = os.getpid() != shared.parent
-    return _NodeOutput(entry, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote)
-
-
-@contextlib.contextmanager
-def _lock_kept_from_workers(tree: OutputTree) -> Iterator[None]:
-    """Worker processes close the tree's lock: one outliving this bake must not block the next."""
-    fd = tree._lock_fd
-    if fd is not None:
-        parallel.WORKER_CLOSES.add(fd)
-    try:
-        yield
-    finally:
-        if fd is not None:
-            parallel.WORKER_CLOSES.discard(fd)
 
 
 def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
@@ -499,7 +233,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 reused[i] = entry
             else:
                 todo.append(i)
-        with contextlib.closing(parallel.ordered_map(_render, shared, todo, jobs)) as outputs:
+        with contextlib.closing(parallel.ordered_map(render._render, shared, todo, jobs)) as outputs:
             for i, node in enumerate(plan.nodes):
                 if progress:
                     progress(node.name, i, total)
