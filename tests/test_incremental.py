@@ -34,13 +34,13 @@ def _options(out: Path, *sets: str, **kw: Any) -> bake.BakeOptions:
 def rendered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the nodes rendered by the bakes of one test (jobs=1: rendering runs in this process)."""
     names: list[str] = []
-    real = render._render
+    real = render.write_node
 
     def counting(shared: Any, index: int) -> Any:
         names.append(shared.plan.nodes[index].name)
         return real(shared, index)
 
-    monkeypatch.setattr(render, "_render", counting)
+    monkeypatch.setattr(render, "write_node", counting)
     return names
 
 

@@ -4,6 +4,8 @@ Nodes are rendered and written in worker processes (keys and plan reach them by 
 directories, a bounded number in flight, and entered into the manifest in plan order: memory stays flat
 with fleet size and the tree is the same whatever the number of processes.
 Nothing becomes visible until every node is written and checked; then the tree is swapped in.
+This module holds the order of the steps; `render` writes the nodes and the images seeds, `manifest`
+describes the tree, `incremental` decides what a re-bake keeps from the previous one.
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ from ..node import airgap, cloudinit, distribute
 from ..pki import bundledir, sealing, secrets
 from ..plan import ClusterPlan, NodePlan, build_plan
 from ..validation.profile import load_profile
-from . import render
-from .incremental import INPUTS_FILE, _carry_over, _previous_inputs, _reuse, node_inputs
-from .manifest import _previous_manifest, cluster_manifest
-from .render import _lock_kept_from_workers, _seed_warnings, _Shared, write_images_seed
+from . import incremental, render
+from .manifest import cluster_manifest, previous_manifest
+from .render import Shared, lock_kept_from_workers, seed_warnings, write_images_seed
 
 Progress = Callable[[str, int, int], None]
 
@@ -160,7 +161,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
     jobs = 1 if in_process else options.jobs or parallel.default_jobs()
     base_url = options.base_url or plan.settings.seed.http_base_url
     tree_class = DryTree if options.dry_run else OutputTree
-    with tree_class(options.out_root, plan.name) as tree, _lock_kept_from_workers(tree):
+    with tree_class(options.out_root, plan.name) as tree, lock_kept_from_workers(tree):
         bundle_path = options.secrets or bundledir.default_path(plan.name)
         keys = options.keys or sealing.Keys.from_env()
         reader = sealing.Reader(bundle_path, keys)
@@ -198,13 +199,13 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         if plan.control_planes:
             tree.write("admin.conf", distribute.operator_admin_conf(plan, bundle), 0o600)
         epoch = source_epoch(bundle)
-        previous = _previous_manifest(tree)
+        previous = previous_manifest(tree)
         previous_nodes = {n.get("name"): n for n in (previous or {}).get("nodes", [])}
         problems: list[Problem] = []
         publish = plan.settings.seed.http_publish_control_planes
         node_entries = []
         total = len(plan.nodes)
-        shared = _Shared(plan, bundle, epoch, base_url, publish, tree, options.observe)
+        shared = Shared(plan, bundle, epoch, base_url, publish, tree, options.observe)
         # the directories workers would otherwise race to create (one process, or a DryTree: none)
         shared_dirs = ["nodes"] if plan.nodes and jobs > 1 else []
         if shared_dirs and any(packaging.http_published(n.role, publish) for n in plan.nodes):
@@ -212,18 +213,18 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         for rel in shared_dirs:
             private_dirs(tree.path(rel))
         plan_digest = hashlib.sha256(repr(plan).encode()).hexdigest()
-        previous_inputs = _previous_inputs(tree)
+        previous_inputs = incremental.previous_inputs(tree)
         reused: dict[int, dict[str, Any]] = {}
         todo = []
         for i, node in enumerate(plan.nodes):
             if options.only and node.name not in options.only:
                 continue
             pki_files = distribute.node_pki_files(plan, node, bundle)
-            shared.inputs[node.name] = node_inputs(plan_digest, node, pki_files, bundle, shared)
+            shared.inputs[node.name] = incremental.node_inputs(plan_digest, node, pki_files, bundle, shared)
             entry = None
             # --only re-renders what it names, whatever its inputs; bake plan renders every node to compare
             if not options.only and not in_process:
-                entry = _reuse(
+                entry = incremental.reuse(
                     tree,
                     previous_nodes.get(node.name),
                     shared.inputs[node.name],
@@ -233,14 +234,14 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 reused[i] = entry
             else:
                 todo.append(i)
-        with contextlib.closing(parallel.ordered_map(render._render, shared, todo, jobs)) as outputs:
+        with contextlib.closing(parallel.ordered_map(render.write_node, shared, todo, jobs)) as outputs:
             for i, node in enumerate(plan.nodes):
                 if progress:
                     progress(node.name, i, total)
                 if options.only and node.name not in options.only:
                     http = packaging.http_published(node.role, publish)
                     node_entries.append(
-                        _carry_over(tree, previous_nodes.get(node.name), node, http, base_url)
+                        incremental.carry_over(tree, previous_nodes.get(node.name), node, http, base_url)
                     )
                     continue
                 if i in reused:  # same inputs as the previous bake: its files are linked already
@@ -258,7 +259,8 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         # what the next bake compares against; a node carried over by --only keeps its previous digest
         inputs = {n.name: shared.inputs.get(n.name, previous_inputs.get(n.name)) for n in plan.nodes}
         known = {name: digest for name, digest in inputs.items() if digest is not None}
-        tree.write(INPUTS_FILE, (json.dumps(known, indent=2, sort_keys=True) + "\n").encode(), 0o600)
+        inputs_text = json.dumps(known, indent=2, sort_keys=True) + "\n"
+        tree.write(incremental.INPUTS_FILE, inputs_text.encode(), 0o600)
         image_seeds = []
         for seed in seeds:
             if progress:
@@ -282,5 +284,5 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         final = tree.commit()
         return BakeResult(
             plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked,
-            _seed_warnings(seeds) + stale, bundle_written, dict(tree.written), _expiring(plan, bundle, now),
+            seed_warnings(seeds) + stale, bundle_written, dict(tree.written), _expiring(plan, bundle, now),
         )  # fmt: skip

@@ -16,8 +16,8 @@ from ..errors import OutputError
 from ..files import NodeFile
 from ..pki import secrets
 from ..plan import NodePlan, images
-from .manifest import _cert_entries
-from .render import _Shared
+from .manifest import cert_entries
+from .render import Shared
 
 
 def tool_sources() -> list[tuple[str, Path]]:
@@ -41,7 +41,7 @@ def tool_digest() -> str:
 
 
 def node_inputs(
-    plan_digest: str, node: NodePlan, pki_files: list[NodeFile], bundle: secrets.Bundle, shared: _Shared
+    plan_digest: str, node: NodePlan, pki_files: list[NodeFile], bundle: secrets.Bundle, shared: Shared
 ) -> str:
     """Digest of everything a node's files are made from: the plan (whole: a node's files may name
     other nodes; it holds join mode and window, generations, Secrets encryption), the bundle items it
@@ -51,7 +51,7 @@ def node_inputs(
     h = hashlib.sha256()
     for part in (tool_digest(), plan_digest, node.name, bundle.token, bundle.discovery_hash):
         h.update(part.encode() + b"\0")
-    h.update(repr((shared.epoch, shared.base_url, shared.publish, _cert_entries(bundle, node.name))).encode())
+    h.update(repr((shared.epoch, shared.base_url, shared.publish, cert_entries(bundle, node.name))).encode())
     # the images the node checks before kubeadm: the CNI's are read from its manifests' content, which the
     # plan names by path only
     h.update(repr([i.normalized for i in images.node_images(shared.plan, node)]).encode())
@@ -63,7 +63,7 @@ def node_inputs(
 INPUTS_FILE = "inputs.json"  # node -> digest of its inputs; kept out of manifest.json, which is golden
 
 
-def _previous_inputs(tree: OutputTree) -> dict[str, str]:
+def previous_inputs(tree: OutputTree) -> dict[str, str]:
     raw = tree.previous_bytes(INPUTS_FILE)
     try:
         data = json.loads(raw) if raw is not None else {}
@@ -72,7 +72,7 @@ def _previous_inputs(tree: OutputTree) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-def _reuse(
+def reuse(
     tree: OutputTree, entry: dict[str, Any] | None, digest: str, previous: str | None
 ) -> dict[str, Any] | None:
     """The previous bake's files of a node whose inputs did not change, linked into this generation,
@@ -94,7 +94,7 @@ def _reuse(
     return entry
 
 
-def _carry_over(
+def carry_over(
     tree: OutputTree, entry: dict[str, Any] | None, node: NodePlan, http: bool, base_url: str | None
 ) -> dict[str, Any]:
     """bake --only: a node that is not re-rendered keeps its previous files, except that its HTTP seed

@@ -14,7 +14,7 @@ from ..plan import ClusterPlan, NodePlan
 MANIFEST_FORMAT = 1
 
 
-def _cert_entries(bundle: secrets.Bundle, owner: str) -> list[dict[str, str]]:
+def cert_entries(bundle: secrets.Bundle, owner: str) -> list[dict[str, str]]:
     return [
         {"name": name, "notAfter": held.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
         for name, held in sorted(bundle.leaves.get(owner, {}).items())
@@ -39,7 +39,7 @@ def node_manifest(
             {"path": f.path, "mode": f.mode_text, "owner": f.owner, "sha256": f.sha256, "secret": f.secret}
             for f in rendered.files
         ],
-        "certificates": _cert_entries(bundle, node.name),
+        "certificates": cert_entries(bundle, node.name),
     }
 
 
@@ -67,7 +67,7 @@ def cluster_manifest(
             {"name": name, "notAfter": ca.cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
             for name, ca in sorted(bundle.cas.items())
         ],
-        "operatorCertificates": _cert_entries(bundle, secrets.OPERATOR),
+        "operatorCertificates": cert_entries(bundle, secrets.OPERATOR),
         "nodes": nodes,
     }
     url = plan.settings.seed.report_url
@@ -76,7 +76,7 @@ def cluster_manifest(
     return doc
 
 
-def _previous_manifest(tree: OutputTree) -> dict[str, Any] | None:
+def previous_manifest(tree: OutputTree) -> dict[str, Any] | None:
     raw = tree.previous_bytes("manifest.json")
     if raw is None:
         return None

@@ -21,7 +21,7 @@ from .manifest import node_manifest
 
 
 @dataclass(frozen=True)
-class _Shared:
+class Shared:
     """What every node's rendering reads; handed to the worker processes by fork (it holds keys)."""
 
     plan: ClusterPlan
@@ -37,7 +37,7 @@ class _Shared:
 
 
 @dataclass(frozen=True)
-class _NodeOutput:
+class NodeOutput:
     """A rendered node, its files already written; from a worker, what the parent's tree must learn."""
 
     entry: dict[str, Any]
@@ -48,7 +48,7 @@ class _NodeOutput:
     remote: bool
 
 
-def _render(shared: _Shared, index: int) -> _NodeOutput:
+def write_node(shared: Shared, index: int) -> NodeOutput:
     """One node's files and manifest entry: independent of every other node, so run in any process."""
     plan, bundle = shared.plan, shared.bundle
     node = plan.nodes[index]
@@ -74,11 +74,11 @@ def _render(shared: _Shared, index: int) -> _NodeOutput:
     digests = {art.rel: tree.written[art.rel] for art in arts}
     entry = node_manifest(node, rendered, digests, bundle)
     remote = os.getpid() != shared.parent
-    return _NodeOutput(entry, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote)
+    return NodeOutput(entry, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote)
 
 
 @contextlib.contextmanager
-def _lock_kept_from_workers(tree: OutputTree) -> Iterator[None]:
+def lock_kept_from_workers(tree: OutputTree) -> Iterator[None]:
     """Worker processes close the tree's lock: one outliving this bake must not block the next."""
     fd = tree._lock_fd
     if fd is not None:
@@ -104,7 +104,7 @@ def write_images_seed(tree: OutputTree, seed: airgap.ArchSeed, epoch: int) -> di
     return airgap.seed_manifest(seed, digests, digest, tree.size(rel))
 
 
-def _seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
+def seed_warnings(seeds: list[airgap.ArchSeed]) -> list[str]:
     return [
         f"images seed {s.arch}: {', '.join(s.unknown)} do not name all their images; which images the "
         f"{s.arch} nodes will find is checked at first boot only"

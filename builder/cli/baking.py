@@ -20,7 +20,7 @@ from ..bake import BakeOptions, BakeResult, run
 from ..bake import Progress as ProgressFn
 from ..errors import BakeError
 from ..pki import sealing
-from .common import DEFAULT_PROFILE, _age_arguments, _keys
+from .common import DEFAULT_PROFILE, age_arguments, bundle_keys
 
 EPILOG = """\
 examples:
@@ -78,7 +78,7 @@ def _bake_parser() -> argparse.ArgumentParser:
         help="the cluster's secrets bundle, created there if missing (default: secrets/<cluster>, "
         "outside the output tree)",
     )
-    _age_arguments(p)
+    age_arguments(p)
     p.add_argument(
         "--encrypt-to",
         action="append",
@@ -209,7 +209,7 @@ def _options(args: argparse.Namespace) -> BakeOptions:
         jobs=args.jobs,
         encrypt_to=tuple(args.encrypt_to),
         passphrase=args.passphrase,
-        keys=_keys(args),
+        keys=bundle_keys(args),
     )
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .. import parallel
-from .common import _age_arguments, _keys
+from .common import age_arguments, bundle_keys
 
 if TYPE_CHECKING:
     from .. import check
@@ -33,7 +33,7 @@ def _check_parser() -> argparse.ArgumentParser:
         help="the cluster's secrets bundle (default: secrets/<cluster>, else a bundle an older bake kept "
         "in the tree)",
     )
-    _age_arguments(p)
+    age_arguments(p)
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
     p.add_argument(
         "--jobs",
@@ -49,7 +49,7 @@ def check_main(argv: Sequence[str]) -> int:
     from .. import check
 
     args = _check_parser().parse_args(argv)
-    report = check.check_tree(args.tree, secrets_dir=args.secrets, jobs=args.jobs, keys=_keys(args))
+    report = check.check_tree(args.tree, secrets_dir=args.secrets, jobs=args.jobs, keys=bundle_keys(args))
     console = Console()
     if args.json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")

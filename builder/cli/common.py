@@ -11,7 +11,7 @@ from ..pki import sealing
 DEFAULT_PROFILE = "ha-stacked"
 
 
-def _age_arguments(p: argparse.ArgumentParser) -> None:
+def age_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--identity",
         action="append",
@@ -31,6 +31,6 @@ def _age_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _keys(args: argparse.Namespace) -> sealing.Keys:
+def bundle_keys(args: argparse.Namespace) -> sealing.Keys:
     """What opens a bundle, for every command that does: the same options, the same terminal prompt."""
     return sealing.Keys.from_env(args.identity, prompt=True, passphrase_file=args.passphrase_file)

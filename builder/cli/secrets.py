@@ -10,7 +10,7 @@ from rich.console import Console
 
 from ..errors import BakeError, Problem
 from ..pki import recipients, sealing
-from .common import _age_arguments, _keys
+from .common import age_arguments, bundle_keys
 
 
 def _secrets_parser() -> argparse.ArgumentParser:
@@ -33,10 +33,10 @@ def _secrets_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"also a passphrase (${sealing.ENV_PASSPHRASE}, else asked twice on the terminal)",
     )
-    _age_arguments(enc)
+    age_arguments(enc)
     dec = sub.add_parser("decrypt", help="write the bundle's private files back in clear")
     dec.add_argument("bundle", type=Path, help="the bundle's directory, e.g. secrets/ha-stacked")
-    _age_arguments(dec)
+    age_arguments(dec)
     return p
 
 
@@ -44,7 +44,7 @@ def secrets_main(argv: Sequence[str]) -> int:
     from ..pki import bundledir
 
     args = _secrets_parser().parse_args(argv)
-    keys = _keys(args)
+    keys = bundle_keys(args)
     reader = sealing.Reader(args.bundle, keys)
     seal = None
     if args.action == "encrypt":

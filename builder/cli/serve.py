@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import BakeError, Problem
-from .common import _age_arguments, _keys
+from .common import age_arguments, bundle_keys
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="the secrets bundle of each TREE, in their order (default: secrets/<cluster>); it holds the "
         "nodes' report keys and the seed server certificate",
     )
-    _age_arguments(p)
+    age_arguments(p)
     p.add_argument(
         "--tls",
         action="store_true",
@@ -73,7 +73,7 @@ def serve_main(argv: Sequence[str]) -> int:
             admin.append(ipaddress.ip_network(text, strict=False))
         except ValueError as exc:
             raise BakeError([Problem("--admin", f"{text!r}: {exc}")]) from None
-    keys = _keys(args)
+    keys = bundle_keys(args)
     clusters = [
         catalog.load_cluster(tree, args.secrets[i] if i < len(args.secrets) else None, keys, tls=args.tls)
         for i, tree in enumerate(args.trees)

@@ -16,7 +16,7 @@ RECIPIENTS = "age-recipients"
 OWN_IDENTITY = "identity.age"
 
 
-_OWN_COMMENT = "# the bundle's passphrase key (identity.age)"
+OWN_COMMENT = "# the bundle's passphrase key (identity.age)"
 
 
 Recipient: TypeAlias = Any  # pyrage.x25519.Recipient | pyrage.ssh.Recipient (pyrage ships no types)
@@ -63,7 +63,7 @@ class Seal:
 
     @classmethod
     def new(cls, recipients: Iterable[str], passphrase: str | None) -> Seal:
-        return cls(_normalised(recipients), OwnKey.new(passphrase) if passphrase is not None else None)
+        return cls(normalised(recipients), OwnKey.new(passphrase) if passphrase is not None else None)
 
     def all_recipients(self) -> list[Recipient]:
         extra = [self.own.recipient] if self.own is not None else []
@@ -73,7 +73,7 @@ class Seal:
         lines = ["# age recipients of every *.age file of this bundle (`age -R age-recipients` reads it)"]
         lines += list(self.recipients)
         if self.own is not None:
-            lines += [_OWN_COMMENT, self.own.recipient]
+            lines += [OWN_COMMENT, self.own.recipient]
         return ("\n".join(lines) + "\n").encode()
 
     def encrypt(self, data: bytes) -> bytes:
@@ -84,7 +84,7 @@ class Seal:
         return "age, to " + ", ".join(parts)
 
 
-def _normalised(recipients: Iterable[str]) -> tuple[str, ...]:
+def normalised(recipients: Iterable[str]) -> tuple[str, ...]:
     """One spelling per recipient, sorted: the same set always gives the same age-recipients file."""
     seen = {" ".join(r.split()) for r in recipients}
     for r in seen:
@@ -99,7 +99,7 @@ def parse_recipients(data: bytes, where: str) -> tuple[list[str], str | None]:
     marked = False
     for raw in data.decode(errors="replace").splitlines():
         line = raw.strip()
-        if line == _OWN_COMMENT:
+        if line == OWN_COMMENT:
             marked = True
         elif line and not line.startswith("#"):
             parse_recipient(line, where)
@@ -114,7 +114,7 @@ def same_recipients(a: bytes, b: bytes) -> bool:
     """Two age-recipients files naming the same keys (comments and order aside: a file written by hand
     does not make bake re-encrypt a bundle)."""
     (la, ma), (lb, mb) = parse_recipients(a, RECIPIENTS), parse_recipients(b, RECIPIENTS)
-    return (_normalised(la), ma) == (_normalised(lb), mb)
+    return (normalised(la), ma) == (normalised(lb), mb)
 
 
 def layout(

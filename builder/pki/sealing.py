@@ -9,8 +9,8 @@ passphrase can have no other recipient): it protects the bundle's own X25519 ide
 more line of `age-recipients`. So a passphrase and `--encrypt-to` recipients combine.
 
 The pipeline never sees ciphertext: `Reader` hands `secrets.load_bundle` the clear bytes, and
-`layout` says what the bundle looks like on disk for a `Seal`. Age ciphertext is random, so whether a
-bundle changed is judged on the clear bytes, and a bundle that did not change is not rewritten.
+`recipients.layout` says what the bundle looks like on disk for a `Seal`. Age ciphertext is random, so
+whether a bundle changed is judged on the clear bytes, and a bundle that did not change is not rewritten.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import pyrage
 
 from ..errors import BakeError, Problem, SecretsError
 from .recipients import (
-    _OWN_COMMENT,
+    OWN_COMMENT,
     OWN_IDENTITY,
     RECIPIENTS,
     SUFFIX,
     OwnKey,
     Seal,
-    _normalised,
+    normalised,
     parse_recipients,
 )
 
@@ -133,7 +133,7 @@ def read_passphrase_file(path: Path) -> str:
 
 def env_or_prompt(why: str, *, prompt: bool, confirm: bool = False, file: Path | None = None) -> str | None:
     """--passphrase-file, else $BAKE_SECRETS_PASSPHRASE, else the terminal's answer (twice when
-    `confirm`), else None. Every command that opens a bundle gets it from here (cli._keys)."""
+    `confirm`), else None. Every command that opens a bundle gets it from here (cli.common.bundle_keys)."""
     if file is not None:
         return read_passphrase_file(file)
     env = os.environ.get(ENV_PASSPHRASE)
@@ -271,14 +271,14 @@ class Reader:
             raise SecretsError(
                 [
                     Problem(
-                        str(path), f"does not name the recipient of {OWN_IDENTITY} (after {_OWN_COMMENT!r})"
+                        str(path), f"does not name the recipient of {OWN_IDENTITY} (after {OWN_COMMENT!r})"
                     )
                 ]
             )
         own = OwnKey(mine, own_file.read_bytes()) if mine is not None and own_file.exists() else None
         if mine is not None and own is None:
             listed.append(mine)
-        return Seal(_normalised(listed), own)
+        return Seal(normalised(listed), own)
 
     def clear_files(self) -> list[tuple[str, bytes, int]]:
         """Every file of the bundle in clear (rel path without .age, bytes, 0600), seal files left out."""
@@ -332,7 +332,7 @@ def wanted(
                 ]
             )
         return None
-    if recipients and _normalised(recipients) != current.recipients:
+    if recipients and normalised(recipients) != current.recipients:
         listed = ", ".join(current.recipients) or "no recipient"
         raise BakeError([Problem("--encrypt-to", f"the bundle at {where} is encrypted to {listed}; {hint}")])
     if passphrase and current.own is None:

@@ -36,7 +36,7 @@ from ..model.syntax import IPNetwork, split_host_port
 from . import page, protocol, routing
 from .catalog import Catalog
 from .store import Store
-from .tls import tls_context
+from .tls import server_context
 
 HANDLER_TIMEOUT = 10.0
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -349,7 +349,7 @@ def make_server(
             )
         pem = with_cert[0].server_pem
         assert pem is not None
-        context = tls_context(*pem)
+        context = server_context(*pem)
     else:
         https = [c.name for c in catalog.clusters.values() if (c.report_url or "").startswith("https://")]
         if https:

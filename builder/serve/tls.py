@@ -10,6 +10,7 @@ seed CA for its reports (curl --cacert, never the system store). `--rotate-ca` m
 
 The certificate names the hosts of `cluster.seed.reportUrl` and `cluster.seed.httpBaseUrl` that are
 https:// (IPs as IP SANs, names as DNS SANs); nothing is made for plain http URLs.
+`server_context` hands that certificate and key to `bake serve --tls`.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def server_spec(seed: Seed) -> CertSpec:
     )
 
 
-def tls_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+def server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     """A server context from the bundle's PEM bytes (written for an instant to a private directory:
     the ssl module loads files only)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
