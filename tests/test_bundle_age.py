@@ -479,7 +479,7 @@ def test_bake_check_opens_a_passphrase_bundle(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# the passphrase: one way to get it for every command (cli._keys), never on a command line
+# the passphrase: one way to get it for every command (cli.common.bundle_keys), never on a command line
 
 
 def bake_on_tty(args: list[str], cwd: Path, answer: str, timeout: float = 300) -> tuple[int, str]:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from builder import bake
+from builder.bake import incremental, render
 from builder.pki import secrets
 
 from .helpers import bundle, tree_digest
@@ -33,13 +34,13 @@ def _options(out: Path, *sets: str, **kw: Any) -> bake.BakeOptions:
 def rendered(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the nodes rendered by the bakes of one test (jobs=1: rendering runs in this process)."""
     names: list[str] = []
-    real = bake._render
+    real = render.write_node
 
     def counting(shared: Any, index: int) -> Any:
         names.append(shared.plan.nodes[index].name)
         return real(shared, index)
 
-    monkeypatch.setattr(bake, "_render", counting)
+    monkeypatch.setattr(render, "write_node", counting)
     return names
 
 
@@ -120,7 +121,7 @@ def test_rotated_token_renders_every_node(first: Path, rendered: list[str]) -> N
 def test_new_code_or_templates_render_every_node(
     first: Path, rendered: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bake, "tool_digest", lambda: "another version")
+    monkeypatch.setattr(incremental, "tool_digest", lambda: "another version")
     bake.run(_options(first))
     assert sorted(rendered) == sorted(_nodes(first))
 

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import builder
-from builder import bake, resources
+from builder import resources
+from builder.bake import incremental
 
 PACKAGE = Path(builder.__file__).parent
 STAGES = ("model", "validation", "plan", "pki", "node", "emit")  # the pipeline's order (README)
@@ -153,7 +154,7 @@ def test_every_module_imports_on_its_own() -> None:
 
 
 def test_tool_digest_covers_every_module_and_template() -> None:
-    sources = bake.tool_sources()
+    sources = incremental.tool_sources()
     paths = {p.resolve() for _, p in sources}
     for name, path in _modules().items():
         assert path.resolve() in paths, name
@@ -166,3 +167,42 @@ def test_tool_digest_covers_every_module_and_template() -> None:
     names = [n for n, _ in sources]
     assert len(names) == len(set(names))  # by relative path: the packages hold several __init__.py
     assert "builder/node/__init__.py" in names and "builder/pki/__init__.py" in names
+
+
+MAX_LINES = 400
+LONG_BECAUSE = "long because"  # the sentence a long module's docstring gives its reason in (CONTRIBUTING)
+# Modules over MAX_LINES still to be split or given their reason; a module leaves this list when it does.
+PENDING = {
+    "builder.check": "being reworked on its own branch",
+    "builder.pki.crypto": "being reworked on its own branch",
+    "builder.pki.secrets": "being reworked on its own branch",
+    "builder.node.bootstrap": "being reworked on its own branch",
+    "builder.node.static_pods": "being reworked on its own branch",
+}
+
+
+def _too_long(modules: dict[str, Path]) -> set[str]:
+    """Modules over MAX_LINES whose docstring does not say why they are long."""
+    found = set()
+    for name, path in modules.items():
+        text = path.read_text()
+        if len(text.splitlines()) <= MAX_LINES:
+            continue
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if LONG_BECAUSE not in " ".join(doc.split()).lower():
+            found.add(name)
+    return found
+
+
+def test_the_length_rule_sees_a_long_module(tmp_path: Path) -> None:
+    body = "x = 1\n" * MAX_LINES
+    (tmp_path / "short.py").write_text('"""Short."""\n' + "x = 1\n" * (MAX_LINES - 1))
+    (tmp_path / "long.py").write_text('"""Long."""\n' + body)
+    (tmp_path / "said.py").write_text('"""A table.\n\nIt is long\nbecause it is one table."""\n' + body)
+    found = _too_long({n: tmp_path / f"{n}.py" for n in ("short", "long", "said")})
+    assert found == {"long"}
+
+
+def test_long_modules_say_why() -> None:
+    """No module over MAX_LINES lines unless its docstring says why (a sentence with "long because")."""
+    assert _too_long(_modules()) == set(PENDING)

@@ -2,6 +2,9 @@
 
 Shapes and single-field values are checked here, every error with its path; what only the whole profile
 can tell is checked by `builder.validation`, and loading (extends, --set) is `builder.validation.profile`.
+
+The module is long because it is one document's schema: every section of a profile, each a short class
+with its own checks, in the order a profile is written, so that a key is looked up in one place.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Every Kubernetes-minor-dependent fact the baker needs, in one table (1.31 – 1.37).
 
 Renderers must ask this module instead of hard-coding versions, so that a new minor is one new row.
+The module is long because it is that one table: a row per minor with the source of each fact beside
+it, and the few functions that read it; a new minor is reviewed here, in one place.
 Each row carries comments naming the upstream source of every fact; ``# unverified:`` marks the ones
 that could not be confirmed against upstream text and says why.
 

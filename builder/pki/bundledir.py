@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import Problem, SecretsError
 from ..files import private_dirs, write_new
-from . import sealing
+from . import recipients, sealing
 from .secrets import load_bundle, secret_file
 
 DEFAULT_ROOT = Path("secrets")
@@ -56,14 +56,14 @@ def interrupted(path: Path) -> None:
 def unchanged(
     path: Path,
     files: list[tuple[str, bytes, int]],
-    seal: sealing.Seal | None = None,
+    seal: recipients.Seal | None = None,
     reader: sealing.Reader | None = None,
 ) -> bool:
     """True when the bundle on disk holds exactly these files, bytes and modes, sealed with `seal`
     (an age file counts as unchanged when `reader` opens it to the same clear bytes)."""
     if not path.is_dir():
         return False
-    wanted = sealing.layout(files, seal, secret_file)
+    wanted = recipients.layout(files, seal, secret_file)
     on_disk = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
     if on_disk != {rel for rel, _, _, _ in wanted}:
         return False
@@ -79,7 +79,7 @@ def unchanged(
                 held = reader.decrypt(target, held)
             except SecretsError:
                 return False
-        if held != data and not (rel == sealing.RECIPIENTS and sealing.same_recipients(held, data)):
+        if held != data and not (rel == recipients.RECIPIENTS and recipients.same_recipients(held, data)):
             return False
     return True
 
@@ -87,7 +87,7 @@ def unchanged(
 def save(
     path: Path,
     files: Iterable[tuple[str, bytes, int]],
-    seal: sealing.Seal | None = None,
+    seal: recipients.Seal | None = None,
     reader: sealing.Reader | None = None,
 ) -> bool:
     """Make `path` hold exactly `files` (the private ones as age files when `seal`); False when it
@@ -100,7 +100,7 @@ def save(
     interrupted(path)
     if unchanged(path, clear, seal, reader):
         return False
-    wanted = sealing.layout(clear, seal, secret_file)
+    wanted = recipients.layout(clear, seal, secret_file)
     for rel, _, _, _ in wanted:
         if rel.startswith("/") or ".." in Path(rel).parts:
             raise SecretsError([Problem(str(path), f"refusing to write outside the bundle: {rel}")])
@@ -138,7 +138,7 @@ def migrate(legacy: Path, path: Path) -> None:
             os.chmod(p, 0o700)
 
 
-def reseal(path: Path, reader: sealing.Reader, seal: sealing.Seal | None) -> bool:
+def reseal(path: Path, reader: sealing.Reader, seal: recipients.Seal | None) -> bool:
     """Rewrite the bundle at `path` encrypted with `seal` (None: in clear), the same clear bytes;
     `bake secrets encrypt|decrypt`. The bundle is checked whole first: a bad one is left as it was."""
     interrupted(path)

@@ -9,8 +9,8 @@ passphrase can have no other recipient): it protects the bundle's own X25519 ide
 more line of `age-recipients`. So a passphrase and `--encrypt-to` recipients combine.
 
 The pipeline never sees ciphertext: `Reader` hands `secrets.load_bundle` the clear bytes, and
-`layout` says what the bundle looks like on disk for a `Seal`. Age ciphertext is random, so whether a
-bundle changed is judged on the clear bytes, and a bundle that did not change is not rewritten.
+`recipients.layout` says what the bundle looks like on disk for a `Seal`. Age ciphertext is random, so
+whether a bundle changed is judged on the clear bytes, and a bundle that did not change is not rewritten.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -26,29 +26,22 @@ from typing import Any, TypeAlias
 import pyrage
 
 from ..errors import BakeError, Problem, SecretsError
+from .recipients import (
+    OWN_COMMENT,
+    OWN_IDENTITY,
+    RECIPIENTS,
+    SUFFIX,
+    OwnKey,
+    Seal,
+    normalised,
+    parse_recipients,
+)
 
-SUFFIX = ".age"
-RECIPIENTS = "age-recipients"
-OWN_IDENTITY = "identity.age"
 ENV_IDENTITY = "BAKE_SECRETS_IDENTITY"
 ENV_PASSPHRASE = "BAKE_SECRETS_PASSPHRASE"
-_OWN_COMMENT = "# the bundle's passphrase key (identity.age)"
 
-Recipient: TypeAlias = Any  # pyrage.x25519.Recipient | pyrage.ssh.Recipient (pyrage ships no types)
+
 Identity: TypeAlias = Any  # pyrage.x25519.Identity | pyrage.ssh.Identity
-
-
-def parse_recipient(text: str, where: str = "--encrypt-to") -> Recipient:
-    """An X25519 (`age1...`) or SSH (`ssh-ed25519 ...`, `ssh-rsa ...`) recipient; BakeError if neither."""
-    text = text.strip()
-    try:
-        if text.startswith("ssh-"):
-            return pyrage.ssh.Recipient.from_str(text)
-        return pyrage.x25519.Recipient.from_str(text)
-    except pyrage.RecipientError as exc:
-        raise BakeError(
-            [Problem(where, f"{text!r} is not an age recipient (age1... or ssh-ed25519 ...): {exc}")]
-        ) from None
 
 
 def parse_identities(data: bytes, where: str) -> list[Identity]:
@@ -140,7 +133,7 @@ def read_passphrase_file(path: Path) -> str:
 
 def env_or_prompt(why: str, *, prompt: bool, confirm: bool = False, file: Path | None = None) -> str | None:
     """--passphrase-file, else $BAKE_SECRETS_PASSPHRASE, else the terminal's answer (twice when
-    `confirm`), else None. Every command that opens a bundle gets it from here (cli._keys)."""
+    `confirm`), else None. Every command that opens a bundle gets it from here (cli.common.bundle_keys)."""
     if file is not None:
         return read_passphrase_file(file)
     env = os.environ.get(ENV_PASSPHRASE)
@@ -152,103 +145,6 @@ def env_or_prompt(why: str, *, prompt: bool, confirm: bool = False, file: Path |
     if confirm and getpass.getpass("again: ") != first:
         raise BakeError([Problem(ENV_PASSPHRASE, "the two passphrases differ")])
     return first
-
-
-@dataclass(frozen=True)
-class OwnKey:
-    """The bundle's own X25519 key: its recipient, and `identity.age` (its identity encrypted with the
-    passphrase, opened only when no --identity opens the files)."""
-
-    recipient: str
-    sealed: bytes
-
-    @classmethod
-    def new(cls, passphrase: str) -> OwnKey:
-        identity = pyrage.x25519.Identity.generate()
-        sealed = bytes(pyrage.passphrase.encrypt(_identity_file(identity), passphrase))
-        return cls(str(identity.to_public()), sealed)
-
-
-def _identity_file(identity: pyrage.x25519.Identity) -> bytes:
-    return f"# bake secrets bundle key\n# public key: {identity.to_public()}\n{identity}\n".encode()
-
-
-@dataclass(frozen=True)
-class Seal:
-    """How a bundle's private files are written: to these recipients, and to its own passphrase key."""
-
-    recipients: tuple[str, ...] = ()
-    own: OwnKey | None = None
-
-    @classmethod
-    def new(cls, recipients: Iterable[str], passphrase: str | None) -> Seal:
-        return cls(_normalised(recipients), OwnKey.new(passphrase) if passphrase is not None else None)
-
-    def all_recipients(self) -> list[Recipient]:
-        extra = [self.own.recipient] if self.own is not None else []
-        return [parse_recipient(r, RECIPIENTS) for r in [*self.recipients, *extra]]
-
-    def recipients_text(self) -> bytes:
-        lines = ["# age recipients of every *.age file of this bundle (`age -R age-recipients` reads it)"]
-        lines += list(self.recipients)
-        if self.own is not None:
-            lines += [_OWN_COMMENT, self.own.recipient]
-        return ("\n".join(lines) + "\n").encode()
-
-    def encrypt(self, data: bytes) -> bytes:
-        return bytes(pyrage.encrypt(data, self.all_recipients()))
-
-    def describe(self) -> str:
-        parts = [*self.recipients, *(["a passphrase"] if self.own is not None else [])]
-        return "age, to " + ", ".join(parts)
-
-
-def _normalised(recipients: Iterable[str]) -> tuple[str, ...]:
-    """One spelling per recipient, sorted: the same set always gives the same age-recipients file."""
-    seen = {" ".join(r.split()) for r in recipients}
-    for r in seen:
-        parse_recipient(r)
-    return tuple(sorted(seen))
-
-
-def parse_recipients(data: bytes, where: str) -> tuple[list[str], str | None]:
-    """(the operator's recipients, the passphrase key's) listed in an age-recipients file."""
-    listed: list[str] = []
-    mine: str | None = None
-    marked = False
-    for raw in data.decode(errors="replace").splitlines():
-        line = raw.strip()
-        if line == _OWN_COMMENT:
-            marked = True
-        elif line and not line.startswith("#"):
-            parse_recipient(line, where)
-            if marked and mine is None:
-                mine = line
-            else:
-                listed.append(line)
-    return listed, mine
-
-
-def same_recipients(a: bytes, b: bytes) -> bool:
-    """Two age-recipients files naming the same keys (comments and order aside: a file written by hand
-    does not make bake re-encrypt a bundle)."""
-    (la, ma), (lb, mb) = parse_recipients(a, RECIPIENTS), parse_recipients(b, RECIPIENTS)
-    return (_normalised(la), ma) == (_normalised(lb), mb)
-
-
-def layout(
-    files: Iterable[tuple[str, bytes, int]], seal: Seal | None, secret: Callable[[str], bool]
-) -> list[tuple[str, bytes, int, bool]]:
-    """(path on disk, clear bytes, mode, encrypted) of a bundle written with `seal` (None: in clear)."""
-    out = []
-    for rel, data, mode in files:
-        sealed = seal is not None and secret(rel)
-        out.append((rel + SUFFIX if sealed else rel, data, mode, sealed))
-    if seal is not None:
-        out.append((RECIPIENTS, seal.recipients_text(), 0o600, False))
-        if seal.own is not None:
-            out.append((OWN_IDENTITY, seal.own.sealed, 0o600, False))
-    return out
 
 
 def _undecryptable(path: Path, exc: Exception, outcome: str) -> SecretsError:
@@ -375,14 +271,14 @@ class Reader:
             raise SecretsError(
                 [
                     Problem(
-                        str(path), f"does not name the recipient of {OWN_IDENTITY} (after {_OWN_COMMENT!r})"
+                        str(path), f"does not name the recipient of {OWN_IDENTITY} (after {OWN_COMMENT!r})"
                     )
                 ]
             )
         own = OwnKey(mine, own_file.read_bytes()) if mine is not None and own_file.exists() else None
         if mine is not None and own is None:
             listed.append(mine)
-        return Seal(_normalised(listed), own)
+        return Seal(normalised(listed), own)
 
     def clear_files(self) -> list[tuple[str, bytes, int]]:
         """Every file of the bundle in clear (rel path without .age, bytes, 0600), seal files left out."""
@@ -436,7 +332,7 @@ def wanted(
                 ]
             )
         return None
-    if recipients and _normalised(recipients) != current.recipients:
+    if recipients and normalised(recipients) != current.recipients:
         listed = ", ".join(current.recipients) or "no recipient"
         raise BakeError([Problem("--encrypt-to", f"the bundle at {where} is encrypted to {listed}; {hint}")])
     if passphrase and current.own is None:

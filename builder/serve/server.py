@@ -22,14 +22,12 @@ import signal
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,6 +36,7 @@ from ..model.syntax import IPNetwork, split_host_port
 from . import page, protocol, routing
 from .catalog import Catalog
 from .store import Store
+from .tls import server_context
 
 HANDLER_TIMEOUT = 10.0
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -323,21 +322,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, port
 
 
-def tls_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
-    """A server context from the bundle's PEM bytes (written for an instant to a private directory:
-    the ssl module loads files only)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    with tempfile.TemporaryDirectory(prefix="bake-serve-") as tmp:
-        cert, key = Path(tmp) / "server.crt", Path(tmp) / "server.key"
-        for path, data in ((cert, cert_pem), (key, key_pem)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-        ctx.load_cert_chain(cert, key)
-    return ctx
-
-
 def make_server(
     catalog: Catalog,
     listen: tuple[str, int],
@@ -365,7 +349,7 @@ def make_server(
             )
         pem = with_cert[0].server_pem
         assert pem is not None
-        context = tls_context(*pem)
+        context = server_context(*pem)
     else:
         https = [c.name for c in catalog.clusters.values() if (c.report_url or "").startswith("https://")]
         if https:

@@ -10,11 +10,16 @@ seed CA for its reports (curl --cacert, never the system store). `--rotate-ca` m
 
 The certificate names the hosts of `cluster.seed.reportUrl` and `cluster.seed.httpBaseUrl` that are
 https:// (IPs as IP SANs, names as DNS SANs); nothing is made for plain http URLs.
+`server_context` hands that certificate and key to `bake serve --tls`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import ssl
+import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..model import Seed
@@ -70,3 +75,18 @@ def server_spec(seed: Seed) -> CertSpec:
         ips=tuple(ips),
         ca=CA_NAME,
     )
+
+
+def server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    """A server context from the bundle's PEM bytes (written for an instant to a private directory:
+    the ssl module loads files only)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.TemporaryDirectory(prefix="bake-serve-") as tmp:
+        cert, key = Path(tmp) / "server.crt", Path(tmp) / "server.key"
+        for path, data in ((cert, cert_pem), (key, key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        ctx.load_cert_chain(cert, key)
+    return ctx

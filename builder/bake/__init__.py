@@ -1,0 +1,288 @@
+"""The whole bake, one way through: profile -> plan -> secrets -> per-node files -> output tree.
+
+Nodes are rendered and written in worker processes (keys and plan reach them by fork), each to its own
+directories, a bounded number in flight, and entered into the manifest in plan order: memory stays flat
+with fleet size and the tree is the same whatever the number of processes.
+Nothing becomes visible until every node is written and checked; then the tree is swapped in.
+This module holds the order of the steps; `render` writes the nodes and the images seeds, `manifest`
+describes the tree, `incremental` decides what a re-bake keeps from the previous one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .. import parallel
+from ..emit import packaging
+from ..emit.outputs import DryTree, OutputTree
+from ..errors import BakeError, Problem, SecretsError
+from ..files import private_dirs
+from ..node import airgap, cloudinit, distribute
+from ..pki import bundledir, sealing, secrets
+from ..plan import ClusterPlan, NodePlan, build_plan
+from ..validation.profile import load_profile
+from . import incremental, render
+from .manifest import cluster_manifest, previous_manifest
+from .render import Shared, lock_kept_from_workers, seed_warnings, write_images_seed
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class BakeOptions:
+    profile: str
+    sets: tuple[str, ...] = ()
+    out_root: Path = Path("outputs")
+    secrets: Path | None = None
+    """The bundle's directory; None: bundledir.default_path(cluster), apart from the output tree."""
+    only: tuple[str, ...] = ()
+    rotate_ca: bool = False
+    rotate_token: bool = False
+    base_url: str | None = None
+    now: datetime | None = None
+    dry_run: bool = False
+    """`bake plan`: compute everything, write nothing (no output tree, no bundle, no move)."""
+    observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
+    """Called with each node rendered (bake plan compares it with the current tree)."""
+    jobs: int | None = None
+    """Worker processes; None: one per core (1 with dry_run or observe, which need every node here)."""
+    encrypt_to: tuple[str, ...] = ()
+    """age recipients a new bundle is encrypted to (an existing one keeps its own: sealing.wanted)."""
+    passphrase: bool = False
+    """Encrypt a new bundle with a passphrase ($BAKE_SECRETS_PASSPHRASE, else asked on a terminal)."""
+    keys: sealing.Keys | None = None
+    """What opens an encrypted bundle; None: sealing.Keys.from_env()."""
+
+
+@dataclass
+class BakeResult:
+    plan: ClusterPlan
+    tree: Path
+    manifest: dict[str, Any]
+    secrets_dir: Path
+    changes: list[secrets.Change] = field(default_factory=list)
+    rewritten: int = 0
+    linked: int = 0
+    warnings: list[str] = field(default_factory=list)
+    bundle_written: bool = False
+    """The bundle's files changed (with dry_run: would change)."""
+    written: dict[str, str] = field(default_factory=dict)
+    """Every file of the new tree -> sha256."""
+    expiring: list[str] = field(default_factory=list)
+    """Certificates of the bundle inside their window (secrets.due_window, cluster.certificateRenewal.before)
+    that the bake did not re-issue: CAs, leaves --only kept (a warning, on stderr)."""
+
+
+def source_epoch(bundle: secrets.Bundle) -> int:
+    """Timestamps inside artifacts: SOURCE_DATE_EPOCH if set, else the bundle's creation time."""
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env is not None:
+        try:
+            return int(env)
+        except ValueError:
+            raise BakeError([Problem("SOURCE_DATE_EPOCH", f"{env!r} is not an integer")]) from None
+    return bundle.created
+
+
+def _expiring(plan: ClusterPlan, bundle: secrets.Bundle, now: datetime) -> list[str]:
+    from .. import check  # the calendar is `bake check`'s
+
+    return check.expiry_warnings(bundle, now, plan.settings.certificate_renewal)
+
+
+def _existing_bundle(
+    tree: OutputTree, path: Path, dry_run: bool = False, reader: sealing.Reader | None = None
+) -> tuple[secrets.Bundle | None, list[secrets.Change]]:
+    """The bundle at `path` (opened by `reader`), or the one an older bake kept inside the output tree,
+    moved to `path`."""
+    bundledir.interrupted(path)
+    if path.exists():
+        return secrets.load_bundle(path, reader), []
+    legacy = tree.previous / bundledir.LEGACY_NAME if tree.previous is not None else None
+    if legacy is None or not legacy.is_dir():
+        return None, []
+    bundle = secrets.load_bundle(legacy)  # checked before it is moved: a bad bundle stays where it was
+    if not dry_run:
+        bundledir.migrate(legacy, path)
+    verb = "would move" if dry_run else "moved"
+    moved = secrets.Change(
+        "bundle",
+        f"{verb} the secrets bundle out of the output tree to {path} (once; deleting the outputs no "
+        "longer deletes the keys)",
+    )
+    return bundle, [moved]
+
+
+def _refuse_foreign_ca(tree: OutputTree, bundle: secrets.Bundle, path: Path, rotate_ca: bool) -> None:
+    """An output tree baked with another CA means nodes that will not trust this bundle's: say so."""
+    raw = tree.previous_bytes("manifest.json")
+    if rotate_ca or raw is None:
+        return
+    try:
+        before = json.loads(raw).get("discoveryTokenCaCertHash")
+    except (ValueError, AttributeError):
+        return
+    if before is not None and before != bundle.discovery_hash:
+        raise SecretsError(
+            [
+                Problem(
+                    "secrets",
+                    f"{tree.link} was baked with another cluster CA ({before}) than the bundle at {path} "
+                    f"({'a new one' if not path.exists() else bundle.discovery_hash}); nodes baked before "
+                    "would not trust it. Point --secrets at that cluster's bundle, or pass --rotate-ca to "
+                    "start over with a new CA",
+                )
+            ]
+        )
+
+
+def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
+    profile = load_profile(options.profile, options.sets)
+    plan = build_plan(profile)
+    names = {n.name for n in plan.nodes}
+    unknown = [n for n in options.only if n not in names]
+    if unknown:
+        raise BakeError([Problem("--only", f"no node named {n!r} in the profile") for n in unknown])
+    seeds = airgap.seeds(plan)  # before anything is written: an incomplete archive set fails here
+    incomplete = airgap.completeness_problems(seeds)
+    if incomplete:
+        raise BakeError(incomplete)
+    now = options.now or secrets.utcnow()
+    # observe needs every rendered node in this process, and a DryTree lives only here: one process
+    in_process = options.dry_run or options.observe is not None
+    jobs = 1 if in_process else options.jobs or parallel.default_jobs()
+    base_url = options.base_url or plan.settings.seed.http_base_url
+    tree_class = DryTree if options.dry_run else OutputTree
+    with tree_class(options.out_root, plan.name) as tree, lock_kept_from_workers(tree):
+        bundle_path = options.secrets or bundledir.default_path(plan.name)
+        keys = options.keys or sealing.Keys.from_env()
+        reader = sealing.Reader(bundle_path, keys)
+        existing, notices = _existing_bundle(tree, bundle_path, options.dry_run, reader)
+        current = reader.seal() if bundle_path.exists() else None
+        seal = sealing.wanted(
+            current, existing is not None, options.encrypt_to, options.passphrase, bundle_path, keys
+        )
+        if options.only and existing is None:
+            raise BakeError([Problem("--only", "needs an existing bake of this cluster to update")])
+        bundle, changes = secrets.reconcile(
+            plan,
+            existing,
+            now=now,
+            rotate_ca=options.rotate_ca,
+            rotate_token=options.rotate_token,
+            only=set(options.only) or None,
+            jobs=jobs,
+        )
+        _refuse_foreign_ca(tree, bundle, bundle_path, options.rotate_ca)
+        if existing is None:
+            verb = "would create" if options.dry_run else "creating"
+            notices.append(
+                secrets.Change(
+                    "bundle",
+                    f"no secrets bundle at {bundle_path}: {verb} a new one with new CAs"
+                    + (f" ({seal.describe()})" if seal is not None else "")
+                    + "; keep it safe, every later bake of this cluster needs it",
+                )
+            )
+        changes = notices + changes
+        # --only keeps the other nodes' seeds and leaves as they are: say which of those leaves are due
+        carried = [owner for owner in bundle.leaves if options.only and owner not in options.only]
+        stale = [str(c) for c in secrets.stale_leaves(plan, bundle, carried, now)]
+        if plan.control_planes:
+            tree.write("admin.conf", distribute.operator_admin_conf(plan, bundle), 0o600)
+        epoch = source_epoch(bundle)
+        previous = previous_manifest(tree)
+        previous_nodes = {n.get("name"): n for n in (previous or {}).get("nodes", [])}
+        problems: list[Problem] = []
+        publish = plan.settings.seed.http_publish_control_planes
+        node_entries = []
+        total = len(plan.nodes)
+        shared = Shared(plan, bundle, epoch, base_url, publish, tree, options.observe)
+        # the directories workers would otherwise race to create (one process, or a DryTree: none)
+        shared_dirs = ["nodes"] if plan.nodes and jobs > 1 else []
+        if shared_dirs and any(packaging.http_published(n.role, publish) for n in plan.nodes):
+            shared_dirs.append("http")
+        for rel in shared_dirs:
+            private_dirs(tree.path(rel))
+        plan_digest = hashlib.sha256(repr(plan).encode()).hexdigest()
+        previous_inputs = incremental.previous_inputs(tree)
+        reused: dict[int, dict[str, Any]] = {}
+        todo = []
+        for i, node in enumerate(plan.nodes):
+            if options.only and node.name not in options.only:
+                continue
+            pki_files = distribute.node_pki_files(plan, node, bundle)
+            shared.inputs[node.name] = incremental.node_inputs(plan_digest, node, pki_files, bundle, shared)
+            entry = None
+            # --only re-renders what it names, whatever its inputs; bake plan renders every node to compare
+            if not options.only and not in_process:
+                entry = incremental.reuse(
+                    tree,
+                    previous_nodes.get(node.name),
+                    shared.inputs[node.name],
+                    previous_inputs.get(node.name),
+                )
+            if entry is not None:
+                reused[i] = entry
+            else:
+                todo.append(i)
+        with contextlib.closing(parallel.ordered_map(render.write_node, shared, todo, jobs)) as outputs:
+            for i, node in enumerate(plan.nodes):
+                if progress:
+                    progress(node.name, i, total)
+                if options.only and node.name not in options.only:
+                    http = packaging.http_published(node.role, publish)
+                    node_entries.append(
+                        incremental.carry_over(tree, previous_nodes.get(node.name), node, http, base_url)
+                    )
+                    continue
+                if i in reused:  # same inputs as the previous bake: its files are linked already
+                    node_entries.append(reused[i])
+                    continue
+                out = next(outputs)
+                problems += out.problems
+                if out.remote:
+                    tree.written.update(out.written)
+                    tree.rewritten += out.rewritten
+                    tree.linked += out.linked
+                node_entries.append(out.entry)
+        if problems:
+            raise BakeError(problems)
+        # what the next bake compares against; a node carried over by --only keeps its previous digest
+        inputs = {n.name: shared.inputs.get(n.name, previous_inputs.get(n.name)) for n in plan.nodes}
+        known = {name: digest for name, digest in inputs.items() if digest is not None}
+        inputs_text = json.dumps(known, indent=2, sort_keys=True) + "\n"
+        tree.write(incremental.INPUTS_FILE, inputs_text.encode(), 0o600)
+        image_seeds = []
+        for seed in seeds:
+            if progress:
+                progress(f"images seed {seed.arch}", total, total)
+            image_seeds.append(write_images_seed(tree, seed, epoch))
+        if progress:
+            progress("manifest", total, total)
+        manifest = cluster_manifest(plan, bundle, node_entries)
+        if image_seeds:
+            manifest["imageSeeds"] = image_seeds
+        tree.write("manifest.json", (json.dumps(manifest, indent=2) + "\n").encode(), 0o600)
+        sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(tree.written.items()))
+        tree.write("SHA256SUMS", sums.encode(), 0o600)
+        # the bundle last, just before the swap: a bake that failed above changed nothing on disk
+        files = list(secrets.bundle_files(bundle, plan))
+        if options.dry_run:
+            bundledir.interrupted(bundle_path)
+            bundle_written = not bundledir.unchanged(bundle_path, files, seal, reader)
+        else:
+            bundle_written = bundledir.save(bundle_path, files, seal, reader)
+        final = tree.commit()
+        return BakeResult(
+            plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked,
+            seed_warnings(seeds) + stale, bundle_written, dict(tree.written), _expiring(plan, bundle, now),
+        )  # fmt: skip

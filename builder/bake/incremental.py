@@ -1,0 +1,122 @@
+"""What a re-bake keeps from the previous one: a node whose inputs (code and templates included) did
+not change is linked, not rendered; `--only` carries the other nodes over."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, resources
+from ..emit import packaging
+from ..emit.outputs import OutputTree
+from ..errors import OutputError
+from ..files import NodeFile
+from ..pki import secrets
+from ..plan import NodePlan, images
+from .manifest import cert_entries
+from .render import Shared
+
+
+def tool_sources() -> list[tuple[str, Path]]:
+    """Every file a node's files are made from, by a name that says where it is: all of the package's
+    modules (every stage sub-package renders part of a node) and all templates. By relative path, not
+    file name: the packages hold several `__init__.py`."""
+    package = Path(__file__).parent.parent
+    templates = resources.templates_dir()
+    code = [(p.relative_to(package.parent).as_posix(), p) for p in sorted(package.rglob("*.py"))]
+    data = [(f"templates/{p.relative_to(templates).as_posix()}", p) for p in sorted(templates.rglob("*"))]
+    return [*code, *((name, p) for name, p in data if p.is_file())]
+
+
+@functools.cache
+def tool_digest() -> str:
+    """This bake's code and templates: a node baked by another version of either is re-rendered."""
+    h = hashlib.sha256(__version__.encode())
+    for name, path in tool_sources():
+        h.update(b"\0" + name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def node_inputs(
+    plan_digest: str, node: NodePlan, pki_files: list[NodeFile], bundle: secrets.Bundle, shared: Shared
+) -> str:
+    """Digest of everything a node's files are made from: the plan (whole: a node's files may name
+    other nodes; it holds join mode and window, generations, Secrets encryption), the bundle items it
+    receives (its leaves, join credential, encryption key), the values every node gets, the images it
+    expects, code and templates.
+    Same digest as the previous bake, and files that still match its manifest: nothing to re-render."""
+    h = hashlib.sha256()
+    for part in (tool_digest(), plan_digest, node.name, bundle.token, bundle.discovery_hash):
+        h.update(part.encode() + b"\0")
+    h.update(repr((shared.epoch, shared.base_url, shared.publish, cert_entries(bundle, node.name))).encode())
+    # the images the node checks before kubeadm: the CNI's are read from its manifests' content, which the
+    # plan names by path only
+    h.update(repr([i.normalized for i in images.node_images(shared.plan, node)]).encode())
+    for f in pki_files:
+        h.update(f"\0{f.path}\0{f.mode:o}\0{f.owner}\0{f.sensitivity}\0".encode() + f.content)
+    return h.hexdigest()
+
+
+INPUTS_FILE = "inputs.json"  # node -> digest of its inputs; kept out of manifest.json, which is golden
+
+
+def previous_inputs(tree: OutputTree) -> dict[str, str]:
+    raw = tree.previous_bytes(INPUTS_FILE)
+    try:
+        data = json.loads(raw) if raw is not None else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def reuse(
+    tree: OutputTree, entry: dict[str, Any] | None, digest: str, previous: str | None
+) -> dict[str, Any] | None:
+    """The previous bake's files of a node whose inputs did not change, linked into this generation,
+    or None (nothing linked) when any of them is missing or differs from the previous manifest."""
+    if entry is None or previous != digest:
+        return None
+    artifacts = entry.get("artifacts")
+    if not isinstance(artifacts, dict) or not artifacts:
+        return None
+    linked: list[str] = []
+    for rel, want in artifacts.items():
+        if not isinstance(rel, str) or not tree.link_previous(rel) or tree.written[rel] != want:
+            for undo in [*linked, rel]:  # back out: the node is rendered afresh
+                if tree.written.pop(undo, None) is not None:
+                    tree.path(undo).unlink()
+                    tree.linked -= 1
+            return None
+        linked.append(rel)
+    return entry
+
+
+def carry_over(
+    tree: OutputTree, entry: dict[str, Any] | None, node: NodePlan, http: bool, base_url: str | None
+) -> dict[str, Any]:
+    """bake --only: a node that is not re-rendered keeps its previous files, except that its HTTP seed
+    follows this bake's rule (cluster.seed.httpPublishControlPlanes): dropped when it may not be
+    published any more, written from its previous seed files when it may be and was not."""
+    name = node.name
+    if entry is None:
+        raise OutputError(f"--only: the previous bake has no complete output for {name}")
+    http_dir = f"http/{name}/"
+    artifacts = {
+        rel: digest
+        for rel, digest in entry.get("artifacts", {}).items()
+        if http or not rel.startswith(http_dir)
+    }
+    if not all(tree.link_previous(rel) for rel in artifacts):
+        raise OutputError(f"--only: the previous bake has no complete output for {name}")
+    if http and not any(rel.startswith(http_dir) for rel in artifacts):
+        seed = {f: tree.previous_bytes(f"nodes/{name}/{f}") for f in packaging.SEED_NAMES}
+        present = {f: data for f, data in seed.items() if data is not None}
+        if len(present) != len(seed):
+            raise OutputError(f"--only: the previous bake has no complete output for {name}")
+        for art in packaging.http_artifacts(name, present, base_url):
+            tree.write(art.rel, art.data, art.mode)
+            artifacts[art.rel] = hashlib.sha256(art.data).hexdigest()
+    return {**entry, "artifacts": dict(sorted(artifacts.items()))}
