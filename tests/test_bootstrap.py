@@ -1013,9 +1013,10 @@ def test_units_pass_systemd_analyze_verify(can_sandbox: None, tmp_path: Path, st
         systemd-analyze verify {" ".join(units)} >"$S/out/verify.log" 2>&1 || rc=$?
         echo "$rc" >"$S/out/verify.rc"
         cat /etc/systemd/system/bake-bootstrap-wait.service.d/*.conf >"$S/out/wait.txt" 2>/dev/null || true
-        cat /etc/systemd/system/bake-bootstrap-kubeadm.service.d/*.conf >"$S/out/kubeadm.txt" 2>/dev/null || true
-        if [ -e /etc/systemd/system/bake-test-interrupt.service ]; then
-            systemd-analyze verify /etc/systemd/system/bake-test-interrupt.service >>"$S/out/verify.log" 2>&1 ||
+        d=/etc/systemd/system
+        cat $d/bake-bootstrap-kubeadm.service.d/*.conf >"$S/out/kubeadm.txt" 2>/dev/null || true
+        if [ -e $d/bake-test-interrupt.service ]; then
+            systemd-analyze verify $d/bake-test-interrupt.service >>"$S/out/verify.log" 2>&1 ||
                 echo 1 >"$S/out/verify.rc"
         fi
         """
@@ -1024,7 +1025,8 @@ def test_units_pass_systemd_analyze_verify(can_sandbox: None, tmp_path: Path, st
     assert "bake-" not in sb.text("verify.log"), sb.text("verify.log")
     interrupt = "interrupt-kubeadm" in stop
     assert ("ExecCondition=" in sb.text("wait.txt")) == bool(stop and not interrupt), sb.text("wait.txt")
-    assert ("Wants=bake-test-interrupt.service" in sb.text("kubeadm.txt")) == interrupt, sb.text("kubeadm.txt")
+    wants = "Wants=bake-test-interrupt.service" in sb.text("kubeadm.txt")
+    assert wants == interrupt, sb.text("kubeadm.txt")
 
 
 @pytest.mark.integration
