@@ -75,6 +75,40 @@ def test_unchanged_rebake_renders_nothing(first: Path, rendered: list[str], tmp_
     assert tree_digest((first / PROFILE).resolve()) == before
 
 
+def test_unchanged_rebake_keeps_the_current_generation(first: Path, rendered: list[str]) -> None:
+    """Nothing changed: no new generation of links is built and swapped in; the tree stays as it is,
+    every file checked against SHA256SUMS."""
+    gen = (first / PROFILE).resolve()
+    inodes = {p: p.stat().st_ino for p in gen.rglob("*") if p.is_file()}
+    result = bake.run(_options(first))
+    assert rendered == [] and result.rewritten == 0
+    assert result.tree == gen and (first / PROFILE).resolve() == gen
+    assert [p.name for p in gen.parent.iterdir() if p.name.startswith("gen-")] == [gen.name]
+    assert {p: p.stat().st_ino for p in gen.rglob("*") if p.is_file()} == inodes
+    sums = (gen / "SHA256SUMS").read_text().splitlines()
+    assert result.linked == len(sums) + 1 and set(result.written) == {line.split("  ", 1)[1] for line in sums}
+
+
+@pytest.mark.parametrize("damage", ["stray file", "missing file", "edited admin.conf"])
+def test_a_damaged_tree_is_built_again(first: Path, rendered: list[str], tmp_path: Path, damage: str) -> None:
+    """The current tree is kept only when it is exactly what SHA256SUMS and the bake say: otherwise a
+    new generation is built (from links where the node's inputs are unchanged) and it is whole again."""
+    gen = (first / PROFILE).resolve()
+    if damage == "stray file":
+        (gen / "nodes" / "worker-1" / "notes.txt").write_text("left by hand\n")
+    elif damage == "missing file":
+        (gen / "http" / "worker-2" / "meta-data").unlink()
+    else:
+        admin = gen / "admin.conf"
+        data = admin.read_bytes()
+        admin.unlink()
+        admin.write_bytes(data.replace(b"server: https://", b"server: https://x"))
+    result = bake.run(_options(first))
+    assert result.tree != gen and (first / PROFILE).resolve() == result.tree
+    assert not (result.tree / "nodes" / "worker-1" / "notes.txt").exists()
+    _same_as_from_scratch(first, tmp_path)
+
+
 def test_plan_change_renders_again(first: Path, rendered: list[str], tmp_path: Path) -> None:
     extra = "nodes[4].labels={rack: r9}"
     bake.run(_options(first, extra))

@@ -181,6 +181,33 @@ class OutputTree:
         self.linked += 1
         return True
 
+    def intact_previous(self) -> dict[str, str] | None:
+        """The previous generation's SHA256SUMS when every file it lists is there with that digest (and
+        nothing else is), else None: what a bake may keep as it is instead of building it again."""
+        if self.previous is None or self.previous_bytes("SHA256SUMS") is None:
+            return None
+        sums = self._previous_sums()
+        on_disk = {
+            str(p.relative_to(self.previous)) for p in self.previous.rglob("*") if p.is_file()
+        } - {"SHA256SUMS"}
+        if on_disk != set(sums):
+            return None
+        for rel, digest in sums.items():
+            try:
+                with (self.previous / rel).open("rb") as fh:
+                    if sha256_rewound(fh)[0] != digest:
+                        return None
+            except OSError:
+                return None
+        return dict(sums)
+
+    def keep_previous(self, sums: dict[str, str]) -> Path:
+        """Nothing changed: the current generation stays (no new one is made); `sums` from intact_previous."""
+        assert self.previous is not None
+        self.written = dict(sums)
+        self.linked = len(sums) + 1  # and SHA256SUMS, as a bake that relinks every file counts it
+        return self.previous
+
     def commit(self) -> Path:
         """Make the new generation current: fsync, rename, swap the symlink, drop old generations."""
         assert self.work is not None
