@@ -187,8 +187,11 @@ class OutputTree:
         if self.previous is None or self.previous_bytes("SHA256SUMS") is None:
             return None
         sums = self._previous_sums()
+        root = str(self.previous)
         on_disk = {
-            str(p.relative_to(self.previous)) for p in self.previous.rglob("*") if p.is_file()
+            os.path.relpath(os.path.join(top, name), root)
+            for top, _, names in os.walk(root)
+            for name in names
         } - {"SHA256SUMS"}
         if on_disk != set(sums):
             return None
