@@ -365,6 +365,16 @@ class _NodeOutput:
     rewritten: int
     linked: int
     remote: bool
+    sizes: tuple[int, int] = (0, 0)
+    """Its raw and gzip user-data sizes (packaging.gzip_notes)."""
+
+
+def _user_data_size(tree: OutputTree, name: str) -> tuple[int, int] | None:
+    """A reused or carried-over node's (raw, gzip) user-data sizes, None when not known."""
+    try:
+        return tree.size(f"nodes/{name}/user-data"), tree.size(f"nodes/{name}/user-data.gz")
+    except (KeyError, OSError):
+        return None
 
 
 def _render(shared: _Shared, index: int) -> _NodeOutput:
@@ -393,7 +403,9 @@ def _render(shared: _Shared, index: int) -> _NodeOutput:
     digests = {art.rel: tree.written[art.rel] for art in arts}
     entry = node_manifest(node, rendered, digests, bundle)
     remote = os.getpid() != shared.parent
-    return _NodeOutput(entry, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote)
+    sizes = (len(rendered.user_data), len(gz))
+    new, relinked = tree.rewritten - rewritten, tree.linked - linked
+    return _NodeOutput(entry, problems, digests, new, relinked, remote, sizes)
 
 
 @contextlib.contextmanager
@@ -499,6 +511,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 reused[i] = entry
             else:
                 todo.append(i)
+        sizes: list[tuple[str, int, int]] = []
         with contextlib.closing(parallel.ordered_map(_render, shared, todo, jobs)) as outputs:
             for i, node in enumerate(plan.nodes):
                 if progress:
@@ -508,11 +521,18 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                     node_entries.append(
                         _carry_over(tree, previous_nodes.get(node.name), node, http, base_url)
                     )
+                    known_size = _user_data_size(tree, node.name)
+                    if known_size is not None:
+                        sizes.append((node.name, *known_size))
                     continue
                 if i in reused:  # same inputs as the previous bake: its files are linked already
                     node_entries.append(reused[i])
+                    known_size = _user_data_size(tree, node.name)
+                    if known_size is not None:
+                        sizes.append((node.name, *known_size))
                     continue
                 out = next(outputs)
+                sizes.append((node.name, *out.sizes))
                 problems += out.problems
                 if out.remote:
                     tree.written.update(out.written)
@@ -521,6 +541,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 node_entries.append(out.entry)
         if problems:
             raise BakeError(problems)
+        gzip_notes = packaging.gzip_notes(sizes, plan.settings.seed.targets)
         # what the next bake compares against; a node carried over by --only keeps its previous digest
         inputs = {n.name: shared.inputs.get(n.name, previous_inputs.get(n.name)) for n in plan.nodes}
         known = {name: digest for name, digest in inputs.items() if digest is not None}
@@ -548,5 +569,6 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         final = tree.commit()
         return BakeResult(
             plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked,
-            _seed_warnings(seeds) + stale, bundle_written, dict(tree.written), _expiring(plan, bundle, now),
+            _seed_warnings(seeds) + stale + gzip_notes, bundle_written, dict(tree.written),
+            _expiring(plan, bundle, now),
         )  # fmt: skip
