@@ -1,6 +1,7 @@
 """One node's NoCloud seed: user-data, meta-data and network-config, built as data and dumped with yamlio.
 
-user-data only writes files and starts bake-bootstrap.service with --no-block: cloud-init never waits
+user-data only writes files (the shared first-boot program as one archive that runcmd unpacks first,
+builder.node.archive) and starts bake-bootstrap.service with --no-block: cloud-init never waits
 on kubeadm, and the node's real work happens in the bootstrap unit, which runs again at every boot
 until it is done. Only keys valid in both cloud-init 22.4 (Debian 12) and 24.x/25.x (Ubuntu 24.04)
 are used: hostname, fqdn, preserve_hostname, manage_etc_hosts, users, ssh_pwauth, write_files, runcmd.
