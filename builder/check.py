@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import hashlib
 import json
 import re
 import shutil
 import stat
+import zlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +30,7 @@ from .emit import iso, packaging
 from .errors import BakeError
 from .files import NodeFile, sha256_file
 from .model import CertificateRenewal, Role, cloudinit_schema
-from .node import bootstrap, renewal
+from .node import archive, bootstrap, renewal
 from .node.distribute import JOIN_KUBECONFIG_PATH
 from .node.kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
 from .pki import bundledir, certlist, placement, sealing, secrets
@@ -69,6 +71,8 @@ DETECTORS: dict[str, str] = {
     "user-data-unreadable": "a node's user-data is not a readable cloud-config",
     "write-files-list": "a node's write_files paths differ from the manifest's file list",
     "write-file-differs": "a write_files entry's content or mode differs from the manifest",
+    "archive-not-unpacked": "a user-data ships the first-boot archive but its first runcmd entry does not "
+    "unpack it (the node would start units whose scripts are not there)",
     "key-permissions": "a private key is written with permissions open to group or others",
     "worker-private-key": "a worker holds a private key",
     "worker-ca-crt": "a worker holds /etc/kubernetes/pki/ca.crt",
@@ -245,18 +249,64 @@ def _expiry(report: Report, where: str, cert: x509.Certificate, join_credential:
         report.warn("cert-expiring", where, f"expires on {not_after:%Y-%m-%d}, in less than {soon.days} days")
 
 
+_B64 = frozenset({"b64", "base64"})
+_GZ_B64 = frozenset({"gz+b64", "gz+base64", "gzip+b64", "gzip+base64"})
+_GZ = frozenset({"gz", "gzip"})
+
+
+def decoded_content(raw: object, encoding: object) -> bytes:
+    """A write_files entry's content as cloud-init writes it to disk (its encodings: b64, gz, gz+b64 and
+    their spellings; anything else is text). The bake writes b64 and, for the archive, gz+b64."""
+    data = raw.encode() if isinstance(raw, str) else bytes(raw) if isinstance(raw, bytes | bytearray) else b""
+    if encoding in _B64 | _GZ_B64:
+        data = base64.b64decode(data)
+    if encoding in _GZ_B64 | _GZ:
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+            raise ValueError(f"{encoding} content does not decompress: {exc}") from None
+    return data
+
+
 def write_files_of(user_data: bytes) -> dict[str, tuple[bytes, str, str]]:
-    """path -> (decoded content, permissions, owner) of a user-data's write_files."""
-    doc = yaml.load(user_data, Loader=_Loader)
+    """path -> (decoded content, permissions, owner) of what a user-data's write_files puts on the
+    node's disk: the shared first-boot archive (builder.node.archive) stands for the files it unpacks
+    to, read member by member; a path written twice is unreadable (ValueError)."""
+    return _files_of(yaml.load(user_data, Loader=_Loader))
+
+
+def _files_of(doc: Any) -> dict[str, tuple[bytes, str, str]]:
     out: dict[str, tuple[bytes, str, str]] = {}
+    unpacked: dict[str, tuple[bytes, str, str]] = {}
     for entry in (doc or {}).get("write_files", []) or []:
-        raw = entry.get("content", "")
-        if entry.get("encoding") in ("b64", "base64"):
-            content = base64.b64decode(raw)
-        else:
-            content = raw.encode() if isinstance(raw, str) else bytes(raw)
+        content = decoded_content(entry.get("content", ""), entry.get("encoding"))
+        if entry["path"] == archive.ARCHIVE_PATH:
+            unpacked = archive.members(content)
+            continue
         out[entry["path"]] = (content, str(entry.get("permissions", "")), str(entry.get("owner", "")))
+    for path, member in unpacked.items():
+        if path in out:
+            raise ValueError(f"{path}: both in write_files and in {archive.ARCHIVE_PATH}")
+        out[path] = member
     return out
+
+
+def _looks_secret(data: bytes) -> bool:
+    return PRIVATE_KEY_MARKER in data or b"token" in data.lower()
+
+
+def _readable_forms(path: Path) -> list[bytes]:
+    """A file's bytes and, for a seed's user-data (raw or gzip), the files it writes, decoded: a gz+b64
+    entry or the archive would hide a token or key from a scan of the raw bytes."""
+    data = path.read_bytes()
+    forms = [data]
+    if path.name in ("user-data", "user-data.gz"):
+        try:
+            text = gzip.decompress(data) if path.name.endswith(".gz") else data
+            forms += [text, *(c for c, _, _ in write_files_of(text).values())]
+        except (OSError, EOFError, zlib.error, yaml.YAMLError, LookupError, TypeError, ValueError):
+            pass  # unreadable: the user-data checks say so
+    return forms
 
 
 def _checksums(tree: Path, report: Report) -> None:
@@ -287,15 +337,17 @@ def _modes(tree: Path, report: Report, label: str = "") -> None:
         if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o077:
             report.error("mode-directory", rel, f"directory mode {st.st_mode & 0o777:04o}, expected 0700")
             loose += 1
-        elif stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
-            data = path.read_bytes()
-            if PRIVATE_KEY_MARKER in data or b"token" in data.lower() or path.suffix == ".iso":
-                report.error(
-                    "mode-secret-file",
-                    rel,
-                    f"holds secrets but mode is {st.st_mode & 0o777:04o}, expected 0600",
-                )
-                loose += 1
+        elif (
+            stat.S_ISREG(st.st_mode)
+            and st.st_mode & 0o077
+            and (path.suffix == ".iso" or any(_looks_secret(b) for b in _readable_forms(path)))
+        ):
+            report.error(
+                "mode-secret-file",
+                rel,
+                f"holds secrets but mode is {st.st_mode & 0o777:04o}, expected 0600",
+            )
+            loose += 1
     if not loose:
         report.ok(label.rstrip("/") or "modes", "directories 0700, secret-bearing files 0600")
 
@@ -366,10 +418,12 @@ def _node(
             "(cluster.seed.httpPublishControlPlanes: false)",
         )
     try:
-        files = write_files_of(seed["user-data"])
+        doc = yaml.load(seed["user-data"], Loader=_Loader)
+        files = _files_of(doc)
     except (yaml.YAMLError, KeyError, TypeError, ValueError, binascii.Error) as exc:
         report.error("user-data-unreadable", f"nodes/{name}/user-data", f"unreadable cloud-config: {exc}")
         return None
+    _archive_unpacked(name, doc, report)
     expected = {f["path"]: f for f in node.get("files", [])}
     if set(expected) != set(files):
         report.error(
@@ -396,6 +450,22 @@ def _node(
     if report_keys:
         _report_keys(name, files, report_keys, report)
     return base / "user-data"
+
+
+def _archive_unpacked(name: str, doc: Any, report: Report) -> None:
+    """The archive's files exist on the node only once runcmd unpacks it, before anything else runs."""
+    if not isinstance(doc, dict):
+        return
+    if not any(e.get("path") == archive.ARCHIVE_PATH for e in doc.get("write_files") or []):
+        return
+    runcmd = doc.get("runcmd") or []
+    if not runcmd or runcmd[0] != list(archive.EXTRACT_COMMAND):
+        report.error(
+            "archive-not-unpacked",
+            f"nodes/{name}/user-data",
+            f"{archive.ARCHIVE_PATH} is not unpacked by the first runcmd entry "
+            f"({' '.join(archive.EXTRACT_COMMAND)})",
+        )
 
 
 _HEX_KEY = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")

@@ -2,17 +2,62 @@
 
 from __future__ import annotations
 
+import base64
 import difflib
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
+from typing import Any
 
 BAKE = [sys.executable, "-m", "builder.cli"]
 REPO = Path(__file__).resolve().parents[1]
+
+
+FIRST_BOOT_ARCHIVE = "/usr/local/lib/bake/first-boot.tar"
+"""Where the seed's write_files puts the shared first-boot program's archive (runcmd unpacks it)."""
+WRITE_FILES_ENCODINGS = (None, "b64", "gz+b64")
+"""The encodings bake writes; a test meeting another one fails rather than misreading it."""
+
+
+def write_file_content(entry: dict[str, Any]) -> bytes:
+    """A write_files entry's content as cloud-init writes it to disk, decoded here with Python's own
+    base64 and gzip (never the code under test)."""
+    encoding = entry.get("encoding")
+    assert encoding in WRITE_FILES_ENCODINGS, f"{entry.get('path')}: unexpected encoding {encoding}"
+    raw = entry.get("content", "")
+    if encoding is None:
+        return str(raw).encode()
+    data = base64.b64decode(raw, validate=True)
+    return gzip.decompress(data) if encoding == "gz+b64" else data
+
+
+def disk_files(doc: dict[str, Any]) -> dict[str, tuple[bytes, str, str]]:
+    """path -> (content, permissions, owner) of what a cloud-config's write_files leaves on the node once
+    runcmd has unpacked the first-boot archive (read here with Python's tarfile; the archive itself is
+    not listed). A path written twice fails."""
+    out: dict[str, tuple[bytes, str, str]] = {}
+    members: dict[str, tuple[bytes, str, str]] = {}
+    for entry in doc.get("write_files", []):
+        content = write_file_content(entry)
+        if entry["path"] == FIRST_BOOT_ARCHIVE:
+            with tarfile.open(fileobj=io.BytesIO(content), mode="r:") as tar:
+                for info in tar:
+                    assert info.isreg(), info.name
+                    handle = tar.extractfile(info)
+                    assert handle is not None
+                    owner = f"{info.uname}:{info.gname}"
+                    members["/" + info.name] = (handle.read(), f"{info.mode:04o}", owner)
+            continue
+        out[entry["path"]] = (content, str(entry.get("permissions", "")), str(entry.get("owner", "")))
+    assert not set(out) & set(members), set(out) & set(members)
+    return out | members
 
 
 def bake(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

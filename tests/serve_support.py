@@ -28,7 +28,7 @@ import yaml
 from builder.serve import catalog, server
 from builder.serve.catalog import Catalog
 
-from .helpers import bake, bundle
+from .helpers import bake, bundle, disk_files
 
 CLUSTER = "single-master"
 ADDRESSES = {"cp-1": "127.0.0.11", "worker-1": "127.0.0.21", "worker-2": "127.0.0.22"}
@@ -61,11 +61,7 @@ def load(tree: Path, *, tls: bool = False) -> Catalog:
 def seed_files(tree: Path, node: str) -> dict[str, bytes]:
     """The node's write_files, decoded from its user-data (what cloud-init would write)."""
     doc = yaml.safe_load((tree / "nodes" / node / "user-data").read_bytes())
-    out = {}
-    for f in doc["write_files"]:
-        data = f["content"].encode() if f.get("encoding") != "b64" else base64.b64decode(f["content"])
-        out[f["path"]] = data
-    return out
+    return {path: data for path, (data, _, _) in disk_files(doc).items()}
 
 
 def seed_key(tree: Path, node: str) -> bytes:

@@ -519,8 +519,9 @@ _INSTALL_EXTRA = 'for f in "$S"/extra/*; do install -m 0755 "$f" "/usr/local/sbi
 class AirgapSandbox(Sandbox):
     """The bootstrap sandbox plus the test doubles above and the images seed's files."""
 
-    def __init__(self, root: Path, files: list[NodeFile], seeds: Path, http: Path) -> None:
-        super().__init__(root, _Rendered(files))  # type: ignore[arg-type]
+    def __init__(self, root: Path, user_data: bytes, seeds: Path, http: Path) -> None:
+        # installed from the baked user-data as the node does it (write_files, then runcmd's tar)
+        super().__init__(root, _Rendered(_disk_node_files(user_data), user_data))  # type: ignore[arg-type]
         assert _INSTALL_STUBS in DRIVER, "the sandbox driver changed: update AirgapSandbox"
         (root / "driver.sh").write_text(
             DRIVER.replace(
@@ -538,13 +539,18 @@ class AirgapSandbox(Sandbox):
 
 
 class _Rendered:
-    def __init__(self, files: list[NodeFile]) -> None:
+    def __init__(self, files: list[NodeFile], user_data: bytes) -> None:
         self.files = files
+        self.user_data = user_data
+
+
+def _disk_node_files(user_data: bytes) -> list[NodeFile]:
+    written = check.write_files_of(user_data)
+    return [NodeFile(path, content, int(perms, 8)) for path, (content, perms, _owner) in written.items()]
 
 
 def _baked_node_files(tree: Path, node: str) -> list[NodeFile]:
-    written = check.write_files_of((tree / "nodes" / node / "user-data").read_bytes())
-    return [NodeFile(path, content, int(perms, 8)) for path, (content, perms, _owner) in written.items()]
+    return _disk_node_files((tree / "nodes" / node / "user-data").read_bytes())
 
 
 def _seed_dir(tree: Path, arch: str, into: Path) -> Path:
@@ -582,7 +588,8 @@ def _airgap_sandbox(
     seeds.mkdir()
     if attach:
         _seed_dir(tree, arch, seeds)
-    return AirgapSandbox(tmp_path / "sb", _baked_node_files(tree, node), seeds, tree / "http")
+    user_data = (tree / "nodes" / node / "user-data").read_bytes()
+    return AirgapSandbox(tmp_path / "sb", user_data, seeds, tree / "http")
 
 
 @pytest.mark.integration

@@ -31,12 +31,12 @@ from hypothesis import strategies as st
 
 from builder import resources
 from builder.files import NodeFile, public, secret
-from builder.node import bootstrap, cloudinit, distribute, host
+from builder.node import archive, bootstrap, cloudinit, distribute, host
 from builder.node.bootstrap import BootstrapRole
 from builder.plan import ClusterPlan, NodePlan, build_plan
 from builder.validation.profile import load_profile
 
-from .helpers import OVERLAYS
+from .helpers import OVERLAYS, write_file_content
 from .peers import missing, program
 
 TOKEN = "abcdef.0123456789abcdef"
@@ -671,10 +671,15 @@ install -m 0755 "$S/systemctl" /usr/local/sbin/systemctl
 install -m 0755 "$S/bake-test-stop" /usr/local/sbin/bake-test-stop
 export BAKE_STUB_JOURNAL="$S/out/stdout.log" BAKE_STUB_NS_PID=$$
 cp "$S/fstab" /etc/fstab
-# cloud-init's write_files, from RenderedNode.files
+# cloud-init's write_files, from the node's user-data; then runcmd before it starts the units (the
+# first-boot archive unpacked by the real tar), as on the node
 while IFS= read -r -d '' path && IFS= read -r -d '' mode; do
     install -D -m "$mode" "$S/files/${path#/}" "$path"
 done <"$S/files.list"
+PATH=/usr/bin:/bin bash -e "$S/runcmd.sh"  # the real tar: the stand-ins are for the scripts
+mkdir -p "$S/out/installed"  # the program as installed, before any run (test_sandbox_installs_...)
+(cd / && find usr/local/lib/bake usr/local/sbin etc/systemd/system -maxdepth 3 -type f -path '*bake*' \
+    -print0 | /usr/bin/tar --null -T - -cf - | /usr/bin/tar -C "$S/out/installed" -xpf -)
 sockets() {  # what containerd / CRI-O would create when (re)started
     mkdir -p /run/containerd /run/crio
     "$PY" -c 'import socket,sys; [socket.socket(socket.AF_UNIX).bind(p) for p in sys.argv[1:]]' \
@@ -719,12 +724,16 @@ class Sandbox:
         (root / "fstab").write_text(FSTAB)
         (root / "driver.sh").write_text(DRIVER)
         listing = b""
-        for f in rendered.files:
-            target = root / "files" / f.path.lstrip("/")
+        doc = yaml.safe_load(rendered.user_data)
+        for entry in doc["write_files"]:
+            target = root / "files" / entry["path"].lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(f.content)
-            listing += f.path.encode() + b"\0" + f"{f.mode:04o}".encode() + b"\0"
+            target.write_bytes(write_file_content(entry))
+            listing += entry["path"].encode() + b"\0" + entry["permissions"].encode() + b"\0"
         (root / "files.list").write_bytes(listing)
+        # runcmd but its systemctl calls (the scenario drives the units itself)
+        commands = [shlex.join(c) for c in doc["runcmd"] if c[0] != "systemctl"]
+        (root / "runcmd.sh").write_text("".join(f"{c}\n" for c in commands))
 
     def set_env(self, **values: str) -> None:
         """Override values of the node's env file (shorter waits and delays for a test)."""
@@ -838,6 +847,25 @@ def test_test_stop_before_kubeadm(
     if node != "etcd-1":
         saved = sb.root / "out/state/kubeadm" / Path(stopped.split()[-1]).name
         assert saved.exists()  # kept outside /run, restored at each boot
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("node", ["cp-1", "worker-1"])
+def test_sandbox_installs_the_program_from_the_archive(can_sandbox: None, tmp_path: Path, node: str) -> None:
+    """The sandbox lays out write_files and runs runcmd's tar as the node does: the program files it
+    then holds are the rendered ones (content and mode), the archive itself beside them."""
+    sb = _sandbox(tmp_path, "ha-stacked", node, "cluster.seed.reportUrl=http://10.77.0.1:8080").run("")
+    root = sb.root / "out" / "installed"
+    found = {}
+    for path in root.rglob("*"):
+        name = "/" + str(path.relative_to(root))
+        program = name.startswith("/usr/local/") or name.startswith("/etc/systemd/system/bake-")
+        if path.is_file() and program and name != "/usr/local/sbin/bake-test-stop":
+            found[name] = (path.read_bytes(), path.stat().st_mode & 0o7777)
+    expected = {f.path: (f.content, f.mode) for f in sb.rendered.files if archive.in_archive(f)}
+    assert len(expected) >= 15 and "/usr/local/lib/bake/bootstrap/report.sh" in expected
+    assert found.pop(archive.ARCHIVE_PATH)[1] == 0o644
+    assert found == expected
 
 
 @pytest.mark.integration

@@ -11,12 +11,14 @@ from __future__ import annotations
 import ast
 import base64
 import contextlib
+import gzip
 import hashlib
 import io
 import json
 import re
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -253,6 +255,12 @@ def _mode_token(t: Path) -> list[tuple[str, str]]:
     return [_exact("nodes/worker-1/user-data", "holds secrets but mode is 0640, expected 0600")]
 
 
+def _mode_token_gzip(t: Path) -> list[tuple[str, str]]:
+    """The same in its gzip form: the scan reads user-data.gz decompressed, and the archive inside."""
+    (t / "nodes/worker-2/user-data.gz").chmod(0o644)
+    return [_exact("nodes/worker-2/user-data.gz", "holds secrets but mode is 0644, expected 0600")]
+
+
 def _mode_iso(t: Path) -> list[tuple[str, str]]:
     (t / "nodes/worker-1/seed.iso").chmod(0o604)
     return [_exact("nodes/worker-1/seed.iso", "holds secrets but mode is 0604, expected 0600")]
@@ -376,9 +384,88 @@ def _write_file_content(t: Path) -> list[tuple[str, str]]:
 
 def _write_file_mode(t: Path) -> list[tuple[str, str]]:
     doc = _user_data(t, "cp-2")
-    _entry(doc, "/usr/local/sbin/bake-bootstrap")["permissions"] = "0644"
+    _entry(doc, "/etc/crictl.yaml")["permissions"] = "0600"
     _set_user_data(t, "cp-2", _dump(doc))
+    return [_exact("nodes/cp-2:/etc/crictl.yaml", "content or mode differs from the manifest")]
+
+
+ARCHIVE = "/usr/local/lib/bake/first-boot.tar"
+
+
+def _repack(t: Path, node: str, change: Callable[[list[tuple[tarfile.TarInfo, bytes]]], None]) -> None:
+    """Rewrite the node's first-boot archive (Python's tarfile, gzip and base64) after `change` edits
+    its (header, content) members."""
+    doc = _user_data(t, node)
+    entry = _entry(doc, ARCHIVE)
+    assert entry["encoding"] == "gz+b64"
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(entry["content"])))) as tar:
+        members = [(i, tar.extractfile(i).read()) for i in tar]  # type: ignore[union-attr]
+    change(members)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for info, data in members:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    entry["content"] = base64.b64encode(gzip.compress(buf.getvalue())).decode()
+    _set_user_data(t, node, _dump(doc))
+
+
+def _member(name: str) -> Callable[[list[tuple[tarfile.TarInfo, bytes]]], None]:
+    def change(members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
+        (i,) = [i for i, (info, _) in enumerate(members) if info.name == name]
+        info, data = members[i]
+        members[i] = (info, data + b"exit 0\n")
+
+    return change
+
+
+def _archived_script_content(t: Path) -> list[tuple[str, str]]:
+    """A script changed inside the gzipped archive: check reads the archive member by member."""
+    _repack(t, "worker-1", _member("usr/local/lib/bake/bootstrap/wait.sh"))
+    where = "nodes/worker-1:/usr/local/lib/bake/bootstrap/wait.sh"
+    return [_exact(where, "content or mode differs from the manifest")]
+
+
+def _archived_script_mode(t: Path) -> list[tuple[str, str]]:
+    def change(members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
+        (info,) = [info for info, _ in members if info.name == "usr/local/sbin/bake-bootstrap"]
+        info.mode = 0o644
+
+    _repack(t, "cp-2", change)
     return [_exact("nodes/cp-2:/usr/local/sbin/bake-bootstrap", "content or mode differs from the manifest")]
+
+
+def _archived_extra(t: Path) -> list[tuple[str, str]]:
+    def change(members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
+        info = tarfile.TarInfo("etc/cron.d/x")
+        members.append((info, b"* * * * * root true\n"))
+
+    _repack(t, "worker-2", change)
+    return [_exact("nodes/worker-2/user-data", "write_files differ from the manifest's file list")]
+
+
+def _archive_not_tar(t: Path) -> list[tuple[str, str]]:
+    doc = _user_data(t, "worker-2")
+    _entry(doc, ARCHIVE)["content"] = base64.b64encode(gzip.compress(b"not a tar")).decode()
+    _set_user_data(t, "worker-2", _dump(doc))
+    return [("nodes/worker-2/user-data", r"unreadable cloud-config: .*not a tar archive.*")]
+
+
+def _archive_symlink(t: Path) -> list[tuple[str, str]]:
+    def change(members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
+        info = tarfile.TarInfo("etc/shadow")
+        info.type, info.linkname = tarfile.SYMTYPE, "/tmp/x"
+        members.append((info, b""))
+
+    _repack(t, "worker-2", change)
+    return [("nodes/worker-2/user-data", r"unreadable cloud-config: .*'etc/shadow' is not a plain file")]
+
+
+def _archive_not_unpacked(t: Path) -> list[tuple[str, str]]:
+    doc = _user_data(t, "etcd-1")
+    doc["runcmd"] = doc["runcmd"][1:] + doc["runcmd"][:1]  # after systemd started the units: too late
+    _set_user_data(t, "etcd-1", _dump(doc))
+    return [("nodes/etcd-1/user-data", rf"{ARCHIVE} is not unpacked by the first runcmd entry \(tar .+\)")]
 
 
 def _key_group_readable(t: Path) -> list[tuple[str, str]]:
@@ -552,6 +639,7 @@ FAULTS = [
     Fault("mode-directory", "0755", _mode_directory),
     Fault("mode-secret-file", "key", _mode_key),
     Fault("mode-secret-file", "token", _mode_token),
+    Fault("mode-secret-file", "token-gzip", _mode_token_gzip),
     Fault("mode-secret-file", "iso", _mode_iso),
     Fault("bundle-invalid", "key-swapped", _bundle_invalid),
     Fault("bundle-missing", "deleted", _bundle_missing),
@@ -570,6 +658,12 @@ FAULTS = [
     Fault("write-files-list", "dropped", _write_files_dropped),
     Fault("write-file-differs", "content", _write_file_content),
     Fault("write-file-differs", "mode", _write_file_mode),
+    Fault("write-file-differs", "archived-content", _archived_script_content),
+    Fault("write-file-differs", "archived-mode", _archived_script_mode),
+    Fault("write-files-list", "archived-extra", _archived_extra),
+    Fault("user-data-unreadable", "archive-not-tar", _archive_not_tar),
+    Fault("user-data-unreadable", "archive-symlink", _archive_symlink),
+    Fault("archive-not-unpacked", "runcmd-reordered", _archive_not_unpacked),
     Fault("key-permissions", "0640", _key_group_readable),
     Fault("key-permissions", "default", _key_default_permissions),
     Fault("worker-private-key", "leaf-key", _worker_private_key),

@@ -33,7 +33,7 @@ from builder.node import bootstrap, cloudinit
 from builder.plan import ClusterPlan, NodePlan, build_plan
 from builder.validation.profile import load_profile, validate
 
-from .helpers import check_golden
+from .helpers import check_golden, disk_files
 from .peers import program
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,13 +174,18 @@ def _broken(doc: dict[str, Any], how: str) -> dict[str, Any]:
         doc["users"] = 42
     elif how == "runcmd-not-a-list":
         doc["runcmd"] = {"systemctl": "start"}
+    elif how == "unknown-encoding":  # the schema judges encodings: gz+b64 passing means something
+        (entry,) = [e for e in doc["write_files"] if e.get("encoding") == "gz+b64"]
+        entry["encoding"] = "gz+b65"
     return doc
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    "how", ["permissions-not-a-string", "unknown-write-files-key", "users-not-a-list", "runcmd-not-a-list"]
-)
+    "how",
+    ["permissions-not-a-string", "unknown-write-files-key", "users-not-a-list", "runcmd-not-a-list",
+     "unknown-encoding"],
+)  # fmt: skip
 def test_broken_user_data_fails_the_validator(tmp_path: Path, how: str) -> None:
     plan = _plan("single-master")
     good = _load(render(plan, plan.node("worker-1")).user_data)
@@ -194,14 +199,11 @@ def test_broken_user_data_fails_the_validator(tmp_path: Path, how: str) -> None:
 
 
 def _write_files(user_data: bytes) -> dict[str, tuple[bytes, str, str]]:
-    out = {}
-    for entry in _load(user_data)["write_files"]:
+    doc = _load(user_data)
+    for entry in doc["write_files"]:
         assert set(entry) <= {"path", "owner", "permissions", "encoding", "content", "defer"}
         assert entry["defer"] is False
-        raw = entry["content"]
-        content = base64.b64decode(raw) if entry.get("encoding") == "b64" else raw.encode()
-        out[entry["path"]] = (content, entry["permissions"], entry["owner"])
-    return out
+    return disk_files(doc)  # the first-boot archive's files as runcmd unpacks them
 
 
 @pytest.mark.parametrize("name", PROFILES)
@@ -209,8 +211,10 @@ def test_files_are_exactly_write_files(name: str) -> None:
     plan = _plan(name)
     for node in plan.nodes:
         rendered = render(plan, node)
-        written = _write_files(rendered.user_data)
-        assert list(written) == [f.path for f in rendered.files] == sorted(written)
+        written = _write_files(rendered.user_data)  # the first-boot archive's files among them
+        assert sorted(written) == [f.path for f in rendered.files]
+        entries = [e["path"] for e in _load(rendered.user_data)["write_files"]]
+        assert entries == sorted(entries) and "/usr/local/lib/bake/first-boot.tar" in entries
         for f in rendered.files:
             assert written[f.path] == (f.content, f.mode_text, f.owner)
             if f.secret:
@@ -250,6 +254,9 @@ def test_user_data_shape() -> None:
         {"name": "ops", "sudo": "ALL=(ALL) NOPASSWD:ALL", "shell": "/bin/bash", "lock_passwd": True}
     ]
     assert doc["runcmd"] == [
+        # the shared first-boot program (scripts, bake-* units) unpacked before systemd reads the units
+        ["tar", "--extract", "--file", "/usr/local/lib/bake/first-boot.tar", "--directory", "/",
+         "--same-owner", "--same-permissions", "--touch"],
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "bake-bootstrap.service"],
         ["systemctl", "start", "--no-block", "bake-bootstrap.service"],

@@ -28,7 +28,7 @@ from cryptography import x509
 
 from builder.validation.profile import load_profile
 
-from .helpers import REPO, bake, bundle, check_golden, tree_digest
+from .helpers import REPO, bake, bundle, check_golden, disk_files, tree_digest
 from .peers import missing
 
 GOLDEN = REPO / "tests" / "fixtures" / "golden"
@@ -122,12 +122,8 @@ def _init_node(profile: str) -> str:
 
 def _write_files(doc: dict[str, Any]) -> Iterator[tuple[str, str, bytes]]:
     """(path, permissions, content) of cloud-init write_files, decoded as cloud-init does."""
-    for entry in doc.get("write_files", []):
-        raw = entry.get("content", "")
-        enc = entry.get("encoding", "text")
-        assert enc in ("text", "b64", "base64"), entry["path"]
-        data = base64.b64decode(raw) if enc in ("b64", "base64") else str(raw).encode()
-        yield entry["path"], str(entry.get("permissions", "0644")), data
+    for path, (data, mode, _) in disk_files(doc).items():  # the first-boot archive unpacked
+        yield path, mode or "0644", data
 
 
 def _kubeadm_mode(path: str) -> str | None:

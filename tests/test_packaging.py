@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import gzip
 import json
 import signal
 import subprocess
@@ -13,8 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from builder import bake as bake_module
 from builder import check
 from builder.emit import packaging
+from builder.errors import BakeError
 from builder.model import SizeTarget
 from builder.node.cloudinit import RenderedNode
 from builder.plan import build_plan
@@ -35,19 +39,93 @@ def test_size_limit_is_exact(target: str, limit: int) -> None:
     at = _rendered(limit)
     assert packaging.size_problems(0, at, [SizeTarget(target)], packaging.gzip_bytes(at.user_data)) == []
     over = _rendered(limit + 1)
-    (problem,) = packaging.size_problems(0, over, [SizeTarget(target)], packaging.gzip_bytes(over.user_data))
+    gz = packaging.gzip_bytes(over.user_data)
+    if target == "aws":  # AWS takes gzip user-data: only a gzip form over the limit fails there
+        gz = b"\x1f" * (limit + 1)
+    (problem,) = packaging.size_problems(0, over, [SizeTarget(target)], gz)
     assert problem.path == "nodes[0] (dev-1)"
     assert f"1 over the {target} limit of {limit:,}" in problem.message
-    assert "user-data.gz" in problem.message and "HTTP seed tree" in problem.message
+    gz_says = "not even gzip fits" if target == "aws" else "its gzip form user-data.gz ("
+    assert gz_says in problem.message and "HTTP seed tree" in problem.message
     assert packaging.size_problems(0, over, [SizeTarget.NOCLOUD], b"") == []
 
 
+@pytest.mark.parametrize(("target", "passes"), [("aws", True), ("hetzner", False), ("openstack", False)])
+def test_gzip_form_passes_only_where_the_target_takes_gzip(target: str, passes: bool) -> None:
+    """AWS takes gzip user-data: raw over the limit, gzip within it, ship user-data.gz. The others are
+    not counted on to decompress, so the raw size still fails there."""
+    limit = packaging.SIZE_LIMITS[SizeTarget(target)]
+    assert limit is not None
+    over = _rendered(limit + 1)
+    fitting_gzip = b"\x1f" * limit
+    problems = packaging.size_problems(0, over, [SizeTarget(target)], fitting_gzip)
+    assert (problems == []) is passes
+    if not passes:
+        assert f"its gzip form user-data.gz ({limit:,} bytes) fits" in problems[0].message
+        assert f"if {target} takes gzip user-data" in problems[0].message
+    notes = packaging.gzip_notes([("w-1", limit + 1, limit), ("w-2", limit, 100)], [SizeTarget(target)])
+    if passes:
+        (note,) = notes
+        assert note.startswith(f"{target}: ship nodes/<node>/user-data.gz, not user-data, for w-1: ")
+        assert f"largest {limit:,} bytes" in note and "w-2" not in note
+    else:
+        assert notes == []
+
+
+def test_a_bake_over_the_aws_limit_passes_when_gzip_fits_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limit is lowered to fall between the node's gzip and raw sizes; the bake passes, names the
+    file to ship, and that file is the gzip form of the user-data."""
+    first = bake_module.run(bake_module.BakeOptions(profile="single-node", out_root=tmp_path, jobs=1,
+                                                    secrets=bundle(tmp_path, "single-node")))  # fmt: skip
+    node = first.tree / "nodes" / "dev-1"
+    raw, gz = (node / "user-data").stat().st_size, (node / "user-data.gz").stat().st_size
+    assert gz < raw
+    monkeypatch.setitem(packaging.SIZE_LIMITS, SizeTarget.AWS, (raw + gz) // 2)
+    options = bake_module.BakeOptions(
+        profile="single-node", sets=("cluster.seed.targets=[aws]",), out_root=tmp_path, jobs=1,
+        secrets=bundle(tmp_path, "single-node"),
+    )  # fmt: skip
+    result = bake_module.run(options)
+    (note,) = [w for w in result.warnings if "user-data.gz" in w]
+    assert note.startswith("aws: ship nodes/<node>/user-data.gz, not user-data, for dev-1: ")
+    assert f"largest {gz:,} bytes" in note
+    node = result.tree / "nodes" / "dev-1"
+    assert gzip.decompress((node / "user-data.gz").read_bytes()) == (node / "user-data").read_bytes()
+    monkeypatch.setitem(packaging.SIZE_LIMITS, SizeTarget.AWS, gz - 1)
+    fresh = dataclasses.replace(options, out_root=tmp_path / "fresh")  # the limit is no input of a re-bake
+    with pytest.raises(BakeError, match="not even gzip fits"):
+        bake_module.run(fresh)
+
+
+AWS_USER_DATA = 16_384  # EC2's documented user-data limit (it takes gzip user-data)
+
+
 def test_oversized_user_data_fails_the_bake_and_writes_nothing(tmp_path: Path) -> None:
+    """ha-stacked under aws: the control planes (keys, certificates, kubeconfigs) do not fit even in
+    gzip; the workers' user-data.gz does (the shared first-boot program ships as one archive, its
+    scripts without comments), so only the control planes are named."""
     proc = bake("--profile", "ha-stacked", "--set", "cluster.seed.targets=[aws]", out=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "over the aws limit of 16,384" in proc.stderr
+    named = {n for n in ("cp-1", "cp-2", "cp-3", "worker-1", "worker-2") if f"({n})" in proc.stderr}
+    assert named == {"cp-1", "cp-2", "cp-3"}, proc.stderr
     assert not (tmp_path / "ha-stacked").exists()
     assert not list(tmp_path.glob(".bake/*/tmp-*"))
+
+
+def test_ha_stacked_worker_passes_aws_by_its_gzip_form(tmp_path: Path) -> None:
+    """A real worker seed (RSA join credential, every default): its user-data.gz, gzip -d'd by the
+    system's gzip back to its user-data, is within EC2's limit."""
+    proc = bake("--profile", "ha-stacked", "--quiet", out=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("worker-1", "worker-2"):
+        node = tmp_path / "ha-stacked" / "nodes" / name
+        packed = (node / "user-data.gz").read_bytes()
+        plain = subprocess.run(["gzip", "-dc"], input=packed, capture_output=True, check=True).stdout
+        assert plain == (node / "user-data").read_bytes()
+        assert len(packed) <= AWS_USER_DATA < len(plain), (name, len(packed), len(plain))
 
 
 def test_gzip_is_deterministic_and_readable() -> None:

@@ -71,7 +71,7 @@ from builder.plan import ClusterPlan, build_plan
 from builder.validation.profile import load_profile
 from tests import k8s
 
-from .helpers import bake, bundle
+from .helpers import bake, bundle, disk_files
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = k8s.locate("amd64")
@@ -149,14 +149,11 @@ class Baked:
 def write_files(user_data: Path, root: Path) -> None:
     """Lay out the node's files as cloud-init's write_files does (content, encoding, permissions)."""
     doc = yaml.safe_load(user_data.read_bytes())
-    for entry in doc["write_files"]:
-        encoding = entry.get("encoding")
-        assert encoding in (None, "b64"), f"{entry['path']}: unexpected encoding {encoding}"
-        data = base64.b64decode(entry["content"]) if encoding == "b64" else entry["content"].encode()
-        path = root / entry["path"].lstrip("/")
+    for name, (data, mode, _) in disk_files(doc).items():  # the first-boot archive unpacked, as runcmd does
+        path = root / name.lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        path.chmod(int(entry.get("permissions", "0644"), 8))
+        path.chmod(int(mode or "0644", 8))
 
 
 def bake_profile(profile: str, out: Path, *sets: str) -> Baked:

@@ -43,7 +43,7 @@ from builder.plan import build_plan
 from builder.resources import templates_dir
 from builder.validation.profile import load_profile
 
-from .helpers import OVERLAYS, bake, bundle
+from .helpers import OVERLAYS, bake, bundle, disk_files
 from .helpers import check as run_check
 from .peers import missing, program
 
@@ -496,21 +496,16 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 def _seed_blobs(user_data: bytes) -> list[tuple[str, bytes]]:
     """(path, PEM) of every certificate in a node's write_files: .crt files and kubeconfigs' data."""
     found = []
-    for entry in yaml.safe_load(user_data)["write_files"]:
-        data = (
-            base64.b64decode(entry["content"])
-            if entry.get("encoding") == "b64"
-            else entry["content"].encode()
-        )
-        if entry["path"].endswith(".crt"):
-            found.append((entry["path"], data))
-        elif entry["path"].endswith(".conf") and b"certificate" in data:
+    for path, (data, _, _) in disk_files(yaml.safe_load(user_data)).items():
+        if path.endswith(".crt"):
+            found.append((path, data))
+        elif path.endswith(".conf") and b"certificate" in data:
             doc = yaml.safe_load(data)
             for section, inner in (("clusters", "cluster"), ("users", "user")):
                 for item in doc.get(section) or []:
                     for key in ("certificate-authority-data", "client-certificate-data"):
                         if key in item[inner]:
-                            found.append((entry["path"], base64.b64decode(item[inner][key])))
+                            found.append((path, base64.b64decode(item[inner][key])))
     return found
 
 

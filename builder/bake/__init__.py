@@ -98,6 +98,20 @@ def _expiring(plan: ClusterPlan, bundle: secrets.Bundle, now: datetime) -> list[
     return check.expiry_warnings(bundle, now, plan.settings.certificate_renewal)
 
 
+def _gzip_notes(plan: ClusterPlan, root: Path) -> list[str]:
+    """packaging.gzip_notes for the nodes of the tree at `root` (rendered, reused or carried over alike:
+    read from the files themselves)."""
+    sizes = []
+    for node in plan.nodes:
+        try:
+            raw = (root / "nodes" / node.name / "user-data").stat().st_size
+            gz = (root / "nodes" / node.name / "user-data.gz").stat().st_size
+        except OSError:
+            continue
+        sizes.append((node.name, raw, gz))
+    return packaging.gzip_notes(sizes, plan.settings.seed.targets)
+
+
 def _existing_bundle(
     tree: OutputTree, path: Path, dry_run: bool = False, reader: sealing.Reader | None = None
 ) -> tuple[secrets.Bundle | None, list[secrets.Change]]:
@@ -238,8 +252,9 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 kept = tree.intact_previous()
             if kept is not None and all(r in kept for r in [*expected, "manifest.json"]):
                 final = tree.keep_previous(kept)
+                warnings = stale + _gzip_notes(plan, final)
                 return BakeResult(
-                    plan, final, manifest, bundle_path, changes, 0, tree.linked, stale, False,
+                    plan, final, manifest, bundle_path, changes, 0, tree.linked, warnings, False,
                     dict(tree.written), _expiring(plan, bundle, now),
                 )  # fmt: skip
         if admin_conf is not None:
@@ -290,6 +305,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 node_entries.append(out.entry)
         if problems:
             raise BakeError(problems)
+        gzip_notes = _gzip_notes(plan, tree.path(""))
         # what the next bake compares against; a node carried over by --only keeps its previous digest
         inputs = {n.name: shared.inputs.get(n.name, previous_inputs.get(n.name)) for n in plan.nodes}
         known = {name: digest for name, digest in inputs.items() if digest is not None}
@@ -317,5 +333,6 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         final = tree.commit()
         return BakeResult(
             plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked,
-            seed_warnings(seeds) + stale, bundle_written, dict(tree.written), _expiring(plan, bundle, now),
+            seed_warnings(seeds) + stale + gzip_notes, bundle_written, dict(tree.written),
+            _expiring(plan, bundle, now),
         )  # fmt: skip

@@ -7,11 +7,12 @@ the bake (before anything is swapped in) with the overflow and the way out.
 
 from __future__ import annotations
 
-import gzip
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import Problem
 from ..model import Role, SizeTarget
+from ..node.archive import gzip_bytes as gzip_bytes  # the seeds' user-data.gz, deterministic
 from ..node.cloudinit import RenderedNode
 from . import iso
 
@@ -37,9 +38,13 @@ class Artifact:
     mode: int
 
 
-def gzip_bytes(data: bytes) -> bytes:
-    """Deterministic gzip (mtime 0, no file name) that cloud-init accepts as user-data."""
-    return gzip.compress(data, compresslevel=9, mtime=0)
+ACCEPTS_GZIP = frozenset({SizeTarget.AWS})
+"""Targets that take gzip user-data as it is (cloud-init decompresses it): EC2 documents it. Others
+may too, but the bake only counts on what the provider documents."""
+
+
+def _fits_as_gzip(target: SizeTarget, limit: int, gz: bytes) -> bool:
+    return target in ACCEPTS_GZIP and len(gz) <= limit
 
 
 def size_problems(
@@ -54,10 +59,11 @@ def size_problems(
     )
     for target in targets:
         limit = SIZE_LIMITS[target]
-        if limit is None or size <= limit:
-            continue
+        if limit is None or size <= limit or _fits_as_gzip(target, limit, gz):
+            continue  # the last: gzip_notes says to ship user-data.gz
         way_out = (
-            f"its gzip form user-data.gz ({len(gz):,} bytes) fits: ship that instead"
+            f"its gzip form user-data.gz ({len(gz):,} bytes) fits: ship that instead if {target.value} "
+            "takes gzip user-data"
             if len(gz) <= limit
             else "not even gzip fits"
         )
@@ -70,6 +76,28 @@ def size_problems(
             )
         )
     return problems
+
+
+def gzip_notes(sizes: Sequence[tuple[str, int, int]], targets: Sequence[SizeTarget]) -> list[str]:
+    """For each target whose limit the raw user-data of some nodes exceeds while their gzip form fits
+    and the target takes gzip: which file to ship instead. `sizes`: (node, raw size, gzip size)."""
+    notes = []
+    for target in targets:
+        limit = SIZE_LIMITS[target]
+        if limit is None or target not in ACCEPTS_GZIP:
+            continue
+        over = [(name, gz) for name, raw, gz in sizes if raw > limit and gz <= limit]
+        if not over:
+            continue
+        names = ", ".join(name for name, _ in over[:5])
+        if len(over) > 5:
+            names += f" and {len(over) - 5} more"
+        notes.append(
+            f"{target.value}: ship nodes/<node>/user-data.gz, not user-data, for {names}: their raw "
+            f"user-data is over the {target.value} limit of {limit:,} bytes, their gzip form fits "
+            f"(largest {max(gz for _, gz in over):,} bytes; {target.value} takes gzip user-data)"
+        )
+    return notes
 
 
 def kernel_cmdline(base_url: str, node: str) -> str:

@@ -1,6 +1,7 @@
 """One node's NoCloud seed: user-data, meta-data and network-config, built as data and dumped with yamlio.
 
-user-data only writes files and starts bake-bootstrap.service with --no-block: cloud-init never waits
+user-data only writes files (the shared first-boot program as one archive that runcmd unpacks first,
+builder.node.archive) and starts bake-bootstrap.service with --no-block: cloud-init never waits
 on kubeadm, and the node's real work happens in the bootstrap unit, which runs again at every boot
 until it is done. Only keys valid in both cloud-init 22.4 (Debian 12) and 24.x/25.x (Ubuntu 24.04)
 are used: hostname, fqdn, preserve_hostname, manage_etc_hosts, users, ssh_pwauth, write_files, runcmd.
@@ -21,7 +22,7 @@ from ..files import NodeFile
 from ..model import User
 from ..plan import ClusterPlan, NodePlan
 from ..serve import nodefiles as report_files
-from . import bootstrap, host, kubeadm_config, renewal, static_pods
+from . import archive, bootstrap, host, kubeadm_config, renewal, static_pods
 
 SUDO_RULE = "ALL=(ALL) NOPASSWD:ALL"
 # sha512_crypt cost, pinned so re-bakes stay byte-identical whatever libpass's default becomes.
@@ -142,9 +143,18 @@ def user_data_doc(plan: ClusterPlan, node: NodePlan, files: Sequence[NodeFile]) 
         doc["users"] = users
     # Password logins over SSH only when the profile gave someone a password.
     doc["ssh_pwauth"] = any("passwd" in u for u in users)
-    doc["write_files"] = [write_file_entry(f) for f in files]
+    program, others = archive.split(files)
+    entries = [write_file_entry(f) for f in others]
+    runcmd: list[list[str]] = []
+    if program:
+        # the shared first-boot program, unpacked before systemd reads its units (builder.node.archive)
+        entries.append(archive.write_files_entry(program))
+        entries.sort(key=lambda e: str(e["path"]))
+        runcmd.append(list(archive.EXTRACT_COMMAND))
+    doc["write_files"] = entries
     unit = bootstrap.UNIT_NAME
     doc["runcmd"] = [
+        *runcmd,
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", unit],
         ["systemctl", "start", "--no-block", unit],
@@ -195,7 +205,8 @@ def node_files(
     ca_hash: str,
     cni_source: bootstrap.CniSource = bootstrap.DEFAULT_CNI_SOURCE,
 ) -> tuple[NodeFile, ...]:
-    """Every file the node gets, exactly what write_files writes."""
+    """Every file the node gets, as it lands on disk: what write_files writes, the shared first-boot
+    program's files (builder.node.archive) unpacked from their archive by runcmd."""
     prep = host.host_prep(plan, node)
     others = merge_files(
         [
@@ -208,7 +219,8 @@ def node_files(
     )
     boot = bootstrap.bootstrap_files(plan, node, prep, node_files=others, cni_source=cni_source)
     reports = report_files.report_files(plan, node)
-    return merge_files([others, boot, renewal.renewal_files(plan, node), reports], node)
+    merged = merge_files([others, boot, renewal.renewal_files(plan, node), reports], node)
+    return tuple(archive.shipped(merged))
 
 
 def render_node(

@@ -9,7 +9,6 @@ seed itself.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -21,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ..helpers import disk_files
 from . import expect
 
 ENV_PATH = "/etc/bake/bootstrap.env"
@@ -105,16 +105,11 @@ def _write_files(user_data: bytes) -> dict[str, dict[str, Any]]:
     if not user_data.startswith(b"#cloud-config\n"):
         raise TreeError("user-data does not start with #cloud-config")
     doc = yaml.safe_load(user_data)
-    out: dict[str, dict[str, Any]] = {}
-    for entry in doc.get("write_files", []):
-        raw = entry.get("content", "")
-        data = base64.b64decode(raw) if entry.get("encoding") == "b64" else raw.encode()
-        out[entry["path"]] = {
-            "mode": int(str(entry.get("permissions", "0644")), 8),
-            "owner": entry.get("owner", "root:root"),
-            "content": data,
-        }
-    return out
+    # the shared first-boot archive stands for the files runcmd unpacks from it
+    return {
+        path: {"mode": int(mode or "0644", 8), "owner": owner or "root:root", "content": data}
+        for path, (data, mode, owner) in disk_files(doc).items()
+    }
 
 
 def _env(text: str) -> dict[str, str]:

@@ -1,0 +1,84 @@
+"""The README's example profile bakes exactly as written: extracted from the README, next to the image
+archives and CNI manifest its air gap names (made here), baked by the real CLI, checked by `bake check`.
+It sets every option, so its seeds are also the ones the seed-size targets are about."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .helpers import REPO, bake, check
+from .test_airgap import FLANNEL, FLANNEL_CNI, FLANNEL_MANIFEST, KUBE, KUBE_VIP, docker_archive
+
+AWS, OPENSTACK = 16_384, 65_535  # the providers' documented user-data limits, before base64
+
+
+def readme_example() -> str:
+    """The first YAML block after "A profile (keys are camelCase" in README.md, verbatim."""
+    text = (REPO / "README.md").read_text()
+    after = text[text.index("A profile (keys are camelCase") :]
+    return after.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def _bake_example(site: Path, *sets: str) -> Path:
+    """The example in `site`, next to the archives and manifest its air gap names, baked by the CLI."""
+    (site / "prod.yaml").write_text(readme_example())
+    # what its air gap names: every image its nodes need (test_airgap's literals), per architecture
+    docker_archive(site / "images/amd64/kube.tar", [*KUBE, KUBE_VIP, FLANNEL, FLANNEL_CNI])
+    docker_archive(site / "images/arm64/node.tar", [*KUBE[3:6], FLANNEL, FLANNEL_CNI])
+    (site / "cni").mkdir()
+    (site / "cni/kube-flannel.yml").write_text(FLANNEL_MANIFEST)
+    out = site / "out"
+    proc = bake("--profile", str(site / "prod.yaml"), *(a for s in sets for a in ("--set", s)), out=out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out / "prod"
+
+
+@pytest.fixture(scope="module")
+def baked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _bake_example(tmp_path_factory.mktemp("readme"))
+
+
+@pytest.fixture(scope="module")
+def baked_ecdsa(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _bake_example(tmp_path_factory.mktemp("readme-ecdsa"), "cluster.encryptionAlgorithm=ECDSA-P256")
+
+
+def test_readme_example_bakes_as_written(baked: Path) -> None:
+    manifest = json.loads((baked / "manifest.json").read_text())
+    assert [(n["name"], n["arch"]) for n in manifest["nodes"]] == [("cp-1", "amd64"), ("w-1", "arm64"),
+                                                                   ("w-2", "amd64")]  # fmt: skip
+    verdict = check(baked)
+    assert verdict.returncode == 0, verdict.stdout[-3000:]
+
+
+def _sizes(baked: Path, node: str) -> tuple[int, int]:
+    d = baked / "nodes" / node
+    return (d / "user-data").stat().st_size, (d / "user-data.gz").stat().st_size
+
+
+def test_every_feature_with_ecdsa_fits_aws_in_gzip_and_openstack_raw(baked_ecdsa: Path) -> None:
+    """With every feature on and ECDSA-P256 keys, a worker's user-data.gz (which EC2 takes) is within
+    AWS's limit and a control plane's raw user-data within OpenStack's and Azure's: the shared
+    first-boot program ships as one archive, its scripts without comments."""
+    for node in ("w-1", "w-2"):
+        raw, gz = _sizes(baked_ecdsa, node)
+        assert gz <= AWS < raw, (node, raw, gz)
+    assert _sizes(baked_ecdsa, "cp-1")[0] <= OPENSTACK
+
+
+def test_every_feature_workers_fit_aws_in_gzip(baked: Path) -> None:
+    """With RSA-2048 keys too: a worker's only key is its join credential's, ECDSA P-256."""
+    for node in ("w-1", "w-2"):
+        assert _sizes(baked, node)[1] <= AWS, node
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 item 6: raw sizes; a worker passes aws by user-data.gz "
+                   "only, a control plane's RSA keys and kubeconfigs are tens of kilobytes")  # fmt: skip
+def test_every_feature_seeds_fit_the_cloud_caps(baked: Path) -> None:
+    """The target: with every feature on, a worker's raw user-data within AWS's limit and a control
+    plane's within OpenStack's and Azure's. Strict: once met, this test says so by failing as XPASS."""
+    sizes = {n: _sizes(baked, n)[0] for n in ("cp-1", "w-1", "w-2")}
+    assert sizes["w-1"] <= AWS and sizes["w-2"] <= AWS and sizes["cp-1"] <= OPENSTACK, sizes
