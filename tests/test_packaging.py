@@ -93,6 +93,10 @@ def test_a_bake_over_the_aws_limit_passes_when_gzip_fits_and_says_so(
     assert f"largest {gz:,} bytes" in note
     node = result.tree / "nodes" / "dev-1"
     assert gzip.decompress((node / "user-data.gz").read_bytes()) == (node / "user-data").read_bytes()
+    # an unchanged re-bake keeps the tree as it is, and still says which file to ship
+    again = bake_module.run(options)
+    assert again.tree == result.tree and again.rewritten == 0
+    assert [w for w in again.warnings if "user-data.gz" in w] == [note]
     monkeypatch.setitem(packaging.SIZE_LIMITS, SizeTarget.AWS, gz - 1)
     fresh = dataclasses.replace(options, out_root=tmp_path / "fresh")  # the limit is no input of a re-bake
     with pytest.raises(BakeError, match="not even gzip fits"):

@@ -98,17 +98,17 @@ def _expiring(plan: ClusterPlan, bundle: secrets.Bundle, now: datetime) -> list[
     return check.expiry_warnings(bundle, now, plan.settings.certificate_renewal)
 
 
-def _gzip_notes(plan: ClusterPlan, root: Path) -> list[str]:
-    """packaging.gzip_notes for the nodes of the tree at `root` (rendered, reused or carried over alike:
-    read from the files themselves)."""
+def _gzip_notes(plan: ClusterPlan, size: Callable[[str], int]) -> list[str]:
+    """packaging.gzip_notes for the nodes of a tree whose files `size` measures (rendered, reused or
+    carried over alike: read from the files themselves)."""
     sizes = []
     for node in plan.nodes:
         try:
-            raw = (root / "nodes" / node.name / "user-data").stat().st_size
-            gz = (root / "nodes" / node.name / "user-data.gz").stat().st_size
-        except OSError:
+            sizes.append(
+                (node.name, size(f"nodes/{node.name}/user-data"), size(f"nodes/{node.name}/user-data.gz"))
+            )
+        except (KeyError, OSError):
             continue
-        sizes.append((node.name, raw, gz))
     return packaging.gzip_notes(sizes, plan.settings.seed.targets)
 
 
@@ -252,7 +252,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 kept = tree.intact_previous()
             if kept is not None and all(r in kept for r in [*expected, "manifest.json"]):
                 final = tree.keep_previous(kept)
-                warnings = stale + _gzip_notes(plan, final)
+                warnings = stale + _gzip_notes(plan, lambda rel: (final / rel).stat().st_size)
                 return BakeResult(
                     plan, final, manifest, bundle_path, changes, 0, tree.linked, warnings, False,
                     dict(tree.written), _expiring(plan, bundle, now),
@@ -305,7 +305,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 node_entries.append(out.entry)
         if problems:
             raise BakeError(problems)
-        gzip_notes = _gzip_notes(plan, tree.path(""))
+        gzip_notes = _gzip_notes(plan, tree.size)
         # what the next bake compares against; a node carried over by --only keeps its previous digest
         inputs = {n.name: shared.inputs.get(n.name, previous_inputs.get(n.name)) for n in plan.nodes}
         known = {name: digest for name, digest in inputs.items() if digest is not None}
