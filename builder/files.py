@@ -73,7 +73,7 @@ def private_dirs(path: Path) -> None:
         os.chmod(p, 0o700)
 
 
-def write_new(target: Path, data: bytes, mode: int, *, fsync: bool = False) -> None:
+def write_new(target: Path, data: bytes, mode: int) -> None:
     """Create `target` (it must not exist) with `mode` whatever the umask, then its bytes: a secret is
     never readable by others, not even for an instant."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -82,8 +82,6 @@ def write_new(target: Path, data: bytes, mode: int, *, fsync: bool = False) -> N
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        if fsync:
-            os.fsync(fd)
     finally:
         os.close(fd)
 
