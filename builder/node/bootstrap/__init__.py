@@ -2,9 +2,9 @@
 
 The scripts (templates/bootstrap/*.sh: lib.sh, one script per phase and the driver) are the same bytes
 for every node and every profile; what differs reaches them only through /etc/bake/bootstrap.env, whose
-names are fixed here and whose every value is `shlex.quote`d. So no profile string can become shell
+names are fixed in `env` and whose every value is `shlex.quote`d. So no profile string can become shell
 code, whatever characters it holds. Each phase runs as its own unit, ordered with Requires=/After=;
-bake-bootstrap.service starts the chain and owns the retries (see `unit_text`).
+bake-bootstrap.service starts the chain and owns the retries (see `units.unit_text`).
 
 This package: `layout` (where the bootstrap's files live on the node, its waits and retries), `env`
 (the env file), `units` (the systemd units), `cni` (the pod network add-on); here, the scripts and the
@@ -38,7 +38,8 @@ from .layout import (
 )
 from .units import join_token_units, phase_unit_path, phase_unit_text, unit_text
 
-# What builder.node.cloudinit and builder.check read here; the rest has its home in the modules above.
+# The file set, and what builder.node.cloudinit and builder.check read from the package; every other
+# name is read from its own module.
 __all__ = [
     "DEFAULT_CNI_SOURCE",
     "UNIT_NAME",

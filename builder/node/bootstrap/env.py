@@ -112,7 +112,7 @@ _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CER
 _KUBECONFIG_CERT_KEYS = ("certificate-authority-data", "client-certificate-data")
 
 
-def _pem_certificates(f: NodeFile) -> list[bytes]:
+def pem_certificates(f: NodeFile) -> list[bytes]:
     """PEM certificates in a node file: a .crt, or the base64 data of a kubeconfig."""
     if f.path.endswith(".crt"):
         return _PEM_CERTIFICATE.findall(f.content)
@@ -129,15 +129,12 @@ def _pem_certificates(f: NodeFile) -> list[bytes]:
     return found
 
 
-pem_certificates = _pem_certificates
-
-
 def certificates_not_before(files: Sequence[NodeFile]) -> int | None:
     """The latest NotBefore (Unix time) of the certificates baked for a node: before it, some of them
     are not valid yet and TLS with them fails, so the bootstrap warns about a clock behind it."""
     latest: int | None = None
     for f in files:
-        for pem in _pem_certificates(f):
+        for pem in pem_certificates(f):
             when = int(x509.load_pem_x509_certificate(pem).not_valid_before_utc.timestamp())
             latest = when if latest is None else max(latest, when)
     return latest

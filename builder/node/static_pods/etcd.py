@@ -19,7 +19,7 @@ from ... import paths
 from ...model import Arg, Role
 from ...plan import ClusterPlan, NodePlan, Topology, host_port, images
 from ..kubeadm_config import control_plane_health_check_seconds
-from .frame import _host_path_volume, _pod, _probe, _sorted_mapping, arguments_to_command
+from .frame import arguments_to_command, component_pod, host_path_volume, probe, sorted_mapping
 
 ETCD_PKI = paths.ETCD_PKI_DIR
 ETCD_CLIENT_PORT = 2379
@@ -28,15 +28,12 @@ ETCD_METRICS_PORT = 2381
 PROBE_PORT_NAME = "probe-port"
 
 
-def _etcd_probe_endpoint(listen_metrics_urls: str) -> tuple[str, int, str]:
-    """GetEtcdProbeEndpoint: host, port and scheme of the first listen-metrics-urls entry."""
+def etcd_probe_endpoint(listen_metrics_urls: str) -> tuple[str, int, str]:
+    """GetEtcdProbeEndpoint: host, port and scheme of the first listen-metrics-urls entry (also the
+    renewal script's health check of a restarted etcd, builder.node.renewal)."""
     first = urlsplit(listen_metrics_urls.split(",")[0])
     host = first.hostname or "127.0.0.1"
     return host, first.port or ETCD_METRICS_PORT, (first.scheme or "http").upper()
-
-
-etcd_probe_endpoint = _etcd_probe_endpoint
-"""For the renewal script's health check of a restarted etcd (builder.node.renewal)."""
 
 
 def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
@@ -87,18 +84,18 @@ def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
     metrics = next(
         (a.value for a in extra if a.name == "listen-metrics-urls"), dict(base)["listen-metrics-urls"]
     )
-    probe_host, probe_port, probe_scheme = _etcd_probe_endpoint(metrics)
+    probe_host, probe_port, probe_scheme = etcd_probe_endpoint(metrics)
     port: int | str = PROBE_PORT_NAME if info.named_probe_port else probe_port
     startup = -(-control_plane_health_check_seconds(plan) // 10)
     container: dict[str, Any] = {
         "command": command,
         "image": images.etcd_image(plan),
         "imagePullPolicy": "IfNotPresent",
-        "livenessProbe": _probe(probe_host, "/livez", port, probe_scheme, "liveness", startup),
+        "livenessProbe": probe(probe_host, "/livez", port, probe_scheme, "liveness", startup),
         "name": "etcd",
-        "readinessProbe": _probe(probe_host, "/readyz", port, probe_scheme, "readiness", startup),
+        "readinessProbe": probe(probe_host, "/readyz", port, probe_scheme, "readiness", startup),
         "resources": {"requests": {"cpu": "100m", "memory": "100Mi"}},
-        "startupProbe": _probe(probe_host, "/readyz", port, probe_scheme, "startup", startup),
+        "startupProbe": probe(probe_host, "/readyz", port, probe_scheme, "startup", startup),
         "volumeMounts": [  # kubeadm keeps this order (data first), unlike the sorted volumes
             {"mountPath": data_dir, "name": "etcd-data"},
             {"mountPath": ETCD_PKI, "name": "etcd-certs"},
@@ -107,9 +104,9 @@ def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
     if info.named_probe_port:
         container["ports"] = [{"containerPort": probe_port, "name": PROBE_PORT_NAME, "protocol": "TCP"}]
     volumes = [
-        _host_path_volume("etcd-certs", ETCD_PKI, "DirectoryOrCreate"),
-        _host_path_volume("etcd-data", data_dir, "DirectoryOrCreate"),
+        host_path_volume("etcd-certs", ETCD_PKI, "DirectoryOrCreate"),
+        host_path_volume("etcd-data", data_dir, "DirectoryOrCreate"),
     ]
-    pod = _pod("etcd", container, volumes)
+    pod = component_pod("etcd", container, volumes)
     pod["metadata"]["annotations"] = {"kubeadm.kubernetes.io/etcd.advertise-client-urls": client_url}
-    return _sorted_mapping(pod)
+    return sorted_mapping(pod)

@@ -14,13 +14,13 @@ NODE_CRITICAL_PRIORITY = 2000001000
 def _sorted(value: Any) -> Any:
     """Mapping keys sorted at every level (lists keep their order), like Go's YAML marshalling."""
     if isinstance(value, Mapping):
-        return _sorted_mapping(value)
+        return sorted_mapping(value)
     if isinstance(value, list):
         return [_sorted(v) for v in value]
     return value
 
 
-def _sorted_mapping(value: Mapping[str, Any]) -> dict[str, Any]:
+def sorted_mapping(value: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _sorted(value[k]) for k in sorted(value)}
 
 
@@ -40,7 +40,7 @@ def arguments_to_command(
     return [f"--{n}={v}" for n, v in args]
 
 
-def _probe(
+def probe(
     host: str, path: str, port: int | str, scheme: str, kind: str, startup_threshold: int
 ) -> dict[str, Any]:
     """staticpodutil.{Liveness,Readiness,Startup}Probe (kubeadm-spec.md 5.1): zero fields omitted."""
@@ -55,7 +55,9 @@ def _probe(
     return probe
 
 
-def _pod(name: str, container: dict[str, Any], volumes: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+def component_pod(
+    name: str, container: dict[str, Any], volumes: list[dict[str, Any]], **spec: Any
+) -> dict[str, Any]:
     """kubeadm's ComponentPod frame: kube-system, host network, node-critical, RuntimeDefault seccomp."""
     pod_spec: dict[str, Any] = {
         "containers": [container],
@@ -66,7 +68,7 @@ def _pod(name: str, container: dict[str, Any], volumes: list[dict[str, Any]], **
         "volumes": volumes,
         **spec,
     }
-    return _sorted_mapping(
+    return sorted_mapping(
         {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -80,5 +82,5 @@ def _pod(name: str, container: dict[str, Any], volumes: list[dict[str, Any]], **
     )
 
 
-def _host_path_volume(name: str, path: str, type_: str) -> dict[str, Any]:
+def host_path_volume(name: str, path: str, type_: str) -> dict[str, Any]:
     return {"hostPath": {"path": path, "type": type_}, "name": name}

@@ -23,7 +23,7 @@ from ... import paths, resources
 from ...model import LoadBalancerKind
 from ...model.syntax import IPAddress
 from ...plan import API_PORT, ClusterPlan, NodePlan, bracket, images
-from .frame import _host_path_volume, _pod
+from .frame import component_pod, host_path_volume
 
 # Upstream references of the load balancers' images (builder.plan.images pins them and applies
 # cluster.imageRepository and cluster.images to them).
@@ -64,6 +64,10 @@ def _lb(plan: ClusterPlan, kind: LoadBalancerKind) -> IPAddress:
     return lb.vip
 
 
+# --------------------------------------------------------------------------------------------------
+# kube-vip
+
+
 def kube_vip_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
     """kube-vip in ARP mode holding the control-plane VIP on port 6443, with leader election."""
     vip = _lb(plan, LoadBalancerKind.KUBE_VIP)
@@ -98,9 +102,9 @@ def kube_vip_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
     }
     # type File: never let the runtime create a directory where kubeadm is about to write a kubeconfig.
     assert node.kube_vip_kubeconfig is not None, "the plan gives every control plane with kube-vip one"
-    volumes = [_host_path_volume("kubeconfig", node.kube_vip_kubeconfig, "File")]
+    volumes = [host_path_volume("kubeconfig", node.kube_vip_kubeconfig, "File")]
     # kube-vip talks to https://kubernetes:6443, i.e. the local kube-apiserver, never to its own VIP.
-    return _pod(
+    return component_pod(
         "kube-vip", container, volumes, hostAliases=[{"hostnames": ["kubernetes"], "ip": "127.0.0.1"}]
     )
 
@@ -136,8 +140,8 @@ def haproxy_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
             {"mountPath": "/usr/local/etc/haproxy/haproxy.cfg", "name": "haproxyconf", "readOnly": True}
         ],
     }
-    volumes = [_host_path_volume("haproxyconf", HAPROXY_CFG_PATH, "File")]
-    return _pod("haproxy", container, volumes)
+    volumes = [host_path_volume("haproxyconf", HAPROXY_CFG_PATH, "File")]
+    return component_pod("haproxy", container, volumes)
 
 
 def keepalived_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
@@ -156,10 +160,10 @@ def keepalived_pod(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
         ],
     }
     volumes = [
-        _host_path_volume("check", CHECK_SCRIPT_PATH, "File"),
-        _host_path_volume("config", KEEPALIVED_CONF_PATH, "File"),
+        host_path_volume("check", CHECK_SCRIPT_PATH, "File"),
+        host_path_volume("config", KEEPALIVED_CONF_PATH, "File"),
     ]
-    return _pod("keepalived", container, volumes)
+    return component_pod("keepalived", container, volumes)
 
 
 def _render(name: str, **values: Any) -> str:
