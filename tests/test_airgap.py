@@ -564,7 +564,7 @@ def _seed_dir(tree: Path, arch: str, into: Path) -> Path:
 
 def _env(tree: Path, node: str) -> dict[str, str]:
     files = {f.path: f for f in _baked_node_files(tree, node)}
-    lines = files[bootstrap.ENV_PATH].content.decode().splitlines()[1:]
+    lines = files[bootstrap.layout.ENV_PATH].content.decode().splitlines()[1:]
     return {k: (shlex.split(v) or [""])[0] for k, _, v in (ln.partition("=") for ln in lines)}
 
 

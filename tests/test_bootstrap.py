@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from builder import resources
 from builder.files import NodeFile, public, secret
 from builder.node import archive, bootstrap, cloudinit, distribute, host
-from builder.node.bootstrap import BootstrapRole
+from builder.node.bootstrap.env import BootstrapRole
 from builder.plan import ClusterPlan, NodePlan, build_plan
 from builder.validation.profile import load_profile
 
@@ -77,7 +77,7 @@ def _env(plan: ClusterPlan, node: NodePlan) -> dict[str, str]:
     files = cloudinit.node_files(
         plan, node, pki_files=fake_pki_files(plan, node), token=TOKEN, ca_hash=CA_HASH
     )
-    return bootstrap.env_values(plan, node, host.host_prep(plan, node), node_files=files)
+    return bootstrap.env.env_values(plan, node, host.host_prep(plan, node), node_files=files)
 
 
 def _source(env_text: str, names: Sequence[str], cwd: Path) -> dict[str, str]:
@@ -100,7 +100,7 @@ def _script_files(rendered: cloudinit.RenderedNode) -> dict[str, bytes]:
     return {
         f.path: f.content
         for f in rendered.files
-        if f.path == bootstrap.SCRIPT_PATH or f.path.startswith(bootstrap.LIB_DIR + "/")
+        if f.path == bootstrap.layout.SCRIPT_PATH or f.path.startswith(bootstrap.layout.LIB_DIR + "/")
     }
 
 
@@ -112,16 +112,15 @@ def test_scripts_are_the_same_for_every_node() -> None:
     }
     assert len(texts) == 1
     [scripts] = texts
-    expected = {bootstrap.SCRIPT_PATH, f"{bootstrap.LIB_DIR}/lib.sh"}
-    expected |= {
-        f"{bootstrap.LIB_DIR}/{p}.sh" for p in ("prep", "packages", "runtime", "wait", "kubeadm", "cni")
-    }
+    expected = {bootstrap.layout.SCRIPT_PATH, f"{bootstrap.layout.LIB_DIR}/lib.sh"}
+    phases = ("prep", "packages", "runtime", "wait", "kubeadm", "cni")
+    expected |= {f"{bootstrap.layout.LIB_DIR}/{p}.sh" for p in phases}
     assert {path for path, _ in scripts} == expected
 
 
 def _script_dir() -> Path:
     """The scripts as the package ships them (plain files, no rendering)."""
-    folder = bootstrap.resources.templates_dir() / "bootstrap"
+    folder = resources.templates_dir() / "bootstrap"
     # beside the first boot's scripts: the certificate renewal's (tests/test_renewal.py)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [*bootstrap.script_texts(), "renew-certs.sh", "report.sh"]
@@ -137,7 +136,7 @@ def test_scripts_pass_bash_n(tmp_path: Path) -> None:
         assert text.startswith("#!/bin/bash\n"), name
         # every script runs under lib.sh's strict mode, sourced from where the node has it
         if name != "lib.sh":
-            assert f". {bootstrap.LIB_DIR}/lib.sh\n" in text, name
+            assert f". {bootstrap.layout.LIB_DIR}/lib.sh\n" in text, name
     assert "set -Eeuo pipefail\n" in bootstrap.script_texts()["lib.sh"]
 
 
@@ -188,7 +187,7 @@ def test_scripts_read_exactly_the_env_names() -> None:
     used: set[str] = set()
     for text in bootstrap.script_texts().values():
         used |= set(re.findall(r"\bBAKE_[A-Z0-9_]*[A-Z0-9]", text))
-    assert used == set(bootstrap.ENV_NAMES)
+    assert used == set(bootstrap.env.ENV_NAMES)
 
 
 def test_lib_constants_agree_with_the_renderer() -> None:
@@ -201,29 +200,29 @@ def test_lib_constants_agree_with_the_renderer() -> None:
     out = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout.decode()
     *values, phases = out.split("\0")
     assert dict(zip(names, values, strict=True)) == {
-        "ENV_FILE": bootstrap.ENV_PATH,
-        "STATE_DIR": bootstrap.STATE_DIR,
-        "STEPS_DIR": bootstrap.STEPS_DIR,
-        "DONE_FILE": bootstrap.DONE_PATH,
-        "LOG_FILE": bootstrap.LOG_PATH,
-        "SAVED_CONFIG_DIR": bootstrap.SAVED_CONFIG_DIR,
-        "CAPI_SENTINEL": bootstrap.CAPI_SENTINEL_PATH,
-        "ADMIN_CONF": bootstrap.ADMIN_CONF_PATH,
+        "ENV_FILE": bootstrap.layout.ENV_PATH,
+        "STATE_DIR": bootstrap.layout.STATE_DIR,
+        "STEPS_DIR": bootstrap.layout.STEPS_DIR,
+        "DONE_FILE": bootstrap.layout.DONE_PATH,
+        "LOG_FILE": bootstrap.layout.LOG_PATH,
+        "SAVED_CONFIG_DIR": bootstrap.layout.SAVED_CONFIG_DIR,
+        "CAPI_SENTINEL": bootstrap.layout.CAPI_SENTINEL_PATH,
+        "ADMIN_CONF": bootstrap.layout.ADMIN_CONF_PATH,
         "SYSCTL_FILE": host.SYSCTL_PATH,
-        "ATTEMPTS_FILE": bootstrap.ATTEMPTS_PATH,
-        "GIVE_UP_STATUS": str(bootstrap.GIVE_UP_STATUS),
-        "UNIT": bootstrap.UNIT_NAME,
-        "JOIN_TOKEN_TIMER": f"{bootstrap.JOIN_TOKEN_UNIT}.timer",
-        "PHASE_DIR": bootstrap.LIB_DIR,
+        "ATTEMPTS_FILE": bootstrap.layout.ATTEMPTS_PATH,
+        "GIVE_UP_STATUS": str(bootstrap.layout.GIVE_UP_STATUS),
+        "UNIT": bootstrap.layout.UNIT_NAME,
+        "JOIN_TOKEN_TIMER": f"{bootstrap.layout.JOIN_TOKEN_UNIT}.timer",
+        "PHASE_DIR": bootstrap.layout.LIB_DIR,
     }
-    assert tuple(phases.split()) == bootstrap.PHASES
+    assert tuple(phases.split()) == bootstrap.layout.PHASES
 
 
 def test_unit() -> None:
-    unit = bootstrap.unit_text()
+    unit = bootstrap.units.unit_text()
     assert "Type=oneshot\n" in unit and "RemainAfterExit=yes\n" in unit
-    assert f"ConditionPathExists=!{bootstrap.DONE_PATH}\n" in unit
-    assert f"ExecStart={bootstrap.SCRIPT_PATH}\n" in unit
+    assert f"ConditionPathExists=!{bootstrap.layout.DONE_PATH}\n" in unit
+    assert f"ExecStart={bootstrap.layout.SCRIPT_PATH}\n" in unit
     assert "WantedBy=multi-user.target\n" in unit
     # cloud-final is After=multi-user.target on Debian/Ubuntu: ordering after it would be a cycle.
     assert "cloud-final" not in unit
@@ -237,8 +236,8 @@ def test_unit() -> None:
     )
     # A failed run is restarted, with a delay, until the script gives up with GIVE_UP_STATUS.
     service = unit[unit.index("[Service]") :]
-    assert "Restart=on-failure\n" in service and f"RestartSec={bootstrap.RESTART_SEC}s\n" in service
-    assert f"RestartPreventExitStatus={bootstrap.GIVE_UP_STATUS}\n" in service
+    assert "Restart=on-failure\n" in service and f"RestartSec={bootstrap.layout.RESTART_SEC}s\n" in service
+    assert f"RestartPreventExitStatus={bootstrap.layout.GIVE_UP_STATUS}\n" in service
     assert "StartLimitIntervalSec=" in head and "StartLimitBurst=" in head
     # No phase unit in the driver's dependencies: the phases load only when it starts them.
     assert "bake-bootstrap-" not in unit
@@ -256,12 +255,12 @@ def _unit_keys(text: str) -> dict[str, list[str]]:
 def test_phase_units_form_one_chain() -> None:
     """Each phase requires and is ordered after the one before; the driver starts the last one."""
     phases = ("prep", "packages", "runtime", "wait", "kubeadm", "cni")
-    assert phases == bootstrap.PHASES
+    assert phases == bootstrap.layout.PHASES
     for i, phase in enumerate(phases):
-        keys = _unit_keys(bootstrap.phase_unit_text(phase))
+        keys = _unit_keys(bootstrap.units.phase_unit_text(phase))
         assert keys["ExecStart"] == [f"/usr/local/lib/bake/bootstrap/{phase}.sh"]
         assert keys["Type"] == ["oneshot"] and keys["RemainAfterExit"] == ["yes"]
-        assert keys["ConditionPathExists"] == [f"!{bootstrap.DONE_PATH}"]
+        assert keys["ConditionPathExists"] == [f"!{bootstrap.layout.DONE_PATH}"]
         assert "Restart" not in keys and "WantedBy" not in keys  # the driver restarts and starts them
         if i == 0:
             assert "Requires" not in keys
@@ -269,7 +268,7 @@ def test_phase_units_form_one_chain() -> None:
         else:
             assert keys["Requires"] == keys["After"] == [f"bake-bootstrap-{phases[i - 1]}.service"]
     # kubeadm's presence is checked before the waits, not after them
-    wait = _unit_keys(bootstrap.phase_unit_text("wait"))
+    wait = _unit_keys(bootstrap.units.phase_unit_text("wait"))
     assert wait["ExecStartPre"] == ["/usr/local/lib/bake/bootstrap/kubeadm.sh check"]
     assert 'last=$(phase_unit "${PHASES[-1]}")' in bootstrap.script_text()
 
@@ -329,7 +328,7 @@ def test_env_ipv6_endpoint_is_bracketed() -> None:
         "nodes[4].ip=fd00:77::22",
     )
     assert _env(plan, plan.node("worker-1"))["BAKE_API_ENDPOINT"] == "[fd00:77::10]:6443"
-    installation = bootstrap.calico_documents(plan)[0]
+    installation = bootstrap.cni.calico_documents(plan)[0]
     pool = installation["spec"]["calicoNetwork"]["ipPools"][0]  # type: ignore[index]
     assert pool["cidr"] == "fd00:10:244::/56" and pool["blockSize"] == 122
 
@@ -339,17 +338,17 @@ def test_env_file_round_trips_through_bash(tmp_path: Path) -> None:
         plan = _plan(name)
         for node in plan.nodes:
             values = _env(plan, node)
-            assert tuple(values) == bootstrap.ENV_NAMES
-            assert _source(bootstrap.env_text(values), bootstrap.ENV_NAMES, tmp_path) == values
+            assert tuple(values) == bootstrap.env.ENV_NAMES
+            assert _source(bootstrap.env.env_text(values), bootstrap.env.ENV_NAMES, tmp_path) == values
 
 
 @settings(max_examples=60, deadline=None)
 @given(value=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=60))
 def test_env_text_quotes_anything(tmp_path_factory: pytest.TempPathFactory, value: str) -> None:
     work = tmp_path_factory.mktemp("env")
-    values = dict.fromkeys(bootstrap.ENV_NAMES, "x")
+    values = dict.fromkeys(bootstrap.env.ENV_NAMES, "x")
     values["BAKE_CNI_URLS"] = value
-    assert _source(bootstrap.env_text(values), ["BAKE_CNI_URLS"], work)["BAKE_CNI_URLS"] == value
+    assert _source(bootstrap.env.env_text(values), ["BAKE_CNI_URLS"], work)["BAKE_CNI_URLS"] == value
     assert sorted(p.name for p in work.iterdir()) == ["bootstrap.env"]
 
 
@@ -363,21 +362,21 @@ def test_env_payloads_run_nothing(tmp_path: Path) -> None:
         '"; touch pwned-6; "',
         "x: y # z && touch pwned-7 || touch pwned-8",
     ]
-    values = dict.fromkeys(bootstrap.ENV_NAMES, "")
-    for name, payload in zip(bootstrap.ENV_NAMES, payloads, strict=False):
+    values = dict.fromkeys(bootstrap.env.ENV_NAMES, "")
+    for name, payload in zip(bootstrap.env.ENV_NAMES, payloads, strict=False):
         values[name] = payload
-    got = _source(bootstrap.env_text(values), bootstrap.ENV_NAMES, tmp_path)
+    got = _source(bootstrap.env.env_text(values), bootstrap.env.ENV_NAMES, tmp_path)
     assert got == values
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bootstrap.env"]
 
 
 def test_env_refuses_nul_and_foreign_names() -> None:
-    values = dict.fromkeys(bootstrap.ENV_NAMES, "")
+    values = dict.fromkeys(bootstrap.env.ENV_NAMES, "")
     values["BAKE_OS"] = "a\x00b"
     with pytest.raises(ValueError, match="NUL"):
-        bootstrap.env_text(values)
+        bootstrap.env.env_text(values)
     with pytest.raises(ValueError, match="ENV_NAMES"):
-        bootstrap.env_text({"BAKE_EVIL": "x"})
+        bootstrap.env.env_text({"BAKE_EVIL": "x"})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -386,16 +385,16 @@ def test_env_refuses_nul_and_foreign_names() -> None:
 
 def test_cni_configs_carry_the_pod_cidr() -> None:
     plan = _plan("single-master", "cluster.podSubnet=10.200.0.0/16")
-    docs = bootstrap.calico_documents(plan)
+    docs = bootstrap.cni.calico_documents(plan)
     assert [d["kind"] for d in docs] == ["Installation", "APIServer"]
     pool = docs[0]["spec"]["calicoNetwork"]["ipPools"][0]  # type: ignore[index]
     assert pool["cidr"] == "10.200.0.0/16" and pool["blockSize"] == 26
-    installation = bootstrap.cni_config_file(plan)
+    installation = bootstrap.cni.cni_config_file(plan)
     assert installation is not None and installation.path == "/etc/bake/cni/calico-installation.yaml"
     assert list(yaml.safe_load_all(installation.content)) == docs
 
     plan = _plan("single-master", "cluster.podSubnet=10.200.0.0/16", "cluster.cni=flannel")
-    patch = bootstrap.cni_config_file(plan)
+    patch = bootstrap.cni.cni_config_file(plan)
     assert patch is not None
     import json
 
@@ -403,21 +402,21 @@ def test_cni_configs_carry_the_pod_cidr() -> None:
     assert net_conf == {"Network": "10.200.0.0/16", "EnableNFTables": False, "Backend": {"Type": "vxlan"}}
 
     plan = _plan("single-master", "cluster.cni=cilium", "defaults.arch=arm64")
-    values = bootstrap.cni_config_file(plan)
+    values = bootstrap.cni.cni_config_file(plan)
     assert values is not None and yaml.safe_load(values.content)["ipam"] == {"mode": "kubernetes"}
     env = _env(plan, plan.node("cp-1"))
     assert env["BAKE_CNI_URLS"].split() == [
-        f"{bootstrap.CILIUM_CLI_BASE_URL}/{bootstrap.CILIUM_CLI_VERSION}/cilium-linux-arm64.tar.gz",
-        f"{bootstrap.CILIUM_CLI_BASE_URL}/{bootstrap.CILIUM_CLI_VERSION}/cilium-linux-arm64.tar.gz.sha256sum",
+        f"{bootstrap.cni.CILIUM_CLI_BASE_URL}/{bootstrap.cni.CILIUM_CLI_VERSION}/cilium-linux-arm64.tar.gz",
+        f"{bootstrap.cni.CILIUM_CLI_BASE_URL}/{bootstrap.cni.CILIUM_CLI_VERSION}/cilium-linux-arm64.tar.gz.sha256sum",
     ]
-    assert bootstrap.cni_config_file(_plan("single-master", "cluster.cni=none")) is None
+    assert bootstrap.cni.cni_config_file(_plan("single-master", "cluster.cni=none")) is None
 
 
 def test_cni_mirror_is_overridable() -> None:
-    source = bootstrap.CniSource(calico_base_url="http://mirror.lan/calico/")
+    source = bootstrap.cni.CniSource(calico_base_url="http://mirror.lan/calico/")
     assert source.urls(load_profile("single-master").cluster.cni, "amd64") == (
-        f"http://mirror.lan/calico/{bootstrap.CALICO_VERSION}/manifests/operator-crds.yaml",
-        f"http://mirror.lan/calico/{bootstrap.CALICO_VERSION}/manifests/tigera-operator.yaml",
+        f"http://mirror.lan/calico/{bootstrap.cni.CALICO_VERSION}/manifests/operator-crds.yaml",
+        f"http://mirror.lan/calico/{bootstrap.cni.CALICO_VERSION}/manifests/tigera-operator.yaml",
     )
 
 
@@ -737,7 +736,7 @@ class Sandbox:
 
     def set_env(self, **values: str) -> None:
         """Override values of the node's env file (shorter waits and delays for a test)."""
-        env_file = self.root / "files" / bootstrap.ENV_PATH.lstrip("/")
+        env_file = self.root / "files" / bootstrap.layout.ENV_PATH.lstrip("/")
         lines = env_file.read_text().splitlines()
         for name, value in values.items():
             index = next(i for i, line in enumerate(lines) if line.startswith(f"{name}="))
@@ -989,7 +988,7 @@ def test_backoff_doubles_and_the_last_attempt_gives_up(can_sandbox: None, tmp_pa
     )  # fmt: skip
     sb.run("touch /run/stub-endpoint-down\nrun\nrun\nrun\nrun\n")
     # 75 = RestartPreventExitStatus: systemd stops restarting; a manual restart counts from 1 again.
-    assert sb.rcs == [1, 1, bootstrap.GIVE_UP_STATUS, 1], sb.text("stdout.log")
+    assert sb.rcs == [1, 1, bootstrap.layout.GIVE_UP_STATUS, 1], sb.text("stdout.log")
     log = sb.text("bootstrap.log")
     assert "attempt 2 of 3 in this boot (the previous one failed): retrying in 1s" in log
     assert "attempt 3 of 3 in this boot (the previous one failed): retrying in 2s" in log
@@ -1032,8 +1031,9 @@ def test_units_pass_systemd_analyze_verify(can_sandbox: None, tmp_path: Path, st
         pytest.skip("systemd-analyze is not installed")
     plan = _plan("single-master", "cluster.packages.mode=prebaked", "cluster.join=token")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("cp-1")), plan)
-    units = [bootstrap.UNIT_PATH, *(bootstrap.phase_unit_path(p) for p in bootstrap.PHASES)]
-    units += [bootstrap.JOIN_TOKEN_SERVICE_PATH, bootstrap.JOIN_TOKEN_TIMER_PATH]
+    units = [bootstrap.layout.UNIT_PATH]
+    units += [bootstrap.units.phase_unit_path(p) for p in bootstrap.layout.PHASES]
+    units += [bootstrap.layout.JOIN_TOKEN_SERVICE_PATH, bootstrap.layout.JOIN_TOKEN_TIMER_PATH]
     sb.run(
         f"""
         {stop}
@@ -1111,7 +1111,7 @@ def test_certificates_not_before_is_the_latest_of_the_nodes_certificates(tmp_pat
     sb, _ = _baked_for_real(tmp_path, "cp-1")
     env = dict(
         line.split("=", 1)
-        for line in (sb.root / "files" / bootstrap.ENV_PATH.lstrip("/")).read_text().splitlines()[1:]
+        for line in (sb.root / "files" / bootstrap.layout.ENV_PATH.lstrip("/")).read_text().splitlines()[1:]
     )
     pems: list[bytes] = []
     for f in (sb.root / "files").rglob("*"):
@@ -1166,14 +1166,14 @@ def test_repos_mode_installs_pinned_packages_after_keys(can_sandbox: None, tmp_p
 
 
 def test_quoting_helper_matches_shlex() -> None:
-    values = dict.fromkeys(bootstrap.ENV_NAMES, "a b")
-    text = bootstrap.env_text(values)
+    values = dict.fromkeys(bootstrap.env.ENV_NAMES, "a b")
+    text = bootstrap.env.env_text(values)
     assert f"BAKE_OS={shlex.quote('a b')}\n" in text
 
 
 def test_role_of_every_node() -> None:
     plan = _plan("ha-external-etcd")
-    roles = {n.name: bootstrap.bootstrap_role(n) for n in plan.nodes}
+    roles = {n.name: bootstrap.env.bootstrap_role(n) for n in plan.nodes}
     assert roles["etcd-3"] is BootstrapRole.ETCD
     assert roles["cp-1"] is BootstrapRole.INIT
     assert roles["cp-3"] is BootstrapRole.JOIN_CONTROL_PLANE
@@ -1324,7 +1324,7 @@ def test_test_stop_can_make_the_first_failure_final(can_sandbox: None, tmp_path:
         run
         """
     )
-    assert sb.rcs == [bootstrap.GIVE_UP_STATUS], sb.text("stdout.log")
+    assert sb.rcs == [bootstrap.layout.GIVE_UP_STATUS], sb.text("stdout.log")
     assert "giving up after 1 failed attempts in this boot" in sb.text("bootstrap.log")
 
 
@@ -1347,7 +1347,7 @@ def _real_files(
 def _env_of(files: dict[str, NodeFile]) -> dict[str, str]:
     return dict(
         shlex.split(line)[0].split("=", 1)
-        for line in files[bootstrap.ENV_PATH].content.decode().splitlines()[1:]
+        for line in files[bootstrap.layout.ENV_PATH].content.decode().splitlines()[1:]
     )
 
 
@@ -1366,7 +1366,8 @@ def test_certificate_mode_seeds_hold_no_live_token(baked: Any) -> None:
     _, bundle, files = _real_files(baked, "single-master", "cp-1")
     env = _env_of(files)
     assert env["BAKE_JOIN_TOKEN_ID"] == "" and env["BAKE_JOIN_NOT_AFTER"] == ""
-    assert bootstrap.JOIN_TOKEN_TIMER_PATH not in files and bootstrap.JOIN_TOKEN_SERVICE_PATH not in files
+    assert bootstrap.layout.JOIN_TOKEN_TIMER_PATH not in files
+    assert bootstrap.layout.JOIN_TOKEN_SERVICE_PATH not in files
     assert "ttl: 1s" in files["/run/kubeadm/kubeadm.yaml"].content.decode()
 
 
@@ -1375,8 +1376,8 @@ def test_token_mode_first_control_plane_keeps_the_token(baked: Any) -> None:
     env = _env_of(files)
     assert env["BAKE_JOIN"] == "token" and env["BAKE_JOIN_TOKEN_ID"] == bundle.token.split(".")[0]
     assert "ttl: 24h0m0s" in files["/run/kubeadm/kubeadm.yaml"].content.decode()
-    timer = files[bootstrap.JOIN_TOKEN_TIMER_PATH].content.decode()
-    service = files[bootstrap.JOIN_TOKEN_SERVICE_PATH].content.decode()
+    timer = files[bootstrap.layout.JOIN_TOKEN_TIMER_PATH].content.decode()
+    service = files[bootstrap.layout.JOIN_TOKEN_SERVICE_PATH].content.decode()
     assert "OnBootSec=" in timer and "OnUnitActiveSec=30min" in timer and "WantedBy=timers.target" in timer
     assert "ExecStart=/usr/local/lib/bake/bootstrap/kubeadm.sh join-token" in service
     assert "ConditionPathExists=/var/lib/bake/steps/kubeadm-init.done" in service
@@ -1448,7 +1449,7 @@ def test_an_expired_join_credential_is_reported_before_kubeadm(
     )
     log = sb.text("bootstrap.log")
     if expired:
-        assert sb.rcs == [bootstrap.GIVE_UP_STATUS], sb.text("stdout.log")
+        assert sb.rcs == [bootstrap.layout.GIVE_UP_STATUS], sb.text("stdout.log")
         assert "join credential /etc/bake/join.conf expired at" in log and "re-seed this node" in log
     else:
         assert sb.rcs == [0] and "TEST STOP" in log and "expired" not in log

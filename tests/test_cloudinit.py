@@ -226,9 +226,9 @@ def test_every_node_gets_the_bootstrap_and_host_files() -> None:
     for node in plan.nodes:
         paths = {f.path for f in render(plan, node).files}
         assert {
-            bootstrap.SCRIPT_PATH,
-            bootstrap.UNIT_PATH,
-            bootstrap.ENV_PATH,
+            bootstrap.layout.SCRIPT_PATH,
+            bootstrap.layout.UNIT_PATH,
+            bootstrap.layout.ENV_PATH,
             "/etc/modules-load.d/k8s.conf",
             "/etc/sysctl.d/k8s.conf",
             "/etc/bake/containerd/config-v2.toml",
@@ -237,7 +237,7 @@ def test_every_node_gets_the_bootstrap_and_host_files() -> None:
         } <= paths
         if node.role.value != "etcd":
             assert any(p.startswith("/run/kubeadm/") for p in paths)
-    script = next(f for f in render(plan, plan.node("cp-1")).files if f.path == bootstrap.SCRIPT_PATH)
+    script = next(f for f in render(plan, plan.node("cp-1")).files if f.path == bootstrap.layout.SCRIPT_PATH)
     assert script.mode == 0o755
 
 
@@ -465,12 +465,12 @@ PAYLOADS = (
 
 
 def _env_of(rendered: cloudinit.RenderedNode) -> str:
-    return next(f.content.decode() for f in rendered.files if f.path == bootstrap.ENV_PATH)
+    return next(f.content.decode() for f in rendered.files if f.path == bootstrap.layout.ENV_PATH)
 
 
 def _source_env(env_text: str, cwd: Path) -> dict[str, str]:
     (cwd / "bootstrap.env").write_text(env_text)
-    names = bootstrap.ENV_NAMES
+    names = bootstrap.env.ENV_NAMES
     script = "set -euo pipefail; . ./bootstrap.env; " + " ".join(f'printf "%s\\0" "${n}";' for n in names)
     out = subprocess.run(
         ["bash", "-c", script], cwd=cwd, capture_output=True, check=True, env={"PATH": "/usr/bin:/bin"}

@@ -142,7 +142,7 @@ def test_image_repository_reaches_the_load_balancers() -> None:
     assert images.coredns_image(plan) == f"{repo}/coredns:v1.14.6"
 
     stacked = _plan("ha-stacked", f"cluster.imageRepository={repo}")
-    vip = static_pods.kube_vip_pod(stacked, stacked.node("cp-1"))
+    vip = static_pods.load_balancer.kube_vip_pod(stacked, stacked.node("cp-1"))
     assert vip["spec"]["containers"][0]["image"] == f"{repo}/kube-vip:v1.0.3"
 
 

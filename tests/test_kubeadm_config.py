@@ -377,14 +377,14 @@ def test_kubeadm_timeouts_come_from_the_profile() -> None:
     assert not kubeadm_schema.unknown_fields(init)
     from builder.node import static_pods
 
-    pod = static_pods.etcd_pod(plan, plan.node("etcd-1"))
+    pod = static_pods.etcd.etcd_pod(plan, plan.node("etcd-1"))
     assert pod["spec"]["containers"][0]["startupProbe"]["failureThreshold"] == 120
     # Only what is set is written; the rest stays kubeadm's default (and discovery stays pinned at 5m).
     plan = plan_of("ha-external-etcd", "cluster.kubeadmTimeouts.kubernetesAPICall=2m")
     assert kc.init_configuration(plan, plan.node("cp-1"), TOKEN)["timeouts"] == {"kubernetesAPICall": "2m0s"}
     worker = kc.join_configuration(plan, plan.node("worker-1"), TOKEN, CA_HASH)
     assert worker["timeouts"] == {"kubernetesAPICall": "2m0s", "discovery": "5m0s"}
-    probe = static_pods.etcd_pod(plan, plan.node("etcd-1"))["spec"]["containers"][0]["startupProbe"]
+    probe = static_pods.etcd.etcd_pod(plan, plan.node("etcd-1"))["spec"]["containers"][0]["startupProbe"]
     assert probe["failureThreshold"] == 24
     plan = plan_of("ha-stacked")
     assert "timeouts" not in kc.init_configuration(plan, plan.node("cp-1"), TOKEN)

@@ -31,7 +31,7 @@ from .helpers import OVERLAYS, bundle, tree_digest
 from .peers import missing, program
 from .serve_support import CLUSTER, bake_loopback, free_port, load, running, seed_files
 
-REPORT_PATHS = {paths.REPORT_KEY, paths.REPORT_ENV, paths.REPORT_CA, bootstrap.REPORT_SCRIPT_PATH}
+REPORT_PATHS = {paths.REPORT_KEY, paths.REPORT_ENV, paths.REPORT_CA, bootstrap.layout.REPORT_SCRIPT_PATH}
 
 
 def _files(plan: ClusterPlan, bundle_: secrets.Bundle, name: str) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def test_every_node_gets_its_own_key_the_reporter_and_the_unit_lines(baked: Any)
         assert key.mode == 0o600 and key.secret
         assert len(key.content.strip()) == 64 and master not in key.content
         keys.add(key.content)
-        assert files[bootstrap.REPORT_SCRIPT_PATH].mode == 0o755
+        assert files[bootstrap.layout.REPORT_SCRIPT_PATH].mode == 0o755
         env = files[paths.REPORT_ENV]
         assert env.mode == 0o644 and not env.secret
         assert env.content.decode().splitlines()[1:] == [
@@ -77,19 +77,19 @@ def test_every_node_gets_its_own_key_the_reporter_and_the_unit_lines(baked: Any)
             "BAKE_REPORT_CACERT=''",
         ]
         assert paths.REPORT_CA not in files  # plain http: nothing to pin
-        for unit, step in [(bootstrap.UNIT_PATH, "bootstrap"),
-                           *((bootstrap.phase_unit_path(p), p) for p in bootstrap.PHASES)]:  # fmt: skip
+        phases = [(bootstrap.units.phase_unit_path(p), p) for p in bootstrap.layout.PHASES]
+        for unit, step in [(bootstrap.layout.UNIT_PATH, "bootstrap"), *phases]:
             text = files[unit].content.decode()
             lines = [line for line in text.splitlines() if "report.sh" in line]
             done = "finished" if step == "bootstrap" else "done"
             assert lines == [
-                f"ExecStartPre=-{bootstrap.REPORT_SCRIPT_PATH} {step} started",
-                f"ExecStartPost=-{bootstrap.REPORT_SCRIPT_PATH} {step} {done}",
-                f"ExecStopPost=-{bootstrap.REPORT_SCRIPT_PATH} {step} stopped",
+                f"ExecStartPre=-{bootstrap.layout.REPORT_SCRIPT_PATH} {step} started",
+                f"ExecStartPost=-{bootstrap.layout.REPORT_SCRIPT_PATH} {step} {done}",
+                f"ExecStopPost=-{bootstrap.layout.REPORT_SCRIPT_PATH} {step} stopped",
             ], unit
             # the unit is otherwise the one baked without reports
             assert "\n".join(ln for ln in text.splitlines() if "report.sh" not in ln) + "\n" == (
-                bootstrap.unit_text() if step == "bootstrap" else bootstrap.phase_unit_text(step)
+                bootstrap.units.unit_text() if step == "bootstrap" else bootstrap.units.phase_unit_text(step)
             )
     assert len(keys) == len(plan.nodes)
 
@@ -294,7 +294,7 @@ def test_the_reporter_never_holds_or_fails_the_bootstrap(can_sandbox: None, tmp_
     assert "refused report: bad signature for single-master/worker-1" in srv.log
     # and no report at all when the env file is not there (a seed without a report URL)
     sb4 = ReporterSandbox(
-        tmp_path / "sb4", {bootstrap.REPORT_SCRIPT_PATH: files[bootstrap.REPORT_SCRIPT_PATH]}
+        tmp_path / "sb4", {bootstrap.layout.REPORT_SCRIPT_PATH: files[bootstrap.layout.REPORT_SCRIPT_PATH]}
     )
     assert sb4.run("report $R prep started\n")[0][0] == 0
 
@@ -319,7 +319,8 @@ def test_units_with_reports_pass_systemd_analyze_verify(can_sandbox: None, tmp_p
         ca_hash=bundle_.discovery_hash,
     )  # fmt: skip
     sb = Sandbox(tmp_path / "sb", rendered, plan)
-    units = [bootstrap.UNIT_PATH, *(bootstrap.phase_unit_path(p) for p in bootstrap.PHASES)]
+    units = [bootstrap.layout.UNIT_PATH]
+    units += [bootstrap.units.phase_unit_path(p) for p in bootstrap.layout.PHASES]
     sb.run(
         f"""
         rc=0

@@ -101,7 +101,7 @@ def flags(pod: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def etcd(plan: ClusterPlan, name: str = "etcd-1") -> dict[str, Any]:
-    return static_pods.etcd_pod(plan, plan.node(name))
+    return static_pods.etcd.etcd_pod(plan, plan.node(name))
 
 
 # --- Pod schema (kubernetes-validate) ------------------------------------------------------------
@@ -316,7 +316,7 @@ def test_etcd_demands_client_certificates(minor: int) -> None:
 def test_etcd_pod_refuses_stacked_members() -> None:
     plan = plan_of("ha-stacked")
     with pytest.raises(ValueError, match="kubeadm itself"):
-        static_pods.etcd_pod(plan, plan.node("cp-1"))
+        static_pods.etcd.etcd_pod(plan, plan.node("cp-1"))
 
 
 def test_etcd_special_characters_round_trip() -> None:
@@ -351,7 +351,7 @@ def test_etcd_special_characters_round_trip() -> None:
 def test_kube_vip_pods() -> None:
     plan = plan_of("ha-stacked")
     for node in plan.control_planes:
-        pod = static_pods.kube_vip_pod(plan, node)
+        pod = static_pods.load_balancer.kube_vip_pod(plan, node)
         c = pod["spec"]["containers"][0]
         env = {e["name"]: e["value"] for e in c["env"]}
         assert env["address"] == "10.77.0.10"
@@ -360,8 +360,8 @@ def test_kube_vip_pods() -> None:
         assert env["vip_arp"] == env["cp_enable"] == env["vip_leaderelection"] == "true"
         assert env["svc_enable"] == "false"
         assert env["vip_nodename"] == node.name
-        assert c["image"] == static_pods.KUBE_VIP_IMAGE
-        assert static_pods.KUBE_VIP_IMAGE.startswith("ghcr.io/kube-vip/kube-vip:v")
+        assert c["image"] == static_pods.load_balancer.KUBE_VIP_IMAGE
+        assert static_pods.load_balancer.KUBE_VIP_IMAGE.startswith("ghcr.io/kube-vip/kube-vip:v")
         assert c["volumeMounts"][0]["mountPath"] == "/etc/kubernetes/admin.conf"
         host_path = pod["spec"]["volumes"][0]["hostPath"]
         expected = "/etc/kubernetes/super-admin.conf" if node.is_init else "/etc/kubernetes/admin.conf"
@@ -378,7 +378,7 @@ def test_kube_vip_ipv6(tmp_path: Path) -> None:
         )
     )
     plan = plan_of(str(path))
-    container = static_pods.kube_vip_pod(plan, plan.node("cp-1"))["spec"]["containers"][0]
+    container = static_pods.load_balancer.kube_vip_pod(plan, plan.node("cp-1"))["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["address"] == "fd00:77::10"
     assert env["vip_subnet"] == "128"
@@ -419,7 +419,7 @@ def test_load_balancer_files_per_node() -> None:
 
 def test_haproxy_cfg_lists_every_control_plane() -> None:
     plan = plan_of("ha-external-etcd")
-    cfg = static_pods.haproxy_cfg(plan)
+    cfg = static_pods.load_balancer.haproxy_cfg(plan)
     assert "    bind *:8443\n" in cfg
     servers = [line.split() for line in cfg.splitlines() if line.strip().startswith("server ")]
     assert [s[1:3] for s in servers] == [
@@ -428,13 +428,13 @@ def test_haproxy_cfg_lists_every_control_plane() -> None:
         ["cp-3", "10.77.0.13:6443"],
     ]
     assert "option httpchk GET /healthz" in cfg
-    pod = static_pods.haproxy_pod(plan, plan.node("cp-1"))
+    pod = static_pods.load_balancer.haproxy_pod(plan, plan.node("cp-1"))
     assert pod["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] == 8443
 
 
 def test_keepalived_priorities() -> None:
     plan = plan_of("ha-external-etcd")
-    confs = [static_pods.keepalived_conf(plan, cp) for cp in plan.control_planes]
+    confs = [static_pods.load_balancer.keepalived_conf(plan, cp) for cp in plan.control_planes]
 
     def value(conf: str, key: str) -> str:
         return next(line.split()[1] for line in conf.splitlines() if line.strip().startswith(key + " "))
@@ -447,19 +447,19 @@ def test_keepalived_priorities() -> None:
     assert len({value(c, "virtual_router_id") for c in confs}) == 1
     assert "10.77.0.10" in confs[0]
     assert "unicast_src_ip 10.77.0.12" in confs[1]
-    assert static_pods.vrrp_router_id(plan) != static_pods.vrrp_router_id(
+    assert static_pods.load_balancer.vrrp_router_id(plan) != static_pods.load_balancer.vrrp_router_id(
         plan_of("ha-external-etcd", "cluster.name=other")
     )
 
 
 def test_load_balancer_ipv6(tmp_path: Path) -> None:
     plan = v6_plan(tmp_path)
-    cfg = static_pods.haproxy_cfg(plan)
+    cfg = static_pods.load_balancer.haproxy_cfg(plan)
     assert "bind :::8443 v4v6" in cfg
     assert "server cp-1 fd00:77::11:6443 " in cfg
-    conf = static_pods.keepalived_conf(plan, plan.node("cp-1"))
+    conf = static_pods.load_balancer.keepalived_conf(plan, plan.node("cp-1"))
     assert "authentication" not in conf and "fd00:77::10" in conf
-    script = static_pods.check_apiserver_sh(plan)
+    script = static_pods.load_balancer.check_apiserver_sh(plan)
     assert "https://[::1]:" in script and "https://[fd00:77::10]:" in script
 
 
@@ -469,9 +469,10 @@ def test_template_values_cannot_change_structure() -> None:
     bad = replace(plan, settings=plan.settings.model_copy(update={"load_balancer": lb}))
     # Past validation (which refuses such values at load): the renderer still refuses, as a bug.
     with pytest.raises(AssertionError, match=r"^cluster\.loadBalancer\.interface: "):
-        static_pods.keepalived_conf(bad, bad.node("cp-1"))
+        static_pods.load_balancer.keepalived_conf(bad, bad.node("cp-1"))
     bad = replace(plan, name="x\nbackend evil")
-    for render in (static_pods.haproxy_cfg, lambda p: static_pods.keepalived_conf(p, p.node("cp-1"))):
+    balancer = static_pods.load_balancer
+    for render in (balancer.haproxy_cfg, lambda p: balancer.keepalived_conf(p, p.node("cp-1"))):
         with pytest.raises(AssertionError):
             render(bad)
 
@@ -482,12 +483,14 @@ def test_template_values_cannot_change_structure() -> None:
 def test_haproxy_accepts_the_config(tmp_path: Path, v6: bool) -> None:
     plan = v6_plan(tmp_path) if v6 else plan_of("ha-external-etcd")
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(static_pods.haproxy_cfg(plan))
+    cfg.write_text(static_pods.load_balancer.haproxy_cfg(plan))
     run = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "ALERT" not in run.stderr and "WARNING" not in run.stderr, run.stderr
     cfg.write_text(
-        static_pods.haproxy_cfg(plan).replace("backend apiserver", "backend apiserver\n    bogus-keyword")
+        static_pods.load_balancer.haproxy_cfg(plan).replace(
+            "backend apiserver", "backend apiserver\n    bogus-keyword"
+        )
     )
     assert subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, check=False).returncode != 0
 
@@ -499,13 +502,13 @@ def test_keepalived_accepts_the_config(tmp_path: Path, v6: bool) -> None:
     plan = v6_plan(tmp_path) if v6 else plan_of("ha-external-etcd")
     for cp in plan.control_planes:
         conf = tmp_path / "keepalived.conf"
-        script = static_pods.CHECK_SCRIPT_PATH
-        conf.write_text(static_pods.keepalived_conf(plan, cp).replace(script, "/bin/true"))
+        script = static_pods.load_balancer.CHECK_SCRIPT_PATH
+        conf.write_text(static_pods.load_balancer.keepalived_conf(plan, cp).replace(script, "/bin/true"))
         run = subprocess.run(
             ["keepalived", "--config-test", "-f", str(conf)], capture_output=True, text=True, check=False
         )
         assert run.returncode == 0, run.stdout + run.stderr
-    conf.write_text(static_pods.keepalived_conf(plan, cp).replace("priority", "priorit"))
+    conf.write_text(static_pods.load_balancer.keepalived_conf(plan, cp).replace("priority", "priorit"))
     run = subprocess.run(
         ["keepalived", "--config-test", "-f", str(conf)], capture_output=True, text=True, check=False
     )
@@ -518,7 +521,7 @@ def test_keepalived_accepts_the_config(tmp_path: Path, v6: bool) -> None:
 def test_check_script_is_clean_sh(tmp_path: Path, v6: bool) -> None:
     plan = v6_plan(tmp_path) if v6 else plan_of("ha-external-etcd")
     script = tmp_path / "check_apiserver.sh"
-    script.write_text(static_pods.check_apiserver_sh(plan))
+    script.write_text(static_pods.load_balancer.check_apiserver_sh(plan))
     assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
     run = subprocess.run(["shellcheck", "-s", "sh", str(script)], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stdout
@@ -641,7 +644,8 @@ nodes:
     pki.mkdir()
     _write_etcd_pki(pki, "127.0.0.2")
     cmd = [
-        a.replace(static_pods.ETCD_PKI, str(pki)).replace("/var/lib/etcd", str(data)) for a in command(pod)
+        a.replace(static_pods.etcd.ETCD_PKI, str(pki)).replace("/var/lib/etcd", str(data))
+        for a in command(pod)
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -33,7 +33,8 @@ from ..files import NodeFile, public
 from ..model import Role
 from ..pki import placement, secrets
 from ..plan import API_PORT, ClusterPlan, NodePlan, StaticPod, Topology, host_port
-from . import kubeadm_config, static_pods
+from . import kubeadm_config
+from .static_pods import etcd as etcd_pod
 
 UNIT = "bake-renew-certs"
 SERVICE_PATH = f"/etc/systemd/system/{UNIT}.service"
@@ -93,9 +94,9 @@ def watched_certificates(plan: ClusterPlan, node: NodePlan) -> list[tuple[str, s
 def _etcd_health_url(plan: ClusterPlan, node: NodePlan) -> str:
     metrics = next(
         (a.value for a in plan.settings.etcd.extra_args if a.name == "listen-metrics-urls"),
-        f"http://{host_port('::1' if node.ip.version == 6 else '127.0.0.1', static_pods.ETCD_METRICS_PORT)}",
+        f"http://{host_port('::1' if node.ip.version == 6 else '127.0.0.1', etcd_pod.ETCD_METRICS_PORT)}",
     )
-    host, port, scheme = static_pods.etcd_probe_endpoint(metrics)
+    host, port, scheme = etcd_pod.etcd_probe_endpoint(metrics)
     return f"{scheme.lower()}://{host_port(host, port)}/readyz"
 
 

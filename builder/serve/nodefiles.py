@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from .. import paths, resources
 from ..files import NodeFile, public
-from ..node import bootstrap
+from ..node.bootstrap import layout as bootstrap_layout
 from ..plan import ClusterPlan, NodePlan
 from . import protocol
 
@@ -40,7 +40,7 @@ def pins_ca(report_url: str) -> bool:
 
 @cache
 def script_text() -> str:
-    return (resources.templates_dir() / bootstrap.SCRIPTS_DATA_DIR / SCRIPT_NAME).read_text()
+    return (resources.templates_dir() / bootstrap_layout.SCRIPTS_DATA_DIR / SCRIPT_NAME).read_text()
 
 
 def env_text(plan: ClusterPlan, node: NodePlan) -> str:
@@ -63,6 +63,6 @@ def report_files(plan: ClusterPlan, node: NodePlan) -> list[NodeFile]:
     if not applies(plan):
         return []
     return [
-        NodeFile(bootstrap.REPORT_SCRIPT_PATH, script_text().encode(), 0o755),
+        NodeFile(bootstrap_layout.REPORT_SCRIPT_PATH, script_text().encode(), 0o755),
         public(paths.REPORT_ENV, env_text(plan, node)),
     ]

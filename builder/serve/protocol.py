@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..node.bootstrap import PHASES
+from ..node.bootstrap.layout import PHASES
 
 VERSION = 1
 PATH = "/report"

@@ -319,16 +319,16 @@ def test_load_balancer_images(containerd: Containerd, tmp_path: Path) -> None:
     for name in names.values():
         containerd.ctr("images", "import", str(archives[name]))
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(static_pods.haproxy_cfg(plan))
+    cfg.write_text(static_pods.load_balancer.haproxy_cfg(plan))
     conf = tmp_path / "keepalived.conf"
-    conf.write_text(static_pods.keepalived_conf(plan, plan.control_planes[0]))
+    conf.write_text(static_pods.load_balancer.keepalived_conf(plan, plan.control_planes[0]))
     script = tmp_path / "check_apiserver.sh"
-    script.write_text(static_pods.check_apiserver_sh(plan))
+    script.write_text(static_pods.load_balancer.check_apiserver_sh(plan))
     script.chmod(0o755)
 
     hcfg = (cfg, "/usr/local/etc/haproxy/haproxy.cfg")
     kconf = (conf, "/usr/local/etc/keepalived/keepalived.conf")
-    check = (script, static_pods.CHECK_SCRIPT_PATH)
+    check = (script, static_pods.load_balancer.CHECK_SCRIPT_PATH)
     rc, out = _ctr_run(containerd, names["haproxy"], "bake-haproxy", "/usr/sbin/haproxy", "-c", "-f", hcfg[1],
                        mounts=[hcfg])  # fmt: skip
     assert rc == 0 and "Configuration file is valid" in out, out
