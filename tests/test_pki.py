@@ -84,18 +84,38 @@ CA_VALIDITY = timedelta(days=3650)
 LEAF_VALIDITY = timedelta(days=365)
 
 
-@pytest.fixture(scope="module", params=ALL_ALGS, ids=[a.value for a in ALL_ALGS])
-def tree(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Tree:
-    alg: KeyAlgorithm = request.param
-    t = Tree(alg, _now(), tmp_path_factory.mktemp(alg.value))
+def _issue(alg: KeyAlgorithm, now: datetime, root: Path, keys: dict[str, pki.PrivateKey]) -> Tree:
+    """The small cluster PKI, issued from already generated keys.
+
+    Issuing (cheap next to key generation) happens in each test's own set-up: mutmut maps a function to
+    the tests that call it, and a module-scoped fixture calls it only for the first of them."""
+    t = Tree(alg, now, root)
     for name, spec in certlist.ca_specs().items():
-        key = alg.generate()
-        t.items[name] = Issued(spec, key, pki.new_ca(spec, key, now=t.now, validity=CA_VALIDITY))
+        t.items[name] = Issued(spec, keys[name], pki.new_ca(spec, keys[name], now=now, validity=CA_VALIDITY))
     for spec in _leaf_specs():
-        key = alg.generate()
         ca = t.items[spec.ca or ""]
-        cert = pki.sign(spec, key.public_key(), ca.cert, ca.key, now=t.now, validity=LEAF_VALIDITY)
+        key = keys[spec.name]
+        cert = pki.sign(spec, key.public_key(), ca.cert, ca.key, now=now, validity=LEAF_VALIDITY)
         t.items[spec.name] = Issued(spec, key, cert)
+    return t
+
+
+def _names() -> list[str]:
+    return [*certlist.CA_NAMES, *(s.name for s in _leaf_specs())]
+
+
+@pytest.fixture(scope="module", params=ALL_ALGS, ids=[a.value for a in ALL_ALGS])
+def tree_keys(request: pytest.FixtureRequest) -> tuple[KeyAlgorithm, datetime, dict[str, pki.PrivateKey]]:
+    """One key per certificate, generated once per algorithm and module (RSA-4096 takes seconds)."""
+    alg: KeyAlgorithm = request.param
+    return alg, _now(), {name: alg.generate() for name in _names()}
+
+
+@pytest.fixture
+def tree(tree_keys: tuple[KeyAlgorithm, datetime, dict[str, pki.PrivateKey]], tmp_path: Path) -> Tree:
+    alg, now, keys = tree_keys
+    t = _issue(alg, now, tmp_path / "pki", keys)
+    t.root.mkdir()
     for name, it in t.items.items():
         t.crt(name).write_bytes(pki.cert_pem(it.cert))
         t.key(name).write_bytes(pki.key_pem(it.key))
@@ -377,18 +397,14 @@ def test_mtls_handshake(tree: Tree, etcd_server: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def p256() -> Tree:
-    t = Tree(KeyAlgorithm.ECDSA_P256, _now(), Path("/nonexistent"))
-    for name, spec in certlist.ca_specs().items():
-        key = t.alg.generate()
-        t.items[name] = Issued(spec, key, pki.new_ca(spec, key, now=t.now, validity=CA_VALIDITY))
-    for spec in _leaf_specs():
-        key = t.alg.generate()
-        ca = t.items[spec.ca or ""]
-        t.items[spec.name] = Issued(
-            spec, key, pki.sign(spec, key.public_key(), ca.cert, ca.key, now=t.now, validity=LEAF_VALIDITY)
-        )
-    return t
+def p256_keys() -> tuple[datetime, dict[str, pki.PrivateKey]]:
+    return _now(), {name: KeyAlgorithm.ECDSA_P256.generate() for name in _names()}
+
+
+@pytest.fixture
+def p256(p256_keys: tuple[datetime, dict[str, pki.PrivateKey]]) -> Tree:
+    now, keys = p256_keys
+    return _issue(KeyAlgorithm.ECDSA_P256, now, Path("/nonexistent"), keys)
 
 
 def _raw_ext(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> tuple[bool, bytes]:
