@@ -514,6 +514,10 @@ def test_long_common_name_is_allowed() -> None:
         warnings.simplefilter("ignore")
         cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     assert cn == f"system:node:{long_name}"
+    # and it is encoded as Go does for any printable value, long or not: PrintableString (per openssl)
+    parsed = _run("asn1parse", input=pki.cert_pem(cert))
+    assert parsed.returncode == 0, parsed.stderr
+    assert re.search(rf"PRINTABLESTRING\s*:system:node:{re.escape(long_name)}$", parsed.stdout, re.M)
 
 
 @pytest.mark.parametrize(
@@ -551,7 +555,7 @@ def test_times_backdate_and_truncation() -> None:
     other_tz = now.astimezone(ZoneInfo("Europe/Berlin"))
     ca2 = pki.new_ca(certlist.ca_specs()["ca"], key, now=other_tz, validity=timedelta(hours=10))
     assert ca2.not_valid_before_utc == ca.not_valid_before_utc
-    with pytest.raises(ValueError, match="timezone-aware"):
+    with pytest.raises(ValueError, match=r"^now must be timezone-aware \(kubeadm uses UTC\)$"):
         pki.new_ca(certlist.ca_specs()["ca"], key, now=datetime(2030, 1, 1), validity=CA_VALIDITY)
 
 
@@ -569,6 +573,21 @@ def test_serials_are_random_and_in_range() -> None:
     assert max(serials) > 2**60  # drawn from the whole range, not small counters
 
 
+@pytest.mark.parametrize(("draw", "serial"), [("lowest", 1), ("highest", 2**63 - 2)])
+def test_serial_range_ends(monkeypatch: pytest.MonkeyPatch, draw: str, serial: int) -> None:
+    """kubeadm: cryptorand.Int(MaxInt64-1), a value in [0, MaxInt64-1), plus 1."""
+    asked: list[int] = []
+
+    def randbelow(n: int) -> int:
+        asked.append(n)
+        return 0 if draw == "lowest" else n - 1
+
+    key = KeyAlgorithm.ECDSA_P256.generate()
+    monkeypatch.setattr(pki.secrets, "randbelow", randbelow)
+    ca = pki.new_ca(certlist.ca_specs()["ca"], key, now=_now(), validity=CA_VALIDITY)
+    assert (asked, ca.serial_number) == ([2**63 - 2], serial)
+
+
 def test_sign_and_new_ca_refuse_misuse() -> None:
     key, other = KeyAlgorithm.ECDSA_P256.generate(), KeyAlgorithm.ECDSA_P256.generate()
     ca = pki.new_ca(certlist.ca_specs()["ca"], key, now=_now(), validity=CA_VALIDITY)
@@ -576,10 +595,37 @@ def test_sign_and_new_ca_refuse_misuse() -> None:
         pki.sign(
             certlist.front_proxy_client(), key.public_key(), ca, other, now=_now(), validity=LEAF_VALIDITY
         )
+    # the same CA certificate, first with its key (cached), then with another: still refused
+    pki.sign(certlist.front_proxy_client(), key.public_key(), ca, key, now=_now(), validity=LEAF_VALIDITY)
+    with pytest.raises(ValueError, match="does not match the CA certificate"):
+        pki.sign(
+            certlist.front_proxy_client(), key.public_key(), ca, other, now=_now(), validity=LEAF_VALIDITY
+        )
+    ed = ed25519.Ed25519PrivateKey.generate()
+    with pytest.raises(ValueError) as err:
+        pki.new_ca(certlist.ca_specs()["ca"], ed, now=_now(), validity=CA_VALIDITY)  # type: ignore[arg-type]
+    assert str(err.value) == (
+        f"unsupported signing key type {type(ed).__name__} (kubeadm supports RSA and ECDSA)"
+    )
     with pytest.raises(ValueError, match="use new_ca"):
         pki.sign(certlist.ca_specs()["ca"], key.public_key(), ca, key, now=_now(), validity=LEAF_VALIDITY)
     with pytest.raises(ValueError, match="use sign"):
         pki.new_ca(certlist.front_proxy_client(), key, now=_now(), validity=CA_VALIDITY)
+
+
+def test_san_with_names_only_or_addresses_only() -> None:
+    """NewSignedCert writes a SubjectAltName as soon as either list is non-empty; openssl reads it back."""
+    key = KeyAlgorithm.ECDSA_P256.generate()
+    ca = pki.new_ca(certlist.ca_specs()["ca"], key, now=_now(), validity=CA_VALIDITY)
+    for dns, ips, want in (
+        (("only.example",), (), "DNS:only.example"),
+        ((), (IPv4Address("10.0.0.7"),), "IP Address:10.0.0.7"),
+    ):
+        spec = CertSpec(name="t", base="t", cn="t", usages=(ExtUsage.SERVER,), ca="ca", dns=dns, ips=ips)
+        cert = pki.sign(spec, key.public_key(), ca, key, now=_now(), validity=LEAF_VALIDITY)
+        res = _run("x509", "-noout", "-ext", "subjectAltName", input=pki.cert_pem(cert))
+        assert res.returncode == 0, res.stderr
+        assert _strip(res.stdout) == f"X509v3 Subject Alternative Name:\n    {want}"
 
 
 def test_ca_without_ski_gives_leaf_without_aki() -> None:
