@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
@@ -62,6 +63,9 @@ TABLE: dict[str, tuple[str, str | None, str, list[str], list[x509.ObjectIdentifi
         [CLIENT],
     ),
     "scheduler.conf": ("kubeconfig/scheduler", "ca", "system:kube-scheduler", [], [CLIENT]),
+    # not kubeadm's: the join credential (cluster.join: certificate). The Node authorizer's identity
+    # (system:node:<name> in system:nodes), under the bundle path of tests/fixtures/bundles.
+    "join.conf": ("kubeconfig/join", "ca", "system:node:cp-1", ["system:nodes"], [CLIENT]),
 }
 
 # Spec 1.2 for the configuration below: DNS sorted, IPs in first-occurrence order.
@@ -116,6 +120,8 @@ def _all_specs() -> dict[str, CertSpec]:
     for kind in certlist.KUBECONFIG_KINDS:
         spec = certlist.kubeconfig_client(kind, "cp-1")
         specs[spec.name] = spec
+    join = certlist.join_client("cp-1")
+    specs[join.name] = join
     return specs
 
 
@@ -124,24 +130,25 @@ def _all_specs() -> dict[str, CertSpec]:
     params=[KeyAlgorithm.ECDSA_P256, KeyAlgorithm.ECDSA_P384, KeyAlgorithm.RSA_2048],
     ids=lambda a: a.value,
 )
-def certs(request: pytest.FixtureRequest) -> dict[str, tuple[CertSpec, x509.Certificate]]:
+def keys(request: pytest.FixtureRequest) -> dict[str, pki.PrivateKey]:
+    """One key per CA and one leaf key (enough to look at the fields), generated once per algorithm."""
     alg: KeyAlgorithm = request.param
+    return {name: alg.generate() for name in (*certlist.CA_NAMES, "leaf")}
+
+
+def _issue(keys: dict[str, pki.PrivateKey], name: str) -> tuple[CertSpec, x509.Certificate]:
+    """The certificate `name` as the bake issues it, from specs computed in the test itself (so that
+    mutmut, which maps a function to the tests that call it, runs every test below on its mutants)."""
     specs = _all_specs()
-    cas: dict[str, tuple[x509.Certificate, pki.PrivateKey]] = {}
-    out: dict[str, tuple[CertSpec, x509.Certificate]] = {}
-    for name in certlist.CA_NAMES:
-        key = alg.generate()
-        cas[name] = (pki.new_ca(specs[name], key, now=NOW, validity=timedelta(days=3650)), key)
-        out[name] = (specs[name], cas[name][0])
-    leaf_key = alg.generate()  # one leaf key is enough to look at the fields
-    for name, spec in specs.items():
-        if spec.ca is not None:
-            ca_cert, ca_key = cas[spec.ca]
-            cert = pki.sign(
-                spec, leaf_key.public_key(), ca_cert, ca_key, now=NOW, validity=timedelta(days=365)
-            )
-            out[name] = (spec, cert)
-    return out
+    spec = specs[name]
+    ca_name = spec.ca or name
+    ca_cert = pki.new_ca(specs[ca_name], keys[ca_name], now=NOW, validity=timedelta(days=3650))
+    if spec.ca is None:
+        return spec, ca_cert
+    leaf = pki.sign(
+        spec, keys["leaf"].public_key(), ca_cert, keys[ca_name], now=NOW, validity=timedelta(days=365)
+    )
+    return spec, leaf
 
 
 def test_every_certificate_is_in_the_table() -> None:
@@ -149,11 +156,9 @@ def test_every_certificate_is_in_the_table() -> None:
 
 
 @pytest.mark.parametrize("name", list(TABLE))
-def test_certificate_fields_match_spec_table(
-    certs: dict[str, tuple[CertSpec, x509.Certificate]], name: str
-) -> None:
+def test_certificate_fields_match_spec_table(keys: dict[str, pki.PrivateKey], name: str) -> None:
     base, ca, cn, orgs, ekus = TABLE[name]
-    spec, cert = certs[name]
+    spec, cert = _issue(keys, name)
     assert (spec.name, spec.base, spec.ca, spec.is_ca) == (name, base, ca, ca is None)
     assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == [cn]
     assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == orgs
@@ -240,16 +245,41 @@ def test_apiserver_service_ip_from_first_cidr_only() -> None:
     assert certlist.apiserver_service_ip("10.100.7.9/16") == IPv4Address("10.100.0.1")
     assert certlist.apiserver_service_ip("fd00:10::/108,10.96.0.0/12") == IPv6Address("fd00:10::1")
     assert certlist.apiserver_service_ip("10.96.0.0/12,fd00:10::/108") == IPv4Address("10.96.0.1")
+    # GetIndexedIP(subnet, 1) only needs index 1 inside the subnet: a /31 (/127) is enough, a /32 is not
+    assert certlist.apiserver_service_ip("10.96.0.0/31") == IPv4Address("10.96.0.1")
+    assert certlist.apiserver_service_ip("fd00:10::/127") == IPv6Address("fd00:10::1")
     for bad in (
         "",
         "10.96.0.0",
         "10.96.0.0/12,nonsense",
         "10.96.0.0/33",
-        "10.96.0.5/32",
         "10.96.0.0/12, fd00::/108",
+        # Go's dtoi takes ASCII digits only; Python's int() would also take these
+        "10.96.0.0/+12",
+        "10.96.0.0/ 12",
+        "10.96.0.0/1_2",
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(
+            ValueError, match=rf"^service subnet {re.escape(repr(bad))}: .* is not a valid CIDR$"
+        ):
             certlist.apiserver_service_ip(bad)
+    with pytest.raises(ValueError, match=r"^service subnet 10\.96\.0\.5/32 has no room for the API server"):
+        certlist.apiserver_service_ip("10.96.0.5/32")
+
+
+def test_apiserver_bad_advertise_address() -> None:
+    with pytest.raises(ValueError, match=r"^advertise address '10\.0\.0' is not a valid IP address$"):
+        certlist.apiserver("n", "10.0.0", "10.96.0.0/12", "cluster.local", None, [])
+
+
+def test_ipv4_mapped_advertise_address_is_ipv4() -> None:
+    """Go's ip.String() prints a v4-mapped address as IPv4, and RemoveDuplicateAltNames keys on it: the
+    address given as an IPv6Address object is the same SAN as its IPv4 form, written once."""
+    mapped = IPv6Address("::ffff:10.0.0.5")
+    api, _ = certlist.apiserver("n", mapped, "10.96.0.0/12", "cluster.local", None, ["10.0.0.5"])
+    assert api.ips == (IPv4Address("10.96.0.1"), IPv4Address("10.0.0.5"))
+    etcd, _ = certlist.etcd_server("n", mapped, ["10.0.0.5"])
+    assert etcd.ips == (IPv4Address("10.0.0.5"), IPv4Address("127.0.0.1"), IPv6Address("::1"))
 
 
 def test_cert_sans_split_and_warnings() -> None:
@@ -312,7 +342,7 @@ def test_etcd_sans() -> None:
     assert peer.ips[0] == IPv6Address("fd00::5") and "'etcd-peer' SAN" in warnings[0]
     # server and peer SANs are independent
     assert certlist.etcd_peer("alpha", "10.0.0.1")[0].dns == ("alpha", "localhost")
-    with pytest.raises(ValueError, match="advertise address"):
+    with pytest.raises(ValueError, match=r"^advertise address 'not-an-ip' is not a valid IP address$"):
         certlist.etcd_server("alpha", "not-an-ip")
 
 
@@ -329,13 +359,19 @@ def test_kubeconfig_client_kinds() -> None:
     assert certlist.kubeconfig_client("admin", "worker-7").cn == "kubernetes-admin"  # node name irrelevant
     for spec in (certlist.kubeconfig_client(k, "n") for k in certlist.KUBECONFIG_KINDS):
         assert spec.dns == () and spec.ips == () and spec.usages == (ExtUsage.CLIENT,) and spec.ca == "ca"
-    with pytest.raises(ValueError, match="unknown kubeconfig kind"):
+    with pytest.raises(
+        ValueError,
+        match=r"^unknown kubeconfig kind 'bootstrap-kubelet'; expected one of "
+        r"admin, super-admin, kubelet, controller-manager, scheduler$",
+    ):
         certlist.kubeconfig_client("bootstrap-kubelet", "n")
 
 
 def test_parse_ip_sloppy() -> None:
     assert certlist.parse_ip_sloppy("10.0.0.1") == IPv4Address("10.0.0.1")
     assert certlist.parse_ip_sloppy("010.001.0.1") == IPv4Address("10.1.0.1")
+    assert certlist.parse_ip_sloppy("010.000.000.255") == IPv4Address("10.0.0.255")  # 255 is a byte
+    assert certlist.parse_ip_sloppy("010.000.000.256") is None
     assert certlist.parse_ip_sloppy("::ffff:1.2.3.4") == IPv4Address("1.2.3.4")
     assert certlist.parse_ip_sloppy("FD00::1") == IPv6Address("fd00::1")
     for bad in ("256.0.0.1", "fe80::1%eth0", "1.2.3", "host", "", "1.2.3.4/32"):
@@ -351,3 +387,17 @@ def test_dns1123_validation() -> None:
     assert certlist.is_wildcard_dns1123_subdomain("*.b.c")
     assert not certlist.is_wildcard_dns1123_subdomain("*")
     assert not certlist.is_wildcard_dns1123_subdomain("a.*.c")
+
+
+def test_dns1123_length_limit() -> None:
+    """apimachinery: `len(value) > DNS1123SubdomainMaxLength` (253) is an error, for both forms; labels
+    have no 63-character limit there."""
+    name = ".".join(["a" * 63] * 4)[:253]  # 253 characters
+    assert len(name) == 253 and certlist.is_dns1123_subdomain(name)
+    assert not certlist.is_dns1123_subdomain(name + "a")
+    wildcard = "*." + name[2:]
+    assert len(wildcard) == 253 and certlist.is_wildcard_dns1123_subdomain(wildcard)
+    assert not certlist.is_wildcard_dns1123_subdomain(wildcard + "a")
+    # through the SAN split: the 253-character names are kept, the 254-character ones dropped
+    dns, _, warnings = certlist.split_sans([wildcard, wildcard + "a", name, name + "a"], "apiserver")
+    assert dns == [wildcard, name] and len(warnings) == 2

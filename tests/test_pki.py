@@ -80,22 +80,52 @@ def _leaf_specs() -> list[CertSpec]:
     ]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    """Empty crypto's memo caches (subject names, EKUs, issuers) before each test, so that every test
+    that builds a name really runs `_attr` / `_eku` / `_issuer_info`: mutmut maps a function to the tests
+    that call it, and with warm caches only the first test of a session would."""
+    pki._NAME_CACHE.clear()
+    pki._EKU_CACHE.clear()
+    pki._ISSUER_CACHE.clear()
+
+
 CA_VALIDITY = timedelta(days=3650)
 LEAF_VALIDITY = timedelta(days=365)
 
 
-@pytest.fixture(scope="module", params=ALL_ALGS, ids=[a.value for a in ALL_ALGS])
-def tree(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Tree:
-    alg: KeyAlgorithm = request.param
-    t = Tree(alg, _now(), tmp_path_factory.mktemp(alg.value))
+def _issue(alg: KeyAlgorithm, now: datetime, root: Path, keys: dict[str, pki.PrivateKey]) -> Tree:
+    """The small cluster PKI, issued from already generated keys.
+
+    Issuing (cheap next to key generation) happens in each test's own set-up: mutmut maps a function to
+    the tests that call it, and a module-scoped fixture calls it only for the first of them."""
+    t = Tree(alg, now, root)
     for name, spec in certlist.ca_specs().items():
-        key = alg.generate()
-        t.items[name] = Issued(spec, key, pki.new_ca(spec, key, now=t.now, validity=CA_VALIDITY))
+        t.items[name] = Issued(spec, keys[name], pki.new_ca(spec, keys[name], now=now, validity=CA_VALIDITY))
     for spec in _leaf_specs():
-        key = alg.generate()
         ca = t.items[spec.ca or ""]
-        cert = pki.sign(spec, key.public_key(), ca.cert, ca.key, now=t.now, validity=LEAF_VALIDITY)
+        key = keys[spec.name]
+        cert = pki.sign(spec, key.public_key(), ca.cert, ca.key, now=now, validity=LEAF_VALIDITY)
         t.items[spec.name] = Issued(spec, key, cert)
+    return t
+
+
+def _names() -> list[str]:
+    return [*certlist.CA_NAMES, *(s.name for s in _leaf_specs())]
+
+
+@pytest.fixture(scope="module", params=ALL_ALGS, ids=[a.value for a in ALL_ALGS])
+def tree_keys(request: pytest.FixtureRequest) -> tuple[KeyAlgorithm, datetime, dict[str, pki.PrivateKey]]:
+    """One key per certificate, generated once per algorithm and module (RSA-4096 takes seconds)."""
+    alg: KeyAlgorithm = request.param
+    return alg, _now(), {name: alg.generate() for name in _names()}
+
+
+@pytest.fixture
+def tree(tree_keys: tuple[KeyAlgorithm, datetime, dict[str, pki.PrivateKey]], tmp_path: Path) -> Tree:
+    alg, now, keys = tree_keys
+    t = _issue(alg, now, tmp_path / "pki", keys)
+    t.root.mkdir()
     for name, it in t.items.items():
         t.crt(name).write_bytes(pki.cert_pem(it.cert))
         t.key(name).write_bytes(pki.key_pem(it.key))
@@ -377,18 +407,14 @@ def test_mtls_handshake(tree: Tree, etcd_server: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def p256() -> Tree:
-    t = Tree(KeyAlgorithm.ECDSA_P256, _now(), Path("/nonexistent"))
-    for name, spec in certlist.ca_specs().items():
-        key = t.alg.generate()
-        t.items[name] = Issued(spec, key, pki.new_ca(spec, key, now=t.now, validity=CA_VALIDITY))
-    for spec in _leaf_specs():
-        key = t.alg.generate()
-        ca = t.items[spec.ca or ""]
-        t.items[spec.name] = Issued(
-            spec, key, pki.sign(spec, key.public_key(), ca.cert, ca.key, now=t.now, validity=LEAF_VALIDITY)
-        )
-    return t
+def p256_keys() -> tuple[datetime, dict[str, pki.PrivateKey]]:
+    return _now(), {name: KeyAlgorithm.ECDSA_P256.generate() for name in _names()}
+
+
+@pytest.fixture
+def p256(p256_keys: tuple[datetime, dict[str, pki.PrivateKey]]) -> Tree:
+    now, keys = p256_keys
+    return _issue(KeyAlgorithm.ECDSA_P256, now, Path("/nonexistent"), keys)
 
 
 def _raw_ext(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> tuple[bool, bytes]:
@@ -488,6 +514,10 @@ def test_long_common_name_is_allowed() -> None:
         warnings.simplefilter("ignore")
         cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     assert cn == f"system:node:{long_name}"
+    # and it is encoded as Go does for any printable value, long or not: PrintableString (per openssl)
+    parsed = _run("asn1parse", input=pki.cert_pem(cert))
+    assert parsed.returncode == 0, parsed.stderr
+    assert re.search(rf"PRINTABLESTRING\s*:system:node:{re.escape(long_name)}$", parsed.stdout, re.M)
 
 
 @pytest.mark.parametrize(
@@ -525,7 +555,7 @@ def test_times_backdate_and_truncation() -> None:
     other_tz = now.astimezone(ZoneInfo("Europe/Berlin"))
     ca2 = pki.new_ca(certlist.ca_specs()["ca"], key, now=other_tz, validity=timedelta(hours=10))
     assert ca2.not_valid_before_utc == ca.not_valid_before_utc
-    with pytest.raises(ValueError, match="timezone-aware"):
+    with pytest.raises(ValueError, match=r"^now must be timezone-aware \(kubeadm uses UTC\)$"):
         pki.new_ca(certlist.ca_specs()["ca"], key, now=datetime(2030, 1, 1), validity=CA_VALIDITY)
 
 
@@ -543,6 +573,21 @@ def test_serials_are_random_and_in_range() -> None:
     assert max(serials) > 2**60  # drawn from the whole range, not small counters
 
 
+@pytest.mark.parametrize(("draw", "serial"), [("lowest", 1), ("highest", 2**63 - 2)])
+def test_serial_range_ends(monkeypatch: pytest.MonkeyPatch, draw: str, serial: int) -> None:
+    """kubeadm: cryptorand.Int(MaxInt64-1), a value in [0, MaxInt64-1), plus 1."""
+    asked: list[int] = []
+
+    def randbelow(n: int) -> int:
+        asked.append(n)
+        return 0 if draw == "lowest" else n - 1
+
+    key = KeyAlgorithm.ECDSA_P256.generate()
+    monkeypatch.setattr(pki.secrets, "randbelow", randbelow)
+    ca = pki.new_ca(certlist.ca_specs()["ca"], key, now=_now(), validity=CA_VALIDITY)
+    assert (asked, ca.serial_number) == ([2**63 - 2], serial)
+
+
 def test_sign_and_new_ca_refuse_misuse() -> None:
     key, other = KeyAlgorithm.ECDSA_P256.generate(), KeyAlgorithm.ECDSA_P256.generate()
     ca = pki.new_ca(certlist.ca_specs()["ca"], key, now=_now(), validity=CA_VALIDITY)
@@ -550,10 +595,37 @@ def test_sign_and_new_ca_refuse_misuse() -> None:
         pki.sign(
             certlist.front_proxy_client(), key.public_key(), ca, other, now=_now(), validity=LEAF_VALIDITY
         )
+    # the same CA certificate, first with its key (cached), then with another: still refused
+    pki.sign(certlist.front_proxy_client(), key.public_key(), ca, key, now=_now(), validity=LEAF_VALIDITY)
+    with pytest.raises(ValueError, match="does not match the CA certificate"):
+        pki.sign(
+            certlist.front_proxy_client(), key.public_key(), ca, other, now=_now(), validity=LEAF_VALIDITY
+        )
+    ed = ed25519.Ed25519PrivateKey.generate()
+    with pytest.raises(ValueError) as err:
+        pki.new_ca(certlist.ca_specs()["ca"], ed, now=_now(), validity=CA_VALIDITY)  # type: ignore[arg-type]
+    assert str(err.value) == (
+        f"unsupported signing key type {type(ed).__name__} (kubeadm supports RSA and ECDSA)"
+    )
     with pytest.raises(ValueError, match="use new_ca"):
         pki.sign(certlist.ca_specs()["ca"], key.public_key(), ca, key, now=_now(), validity=LEAF_VALIDITY)
     with pytest.raises(ValueError, match="use sign"):
         pki.new_ca(certlist.front_proxy_client(), key, now=_now(), validity=CA_VALIDITY)
+
+
+def test_san_with_names_only_or_addresses_only() -> None:
+    """NewSignedCert writes a SubjectAltName as soon as either list is non-empty; openssl reads it back."""
+    key = KeyAlgorithm.ECDSA_P256.generate()
+    ca = pki.new_ca(certlist.ca_specs()["ca"], key, now=_now(), validity=CA_VALIDITY)
+    for dns, ips, want in (
+        (("only.example",), (), "DNS:only.example"),
+        ((), (IPv4Address("10.0.0.7"),), "IP Address:10.0.0.7"),
+    ):
+        spec = CertSpec(name="t", base="t", cn="t", usages=(ExtUsage.SERVER,), ca="ca", dns=dns, ips=ips)
+        cert = pki.sign(spec, key.public_key(), ca, key, now=_now(), validity=LEAF_VALIDITY)
+        res = _run("x509", "-noout", "-ext", "subjectAltName", input=pki.cert_pem(cert))
+        assert res.returncode == 0, res.stderr
+        assert _strip(res.stdout) == f"X509v3 Subject Alternative Name:\n    {want}"
 
 
 def test_ca_without_ski_gives_leaf_without_aki() -> None:
@@ -603,6 +675,20 @@ def test_key_algorithm_generate_matches(alg: KeyAlgorithm) -> None:
         assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == expect
 
 
+def test_generate_keys_in_processes(tmp_path: Path) -> None:
+    keys = pki.generate_keys(KeyAlgorithm.RSA_2048, 3, jobs=2)
+    assert len({k.public_key().public_numbers().n for k in keys}) == 3
+    for i, key in enumerate(keys):
+        # loaded without RSA validation on the way back from the worker: openssl checks them
+        (tmp_path / f"{i}.key").write_bytes(pki.key_pem(key))
+        text = _ok("rsa", "-check", "-noout", "-text", "-in", tmp_path / f"{i}.key")
+        assert "RSA key ok" in text and "Private-Key: (2048 bit, 2 primes)" in text
+    ec_keys = pki.generate_keys(KeyAlgorithm.ECDSA_P384, 2, jobs=2)
+    assert [k.curve.name for k in ec_keys if isinstance(k, ec.EllipticCurvePrivateKey)] == ["secp384r1"] * 2
+    assert pki.generate_keys(KeyAlgorithm.RSA_2048, 0, jobs=2) == []
+    assert len(pki.generate_keys(KeyAlgorithm.RSA_2048, 1, jobs=2)) == 1
+
+
 def test_key_algorithm_values_are_kubeadm_strings() -> None:
     assert [a.value for a in KeyAlgorithm] == ["RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384"]
     assert KeyAlgorithm("ECDSA-P384").min_minor == 34 and KeyAlgorithm("RSA-2048").min_minor == 0
@@ -641,8 +727,18 @@ def test_load_key_rejects_garbage_encrypted_and_foreign() -> None:
     ed = ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    with pytest.raises(ValueError, match="only RSA and ECDSA"):
+    with pytest.raises(ValueError, match="only RSA and ECDSA") as err:
         pki.load_key(ed)
+    foreign = serialization.load_pem_private_key(ed, None)
+    assert str(err.value) == (
+        f"unsupported private key type {type(foreign).__name__}: kubeadm accepts only RSA and ECDSA"
+    )
+    # the parser's own reason (cryptography's, asked directly), first line
+    with pytest.raises(ValueError) as err:
+        pki.load_key(b"hello")
+    with pytest.raises(ValueError) as parser:
+        serialization.load_pem_private_key(b"hello", None)
+    assert str(err.value) == "not a PEM private key: " + str(parser.value).strip().splitlines()[0]
 
 
 def test_load_cert(p256: Tree) -> None:
@@ -656,8 +752,12 @@ def test_load_cert(p256: Tree) -> None:
         b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
         pki.key_pem(p256.items["ca"].key),
     ):
-        with pytest.raises(ValueError, match="not a PEM certificate"):
+        with pytest.raises(ValueError, match="not a PEM certificate") as err:
             pki.load_cert(garbage)
+        # the message carries the parser's own first line (cryptography's, asked directly here)
+        with pytest.raises(ValueError) as parser:
+            x509.load_pem_x509_certificates(garbage)
+        assert str(err.value) == "not a PEM certificate: " + str(parser.value).strip().splitlines()[0]
 
 
 def test_discovery_hash_is_sha256_of_spki(p256: Tree) -> None:
@@ -751,8 +851,34 @@ def test_verify_reuse_wrong_ca(p256: Tree) -> None:
     key = KeyAlgorithm.ECDSA_P256.generate()
     impostor = pki.new_ca(certlist.ca_specs()["ca"], key, now=_now(), validity=CA_VALIDITY)
     msgs = pki.verify_reuse(it.spec, it.cert, it.key, impostor)
-    assert len(msgs) == 1 and "signature" in msgs[0]
+    assert msgs == [
+        'certificate is not signed by the "ca" CA: signature does not verify with the CA public key'
+    ]
     assert pki.verify_reuse(it.spec, it.cert, it.key, None) == ['no "ca" CA certificate to verify against']
+    # same subject and key, but no BasicConstraints: not a CA (Go: BasicConstraintsValid is false)
+    ca = p256.items["ca"]
+    no_bc = (
+        x509.CertificateBuilder()
+        .subject_name(ca.cert.subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(ca.key.public_key())
+        .serial_number(9)
+        .not_valid_before(p256.now - timedelta(minutes=5))
+        .not_valid_after(p256.now + CA_VALIDITY)
+        .sign(ca.key, hashes.SHA256())
+    )
+    assert pki.verify_reuse(it.spec, it.cert, it.key, no_bc) == [
+        'certificate is not signed by the "ca" CA: the CA certificate is not a CA'
+    ]
+    assert pki.verify_reuse(ca.spec, no_bc, ca.key, None) == ['certificate "ca" is not a CA']
+    # a CA of another key type: cryptography's own reason, first line
+    rsa_key = KeyAlgorithm.RSA_2048.generate()
+    rsa_ca = pki.new_ca(certlist.ca_specs()["ca"], rsa_key, now=_now(), validity=CA_VALIDITY)
+    with pytest.raises(ValueError) as reason:
+        it.cert.verify_directly_issued_by(rsa_ca)
+    assert pki.verify_reuse(it.spec, it.cert, it.key, rsa_ca) == [
+        f'certificate is not signed by the "ca" CA: {str(reason.value).splitlines()[0]}'
+    ]
 
 
 def test_verify_reuse_mismatched_key(p256: Tree) -> None:
@@ -772,6 +898,9 @@ def test_verify_reuse_validity(p256: Tree) -> None:
     earlier = p256.now - timedelta(minutes=6)
     msgs = pki.verify_reuse(it.spec, it.cert, it.key, ca, now=earlier)
     assert len(msgs) == 1 and "not valid before" in msgs[0]
+    # Go's Verify: invalid only when now is Before(NotBefore) or After(NotAfter); both instants are valid
+    assert pki.verify_reuse(it.spec, it.cert, it.key, ca, now=it.cert.not_valid_before_utc) == []
+    assert pki.verify_reuse(it.spec, it.cert, it.key, ca, now=it.cert.not_valid_after_utc) == []
     # the 5-minute backdate: valid 4 minutes "in the past"
     assert pki.verify_reuse(it.spec, it.cert, it.key, ca, now=p256.now - timedelta(minutes=4)) == []
     # kubeadm only warns about a CA outside its validity; strict mode reports it
@@ -779,6 +908,17 @@ def test_verify_reuse_validity(p256: Tree) -> None:
     far = p256.now + CA_VALIDITY + timedelta(days=1)
     assert pki.verify_reuse(cait.spec, cait.cert, cait.key, None, now=far, strict=False) == []
     assert "expired" in pki.verify_reuse(cait.spec, cait.cert, cait.key, None, now=far)[0]
+
+
+def test_verify_reuse_foreign_keys(p256: Tree) -> None:
+    it = p256.items["front-proxy-client"]
+    ca = p256.items["front-proxy-ca"].cert
+    ed = ed25519.Ed25519PrivateKey.generate()
+    msgs = pki.verify_reuse(it.spec, it.cert, ed, ca)  # type: ignore[arg-type]
+    assert msgs[0] == f"private key type {type(ed).__name__} is neither RSA nor ECDSA"
+    p521 = ec.generate_private_key(ec.SECP521R1())  # no kubeadm encryptionAlgorithm
+    msgs = pki.verify_reuse(it.spec, it.cert, p521, ca, algorithm=KeyAlgorithm.ECDSA_P256)
+    assert f"key is {type(p521).__name__}, expected ECDSA-P256" in msgs
 
 
 def test_verify_reuse_ca_must_be_ca(p256: Tree) -> None:
@@ -808,6 +948,104 @@ def test_verify_reuse_strict_checks(p256: Tree) -> None:
     assert pki.verify_reuse(server_usage, it.cert, it.key, ca) == [
         "extended key usage is client, expected client, server"
     ]
+
+
+def test_verify_reuse_strict_messages_name_none_several_and_unknown(p256: Tree) -> None:
+    it = p256.items["etcd-healthcheck-client"]  # no O, client auth only
+    ca = p256.items["etcd-ca"]
+    spec = CertSpec(name=it.spec.name, base=it.spec.base, cn=it.spec.cn, ca="etcd-ca", usages=())
+    two_orgs = CertSpec(**{**spec.__dict__, "orgs": ("system:masters", "kubeadm:cluster-admins")})
+    assert pki.verify_reuse(two_orgs, it.cert, it.key, ca.cert) == [
+        "subject O is (none), expected 'system:masters', 'kubeadm:cluster-admins'",
+        "extended key usage is client, expected (none)",
+    ]
+    # an EKU kubeadm never writes is named by its OID (id-kp-codeSigning, RFC 5280 4.2.1.12)
+    code_signing = (
+        x509.CertificateBuilder()
+        .subject_name(it.cert.subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(it.key.public_key())
+        .serial_number(7)
+        .not_valid_before(p256.now - timedelta(minutes=5))
+        .not_valid_after(p256.now + LEAF_VALIDITY)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca.key, hashes.SHA256())
+    )
+    assert pki.verify_reuse(it.spec, code_signing, it.key, ca.cert) == [
+        "extended key usage is 1.3.6.1.5.5.7.3.3, expected client"
+    ]
+
+
+# Go's crypto/x509 TestMatchHostnames table (x509_test.go): (DNS SAN, host, VerifyHostname accepts)
+GO_MATCH_HOSTNAMES = [
+    ("a.b.c", "a.b.c", True),
+    ("a.b.c", "b.b.c", False),
+    ("", "b.b.c", False),
+    ("a.b.c", "", False),
+    ("example.com", "example.com", True),
+    ("example.com", "www.example.com", False),
+    ("*.example.com", "example.com", False),
+    ("*.example.com", "www.example.com", True),
+    ("*.example.com", "www.example.com.", True),
+    ("*.example.com", "xyz.www.example.com", False),
+    ("*.example.com", "https://www.example.com", False),
+    ("*.example..com", "www.example..com", False),
+    ("www.example..com", "www.example..com", True),
+    ("*.*.example.com", "xyz.www.example.com", False),
+    ("*.www.*.com", "xyz.www.example.com", False),
+    ("*bar.example.com", "foobar.example.com", False),
+    ("f*.example.com", "foobar.example.com", False),
+    ("www.example.com", "*.example.com", False),
+    ("", ".", False),
+    (".", "", False),
+    (".", ".", False),
+    ("example.com", "example.com.", True),
+    ("example.com.", "example.com", False),
+    ("example.com.", "example.com.", True),
+    ("*.com.", "example.com.", False),
+    ("*.com.", "example.com", False),
+    ("*.com", "example.com", True),
+    ("*.com", "example.com.", True),
+    ("foo:bar", "foo:bar", True),
+    ("*.foo:bar", "xxx.foo:bar", False),
+    ("*.2.3.4", "1.2.3.4", False),
+    ("*.2.3.4", "[1.2.3.4]", False),
+    ("*:4860:4860::8888", "2001:4860:4860::8888", False),
+    ("*:4860:4860::8888", "[2001:4860:4860::8888]", False),
+    ("2001:4860:4860::8888", "2001:4860:4860::8888", False),
+    ("2001:4860:4860::8888", "[2001:4860:4860::8888]", False),
+    ("[2001:4860:4860::8888]", "2001:4860:4860::8888", False),
+    ("[2001:4860:4860::8888]", "[2001:4860:4860::8888]", False),
+]
+# More cases, each read off Go's verify.go: validHostname takes a-z, 0-9, A-Z, '_' and a '-' that does not
+# start a label, and '*' only as a pattern's whole first label, never bare; a host that is not a valid
+# hostname is compared exactly (matchExactly: trailing dot significant); toLowerCaseASCII folds A-Z only;
+# net.ParseIP refuses zones, so "fe80::1%eth0" is a name.
+GO_VERIFY_RULES = [
+    ("*", "localhost", False),
+    ("*.example.com", "*.example.com.", False),
+    ("*.example.com", "*.example.com", True),
+    ("*.a-b_c.example", "x.a-b_c.example", True),
+    ("*.-ab.example", "x.-ab.example", False),
+    ("*.a^b.example", "x.a^b.example", False),
+    ("*.a:b.example", "x.a:b.example", False),
+    ("*.zz.example", "a.zz.example", True),
+    ("*.k09.example", "a.k09.example", True),
+    ("*.AZ.example", "x.az.example", True),
+    ("*.zone.example", "A.ZONE.EXAMPLE", True),
+    ("kube.example", "\u212aube.example", False),  # KELVIN SIGN is not ASCII 'K'
+    ("fe80::1%eth0", "fe80::1%eth0", True),
+]
+
+
+@pytest.mark.parametrize(("pattern", "host", "ok"), GO_MATCH_HOSTNAMES + GO_VERIFY_RULES)
+def test_verify_hostname_go_table(pattern: str, host: str, ok: bool) -> None:
+    key = KeyAlgorithm.ECDSA_P256.generate()
+    ca = pki.new_ca(certlist.ca_specs()["ca"], key, now=_now(), validity=CA_VALIDITY)
+    spec = CertSpec(name="t", base="t", cn="t", usages=(ExtUsage.SERVER,), ca="ca", dns=(pattern,))
+    cert = pki.sign(spec, key.public_key(), ca, key, now=_now(), validity=LEAF_VALIDITY)
+    assert pki.verify_hostname(cert, host) is ok
 
 
 def test_verify_hostname_follows_go() -> None:
