@@ -149,8 +149,8 @@ def test_unpacking_gives_the_files_the_node_had(
         assert content.decode() == _without_comments((TEMPLATES / source).read_text(), source), path
     # the units, as the renderer writes them (unchanged by the archive)
     report = True
-    texts = {bootstrap.UNIT_PATH: bootstrap.unit_text(report)}
-    texts |= {bootstrap.phase_unit_path(p): bootstrap.phase_unit_text(p, report) for p in PHASES}
+    texts = {bootstrap.layout.UNIT_PATH: bootstrap.units.unit_text(report)}
+    texts |= {bootstrap.units.phase_unit_path(p): bootstrap.units.phase_unit_text(p, report) for p in PHASES}
     for path in units:
         content, got_mode, _ = unpacked[path]
         assert got_mode == "0644", path
@@ -168,7 +168,7 @@ def test_unpacking_gives_the_files_the_node_had(
         assert listed[path]["sha256"] == hashlib.sha256(content).hexdigest(), path
     # secret and node-specific files stay plain entries with their modes
     assert all(not listed[p]["secret"] for p in unpacked)
-    assert {e["path"]: e["permissions"] for e in doc["write_files"]}[bootstrap.ENV_PATH] == "0644"
+    assert {e["path"]: e["permissions"] for e in doc["write_files"]}[bootstrap.layout.ENV_PATH] == "0644"
 
 
 def test_runcmd_unpacks_before_systemd_reads_the_units(baked: tuple[Path, Path]) -> None:
@@ -253,9 +253,9 @@ def test_here_documents_keep_their_lines() -> None:
 
 
 def test_only_public_root_files_go_in() -> None:
-    assert archive.in_archive(NodeFile(bootstrap.SCRIPT_PATH, b"#!/bin/bash\n", 0o755))
-    assert not archive.in_archive(secret(bootstrap.SCRIPT_PATH, b"#!/bin/bash\n"))
-    assert not archive.in_archive(NodeFile(bootstrap.ENV_PATH, b"A=1\n"))
+    assert archive.in_archive(NodeFile(bootstrap.layout.SCRIPT_PATH, b"#!/bin/bash\n", 0o755))
+    assert not archive.in_archive(secret(bootstrap.layout.SCRIPT_PATH, b"#!/bin/bash\n"))
+    assert not archive.in_archive(NodeFile(bootstrap.layout.ENV_PATH, b"A=1\n"))
     assert not archive.in_archive(NodeFile("/etc/systemd/system/kubelet.service.d/10-bake.conf", b""))
     assert not archive.in_archive(NodeFile("/etc/systemd/system/bake-x.service.d/a.conf", b""))
     assert archive.in_archive(NodeFile("/etc/systemd/system/bake-join-token.timer", b""))

@@ -51,11 +51,11 @@ under cloud-init's umask) and never changes the mode of an existing directory su
 UNIT_DIR = "/etc/systemd/system/"
 
 SCRIPT_SOURCES: dict[str, str] = {
-    bootstrap.SCRIPT_PATH: "bootstrap.sh",
+    bootstrap.layout.SCRIPT_PATH: "bootstrap.sh",
     renewal.SCRIPT_PATH: renewal.SCRIPT_NAME,
-    bootstrap.REPORT_SCRIPT_PATH: "report.sh",
-    f"{bootstrap.LIB_DIR}/lib.sh": "lib.sh",
-    **{bootstrap.phase_script_path(p): f"{p}.sh" for p in bootstrap.PHASES},
+    bootstrap.layout.REPORT_SCRIPT_PATH: "report.sh",
+    f"{bootstrap.layout.LIB_DIR}/lib.sh": "lib.sh",
+    **{bootstrap.layout.phase_script_path(p): f"{p}.sh" for p in bootstrap.layout.PHASES},
 }
 """Every script bake ships, by its path on the node -> its file in templates/bootstrap/."""
 
