@@ -28,6 +28,7 @@ import struct
 import tarfile
 import zlib
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from ..files import NodeFile
@@ -84,6 +85,7 @@ HEADER = "# bake: comments stripped; the commented source is templates/bootstrap
 _HEREDOC = re.compile(r"(?<!<)<<(?!<)(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
 
 
+@lru_cache(maxsize=64)
 def strip_comments(text: str, source: str) -> str:
     """The script without its full-line comments (first non-blank character `#`): never the shebang,
     never a line inside a here-document; a header line after the shebang names the commented source.
@@ -157,6 +159,13 @@ def tar_bytes(files: Iterable[NodeFile]) -> bytes:
     return buf.getvalue()
 
 
+@lru_cache(maxsize=16)
+def _packed(files: tuple[NodeFile, ...]) -> str:
+    """Cached by content: the archive is the same for every node of one kind (a thousand workers pack
+    it once), and level-9 gzip is most of a worker's rendering otherwise."""
+    return base64.b64encode(gzip_bytes(tar_bytes(files))).decode("ascii")
+
+
 def write_files_entry(files: Sequence[NodeFile]) -> dict[str, Any]:
     """The archive's write_files entry: the tar in gz+b64, public (nothing secret goes in)."""
     return {
@@ -164,7 +173,7 @@ def write_files_entry(files: Sequence[NodeFile]) -> dict[str, Any]:
         "owner": OWNER,
         "permissions": "0644",
         "encoding": "gz+b64",
-        "content": base64.b64encode(gzip_bytes(tar_bytes(files))).decode("ascii"),
+        "content": _packed(tuple(files)),
         "defer": False,
     }
 

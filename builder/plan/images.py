@@ -35,8 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .. import yamlio
 from ..errors import Problem
 from ..model import LoadBalancerKind, Role
 from . import ClusterPlan, NodePlan, Topology
@@ -227,16 +226,11 @@ def _walk_images(value: Any) -> Iterator[str]:
             yield from _walk_images(item)
 
 
-def _loader() -> type[yaml.SafeLoader]:
-    loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return loader
-
-
 @lru_cache(maxsize=32)
 def _manifest_images(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
     del size, mtime_ns  # part of the cache key only: a changed file is read again
     with open(path, "rb") as fh:
-        docs = list(yaml.load_all(fh, Loader=_loader()))
+        docs = yamlio.load_all_own(fh)
     return tuple(dict.fromkeys(ref for doc in docs for ref in _walk_images(doc)))
 
 

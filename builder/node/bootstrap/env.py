@@ -10,10 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 
-import yaml
 from cryptography import x509
 
-from ... import paths
+from ... import paths, yamlio
 from ...errors import BakeError, Problem
 from ...files import NodeFile
 from ...model import Role, versions
@@ -118,7 +117,7 @@ def pem_certificates(f: NodeFile) -> list[bytes]:
         return _PEM_CERTIFICATE.findall(f.content)
     if not f.path.endswith(".conf") or not any(k.encode() in f.content for k in _KUBECONFIG_CERT_KEYS):
         return []
-    doc = yaml.safe_load(f.content)
+    doc = yamlio.load_own(f.content)
     found: list[bytes] = []
     for section, inner in (("clusters", "cluster"), ("users", "user")):
         for entry in doc.get(section) or []:
@@ -145,7 +144,7 @@ def join_token_id(node_files: Sequence[NodeFile]) -> str:
     re-creates from that same file, so the script checks exactly that one."""
     for f in node_files:
         if f.path == INIT_CONFIG_PATH:
-            for doc in yaml.safe_load_all(f.content):
+            for doc in yamlio.load_all_own(f.content):
                 if doc and doc.get("kind") == "InitConfiguration":
                     return str(doc["bootstrapTokens"][0]["token"]).split(".", 1)[0]
     raise ValueError(f"no InitConfiguration with a bootstrap token in {INIT_CONFIG_PATH}")
@@ -155,7 +154,7 @@ def join_credential_not_after(node_files: Sequence[NodeFile]) -> str:
     """When the node's join credential expires (Unix time), or "" when it joins with the token."""
     for f in node_files:
         if f.path == paths.JOIN_KUBECONFIG:
-            doc = yaml.safe_load(f.content)
+            doc = yamlio.load_own(f.content)
             pem = base64.b64decode(doc["users"][0]["user"]["client-certificate-data"])
             return str(int(x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()))
     return ""
