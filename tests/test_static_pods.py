@@ -31,7 +31,7 @@ from builder.files import Sensitivity
 from builder.model import Arg, versions
 from builder.node import kubeadm_config as kc
 from builder.node import static_pods
-from builder.plan import ClusterPlan, build_plan
+from builder.plan import ClusterPlan, build_plan, images
 from builder.validation.profile import load_profile
 
 from .helpers import check_golden
@@ -360,8 +360,8 @@ def test_kube_vip_pods() -> None:
         assert env["vip_arp"] == env["cp_enable"] == env["vip_leaderelection"] == "true"
         assert env["svc_enable"] == "false"
         assert env["vip_nodename"] == node.name
-        assert c["image"] == static_pods.load_balancer.KUBE_VIP_IMAGE
-        assert static_pods.load_balancer.KUBE_VIP_IMAGE.startswith("ghcr.io/kube-vip/kube-vip:v")
+        assert c["image"] == images.KUBE_VIP.upstream_ref
+        assert images.KUBE_VIP.upstream_ref.startswith("ghcr.io/kube-vip/kube-vip:v")
         assert c["volumeMounts"][0]["mountPath"] == "/etc/kubernetes/admin.conf"
         host_path = pod["spec"]["volumes"][0]["hostPath"]
         expected = "/etc/kubernetes/super-admin.conf" if node.is_init else "/etc/kubernetes/admin.conf"

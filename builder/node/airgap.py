@@ -30,7 +30,6 @@ import yaml
 
 from ..emit import iso
 from ..errors import BakeError, Problem
-from ..files import sha256_file
 from ..model import Arch, Cni, Profile
 from ..plan import ClusterPlan, images
 
@@ -381,7 +380,4 @@ def seed_manifest(seed: ArchSeed, digests: dict[str, str], iso_digest: str, iso_
         "unchecked": list(seed.unknown),
     }
 
-
-def file_digests(seed: ArchSeed) -> dict[str, str]:
-    return {f.name: sha256_file(f.path) for f in seed.files}
 

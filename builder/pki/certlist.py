@@ -7,7 +7,7 @@ every signed certificate: DNS names become a sorted set, IPs keep their first oc
 Extra SANs (apiServer.certSANs, etcd.local.serverCertSANs / peerCertSANs) that are neither an IP nor a
 valid RFC-1123 (wildcard) subdomain are skipped, as kubeadm does. That is why `apiserver()`,
 `etcd_server()` and `etcd_peer()` return `(spec, warnings)`: one kubeadm warning per skipped entry,
-for callers to surface (or reject). `san_warnings()` gives the same warnings without building a spec.
+for callers to surface (or reject).
 """
 
 from __future__ import annotations
@@ -82,11 +82,6 @@ def split_sans(sans: Iterable[str], cert_name: str) -> tuple[list[str], list[IPA
                 "or RFC-1123 compliant DNS entry"
             )
     return dns, ips, warnings
-
-
-def san_warnings(sans: Iterable[str], cert_name: str) -> list[str]:
-    """kubeadm's warnings for extra SANs it would silently drop (cert_name: apiserver, etcd-server, ...)."""
-    return split_sans(sans, cert_name)[2]
 
 
 def _dedup(dns: Iterable[str], ips: Iterable[IPAddress]) -> tuple[tuple[str, ...], tuple[IPAddress, ...]]:

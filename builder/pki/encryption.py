@@ -17,7 +17,6 @@ from typing import Any, Literal
 from .. import paths, yamlio
 
 Provider = Literal["secretbox", "aescbc", "none"]
-DEFAULT_PROVIDER: Provider = "secretbox"
 KEY_BYTES = 32  # secretbox needs exactly 32; aescbc accepts 16, 24 or 32
 KEY_NAME = "bake-1"
 CONFIG_DIR = paths.ENCRYPTION_DIR
@@ -28,11 +27,6 @@ FLAG = "encryption-provider-config"
 
 def new_key() -> bytes:
     return os.urandom(KEY_BYTES)
-
-
-def stored_prefix(provider: Provider) -> str:
-    """How the apiserver marks a value it encrypted, in etcd (k8s:enc:<provider>:v1:<key name>:)."""
-    return f"k8s:enc:{provider}:v1:{KEY_NAME}:"
 
 
 def config_document(provider: Provider, key: bytes) -> dict[str, Any]:

@@ -38,21 +38,8 @@ class OsInfo:
     name: OsName
 
     @property
-    def distro(self) -> str:
-        return self.name.value.split("-", 1)[0]
-
-    @property
-    def release(self) -> str:
-        return self.name.value.split("-", 1)[1]
-
-    @property
     def family(self) -> PackageFamily:
         return osfamily.for_os(self.name).package_family
-
-    @property
-    def rhel_like(self) -> bool:
-        """SELinux enforcing and firewalld by default (guide part 1)."""
-        return self.family is PackageFamily.DNF
 
 
 @dataclass(frozen=True)
@@ -171,11 +158,6 @@ class ClusterPlan:
     @cached_property
     def service_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(c) for c in self.settings.service_subnet.split(","))
-
-    @property
-    def first_service_ip(self) -> IPAddress:
-        """kubeadm: first address of the FIRST service CIDR (the `kubernetes` Service)."""
-        return self.service_networks[0].network_address + 1
 
     @property
     def cluster_dns_ip(self) -> IPAddress:

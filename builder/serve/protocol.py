@@ -33,9 +33,9 @@ SIGNATURE_HEADER = "X-Bake-Signature"
 SIGNATURE_PREFIX = "sha256="
 MAX_BODY = 16 * 1024
 """A larger body is refused before it is read (413)."""
-TAIL_LINES = 40
 TAIL_BYTES = 8 * 1024
-"""The log tail of a failed step: at most this many lines and bytes, base64 in the body."""
+"""The log tail of a failed step: at most this many bytes, base64 in the body (report.sh sends at most
+its last 40 lines, cut to this size)."""
 KEY_CONTEXT = b"bake-report-v1"
 STEPS = ("bootstrap", *PHASES)
 """`bootstrap` is the driver (bake-bootstrap.service), the others its phase units, in order."""

@@ -25,12 +25,6 @@ from ...model.syntax import IPAddress
 from ...plan import API_PORT, ClusterPlan, NodePlan, bracket, images
 from .frame import component_pod, host_path_volume
 
-# Upstream references of the load balancers' images (builder.plan.images pins them and applies
-# cluster.imageRepository and cluster.images to them).
-KUBE_VIP_IMAGE = images.KUBE_VIP.upstream_ref
-HAPROXY_IMAGE = images.HAPROXY.upstream_ref
-KEEPALIVED_IMAGE = images.KEEPALIVED.upstream_ref
-
 HAPROXY_CFG_PATH = "/etc/haproxy/haproxy.cfg"
 KEEPALIVED_CONF_PATH = "/etc/keepalived/keepalived.conf"
 CHECK_SCRIPT_PATH = "/etc/keepalived/check_apiserver.sh"
