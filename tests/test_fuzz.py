@@ -115,9 +115,12 @@ def _mutate(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str
 
 
 def run_cli(args: list[str]) -> tuple[int, str]:
-    """The CLI in this process; a bake keeps its bundle in OUT/../secrets, never the current directory."""
+    """The CLI in this process; a bake keeps its bundle in OUT/../secrets, never the current directory.
+    One job: forking this process's worker pool for every example cost more than the bake itself, and
+    the output does not depend on the job count (tests/test_parallel.py)."""
     if "--out" in args and args[:1] != ["check"]:
-        args = [*args, "--secrets", str(Path(args[args.index("--out") + 1]).parent / "secrets")]
+        secrets = Path(args[args.index("--out") + 1]).parent / "secrets"
+        args = [*args, "--secrets", str(secrets), "--jobs", "1"]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
