@@ -52,11 +52,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     terminalreporter.section(f"golden files rewritten: {len(helpers.GOLDEN_CHANGES)}")
     for path, summary, _ in helpers.GOLDEN_CHANGES:
-        terminalreporter.write_line(f"  {summary:>16}  {path.relative_to(helpers.REPO)}")
+        terminalreporter.write_line(f"  {summary:>18}  {path.relative_to(helpers.REPO)}")
+    summaries = [summary for _, summary, _ in helpers.GOLDEN_CHANGES]
+    new = sum(s.startswith("new") for s in summaries)
+    removed = sum(s.startswith("removed") for s in summaries)
+    terminalreporter.write_line(f"{len(summaries) - new - removed} changed, {new} new, {removed} removed")
     for path, _, diff in helpers.GOLDEN_CHANGES:
         if diff:
             lines = diff.splitlines()
             terminalreporter.write_line("")
             terminalreporter.write_line("\n".join(lines[:40]))
             if len(lines) > 40:
-                terminalreporter.write_line(f"... {len(lines) - 40} more diff lines for {path.name}")
+                rel = path.relative_to(helpers.REPO)
+                terminalreporter.write_line(f"... {len(lines) - 40} more diff lines for {rel}")

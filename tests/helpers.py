@@ -139,7 +139,8 @@ def golden_diff(path: Path, old: bytes | None, new: bytes, context: int = 2) -> 
         a, b = old.decode().splitlines(keepends=True), new.decode().splitlines(keepends=True)
     except UnicodeDecodeError:
         return f"binary, {len(old)} -> {len(new)} bytes", ""
-    diff = list(difflib.unified_diff(a, b, f"{path.name} (golden)", f"{path.name} (now)", n=context))
+    name = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    diff = list(difflib.unified_diff(a, b, f"{name} (golden)", f"{name} (now)", n=context))
     added = sum(1 for d in diff if d.startswith("+") and not d.startswith("+++"))
     removed = sum(1 for d in diff if d.startswith("-") and not d.startswith("---"))
     return f"+{added} -{removed} lines", "".join(diff)
@@ -155,6 +156,13 @@ def check_golden(path: Path, content: bytes) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
         return
+    compare_golden(path, content)
+
+
+def compare_golden(path: Path, content: bytes) -> None:
+    """Compare with a golden file, whatever UPDATE_GOLDEN says: for a test that renders one part of a
+    golden another test writes whole."""
+    old = path.read_bytes() if path.is_file() else None
     assert old is not None, f"missing golden {path}: run `make golden`"
     if old != content:
         summary, diff = golden_diff(path, old, content)
@@ -162,6 +170,18 @@ def check_golden(path: Path, content: bytes) -> None:
         raise AssertionError(
             f"{path} differs ({summary}); if intended, refresh with `make golden` and review:\n{shown}"
         )
+
+
+def remove_stale_golden(path: Path) -> None:
+    """A golden nothing renders any more: UPDATE_GOLDEN=1 removes it (and records it), else it fails."""
+    if not os.environ.get("UPDATE_GOLDEN"):
+        raise AssertionError(f"stale golden {path}: nothing renders it; `make golden` removes it")
+    GOLDEN_CHANGES.append((path, f"removed, {len(path.read_bytes().splitlines())} lines", ""))
+    path.unlink()
+    for parent in path.parents:  # the directories it leaves empty
+        if parent == REPO or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 OVERLAYS = r"""mount --make-rprivate /

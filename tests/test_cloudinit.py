@@ -2,7 +2,10 @@
 
 Every user-data of every embedded profile (and OS / arch / runtime / package-mode / IPv6 variants) is
 checked by cloud-init's own validator (`cloud-init schema`, the Debian package, run as a program).
-Golden files pin one node per role; refresh them with `make golden` (it prints what changed).
+The golden test renders every node of every embedded profile with real PKI (the profile's fixture
+bundle) and compares the whole seed with the golden tree (tests/golden_tree.py); `make golden`
+refreshes the tree and prints what changed. The other tests here use a stand-in for the secrets stage
+(`fake_pki_files`): they are about the seed's structure, not its certificates.
 """
 
 from __future__ import annotations
@@ -29,15 +32,17 @@ from builder import resources, yamlio
 from builder.errors import BakeError
 from builder.files import NodeFile, public, secret
 from builder.model import Profile
-from builder.node import bootstrap, cloudinit
+from builder.node import bootstrap, cloudinit, distribute
+from builder.pki import secrets
 from builder.plan import ClusterPlan, NodePlan, build_plan
 from builder.validation.profile import load_profile, validate
 
-from .helpers import check_golden, disk_files
+from .golden_tree import BUNDLES, GOLDEN, bundle_ca_hash, bundle_token, golden_plan, split
+from .golden_tree import PROFILES as GOLDEN_PROFILES
+from .helpers import compare_golden, disk_files
 from .peers import program
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO / "tests" / "fixtures" / "golden" / "cloudinit"
 TOKEN = "abcdef.0123456789abcdef"
 CA_HASH = "sha256:" + "ab" * 32
 PROFILES = ("single-master", "single-node", "ha-stacked", "ha-external-etcd", "etcd-cluster")
@@ -597,25 +602,33 @@ def test_rendering_is_deterministic_across_processes() -> None:
 # --------------------------------------------------------------------------------------------------
 # golden files
 
-GOLDEN_NODES = [
-    ("ha-stacked", "cp-1"),
-    ("ha-stacked", "cp-2"),
-    ("ha-stacked", "worker-1"),
-    ("ha-external-etcd", "cp-1"),
-    ("ha-external-etcd", "cp-2"),
-    ("ha-external-etcd", "worker-1"),
-    ("ha-external-etcd", "etcd-1"),
-]
+def golden_seeds(profile: str) -> dict[str, dict[str, bytes]]:
+    """Every node's seed as the bake renders it from the profile's fixture bundle, in profile order."""
+    plan = golden_plan(profile)
+    bundle = secrets.load_bundle(BUNDLES / profile)
+    assert bundle is not None, f"no bundle for {profile}: `make golden` creates it"
+    seeds = {}
+    for node in plan.nodes:
+        rendered = cloudinit.render_node(
+            plan,
+            node,
+            pki_files=distribute.node_pki_files(plan, node, bundle),
+            token=bundle_token(profile),
+            ca_hash=bundle_ca_hash(profile),
+        )
+        seeds[node.name] = {
+            "user-data": rendered.user_data,
+            "meta-data": rendered.meta_data,
+            "network-config": rendered.network_config,
+        }
+    return seeds
 
 
-@pytest.mark.parametrize(("profile", "node"), GOLDEN_NODES, ids=[f"{p}/{n}" for p, n in GOLDEN_NODES])
-def test_golden(profile: str, node: str) -> None:
-    plan = _plan(profile)
-    rendered = render(plan, plan.node(node))
-    outputs = {
-        "user-data": rendered.user_data,
-        "meta-data": rendered.meta_data,
-        "network-config": rendered.network_config,
-    }
-    for name, data in outputs.items():
-        check_golden(GOLDEN / profile / node / name, data)
+@pytest.mark.parametrize("profile", GOLDEN_PROFILES)
+def test_golden(profile: str) -> None:
+    wanted = split(golden_seeds(profile))
+    root = GOLDEN / profile
+    for rel, data in sorted(wanted.items()):
+        compare_golden(root / rel, data)
+    stored = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
+    assert sorted(rel for rel in stored if rel != "manifest.json") == sorted(wanted), "stale golden files"

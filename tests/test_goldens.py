@@ -2,10 +2,19 @@
 
 A golden written by the code under test proves nothing about the code: a wrong rendering regenerated
 with `make golden` is still wrong. So every golden is decoded here and checked against rules stated
-independently of the renderers (kubeadm's file modes and paths, which role may hold which secret,
-the node's own name and address from the profile), and the kubeadm documents among them are given to
-the real kubeadm. One golden set comes from a real secrets bundle kept in the fixtures (certificates
-valid for a century), baked through the CLI, so the PKI the nodes get is in a golden too.
+independently of the renderers (kubeadm's file modes and paths, which role may hold which secret, the
+node's own name and address from the profile), and the kubeadm documents among them are given to the
+real kubeadm.
+
+The golden tree (tests/golden_tree.py: one directory per embedded profile, each node file stored once) is
+baked through the CLI, as a user bakes, from a real secrets bundle per profile kept in
+tests/fixtures/bundles/<profile> (ECDSA keys, certificates valid for a century: golden_tree.SETS). Real
+PKI for every profile, no stand-in: the keys, certificates and kubeconfigs each role gets are goldens too
+and are judged here (a worker's join credential names that worker, the discovery hash is the bundle CA's),
+and the bytes stay stable because the bake reuses the bundle instead of issuing new keys. `make golden`
+creates the bundle of a profile that has none (and keeps a bundle whose format the bake changed); the
+per-module golden tests (kubeadm config, static pods, cloud-init) render their part from the same
+profile, sets and bundle and compare it with this tree.
 """
 
 from __future__ import annotations
@@ -17,7 +26,6 @@ import posixpath
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,17 +36,25 @@ from cryptography import x509
 
 from builder.validation.profile import load_profile
 
-from .helpers import REPO, bake, bundle, check_golden, disk_files, tree_digest
+from .golden_tree import (
+    BUNDLES,
+    GOLDEN,
+    PROFILES,
+    SEEDS,
+    SETS,
+    GoldenFile,
+    bundle_ca_hash,
+    bundle_token,
+    golden_user_data,
+    manifest,
+    node_files,
+    references,
+    sha256,
+    shipped_source,
+    split,
+)
+from .helpers import GOLDEN_CHANGES, REPO, bake, bundle, check_golden, remove_stale_golden, tree_digest
 from .peers import missing
-
-GOLDEN = REPO / "tests" / "fixtures" / "golden"
-BUNDLE = REPO / "tests" / "fixtures" / "bundles" / "single-master"
-REAL = GOLDEN / "real" / "single-master"
-REAL_SETS = (
-    "--set", "cluster.encryptionAlgorithm=ECDSA-P256",
-    "--set", "cluster.certificateValidityPeriod=876000h",
-    "--set", "cluster.caCertificateValidityPeriod=876000h",
-)  # fmt: skip
 
 # Paths a worker may hold a private key at: its own per-node join credential (cluster.join:
 # certificate, the default), a discovery kubeconfig judged by check_join_conf.
@@ -46,62 +62,15 @@ JOIN_CONF = "/etc/bake/join.conf"
 WORKER_KEY_PATHS: frozenset[str] = frozenset({JOIN_CONF})
 
 PKI = "/etc/kubernetes/pki"
+MANIFESTS = "/etc/kubernetes/manifests/"
 TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
-HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 WRITABLE_PREFIXES = ("/etc/", "/usr/local/", "/run/kubeadm/", "/var/lib/")
 KUBEADM_KINDS = {"InitConfiguration", "ClusterConfiguration", "JoinConfiguration"}
-
-
-# --------------------------------------------------------------------------------------------------
-# the real-bundle golden set
-
-
-@pytest.fixture(scope="module")
-def real_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("real")
-    shutil.copytree(BUNDLE, bundle(out, "single-master"))
-    proc = bake("--profile", "single-master", *REAL_SETS, "--quiet", out=out)
-    assert proc.returncode == 0, proc.stderr
-    tree = (out / "single-master").resolve()
-    if os.environ.get("UPDATE_GOLDEN"):  # a bundle format change: keep what the bake kept or added
-        shutil.rmtree(BUNDLE)
-        shutil.copytree(bundle(out, "single-master"), BUNDLE)
-    return tree
-
-
-def _real_files(tree: Path) -> list[str]:
-    seeds = ("user-data", "meta-data", "network-config")
-    return ["manifest.json"] + [
-        f"nodes/{n.name}/{f}" for n in sorted((tree / "nodes").iterdir()) for f in seeds
-    ]
-
-
-def test_real_bundle_golden(real_tree: Path) -> None:
-    kept = bundle(real_tree.parents[2], "single-master")  # outputs/.bake/<cluster>/gen-…
-    assert tree_digest(kept) == tree_digest(BUNDLE), "the kept bundle was not reused"
-    wanted = _real_files(real_tree)
-    for rel in wanted:
-        check_golden(REAL / rel, (real_tree / rel).read_bytes())
-    stale = sorted(str(p.relative_to(REAL)) for p in REAL.rglob("*") if p.is_file())
-    assert stale == sorted(wanted), "stale golden files: remove them"
-
-
-# --------------------------------------------------------------------------------------------------
-# decoding, independent of builder/
-
-
-def _golden_files() -> list[Path]:
-    return sorted(p for p in GOLDEN.rglob("*") if p.is_file())
-
-
-def _where(path: Path) -> tuple[str, str, str]:
-    """(profile, node, file name) of a golden; node "" for cluster-wide files."""
-    parts = path.relative_to(GOLDEN).parts
-    if parts[0] == "cloudinit":
-        return parts[1], parts[2], parts[3]
-    if parts[0] == "real":
-        return (parts[1], "", parts[2]) if len(parts) == 3 else (parts[1], parts[3], parts[4])
-    return parts[0], parts[1], parts[2]
+TEXT_FILES = {  # the load balancer's configuration, judged by check_text
+    "/etc/haproxy/haproxy.cfg": "haproxy.cfg",
+    "/etc/keepalived/keepalived.conf": "keepalived.conf",
+    "/etc/keepalived/check_apiserver.sh": "check_apiserver.sh",
+}
 
 
 @cache
@@ -120,10 +89,78 @@ def _init_node(profile: str) -> str:
     return next(n for n, v in _nodes(profile).items() if v["role"] == "control-plane")
 
 
-def _write_files(doc: dict[str, Any]) -> Iterator[tuple[str, str, bytes]]:
-    """(path, permissions, content) of cloud-init write_files, decoded as cloud-init does."""
-    for path, (data, mode, _) in disk_files(doc).items():  # the first-boot archive unpacked
-        yield path, mode or "0644", data
+def _external_etcd(profile: str) -> bool:
+    return any(v["role"] == "etcd" for v in _nodes(profile).values())
+
+
+NODES = [(p, n) for p in PROFILES for n in _nodes(p)]
+
+
+# --------------------------------------------------------------------------------------------------
+# the golden tree, baked through the CLI
+
+
+def _bake(profile: str, out: Path) -> Path:
+    """Bake a profile from its fixture bundle (`make golden`: a new bundle if it has none yet, kept);
+    returns the output tree."""
+    fixture = BUNDLES / profile
+    update = bool(os.environ.get("UPDATE_GOLDEN"))
+    if fixture.is_dir():
+        shutil.copytree(fixture, bundle(out, profile))
+    elif not update:
+        pytest.fail(f"no bundle {fixture.relative_to(REPO)}: `make golden` creates it")
+    proc = bake("--profile", profile, *(a for s in SETS for a in ("--set", s)), "--quiet", out=out)
+    assert proc.returncode == 0, proc.stderr
+    kept = bundle(out, profile)
+    if not update:
+        assert tree_digest(kept) == tree_digest(fixture), "the kept bundle was not reused"
+    elif not fixture.is_dir() or tree_digest(kept) != tree_digest(fixture):  # new, or its format changed
+        GOLDEN_CHANGES.append((fixture, "bundle rewritten" if fixture.is_dir() else "new bundle", ""))
+        shutil.rmtree(fixture, ignore_errors=True)
+        shutil.copytree(kept, fixture)
+    return (out / profile).resolve()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_golden_tree(profile: str, tmp_path: Path) -> None:
+    tree = _bake(profile, tmp_path)
+    seeds = {n: {s: (tree / "nodes" / n / s).read_bytes() for s in SEEDS} for n in _nodes(profile)}
+    wanted = split(seeds) | {"manifest.json": manifest((tree / "manifest.json").read_bytes(), seeds)}
+    for rel, data in sorted(wanted.items()):
+        check_golden(GOLDEN / profile / rel, data)
+    for path in sorted((GOLDEN / profile).rglob("*")):
+        if path.is_file() and str(path.relative_to(GOLDEN / profile)) not in wanted:
+            remove_stale_golden(path)
+
+
+def test_one_golden_directory_per_profile() -> None:
+    assert sorted(p.name for p in GOLDEN.iterdir()) == sorted(PROFILES), "one per file in profiles/, no other"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_tree_stores_each_file_once(profile: str) -> None:
+    """Every stored node file is referenced, and no node file's bytes are stored twice for one path."""
+    root = GOLDEN / profile
+    referenced = {ref for node in _nodes(profile) for ref in references(profile, node).values()}
+    stored: dict[tuple[str, str], Path] = {}
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        parts = path.relative_to(root).parts
+        if parts[0] == "files" or (parts[0] == "nodes" and parts[2] == "files"):
+            assert path in referenced, f"{path}: stored, referenced by no node"
+            on_node = "/" + "/".join(parts[1:] if parts[0] == "files" else parts[3:])
+            key = (on_node, sha256(path.read_bytes()))
+            assert key not in stored, f"{path}: the same bytes as {stored[key]}"
+            stored[key] = path
+        else:
+            assert parts == ("manifest.json",) or (
+                parts[0] == "nodes" and parts[1] in _nodes(profile) and parts[2:] in [(s,) for s in SEEDS]
+            ), path
+
+
+# --------------------------------------------------------------------------------------------------
+# invariants of every node of every profile, independent of builder/
 
 
 def _kubeadm_mode(path: str) -> str | None:
@@ -134,23 +171,22 @@ def _kubeadm_mode(path: str) -> str | None:
             return "0600"
         if path.endswith(".crt"):
             return "0644"
-    if re.fullmatch(r"/etc/kubernetes/[a-z-]+\.conf", path) or path.startswith("/etc/kubernetes/manifests/"):
+    if re.fullmatch(r"/etc/kubernetes/[a-z-]+\.conf", path) or path.startswith(MANIFESTS):
         return "0600"
     return None
 
 
-def check_user_data(text: bytes, profile: str, node: str) -> list[tuple[str, bytes]]:
-    """Every invariant of one node's user-data; returns its kubeadm documents (path, bytes)."""
-    assert text.startswith(b"#cloud-config\n")
-    doc = yaml.safe_load(text)
-    assert isinstance(doc, dict)
+def check_user_data(
+    doc: dict[str, Any], files: dict[str, GoldenFile], profile: str, node: str
+) -> list[tuple[str, bytes]]:
+    """Every invariant of one node's user-data and the files it writes; returns its kubeadm documents
+    (path, bytes). A script shipped from the repository is judged by its commented source (the shipped
+    script has the same lines but for comments)."""
     role = _nodes(profile)[node]["role"]
     assert doc.get("hostname") == node
-    seen: set[str] = set()
     configs = []
-    for path, perms, data in _write_files(doc):
-        assert path not in seen, f"{path} written twice"
-        seen.add(path)
+    for path, (data, perms, _, _) in files.items():
+        perms = perms or "0644"
         assert posixpath.isabs(path) and posixpath.normpath(path) == path, path
         assert path.startswith(WRITABLE_PREFIXES), path
         assert re.fullmatch(r"0[0-7]{3}", perms), (path, perms)
@@ -182,7 +218,7 @@ def check_user_data(text: bytes, profile: str, node: str) -> list[tuple[str, byt
         if path == JOIN_CONF:
             check_join_conf(data, perms, profile, node)
     if role == "control-plane":
-        assert f"{PKI}/ca.key" in seen and f"{PKI}/sa.key" in seen
+        assert f"{PKI}/ca.key" in files and f"{PKI}/sa.key" in files
         want = (
             "/run/kubeadm/kubeadm.yaml"
             if node == _init_node(profile)
@@ -192,8 +228,8 @@ def check_user_data(text: bytes, profile: str, node: str) -> list[tuple[str, byt
     if role == "worker":
         assert [p for p, _ in configs] == ["/run/kubeadm/kubeadm-join-config.yaml"]
     if role == "etcd":
-        assert configs == [] and "/etc/kubernetes/manifests/etcd.yaml" in seen
-    assert "/usr/local/sbin/bake-bootstrap" in seen
+        assert configs == [] and f"{MANIFESTS}etcd.yaml" in files
+    assert "/usr/local/sbin/bake-bootstrap" in files
     return configs
 
 
@@ -202,18 +238,14 @@ def check_join_conf(data: bytes, perms: str, profile: str, node: str) -> None:
     assert perms == "0600"
     assert _cluster(profile).get("join", "certificate") == "certificate"
     assert node != _init_node(profile) and _nodes(profile)[node]["role"] != "etcd", node
-    if b"FAKE" in data:  # the cloudinit goldens are rendered with stand-ins for the secrets stage
-        return
     doc = yaml.safe_load(data)
     (user,) = doc["users"]
     cert = x509.load_pem_x509_certificate(base64.b64decode(user["user"]["client-certificate-data"]))
     assert cert.subject.rfc4514_string() == f"CN=system:node:{node},O=system:nodes", cert.subject
     assert cert.issuer.rfc4514_string() == "CN=kubernetes"
+    ca = x509.load_pem_x509_certificate((BUNDLES / profile / "pki" / "ca.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)  # by the bundle's cluster CA
     assert "token" not in user["user"]
-
-
-def _external_etcd(profile: str) -> bool:
-    return any(v["role"] == "etcd" for v in _nodes(profile).values())
 
 
 def check_kubeadm_config(data: bytes, profile: str, node: str) -> None:
@@ -234,7 +266,7 @@ def check_kubeadm_config(data: bytes, profile: str, node: str) -> None:
         assert init["nodeRegistration"]["name"] == node
         assert init["localAPIEndpoint"]["advertiseAddress"] == _nodes(profile)[node]["ip"]
         (token,) = init["bootstrapTokens"]
-        assert TOKEN_RE.match(token["token"])
+        assert TOKEN_RE.match(token["token"]) and token["token"] == bundle_token(profile)
         cluster = docs[kinds.index("ClusterConfiguration")]
         assert cluster["networking"]["podSubnet"] == _cluster(profile)["podSubnet"]
         assert cluster["networking"]["serviceSubnet"] == _cluster(profile)["serviceSubnet"]
@@ -249,7 +281,7 @@ def check_kubeadm_config(data: bytes, profile: str, node: str) -> None:
         else:
             token = join["discovery"]["bootstrapToken"]
             assert TOKEN_RE.match(token["token"]) and token["caCertHashes"]
-            assert all(HASH_RE.match(h) for h in token["caCertHashes"])
+            assert token["caCertHashes"] == [bundle_ca_hash(profile)]
             assert token.get("unsafeSkipCAVerification") in (None, False)
         assert ("controlPlane" in join) == (role == "control-plane")
         if role == "control-plane":
@@ -305,69 +337,89 @@ def check_text(data: bytes, profile: str, node: str, name: str) -> None:
         raise AssertionError(f"no rule for {name}")
 
 
-def check_golden_file(path: Path) -> list[tuple[str, bytes]]:
-    """Judge one golden; returns the kubeadm documents found in it (for the real kubeadm)."""
-    profile, node, name = _where(path)
-    data = path.read_bytes()
-    if name == "user-data":
-        return check_user_data(data, profile, node)
-    if name == "meta-data":
-        meta = yaml.safe_load(data)
-        assert meta["local-hostname"] == node and str(meta["instance-id"]).strip()
-        return []
-    if name == "network-config":
-        net = yaml.safe_load(data)
-        assert net["version"] == 2
-        addresses = [a for eth in net["ethernets"].values() for a in eth["addresses"]]
-        assert [a.split("/")[0] for a in addresses] == [_nodes(profile)[node]["ip"]]
-        return []
-    if name in ("kubeadm.yaml", "kubeadm-join-config.yaml"):
+def check_node(profile: str, node: str) -> list[tuple[str, bytes]]:
+    """Judge one node's golden files; returns its kubeadm documents (path, bytes), for the real kubeadm."""
+    files = node_files(profile, node)  # every reference resolved, its digest checked
+    configs = check_user_data(golden_user_data(profile, node), files, profile, node)
+    for _, data in configs:
         check_kubeadm_config(data, profile, node)
-        return [(name, data)]
-    if name == "manifest.json":
-        manifest = json.loads(data)
-        assert [n["name"] for n in manifest["nodes"]] == list(_nodes(profile))
-        assert HASH_RE.match(manifest["discoveryTokenCaCertHash"])
-        for n in manifest["nodes"]:
-            for f in n["files"]:
-                want = _kubeadm_mode(f["path"])
-                assert want is None or f["mode"] == want, f
-        return []
-    if name.endswith(".yaml"):
-        check_static_pod(data, profile, node, name)
-        return []
-    check_text(data, profile, node, name)
-    return []
+    for path, (data, _, _, _) in files.items():
+        if path.startswith(MANIFESTS):
+            check_static_pod(data, profile, node, path.removeprefix(MANIFESTS))
+        elif path in TEXT_FILES:
+            check_text(data, profile, node, TEXT_FILES[path])
+    here = GOLDEN / profile / "nodes" / node
+    meta = yaml.safe_load((here / "meta-data").read_bytes())
+    assert meta["local-hostname"] == node and str(meta["instance-id"]).strip()
+    net = yaml.safe_load((here / "network-config").read_bytes())
+    assert net["version"] == 2
+    addresses = [a for eth in net["ethernets"].values() for a in eth["addresses"]]
+    assert [a.split("/")[0] for a in addresses] == [_nodes(profile)[node]["ip"]]
+    return configs
 
 
-GOLDENS = _golden_files()
+@pytest.mark.parametrize(("profile", "node"), NODES, ids=[f"{p}/{n}" for p, n in NODES])
+def test_golden_invariants(profile: str, node: str) -> None:
+    check_node(profile, node)
 
 
-@pytest.mark.parametrize("path", GOLDENS, ids=[str(p.relative_to(GOLDEN)) for p in GOLDENS])
-def test_golden_invariants(path: Path) -> None:
-    for _, data in check_golden_file(path):
-        profile, node, _ = _where(path)
-        check_kubeadm_config(data, profile, node)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_manifest_invariants(profile: str) -> None:
+    doc = json.loads((GOLDEN / profile / "manifest.json").read_bytes())
+    assert doc["cluster"] == profile
+    assert [n["name"] for n in doc["nodes"]] == list(_nodes(profile))
+    assert doc["discoveryTokenCaCertHash"] == bundle_ca_hash(profile)
+    for entry in doc["nodes"]:
+        name = entry["name"]
+        assert entry["files"] == f"nodes/{name}/user-data"  # its list, checked equal when baked
+        assert entry["role"] == _nodes(profile)[name]["role"] and entry["ip"] == _nodes(profile)[name]["ip"]
+        mark = (GOLDEN / profile / "nodes" / name / "user-data").read_bytes().split(b"\n")[1]
+        assert mark.endswith(entry["artifacts"][f"nodes/{name}/user-data"].encode()), "the seed's digest"
+        for seed in ("meta-data", "network-config"):
+            data = (GOLDEN / profile / "nodes" / name / seed).read_bytes()
+            assert entry["artifacts"][f"nodes/{name}/{seed}"] == sha256(data), seed
 
 
 def test_every_role_has_a_golden() -> None:
-    roles = {_nodes(p)[n]["role"] for p, n, _ in map(_where, GOLDENS) if n}
-    assert roles == {"control-plane", "worker", "etcd"}
-    assert any(p.parts[-4:-2] == ("real", "single-master") or "real" in p.parts for p in GOLDENS)
+    assert {v["role"] for p in PROFILES for v in _nodes(p).values()} == {"control-plane", "worker", "etcd"}
+    assert {"ha-external-etcd", "ha-stacked", "single-master"} <= set(PROFILES)
 
 
-def test_invariants_catch_a_worker_key(tmp_path: Path) -> None:
+def test_invariants_catch_a_worker_key() -> None:
     """The checker itself fails on a worker holding a key (so the rule above can fail)."""
-    src = GOLDEN / "cloudinit" / "ha-stacked" / "worker-1" / "user-data"
-    doc = yaml.safe_load(src.read_bytes())
-    doc["write_files"].append(
-        {"path": f"{PKI}/x.key", "permissions": "0600", "content": "-----BEGIN PRIVATE KEY-----\n"}
-    )
+    doc = golden_user_data("ha-stacked", "worker-1")
+    files = node_files("ha-stacked", "worker-1")
+    check_user_data(doc, files, "ha-stacked", "worker-1")
+    key = GoldenFile(b"-----BEGIN PRIVATE KEY-----\n", "0600", "root:root")
     with pytest.raises(AssertionError, match="a worker gets"):
-        check_user_data(b"#cloud-config\n" + yaml.safe_dump(doc).encode(), "ha-stacked", "worker-1")
-    doc["write_files"][-1]["path"] = "/etc/bake/x.pem"
+        check_user_data(doc, files | {f"{PKI}/x.key": key}, "ha-stacked", "worker-1")
     with pytest.raises(AssertionError, match="worker key"):
-        check_user_data(b"#cloud-config\n" + yaml.safe_dump(doc).encode(), "ha-stacked", "worker-1")
+        check_user_data(doc, files | {"/etc/bake/x.pem": key}, "ha-stacked", "worker-1")
+
+
+def test_a_shipped_script_must_be_its_source() -> None:
+    """A script referenced by its source instead of stored holds the same lines as that source but for
+    comments: an added line fails when the tree is written."""
+    source = "templates/bootstrap/wait.sh"
+    shebang, rest = (REPO / source).read_bytes().split(b"\n", 1)
+    header = f"# bake: comments stripped; the commented source is {source} in the bake package".encode()
+    code = [line for line in rest.split(b"\n") if not line.lstrip().startswith(b"#")]
+    shipped = b"\n".join([shebang, header, *code])
+    assert shipped_source(shipped) == source
+    with pytest.raises(AssertionError, match="more than comments cut"):
+        shipped_source(shipped + b"echo added\n")
+
+
+def test_a_reference_to_other_bytes_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a node back checks each digest: a golden file edited without its reference fails."""
+    profile = tmp_path / "ha-stacked"
+    shutil.copytree(GOLDEN / "ha-stacked", profile)
+    monkeypatch.setattr("tests.golden_tree.GOLDEN", tmp_path)
+    assert node_files("ha-stacked", "worker-1")
+    env = profile / "nodes" / "worker-1" / "files" / "etc" / "bake" / "bootstrap.env"
+    env.write_bytes(env.read_bytes() + b"# edited\n")
+    with pytest.raises(AssertionError, match="not the bytes its reference names"):
+        node_files("ha-stacked", "worker-1")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -395,8 +447,8 @@ def test_real_kubeadm_accepts_every_golden_config(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / JOIN_CONF.lstrip("/")).parent.mkdir(parents=True)
     (root / JOIN_CONF.lstrip("/")).write_text("placeholder: only its existence is checked here\n")
-    for path in GOLDENS:
-        for name, data in check_golden_file(path):
+    for profile, node in NODES:
+        for name, data in check_node(profile, node):
             f = root / f"{checked}-{Path(name).name}"
             f.write_bytes(data)
             proc = subprocess.run(
@@ -405,12 +457,12 @@ def test_real_kubeadm_accepts_every_golden_config(tmp_path: Path) -> None:
                 text=True,
                 timeout=120,
             )
-            assert proc.returncode == 0, f"{path}: {proc.stdout}{proc.stderr}"
+            assert proc.returncode == 0, f"{profile}/{node} {name}: {proc.stdout}{proc.stderr}"
             checked += 1
-    assert checked >= 10
+    assert checked == sum(v["role"] != "etcd" for p in PROFILES for v in _nodes(p).values())
     # and it does refuse a broken one: the check is not a no-op
     bad = root / "bad.yaml"
-    data = (GOLDEN / "ha-stacked" / "worker-1" / "kubeadm-join-config.yaml").read_bytes()
+    data = references("ha-stacked", "worker-1")["/run/kubeadm/kubeadm-join-config.yaml"].read_bytes()
     bad.write_bytes(data.replace(b"kind: JoinConfiguration", b"kind: JoinConfiguration\nbogusField: 1"))
     proc = subprocess.run(
         [kubeadm, "config", "validate", "--config", "/bad.yaml", "--rootfs", str(root)],

@@ -1,12 +1,12 @@
 """builder.node.kubeadm_config / builder.model.kubeadm_schema: kubeadm's config documents as data.
 
-Golden files: `UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_kubeadm_config.py tests/test_static_pods.py`.
+The golden test compares every embedded profile's kubeadm documents with the golden tree
+(tests/golden_tree.py), which `make golden` refreshes from a bake of the same profile and bundle.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,11 @@ from builder.node import kubeadm_config as kc
 from builder.plan import ClusterPlan, build_plan
 from builder.validation.profile import load_profile
 
-from .helpers import check_golden
+from .golden_tree import PROFILES, bundle_ca_hash, bundle_token, golden_plan, references
+from .helpers import compare_golden
 
 TOKEN = "abcdef.0123456789abcdef"
 CA_HASH = "sha256:" + "0123456789abcdef" * 4
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-GOLDEN_NODES = {
-    "ha-stacked": ("cp-1", "cp-2", "worker-1"),
-    "ha-external-etcd": ("etcd-1", "cp-1", "cp-2", "worker-1"),
-}
 MINORS = sorted(versions.TABLE)
 
 V6_STACKED = """
@@ -604,20 +600,19 @@ def test_node_config_files() -> None:
 # --- golden files ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("profile", "node"), [(p, n) for p, nodes in GOLDEN_NODES.items() for n in nodes])
+GOLDEN_NODES = [(p, n.name) for p in PROFILES for n in golden_plan(p).nodes]
+
+
+@pytest.mark.parametrize(("profile", "node"), GOLDEN_NODES, ids=[f"{p}/{n}" for p, n in GOLDEN_NODES])
 def test_golden(profile: str, node: str) -> None:
-    plan = plan_of(profile)
-    files = kc.node_config_files(plan, plan.node(node), TOKEN, CA_HASH)
-    expected = {kc.INIT_CONFIG_PATH, kc.JOIN_CONFIG_PATH}
+    plan = golden_plan(profile)
+    files = kc.node_config_files(plan, plan.node(node), bundle_token(profile), bundle_ca_hash(profile))
+    golden = references(profile, node)
+    # exactly the kubeadm documents the golden node holds (none on an etcd member)
+    config_paths = {kc.INIT_CONFIG_PATH, kc.JOIN_CONFIG_PATH}
+    assert sorted(f.path for f in files) == sorted(p for p in golden if p in config_paths)
     for f in files:
-        assert f.path in expected
-        check_golden(GOLDEN / profile / node / Path(f.path).name, f.content)
-    for name in ("kubeadm.yaml", "kubeadm-join-config.yaml"):
-        stale = GOLDEN / profile / node / name
-        if not any(Path(f.path).name == name for f in files):
-            if os.environ.get("UPDATE_GOLDEN"):
-                stale.unlink(missing_ok=True)
-            assert not stale.exists(), f"stale golden {stale}"
+        compare_golden(golden[f.path], f.content)
 
 
 def test_an_older_kubelet_does_not_change_the_join_document() -> None:

@@ -1,8 +1,8 @@
 """builder.node.static_pods: external etcd members and the control-plane load balancer as static pods.
 
 Real peers: the `kubernetes-validate` Pod schemas, haproxy -c, keepalived --config-test, shellcheck
-and an etcd binary. Goldens: `UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_kubeadm_config.py
-tests/test_static_pods.py`.
+and an etcd binary. The golden test compares every embedded profile's static pods and their
+configuration with the golden tree (tests/golden_tree.py), which `make golden` refreshes.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import http.client
 import ipaddress
-import os
 import shutil
 import socket
 import ssl
@@ -34,14 +33,9 @@ from builder.node import static_pods
 from builder.plan import ClusterPlan, build_plan, images
 from builder.validation.profile import load_profile
 
-from .helpers import check_golden
+from .golden_tree import PROFILES, golden_plan, references
+from .helpers import compare_golden
 
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-GOLDEN_NODES = {
-    "ha-stacked": ("cp-1", "cp-2", "worker-1"),
-    "ha-external-etcd": ("etcd-1", "cp-1", "cp-2", "worker-1"),
-}
-CONFIG_FILES = {"kubeadm.yaml", "kubeadm-join-config.yaml"}  # tests/test_kubeadm_config.py's goldens
 MINORS = sorted(versions.TABLE)
 
 V6_EXTERNAL = """
@@ -678,24 +672,21 @@ nodes:
 # --- determinism and goldens -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("profile", "node"), [(p, n) for p, nodes in GOLDEN_NODES.items() for n in nodes])
+GOLDEN_NODES = [(p, n.name) for p in PROFILES for n in golden_plan(p).nodes]
+LB_FILES = {
+    "/etc/haproxy/haproxy.cfg",
+    "/etc/keepalived/keepalived.conf",
+    "/etc/keepalived/check_apiserver.sh",
+}
+
+
+@pytest.mark.parametrize(("profile", "node"), GOLDEN_NODES, ids=[f"{p}/{n}" for p, n in GOLDEN_NODES])
 def test_golden(profile: str, node: str) -> None:
-    plan = plan_of(profile)
+    plan = golden_plan(profile)
     files = static_pods.node_static_pod_files(plan, plan.node(node))
-    names = {Path(f.path).name for f in files}
-    assert len(names) == len(files)
+    golden = references(profile, node)
+    # exactly the static pods and load-balancer files the golden node holds
+    ours = [p for p in golden if p.startswith("/etc/kubernetes/manifests/") or p in LB_FILES]
+    assert sorted(f.path for f in files) == sorted(ours)
     for f in files:
-        check_golden(GOLDEN / profile / node / Path(f.path).name, f.content)
-    directory = GOLDEN / profile / node
-    for stale in directory.iterdir() if directory.is_dir() else []:
-        if stale.name not in names | CONFIG_FILES:
-            if os.environ.get("UPDATE_GOLDEN"):
-                stale.unlink()
-            assert not stale.exists(), f"stale golden {stale}"
-    # the config goldens exist for exactly the nodes that run kubeadm
-    runs_kubeadm = bool(
-        kc.node_config_files(plan, plan.node(node), "abcdef.0123456789abcdef", "sha256:" + "0" * 64)
-    )
-    assert runs_kubeadm == any((directory / n).exists() for n in CONFIG_FILES) or os.environ.get(
-        "UPDATE_GOLDEN"
-    )
+        compare_golden(golden[f.path], f.content)
