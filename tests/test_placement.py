@@ -199,7 +199,7 @@ def _check_errors(
     plan: ClusterPlan, node: NodePlan, files: dict[str, tuple[bytes, str, str]], bundle: secrets.Bundle
 ) -> set[str]:
     report = check.Report()
-    node_secrets._role_secrets(node.name, node.role.value, plan.topology.value, files, bundle, report)
+    node_secrets.check_role_secrets(node.name, node.role.value, plan.topology.value, files, bundle, report)
     return {f.check for f in report.findings if f.level == "error"}
 
 

@@ -20,12 +20,12 @@ from typing import Any
 from .. import parallel
 from ..errors import BakeError
 from ..pki import bundledir, certlist, sealing, secrets
-from .expiry import _expiry, bundle_calendar, expiring, expiry_warnings, renewal_of
+from .expiry import bundle_calendar, check_expiry, expiring, expiry_warnings, renewal_of
 from .findings import DETECTORS, REBAKE_ONLY, Expiry, Finding, Report
 from .node_secrets import node_report_keys
-from .schema import _schema, _schema_start
-from .seeds import _node
-from .tree import _checksums, _modes
+from .schema import check_schema, start_schema
+from .seeds import check_node
+from .tree import check_checksums, check_modes
 from .userdata import write_files_of
 
 __all__ = [
@@ -80,13 +80,13 @@ def check_tree(
         return report
     report.renewal = renewal_of(manifest)
     jobs = jobs or parallel.default_jobs()
-    batch = _schema_start(tree, [n for n in manifest.get("nodes", []) if isinstance(n, dict)], jobs)
-    _checksums(tree, report)
-    _modes(tree, report)
+    batch = start_schema(tree, [n for n in manifest.get("nodes", []) if isinstance(n, dict)], jobs)
+    check_checksums(tree, report)
+    check_modes(tree, report)
     bundle = None
     bundle_dir = bundle_location(tree, manifest, secrets_dir)
     if bundle_dir.is_dir() and bundle_dir != tree / bundledir.LEGACY_NAME:
-        _modes(bundle_dir, report, "secrets/")
+        check_modes(bundle_dir, report, "secrets/")
     reader = sealing.Reader(bundle_dir, keys or sealing.Keys.from_env(), outcome=BUNDLE_NOT_CHECKED)
     try:
         bundle = secrets.load_bundle(bundle_dir, reader)
@@ -101,11 +101,11 @@ def check_tree(
                 "discovery-hash", "manifest.json", "discovery hash does not match secrets/pki/ca.crt"
             )
         for name, ca in bundle.cas.items():
-            _expiry(report, f"secrets/{name}", ca.cert)
+            check_expiry(report, f"secrets/{name}", ca.cert)
         for owner, leaves in bundle.leaves.items():
             for name, held in leaves.items():
                 join = name == certlist.JOIN_CREDENTIAL
-                _expiry(report, f"secrets/nodes/{owner}/{name}", held.cert, join)
+                check_expiry(report, f"secrets/nodes/{owner}/{name}", held.cert, join)
         report.calendar += bundle_calendar(bundle)
         report.ok("secrets", "bundle consistent: keys match certificates, leaves chain to their CAs")
     user_data = []
@@ -113,9 +113,9 @@ def check_tree(
     cluster = str(manifest.get("cluster", ""))
     report_keys = node_report_keys(bundle, cluster, names) if bundle is not None else {}
     for node in manifest.get("nodes", []):
-        path = _node(tree, node, bundle, manifest, report, report_keys)
+        path = check_node(tree, node, bundle, manifest, report, report_keys)
         if path is not None:
             user_data.append(path)
-    _schema(batch, user_data, report)
+    check_schema(batch, user_data, report)
     report.calendar.sort(key=lambda e: (e.not_after, e.node, e.file, e.subject))
     return report

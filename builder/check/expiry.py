@@ -10,20 +10,20 @@ from cryptography import x509
 
 from ..model import CertificateRenewal
 from ..pki import secrets
-from .findings import Expiry, Report, _entry
+from .findings import Expiry, Report, calendar_entry
 
 
 def bundle_calendar(bundle: secrets.Bundle) -> list[Expiry]:
     """The bundle's certificates (CAs, then every owner's leaves) as calendar entries."""
     out = []
     for name, ca in bundle.cas.items():
-        out.append(_entry("bundle", f"pki/{name}", ca.cert))
+        out.append(calendar_entry("bundle", f"pki/{name}", ca.cert))
     for owner, leaves in bundle.leaves.items():
         for name, held in leaves.items():
-            out.append(_entry("bundle", f"nodes/{owner}/{name}", held.cert))
+            out.append(calendar_entry("bundle", f"nodes/{owner}/{name}", held.cert))
     for name, pair in (("seed-ca", bundle.seed_ca), ("seed-server", bundle.seed_server)):
         if pair is not None:  # `bake serve`'s TLS (an https:// seed URL)
-            out.append(_entry("bundle", f"pki/{name}", pair.cert))
+            out.append(calendar_entry("bundle", f"pki/{name}", pair.cert))
     return out
 
 
@@ -56,7 +56,7 @@ def expiry_warnings(bundle: secrets.Bundle, now: datetime, renewal: CertificateR
     ]
 
 
-def _expiry(report: Report, where: str, cert: x509.Certificate, join_credential: bool = False) -> None:
+def check_expiry(report: Report, where: str, cert: x509.Certificate, join_credential: bool = False) -> None:
     """Expired, or due: within the window a bake re-issues it in (secrets.due_window with the manifest's
     cluster.certificateRenewal), the last third of a join credential's lifetime."""
     not_after = cert.not_valid_after_utc

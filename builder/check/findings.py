@@ -149,10 +149,11 @@ class Report:
         }
 
     def add_expiry(self, node: str, file: str, cert: x509.Certificate) -> None:
-        self.calendar.append(_entry(node, file, cert))
+        self.calendar.append(calendar_entry(node, file, cert))
 
 
-def _entry(node: str, file: str, cert: x509.Certificate) -> Expiry:
+def calendar_entry(node: str, file: str, cert: x509.Certificate) -> Expiry:
+    """A certificate as the calendar lists it: by its CN, with its lifetime, which decides its window."""
     cn = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     return Expiry(node, file, ",".join(cn), cert.not_valid_after_utc, lifetime)

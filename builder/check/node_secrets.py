@@ -37,7 +37,7 @@ def node_report_keys(bundle: secrets.Bundle, cluster: str, names: list[str]) -> 
     return {secrets.report_node_key(bundle, cluster, n): n for n in names}
 
 
-def _report_keys(
+def check_report_keys(
     name: str, files: dict[str, tuple[bytes, str, str]], keys: dict[bytes, str], report: Report
 ) -> None:
     """A node's report key is its own, and no other node's key is anywhere in its files: the key is
@@ -57,7 +57,7 @@ def _report_keys(
                 report.error("report-key", f"nodes/{name}", f"holds the report key of {other} in {path}")
 
 
-def _join_secrets(
+def check_join_secrets(
     name: str,
     role: str,
     join: str,
@@ -131,7 +131,7 @@ def expected_placement(role: str, topology: str, init: bool) -> placement.Placem
     return placement.lookup(placement.holder(known_role, init), known_topology)
 
 
-def _role_secrets(
+def check_role_secrets(
     name: str,
     role: str,
     topology: str,

@@ -11,7 +11,7 @@ from ..model import cloudinit_schema
 from .findings import Report
 
 
-def _schema_start(tree: Path, nodes: list[dict[str, Any]], jobs: int) -> cloudinit_schema.Batch | None:
+def start_schema(tree: Path, nodes: list[dict[str, Any]], jobs: int) -> cloudinit_schema.Batch | None:
     """Start cloud-init's validation of every node's user-data; it runs while the other checks do."""
     cloud_init = shutil.which("cloud-init")
     if cloud_init is None:
@@ -20,7 +20,8 @@ def _schema_start(tree: Path, nodes: list[dict[str, Any]], jobs: int) -> cloudin
     return cloudinit_schema.Batch(cloud_init, paths, [cloudinit_schema.shape(n) for n in nodes], jobs)
 
 
-def _schema(batch: cloudinit_schema.Batch | None, paths: list[Path], report: Report) -> None:
+def check_schema(batch: cloudinit_schema.Batch | None, paths: list[Path], report: Report) -> None:
+    """The batch's verdicts as findings; without cloud-init, one warning that the schema was not checked."""
     if batch is None:
         report.warn("schema-unavailable", "user-data", "cloud-init is not installed here: schema not checked")
         return

@@ -18,13 +18,13 @@ from ..files import NodeFile
 from ..node import archive, bootstrap, renewal
 from ..pki import secrets
 from .findings import REBAKE_ONLY, Report
-from .node_secrets import ROLE_NAMES, _join_secrets, _report_keys, _role_secrets
-from .userdata import PRIVATE_KEY_MARKER, _files_of, _Loader
+from .node_secrets import ROLE_NAMES, check_join_secrets, check_report_keys, check_role_secrets
+from .userdata import LOADER, PRIVATE_KEY_MARKER, files_of
 
 SEED_FILES = ("user-data", "meta-data", "network-config")
 
 
-def _node(
+def check_node(
     tree: Path,
     node: dict[str, Any],
     bundle: secrets.Bundle | None,
@@ -32,6 +32,8 @@ def _node(
     report: Report,
     report_keys: dict[bytes, str] | None = None,
 ) -> Path | None:
+    """Every check of one node of the manifest; its user-data's path for the schema batch, or None when
+    its seed is missing or unreadable."""
     name, role = str(node["name"]), str(node["role"])
     topology = str(manifest.get("topology"))
     # A seed holding the cluster's keys is withheld from the HTTP tree unless the bake said otherwise;
@@ -65,8 +67,8 @@ def _node(
             "(cluster.seed.httpPublishControlPlanes: false)",
         )
     try:
-        doc = yaml.load(seed["user-data"], Loader=_Loader)
-        files = _files_of(doc)
+        doc = yaml.load(seed["user-data"], Loader=LOADER)
+        files = files_of(doc)
     except (yaml.YAMLError, KeyError, TypeError, ValueError, binascii.Error) as exc:
         report.error("user-data-unreadable", f"nodes/{name}/user-data", f"unreadable cloud-config: {exc}")
         return None
@@ -92,10 +94,10 @@ def _node(
             )
     _seed_certificates(name, files, report)
     _rebake_only(name, files, report)
-    _join_secrets(name, role, str(manifest.get("join", "token")), files, bundle, report)
-    _role_secrets(name, role, topology, files, bundle, report)
+    check_join_secrets(name, role, str(manifest.get("join", "token")), files, bundle, report)
+    check_role_secrets(name, role, topology, files, bundle, report)
     if report_keys:
-        _report_keys(name, files, report_keys, report)
+        check_report_keys(name, files, report_keys, report)
     return base / "user-data"
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from ..files import sha256_file
 from .findings import Report
-from .userdata import _looks_secret, _readable_forms
+from .userdata import looks_secret, readable_forms
 
 
-def _checksums(tree: Path, report: Report) -> None:
+def check_checksums(tree: Path, report: Report) -> None:
+    """Every file SHA256SUMS lists is there, inside the tree, with its digest."""
     sums = tree / "SHA256SUMS"
     if not sums.is_file():
         report.error("sums-missing", "SHA256SUMS", "missing")
@@ -31,7 +32,9 @@ def _checksums(tree: Path, report: Report) -> None:
         report.ok("SHA256SUMS", f"{len(lines)} files match")
 
 
-def _modes(tree: Path, report: Report, label: str = "") -> None:
+def check_modes(tree: Path, report: Report, label: str = "") -> None:
+    """Directories, seed ISOs and every file holding a secret in any of its readable forms are closed to
+    group and others."""
     loose = 0
     for path in [tree, *tree.rglob("*")]:
         st = path.lstat()
@@ -42,7 +45,7 @@ def _modes(tree: Path, report: Report, label: str = "") -> None:
         elif (
             stat.S_ISREG(st.st_mode)
             and st.st_mode & 0o077
-            and (path.suffix == ".iso" or any(_looks_secret(b) for b in _readable_forms(path)))
+            and (path.suffix == ".iso" or any(looks_secret(b) for b in readable_forms(path)))
         ):
             report.error(
                 "mode-secret-file",

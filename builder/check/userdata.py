@@ -17,7 +17,7 @@ PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 
 
 # libyaml when PyYAML has it: the same documents, ~40x faster on a user-data's large block scalars
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 _B64 = frozenset({"b64", "base64"})
@@ -43,10 +43,11 @@ def write_files_of(user_data: bytes) -> dict[str, tuple[bytes, str, str]]:
     """path -> (decoded content, permissions, owner) of what a user-data's write_files puts on the
     node's disk: the shared first-boot archive (builder.node.archive) stands for the files it unpacks
     to, read member by member; a path written twice is unreadable (ValueError)."""
-    return _files_of(yaml.load(user_data, Loader=_Loader))
+    return files_of(yaml.load(user_data, Loader=LOADER))
 
 
-def _files_of(doc: Any) -> dict[str, tuple[bytes, str, str]]:
+def files_of(doc: Any) -> dict[str, tuple[bytes, str, str]]:
+    """write_files_of on an already parsed user-data (the seed check parses it once for several checks)."""
     out: dict[str, tuple[bytes, str, str]] = {}
     unpacked: dict[str, tuple[bytes, str, str]] = {}
     for entry in (doc or {}).get("write_files", []) or []:
@@ -62,11 +63,12 @@ def _files_of(doc: Any) -> dict[str, tuple[bytes, str, str]]:
     return out
 
 
-def _looks_secret(data: bytes) -> bool:
+def looks_secret(data: bytes) -> bool:
+    """What makes a file secret-bearing for the mode check: a private key, or anything naming a token."""
     return PRIVATE_KEY_MARKER in data or b"token" in data.lower()
 
 
-def _readable_forms(path: Path) -> list[bytes]:
+def readable_forms(path: Path) -> list[bytes]:
     """A file's bytes and, for a seed's user-data (raw or gzip), the files it writes, decoded: a gz+b64
     entry or the archive would hide a token or key from a scan of the raw bytes."""
     data = path.read_bytes()

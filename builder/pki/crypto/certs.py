@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
-from .keys import PrivateKey, PublicKey, _first_line
-from .spec import _EKU_OID, CertSpec, ExtUsage, IPAddress, _canonical_ip
+from .keys import PrivateKey, PublicKey, first_line
+from .spec import EKU_OID, CertSpec, ExtUsage, IPAddress, canonical_ip
 
 CERTIFICATE_BACKDATE = timedelta(minutes=5)
 _MAX_SERIAL = 2**63 - 1  # Go: rand.Int(MaxInt64-1) + 1  ->  [1, MaxInt64)
@@ -97,13 +97,13 @@ def _subject(cn: str, orgs: tuple[str, ...]) -> x509.Name:
 def _eku(usages: tuple[ExtUsage, ...]) -> x509.ExtendedKeyUsage:
     eku = _EKU_CACHE.get(usages)
     if eku is None:
-        eku = _EKU_CACHE[usages] = x509.ExtendedKeyUsage([_EKU_OID[u] for u in usages])
+        eku = _EKU_CACHE[usages] = x509.ExtendedKeyUsage([EKU_OID[u] for u in usages])
     return eku
 
 
 def _san(dns: Sequence[str], ips: Sequence[IPAddress]) -> x509.SubjectAlternativeName:
     names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-    names.extend(x509.IPAddress(_canonical_ip(ip)) for ip in ips)
+    names.extend(x509.IPAddress(canonical_ip(ip)) for ip in ips)
     return x509.SubjectAlternativeName(names)
 
 
@@ -237,7 +237,7 @@ def load_cert(pem: bytes) -> x509.Certificate:
     try:
         certs = x509.load_pem_x509_certificates(pem)
     except Exception as exc:
-        raise ValueError(f"not a PEM certificate: {_first_line(exc)}") from None
+        raise ValueError(f"not a PEM certificate: {first_line(exc)}") from None
     if not certs:
         raise ValueError("not a PEM certificate: no CERTIFICATE block found")
     return certs[0]

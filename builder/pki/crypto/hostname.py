@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from cryptography import x509
 
-from .spec import IPAddress, _canonical_ip
+from .spec import IPAddress, canonical_ip
 
 
 def _san_values(cert: x509.Certificate) -> tuple[list[str], list[IPAddress]]:
@@ -25,8 +25,8 @@ def verify_hostname(cert: x509.Certificate, host: str) -> bool:
     dns_names, ips = _san_values(cert)
     ip = _parse_go_ip(candidate_ip)
     if ip is not None:
-        ip = _canonical_ip(ip)
-        return any(_canonical_ip(c) == ip for c in ips)
+        ip = canonical_ip(ip)
+        return any(canonical_ip(c) == ip for c in ips)
     name = _lower_ascii(host)
     valid_name = _valid_hostname(name, is_pattern=False)
     for match in dns_names:

@@ -106,7 +106,7 @@ def load_key(pem: bytes) -> PrivateKey:
     except TypeError as exc:  # encrypted
         raise ValueError(f"private key is encrypted; kubeadm needs an unencrypted key ({exc})") from None
     except Exception as exc:
-        raise ValueError(f"not a PEM private key: {_first_line(exc)}") from None
+        raise ValueError(f"not a PEM private key: {first_line(exc)}") from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise ValueError(
             f"unsupported private key type {type(key).__name__}: kubeadm accepts only RSA and ECDSA"
@@ -114,6 +114,7 @@ def load_key(pem: bytes) -> PrivateKey:
     return key
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An error's first line, for messages that quote a parser without its multi-line detail."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]

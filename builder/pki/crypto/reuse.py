@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from .hostname import verify_hostname
-from .keys import KeyAlgorithm, PrivateKey, _first_line
-from .spec import _EKU_OID, CertSpec
+from .keys import KeyAlgorithm, PrivateKey, first_line
+from .spec import EKU_OID, CertSpec
 
 
 def verify_reuse(
@@ -70,7 +70,7 @@ def verify_reuse(
         if sorted(got_o) != sorted(spec.orgs):
             out.append(f"subject O is {_show(got_o)}, expected {_show(list(spec.orgs))}")
         got_eku = _ekus(cert)
-        want_eku = {_EKU_OID[u] for u in spec.usages}
+        want_eku = {EKU_OID[u] for u in spec.usages}
         if got_eku != want_eku:
             out.append(f"extended key usage is {_show_eku(got_eku)}, expected {_show_eku(want_eku)}")
     return out
@@ -94,7 +94,7 @@ def _issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> str | None:
     except InvalidSignature:
         return "signature does not verify with the CA public key"
     except (ValueError, TypeError) as exc:
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 
@@ -115,7 +115,7 @@ def _ekus(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
         return set()
 
 
-_EKU_NAMES = {v: k.value for k, v in _EKU_OID.items()}
+_EKU_NAMES = {v: k.value for k, v in EKU_OID.items()}
 
 
 def _show_eku(oids: set[x509.ObjectIdentifier]) -> str:

@@ -19,7 +19,7 @@ class ExtUsage(StrEnum):
     CLIENT = "client"
 
 
-_EKU_OID = {
+EKU_OID = {
     ExtUsage.SERVER: ExtendedKeyUsageOID.SERVER_AUTH,
     ExtUsage.CLIENT: ExtendedKeyUsageOID.CLIENT_AUTH,
 }
@@ -48,7 +48,7 @@ class CertSpec:
         return self.key or cluster
 
 
-def _canonical_ip(ip: IPAddress) -> IPAddress:
+def canonical_ip(ip: IPAddress) -> IPAddress:
     """Go writes IPv4-mapped IPv6 addresses as 4 bytes (net.IP.To4)."""
     if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped

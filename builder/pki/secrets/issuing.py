@@ -11,15 +11,15 @@ from ...plan import ClusterPlan
 from .. import certlist, encryption
 from .. import crypto as pki
 from .bundle import OPERATOR, Bundle, Change, Issued
-from .seed_server import _reconcile_seed_server
-from .specs import _spec_index, operator_specs, required_specs
-from .windows import _leaf_validity, _validity, join_window, renewal_window
+from .seed_server import reconcile_seed_server
+from .specs import operator_specs, required_specs, spec_index
+from .windows import join_window, leaf_validity, renewal_window, validity_periods
 
 
 def new_bundle(plan: ClusterPlan, now: datetime, keys: list[pki.PrivateKey] | None = None) -> Bundle:
     """`keys`: made ahead (pki.generate_keys), taken from the end; generated here when it runs out."""
     algorithm = pki.KeyAlgorithm(plan.settings.encryption_algorithm)
-    _, ca_validity = _validity(plan)
+    _, ca_validity = validity_periods(plan)
     keys = keys if keys is not None else []
     cas = {}
     for name, spec in certlist.ca_specs().items():
@@ -124,7 +124,7 @@ def reconcile(
     elif existing is not None:
         bundle.encryption_key = encryption.new_key()
         changes.append(Change("bundle", "created the key Secrets are encrypted with in etcd"))
-    changes += _reconcile_seed_server(plan, existing, bundle, now=now, rotate_ca=rotate_ca)
+    changes += reconcile_seed_server(plan, existing, bundle, now=now, rotate_ca=rotate_ca)
     old_leaves: Mapping[str, dict[str, Issued]] = {} if existing is None or rotate_ca else existing.leaves
     to_issue: list[tuple[dict[str, Issued], pki.CertSpec, timedelta]] = []
     for owner, specs in wanted.items():
@@ -145,7 +145,7 @@ def reconcile(
             elif existing is not None and not rotate_ca:
                 changes.append(Change(owner, f"issued {spec.name}"))
             issued[spec.name] = _PENDING  # keeps the spec order; signed below
-            to_issue.append((issued, spec, _leaf_validity(plan, spec)))
+            to_issue.append((issued, spec, leaf_validity(plan, spec)))
         for name in sorted(set(held) - {s.name for s in specs}):
             changes.append(Change(owner, f"dropped {name} (no longer needed)"))
         if issued:
@@ -165,7 +165,7 @@ def stale_leaves(plan: ClusterPlan, bundle: Bundle, owners: Iterable[str], now: 
     """What a bake would re-issue among the leaves of `owners` (and why), without re-issuing it: for the
     owners `bake --only` carries over (their seeds, and the operator's admin.conf, keep their leaves)."""
     out = []
-    index = _spec_index(plan)
+    index = spec_index(plan)
     for owner in owners:
         for name, held in bundle.leaves.get(owner, {}).items():
             spec = index.get(owner, {}).get(name)

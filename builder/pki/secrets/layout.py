@@ -13,7 +13,7 @@ from ...serve import tls as seed_tls
 from .. import certlist
 from .. import crypto as pki
 from .bundle import Bundle
-from .specs import _spec_index
+from .specs import spec_index
 
 BUNDLE_FORMAT = 1
 ENCRYPTION_KEY_FILE = "encryption-key"
@@ -30,7 +30,7 @@ def bundle_files(bundle: Bundle, plan: ClusterPlan) -> Iterator[tuple[str, bytes
 
     Certificates are 0600 like everything else in the output tree: one rule, no list of exceptions.
     """
-    specs = _spec_index(plan)
+    specs = spec_index(plan)
     meta: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "cluster": plan.name,

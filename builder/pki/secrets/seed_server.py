@@ -10,10 +10,10 @@ from ...serve import protocol as report_protocol
 from ...serve import tls as seed_tls
 from .. import crypto as pki
 from .bundle import Bundle, Change, Issued
-from .windows import RENEW_BEFORE, _validity
+from .windows import RENEW_BEFORE, validity_periods
 
 
-def _reconcile_seed_server(
+def reconcile_seed_server(
     plan: ClusterPlan, existing: Bundle | None, bundle: Bundle, *, now: datetime, rotate_ca: bool
 ) -> list[Change]:
     """`bake serve`'s secrets, each held only while the profile asks for it (a bundle without
@@ -37,7 +37,7 @@ def _reconcile_seed_server(
         if existing is not None and existing.seed_ca is not None:
             changes.append(Change("bundle", "dropped the seed CA and its certificate (no https:// seed URL)"))
         return changes
-    leaf_validity, ca_validity = _validity(plan)
+    leaf_validity, ca_validity = validity_periods(plan)
     if ca is None:
         key = bundle.algorithm.generate()
         ca = Issued.from_objects(pki.new_ca(seed_tls.ca_spec(), key, now=now, validity=ca_validity), key)

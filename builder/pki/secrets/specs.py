@@ -42,7 +42,8 @@ def operator_specs() -> list[pki.CertSpec]:
     return [certlist.kubeconfig_client("admin", OPERATOR)]
 
 
-def _spec_index(plan: ClusterPlan) -> dict[str, dict[str, pki.CertSpec]]:
+def spec_index(plan: ClusterPlan) -> dict[str, dict[str, pki.CertSpec]]:
+    """Every owner's specs by name: how a bundle's leaves are named on disk and judged for reuse."""
     index = {n.name: {s.name: s for s in required_specs(plan, n)} for n in plan.nodes}
     index[OPERATOR] = {s.name: s for s in operator_specs()}
     return index

@@ -14,7 +14,9 @@ from .. import crypto as pki
 RENEW_BEFORE = timedelta(days=30)
 
 
-def _validity(plan: ClusterPlan) -> tuple[timedelta, timedelta]:
+def validity_periods(plan: ClusterPlan) -> tuple[timedelta, timedelta]:
+    """(leaf, CA) validity from the profile, as kubeadm's certificateValidityPeriod and
+    caCertificateValidityPeriod."""
     s = plan.settings
     return (
         timedelta(seconds=duration_seconds(s.certificate_validity_period)),
@@ -27,8 +29,9 @@ def join_window(plan: ClusterPlan) -> timedelta:
     return timedelta(seconds=duration_seconds(plan.settings.join_window))
 
 
-def _leaf_validity(plan: ClusterPlan, spec: pki.CertSpec) -> timedelta:
-    return join_window(plan) if spec.name == certlist.JOIN_CREDENTIAL else _validity(plan)[0]
+def leaf_validity(plan: ClusterPlan, spec: pki.CertSpec) -> timedelta:
+    """A join credential lives for the join window; every other leaf for the leaf validity."""
+    return join_window(plan) if spec.name == certlist.JOIN_CREDENTIAL else validity_periods(plan)[0]
 
 
 def due_window(
