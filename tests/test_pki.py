@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 
 from builder.pki import certlist
 from builder.pki import crypto as pki
-from builder.pki.crypto import CertSpec, ExtUsage, KeyAlgorithm
+from builder.pki.crypto import CertSpec, ExtUsage, KeyAlgorithm, certs
 from builder.pki.kubeconfig import kubeconfig
 
 OPENSSL = "/usr/bin/openssl"
@@ -85,9 +85,9 @@ def _fresh_caches() -> None:
     """Empty crypto's memo caches (subject names, EKUs, issuers) before each test, so that every test
     that builds a name really runs `_attr` / `_eku` / `_issuer_info`: mutmut maps a function to the tests
     that call it, and with warm caches only the first test of a session would."""
-    pki._NAME_CACHE.clear()
-    pki._EKU_CACHE.clear()
-    pki._ISSUER_CACHE.clear()
+    certs._NAME_CACHE.clear()
+    certs._EKU_CACHE.clear()
+    certs._ISSUER_CACHE.clear()
 
 
 CA_VALIDITY = timedelta(days=3650)
@@ -583,7 +583,7 @@ def test_serial_range_ends(monkeypatch: pytest.MonkeyPatch, draw: str, serial: i
         return 0 if draw == "lowest" else n - 1
 
     key = KeyAlgorithm.ECDSA_P256.generate()
-    monkeypatch.setattr(pki.secrets, "randbelow", randbelow)
+    monkeypatch.setattr(certs.secrets, "randbelow", randbelow)
     ca = pki.new_ca(certlist.ca_specs()["ca"], key, now=_now(), validity=CA_VALIDITY)
     assert (asked, ca.serial_number) == ([2**63 - 2], serial)
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 import pytest
 
 from builder import check
+from builder.check import node_secrets
 from builder.files import NodeFile
 from builder.model import Role
 from builder.node import cloudinit
@@ -198,7 +199,7 @@ def _check_errors(
     plan: ClusterPlan, node: NodePlan, files: dict[str, tuple[bytes, str, str]], bundle: secrets.Bundle
 ) -> set[str]:
     report = check.Report()
-    check._role_secrets(node.name, node.role.value, plan.topology.value, files, bundle, report)
+    node_secrets.check_role_secrets(node.name, node.role.value, plan.topology.value, files, bundle, report)
     return {f.check for f in report.findings if f.level == "error"}
 
 

@@ -24,7 +24,7 @@ from builder.errors import SecretsError
 from builder.pki import certlist, secrets
 from builder.pki import crypto as pki
 from builder.pki.crypto import KeyAlgorithm
-from builder.pki.secrets import Bundle, Change, load_bundle, reconcile, required_specs
+from builder.pki.secrets import Bundle, Change, issuing, load_bundle, reconcile, required_specs
 from builder.plan import ClusterPlan, build_plan
 from builder.validation.profile import load_profile, validate
 
@@ -866,7 +866,7 @@ def test_an_rsa_join_credential_from_an_older_bake_is_reissued(baked: Baked) -> 
     spec = dataclasses.replace(certlist.join_client("worker-1"), key=None)  # as bakes before ECDSA issued it
     rsa_key = KeyAlgorithm.RSA_2048.generate()
     validity = timedelta(hours=720)
-    old.leaves["worker-1"]["join.conf"] = secrets._issue(spec, old, secrets.utcnow(), validity, rsa_key)
+    old.leaves["worker-1"]["join.conf"] = issuing._issue(spec, old, secrets.utcnow(), validity, rsa_key)
     again, changes = reconcile(plan, old, now=secrets.utcnow())
     assert [str(c) for c in changes] == [
         "worker-1: re-issued join.conf: key is RSA-2048, expected ECDSA-P256"

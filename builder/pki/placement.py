@@ -2,7 +2,7 @@
 
 The secrets bundle issues what this table names (secrets.required_specs), distribution writes it to
 the node at kubeadm's paths (distribute.node_pki_files), `bake check` flags a node holding a secret
-its row does not name (check.py), and the README's table is tested against it. Written once here so
+its row does not name (check.node_secrets), and the README's table is tested against it. Written once here so
 that none of them can silently disagree with another.
 
 kubeadm's own layout, cut down to each role's need: workers hold no CA certificate (kubeadm's join
