@@ -11,7 +11,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from .. import paths
+from .. import paths, yamlio
 from ..model import Role
 from ..node.distribute import JOIN_KUBECONFIG_PATH
 from ..node.kubeadm_config import INIT_CONFIG_PATH, JOIN_CONFIG_PATH
@@ -97,7 +97,7 @@ def check_join_secrets(
 
 def _join_credential_problem(name: str, content: bytes, bundle: secrets.Bundle | None) -> str:
     try:
-        doc = yaml.safe_load(content)
+        doc = yamlio.load_own(content)
         user = doc["users"][0]["user"]
         cert = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
         ca_pem = base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"])

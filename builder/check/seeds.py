@@ -12,14 +12,14 @@ from typing import Any
 import yaml
 from cryptography import x509
 
-from .. import paths
+from .. import paths, yamlio
 from ..emit import iso, packaging
 from ..files import NodeFile
 from ..node import archive, bootstrap, renewal
 from ..pki import secrets
 from .findings import REBAKE_ONLY, Report
 from .node_secrets import ROLE_NAMES, check_join_secrets, check_report_keys, check_role_secrets
-from .userdata import LOADER, PRIVATE_KEY_MARKER, files_of
+from .userdata import PRIVATE_KEY_MARKER, files_of
 
 SEED_FILES = ("user-data", "meta-data", "network-config")
 
@@ -67,7 +67,7 @@ def check_node(
             "(cluster.seed.httpPublishControlPlanes: false)",
         )
     try:
-        doc = yaml.load(seed["user-data"], Loader=LOADER)
+        doc = yamlio.load_own(seed["user-data"])
         files = files_of(doc)
     except (yaml.YAMLError, KeyError, TypeError, ValueError, binascii.Error) as exc:
         report.error("user-data-unreadable", f"nodes/{name}/user-data", f"unreadable cloud-config: {exc}")
