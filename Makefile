@@ -62,9 +62,12 @@ BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
-## fuzz: long hypothesis run over the profile loader and the whole bake
+## fuzz: long hypothesis run over the profile loader and the whole bake (10,000 examples a test, on two cores: the free-text test beside all others)
+FUZZ_EXAMPLES ?= 10000
 fuzz: $(STAMP)
-	BAKE_FUZZ_EXAMPLES=10000 $(BIN)/pytest -q tests/test_fuzz.py
+	BAKE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz.py -k free_text & free=$$!; \
+	BAKE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz.py -k "not free_text"; rest=$$?; \
+	wait $$free && exit $$rest
 
 ## mutate: mutation testing of the security / correctness modules (MUTATE='builder.check.*' narrows it)
 MUTATE ?=

@@ -7,7 +7,9 @@ pass; `make fuzz` sets BAKE_FUZZ_EXAMPLES=10000.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -25,6 +27,9 @@ from builder.errors import BakeError
 from builder.model import versions
 from builder.validation.profile import load_profile
 
+# libyaml's parser for the outputs read back (a seed is ~90 KB of YAML: the pure-Python one took longer
+# than the bake)
+LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 EXAMPLES = int(os.environ.get("BAKE_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(
     max_examples=EXAMPLES,
@@ -183,7 +188,7 @@ def test_mutated_profiles_bake_or_fail_with_paths() -> None:
     @given(data=st.data())
     def mutated(data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(sorted(BASES)))
-        profile = yaml.safe_load(yaml.safe_dump(BASES[name]))
+        profile = copy.deepcopy(BASES[name])
         # fast keys: the fuzz is about structure, not RSA key generation
         profile["cluster"]["encryptionAlgorithm"] = "ECDSA-P256"
         for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
@@ -214,7 +219,7 @@ FREE_TEXT_CODES: list[int] = []
 def _free_text_reaches_the_node_verbatim_or_is_refused(value: str, key: str) -> None:
     """Arbitrary text in an extraArgs value and an SSH key either bakes, and then reads back exactly
     from the node's kubeadm config / users after YAML parsing (structure unchanged), or is refused."""
-    profile = yaml.safe_load(yaml.safe_dump(BASES["single-master"]))
+    profile = copy.deepcopy(BASES["single-master"])
     profile["cluster"]["encryptionAlgorithm"] = "ECDSA-P256"
     profile["cluster"]["apiServer"]["extraArgs"] = [{"name": "audit-log-path", "value": value}]
     profile["defaults"]["users"] = [{"name": "ops", "sshAuthorizedKeys": [key]}]
@@ -226,7 +231,7 @@ def _free_text_reaches_the_node_verbatim_or_is_refused(value: str, key: str) -> 
             return
         FREE_TEXT_CODES.append(0)
         tree = tmp / "out" / "single-master"
-        user_data = yaml.safe_load((tree / "nodes/cp-1/user-data").read_bytes())
+        user_data = yaml.load((tree / "nodes/cp-1/user-data").read_bytes(), Loader=LOADER)
         assert set(user_data) <= {
             "hostname",
             "fqdn",
@@ -252,7 +257,7 @@ def _free_text_reaches_the_node_verbatim_or_is_refused(value: str, key: str) -> 
         content, _, _ = write_files_of((tree / "nodes/cp-1/user-data").read_bytes())[
             "/run/kubeadm/kubeadm.yaml"
         ]
-        docs = list(yaml.safe_load_all(content))
+        docs = list(yaml.load_all(content, Loader=LOADER))
         cluster = next(d for d in docs if d["kind"] == "ClusterConfiguration")
         assert {"name": "audit-log-path", "value": value} in cluster["apiServer"]["extraArgs"]
     finally:
@@ -390,10 +395,10 @@ def test_unusual_valid_profiles_bake_render_and_check(tmp_path_factory: pytest.T
         report = check.check_tree(tree, secrets_dir=tmp / "secrets")
         errors = [f"{f.where}: {f.message}" for f in report.findings if f.level == "error"]
         assert not errors, errors
-        manifest = yaml.safe_load((tree / "manifest.json").read_text())
+        manifest = json.loads((tree / "manifest.json").read_text())
         assert [n["name"] for n in manifest["nodes"]] == [n["name"] for n in profile["nodes"]]
         for node in profile["nodes"]:
-            meta = yaml.safe_load((tree / "nodes" / node["name"] / "meta-data").read_bytes())
+            meta = yaml.load((tree / "nodes" / node["name"] / "meta-data").read_bytes(), Loader=LOADER)
             assert meta["local-hostname"] == node["name"]
             files = write_files_of((tree / "nodes" / node["name"] / "user-data").read_bytes())
             assert "/usr/local/sbin/bake-bootstrap" in files
