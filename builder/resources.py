@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 
 _PACKAGE = Path(__file__).resolve().parent
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
 
 
 @cache

@@ -656,3 +656,13 @@ def test_http_seed_when_no_disk(tmp_path: Path, baked_site: tuple[Path, Path]) -
     assert len(fetched) == 1 and fetched[0].endswith("http://seeds.test/_images/arm64/arm64.tar")
     assert "all 5 images this node needs are in containerd" in sb.text("bootstrap.log")
     assert not (sb.root / "upper/var/lib/bake/images-fetch").exists()  # removed once imported
+
+
+@pytest.mark.parametrize(
+    "mirrors",
+    [{"docker.io\n": ["https://mirror.example"]}, {"docker.io": ["https://mirror.example\n"]}],
+    ids=["host", "url"],
+)
+def test_a_final_newline_is_not_a_mirror(mirrors: dict[str, list[str]]) -> None:
+    """Python's `$` matches before a final newline; the mirror patterns end in \\Z."""
+    assert list(airgap.mirror_problems(mirrors))

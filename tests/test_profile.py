@@ -651,3 +651,8 @@ def test_cli_yaml_problems_exit_2(tmp_path: Path, text: str, needle: str) -> Non
     assert needle in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert not out.exists()
+
+
+def test_a_final_newline_is_not_an_embedded_profile_name() -> None:
+    assert resources.profile_text("single-node") is not None
+    assert resources.profile_text("single-node\n") is None

@@ -102,6 +102,9 @@ BAD: list[tuple[str, bytes, int, str]] = [
     ("step", json.dumps(_doc(step="reboot")).encode(), 400, "unknown step"),
     ("event", json.dumps(_doc(event="exploded")).encode(), 400, "unknown event"),
     ("exit", json.dumps(_doc(exit="$(reboot)")).encode(), 400, "exit is not"),
+    # Python's `$` also matches before a final newline: the patterns end in \Z
+    ("node name, final newline", json.dumps(_doc(node="cp-1\n")).encode(), 400, "node is not a name"),
+    ("exit, final newline", json.dumps(_doc(exit="1\n")).encode(), 400, "exit is not"),
     ("tail not base64", json.dumps(_doc(tail="<b>not base64</b>")).encode(), 400, "tail is not base64"),
     (
         "tail too long",

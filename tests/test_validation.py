@@ -111,6 +111,8 @@ def test_kubelet_configuration_rejects_unknown_keys(config: str, path: str) -> N
         (["nodes[1].labels={a: 'b,c=d'}"], "nodes[1].labels.a"),
         (['nodes[1].labels={a: "x\\ny"}'], "nodes[1].labels.a"),
         (["nodes[1].labels={'bad prefix!/a': b}"], "nodes[1].labels.bad prefix!/a"),
+        (['nodes[1].labels={"zone\\n": b}'], "nodes[1].labels.zone\n"),  # a final newline
+        (['nodes[1].labels={zone: "b\\n"}'], "nodes[1].labels.zone"),
     ],
 )
 def test_kubelet_args_and_labels_are_checked(sets: list[str], path: str) -> None:

@@ -41,7 +41,7 @@ ISO_DIR = "images"
 MAX_ARCHIVE = 0xFFFFFFFF
 """ISO 9660 records one extent per file: 4 GiB - 1 bytes."""
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")
 
 
 def label(arch: str) -> str:
@@ -185,8 +185,8 @@ def manifest_files(entries: Sequence[str], where: str) -> tuple[list[SeedFile], 
     return out, problems
 
 
-_MIRROR_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(:[0-9]{1,5})?$")
-_MIRROR_URL = re.compile(r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
+_MIRROR_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(:[0-9]{1,5})?\Z")
+_MIRROR_URL = re.compile(r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?\Z")
 
 
 def mirror_problems(mirrors: dict[str, list[str]]) -> Iterator[Problem]:

@@ -41,8 +41,8 @@ STEPS = ("bootstrap", *PHASES)
 """`bootstrap` is the driver (bake-bootstrap.service), the others its phase units, in order."""
 EVENTS = ("started", "done", "failed")
 MAX_SEQ = 2**62
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_EXIT = re.compile(r"^[A-Za-z0-9:_-]{0,64}$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_EXIT = re.compile(r"^[A-Za-z0-9:_-]{0,64}\Z")
 FIELDS = frozenset({"v", "cluster", "node", "seq", "time", "step", "event", "exit", "tail"})
 
 

@@ -42,8 +42,8 @@ SEED_FILES = ("user-data", "meta-data", "network-config", "vendor-data")
 PXE_FILES = ("boot.ipxe", "cmdline.txt")
 IPXE_ROUTE = "/ipxe"
 IMAGES_DIR = "_images"
-_SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
-_MAC = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}$")
+_SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}\Z")
+_MAC = re.compile(r"^[0-9a-f]{2}([:-]?[0-9a-f]{2}){5}\Z")
 
 
 @dataclass(frozen=True)

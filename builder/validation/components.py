@@ -69,8 +69,8 @@ def kubelet_config_problems(config: Mapping[str, Any]) -> list[Problem]:
 # kubelet flags and node labels
 
 # Kubernetes label syntax (apimachinery validation.IsQualifiedName / IsValidLabelValue).
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?\Z")
 # The kubelet refuses --node-labels in the kubernetes.io / k8s.io namespaces except these
 # (k8s.io/kubelet/pkg/apis well_known_labels.go: KubeletLabels / KubeletLabelNamespaces).
 _KUBELET_LABELS = frozenset(
