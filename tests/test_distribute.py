@@ -4,6 +4,8 @@ kubeconfigs."""
 from __future__ import annotations
 
 import base64
+import dataclasses
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -19,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from builder.files import NodeFile, Sensitivity
 from builder.node.distribute import node_pki_files, operator_admin_conf
 from builder.pki import crypto as pki
-from builder.pki import secrets
+from builder.pki import placement, secrets
 from builder.pki.secrets import Bundle
 from builder.plan import ClusterPlan, build_plan
 from builder.validation.profile import load_profile, validate
@@ -448,6 +450,9 @@ def test_join_credential_with_openssl(stacked: tuple[ClusterPlan, Bundle], node:
     plan, bundle = stacked
     doc = kubeconfig(by_path(plan, bundle, node)[JOIN_CONF])
     (user,) = doc["users"]
+    # kubeadm's kubeconfig naming (CreateWithCerts): the user is the CN, the context `<user>@<cluster>`
+    assert user["name"] == f"system:node:{node}"
+    assert doc["current-context"] == f"system:node:{node}@ha-stacked"
     cert = tmp_path / "join.crt"
     cert.write_bytes(base64.b64decode(user["user"]["client-certificate-data"]))
     key = tmp_path / "join.key"
@@ -504,3 +509,42 @@ def test_ipv6_join_credential_server_is_bracketed(tmp_path: Path) -> None:
     bundle, _ = secrets.reconcile(plan, None, now=secrets.utcnow())
     doc = kubeconfig(by_path(plan, bundle, "w-1")[JOIN_CONF])
     assert doc["clusters"][0]["cluster"]["server"] == "https://[fd00:77::10]:6443"
+
+
+@pytest.mark.parametrize("url", ["https://10.77.0.1:8443", "http://10.77.0.1:8080"])
+def test_report_key_and_pinned_seed_ca(baked: Baked, url: str) -> None:
+    """Each node's own report key, one line of 64 hex digits as report.sh reads it; with an https:// URL
+    also the seed CA the node pins, and only then."""
+    plan, bundle = baked("ha-external-etcd", f"cluster.seed.reportUrl={url}")
+    keys = set()
+    for node in plan.nodes:
+        files = by_path(plan, bundle, node.name)
+        key = files["/etc/bake/report.key"]
+        assert re.fullmatch(rb"[0-9a-f]{64}\n", key.content), node.name
+        assert key.mode == 0o600 and key.sensitivity is Sensitivity.SECRET
+        keys.add(key.content)
+        ca = files.get("/etc/bake/report-ca.crt")
+        if url.startswith("https://"):
+            assert ca is not None and bundle.seed_ca is not None
+            assert ca.content == bundle.seed_ca.cert_pem and ca.sensitivity is Sensitivity.PUBLIC
+        else:
+            assert ca is None, node.name
+    assert len(keys) == len(plan.nodes)
+
+
+def test_a_bundle_missing_what_the_plan_needs_is_a_bug(baked: Baked, monkeypatch: pytest.MonkeyPatch) -> None:
+    """reconcile always makes the seed CA (https:// report URL) and the Secrets' key: a bundle without
+    them, or an encryption configuration asked for with `none`, stops distribution with the reason."""
+    plan, bundle = baked("ha-external-etcd", "cluster.seed.reportUrl=https://10.77.0.1:8443")
+    with pytest.raises(AssertionError) as e:
+        node_pki_files(plan, plan.node("worker-1"), dataclasses.replace(bundle, seed_ca=None))
+    assert str(e.value) == "reconcile makes the seed CA for an https:// URL"
+    plan, bundle = baked("ha-external-etcd")
+    with pytest.raises(AssertionError) as e:
+        node_pki_files(plan, plan.node("cp-1"), dataclasses.replace(bundle, encryption_key=None))
+    assert str(e.value) == "reconcile gives every bundle an encryption key"
+    plan, bundle = baked("ha-external-etcd", "cluster.secretsEncryption=none")
+    row = dataclasses.replace(placement.for_node(plan, plan.node("cp-1")), encryption_config=True)
+    monkeypatch.setattr(placement, "for_node", lambda *_: row)
+    with pytest.raises(AssertionError):
+        node_pki_files(plan, plan.node("cp-1"), bundle)

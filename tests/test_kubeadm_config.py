@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from builder import resources, yamlio
-from builder.errors import BakeError, ProfileError
+from builder.errors import BakeError, Problem, ProfileError
 from builder.files import Sensitivity
 from builder.model import Profile, kubeadm_schema, versions
 from builder.node import kubeadm_config as kc
@@ -656,3 +656,111 @@ def test_no_encryption_adds_nothing_and_lets_the_user_pass_their_own() -> None:
     with pytest.raises(ProfileError) as info:
         load_profile("single-node", ["cluster.secretsEncryption=aesgcm"])
     assert [p.path for p in info.value.problems] == ["cluster.secretsEncryption"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Details the documents must carry exactly (each found by mutation testing, tests/mutation-survivors.md)
+
+
+def test_vip_stays_a_cert_san_with_a_dns_endpoint() -> None:
+    """kubeadm only adds the endpoint's host to the apiserver SANs: the VIP clients dial must be listed."""
+    plan = plan_of("ha-stacked", "cluster.controlPlaneEndpoint=api.example.com:6443")
+    assert kc.cluster_configuration(plan)["apiServer"]["certSANs"] == ["api.example.com", "10.77.0.10"]
+
+
+def test_etcd_and_coredns_image_overrides_are_kubeadms_image_meta() -> None:
+    """ClusterConfiguration.etcd.local and .dns embed ImageMeta (imageRepository, imageTag; spec 2)."""
+    plan = plan_of(
+        "ha-stacked",
+        "cluster.images={etcd: {imageRepository: quay.io/coreos, imageTag: v3.6.8},"
+        " coredns: {imageTag: v1.12.1}}",
+    )
+    c = kc.cluster_configuration(plan)
+    assert c["etcd"] == {
+        "local": {"imageRepository": "quay.io/coreos", "imageTag": "v3.6.8", "dataDir": "/var/lib/etcd"}
+    }
+    assert c["dns"] == {"imageTag": "v1.12.1", "disabled": False}
+
+
+def test_etcd_peer_cert_sans() -> None:
+    plan = plan_of("ha-stacked", "cluster.etcd.peerCertSANs=[etcd-peer.example.com, 10.77.0.99]")
+    assert kc.cluster_configuration(plan)["etcd"] == {
+        "local": {"dataDir": "/var/lib/etcd", "peerCertSANs": ["etcd-peer.example.com", "10.77.0.99"]}
+    }
+
+
+def test_components_without_extra_args_write_nothing() -> None:
+    """kubeadm's own marshalling omits an empty extraArgs (`json:"extraArgs,omitempty"`); so does bake."""
+    plan = plan_of("single-node", "cluster.secretsEncryption=none")
+    c = kc.cluster_configuration(plan)
+    assert "extraArgs" not in c["apiServer"] and "extraVolumes" not in c["apiServer"]
+    assert "controllerManager" not in c and "scheduler" not in c
+
+
+def test_a_cluster_without_control_plane_has_no_cluster_configuration() -> None:
+    with pytest.raises(BakeError) as e:
+        kc.cluster_configuration(plan_of("etcd-cluster"))
+    assert e.value.problems == (Problem("nodes", "a ClusterConfiguration needs a control plane"),)
+
+
+def test_wrong_node_for_init_or_join_names_it() -> None:
+    plan = plan_of("ha-external-etcd", "cluster.join=token")
+    with pytest.raises(BakeError) as e:
+        kc.init_configuration(plan, plan.node("cp-2"), TOKEN)
+    assert e.value.problems == (Problem("nodes[4]", "cp-2 does not run kubeadm init"),)
+    for name, index in (("cp-1", 3), ("etcd-2", 1)):
+        with pytest.raises(BakeError) as e:
+            kc.join_configuration(plan, plan.node(name), TOKEN, CA_HASH)
+        assert e.value.problems == (Problem(f"nodes[{index}]", f"{name} does not run kubeadm join"),)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-a-token",
+        "ABCDEF.0123456789abcdef",
+        "abcdef.0123456789abcde",
+        "abcdef0123456789abcdef",
+        "",
+        TOKEN + "\n",
+    ],
+)
+def test_malformed_token_is_refused(token: str) -> None:
+    """kubeadm's BootstrapTokenRegexp: `^([a-z0-9]{6})\\.([a-z0-9]{16})$` (spec 2)."""
+    plan = plan_of("ha-stacked", "cluster.join=token")
+    expected = (Problem("token", "a bootstrap token looks like abcdef.0123456789abcdef"),)
+    with pytest.raises(BakeError) as e:
+        kc.init_configuration(plan, plan.node("cp-1"), token)
+    assert e.value.problems == expected
+    with pytest.raises(BakeError) as e:
+        kc.join_configuration(plan, plan.node("worker-1"), token, CA_HASH)
+    assert e.value.problems == expected
+
+
+@pytest.mark.parametrize(
+    "ca_hash",
+    [
+        "sha256:XYZ",
+        "sha256:" + "0123456789ABCDEF" * 4,
+        "sha256:" + "0" * 63,
+        "sha1:" + "0" * 64,
+        "0" * 64,
+        CA_HASH + "\n",
+    ],
+)
+def test_malformed_ca_hash_is_refused(ca_hash: str) -> None:
+    plan = plan_of("ha-stacked", "cluster.join=token")
+    with pytest.raises(BakeError) as e:
+        kc.join_configuration(plan, plan.node("worker-1"), TOKEN, ca_hash)
+    assert e.value.problems == (Problem("caCertHash", "expected sha256:<64 lower-case hex digits>"),)
+
+
+def test_a_field_kubeadm_does_not_know_stops_the_bake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A renderer bug (a field kubeadm would silently drop) fails loudly, naming the document's kind."""
+    plan = plan_of("ha-stacked")
+    docs = [*docs_of(plan, "cp-1")]
+    docs[1] = {**docs[1], "apiServerr": {}}
+    monkeypatch.setattr(kc, "config_documents", lambda *_: docs)
+    with pytest.raises(AssertionError) as e:
+        kc.node_config_files(plan, plan.node("cp-1"), TOKEN, CA_HASH)
+    assert str(e.value) == "unknown kubeadm config fields: ['ClusterConfiguration.apiServerr']"

@@ -114,6 +114,22 @@ def test_readme_table_is_the_placement_table() -> None:
     assert _readme_table() == placement.TABLE
 
 
+@pytest.mark.parametrize(
+    ("holder", "topology"),
+    [
+        (Holder.FIRST_CONTROL_PLANE, Topology.ETCD_ONLY),
+        (Holder.JOINING_CONTROL_PLANE, Topology.ETCD_ONLY),
+        (Holder.WORKER, Topology.ETCD_ONLY),
+        (Holder.ETCD_MEMBER, Topology.STACKED),
+    ],
+)
+def test_a_pair_no_profile_has_holds_nothing(holder: Holder, topology: Topology) -> None:
+    """What `bake check` expects of a node a tampered manifest puts there: no secret at all."""
+    row = placement.lookup(holder, topology)
+    assert row == Placement(report_key=False)
+    assert not row.holds_private_key
+
+
 # --------------------------------------------------------------------------------------------------
 # the files every node of every embedded profile gets
 

@@ -8,6 +8,7 @@ import ipaddress
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +326,25 @@ def test_node_names_must_be_rfc1123_labels(name: str) -> None:
     problem = find(problems_of(d), "nodes[1].name")
     assert "RFC 1123" in problem.message
     assert repr(name) in problem.message
+
+
+FINAL_NEWLINE: list[tuple[str, Callable[[dict[str, Any]], None]]] = [
+    ("nodes[1].name", lambda d: d["nodes"][1].update(name="worker-1\n")),
+    ("cluster.name", lambda d: d["cluster"].update(name="single-master\n")),
+    ("nodes[1].mac", lambda d: d["nodes"][1].update(mac="52:54:00:77:00:21\n")),
+    ("cluster.tokenTTL", lambda d: d["cluster"].update(tokenTTL="24h\n")),
+    ("defaults.users[0].name", lambda d: d["defaults"]["users"][0].update(name="ops\n")),
+    ("cluster.apiServer.certSANs[0]", lambda d: d["cluster"]["apiServer"].update(certSANs=["api.x.com\n"])),
+]
+
+
+@pytest.mark.parametrize(("path", "change"), FINAL_NEWLINE, ids=[p for p, _ in FINAL_NEWLINE])
+def test_a_final_newline_is_refused(path: str, change: Callable[[dict[str, Any]], None]) -> None:
+    """Python's `$` also matches before a final newline; a name that ends in one would add a line to
+    every config it is written into (haproxy.cfg, keepalived.conf, shell scripts)."""
+    d = data("single-master")
+    change(d)
+    assert path in paths(problems_of(d))
 
 
 def test_63_character_name_is_fine() -> None:

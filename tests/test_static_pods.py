@@ -313,6 +313,45 @@ def test_etcd_pod_refuses_stacked_members() -> None:
         static_pods.etcd.etcd_pod(plan, plan.node("cp-1"))
 
 
+@pytest.mark.parametrize(
+    ("urls", "ipv6", "endpoint"),
+    [  # kubeadm's GetEtcdProbeEndpoint (cmd/kubeadm/app/util/staticpod/utils.go), case by case
+        ("http://127.0.0.1:2381", False, ("127.0.0.1", 2381, "HTTP")),
+        ("https://10.0.0.1:12381,http://127.0.0.1:2381", False, ("10.0.0.1", 12381, "HTTPS")),
+        ("HTTPS://10.0.0.1:12381", False, ("10.0.0.1", 12381, "HTTPS")),  # url.Parse lowers the scheme
+        ("http://:2382", False, ("127.0.0.1", 2382, "HTTP")),
+        ("http://:2382", True, ("::1", 2382, "HTTP")),
+        ("http://[fd00::1]", True, ("fd00::1", 2381, "HTTP")),
+        ("unix://localhost:2382", False, ("localhost", 2382, "HTTP")),  # only "https" is HTTPS
+        ("http://10.0.0.1:0", False, ("10.0.0.1", 2381, "HTTP")),  # ParsePort refuses 0
+        ("http://10.0.0.1:port", True, ("::1", 2381, "HTTP")),  # url.Parse fails: all defaults
+        ("127.0.0.1:2382", False, ("127.0.0.1", 2381, "HTTP")),  # no scheme: url.Parse fails
+    ],
+)
+def test_etcd_probe_endpoint_as_kubeadm(urls: str, ipv6: bool, endpoint: tuple[str, int, str]) -> None:
+    assert static_pods.etcd.etcd_probe_endpoint(urls, ipv6) == endpoint
+
+
+def test_etcd_probe_without_host_is_the_members_loopback(tmp_path: Path) -> None:
+    """listen-metrics-urls without a host: kubeadm probes the loopback address of the member's family."""
+    any_host = "cluster.etcd.extraArgs=[{name: listen-metrics-urls, value: 'http://:2381'}]"
+    for plan, loopback in (
+        (v6_plan(tmp_path, any_host), "::1"),
+        (plan_of("ha-external-etcd", any_host), "127.0.0.1"),
+    ):
+        container = etcd(plan)["spec"]["containers"][0]
+        hosts = {container[p]["httpGet"]["host"] for p in ("livenessProbe", "readinessProbe", "startupProbe")}
+        assert hosts == {loopback}
+
+
+def test_etcd_pod_only_for_external_members() -> None:
+    plan = plan_of("ha-external-etcd")
+    for name in ("cp-1", "worker-1"):
+        with pytest.raises(ValueError) as e:
+            static_pods.etcd.etcd_pod(plan, plan.node(name))
+        assert str(e.value).startswith(f"{name}: ")
+
+
 def test_etcd_special_characters_round_trip() -> None:
     nasty = [
         "a: b",
@@ -394,6 +433,7 @@ def test_load_balancer_files_per_node() -> None:
     assert files["/etc/kubernetes/manifests/haproxy.yaml"].mode == 0o600
     assert files["/etc/kubernetes/manifests/keepalived.yaml"].mode == 0o600
     assert files["/etc/keepalived/check_apiserver.sh"].mode == 0o755
+    assert files["/etc/keepalived/keepalived.conf"].mode == 0o600  # holds the VRRP auth_pass
     assert all(f.sensitivity is Sensitivity.PUBLIC and f.owner == "root:root" for f in files.values())
     assert [f.path for f in static_pods.node_static_pod_files(plan, plan.node("etcd-3"))] == [
         "/etc/kubernetes/manifests/etcd.yaml"
@@ -469,6 +509,108 @@ def test_template_values_cannot_change_structure() -> None:
     for render in (balancer.haproxy_cfg, lambda p: balancer.keepalived_conf(p, p.node("cp-1"))):
         with pytest.raises(AssertionError):
             render(bad)
+
+
+def _with_node(plan: ClusterPlan, node: str, **changes: Any) -> ClusterPlan:
+    """The plan with one node changed past validation, as a renderer bug could hand it over."""
+    return replace(plan, nodes=tuple(replace(n, **changes) if n.name == node else n for n in plan.nodes))
+
+
+SCOPED = ipaddress.ip_address("fe80::1%eth0")  # a zone: no `address` template value
+
+
+@pytest.mark.parametrize(
+    ("node", "changes", "message"),
+    [
+        ("cp-2", {"name": "cp-2\n"}, "nodes[4].name: 'cp-2\\n'"),
+        ("cp-2", {"ip": SCOPED}, "nodes[4].ip: 'fe80::1%eth0'"),
+    ],
+)
+def test_haproxy_cfg_names_the_field_it_refuses(node: str, changes: dict[str, Any], message: str) -> None:
+    bad = _with_node(plan_of("ha-external-etcd"), node, **changes)
+    with pytest.raises(AssertionError) as e:
+        static_pods.load_balancer.haproxy_cfg(bad)
+    assert str(e.value) == f"{message} cannot be written into a load-balancer config"
+
+
+@pytest.mark.parametrize(
+    ("node", "changes", "message"),
+    [
+        ("cp-1", {"name": "cp_1"}, "nodes[3].name: 'cp_1'"),
+        ("cp-1", {"ip": SCOPED}, "nodes[3].ip: 'fe80::1%eth0'"),  # the node's own unicast_src_ip
+        ("cp-3", {"ip": SCOPED}, "nodes[5].ip: 'fe80::1%eth0'"),  # a unicast peer
+    ],
+)
+def test_keepalived_conf_names_the_field_it_refuses(node: str, changes: dict[str, Any], message: str) -> None:
+    bad = _with_node(plan_of("ha-external-etcd"), node, **changes)
+    with pytest.raises(AssertionError) as e:
+        static_pods.load_balancer.keepalived_conf(bad, bad.control_planes[0])
+    assert str(e.value) == f"{message} cannot be written into a load-balancer config"
+
+
+def test_cluster_name_and_vip_are_named_when_refused() -> None:
+    plan = plan_of("ha-external-etcd")
+    balancer = static_pods.load_balancer
+    bad = replace(plan, name="x\nbackend evil")
+    expected = "cluster.name: 'x\\nbackend evil' cannot be written into a load-balancer config"
+    for render in (balancer.haproxy_cfg, lambda p: balancer.keepalived_conf(p, p.node("cp-1"))):
+        with pytest.raises(AssertionError) as e:
+            render(bad)
+        assert str(e.value) == expected
+    lb = plan.settings.load_balancer.model_copy(update={"vip": SCOPED})
+    bad = replace(plan, settings=plan.settings.model_copy(update={"load_balancer": lb}))
+    expected = "cluster.loadBalancer.vip: 'fe80::1%eth0' cannot be written into a load-balancer config"
+    for render in (balancer.check_apiserver_sh, lambda p: balancer.keepalived_conf(p, p.node("cp-1"))):
+        with pytest.raises(AssertionError) as e:
+            render(bad)
+        assert str(e.value) == expected
+
+
+def test_load_balancer_renderers_refuse_another_kind() -> None:
+    balancer = static_pods.load_balancer
+    stacked, external = plan_of("ha-stacked"), plan_of("ha-external-etcd")
+    wrong = "cluster.loadBalancer is kube-vip, not haproxy-keepalived with a vip"
+    for render in (
+        balancer.haproxy_cfg,
+        balancer.check_apiserver_sh,
+        lambda p: balancer.keepalived_conf(p, p.node("cp-1")),
+        lambda p: balancer.haproxy_pod(p, p.node("cp-1")),
+        lambda p: balancer.keepalived_pod(p, p.node("cp-1")),
+    ):
+        with pytest.raises(ValueError) as e:
+            render(stacked)
+        assert str(e.value) == wrong
+    with pytest.raises(ValueError) as e:
+        balancer.kube_vip_pod(external, external.node("cp-1"))
+    assert str(e.value) == "cluster.loadBalancer is haproxy-keepalived, not kube-vip with a vip"
+    lb = external.settings.load_balancer.model_copy(update={"vip": None})
+    no_vip = replace(external, settings=external.settings.model_copy(update={"load_balancer": lb}))
+    with pytest.raises(ValueError) as e:
+        balancer.haproxy_cfg(no_vip)
+    assert str(e.value) == "cluster.loadBalancer is haproxy-keepalived, not haproxy-keepalived with a vip"
+
+
+def test_load_balancer_pods_only_on_control_planes() -> None:
+    balancer = static_pods.load_balancer
+    for profile, renders in (
+        ("ha-stacked", (balancer.kube_vip_pod,)),
+        ("ha-external-etcd", (balancer.haproxy_pod, balancer.keepalived_pod, balancer.keepalived_conf)),
+    ):
+        plan = plan_of(profile)
+        for render in renders:
+            with pytest.raises(ValueError) as e:
+                render(plan, plan.node("worker-1"))
+            assert str(e.value) == "worker-1 is not a control plane"
+
+
+def test_kube_vip_needs_the_plans_kubeconfig_choice() -> None:
+    """kube-vip's kubeconfig comes from the plan (super-admin.conf on the init node): a control plane the
+    plan gave no kube-vip pod has none, and rendering one anyway is a bug."""
+    plan = plan_of("ha-stacked")
+    bad = _with_node(plan, "cp-2", static_pods=())
+    with pytest.raises(AssertionError) as e:
+        static_pods.load_balancer.kube_vip_pod(bad, bad.node("cp-2"))
+    assert str(e.value) == "the plan gives every control plane with kube-vip one"
 
 
 @pytest.mark.integration

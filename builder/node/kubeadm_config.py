@@ -69,8 +69,8 @@ INIT_TIMEOUTS = ("controlPlaneComponentHealthCheck", "kubeletHealthCheck", "kube
 JOIN_TIMEOUTS = (*INIT_TIMEOUTS, "tlsBootstrap", "discovery")
 LOCAL_MODE_GATE = "ControlPlaneKubeletLocalMode"
 
-TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
-CA_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}\Z")
+CA_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def _etcd_health_url(plan: ClusterPlan, node: NodePlan) -> str:
         (a.value for a in plan.settings.etcd.extra_args if a.name == "listen-metrics-urls"),
         f"http://{host_port('::1' if node.ip.version == 6 else '127.0.0.1', etcd_pod.ETCD_METRICS_PORT)}",
     )
-    host, port, scheme = etcd_pod.etcd_probe_endpoint(metrics)
+    host, port, scheme = etcd_pod.etcd_probe_endpoint(metrics, node.ip.version == 6)
     return f"{scheme.lower()}://{host_port(host, port)}/readyz"
 
 

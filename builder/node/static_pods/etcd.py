@@ -28,12 +28,20 @@ ETCD_METRICS_PORT = 2381
 PROBE_PORT_NAME = "probe-port"
 
 
-def etcd_probe_endpoint(listen_metrics_urls: str) -> tuple[str, int, str]:
+def etcd_probe_endpoint(listen_metrics_urls: str, ipv6: bool) -> tuple[str, int, str]:
     """GetEtcdProbeEndpoint: host, port and scheme of the first listen-metrics-urls entry (also the
-    renewal script's health check of a restarted etcd, builder.node.renewal)."""
-    first = urlsplit(listen_metrics_urls.split(",")[0])
-    host = first.hostname or "127.0.0.1"
-    return host, first.port or ETCD_METRICS_PORT, (first.scheme or "http").upper()
+    renewal script's health check of a restarted etcd, builder.node.renewal).
+
+    As kubeadm: HTTPS only for an `https` URL, anything else is probed over HTTP; no host means the
+    loopback address of the member's family; an unparsable URL or port gives the defaults.
+    """
+    localhost = "::1" if ipv6 else "127.0.0.1"
+    try:
+        first = urlsplit(listen_metrics_urls.split(",")[0])
+        host, port = first.hostname, first.port
+    except ValueError:
+        return localhost, ETCD_METRICS_PORT, "HTTP"
+    return host or localhost, port or ETCD_METRICS_PORT, "HTTPS" if first.scheme == "https" else "HTTP"
 
 
 def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
@@ -84,7 +92,7 @@ def etcd_pod(plan: ClusterPlan, member: NodePlan) -> dict[str, Any]:
     metrics = next(
         (a.value for a in extra if a.name == "listen-metrics-urls"), dict(base)["listen-metrics-urls"]
     )
-    probe_host, probe_port, probe_scheme = etcd_probe_endpoint(metrics)
+    probe_host, probe_port, probe_scheme = etcd_probe_endpoint(metrics, member.ip.version == 6)
     port: int | str = PROBE_PORT_NAME if info.named_probe_port else probe_port
     startup = -(-control_plane_health_check_seconds(plan) // 10)
     container: dict[str, Any] = {

@@ -32,12 +32,13 @@ KUBE_VIP_KUBECONFIG_MOUNT = paths.ADMIN_CONF  # where kube-vip reads its kubecon
 KUBE_VIP_LEASE = "plndr-cp-lock"
 
 # Template values must match these before they reach a template, so no value can add a line, a
-# block or a shell word: a config's structure comes from the template only.
+# block or a shell word: a config's structure comes from the template only. `\Z`, not `$`, which
+# also matches before a final newline.
 _SAFE = {
-    "name": re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"),
-    "interface": re.compile(r"^[A-Za-z0-9_.-]{1,15}$"),
-    "address": re.compile(r"^[0-9A-Fa-f:.]{2,45}$"),
-    "hex": re.compile(r"^[0-9a-f]{1,16}$"),
+    "name": re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z"),
+    "interface": re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z"),
+    "address": re.compile(r"^[0-9A-Fa-f:.]{2,45}\Z"),
+    "hex": re.compile(r"^[0-9a-f]{1,16}\Z"),
 }
 
 
