@@ -13,11 +13,22 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from builder.plan import ClusterPlan, build_plan
+from builder.validation.profile import load_profile
+
 BAKE = [sys.executable, "-m", "builder.cli"]
 REPO = Path(__file__).resolve().parents[1]
+
+
+@cache
+def plan_of(name: str, *sets: str) -> ClusterPlan:
+    """The plan of an embedded profile (or a profile file) with `--set` overrides; shared by every test
+    of the session, so a test changes a copy (`dataclasses.replace`, `model_copy`), never the plan."""
+    return build_plan(load_profile(name, list(sets)))
 
 
 FIRST_BOOT_ARCHIVE = "/usr/local/lib/bake/first-boot.tar"

@@ -20,7 +20,6 @@ import textwrap
 import tomllib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,10 @@ from builder import resources
 from builder.files import NodeFile, public, secret
 from builder.node import archive, bootstrap, cloudinit, distribute, host
 from builder.node.bootstrap.env import BootstrapRole
-from builder.plan import ClusterPlan, NodePlan, build_plan
+from builder.plan import ClusterPlan, NodePlan
 from builder.validation.profile import load_profile
 
-from .helpers import OVERLAYS, write_file_content
+from .helpers import OVERLAYS, plan_of, write_file_content
 from .peers import missing, program
 
 TOKEN = "abcdef.0123456789abcdef"
@@ -45,9 +44,6 @@ INIT_CALL = "kubeadm init --config /run/kubeadm/kubeadm.yaml --skip-token-print"
 CA_HASH = "sha256:" + "0" * 64
 
 
-@cache
-def _plan(name: str, *sets: str) -> ClusterPlan:
-    return build_plan(load_profile(name, sets))
 
 
 def fake_pki_files(plan: ClusterPlan, node: NodePlan) -> list[NodeFile]:
@@ -106,9 +102,9 @@ def _script_files(rendered: cloudinit.RenderedNode) -> dict[str, bytes]:
 
 def test_scripts_are_the_same_for_every_node() -> None:
     texts = {
-        tuple(sorted(_script_files(_render(_plan(name), node)).items()))
+        tuple(sorted(_script_files(_render(plan_of(name), node)).items()))
         for name in ("ha-stacked", "ha-external-etcd")
-        for node in _plan(name).nodes
+        for node in plan_of(name).nodes
     }
     assert len(texts) == 1
     [scripts] = texts
@@ -169,7 +165,7 @@ TEST_HOOK_MARKS = (
 
 @pytest.mark.parametrize("profile", resources.profile_names())
 def test_no_embedded_profiles_seed_carries_a_test_hook(profile: str) -> None:
-    plan = _plan(profile)
+    plan = plan_of(profile)
     for node in plan.nodes:
         rendered = _render(plan, node)
         for doc in (rendered.user_data, rendered.meta_data, rendered.network_config):
@@ -278,7 +274,7 @@ def test_phase_units_form_one_chain() -> None:
 
 
 def test_env_values_per_role() -> None:
-    plan = _plan("ha-stacked")
+    plan = plan_of("ha-stacked")
     env = {n.name: _env(plan, n) for n in plan.nodes}
     assert [env[n]["BAKE_ROLE"] for n in ("cp-1", "cp-2", "cp-3", "worker-1")] == [
         "init", "join-control-plane", "join-control-plane", "worker",
@@ -305,7 +301,7 @@ def test_env_values_per_role() -> None:
     } <= set(keep)
     assert all(p.startswith(("/etc/kubernetes/", "/var/lib/kubelet/")) for p in keep)
 
-    ext = _plan("ha-external-etcd")
+    ext = plan_of("ha-external-etcd")
     assert _env(ext, ext.node("cp-3"))["BAKE_JOIN_AFTER_PODS"] == "kube-apiserver"
     etcd = _env(ext, ext.node("etcd-1"))
     assert etcd["BAKE_ROLE"] == "etcd" and etcd["BAKE_KUBEADM_CONFIG"] == "" and etcd["BAKE_KEEP_FILES"] == ""
@@ -314,7 +310,7 @@ def test_env_values_per_role() -> None:
 
 
 def test_env_ipv6_endpoint_is_bracketed() -> None:
-    plan = _plan(
+    plan = plan_of(
         "ha-stacked",
         "cluster.loadBalancer.vip=fd00:77::10",
         "cluster.podSubnet=fd00:10:244::/56",
@@ -335,7 +331,7 @@ def test_env_ipv6_endpoint_is_bracketed() -> None:
 
 def test_env_file_round_trips_through_bash(tmp_path: Path) -> None:
     for name in ("ha-stacked", "ha-external-etcd", "single-node"):
-        plan = _plan(name)
+        plan = plan_of(name)
         for node in plan.nodes:
             values = _env(plan, node)
             assert tuple(values) == bootstrap.env.ENV_NAMES
@@ -384,7 +380,7 @@ def test_env_refuses_nul_and_foreign_names() -> None:
 
 
 def test_cni_configs_carry_the_pod_cidr() -> None:
-    plan = _plan("single-master", "cluster.podSubnet=10.200.0.0/16")
+    plan = plan_of("single-master", "cluster.podSubnet=10.200.0.0/16")
     docs = bootstrap.cni.calico_documents(plan)
     assert [d["kind"] for d in docs] == ["Installation", "APIServer"]
     pool = docs[0]["spec"]["calicoNetwork"]["ipPools"][0]  # type: ignore[index]
@@ -393,7 +389,7 @@ def test_cni_configs_carry_the_pod_cidr() -> None:
     assert installation is not None and installation.path == "/etc/bake/cni/calico-installation.yaml"
     assert list(yaml.safe_load_all(installation.content)) == docs
 
-    plan = _plan("single-master", "cluster.podSubnet=10.200.0.0/16", "cluster.cni=flannel")
+    plan = plan_of("single-master", "cluster.podSubnet=10.200.0.0/16", "cluster.cni=flannel")
     patch = bootstrap.cni.cni_config_file(plan)
     assert patch is not None
     import json
@@ -401,7 +397,7 @@ def test_cni_configs_carry_the_pod_cidr() -> None:
     net_conf = json.loads(yaml.safe_load(patch.content)["data"]["net-conf.json"])
     assert net_conf == {"Network": "10.200.0.0/16", "EnableNFTables": False, "Backend": {"Type": "vxlan"}}
 
-    plan = _plan("single-master", "cluster.cni=cilium", "defaults.arch=arm64")
+    plan = plan_of("single-master", "cluster.cni=cilium", "defaults.arch=arm64")
     values = bootstrap.cni.cni_config_file(plan)
     assert values is not None and yaml.safe_load(values.content)["ipam"] == {"mode": "kubernetes"}
     env = _env(plan, plan.node("cp-1"))
@@ -409,7 +405,7 @@ def test_cni_configs_carry_the_pod_cidr() -> None:
         f"{bootstrap.cni.CILIUM_CLI_BASE_URL}/{bootstrap.cni.CILIUM_CLI_VERSION}/cilium-linux-arm64.tar.gz",
         f"{bootstrap.cni.CILIUM_CLI_BASE_URL}/{bootstrap.cni.CILIUM_CLI_VERSION}/cilium-linux-arm64.tar.gz.sha256sum",
     ]
-    assert bootstrap.cni.cni_config_file(_plan("single-master", "cluster.cni=none")) is None
+    assert bootstrap.cni.cni_config_file(plan_of("single-master", "cluster.cni=none")) is None
 
 
 def test_cni_mirror_is_overridable() -> None:
@@ -806,7 +802,7 @@ def can_sandbox(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def _sandbox(tmp_path: Path, profile: str, node: str, *sets: str) -> Sandbox:
-    plan = _plan(profile, "cluster.packages.mode=prebaked", *sets)
+    plan = plan_of(profile, "cluster.packages.mode=prebaked", *sets)
     return Sandbox(tmp_path / "sb", _render(plan, plan.node(node)), plan)
 
 
@@ -1029,7 +1025,7 @@ def test_units_pass_systemd_analyze_verify(can_sandbox: None, tmp_path: Path, st
     interrupter, whose unit is verified too)."""
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
-    plan = _plan("single-master", "cluster.packages.mode=prebaked", "cluster.join=token")
+    plan = plan_of("single-master", "cluster.packages.mode=prebaked", "cluster.join=token")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("cp-1")), plan)
     units = [bootstrap.layout.UNIT_PATH]
     units += [bootstrap.units.phase_unit_path(p) for p in bootstrap.layout.PHASES]
@@ -1072,7 +1068,7 @@ def test_worker_gives_up_on_a_dead_endpoint(can_sandbox: None, tmp_path: Path) -
 def test_etcd_member_kubelet_held_until_the_runtime_is_configured(can_sandbox: None, tmp_path: Path) -> None:
     """The kubelet package's postinst may start the kubelet, with the etcd drop-in and static pod
     already in place: it must not run before containerd has its configuration."""
-    plan = _plan("ha-external-etcd")  # packages.mode repos: the packages are installed on the node
+    plan = plan_of("ha-external-etcd")  # packages.mode repos: the packages are installed on the node
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("etcd-1"))).run("run\nreboot\nrun\n")
     assert sb.rcs == [0, 0], sb.text("stdout.log")
     calls = sb.runs[0]
@@ -1149,7 +1145,7 @@ def test_etcd_member_restarts_kubelet(can_sandbox: None, tmp_path: Path) -> None
 
 @pytest.mark.integration
 def test_repos_mode_installs_pinned_packages_after_keys(can_sandbox: None, tmp_path: Path) -> None:
-    plan = _plan("single-master", "cluster.containerRuntime=crio")
+    plan = plan_of("single-master", "cluster.containerRuntime=crio")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
     sb.run(f"{TEST_STOP}\nrun\n")
     assert sb.rcs == [0], sb.text("stdout.log")
@@ -1172,7 +1168,7 @@ def test_quoting_helper_matches_shlex() -> None:
 
 
 def test_role_of_every_node() -> None:
-    plan = _plan("ha-external-etcd")
+    plan = plan_of("ha-external-etcd")
     roles = {n.name: bootstrap.env.bootstrap_role(n) for n in plan.nodes}
     assert roles["etcd-3"] is BootstrapRole.ETCD
     assert roles["cp-1"] is BootstrapRole.INIT
@@ -1185,7 +1181,7 @@ def test_role_of_every_node() -> None:
 def test_skewed_worker_installs_the_clusters_kubeadm_and_its_own_kubelet(
     can_sandbox: None, tmp_path: Path, os_name: str
 ) -> None:
-    plan = _plan("single-master", f"defaults.os={os_name}", "nodes[1].kubernetesVersion=1.35")
+    plan = plan_of("single-master", f"defaults.os={os_name}", "nodes[1].kubernetesVersion=1.35")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
     sb.run(f"{TEST_STOP}\nrun\n")
     assert sb.rcs == [0], sb.text("stdout.log")
@@ -1278,7 +1274,7 @@ def test_host_prep_modules_swap_and_containerd_schema(can_sandbox: None, tmp_pat
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["repos", "prebaked"])
 def test_containerd_1_under_a_kubelet_that_needs_2(can_sandbox: None, tmp_path: Path, mode: str) -> None:
-    plan = _plan("single-master", f"cluster.packages.mode={mode}")
+    plan = plan_of("single-master", f"cluster.packages.mode={mode}")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
     sb.run(f"echo v1.7.24 >/run/stub-containerd-version\n{TEST_STOP}\nrun\n")
     log = sb.text("bootstrap.log")
@@ -1293,7 +1289,7 @@ def test_containerd_1_under_a_kubelet_that_needs_2(can_sandbox: None, tmp_path: 
 
 @pytest.mark.integration
 def test_default_containerd_comes_from_the_repository_key_first(can_sandbox: None, tmp_path: Path) -> None:
-    plan = _plan("single-master")
+    plan = plan_of("single-master")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
     sb.run(f"{TEST_STOP}\nrun\n")
     assert sb.rcs == [0], sb.text("stdout.log")
@@ -1307,7 +1303,7 @@ def test_default_containerd_comes_from_the_repository_key_first(can_sandbox: Non
 
 @pytest.mark.integration
 def test_el9_keeps_curl_minimal(can_sandbox: None, tmp_path: Path) -> None:
-    plan = _plan("single-master", "defaults.os=rocky-9")
+    plan = plan_of("single-master", "defaults.os=rocky-9")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("worker-1")))
     sb.run(f"{TEST_STOP}\nrun\n")
     assert sb.rcs == [0], sb.text("stdout.log")
@@ -1397,7 +1393,7 @@ def _expiring_in(seconds: int, token_id: str) -> str:
 
 @pytest.mark.integration
 def test_join_token_is_recreated_when_missing_or_expiring(can_sandbox: None, tmp_path: Path) -> None:
-    plan = _plan("single-master", "cluster.packages.mode=prebaked", "cluster.join=token")
+    plan = plan_of("single-master", "cluster.packages.mode=prebaked", "cluster.join=token")
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("cp-1")), plan)
     token_id = TOKEN.split(".")[0]
     sb.run(
@@ -1491,7 +1487,7 @@ def _baked_for_real(
     from builder.pki import secrets
 
     addresses = LOOPBACK_EXTERNAL if profile == "ha-external-etcd" else LOOPBACK_STACKED
-    plan = _plan(profile, "cluster.packages.mode=prebaked", *(addresses if loopback else ()))
+    plan = plan_of(profile, "cluster.packages.mode=prebaked", *(addresses if loopback else ()))
     bundle, _ = secrets.reconcile(plan, None, now=datetime.now(UTC))
     root = tmp_path / "secrets"
     for rel, data, mode in secrets.bundle_files(bundle, plan):

@@ -19,7 +19,6 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +34,11 @@ from builder.model import Profile
 from builder.node import bootstrap, cloudinit, distribute
 from builder.pki import secrets
 from builder.plan import ClusterPlan, NodePlan, build_plan
-from builder.validation.profile import load_profile, validate
+from builder.validation.profile import validate
 
 from .golden_tree import BUNDLES, GOLDEN, bundle_ca_hash, bundle_token, golden_plan, split
 from .golden_tree import PROFILES as GOLDEN_PROFILES
-from .helpers import compare_golden, disk_files
+from .helpers import compare_golden, disk_files, plan_of
 from .peers import program
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,9 +99,6 @@ def fake_pki_files(plan: ClusterPlan, node: NodePlan) -> list[NodeFile]:
     return files
 
 
-@cache
-def _plan(name: str, *sets: str) -> ClusterPlan:
-    return build_plan(load_profile(name, sets))
 
 
 def render(plan: ClusterPlan, node: NodePlan) -> cloudinit.RenderedNode:
@@ -142,10 +138,10 @@ def schema_check(tmp_path: Path, name: str, user_data: bytes) -> subprocess.Comp
 
 def _all_cases() -> Iterator[tuple[str, str, tuple[str, ...], str]]:
     for name in PROFILES:
-        for node in _plan(name).nodes:
+        for node in plan_of(name).nodes:
             yield f"{name}/{node.name}", name, (), node.name
     for variant, (name, sets) in VARIANTS.items():
-        plan = _plan(name, *sets)
+        plan = plan_of(name, *sets)
         seen = set()
         for node in plan.nodes:
             kind = "init" if node.is_init else node.role.value
@@ -162,7 +158,7 @@ CASES = list(_all_cases())
 def test_user_data_passes_cloud_init_schema(
     tmp_path: Path, case: str, profile: str, sets: tuple[str, ...], node: str
 ) -> None:
-    plan = _plan(profile, *sets)
+    plan = plan_of(profile, *sets)
     rendered = render(plan, plan.node(node))
     proc = schema_check(tmp_path, "ud", rendered.user_data)
     assert proc.returncode == 0, f"{case}: {proc.stdout}{proc.stderr}"
@@ -192,7 +188,7 @@ def _broken(doc: dict[str, Any], how: str) -> dict[str, Any]:
      "unknown-encoding"],
 )  # fmt: skip
 def test_broken_user_data_fails_the_validator(tmp_path: Path, how: str) -> None:
-    plan = _plan("single-master")
+    plan = plan_of("single-master")
     good = _load(render(plan, plan.node("worker-1")).user_data)
     bad = ("#cloud-config\n" + yamlio.dump(_broken(good, how))).encode()
     proc = schema_check(tmp_path, how, bad)
@@ -213,7 +209,7 @@ def _write_files(user_data: bytes) -> dict[str, tuple[bytes, str, str]]:
 
 @pytest.mark.parametrize("name", PROFILES)
 def test_files_are_exactly_write_files(name: str) -> None:
-    plan = _plan(name)
+    plan = plan_of(name)
     for node in plan.nodes:
         rendered = render(plan, node)
         written = _write_files(rendered.user_data)  # the first-boot archive's files among them
@@ -227,7 +223,7 @@ def test_files_are_exactly_write_files(name: str) -> None:
 
 
 def test_every_node_gets_the_bootstrap_and_host_files() -> None:
-    plan = _plan("ha-external-etcd")
+    plan = plan_of("ha-external-etcd")
     for node in plan.nodes:
         paths = {f.path for f in render(plan, node).files}
         assert {
@@ -247,7 +243,7 @@ def test_every_node_gets_the_bootstrap_and_host_files() -> None:
 
 
 def test_user_data_shape() -> None:
-    plan = _plan("single-master")
+    plan = plan_of("single-master")
     doc = _load(render(plan, plan.node("cp-1")).user_data)
     assert list(doc) == [
         "hostname", "fqdn", "preserve_hostname", "manage_etc_hosts",
@@ -271,7 +267,7 @@ def test_user_data_shape() -> None:
 
 
 def test_network_config_v4_with_mac_and_v6_by_name() -> None:
-    plan = _plan("single-master")
+    plan = plan_of("single-master")
     net = yaml.safe_load(render(plan, plan.node("worker-1")).network_config)
     assert net == {
         "version": 2,
@@ -287,7 +283,7 @@ def test_network_config_v4_with_mac_and_v6_by_name() -> None:
             }
         },
     }
-    plan = _plan("ha-stacked", *IPV6_HA_STACKED, "nodes[3].mac=null", "nodes[3].interface=ens3")
+    plan = plan_of("ha-stacked", *IPV6_HA_STACKED, "nodes[3].mac=null", "nodes[3].interface=ens3")
     net = yaml.safe_load(render(plan, plan.node("worker-1")).network_config)
     eth = net["ethernets"]["ens3"]
     assert eth["match"] == {"name": "ens3"} and "set-name" not in eth
@@ -296,7 +292,7 @@ def test_network_config_v4_with_mac_and_v6_by_name() -> None:
 
 
 def test_meta_data() -> None:
-    plan = _plan("ha-stacked")
+    plan = plan_of("ha-stacked")
     rendered = render(plan, plan.node("cp-2"))
     meta = yaml.safe_load(rendered.meta_data)
     # cluster, node and generation (0 by default), '.'-joined: nothing of the seed's content
@@ -311,7 +307,7 @@ def _instance_id(rendered: cloudinit.RenderedNode) -> str:
 def test_instance_id_survives_a_rebake_that_changes_the_seed() -> None:
     """A re-bake that changes a running node's seed must not make cloud-init take it for a new machine
     (it would rewrite its PKI, kubelet.conf, static pods and SSH host keys at the next reboot)."""
-    plan = _plan("ha-external-etcd")
+    plan = plan_of("ha-external-etcd")
     cp1 = plan.node("cp-1")
     base = render(plan, cp1)
     rotated = cloudinit.render_node(
@@ -320,28 +316,28 @@ def test_instance_id_survives_a_rebake_that_changes_the_seed() -> None:
     assert rotated.user_data != base.user_data
     assert _instance_id(rotated) == _instance_id(base) == "ha-external-etcd.cp-1.gen0"
     # a fourth control plane (in place of worker-2) enters haproxy's backends on cp-1
-    grown = _plan("ha-external-etcd", "nodes[7]={name: cp-4, role: control-plane, ip: 10.77.0.14}")
+    grown = plan_of("ha-external-etcd", "nodes[7]={name: cp-4, role: control-plane, ip: 10.77.0.14}")
     regrown = render(grown, grown.node("cp-1"))
     assert b"10.77.0.14" in regrown.user_data and b"10.77.0.14" not in base.user_data
     assert _instance_id(regrown) == _instance_id(base)
 
 
 def test_generation_bump_reprovisions_that_node_only() -> None:
-    plan = _plan("ha-external-etcd")
-    bumped = _plan("ha-external-etcd", "nodes[4].generation=3")  # cp-2
+    plan = plan_of("ha-external-etcd")
+    bumped = plan_of("ha-external-etcd", "nodes[4].generation=3")  # cp-2
     before = {n.name: _instance_id(render(plan, n)) for n in plan.nodes}
     after = {n.name: _instance_id(render(bumped, n)) for n in bumped.nodes}
     assert after["cp-2"] == "ha-external-etcd.cp-2.gen3" != before["cp-2"]
     assert {k: v for k, v in after.items() if k != "cp-2"} == {k: v for k, v in before.items() if k != "cp-2"}
     assert len(set(before.values())) == len(before)  # no two nodes share an id
-    other = _plan("ha-external-etcd", "cluster.name=other")
+    other = plan_of("ha-external-etcd", "cluster.name=other")
     assert not {_instance_id(render(other, n)) for n in other.nodes} & set(before.values())
 
 
 @pytest.mark.parametrize("value", ["-1", "one", "1.5"])
 def test_generation_is_a_non_negative_integer(value: str) -> None:
     with pytest.raises(BakeError) as info:
-        _plan("single-master", f"nodes[1].generation={value}")
+        plan_of("single-master", f"nodes[1].generation={value}")
     assert [p.path for p in info.value.problems] == ["nodes[1].generation"]
 
 
@@ -367,7 +363,7 @@ def test_any_content_survives_the_yaml_round_trip(content: bytes) -> None:
 
 
 def test_conflicting_files_are_refused() -> None:
-    plan = _plan("single-master")
+    plan = plan_of("single-master")
     node = plan.node("cp-1")
     clash = [secret("/etc/modules-load.d/k8s.conf", b"other\n")]
     with pytest.raises(BakeError, match="two different files"):
@@ -495,7 +491,7 @@ def _parse_env(env_text: str) -> dict[str, str]:
 
 
 def test_profile_strings_cannot_change_the_yaml_structure(tmp_path: Path) -> None:
-    baseline_plan = _plan("single-master")
+    baseline_plan = plan_of("single-master")
     baseline = {n.name: _load(render(baseline_plan, n).user_data) for n in baseline_plan.nodes}
     for payload in PAYLOADS:
         key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKey " + payload
@@ -582,7 +578,7 @@ def test_base_url_reaches_the_env_file_only_quoted(tmp_path: Path) -> None:
 def test_rendering_is_deterministic_across_processes() -> None:
     code = (
         "import hashlib; import tests.test_cloudinit as t; "
-        "p = t._plan('ha-stacked'); "
+        "p = t.plan_of('ha-stacked'); "
         "print(hashlib.sha256(b''.join(t.render(p, n).user_data for n in p.nodes)).hexdigest())"
     )
     digests = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import configparser
 import tomllib
-from functools import cache
 from pathlib import PurePosixPath
 
 import pytest
@@ -13,17 +12,13 @@ import yaml
 from builder.model import OsName, Runtime, osfamily
 from builder.model.osfamily import PackageFamily
 from builder.node import host
-from builder.plan import ClusterPlan, NodePlan, build_plan
-from builder.validation.profile import load_profile
+from builder.plan import ClusterPlan, NodePlan
 
-
-@cache
-def _plan(name: str, *sets: str) -> ClusterPlan:
-    return build_plan(load_profile(name, sets))
+from .helpers import plan_of
 
 
 def _node(name: str, node: str, *sets: str) -> tuple[ClusterPlan, NodePlan]:
-    plan = _plan(name, *sets)
+    plan = plan_of(name, *sets)
     return plan, plan.node(node)
 
 
@@ -309,7 +304,7 @@ def test_prebaked_skips_repositories() -> None:
 
 
 def test_firewall_ports_per_role() -> None:
-    plan = _plan("ha-external-etcd")
+    plan = plan_of("ha-external-etcd")
     cp = host.firewall_rules(plan, plan.node("cp-2"))
     # Calico's 179/5473 (tcp) and 4789 (udp); haproxy frontend 8443 and VRRP for keepalived.
     assert cp.tcp == ("179", "5473", "6443", "8443", "10250", "10257", "10259")
@@ -319,7 +314,7 @@ def test_firewall_ports_per_role() -> None:
     assert worker.tcp == ("179", "5473", "10250", "30000-32767")
     etcd = host.firewall_rules(plan, plan.node("etcd-1"))
     assert etcd == host.Firewall(("2379-2380", "10250"), (), ())
-    stacked = _plan("ha-stacked")
+    stacked = plan_of("ha-stacked")
     cp = host.firewall_rules(stacked, stacked.node("cp-1"))
     assert "2379-2380" in cp.tcp and cp.protocols == ()  # kube-vip: ARP, no VRRP
 
@@ -357,7 +352,7 @@ def test_etcd_member_kubelet_is_spec_6_4() -> None:
 
 def test_files_are_sorted_unique_and_public() -> None:
     for name in ("single-master", "ha-stacked", "ha-external-etcd", "etcd-cluster", "single-node"):
-        plan = _plan(name)
+        plan = plan_of(name)
         for node in plan.nodes:
             prep = host.host_prep(plan, node)
             paths = [f.path for f in prep.files]

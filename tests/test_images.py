@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,15 @@ import yaml
 
 from builder import resources
 from builder.node import cloudinit, host, static_pods
-from builder.plan import ClusterPlan, build_plan, images
-from builder.validation.profile import load_profile
+from builder.plan import ClusterPlan, images
 from tests import k8s
+
+from .helpers import plan_of
 
 TOKEN = "abcdef.0123456789abcdef"
 CA_HASH = "sha256:" + "0" * 64
 
 
-@cache
-def _plan(name: str, *sets: str) -> ClusterPlan:
-    return build_plan(load_profile(name, sets))
 
 
 def _init_config(plan: ClusterPlan) -> bytes:
@@ -51,7 +48,7 @@ def _kubeadm() -> Path:
 
 VARIANTS = [
     # every embedded profile that has a kubeadm config (etcd-cluster has no control plane)
-    *((name, ()) for name in resources.profile_names() if _plan(name).init_node is not None),
+    *((name, ()) for name in resources.profile_names() if plan_of(name).init_node is not None),
     ("ha-stacked", ("cluster.imageRepository=mirror.example:5000/k8s",)),
     ("ha-stacked", ("cluster.images={coredns: {imageTag: v1.14.1}, etcd: {imageRepository: quay.io/co}}",)),
     (
@@ -75,7 +72,7 @@ def test_control_plane_images_match_the_real_kubeadm(
     tmp_path: Path, profile: str, sets: tuple[str, ...]
 ) -> None:
     kubeadm = _kubeadm()
-    plan = _plan(profile, *sets)
+    plan = plan_of(profile, *sets)
     config = tmp_path / "kubeadm.yaml"
     config.write_bytes(_init_config(plan))
     proc = subprocess.run(
@@ -94,7 +91,7 @@ def test_control_plane_images_match_the_real_kubeadm(
 
 
 def test_default_repository_lists() -> None:
-    plan = _plan("ha-stacked")
+    plan = plan_of("ha-stacked")
     assert [i.ref for i in images.control_plane_images(plan)] == [
         "registry.k8s.io/kube-apiserver:v1.37.2",
         "registry.k8s.io/kube-controller-manager:v1.37.2",
@@ -115,7 +112,7 @@ def test_default_repository_lists() -> None:
 
 
 def test_external_etcd_roles() -> None:
-    plan = _plan("ha-external-etcd")
+    plan = plan_of("ha-external-etcd")
     assert [i.ref for i in images.node_images(plan, plan.node("etcd-1"))] == [
         "registry.k8s.io/etcd:3.7.0-0",
         "registry.k8s.io/pause:3.10.2",
@@ -127,7 +124,7 @@ def test_external_etcd_roles() -> None:
 
 def test_image_repository_reaches_the_load_balancers() -> None:
     repo = "mirror.example:5000/k8s"
-    plan = _plan("ha-external-etcd", f"cluster.imageRepository={repo}")
+    plan = plan_of("ha-external-etcd", f"cluster.imageRepository={repo}")
     cp = plan.node("cp-1")
     pods = {
         f.path.rsplit("/", 1)[-1]: yaml.safe_load(f.content)
@@ -141,13 +138,13 @@ def test_image_repository_reaches_the_load_balancers() -> None:
     # CoreDNS is not moved one level down outside registry.k8s.io (GetDNSImage)
     assert images.coredns_image(plan) == f"{repo}/coredns:v1.14.6"
 
-    stacked = _plan("ha-stacked", f"cluster.imageRepository={repo}")
+    stacked = plan_of("ha-stacked", f"cluster.imageRepository={repo}")
     vip = static_pods.load_balancer.kube_vip_pod(stacked, stacked.node("cp-1"))
     assert vip["spec"]["containers"][0]["image"] == f"{repo}/kube-vip:v1.0.3"
 
 
 def test_per_image_overrides() -> None:
-    plan = _plan(
+    plan = plan_of(
         "ha-external-etcd",
         "cluster.images={haproxy: {imageRepository: docker.io/haproxytech, imageTag: 3.2.0}, "
         "keepalived: {imageTag: 2.0.19}, etcd: {imageRepository: quay.io/coreos, imageTag: v3.6.8}}",
@@ -162,7 +159,9 @@ def test_per_image_overrides() -> None:
     etcd = yaml.safe_load(static_pods.node_static_pod_files(plan, plan.node("etcd-1"))[0].content)
     assert etcd["spec"]["containers"][0]["image"] == "quay.io/coreos/etcd:v3.6.8"
 
-    stacked = _plan("ha-stacked", "cluster.images={etcd: {imageTag: 3.6.8-0}, coredns: {imageTag: v1.12.1}}")
+    stacked = plan_of(
+        "ha-stacked", "cluster.images={etcd: {imageTag: 3.6.8-0}, coredns: {imageTag: v1.12.1}}"
+    )
     docs = list(yaml.safe_load_all(_init_config(stacked)))
     cluster = next(d for d in docs if d["kind"] == "ClusterConfiguration")
     assert cluster["etcd"]["local"]["imageTag"] == "3.6.8-0"
@@ -170,7 +169,7 @@ def test_per_image_overrides() -> None:
 
 
 def test_sandbox_image_is_the_listed_pause() -> None:
-    plan = _plan(
+    plan = plan_of(
         "single-master", "cluster.imageRepository=mirror.example/k8s", "nodes[2].kubernetesVersion=1.35"
     )
     for node in plan.nodes:

@@ -22,7 +22,7 @@ from builder.plan import ClusterPlan, build_plan
 from builder.validation.profile import load_profile
 
 from .golden_tree import PROFILES, bundle_ca_hash, bundle_token, golden_plan, references
-from .helpers import compare_golden
+from .helpers import compare_golden, plan_of
 
 TOKEN = "abcdef.0123456789abcdef"
 CA_HASH = "sha256:" + "0123456789abcdef" * 4
@@ -44,8 +44,6 @@ nodes:
 """
 
 
-def plan_of(name: str, *sets: str) -> ClusterPlan:
-    return build_plan(load_profile(name, list(sets)))
 
 
 def plan_from_text(tmp_path: Path, text: str, *sets: str) -> ClusterPlan:

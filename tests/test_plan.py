@@ -10,12 +10,10 @@ import pytest
 from builder.model import Arch, OsName, Role
 from builder.model.osfamily import PackageFamily
 from builder.pki import certlist
-from builder.plan import ClusterPlan, Endpoint, Topology, build_plan
+from builder.plan import Endpoint, Topology, build_plan
 from builder.validation.profile import load_profile, validate
 
-
-def plan_of(name: str, *sets: str) -> ClusterPlan:
-    return build_plan(load_profile(name, sets))
+from .helpers import plan_of
 
 
 def data(name: str, *sets: str) -> dict[str, Any]:

@@ -30,11 +30,10 @@ from builder.files import Sensitivity
 from builder.model import Arg, versions
 from builder.node import kubeadm_config as kc
 from builder.node import static_pods
-from builder.plan import ClusterPlan, build_plan, images
-from builder.validation.profile import load_profile
+from builder.plan import ClusterPlan, images
 
 from .golden_tree import PROFILES, golden_plan, references
-from .helpers import compare_golden
+from .helpers import compare_golden, plan_of
 
 MINORS = sorted(versions.TABLE)
 
@@ -56,8 +55,6 @@ nodes:
 """
 
 
-def plan_of(name: str, *sets: str) -> ClusterPlan:
-    return build_plan(load_profile(name, list(sets)))
 
 
 def v6_plan(tmp_path: Path, *sets: str) -> ClusterPlan:
