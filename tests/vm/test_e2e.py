@@ -743,7 +743,8 @@ def test_external_etcd_late(k8s_image_amd64: None, tmp_path: Path) -> None:
     report(results)
 
 
-def test_single_master(k8s_image_amd64: None, tmp_path: Path) -> None:
+def _single_master_pair(tmp_path: Path) -> tuple[Path, Inputs, nodecheck.BakedNode, nodecheck.BakedNode]:
+    """single-master baked with one control plane and one worker: (tree, inputs, cp, worker)."""
     inputs = k8s_inputs(["amd64"], tmp_path)
     nodes = [
         {"name": "cp-1", "role": "control-plane", "ip": "10.77.0.11", "mac": "52:54:00:77:00:11"},
@@ -753,6 +754,11 @@ def test_single_master(k8s_image_amd64: None, tmp_path: Path) -> None:
     _, baked = nodecheck.load_tree(tree)
     cp, worker = baked
     assert (cp.bootstrap_role, worker.bootstrap_role) == ("init", "worker")
+    return tree, inputs, cp, worker
+
+
+def test_single_master(k8s_image_amd64: None, tmp_path: Path) -> None:
+    tree, inputs, cp, worker = _single_master_pair(tmp_path)
     assert worker.file(nodecheck.ENV_PATH).content.count(b"BAKE_API_ENDPOINT=10.77.0.11:6443") == 1
     port = free_port()
     cp_checks = [
@@ -821,15 +827,7 @@ def test_interrupted_kubeadm(k8s_image_amd64: None, tmp_path: Path) -> None:
     themselves: systemd restarts the bootstrap, which resets the node (never the baked PKI), puts the
     baked files back and runs kubeadm again. single-master's two nodes; the kill is the harness's
     test-only hook (no seed carries it)."""
-    inputs = k8s_inputs(["amd64"], tmp_path)
-    nodes = [
-        {"name": "cp-1", "role": "control-plane", "ip": "10.77.0.11", "mac": "52:54:00:77:00:11"},
-        {"name": "worker-1", "role": "worker", "ip": "10.77.0.21", "mac": "52:54:00:77:00:21"},
-    ]
-    tree = bake(tmp_path, "single-master", nodes, inputs)
-    _, baked = nodecheck.load_tree(tree)
-    cp, worker = baked
-    assert (cp.bootstrap_role, worker.bootstrap_role) == ("init", "worker")
+    tree, _, cp, worker = _single_master_pair(tmp_path)
     cp_checks = [
         *recovered_checks(cp, "init"),
         *kubeadm_reuse_checks(cp),
