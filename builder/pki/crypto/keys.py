@@ -23,11 +23,6 @@ class KeyAlgorithm(StrEnum):
     ECDSA_P256 = "ECDSA-P256"
     ECDSA_P384 = "ECDSA-P384"
 
-    @property
-    def min_minor(self) -> int:
-        """Oldest Kubernetes 1.x minor whose kubeadm accepts this value (ECDSA-P384 needs 1.34)."""
-        return 34 if self is KeyAlgorithm.ECDSA_P384 else 0
-
     def generate(self) -> PrivateKey:
         if self is KeyAlgorithm.ECDSA_P256:
             return ec.generate_private_key(ec.SECP256R1())
