@@ -11,6 +11,7 @@ describes the tree, `incremental` decides what a re-bake keeps from the previous
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ from ..pki import bundledir, sealing, secrets
 from ..plan import ClusterPlan, NodePlan, build_plan
 from ..validation.profile import load_profile
 from . import incremental, render
-from .manifest import cluster_manifest, previous_manifest
+from .manifest import NodeEntries, cluster_manifest, node_text, previous_manifest
 from .render import Shared, lock_kept_from_workers, seed_warnings, write_images_seed
 
 Progress = Callable[[str, int, int], None]
@@ -66,7 +67,6 @@ class BakeOptions:
 class BakeResult:
     plan: ClusterPlan
     tree: Path
-    manifest: dict[str, Any]
     secrets_dir: Path
     changes: list[secrets.Change] = field(default_factory=list)
     rewritten: int = 0
@@ -79,6 +79,13 @@ class BakeResult:
     expiring: list[str] = field(default_factory=list)
     """Certificates of the bundle inside their window (secrets.due_window, cluster.certificateRenewal.before)
     that the bake did not re-issue: CAs, leaves --only kept (a warning, on stderr)."""
+
+    @functools.cached_property
+    def manifest(self) -> dict[str, Any]:
+        """The tree's manifest.json, read when asked for: the bake never holds every node's entry.
+        (`bake plan` writes no tree: this is then the current tree's.)"""
+        data: dict[str, Any] = json.loads((self.tree / "manifest.json").read_bytes())
+        return data
 
 
 def source_epoch(bundle: secrets.Bundle) -> int:
@@ -216,7 +223,6 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         previous_nodes = {n.get("name"): n for n in (previous or {}).get("nodes", [])}
         problems: list[Problem] = []
         publish = plan.settings.seed.http_publish_control_planes
-        node_entries = []
         total = len(plan.nodes)
         shared = Shared(plan, bundle, epoch, base_url, publish, tree, options.observe)
         plan_digest = hashlib.sha256(repr(plan).encode()).hexdigest()
@@ -238,7 +244,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             and bundledir.unchanged(bundle_path, files, seal, reader)
         ):
             entries = [previous_nodes.get(n.name) for n in plan.nodes]
-            manifest = cluster_manifest(plan, bundle, [e for e in entries if e is not None])
+            manifest = {**cluster_manifest(plan, bundle), "nodes": entries}
             inputs_text = json.dumps(shared.inputs, indent=2, sort_keys=True) + "\n"
             expected = {
                 incremental.INPUTS_FILE: inputs_text.encode(),
@@ -254,7 +260,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 final = tree.keep_previous(kept)
                 warnings = stale + _gzip_notes(plan, lambda rel: (final / rel).stat().st_size)
                 return BakeResult(
-                    plan, final, manifest, bundle_path, changes, 0, tree.linked, warnings, False,
+                    plan, final, bundle_path, changes, 0, tree.linked, warnings, False,
                     dict(tree.written), _expiring(plan, bundle, now),
                 )  # fmt: skip
         if admin_conf is not None:
@@ -283,45 +289,47 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 reused[i] = entry
             else:
                 todo.append(i)
-        with contextlib.closing(parallel.ordered_map(render.write_node, shared, todo, jobs)) as outputs:
-            for i, node in enumerate(plan.nodes):
+        with contextlib.closing(NodeEntries()) as node_entries:
+            with contextlib.closing(parallel.ordered_map(render.write_node, shared, todo, jobs)) as outputs:
+                for i, node in enumerate(plan.nodes):
+                    if progress:
+                        progress(node.name, i, total)
+                    if options.only and node.name not in options.only:
+                        http = packaging.http_published(node.role, publish)
+                        kept = incremental.carry_over(
+                            tree, previous_nodes.get(node.name), node, http, base_url
+                        )
+                        node_entries.add(node_text(kept))
+                        continue
+                    if i in reused:  # same inputs as the previous bake: its files are linked already
+                        node_entries.add(node_text(reused[i]))
+                        continue
+                    out = next(outputs)
+                    problems += out.problems
+                    if out.remote:
+                        tree.written.update(out.written)
+                        tree.rewritten += out.rewritten
+                        tree.linked += out.linked
+                    node_entries.add(out.entry)
+            if problems:
+                raise BakeError(problems)
+            gzip_notes = _gzip_notes(plan, tree.size)
+            # what the next bake compares against; a node carried over by --only keeps its previous digest
+            inputs = {n.name: shared.inputs.get(n.name, previous_inputs.get(n.name)) for n in plan.nodes}
+            known = {name: digest for name, digest in inputs.items() if digest is not None}
+            inputs_text = json.dumps(known, indent=2, sort_keys=True) + "\n"
+            tree.write(incremental.INPUTS_FILE, inputs_text.encode(), 0o600)
+            image_seeds = []
+            for seed in seeds:
                 if progress:
-                    progress(node.name, i, total)
-                if options.only and node.name not in options.only:
-                    http = packaging.http_published(node.role, publish)
-                    node_entries.append(
-                        incremental.carry_over(tree, previous_nodes.get(node.name), node, http, base_url)
-                    )
-                    continue
-                if i in reused:  # same inputs as the previous bake: its files are linked already
-                    node_entries.append(reused[i])
-                    continue
-                out = next(outputs)
-                problems += out.problems
-                if out.remote:
-                    tree.written.update(out.written)
-                    tree.rewritten += out.rewritten
-                    tree.linked += out.linked
-                node_entries.append(out.entry)
-        if problems:
-            raise BakeError(problems)
-        gzip_notes = _gzip_notes(plan, tree.size)
-        # what the next bake compares against; a node carried over by --only keeps its previous digest
-        inputs = {n.name: shared.inputs.get(n.name, previous_inputs.get(n.name)) for n in plan.nodes}
-        known = {name: digest for name, digest in inputs.items() if digest is not None}
-        inputs_text = json.dumps(known, indent=2, sort_keys=True) + "\n"
-        tree.write(incremental.INPUTS_FILE, inputs_text.encode(), 0o600)
-        image_seeds = []
-        for seed in seeds:
+                    progress(f"images seed {seed.arch}", total, total)
+                image_seeds.append(write_images_seed(tree, seed, epoch))
             if progress:
-                progress(f"images seed {seed.arch}", total, total)
-            image_seeds.append(write_images_seed(tree, seed, epoch))
-        if progress:
-            progress("manifest", total, total)
-        manifest = cluster_manifest(plan, bundle, node_entries)
-        if image_seeds:
-            manifest["imageSeeds"] = image_seeds
-        tree.write("manifest.json", (json.dumps(manifest, indent=2) + "\n").encode(), 0o600)
+                progress("manifest", total, total)
+            manifest = cluster_manifest(plan, bundle)
+            if image_seeds:
+                manifest["imageSeeds"] = image_seeds
+            tree.write_stream("manifest.json", lambda out: node_entries.write_manifest(out, manifest))
         sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(tree.written.items()))
         tree.write("SHA256SUMS", sums.encode(), 0o600)
         # the bundle last, just before the swap: a bake that failed above changed nothing on disk
@@ -332,7 +340,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             bundle_written = bundledir.save(bundle_path, files, seal, reader)
         final = tree.commit()
         return BakeResult(
-            plan, final, manifest, bundle_path, changes, tree.rewritten, tree.linked,
+            plan, final, bundle_path, changes, tree.rewritten, tree.linked,
             seed_warnings(seeds) + stale + gzip_notes, bundle_written, dict(tree.written),
             _expiring(plan, bundle, now),
         )  # fmt: skip

@@ -1,10 +1,18 @@
-"""The manifest of an output tree (manifest.json): the cluster, every node's files and certificates."""
+"""The manifest of an output tree (manifest.json): the cluster, every node's files and certificates.
+
+Each node's entry is encoded where the node is rendered and spooled to a file in plan order; the manifest
+is then written as a stream around them, byte for byte what `json.dumps(manifest, indent=2)` gives. The
+bake never holds every node's entry (at 10,000 nodes they are ~80 MB of JSON, several times that as data).
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..emit.outputs import OutputTree
 from ..node import cloudinit
@@ -43,9 +51,49 @@ def node_manifest(
     }
 
 
-def cluster_manifest(
-    plan: ClusterPlan, bundle: secrets.Bundle, nodes: list[dict[str, Any]]
-) -> dict[str, Any]:
+def node_text(entry: Mapping[str, Any]) -> bytes:
+    """A node's entry as manifest.json holds it: indented for its place in the `nodes` list."""
+    # json.dumps escapes every control character inside strings: "\n" only ever ends a line
+    return "\n".join(_NODE_INDENT + line for line in json.dumps(entry, indent=2).split("\n")).encode()
+
+
+_NODE_INDENT = "    "  # top-level object, then the `nodes` list: two levels of json's indent=2
+_NODES = "\0nodes\0"  # stands for the node entries in the encoded document; json.dumps escapes \0
+
+
+class NodeEntries:
+    """The nodes' manifest entries (node_text) in plan order, in an anonymous file as they come."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115  (closed by close())
+        self.count = 0
+
+    def add(self, text: bytes) -> None:
+        if self.count:
+            self._file.write(b",\n")
+        self._file.write(text)
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+    def write_manifest(self, out: BinaryIO, doc: Mapping[str, Any]) -> None:
+        """manifest.json: `doc` (cluster_manifest) with these entries as its `nodes`."""
+        head, tail = json.dumps({**doc, "nodes": _NODES}, indent=2).split(json.dumps(_NODES))
+        out.write(head.encode())
+        if self.count:
+            out.write(b"[\n")
+            self._file.flush()
+            self._file.seek(0)
+            shutil.copyfileobj(self._file, out)
+            out.write(f"\n{_NODE_INDENT[:-2]}]".encode())
+        else:
+            out.write(b"[]")
+        out.write(tail.encode() + b"\n")
+
+
+def cluster_manifest(plan: ClusterPlan, bundle: secrets.Bundle) -> dict[str, Any]:
+    """manifest.json without its node entries: its `nodes` holds their place (NodeEntries fills it)."""
     doc: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "cluster": plan.name,
@@ -68,7 +116,7 @@ def cluster_manifest(
             for name, ca in sorted(bundle.cas.items())
         ],
         "operatorCertificates": cert_entries(bundle, secrets.OPERATOR),
-        "nodes": nodes,
+        "nodes": [],
     }
     url = plan.settings.seed.report_url
     if url is not None:  # `bake serve` reads it; absent without a report URL (goldens stay as they were)

@@ -17,7 +17,7 @@ from ..errors import Problem
 from ..node import airgap, cloudinit, distribute
 from ..pki import secrets
 from ..plan import ClusterPlan, NodePlan
-from .manifest import node_manifest
+from .manifest import node_manifest, node_text
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class Shared:
 class NodeOutput:
     """A rendered node, its files already written; from a worker, what the parent's tree must learn."""
 
-    entry: dict[str, Any]
+    entry: bytes
+    """Its manifest entry, encoded here (manifest.node_text): the parent spools it as it is."""
     problems: list[Problem]
     written: dict[str, str]
     rewritten: int
@@ -72,7 +73,7 @@ def write_node(shared: Shared, index: int) -> NodeOutput:
     for art in arts:
         tree.write(art.rel, art.data, art.mode)
     digests = {art.rel: tree.written[art.rel] for art in arts}
-    entry = node_manifest(node, rendered, digests, bundle)
+    entry = node_text(node_manifest(node, rendered, digests, bundle))
     remote = os.getpid() != shared.parent
     return NodeOutput(entry, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote)
 

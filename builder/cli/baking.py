@@ -224,7 +224,8 @@ def bake_main(argv: Sequence[str]) -> int:
     for warning in result.expiring:  # stderr, whatever -q / --json say: not an error
         err.print(Text.assemble(("warning ", "yellow"), warning), highlight=False, soft_wrap=True)
     if args.json:
-        sys.stdout.write(json.dumps(result.manifest, indent=2) + "\n")
+        sys.stdout.flush()
+        sys.stdout.buffer.write((result.tree / "manifest.json").read_bytes())
     elif not args.quiet:
         _summary(console, result)
         console.print(f"outputs in {args.out / result.plan.name}, secrets bundle in {result.secrets_dir}")
