@@ -6,6 +6,7 @@ digest function."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from builder import bake
 from builder.bake import incremental, render
+from builder.emit import outputs
 from builder.pki import secrets
 
 from .helpers import bundle, tree_digest
@@ -75,10 +77,21 @@ def test_unchanged_rebake_renders_nothing(first: Path, rendered: list[str], tmp_
     assert tree_digest((first / PROFILE).resolve()) == before
 
 
-def test_unchanged_rebake_keeps_the_current_generation(first: Path, rendered: list[str]) -> None:
+@pytest.mark.parametrize("record", ["kept", "lost", "of another generation", "corrupt"])
+def test_unchanged_rebake_keeps_the_current_generation(first: Path, rendered: list[str], record: str) -> None:
     """Nothing changed: no new generation of links is built and swapped in; the tree stays as it is,
-    every file checked against SHA256SUMS."""
+    every file checked against SHA256SUMS (hashed, or known unchanged by the status the bake recorded)."""
     gen = (first / PROFILE).resolve()
+    stat_file = gen.parent / outputs.STAT_FILE
+    recorded = json.loads(stat_file.read_bytes())
+    assert recorded["generation"] == gen.name
+    assert set(recorded["files"]) == {str(p.relative_to(gen)) for p in gen.rglob("*") if p.is_file()}
+    if record == "lost":
+        stat_file.unlink()
+    elif record == "of another generation":
+        stat_file.write_text(json.dumps({**recorded, "generation": "gen-1"}))
+    elif record == "corrupt":
+        stat_file.write_text("{")
     inodes = {p: p.stat().st_ino for p in gen.rglob("*") if p.is_file()}
     result = bake.run(_options(first))
     assert rendered == [] and result.rewritten == 0
@@ -89,7 +102,9 @@ def test_unchanged_rebake_keeps_the_current_generation(first: Path, rendered: li
     assert result.linked == len(sums) + 1 and set(result.written) == {line.split("  ", 1)[1] for line in sums}
 
 
-@pytest.mark.parametrize("damage", ["stray file", "missing file", "edited admin.conf"])
+@pytest.mark.parametrize(
+    "damage", ["stray file", "missing file", "edited admin.conf", "user-data edited in place, times kept"]
+)
 def test_a_damaged_tree_is_built_again(first: Path, rendered: list[str], tmp_path: Path, damage: str) -> None:
     """The current tree is kept only when it is exactly what SHA256SUMS and the bake say: otherwise a
     new generation is built (from links where the node's inputs are unchanged) and it is whole again."""
@@ -98,6 +113,21 @@ def test_a_damaged_tree_is_built_again(first: Path, rendered: list[str], tmp_pat
         (gen / "nodes" / "worker-1" / "notes.txt").write_text("left by hand\n")
     elif damage == "missing file":
         (gen / "http" / "worker-2" / "meta-data").unlink()
+    elif damage == "user-data edited in place, times kept":
+        # same size, mtime set back: only the ctime, which nothing can set back, tells the status apart
+        user_data = gen / "nodes" / "worker-1" / "user-data"
+        before = user_data.stat()
+        with user_data.open("r+b") as fh:
+            first_byte = fh.read(1)
+            fh.seek(0)
+            fh.write(b"X" if first_byte != b"X" else b"Y")
+        os.utime(user_data, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = user_data.stat()
+        assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+            before.st_size,
+            before.st_mtime_ns,
+            before.st_ino,
+        )
     else:
         admin = gen / "admin.conf"
         data = admin.read_bytes()

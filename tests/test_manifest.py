@@ -36,13 +36,19 @@ NODE = {
     "files": [{"path": "/etc/a", "mode": "0644", "secret": False}],
     "certificates": [],
     "artifacts": {},
-    "note": "line\nbreak \u2028 separator \x1c \\ \"quoted\" \u00e9 \0 nodes",
+    "note": 'line\nbreak \u2028 separator \x1c \\ "quoted" \u00e9 \0 nodes',
 }
 
 
 @pytest.mark.parametrize("count", [0, 1, 3])
 def test_streamed_manifest_is_json_dumps_indent_2(count: int) -> None:
-    doc = {"format": 1, "cluster": "c", "nodes": [], "reportUrl": "http://10.0.0.1/r", "imageSeeds": [{"a": 1}]}
+    doc = {
+        "format": 1,
+        "cluster": "c",
+        "nodes": [],
+        "reportUrl": "http://10.0.0.1/r",
+        "imageSeeds": [{"a": 1}],
+    }
     nodes = [{**NODE, "name": f"worker-{i}"} for i in range(count)]
     assert _streamed(doc, nodes) == _reference(doc, nodes)
 
