@@ -26,9 +26,10 @@ SETS = ("cluster.encryptionAlgorithm=ECDSA-P256",)
 
 
 def _options(out: Path, *sets: str, **kw: Any) -> bake.BakeOptions:
-    """The bundle beside the output root, as `bake` run there keeps it (helpers.bundle)."""
+    """The bundle beside the output root, as `bake` run there keeps it (helpers.bundle); one job."""
+    kw.setdefault("jobs", 1)
     return bake.BakeOptions(
-        profile=PROFILE, sets=SETS + sets, out_root=out, secrets=bundle(out, PROFILE), jobs=1, **kw
+        profile=PROFILE, sets=SETS + sets, out_root=out, secrets=bundle(out, PROFILE), **kw
     )
 
 
@@ -137,6 +138,19 @@ def test_a_damaged_tree_is_built_again(first: Path, rendered: list[str], tmp_pat
     assert result.tree != gen and (first / PROFILE).resolve() == result.tree
     assert not (result.tree / "nodes" / "worker-1" / "notes.txt").exists()
     _same_as_from_scratch(first, tmp_path)
+
+
+def test_digests_made_by_worker_processes_are_the_ones_a_rebake_computes(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A first bake leaves each node's digest to the worker that renders it (other processes with
+    --jobs 2); the re-bake computes them here, before rendering: the same, so it renders nothing."""
+    result = bake.run(_options(tmp_path, jobs=2))
+    inputs = json.loads((result.tree / incremental.INPUTS_FILE).read_bytes())
+    assert sorted(inputs) == sorted(n.name for n in result.plan.nodes)
+    rendered = request.getfixturevalue("rendered")  # counts from here on, in this process
+    again = bake.run(_options(tmp_path))
+    assert rendered == [] and again.rewritten == 0 and again.tree == result.tree
 
 
 def test_plan_change_renders_again(first: Path, rendered: list[str], tmp_path: Path) -> None:

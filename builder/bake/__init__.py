@@ -224,14 +224,16 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         problems: list[Problem] = []
         publish = plan.settings.seed.http_publish_control_planes
         total = len(plan.nodes)
-        shared = Shared(plan, bundle, epoch, base_url, publish, tree, options.observe)
         plan_digest = hashlib.sha256(repr(plan).encode()).hexdigest()
+        shared = Shared(plan, bundle, epoch, base_url, publish, tree, options.observe, plan_digest)
         previous_inputs = incremental.previous_inputs(tree)
+        # a node the previous bake has no digest for is rendered whatever its inputs: its worker computes
+        # the digest from the files it renders anyway (render.write_node)
         for node in plan.nodes:
-            if options.only and node.name not in options.only:
+            if (options.only and node.name not in options.only) or node.name not in previous_inputs:
                 continue
             pki_files = distribute.node_pki_files(plan, node, bundle)
-            shared.inputs[node.name] = incremental.node_inputs(plan_digest, node, pki_files, bundle, shared)
+            shared.inputs[node.name] = incremental.node_inputs(node, pki_files, bundle, shared)
         files = list(secrets.bundle_files(bundle, plan))
         # The common re-bake: nothing changed. The current tree stays as it is, checked file by file,
         # instead of a new generation of links that is then swapped in.
@@ -241,6 +243,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             and changes == notices
             and previous is not None
             and previous_inputs == shared.inputs
+            and len(shared.inputs) == len(plan.nodes)
             and bundledir.unchanged(bundle_path, files, seal, reader)
         ):
             entries = [previous_nodes.get(n.name) for n in plan.nodes]
@@ -282,7 +285,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 entry = incremental.reuse(
                     tree,
                     previous_nodes.get(node.name),
-                    shared.inputs[node.name],
+                    shared.inputs.get(node.name),
                     previous_inputs.get(node.name),
                 )
             if entry is not None:
@@ -311,6 +314,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                         tree.rewritten += out.rewritten
                         tree.linked += out.linked
                     node_entries.add(out.entry)
+                    shared.inputs[node.name] = out.inputs
             if problems:
                 raise BakeError(problems)
             gzip_notes = _gzip_notes(plan, tree.size)

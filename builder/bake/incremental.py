@@ -7,7 +7,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__, resources
 from ..emit import packaging
@@ -17,7 +17,9 @@ from ..files import NodeFile
 from ..pki import secrets
 from ..plan import NodePlan, images
 from .manifest import cert_entries
-from .render import Shared
+
+if TYPE_CHECKING:
+    from .render import Shared
 
 
 def tool_sources() -> list[tuple[str, Path]]:
@@ -40,16 +42,14 @@ def tool_digest() -> str:
     return h.hexdigest()
 
 
-def node_inputs(
-    plan_digest: str, node: NodePlan, pki_files: list[NodeFile], bundle: secrets.Bundle, shared: Shared
-) -> str:
+def node_inputs(node: NodePlan, pki_files: list[NodeFile], bundle: secrets.Bundle, shared: Shared) -> str:
     """Digest of everything a node's files are made from: the plan (whole: a node's files may name
     other nodes; it holds join mode and window, generations, Secrets encryption), the bundle items it
     receives (its leaves, join credential, encryption key), the values every node gets, the images it
     expects, code and templates.
     Same digest as the previous bake, and files that still match its manifest: nothing to re-render."""
     h = hashlib.sha256()
-    for part in (tool_digest(), plan_digest, node.name, bundle.token, bundle.discovery_hash):
+    for part in (tool_digest(), shared.plan_digest, node.name, bundle.token, bundle.discovery_hash):
         h.update(part.encode() + b"\0")
     h.update(repr((shared.epoch, shared.base_url, shared.publish, cert_entries(bundle, node.name))).encode())
     # the images the node checks before kubeadm: the CNI's are read from its manifests' content, which the
@@ -73,11 +73,12 @@ def previous_inputs(tree: OutputTree) -> dict[str, str]:
 
 
 def reuse(
-    tree: OutputTree, entry: dict[str, Any] | None, digest: str, previous: str | None
+    tree: OutputTree, entry: dict[str, Any] | None, digest: str | None, previous: str | None
 ) -> dict[str, Any] | None:
     """The previous bake's files of a node whose inputs did not change, linked into this generation,
-    or None (nothing linked) when any of them is missing or differs from the previous manifest."""
-    if entry is None or previous != digest:
+    or None (nothing linked) when any of them is missing or differs from the previous manifest (or
+    either digest is unknown)."""
+    if entry is None or digest is None or previous != digest:
         return None
     artifacts = entry.get("artifacts")
     if not isinstance(artifacts, dict) or not artifacts:

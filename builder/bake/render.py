@@ -17,6 +17,7 @@ from ..errors import Problem
 from ..node import airgap, cloudinit, distribute
 from ..pki import secrets
 from ..plan import ClusterPlan, NodePlan
+from . import incremental
 from .manifest import node_manifest, node_text
 
 
@@ -32,8 +33,11 @@ class Shared:
     tree: OutputTree
     observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
     """BakeOptions.observe: only with one job, so that it is called in this process."""
+    plan_digest: str = ""
+    """sha256 of the whole plan, part of every node's inputs (incremental.node_inputs)."""
     parent: int = field(default_factory=os.getpid)
     inputs: dict[str, str] = field(default_factory=dict)
+    """Node name -> digest of its inputs, known before rendering for the nodes the previous bake has."""
 
 
 @dataclass(frozen=True)
@@ -47,18 +51,18 @@ class NodeOutput:
     rewritten: int
     linked: int
     remote: bool
+    inputs: str
+    """The digest of its inputs (incremental.node_inputs), for the next bake."""
 
 
 def write_node(shared: Shared, index: int) -> NodeOutput:
     """One node's files and manifest entry: independent of every other node, so run in any process."""
     plan, bundle = shared.plan, shared.bundle
     node = plan.nodes[index]
+    pki_files = distribute.node_pki_files(plan, node, bundle)
+    inputs = shared.inputs.get(node.name) or incremental.node_inputs(node, pki_files, bundle, shared)
     rendered = cloudinit.render_node(
-        plan,
-        node,
-        pki_files=distribute.node_pki_files(plan, node, bundle),
-        token=bundle.token,
-        ca_hash=bundle.discovery_hash,
+        plan, node, pki_files=pki_files, token=bundle.token, ca_hash=bundle.discovery_hash
     )
     if shared.observe is not None:
         shared.observe(node, rendered)
@@ -75,7 +79,9 @@ def write_node(shared: Shared, index: int) -> NodeOutput:
     digests = {art.rel: tree.written[art.rel] for art in arts}
     entry = node_text(node_manifest(node, rendered, digests, bundle))
     remote = os.getpid() != shared.parent
-    return NodeOutput(entry, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote)
+    return NodeOutput(
+        entry, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote, inputs
+    )
 
 
 @contextlib.contextmanager

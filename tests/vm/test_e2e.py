@@ -257,18 +257,71 @@ def kubeadm_reuse_checks(node: nodecheck.BakedNode) -> list[dict[str, Any]]:
     return checks
 
 
-def phase_check(node: str, kubeconfig: str, kubeadm_step: str) -> dict[str, Any]:
-    """Seconds since boot at which cloud-init finished, kubeadm finished, the node became Ready and the
-    bootstrap finished, printed as one line for the host."""
-    script = f"""
-boot=$(awk '/^btime/ {{print $2}}' /proc/stat)
-at() {{ [ -e "$1" ] && echo $(( $(stat -c %Y "$1") - boot )) || echo null; }}
-ready=$(kubectl --kubeconfig {kubeconfig} get node {node} \
-  -o 'jsonpath={{.status.conditions[?(@.type=="Ready")].lastTransitionTime}}')
-printf '{PHASES} {{"cloud_init": %s, "kubeadm": %s, "ready": %s, "bootstrap_done": %s}}\\n' \
-  "$(at /run/cloud-init/result.json)" "$(at {nodecheck.STEPS_DIR}/{kubeadm_step}.done)" \
-  "$(echo $(( $(date -d "$ready" +%s) - boot )))" "$(at {nodecheck.DONE})"
+# Guest side of phase_check (Debian's python3, standard library): seconds since boot from the kernel's
+# clock (journal and systemd monotonic stamps), so a node's wrong wall clock does not skew them.
+_PHASES_PY = r"""
+import calendar, json, os, re, subprocess, sys, time
+node, kubeconfig, kubeadm_step, steps_dir, done = sys.argv[1:6]
+now_wall, now_mono = time.time(), time.monotonic()
+def since_boot(path):
+    try:
+        return round(os.stat(path).st_mtime - now_wall + now_mono, 1)
+    except OSError:
+        return None
+def unit(name):
+    props = dict(line.split("=", 1) for line in subprocess.run(
+        ["systemctl", "show", name, "-p", "ExecMainStartTimestampMonotonic",
+         "-p", "ExecMainExitTimestampMonotonic", "-p", "NRestarts"],
+        capture_output=True, text=True).stdout.splitlines() if "=" in line)
+    start, end = (int(props.get(k) or 0) / 1e6 for k in
+                  ("ExecMainStartTimestampMonotonic", "ExecMainExitTimestampMonotonic"))
+    return (end - start if start and end >= start else None), int(props.get("NRestarts") or 0)
+steps = {}
+journal = subprocess.run(["journalctl", "-b", "-o", "json", "--no-pager", "-u", "bake-bootstrap*"],
+                         capture_output=True, text=True).stdout
+for line in journal.splitlines():
+    entry = json.loads(line)
+    msg = entry.get("MESSAGE")
+    m = re.search(r"step ([a-z0-9-]+): (start|done)$", msg) if isinstance(msg, str) else None
+    if m:
+        steps.setdefault(m.group(1), {})[m.group(2)] = int(entry["__MONOTONIC_TIMESTAMP"]) / 1e6
+def step(name):
+    s = steps.get(name, {})
+    return s["done"] - s["start"] if "start" in s and "done" in s else 0.0
+ready_at = subprocess.run(
+    ["kubectl", "--kubeconfig", kubeconfig, "get", "node", node, "-o",
+     "jsonpath={.status.conditions[?(@.type=='Ready')].lastTransitionTime}"],
+    capture_output=True, text=True).stdout.strip()
+ready = None
+if ready_at:
+    t = calendar.timegm(time.strptime(ready_at, "%Y-%m-%dT%H:%M:%SZ"))
+    ready = round(t - now_wall + now_mono, 1)
+total, restarts = unit("bake-bootstrap.service")
+waiting, _ = unit("bake-bootstrap-wait.service")
+kubeadm, images = step(kubeadm_step), step("images")
+figures = {
+    "cloud_init": since_boot("/run/cloud-init/result.json"),
+    "kubeadm": since_boot(f"{steps_dir}/{kubeadm_step}.done"),
+    "ready": ready,
+    "bootstrap_done": since_boot(done),
+    "bootstrap_s": None if total is None else round(total, 1),
+    "kubeadm_s": round(kubeadm, 1),
+    "images_s": round(images, 1),
+    "waiting_s": None if waiting is None else round(waiting, 1),
+    "overhead_s": None if total is None else round(total - kubeadm - images - (waiting or 0), 1),
+    "restarts": restarts,
+}
+print("BAKE-PHASES", json.dumps(figures))
 """
+
+
+def phase_check(node: str, kubeconfig: str, kubeadm_step: str) -> dict[str, Any]:
+    """First-boot figures, printed as one line for the host: seconds since boot at which cloud-init
+    finished, kubeadm finished, the node became Ready and the bootstrap finished; and the bootstrap's
+    run (its driver unit, last attempt) split into kubeadm, the images import, waiting for other nodes
+    (bake-bootstrap-wait) and the rest, the bootstrap's own overhead."""
+    args = shlex.join([node, kubeconfig, kubeadm_step, nodecheck.STEPS_DIR, nodecheck.DONE])
+    script = f"python3 - {args} <<'EOF'\n{_PHASES_PY}\nEOF\n"
     return expect.command(script, contains=PHASES, name=f"{PHASES} {node}")
 
 
@@ -417,6 +470,11 @@ def report(results: Sequence[VmResult], host: HostKubectl | None = None) -> None
             f"[e2e] {r.name}: cloud-init done {p.get('cloud_init')} s, kubeadm done {p.get('kubeadm')} s, "
             f"Ready {p.get('ready')} s, bootstrap done {p.get('bootstrap_done')} s after boot; "
             f"reported {report_s} s after QEMU start"
+        )
+        rows.append(
+            f"[e2e] {r.name}: bootstrap {p.get('bootstrap_s')} s = kubeadm {p.get('kubeadm_s')} s + images "
+            f"{p.get('images_s')} s + waiting for other nodes {p.get('waiting_s')} s + its own overhead "
+            f"{p.get('overhead_s')} s (target <= 10 s under TCG; {p.get('restarts')} restarts)"
         )
     print("\n".join(rows), file=sys.stderr)
     failures = [r.explain() for r in results if not r.ok]
