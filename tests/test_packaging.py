@@ -6,7 +6,9 @@ import base64
 import dataclasses
 import gzip
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -157,7 +159,10 @@ def test_http_tree_and_pxe_snippets(stacked: Path) -> None:
     assert not [rel for n in manifest["nodes"] for rel in n["artifacts"] if rel.startswith("http/cp-")]
     for node in ("worker-1", "worker-2"):
         for name in ("user-data", "meta-data", "network-config"):
-            assert (tree / "http" / node / name).read_bytes() == (tree / "nodes" / node / name).read_bytes()
+            served, seed = tree / "http" / node / name, tree / "nodes" / node / name
+            assert served.read_bytes() == seed.read_bytes()
+            assert os.path.samefile(served, seed)  # one file, two names: written once
+            assert stat.S_IMODE(served.stat().st_mode) == 0o600
         assert (tree / "http" / node / "cmdline.txt").read_text() == (
             f"ds=nocloud-net;s=http://seed.example.test/c1/{node}/\n"
         )

@@ -118,6 +118,6 @@ def carry_over(
         if len(present) != len(seed):
             raise OutputError(f"--only: the previous bake has no complete output for {name}")
         for art in packaging.http_artifacts(name, present, base_url):
-            tree.write(art.rel, art.data, art.mode)
+            tree.write(art.rel, art.data, art.mode, art.same_as)
             artifacts[art.rel] = hashlib.sha256(art.data).hexdigest()
     return {**entry, "artifacts": dict(sorted(artifacts.items()))}

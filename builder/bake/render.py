@@ -75,7 +75,7 @@ def write_node(shared: Shared, index: int) -> NodeOutput:
     tree = shared.tree
     rewritten, linked = tree.rewritten, tree.linked
     for art in arts:
-        tree.write(art.rel, art.data, art.mode)
+        tree.write(art.rel, art.data, art.mode, art.same_as)
     digests = {art.rel: tree.written[art.rel] for art in arts}
     entry = node_text(node_manifest(node, rendered, digests, bundle))
     remote = os.getpid() != shared.parent

@@ -121,8 +121,9 @@ class OutputTree:
         except OSError:
             return None
 
-    def write(self, rel: str, data: bytes, mode: int = 0o600) -> None:
-        """Write one file of the new generation (never outside it), hard-linking unchanged bytes."""
+    def write(self, rel: str, data: bytes, mode: int = 0o600, same_as: str | None = None) -> None:
+        """Write one file of the new generation (never outside it), hard-linking unchanged bytes: the
+        previous generation's file, or `same_as`, a file of this one written before with these bytes."""
         if rel.startswith("/") or ".." in Path(rel).parts:
             raise OutputError(f"refusing to write outside the output tree: {rel}")
         target = self.path(rel)
@@ -139,6 +140,12 @@ class OutputTree:
                     return
             except OSError:
                 pass
+        if same_as is not None and self.written.get(same_as) == digest:
+            source = self.path(same_as)
+            if (source.stat().st_mode & 0o7777) == mode:
+                os.link(source, target)
+                self.rewritten += 1
+                return
         write_new(target, data, mode)
         self.rewritten += 1
 
@@ -310,7 +317,7 @@ class DryTree(OutputTree):
         data = self.previous_bytes(rel)
         return hashlib.sha256(data).hexdigest() if data is not None else None
 
-    def write(self, rel: str, data: bytes, mode: int = 0o600) -> None:
+    def write(self, rel: str, data: bytes, mode: int = 0o600, same_as: str | None = None) -> None:
         self._record(rel, hashlib.sha256(data).hexdigest(), len(data))
 
     def write_stream(self, rel: str, produce: Callable[[BinaryIO], None], mode: int = 0o600) -> str:

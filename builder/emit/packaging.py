@@ -36,6 +36,9 @@ class Artifact:
     rel: str
     data: bytes
     mode: int
+    same_as: str | None = None
+    """Another artifact of the node with these very bytes and mode, written before this one: this one
+    is a hard link to it (the HTTP tree's copy of a seed file)."""
 
 
 ACCEPTS_GZIP = frozenset({SizeTarget.AWS})
@@ -144,8 +147,12 @@ def seed_files(rendered: RenderedNode) -> dict[str, bytes]:
 
 
 def http_artifacts(name: str, seed: dict[str, bytes], base_url: str | None) -> list[Artifact]:
-    """One node's nocloud-net directory `http/<node>/` (and its PXE / iPXE snippets with a base URL)."""
-    out = [Artifact(f"http/{name}/{fname}", data, 0o600) for fname, data in seed.items()]
+    """One node's nocloud-net directory `http/<node>/` (and its PXE / iPXE snippets with a base URL);
+    its seed files are the node directory's (`nodes/<node>/`), written first."""
+    out = [
+        Artifact(f"http/{name}/{fname}", data, 0o600, same_as=f"nodes/{name}/{fname}")
+        for fname, data in seed.items()
+    ]
     out.append(Artifact(f"http/{name}/vendor-data", b"", 0o600))
     if base_url:
         out.append(
