@@ -93,29 +93,11 @@ def load_all_own(text: Any) -> list[Any]:
 _BaseDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter is ~10x faster
 
 
-_RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}
-_RESOLVED_MAX = 4096  # distinct short scalars: keys, modes, owners, paths, names
-_RESOLVED_LEN = 128
-
-
 class _Dumper(_BaseDumper):  # type: ignore[misc]
     """SafeDumper that never emits anchors; libyaml-backed when available (same bytes either way)."""
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-        """The emitter asks, for every scalar, which tag its plain form would resolve to (a regex per
-        candidate type): the same short strings (keys, modes, paths) recur in every node's documents,
-        so their answers are kept."""
-        if kind is not yaml.ScalarNode or len(value) > _RESOLVED_LEN:
-            tag: str = super().resolve(kind, value, implicit)
-            return tag
-        key = (value, implicit)
-        tag = _RESOLVED.get(key) or super().resolve(kind, value, implicit)
-        if len(_RESOLVED) < _RESOLVED_MAX:
-            _RESOLVED[key] = tag
-        return tag
 
 
 def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:

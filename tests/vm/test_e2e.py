@@ -298,6 +298,8 @@ if ready_at:
     ready = round(t - now_wall + now_mono, 1)
 total, restarts = unit("bake-bootstrap.service")
 waiting, _ = unit("bake-bootstrap-wait.service")
+phases = {p: unit(f"bake-bootstrap-{p}.service")[0]
+          for p in ("prep", "packages", "runtime", "wait", "kubeadm", "cni")}
 kubeadm, images = step(kubeadm_step), step("images")
 figures = {
     "cloud_init": since_boot("/run/cloud-init/result.json"),
@@ -310,6 +312,8 @@ figures = {
     "waiting_s": None if waiting is None else round(waiting, 1),
     "overhead_s": None if total is None else round(total - kubeadm - images - (waiting or 0), 1),
     "restarts": restarts,
+    "units": {p: round(t, 1) for p, t in phases.items() if t is not None},
+    "steps": {name: round(step(name), 1) for name in steps},
 }
 print("BAKE-PHASES", json.dumps(figures))
 """
@@ -328,9 +332,11 @@ def phase_check(node: str, kubeconfig: str, kubeadm_step: str) -> dict[str, Any]
 def phases_of(result: VmResult) -> dict[str, Any] | None:
     for boot in result.results:
         for c in boot.get("checks", []):
-            m = re.search(PHASES + r" (\{.*?\})", c.get("detail", ""))
-            if m:
-                return json.loads(m.group(1))  # type: ignore[no-any-return]
+            detail = c.get("detail", "")
+            at = detail.find(PHASES + " {")
+            if at >= 0:
+                found, _ = json.JSONDecoder().raw_decode(detail, at + len(PHASES) + 1)
+                return found  # type: ignore[no-any-return]
     return None
 
 
@@ -476,6 +482,7 @@ def report(results: Sequence[VmResult], host: HostKubectl | None = None) -> None
             f"{p.get('images_s')} s + waiting for other nodes {p.get('waiting_s')} s + its own overhead "
             f"{p.get('overhead_s')} s (target <= 10 s under TCG; {p.get('restarts')} restarts)"
         )
+        rows.append(f"[e2e] {r.name}: units (s) {p.get('units')}; steps (s) {p.get('steps')}")
     print("\n".join(rows), file=sys.stderr)
     failures = [r.explain() for r in results if not r.ok]
     failures += [f"{r.name}: {f}" for r in results for b in r.results
@@ -846,8 +853,8 @@ def in_log_order(lines: Sequence[str], name: str) -> dict[str, Any]:
     """Each line is in the bootstrap log, each first found after the one before it."""
     find = "'NR > prev && index($0, needle) {print NR; exit}'"
     script = "prev=0\n" + "".join(
-        f"n=$(awk -v prev=\"$prev\" -v needle={shlex.quote(line)} {find} {nodecheck.LOG}); "
-        f"[ -n \"$n\" ] || {{ echo missing: {shlex.quote(line)}; exit 1; }}; prev=$n\n"
+        f'n=$(awk -v prev="$prev" -v needle={shlex.quote(line)} {find} {nodecheck.LOG}); '
+        f'[ -n "$n" ] || {{ echo missing: {shlex.quote(line)}; exit 1; }}; prev=$n\n'
         for line in lines
     )
     return expect.command(script + "echo in-order", contains="in-order", name=name)
@@ -857,8 +864,10 @@ def recovered_checks(node: nodecheck.BakedNode, verb: str) -> list[dict[str, Any
     """The harness killed this node's first `kubeadm {verb}` after its kubelet registered the Node; the
     bootstrap failed, systemd restarted it, and it reset the node, put the baked files back and ran
     kubeadm again to the end."""
-    done = "Your Kubernetes control-plane has initialized successfully" if verb == "init" else (
-        "This node has joined the cluster"
+    done = (
+        "Your Kubernetes control-plane has initialized successfully"
+        if verb == "init"
+        else ("This node has joined the cluster")
     )
     return [
         in_log_order(
