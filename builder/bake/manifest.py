@@ -57,7 +57,8 @@ def node_text(entry: Mapping[str, Any]) -> bytes:
     return "\n".join(_NODE_INDENT + line for line in json.dumps(entry, indent=2).split("\n")).encode()
 
 
-_NODE_INDENT = "    "  # top-level object, then the `nodes` list: two levels of json's indent=2
+_LIST_INDENT = "  "  # the `nodes` list is a member of the top-level object: one level of json's indent=2
+_NODE_INDENT = _LIST_INDENT * 2  # an entry is an item of that list
 _NODES = "\0nodes\0"  # stands for the node entries in the encoded document; json.dumps escapes \0
 
 
@@ -86,7 +87,7 @@ class NodeEntries:
             self._file.flush()
             self._file.seek(0)
             shutil.copyfileobj(self._file, out)
-            out.write(f"\n{_NODE_INDENT[:-2]}]".encode())
+            out.write(f"\n{_LIST_INDENT}]".encode())
         else:
             out.write(b"[]")
         out.write(tail.encode() + b"\n")
