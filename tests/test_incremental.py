@@ -16,6 +16,7 @@ import pytest
 
 from builder import bake
 from builder.bake import incremental, render
+from builder.bake.manifest import STATE_FILE, PreviousManifest
 from builder.emit import outputs
 from builder.pki import secrets
 
@@ -213,6 +214,34 @@ def test_edited_previous_output_is_rendered_again(first: Path, rendered: list[st
     bake.run(_options(first))
     assert rendered == ["worker-1"]
     assert (first / PROFILE / "nodes" / "worker-1" / "user-data").read_bytes() == data
+
+
+@pytest.mark.parametrize("state", ["kept", "lost", "of another generation", "corrupt"])
+def test_reused_nodes_keep_their_manifest_entries(
+    first: Path, rendered: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state: str
+) -> None:
+    """A re-bake reads the previous entries node by node from the state's manifest.jsonl; without a
+    usable one (lost, another generation's, corrupt) from manifest.json itself. Either way the reused
+    nodes' entries in the new manifest are those of a bake from scratch."""
+    gen = (first / PROFILE).resolve()
+    lines = gen.parent / STATE_FILE
+    assert json.loads(lines.read_bytes().splitlines()[-1])["generation"] == gen.name
+    if state == "kept":  # read entry by entry, never manifest.json whole
+        monkeypatch.setattr(PreviousManifest, "_from_tree", None)
+    elif state == "lost":
+        lines.unlink()
+    elif state == "of another generation":
+        text = lines.read_text().replace(gen.name, "gen-1")
+        lines.write_text(text)
+    else:
+        lines.write_text("{\n")
+    user_data = gen / "nodes" / "worker-1" / "user-data"
+    data = user_data.read_bytes()
+    user_data.unlink()
+    user_data.write_bytes(data + b"# edited\n")
+    bake.run(_options(first))
+    assert rendered == ["worker-1"]
+    _same_as_from_scratch(first, tmp_path)
 
 
 def test_edited_cni_manifest_renders_again(tmp_path: Path, rendered: list[str]) -> None:

@@ -31,7 +31,7 @@ from ..pki import bundledir, sealing, secrets
 from ..plan import ClusterPlan, NodePlan, build_plan
 from ..validation.profile import load_profile
 from . import incremental, render
-from .manifest import NodeEntries, cluster_manifest, node_text, previous_manifest
+from .manifest import NodeEntries, PreviousManifest, cluster_manifest, node_text
 from .render import Shared, lock_kept_from_workers, seed_warnings, write_images_seed
 
 Progress = Callable[[str, int, int], None]
@@ -142,15 +142,18 @@ def _existing_bundle(
     return bundle, [moved]
 
 
-def _refuse_foreign_ca(tree: OutputTree, bundle: secrets.Bundle, path: Path, rotate_ca: bool) -> None:
+def _previous_entry(previous: PreviousManifest | None, name: str) -> dict[str, Any] | None:
+    found = previous.node(name) if previous is not None else None
+    return found[0] if found is not None else None
+
+
+def _refuse_foreign_ca(
+    tree: OutputTree, previous: PreviousManifest | None, bundle: secrets.Bundle, path: Path, rotate_ca: bool
+) -> None:
     """An output tree baked with another CA means nodes that will not trust this bundle's: say so."""
-    raw = tree.previous_bytes("manifest.json")
-    if rotate_ca or raw is None:
+    if rotate_ca or previous is None:
         return
-    try:
-        before = json.loads(raw).get("discoveryTokenCaCertHash")
-    except (ValueError, AttributeError):
-        return
+    before = previous.rest.get("discoveryTokenCaCertHash")
     if before is not None and before != bundle.discovery_hash:
         raise SecretsError(
             [
@@ -202,7 +205,8 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             only=set(options.only) or None,
             jobs=jobs,
         )
-        _refuse_foreign_ca(tree, bundle, bundle_path, options.rotate_ca)
+        previous = PreviousManifest.read(tree)
+        _refuse_foreign_ca(tree, previous, bundle, bundle_path, options.rotate_ca)
         if existing is None:
             verb = "would create" if options.dry_run else "creating"
             notices.append(
@@ -219,8 +223,6 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         stale = [str(c) for c in secrets.stale_leaves(plan, bundle, carried, now)]
         admin_conf = distribute.operator_admin_conf(plan, bundle) if plan.control_planes else None
         epoch = source_epoch(bundle)
-        previous = previous_manifest(tree)
-        previous_nodes = {n.get("name"): n for n in (previous or {}).get("nodes", [])}
         problems: list[Problem] = []
         publish = plan.settings.seed.http_publish_control_planes
         total = len(plan.nodes)
@@ -246,17 +248,19 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             and len(shared.inputs) == len(plan.nodes)
             and bundledir.unchanged(bundle_path, files, seal, reader)
         ):
-            entries = [previous_nodes.get(n.name) for n in plan.nodes]
-            manifest = {**cluster_manifest(plan, bundle), "nodes": entries}
+            rest = {k: v for k, v in cluster_manifest(plan, bundle).items() if k != "nodes"}
             inputs_text = json.dumps(shared.inputs, indent=2, sort_keys=True) + "\n"
             expected = {
                 incremental.INPUTS_FILE: inputs_text.encode(),
                 **({"admin.conf": admin_conf} if admin_conf is not None else {}),
             }
             kept = None
-            # the manifest compared as data: json.dumps with an indent has no C encoder (~0.5 s here);
-            # the file's bytes are SHA256SUMS', which intact_previous checks
-            same = None not in entries and json.loads(json.dumps(manifest)) == previous
+            # the manifest compared as data (the nodes' entries are the previous ones, so their names
+            # and order); the file's bytes are SHA256SUMS', which intact_previous checks
+            same = (
+                previous.names == [n.name for n in plan.nodes]
+                and json.loads(json.dumps(rest)) == previous.rest
+            )
             if same and all(tree.previous_bytes(r) == b for r, b in expected.items()):
                 kept = tree.intact_previous()
             if kept is not None and all(r in kept for r in [*expected, "manifest.json"]):
@@ -274,38 +278,45 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             shared_dirs.append("http")
         for rel in shared_dirs:
             private_dirs(tree.path(rel))
-        reused: dict[int, dict[str, Any]] = {}
+        reused: set[int] = set()
         todo = []
         for i, node in enumerate(plan.nodes):
             if options.only and node.name not in options.only:
                 continue
-            entry = None
             # --only re-renders what it names, whatever its inputs; bake plan renders every node to compare
-            if not options.only and not in_process:
-                entry = incremental.reuse(
+            if (
+                not options.only
+                and not in_process
+                and incremental.reuse(
                     tree,
-                    previous_nodes.get(node.name),
+                    _previous_entry(previous, node.name),
                     shared.inputs.get(node.name),
                     previous_inputs.get(node.name),
                 )
-            if entry is not None:
-                reused[i] = entry
+                is not None
+            ):
+                reused.add(i)
             else:
                 todo.append(i)
-        with contextlib.closing(NodeEntries()) as node_entries:
+        state = None if options.dry_run else tree.state
+        with contextlib.closing(NodeEntries(state)) as node_entries:
             with contextlib.closing(parallel.ordered_map(render.write_node, shared, todo, jobs)) as outputs:
                 for i, node in enumerate(plan.nodes):
                     if progress:
                         progress(node.name, i, total)
                     if options.only and node.name not in options.only:
                         http = packaging.http_published(node.role, publish)
-                        kept = incremental.carry_over(
-                            tree, previous_nodes.get(node.name), node, http, base_url
-                        )
+                        previous_entry = _previous_entry(previous, node.name)
+                        kept = incremental.carry_over(tree, previous_entry, node, http, base_url)
                         node_entries.add(node_text(kept))
                         continue
                     if i in reused:  # same inputs as the previous bake: its files are linked already
-                        node_entries.add(node_text(reused[i]))
+                        assert previous is not None
+                        found = previous.node(node.name)
+                        assert found is not None, (
+                            f"{node.name}: the previous manifest changed during the bake"
+                        )
+                        node_entries.add(found[1])
                         continue
                     out = next(outputs)
                     problems += out.problems
@@ -334,17 +345,19 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             if image_seeds:
                 manifest["imageSeeds"] = image_seeds
             tree.write_stream("manifest.json", lambda out: node_entries.write_manifest(out, manifest))
-        sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(tree.written.items()))
-        tree.write("SHA256SUMS", sums.encode(), 0o600)
-        # the bundle last, just before the swap: a bake that failed above changed nothing on disk
-        if options.dry_run:
-            bundledir.interrupted(bundle_path)
-            bundle_written = not bundledir.unchanged(bundle_path, files, seal, reader)
-        else:
-            bundle_written = bundledir.save(bundle_path, files, seal, reader)
-        final = tree.commit()
-        return BakeResult(
-            plan, final, bundle_path, changes, tree.rewritten, tree.linked,
-            seed_warnings(seeds) + stale + gzip_notes, bundle_written, dict(tree.written),
-            _expiring(plan, bundle, now),
-        )  # fmt: skip
+            sums = "".join(f"{digest}  {rel}\n" for rel, digest in sorted(tree.written.items()))
+            tree.write("SHA256SUMS", sums.encode(), 0o600)
+            # the bundle last, just before the swap: a bake that failed above changed nothing on disk
+            if options.dry_run:
+                bundledir.interrupted(bundle_path)
+                bundle_written = not bundledir.unchanged(bundle_path, files, seal, reader)
+            else:
+                bundle_written = bundledir.save(bundle_path, files, seal, reader)
+            final = tree.commit()
+            if state is not None:
+                node_entries.keep(manifest, final)
+            return BakeResult(
+                plan, final, bundle_path, changes, tree.rewritten, tree.linked,
+                seed_warnings(seeds) + stale + gzip_notes, bundle_written, dict(tree.written),
+                _expiring(plan, bundle, now),
+            )  # fmt: skip
