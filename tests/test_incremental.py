@@ -85,15 +85,21 @@ def test_unchanged_rebake_keeps_the_current_generation(first: Path, rendered: li
     every file checked against SHA256SUMS (hashed, or known unchanged by the status the bake recorded)."""
     gen = (first / PROFILE).resolve()
     stat_file = gen.parent / outputs.STAT_FILE
-    recorded = json.loads(stat_file.read_bytes())
-    assert recorded["generation"] == gen.name
-    assert set(recorded["files"]) == {str(p.relative_to(gen)) for p in gen.rglob("*") if p.is_file()}
+    generation, *lines = stat_file.read_text().splitlines()
+    assert generation == gen.name
+    files = {str(p.relative_to(gen)): p.stat() for p in gen.rglob("*") if p.is_file()}
+    assert sorted(line.split(" ")[-1] for line in lines) == sorted(files)
+    for line in lines:  # size, mode, inode, mtime and ctime (ns) as os.stat gives them, then the path
+        size, mode, ino, mtime, ctime, rel = line.split(" ")
+        st = files[rel]
+        assert (int(size), int(mode, 8), int(ino)) == (st.st_size, st.st_mode, st.st_ino)
+        assert (int(mtime), int(ctime)) == (st.st_mtime_ns, st.st_ctime_ns)
     if record == "lost":
         stat_file.unlink()
     elif record == "of another generation":
-        stat_file.write_text(json.dumps({**recorded, "generation": "gen-1"}))
+        stat_file.write_text("\n".join(["gen-1", *lines]) + "\n")
     elif record == "corrupt":
-        stat_file.write_text("{")
+        stat_file.write_bytes(b"\xff\x00garbage\n")
     inodes = {p: p.stat().st_ino for p in gen.rglob("*") if p.is_file()}
     result = bake.run(_options(first))
     assert rendered == [] and result.rewritten == 0

@@ -11,11 +11,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -24,10 +23,11 @@ from ..errors import OutputError
 from ..files import private_dirs, sha256_rewound, write_new
 
 STATE_DIR = ".bake"
-STAT_FILE = "stat.json"
+STAT_FILE = "files.stat"
 """In the cluster's state directory: every file of the current generation with its size, mode, inode and
 times as the bake left them. An unchanged re-bake trusts a file whose status is the same (as git's index
-does): rewriting it changes its ctime, which no tool can set back. Any other file is hashed."""
+does): rewriting it changes its ctime, which no tool can set back. Any other file is hashed.
+Text, written and read a line at a time: the generation's name, then `<status> <path>` per file."""
 
 
 def _files_under(root: str) -> list[str]:
@@ -36,9 +36,16 @@ def _files_under(root: str) -> list[str]:
     return [os.path.join(top, name)[cut:] for top, _, names in os.walk(root) for name in names]
 
 
-def _status(path: str) -> list[int]:
+def _same_status(path: str, status: str) -> bool:
+    try:
+        return _status(path) == status
+    except OSError:
+        return False
+
+
+def _status(path: str) -> str:
     st = os.lstat(path)
-    return [st.st_size, st.st_mode, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+    return f"{st.st_size} {st.st_mode:o} {st.st_ino} {st.st_mtime_ns} {st.st_ctime_ns}"
 
 
 class OutputTree:
@@ -211,44 +218,49 @@ class OutputTree:
             return None
         sums = self._previous_sums()
         root = str(self.previous)
-        on_disk = set(_files_under(root)) - {"SHA256SUMS"}
-        if on_disk != set(sums):
+        on_disk = [rel for rel in _files_under(root) if rel != "SHA256SUMS"]
+        if len(on_disk) != len(sums) or not all(rel in sums for rel in on_disk):  # paths are unique
             return None
-        recorded = self._recorded_status()
-        for rel, digest in sums.items():
-            path = os.path.join(root, rel)
+        unchecked = dict(sums)
+        for rel, status in self._recorded_status():
+            digest = unchecked.get(rel)
+            if digest is not None and _same_status(os.path.join(root, rel), status):
+                del unchecked[rel]
+        for rel, digest in unchecked.items():
             try:
-                if recorded.get(rel) == _status(path):
-                    continue
-                with open(path, "rb") as fh:
+                with open(os.path.join(root, rel), "rb") as fh:
                     if sha256_rewound(fh)[0] != digest:
                         return None
             except OSError:
                 return None
         return dict(sums)
 
-    def _recorded_status(self) -> dict[str, list[int]]:
-        """STAT_FILE when it describes the previous generation, else nothing (every file is hashed)."""
+    def _recorded_status(self) -> Iterator[tuple[str, str]]:
+        """(path, status) from STAT_FILE, one line at a time, when it describes the previous
+        generation; else nothing (every file is hashed)."""
         assert self.previous is not None
         try:
-            data = json.loads((self.state / STAT_FILE).read_bytes())
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(data, dict) or data.get("generation") != self.previous.name:
-            return {}
-        files = data.get("files")
-        return files if isinstance(files, dict) else {}
+            with (self.state / STAT_FILE).open(encoding="utf-8", errors="replace") as fh:
+                if fh.readline().rstrip("\n") != self.previous.name:
+                    return
+                for line in fh:
+                    *status, rel = line.rstrip("\n").split(" ", 5)
+                    yield rel, " ".join(status)
+        except OSError:
+            return
 
     def _record_status(self, generation: Path) -> None:
         """Write STAT_FILE for `generation`, now current: after the old generations are gone, since
         removing one of a hard-linked file's names changes the file's ctime."""
         root = str(generation)
-        files = {rel: _status(os.path.join(root, rel)) for rel in _files_under(root)}
-        data = json.dumps({"generation": generation.name, "files": files}, sort_keys=True).encode()
         tmp = self.state / f"{STAT_FILE}.{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        write_new(tmp, data, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(generation.name + "\n")
+            for rel in _files_under(root):
+                fh.write(f"{_status(os.path.join(root, rel))} {rel}\n")
         os.replace(tmp, self.state / STAT_FILE)
 
     def keep_previous(self, sums: dict[str, str]) -> Path:
