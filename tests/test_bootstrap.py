@@ -1454,24 +1454,27 @@ def test_an_expired_join_credential_is_reported_before_kubeadm(
 # --------------------------------------------------------------------------------------------------
 # external etcd before kubeadm init, against real etcd members with the baked certificates
 
-ETCD_IPS = {"etcd-1": "127.0.77.31", "etcd-2": "127.0.77.32", "etcd-3": "127.0.77.33"}
+# The members listen on the host's loopback: a /24 of 127/8 of this process's own, so that two test runs
+# at once on one machine do not take each other's ports.
+LOOP = f"127.{20 + os.getpid() % 200}.77"
+ETCD_IPS = {"etcd-1": f"{LOOP}.31", "etcd-2": f"{LOOP}.32", "etcd-3": f"{LOOP}.33"}
 LOOPBACK_EXTERNAL = (
     "cluster.encryptionAlgorithm=ECDSA-P256",
     *(f"nodes[{i}].ip={ip}" for i, ip in enumerate(ETCD_IPS.values())),
-    "nodes[3].ip=127.0.77.11",
-    "nodes[4].ip=127.0.77.12",
-    "nodes[5].ip=127.0.77.13",
-    "nodes[6].ip=127.0.77.21",
-    "nodes[7].ip=127.0.77.22",
+    f"nodes[3].ip={LOOP}.11",
+    f"nodes[4].ip={LOOP}.12",
+    f"nodes[5].ip={LOOP}.13",
+    f"nodes[6].ip={LOOP}.21",
+    f"nodes[7].ip={LOOP}.22",
 )
 
 
 LOOPBACK_STACKED = (
     "cluster.encryptionAlgorithm=ECDSA-P256",
-    "cluster.loadBalancer.vip=127.0.77.10",
-    *(f"nodes[{i}].ip=127.0.77.{11 + i}" for i in range(3)),
-    "nodes[3].ip=127.0.77.21",
-    "nodes[4].ip=127.0.77.22",
+    f"cluster.loadBalancer.vip={LOOP}.10",
+    *(f"nodes[{i}].ip={LOOP}.{11 + i}" for i in range(3)),
+    f"nodes[3].ip={LOOP}.21",
+    f"nodes[4].ip={LOOP}.22",
 )
 
 
@@ -1578,7 +1581,7 @@ def test_init_gives_up_on_absent_external_etcd(can_sandbox: None, tmp_path: Path
     assert sb.rcs == [1], sb.text("stdout.log")
     assert not any(c.startswith("kubeadm") and " init " in f"{c} " for c in sb.calls)
     log = sb.text("bootstrap.log")
-    assert "external etcd member https://127.0.77.31:2379 is not healthy" in log
+    assert f"external etcd member https://{ETCD_IPS['etcd-1']}:2379 is not healthy" in log
     assert "will retry" in log
 
 
@@ -1643,7 +1646,7 @@ def test_real_kubeadm_join_preflight_ignores_a_non_empty_manifests_dir(
     sb, _ = _baked_for_real(tmp_path, "worker-1", "ha-stacked")
     sb.run(
         f"""
-        echo "127.0.77.21 worker-1" >>/etc/hosts  # kubeadm's Hostname check: answered locally, no DNS
+        echo "{LOOP}.21 worker-1" >>/etc/hosts  # kubeadm's Hostname check: answered locally, no DNS
         mkdir -p /etc/kubernetes/manifests && echo '{{}}' >/etc/kubernetes/manifests/kube-vip.yaml
         ls /etc/kubernetes/manifests >"$S/out/manifests.txt"
         echo leftover >/etc/kubernetes/kubelet.conf
