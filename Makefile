@@ -28,6 +28,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check builder tests
+	$(BIN)/ruff format --check builder tests
 	$(BIN)/mypy
 
 ## golden: after an intended rendering change, rewrite the golden tree (tests/fixtures/golden/<profile>/, baked from each profile's fixture bundle) and print what changed, then check the per-module renderers agree with it

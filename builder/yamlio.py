@@ -22,7 +22,10 @@ def _refuse_anchors(text: str | bytes) -> None:
     for event in yaml.parse(text, Loader=_FastSafeLoader):
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise yaml.constructor.ConstructorError(
-                None, None, "anchors and aliases are not supported in profiles", event.start_mark  # type: ignore[arg-type]
+                None,
+                None,
+                "anchors and aliases are not supported in profiles",
+                event.start_mark,  # type: ignore[arg-type]
             )
 
 

@@ -144,8 +144,7 @@ def site(root: Path, *, arm64: bool = False, extra: str = "") -> Path:
         "      amd64: [images/amd64, images/flannel-amd64.tar]\n"
         f"{arm}"
         "    cniManifests: [cni/kube-flannel.yml]\n"
-        f"{extra}"
-        + ("nodes:\n" + "".join(_nodes(arm64)) if arm64 else "")
+        f"{extra}" + ("nodes:\n" + "".join(_nodes(arm64)) if arm64 else "")
     )
     return profile
 

@@ -44,8 +44,6 @@ INIT_CALL = "kubeadm init --config /run/kubeadm/kubeadm.yaml --skip-token-print"
 CA_HASH = "sha256:" + "0" * 64
 
 
-
-
 def fake_pki_files(plan: ClusterPlan, node: NodePlan) -> list[NodeFile]:
     """TEST DOUBLE for the secrets stage: fixed strings at the paths kubeadm uses. Only the structure of
     the rendering is under test here, never the certificates."""
@@ -655,11 +653,14 @@ TEST_STOP_SCRIPT = Path(__file__).resolve().parent / "vm" / "guest" / "bake_test
 TEST_STOP = "/usr/bin/python3 /usr/local/sbin/bake-test-stop install --no-reload"
 """Scenario line: install the test stop (add options: after-waits, wait-seconds=N, attempts=N)."""
 
-DRIVER = r"""#!/bin/bash
+DRIVER = (
+    r"""#!/bin/bash
 # Runs inside `unshare -m`: nothing written here reaches the host's /etc, /var, /usr/local or /run.
 set -euo pipefail
 S=$1
-""" + OVERLAYS + r"""mount -t tmpfs tmpfs /run
+"""
+    + OVERLAYS
+    + r"""mount -t tmpfs tmpfs /run
 mkdir -p /usr/local/sbin /usr/local/bin
 for c in $STUBBED; do install -m 0755 "$S/stub" "/usr/local/sbin/$c"; done
 install -m 0755 "$S/systemctl" /usr/local/sbin/systemctl
@@ -705,6 +706,7 @@ cp -a /run/. "$S/out/run/" 2>/dev/null || true
 cp -a /var/tmp/stub-calls.log "$S/out/calls.log" 2>/dev/null || true
 cp -a /var/tmp/stub-log-modes "$S/out/log-modes" 2>/dev/null || true
 """
+)
 
 
 class Sandbox:

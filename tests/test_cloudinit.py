@@ -99,8 +99,6 @@ def fake_pki_files(plan: ClusterPlan, node: NodePlan) -> list[NodeFile]:
     return files
 
 
-
-
 def render(plan: ClusterPlan, node: NodePlan) -> cloudinit.RenderedNode:
     return cloudinit.render_node(
         plan, node, pki_files=fake_pki_files(plan, node), token=TOKEN, ca_hash=CA_HASH
@@ -256,8 +254,17 @@ def test_user_data_shape() -> None:
     ]
     assert doc["runcmd"] == [
         # the shared first-boot program (scripts, bake-* units) unpacked before systemd reads the units
-        ["tar", "--extract", "--file", "/usr/local/lib/bake/first-boot.tar", "--directory", "/",
-         "--same-owner", "--same-permissions", "--touch"],
+        [
+            "tar",
+            "--extract",
+            "--file",
+            "/usr/local/lib/bake/first-boot.tar",
+            "--directory",
+            "/",
+            "--same-owner",
+            "--same-permissions",
+            "--touch",
+        ],
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "bake-bootstrap.service"],
         ["systemctl", "start", "--no-block", "bake-bootstrap.service"],
@@ -597,6 +604,7 @@ def test_rendering_is_deterministic_across_processes() -> None:
 
 # --------------------------------------------------------------------------------------------------
 # golden files
+
 
 def golden_seeds(profile: str) -> dict[str, dict[str, bytes]]:
     """Every node's seed as the bake renders it from the profile's fixture bundle, in profile order."""

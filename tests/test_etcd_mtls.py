@@ -152,9 +152,18 @@ def test_three_member_etcd_cluster_with_baked_certificates(secrets_dir: Path, tm
 
         def ctl(*args: str, endpoint: str = endpoints, auth: bool = True) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [ETCDCTL, f"--endpoints={endpoint}", "--dial-timeout=3s", "--command-timeout=5s",
-                 *(tls if auth else [f"--cacert={ca}"]), *args],
-                capture_output=True, text=True, timeout=30, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+                [
+                    ETCDCTL,
+                    f"--endpoints={endpoint}",
+                    "--dial-timeout=3s",
+                    "--command-timeout=5s",
+                    *(tls if auth else [f"--cacert={ca}"]),
+                    *args,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
             )
 
         deadline = time.monotonic() + 60

@@ -26,8 +26,6 @@ TOKEN = "abcdef.0123456789abcdef"
 CA_HASH = "sha256:" + "0" * 64
 
 
-
-
 def _init_config(plan: ClusterPlan) -> bytes:
     """The kubeadm.yaml the init node gets, as cloud-init writes it."""
     init = plan.init_node

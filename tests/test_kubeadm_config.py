@@ -44,8 +44,6 @@ nodes:
 """
 
 
-
-
 def plan_from_text(tmp_path: Path, text: str, *sets: str) -> ClusterPlan:
     path = tmp_path / "profile.yaml"
     path.write_text(text)

@@ -252,10 +252,12 @@ else
     rm -f /var/tmp/id-$pod
 fi
 """
-STUBS = f"""
+STUBS = (
+    f"""
 cat >/usr/local/bin/crictl <<'EOF'
 {CRICTL_STUB}EOF
-""" + r"""cat >/usr/local/bin/kubeadm <<'EOF'
+"""
+    + r"""cat >/usr/local/bin/kubeadm <<'EOF'
 #!/bin/bash
 echo "kubeadm $*" >>/var/tmp/calls
 for f in /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/etcd/*.crt; do
@@ -266,11 +268,15 @@ done
 EOF
 chmod 0755 /usr/local/bin/crictl /usr/local/bin/kubeadm
 """
+)
 
-NAMESPACE = r"""
+NAMESPACE = (
+    r"""
 set -euo pipefail
 S=$1
-""" + OVERLAYS + r"""rm -rf /etc/kubernetes /etc/bake
+"""
+    + OVERLAYS
+    + r"""rm -rf /etc/kubernetes /etc/bake
 cp -a "$S/root/etc/kubernetes" "$S/root/etc/bake" /etc/
 mkdir -p /usr/local/bin /usr/local/sbin
 install -m 0755 "$S/root/usr/local/sbin/bake-renew-certs" /usr/local/sbin/bake-renew-certs
@@ -283,6 +289,7 @@ cp /var/tmp/calls "$S/calls"
 ls /etc/kubernetes/manifests >"$S/manifests"
 ls -A /etc/bake/renew-parked >"$S/parked" 2>/dev/null || true
 """
+)
 
 
 def _can_sandbox(tmp: Path) -> None:
@@ -447,8 +454,10 @@ def test_external_etcd_control_plane_says_its_etcd_client_is_renewed_by_re_bake_
     ), warning
     assert "does not hold the etcd CA key" in warning
     assert "run bake again (it re-issues apiserver-etcd-client) and re-seed this node" in warning
-    assert "copy the bundle's nodes/cp-1/apiserver-etcd-client.crt and apiserver-etcd-client.key to " \
+    assert (
+        "copy the bundle's nodes/cp-1/apiserver-etcd-client.crt and apiserver-etcd-client.key to "
         "/etc/kubernetes/pki/ (0644 / 0600)" in warning
+    )
     assert "/etc/kubernetes/manifests/kube-apiserver.yaml" in warning
     # what the node can renew, it did; then the unit fails, naming it again
     renewed = [c for c in calls if c.startswith("kubeadm")]

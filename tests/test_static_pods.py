@@ -55,8 +55,6 @@ nodes:
 """
 
 
-
-
 def v6_plan(tmp_path: Path, *sets: str) -> ClusterPlan:
     path = tmp_path / "v6.yaml"
     path.write_text(V6_EXTERNAL)

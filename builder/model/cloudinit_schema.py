@@ -133,4 +133,3 @@ class Batch:
 
     def close(self) -> None:
         self._finalizer()
-

@@ -186,7 +186,9 @@ def manifest_files(entries: Sequence[str], where: str) -> tuple[list[SeedFile], 
 
 
 _MIRROR_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(:[0-9]{1,5})?\Z")
-_MIRROR_URL = re.compile(r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?\Z")
+_MIRROR_URL = re.compile(
+    r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?\Z"
+)
 
 
 def mirror_problems(mirrors: dict[str, list[str]]) -> Iterator[Problem]:
@@ -379,5 +381,3 @@ def seed_manifest(seed: ArchSeed, digests: dict[str, str], iso_digest: str, iso_
         "images": list(seed.needed),
         "unchecked": list(seed.unknown),
     }
-
-

@@ -45,7 +45,6 @@ ETCD_DROPIN_PATH = "/etc/systemd/system/kubelet.service.d/20-etcd-service-manage
 ETCD_KUBELET_CONFIG_PATH = "/etc/systemd/system/kubelet.service.d/kubelet.conf"
 
 
-
 @dataclass(frozen=True)
 class Firewall:
     """Inbound openings for the node's role (spec 7.4), as firewalld/ufw will need them."""

@@ -269,11 +269,7 @@ class Reader:
         own_file = self.root / OWN_IDENTITY
         if own_file.exists() and mine is None:
             raise SecretsError(
-                [
-                    Problem(
-                        str(path), f"does not name the recipient of {OWN_IDENTITY} (after {OWN_COMMENT!r})"
-                    )
-                ]
+                [Problem(str(path), f"does not name the recipient of {OWN_IDENTITY} (after {OWN_COMMENT!r})")]
             )
         own = OwnKey(mine, own_file.read_bytes()) if mine is not None and own_file.exists() else None
         if mine is not None and own is None:

@@ -301,7 +301,8 @@ def override_problems(plan_images: Mapping[str, Any]) -> Iterator[Problem]:
         if name not in OVERRIDABLE:
             yield Problem(
                 f"cluster.images.{name}",
-                "no such overridable image; one of " + ", ".join(OVERRIDABLE)
+                "no such overridable image; one of "
+                + ", ".join(OVERRIDABLE)
                 + " (the control-plane components and pause follow cluster.imageRepository)",
             )
 

@@ -279,9 +279,7 @@ def env_values(
         runtime_service=prep.runtime_service,
         cri_socket=prep.cri_socket,
         containerd_config_version=str(prep.containerd_config_version or ""),
-        containerd_min_major="2"
-        if node.kubelet_info.minor >= versions.CONTAINERD_2_FROM_MINOR
-        else "1",
+        containerd_min_major="2" if node.kubelet_info.minor >= versions.CONTAINERD_2_FROM_MINOR else "1",
         selinux_permissive=_yes(prep.selinux_permissive),
         firewall_tcp=_words(fw.tcp),
         firewall_udp=_words(fw.udp),
@@ -309,9 +307,7 @@ def env_values(
         cni_urls=_words(cni_urls),
         cni_config=cni_file.path if cni_file is not None else "",
         cilium_version=cni_source.cilium_version,
-        remove_control_plane_taint=_yes(
-            node.is_control_plane and c.allow_scheduling_on_control_planes
-        ),
+        remove_control_plane_taint=_yes(node.is_control_plane and c.allow_scheduling_on_control_planes),
         join=c.join.value,
         join_token_id=join_token_id(node_files) if keeps_token else "",
         join_token_refresh_seconds=str(JOIN_TOKEN_REFRESH_SECONDS),

@@ -42,14 +42,12 @@ _SAFE = {
 }
 
 
-
 def _safe(kind: str, value: object, path: str) -> str:
     """Defence in depth: builder.validation refuses such values at load, so a miss here is a bug."""
     text = str(value)
     if not _SAFE[kind].match(text):
         raise AssertionError(f"{path}: {text!r} cannot be written into a load-balancer config")
     return text
-
 
 
 def _lb(plan: ClusterPlan, kind: LoadBalancerKind) -> IPAddress:
