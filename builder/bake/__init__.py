@@ -4,8 +4,9 @@ Nodes are rendered and written in worker processes (keys and plan reach them by 
 directories, a bounded number in flight, and entered into the manifest in plan order: memory stays flat
 with fleet size and the tree is the same whatever the number of processes.
 Nothing becomes visible until every node is written and checked; then the tree is swapped in.
-This module holds the order of the steps; `render` writes the nodes and the images seeds, `manifest`
-describes the tree, `incremental` decides what a re-bake keeps from the previous one.
+This module holds the order of the steps; `render` writes the nodes and the images seeds from what
+`shared` holds, `manifest` describes the tree, `incremental` decides what a re-bake keeps from the
+previous one.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from ..plan import ClusterPlan, NodePlan, build_plan
 from ..validation.profile import load_profile
 from . import incremental, render
 from .manifest import NodeEntries, PreviousManifest, cluster_manifest, node_text
-from .render import Shared, lock_kept_from_workers, seed_warnings, write_images_seed
+from .render import lock_kept_from_workers, seed_warnings, write_images_seed
+from .shared import Shared
 
 Progress = Callable[[str, int, int], None]
 

@@ -7,7 +7,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import __version__, resources
 from ..emit import packaging
@@ -17,9 +17,7 @@ from ..files import NodeFile
 from ..pki import secrets
 from ..plan import NodePlan, images
 from .manifest import cert_entries
-
-if TYPE_CHECKING:
-    from .render import Shared
+from .shared import Shared
 
 
 def tool_sources() -> list[tuple[str, Path]]:

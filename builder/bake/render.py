@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from .. import parallel
@@ -15,29 +15,9 @@ from ..emit import packaging
 from ..emit.outputs import OutputTree
 from ..errors import Problem
 from ..node import airgap, cloudinit, distribute
-from ..pki import secrets
-from ..plan import ClusterPlan, NodePlan
 from . import incremental
 from .manifest import node_manifest, node_text
-
-
-@dataclass(frozen=True)
-class Shared:
-    """What every node's rendering reads; handed to the worker processes by fork (it holds keys)."""
-
-    plan: ClusterPlan
-    bundle: secrets.Bundle
-    epoch: int
-    base_url: str | None
-    publish: bool
-    tree: OutputTree
-    observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
-    """BakeOptions.observe: only with one job, so that it is called in this process."""
-    plan_digest: str = ""
-    """sha256 of the whole plan, part of every node's inputs (incremental.node_inputs)."""
-    parent: int = field(default_factory=os.getpid)
-    inputs: dict[str, str] = field(default_factory=dict)
-    """Node name -> digest of its inputs, known before rendering for the nodes the previous bake has."""
+from .shared import Shared
 
 
 @dataclass(frozen=True)
