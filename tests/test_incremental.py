@@ -250,6 +250,18 @@ def test_reused_nodes_keep_their_manifest_entries(
     _same_as_from_scratch(first, tmp_path)
 
 
+def test_a_killed_bakes_manifest_lines_are_removed(first: Path, rendered: list[str]) -> None:
+    """The next STATE_FILE is written beside the current one as a temporary file; one left by a killed
+    bake is removed by the next bake (which holds the tree's lock), which writes its own."""
+    state = (first / PROFILE).resolve().parent
+    left = state / f".{STATE_FILE}.killed"
+    left.write_text('"partial\n')
+    result = bake.run(_options(first, "nodes[4].labels={rack: r9}"))
+    assert not left.exists()
+    assert [p.name for p in state.iterdir() if STATE_FILE in p.name] == [STATE_FILE]
+    assert json.loads((state / STATE_FILE).read_bytes().splitlines()[-1])["generation"] == result.tree.name
+
+
 def test_edited_cni_manifest_renders_again(tmp_path: Path, rendered: list[str]) -> None:
     """The profile names CNI manifests by path; the images a node checks before kubeadm come from their
     content, so an edited manifest renders every node again, and the tree equals a bake from scratch."""
