@@ -1,6 +1,7 @@
 #!/bin/bash
-# bake-bootstrap-cni.service: the pod network add-on (first control plane only), then the control-plane
-# taint removed where the profile schedules pods on control planes.
+# bake-bootstrap-cni.service: the pod network add-on (first control plane only). A control plane that
+# runs pods (cluster.allowSchedulingOnControlPlanes) is never tainted: its kubeadm config says
+# `nodeRegistration.taints: []`.
 # shellcheck source=lib.sh
 . /usr/local/lib/bake/bootstrap/lib.sh
 
@@ -52,26 +53,7 @@ cni_install() {
     esac
 }
 
-untaint_control_plane() {
-    local out
-    if out=$(kubectl_admin taint nodes "$BAKE_NODE_NAME" node-role.kubernetes.io/control-plane:NoSchedule- 2>&1); then
-        log "$out"
-    elif [[ $out == *"not found"* ]]; then
-        log "node $BAKE_NODE_NAME has no control-plane taint"
-    else
-        log "$out"
-        return 1
-    fi
-}
-
-remove_control_plane_taint() {
-    retry "$BAKE_KUBECTL_RETRY_SECONDS" 10 "kubectl to remove the control-plane taint" untaint_control_plane
-}
-
 bake_start bake-bootstrap-cni
 if [[ $BAKE_ROLE == init ]]; then
     step cni cni_install
-fi
-if [[ $BAKE_REMOVE_CONTROL_PLANE_TAINT == yes ]]; then
-    step control-plane-taint remove_control_plane_taint
 fi

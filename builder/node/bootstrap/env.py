@@ -212,7 +212,6 @@ class BootstrapEnv:
     cni_urls: str
     cni_config: str
     cilium_version: str
-    remove_control_plane_taint: str
     join: str
     join_token_id: str
     join_token_refresh_seconds: str
@@ -307,7 +306,6 @@ def env_values(
         cni_urls=_words(cni_urls),
         cni_config=cni_file.path if cni_file is not None else "",
         cilium_version=cni_source.cilium_version,
-        remove_control_plane_taint=_yes(node.is_control_plane and c.allow_scheduling_on_control_planes),
         join=c.join.value,
         join_token_id=join_token_id(node_files) if keeps_token else "",
         join_token_refresh_seconds=str(JOIN_TOKEN_REFRESH_SECONDS),

@@ -89,7 +89,7 @@ _PHASE_DESCRIPTIONS = {
     "runtime": "container runtime, air-gapped images, kubelet enabled",
     "wait": "wait for what kubeadm needs (etcd, endpoint, earlier control planes)",
     "kubeadm": "kubeadm init or join (etcd member: its kubelet)",
-    "cni": "pod network add-on and control-plane taint",
+    "cni": "pod network add-on",
 }
 
 
