@@ -401,6 +401,14 @@ def _write_files_dropped(t: Path) -> list[tuple[str, str]]:
     return [_exact("nodes/etcd-1/user-data", "write_files differ from the manifest's file list")]
 
 
+def _write_files_unlisted(t: Path) -> list[tuple[str, str]]:
+    """A manifest entry without its file list (tampered, or cut short) lists no file at all."""
+    data = _manifest(t)
+    del _manifest_node(data, "worker-2")["files"]
+    _save_manifest(t, data)
+    return [_exact("nodes/worker-2/user-data", "write_files differ from the manifest's file list")]
+
+
 def _write_file_content(t: Path) -> list[tuple[str, str]]:
     doc = _user_data(t, "worker-1")
     entry = _entry(doc, "/etc/sysctl.d/k8s.conf")
@@ -564,11 +572,9 @@ def _token_on_etcd_member(t: Path) -> list[tuple[str, str]]:
 def _token_secret_on_etcd_member(t: Path) -> list[tuple[str, str]]:
     """The token's secret half alone (a bootstrap-token Secret's `token-secret`) is the token: the id half is
     public, it names the token in every `kubeadm token list`."""
-    token_id, secret = _token(t).strip().split(b".")
+    secret = _token(t).strip().split(b".")[1]
     _add_file(t, "etcd-2", "/root/join", b"kubeadm join --token " + _token(t))
-    _add_file(
-        t, "etcd-2", "/root/secret.yaml", b"token-id: " + token_id + b"\ntoken-secret: " + secret + b"\n"
-    )
+    _add_file(t, "etcd-2", "/root/secret.yaml", b"token-secret: " + secret + b"\n")
     return [
         _exact(
             "nodes/etcd-2", "holds the bootstrap token in /root/join, /root/secret.yaml, but an etcd member"
@@ -701,6 +707,7 @@ FAULTS = [
     Fault("user-data-unreadable", "not-yaml", _user_data_not_yaml),
     Fault("write-files-list", "extra", _write_files_extra),
     Fault("write-files-list", "dropped", _write_files_dropped),
+    Fault("write-files-list", "no-list-in-manifest", _write_files_unlisted),
     Fault("write-file-differs", "content", _write_file_content),
     Fault("write-file-differs", "mode", _write_file_mode),
     Fault("write-file-differs", "archived-content", _archived_script_content),
@@ -793,6 +800,24 @@ def test_pristine_tree_passes_without_cloud_init(tree: Path) -> None:
     )
 
 
+@pytest.mark.usefixtures("no_cloud_init")
+def test_a_seed_without_the_archive_needs_no_unpacking(tree: Path) -> None:
+    """The runcmd rule is for a user-data that ships the first-boot archive: one without it (its files
+    out of the manifest too) and without the `tar --extract` entry is no finding."""
+    doc = _user_data(tree, "worker-2")
+    assert doc["runcmd"][0][:2] == ["tar", "--extract"]
+    doc["runcmd"] = doc["runcmd"][1:]
+    doc["write_files"] = [e for e in doc["write_files"] if e["path"] != ARCHIVE]
+    _set_user_data(tree, "worker-2", _dump(doc))
+    data = _manifest(tree)
+    node = _manifest_node(data, "worker-2")
+    kept = {e["path"] for e in doc["write_files"]}
+    node["files"] = [f for f in node["files"] if f["path"] in kept]
+    _save_manifest(tree, data)
+    code, findings = run_check(tree)
+    assert code == 0, [f for f in findings if f["level"] == "error"]
+
+
 MODES_OK = "directories 0700, secret-bearing files 0600"
 BUNDLE_OK = "bundle consistent: keys match certificates, leaves chain to their CAs"
 
@@ -822,6 +847,44 @@ def test_what_passed_is_listed(tree: Path) -> None:
     assert code == 1
     oks = [(f["where"], f["message"]) for f in findings if f["level"] == "ok"]
     assert oks == [("secrets", MODES_OK), ("secrets", BUNDLE_OK), *fit[:5], *fit[6:]]
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_without_secrets_option_the_bundle_is_found_where_bake_keeps_it(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --secrets: secrets/<cluster> under the current directory (where `bake` writes it), else the
+    secrets/ directory inside the tree that an older bake wrote."""
+    work = tmp_path / "work"
+    shutil.copytree(_bundle(tree), work / "secrets/ha-external-etcd", symlinks=True)
+    monkeypatch.chdir(work)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["check", str(tree), "--json"]) == 0, out.getvalue()
+    shutil.move(work / "secrets/ha-external-etcd", tree / "secrets")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["check", str(tree), "--json"]) == 0, out.getvalue()
+    (tree / "secrets").rename(tmp_path / "gone")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["check", str(tree), "--json"]) == 1
+    (finding,) = [f for f in json.loads(out.getvalue())["findings"] if f["level"] == "error"]
+    assert finding["check"] == "bundle-missing"
+    assert finding["message"] == "no secrets bundle at secrets/ha-external-etcd (--secrets names it)"
+    # a manifest without its cluster's name: never secrets/ itself (the root of every cluster's bundle)
+    (work / "secrets/ha-external-etcd").mkdir(parents=True)
+    data = _manifest(tree)
+    data["cluster"] = ""
+    _save_manifest(tree, data)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["check", str(tree), "--json"]) == 1
+    (finding,) = [f for f in json.loads(out.getvalue())["findings"] if f["level"] == "error"]
+    assert (finding["check"], finding["message"]) == (
+        "bundle-missing",
+        f"no secrets bundle at {tree / 'secrets'} (--secrets names it)",
+    )
 
 
 @pytest.mark.usefixtures("no_cloud_init")
@@ -882,6 +945,11 @@ def test_token_detectors_follow_the_join_mode(tmp_path: Path) -> None:
     assert JOIN_CONF not in check.write_files_of((tree / "nodes/worker-1/user-data").read_bytes())
     code, findings = run_check(tree)
     assert code == 0, [f for f in findings if f["level"] == "error"]
+    data = _manifest(tree)
+    del data["join"]  # a bake from before cluster.join: it joined with the token
+    _save_manifest(tree, data)
+    code, findings = run_check(tree)
+    assert code == 0, [f for f in findings if f["level"] == "error"]
     expected = _token_on_etcd_member(tree)
     code, findings = run_check(tree)
     errors = [f for f in findings if f["level"] == "error"]
@@ -931,6 +999,28 @@ def _bad_bootcmd_is_the_only_error(tree: Path, node: str) -> None:
         [(str(tree / f"nodes/{node}/user-data"), BAD_BOOTCMD)],
     )
     assert {f["check"] for f in errors} == {"schema"}
+
+
+@pytest.mark.integration
+def test_schema_finding_ends_with_the_commands_last_500_characters(small: Path, tmp_path: Path) -> None:
+    """A long verdict is cut to its end, where cloud-init names the errors: the finding is the real
+    command's output, stripped, from its 500th-last character on."""
+    cloud_init = program("cloud-init")
+    tree = _copy(small, tmp_path)
+    doc = _user_data(tree, "dev-1")
+    doc["bootcmd"] = [{"not-a-command": i} for i in range(20)]  # one error per entry
+    _set_user_data(tree, "dev-1", _dump(doc))
+    path = tree / "nodes/dev-1/user-data"
+    proc = subprocess.run([cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True)
+    said = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode != 0 and len(said) > 600, said
+    code, findings = run_check(tree)
+    assert code == 1
+    _matches(
+        [f for f in findings if f["level"] == "error"],
+        "schema",
+        [_exact(str(path), f"cloud-init schema: {said[-500:]}")],
+    )
 
 
 def _counting_command(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
@@ -1141,6 +1231,17 @@ def test_expiry_warnings_list_what_is_due_soonest_first(pristine: Path) -> None:
         "cluster.certificateRenewal.before (8760h), at most the last third of its lifetime with renewal off"
     )
     assert _warning("nodes/cp-1/apiserver", leaf, inside, within) in check.expiry_warnings(held, inside, off)
+
+
+def test_a_join_credential_of_unknown_lifetime_is_due_in_the_last_30_days() -> None:
+    """An entry without a lifetime has no cap on its window: a join credential's is then the 30 days
+    at most (RENEW_BEFORE), whatever the renewal window."""
+    end = datetime(2030, 1, 1, tzinfo=UTC)
+    join = check.Expiry("worker-1", JOIN_CONF, "system:node:worker-1", end)
+    assert join.window(CertificateRenewal(before="2160h")) == (
+        timedelta(days=30),
+        "the last third of its join window",
+    )
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
