@@ -1244,6 +1244,16 @@ def test_a_join_credential_of_unknown_lifetime_is_due_in_the_last_30_days() -> N
     )
 
 
+@pytest.mark.usefixtures("no_cloud_init")
+def test_calendar_names_a_certificate_by_all_its_common_names(tree: Path) -> None:
+    """A certificate with two CNs (the padded join credential) is listed under both, comma-separated."""
+    _join_conf_padded_identity(tree)
+    subjects = {
+        e["subject"] for e in _json_calendar(tree) if (e["node"], e["file"]) == ("worker-2", JOIN_CONF)
+    }
+    assert subjects == {"kubernetes", "system:node:worker-2,system:node:cp-1"}  # the cluster CA, the client
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CALENDAR_LINE = re.compile(
     r"  \S+ \S+Z (?P<colour>(?:\x1b\[[0-9;]*m)*) *-?\d+ days (?:\x1b\[0m)?(?P<rest>.*)"
