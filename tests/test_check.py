@@ -31,10 +31,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from rich.console import Console
 
 from builder import check, cli
+from builder.cli.check import _print_calendar
 from builder.emit import iso
-from builder.model import cloudinit_schema
+from builder.model import CertificateRenewal, cloudinit_schema
+from builder.pki import secrets
 
 from .helpers import bake_once, bundle
 from .peers import program
@@ -244,6 +247,16 @@ def _mode_directory(t: Path) -> list[tuple[str, str]]:
     return [_exact("nodes", "directory mode 0755, expected 0700")]
 
 
+def _mode_tree_root(t: Path) -> list[tuple[str, str]]:
+    t.chmod(0o755)
+    return [_exact(".", "directory mode 0755, expected 0700")]
+
+
+def _mode_bundle_root(t: Path) -> list[tuple[str, str]]:
+    _bundle(t).chmod(0o750)
+    return [_exact("secrets", "directory mode 0750, expected 0700")]
+
+
 def _mode_key(t: Path) -> list[tuple[str, str]]:
     (_bundle(t) / "pki/ca.key").chmod(0o644)
     return [_exact("secrets/pki/ca.key", "holds secrets but mode is 0644, expected 0600")]
@@ -259,6 +272,20 @@ def _mode_token_gzip(t: Path) -> list[tuple[str, str]]:
     """The same in its gzip form: the scan reads user-data.gz decompressed, and the archive inside."""
     (t / "nodes/worker-2/user-data.gz").chmod(0o644)
     return [_exact("nodes/worker-2/user-data.gz", "holds secrets but mode is 0644, expected 0600")]
+
+
+def _mode_token_encoded(t: Path) -> list[tuple[str, str]]:
+    """Every write_files entry base64-encoded (cloud-init writes the same files): the token is then only
+    in the decoded content, which the scan must read too."""
+    doc = _user_data(t, "worker-1")
+    for entry in doc["write_files"]:
+        if entry.get("encoding") is None:
+            entry["encoding"], entry["content"] = "b64", base64.b64encode(entry["content"].encode()).decode()
+    data = _dump(doc)
+    assert b"token" not in data.lower() and b"PRIVATE KEY-----" not in data, "the raw bytes give it away"
+    _set_user_data(t, "worker-1", data)
+    (t / "nodes/worker-1/user-data").chmod(0o640)
+    return [_exact("nodes/worker-1/user-data", "holds secrets but mode is 0640, expected 0600")]
 
 
 def _mode_iso(t: Path) -> list[tuple[str, str]]:
@@ -372,6 +399,14 @@ def _write_files_dropped(t: Path) -> list[tuple[str, str]]:
     doc["write_files"] = [e for e in doc["write_files"] if e["path"] != "/etc/crictl.yaml"]
     _set_user_data(t, "etcd-1", _dump(doc))
     return [_exact("nodes/etcd-1/user-data", "write_files differ from the manifest's file list")]
+
+
+def _write_files_unlisted(t: Path) -> list[tuple[str, str]]:
+    """A manifest entry without its file list (tampered, or cut short) lists no file at all."""
+    data = _manifest(t)
+    del _manifest_node(data, "worker-2")["files"]
+    _save_manifest(t, data)
+    return [_exact("nodes/worker-2/user-data", "write_files differ from the manifest's file list")]
 
 
 def _write_file_content(t: Path) -> list[tuple[str, str]]:
@@ -534,6 +569,19 @@ def _token_on_etcd_member(t: Path) -> list[tuple[str, str]]:
     return [_exact("nodes/etcd-2", "holds the bootstrap token in /root/join, but an etcd member")]
 
 
+def _token_secret_on_etcd_member(t: Path) -> list[tuple[str, str]]:
+    """The token's secret half alone (a bootstrap-token Secret's `token-secret`) is the token: the id half is
+    public, it names the token in every `kubeadm token list`."""
+    secret = _token(t).strip().split(b".")[1]
+    _add_file(t, "etcd-2", "/root/join", b"kubeadm join --token " + _token(t))
+    _add_file(t, "etcd-2", "/root/secret.yaml", b"token-secret: " + secret + b"\n")
+    return [
+        _exact(
+            "nodes/etcd-2", "holds the bootstrap token in /root/join, /root/secret.yaml, but an etcd member"
+        )
+    ]
+
+
 def _replace_file(t: Path, node: str, path: str, content: bytes | None) -> None:
     """Change (or with None drop) a write_files entry, and the manifest with it."""
     doc = _user_data(t, node)
@@ -637,9 +685,12 @@ FAULTS = [
     Fault("sums-file-missing", "outside-the-tree", _sums_escape),
     Fault("sums-mismatch", "appended", _sums_mismatch),
     Fault("mode-directory", "0755", _mode_directory),
+    Fault("mode-directory", "tree-root", _mode_tree_root),
+    Fault("mode-directory", "bundle-root", _mode_bundle_root),
     Fault("mode-secret-file", "key", _mode_key),
     Fault("mode-secret-file", "token", _mode_token),
     Fault("mode-secret-file", "token-gzip", _mode_token_gzip),
+    Fault("mode-secret-file", "token-encoded", _mode_token_encoded),
     Fault("mode-secret-file", "iso", _mode_iso),
     Fault("bundle-invalid", "key-swapped", _bundle_invalid),
     Fault("bundle-missing", "deleted", _bundle_missing),
@@ -656,6 +707,7 @@ FAULTS = [
     Fault("user-data-unreadable", "not-yaml", _user_data_not_yaml),
     Fault("write-files-list", "extra", _write_files_extra),
     Fault("write-files-list", "dropped", _write_files_dropped),
+    Fault("write-files-list", "no-list-in-manifest", _write_files_unlisted),
     Fault("write-file-differs", "content", _write_file_content),
     Fault("write-file-differs", "mode", _write_file_mode),
     Fault("write-file-differs", "archived-content", _archived_script_content),
@@ -672,6 +724,7 @@ FAULTS = [
     Fault("etcd-ca-key-role", "external-control-plane", _etcd_ca_key_on_external_control_plane),
     Fault("join-token-holder", "worker", _token_on_worker),
     Fault("join-token-holder", "etcd-member", _token_on_etcd_member),
+    Fault("join-token-holder", "secret-half", _token_secret_on_etcd_member),
     Fault("join-credential", "another-nodes", _join_conf_of_another_node),
     Fault("join-credential", "missing", _join_conf_missing),
     Fault("join-credential", "foreign-ca", _join_conf_foreign_ca),
@@ -748,6 +801,137 @@ def test_pristine_tree_passes_without_cloud_init(tree: Path) -> None:
 
 
 @pytest.mark.usefixtures("no_cloud_init")
+def test_a_seed_without_the_archive_needs_no_unpacking(tree: Path) -> None:
+    """The runcmd rule is for a user-data that ships the first-boot archive: one without it (its files
+    out of the manifest too) and without the `tar --extract` entry is no finding."""
+    doc = _user_data(tree, "worker-2")
+    assert doc["runcmd"][0][:2] == ["tar", "--extract"]
+    doc["runcmd"] = doc["runcmd"][1:]
+    doc["write_files"] = [e for e in doc["write_files"] if e["path"] != ARCHIVE]
+    _set_user_data(tree, "worker-2", _dump(doc))
+    data = _manifest(tree)
+    node = _manifest_node(data, "worker-2")
+    kept = {e["path"] for e in doc["write_files"]}
+    node["files"] = [f for f in node["files"] if f["path"] in kept]
+    _save_manifest(tree, data)
+    code, findings = run_check(tree)
+    assert code == 0, [f for f in findings if f["level"] == "error"]
+
+
+MODES_OK = "directories 0700, secret-bearing files 0600"
+BUNDLE_OK = "bundle consistent: keys match certificates, leaves chain to their CAs"
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_what_passed_is_listed(tree: Path) -> None:
+    """The ok lines: the checksums (as many as SHA256SUMS has lines), the modes of the tree and of the
+    bundle, the bundle, each node's secrets by its role in the manifest. A part with an error has none;
+    the nodes after a failing one still have theirs."""
+    sums = len((tree / "SHA256SUMS").read_text().splitlines())
+    fit = [(f"nodes/{n['name']}", f"secrets fit the {n['role']} role") for n in _manifest(tree)["nodes"]]
+    assert [where for where, _ in fit][5:] == ["nodes/cp-3", "nodes/worker-1", "nodes/worker-2"]
+    code, findings = run_check(tree)
+    assert code == 0
+    oks = [(f["where"], f["message"]) for f in findings if f["level"] == "ok"]
+    assert oks == [
+        ("SHA256SUMS", f"{sums} files match"),
+        ("modes", MODES_OK),
+        ("secrets", MODES_OK),
+        ("secrets", BUNDLE_OK),
+        *fit,
+    ]
+    _etcd_ca_key_on_external_control_plane(tree)  # cp-3
+    _sums_mismatch(tree)
+    _mode_iso(tree)
+    code, findings = run_check(tree)
+    assert code == 1
+    oks = [(f["where"], f["message"]) for f in findings if f["level"] == "ok"]
+    assert oks == [("secrets", MODES_OK), ("secrets", BUNDLE_OK), *fit[:5], *fit[6:]]
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_without_secrets_option_the_bundle_is_found_where_bake_keeps_it(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --secrets: secrets/<cluster> under the current directory (where `bake` writes it), else the
+    secrets/ directory inside the tree that an older bake wrote."""
+    work = tmp_path / "work"
+    shutil.copytree(_bundle(tree), work / "secrets/ha-external-etcd", symlinks=True)
+    monkeypatch.chdir(work)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["check", str(tree), "--json"]) == 0, out.getvalue()
+    shutil.move(work / "secrets/ha-external-etcd", tree / "secrets")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["check", str(tree), "--json"]) == 0, out.getvalue()
+    (tree / "secrets").rename(tmp_path / "gone")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["check", str(tree), "--json"]) == 1
+    (finding,) = [f for f in json.loads(out.getvalue())["findings"] if f["level"] == "error"]
+    assert finding["check"] == "bundle-missing"
+    assert finding["message"] == "no secrets bundle at secrets/ha-external-etcd (--secrets names it)"
+    # a manifest without its cluster's name: never secrets/ itself (the root of every cluster's bundle)
+    (work / "secrets/ha-external-etcd").mkdir(parents=True)
+    data = _manifest(tree)
+    data["cluster"] = ""
+    _save_manifest(tree, data)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["check", str(tree), "--json"]) == 1
+    (finding,) = [f for f in json.loads(out.getvalue())["findings"] if f["level"] == "error"]
+    assert (finding["check"], finding["message"]) == (
+        "bundle-missing",
+        f"no secrets bundle at {tree / 'secrets'} (--secrets names it)",
+    )
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_loose_file_without_secrets_passes(tree: Path) -> None:
+    """The mode rule is for files holding a key, a token or a seed: a world-readable meta-data or
+    network-config (a host name, addresses) is no finding."""
+    loose = ["nodes/worker-1/meta-data", "nodes/worker-1/network-config", "http/worker-2/meta-data"]
+    for rel in loose:
+        data = (tree / rel).read_bytes()
+        assert b"token" not in data.lower() and b"PRIVATE KEY" not in data, rel
+        (tree / rel).chmod(0o644)
+    code, findings = run_check(tree)
+    assert code == 0, [f for f in findings if f["level"] == "error"]
+    assert [f["check"] for f in findings if f["level"] != "ok"] == ["schema-unavailable"]
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_a_topology_no_profile_has_is_judged_as_external_etcd(tree: Path) -> None:
+    """A tampered manifest: its topology unknown, each node is held to its role's row with external etcd
+    (the strictest with control planes), which this external-etcd tree meets."""
+    data = _manifest(tree)
+    assert data["topology"] == "external-etcd"
+    data["topology"] = "etcd-in-a-box"
+    _save_manifest(tree, data)
+    code, findings = run_check(tree)
+    assert code == 0, [f for f in findings if f["level"] == "error"]
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_a_role_no_profile_has_may_hold_no_key(tree: Path) -> None:
+    """A tampered manifest: a node of a role bake does not know may hold nothing, and the findings name
+    it by that role."""
+    data = _manifest(tree)
+    _manifest_node(data, "etcd-3")["role"] = "storage"
+    _save_manifest(tree, data)
+    (tree / "http/etcd-3").mkdir(mode=0o700)  # a role bake does not know is published, as a worker's seed
+    for name in ("user-data", "meta-data", "network-config"):
+        shutil.copy2(tree / "nodes/etcd-3" / name, tree / "http/etcd-3" / name)
+    code, findings = run_check(tree)
+    assert code == 1
+    assert [(f["check"], f["where"], f["message"]) for f in findings if f["level"] == "error"] == [
+        ("worker-private-key", "nodes/etcd-3", "storage holds a private key"),
+        ("etcd-ca-key-role", "nodes/etcd-3", "storage of a external-etcd cluster holds the etcd CA key"),
+    ]
+
+
+@pytest.mark.usefixtures("no_cloud_init")
 def test_token_detectors_follow_the_join_mode(tmp_path: Path) -> None:
     """cluster.join: token: every joining node holds the token and no credential, and that passes; an
     etcd member holding it still does not."""
@@ -759,6 +943,11 @@ def test_token_detectors_follow_the_join_mode(tmp_path: Path) -> None:
     worker = check.write_files_of((tree / "nodes/worker-1/user-data").read_bytes())
     assert token.strip() in worker["/run/kubeadm/kubeadm-join-config.yaml"][0]
     assert JOIN_CONF not in check.write_files_of((tree / "nodes/worker-1/user-data").read_bytes())
+    code, findings = run_check(tree)
+    assert code == 0, [f for f in findings if f["level"] == "error"]
+    data = _manifest(tree)
+    del data["join"]  # a bake from before cluster.join: it joined with the token
+    _save_manifest(tree, data)
     code, findings = run_check(tree)
     assert code == 0, [f for f in findings if f["level"] == "error"]
     expected = _token_on_etcd_member(tree)
@@ -810,6 +999,28 @@ def _bad_bootcmd_is_the_only_error(tree: Path, node: str) -> None:
         [(str(tree / f"nodes/{node}/user-data"), BAD_BOOTCMD)],
     )
     assert {f["check"] for f in errors} == {"schema"}
+
+
+@pytest.mark.integration
+def test_schema_finding_ends_with_the_commands_last_500_characters(small: Path, tmp_path: Path) -> None:
+    """A long verdict is cut to its end, where cloud-init names the errors: the finding is the real
+    command's output, stripped, from its 500th-last character on."""
+    cloud_init = program("cloud-init")
+    tree = _copy(small, tmp_path)
+    doc = _user_data(tree, "dev-1")
+    doc["bootcmd"] = [{"not-a-command": i} for i in range(20)]  # one error per entry
+    _set_user_data(tree, "dev-1", _dump(doc))
+    path = tree / "nodes/dev-1/user-data"
+    proc = subprocess.run([cloud_init, "schema", "--config-file", str(path)], capture_output=True, text=True)
+    said = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode != 0 and len(said) > 600, said
+    code, findings = run_check(tree)
+    assert code == 1
+    _matches(
+        [f for f in findings if f["level"] == "error"],
+        "schema",
+        [_exact(str(path), f"cloud-init schema: {said[-500:]}")],
+    )
 
 
 def _counting_command(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
@@ -929,6 +1140,159 @@ def test_expiry_warns_then_fails(pristine: Path) -> None:
     assert later.errors > 0 and datetime.now(UTC) < leaf
 
 
+@pytest.mark.usefixtures("no_cloud_init")
+def test_expiry_judges_the_cas_by_the_manifests_window(tree: Path) -> None:
+    """cluster.certificateRenewal.before as the manifest records it (90 days here) is the CAs' window too;
+    the window is strict, and a certificate is expired from its NotAfter second on."""
+    data = _manifest(tree)
+    assert data["certificateRenewal"]["before"] == "720h"
+    data["certificateRenewal"]["before"] = "2160h"
+    _save_manifest(tree, data)
+    ca = _not_after(_bundle(tree), "pki/ca.crt")
+    assert (
+        _not_after(_bundle(tree), "pki/etcd/ca.crt")
+        == _not_after(_bundle(tree), "pki/front-proxy-ca.crt")
+        == ca
+    )
+    cas = ("secrets/ca", "secrets/etcd-ca", "secrets/front-proxy-ca")
+
+    def expiring(now: datetime) -> dict[str, str]:
+        report = check.check_tree(tree, now, _bundle(tree))
+        return {f.where: f.message for f in report.findings if f.check == "cert-expiring"}
+
+    assert expiring(ca - timedelta(days=60)) == dict.fromkeys(
+        cas, f"expires on {ca:%Y-%m-%d}, in less than 90 days"
+    )
+    assert expiring(ca - timedelta(days=90)) == {}
+    assert len(expiring(ca - timedelta(days=90) + timedelta(seconds=1))) == 3
+    at_end = check.check_tree(tree, ca, _bundle(tree))
+    expired = {f.where: f.message for f in at_end.findings if f.check == "cert-expired" and f.where in cas}
+    assert expired == dict.fromkeys(cas, f"expired on {ca:%Y-%m-%d}")
+
+
+KUBEADM_CAS = {"ca": "ca", "etcd-ca": "etcd/ca", "front-proxy-ca": "front-proxy-ca"}
+"""kubeadm's three CAs: name -> file under pki/ (kubeadm's certs.GetDefaultCertList)."""
+
+
+def _bundle_certificates(secrets_dir: Path) -> dict[str, x509.Certificate]:
+    """The bundle's certificates by the name the calendar gives them (pki/<ca>, nodes/<owner>/<leaf>),
+    found through the bundle's index (bundle.json) and read with the x509 parser."""
+
+    def load(rel: str) -> x509.Certificate:
+        return x509.load_pem_x509_certificate((secrets_dir / rel).read_bytes())
+
+    certs = {f"pki/{ca}": load(f"pki/{rel}.crt") for ca, rel in KUBEADM_CAS.items()}
+    for owner, leaves in json.loads((secrets_dir / "bundle.json").read_bytes())["leaves"].items():
+        for name, rel in leaves.items():
+            certs[f"nodes/{owner}/{name}"] = load(f"nodes/{owner}/{rel}.crt")
+    return certs
+
+
+def _warning(name: str, cert: x509.Certificate, now: datetime, within: str) -> str:
+    """One line of `bake`'s expiry warnings, as the README's renewal section shows it."""
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    end = cert.not_valid_after_utc
+    return (
+        f"certificate {cn!r} (bundle {name}) expires on {end:%Y-%m-%d %H:%M} UTC, "
+        f"in {(end - now).days} days (within {within})"
+    )
+
+
+def test_expiry_warnings_list_what_is_due_soonest_first(pristine: Path) -> None:
+    """What `bake` prints about a bundle: every certificate strictly inside its window, soonest first
+    (then by name); never a join credential, which is meant to run out with the join window."""
+    held = secrets.load_bundle(_bundle(pristine))
+    assert held is not None
+    certs = _bundle_certificates(_bundle(pristine))
+    assert {n.rsplit("/", 1)[1] for n in certs if n.endswith("join.conf")} == {"join.conf"}
+    born = certs["pki/ca"].not_valid_before_utc
+    # a window wider than the CAs' ten years: everything is due, the one-year leaves before the CAs
+    wide = CertificateRenewal(before="90000h")
+    due = sorted((c.not_valid_after_utc, n) for n, c in certs.items() if not n.endswith("/join.conf"))
+    assert [n for _, n in due][-3:] == ["pki/ca", "pki/etcd-ca", "pki/front-proxy-ca"]
+    within = "cluster.certificateRenewal.before (90000h)"
+    assert check.expiry_warnings(held, born, wide) == [_warning(n, certs[n], born, within) for _, n in due]
+    # the default window (720h) is strict: 30 days before NotAfter is not yet due, a second later is
+    leaf = certs["nodes/cp-1/apiserver"]
+    edge = leaf.not_valid_after_utc - timedelta(days=30)
+    assert not [w for w in check.expiry_warnings(held, edge, CertificateRenewal()) if "cp-1/apiserver)" in w]
+    late = edge + timedelta(seconds=1)
+    within = "cluster.certificateRenewal.before (720h)"
+    assert _warning("nodes/cp-1/apiserver", leaf, late, within) in check.expiry_warnings(
+        held, late, CertificateRenewal()
+    )
+    # renewal off: a year's window, capped at the last third of a one-year leaf's lifetime (121 days)
+    off = CertificateRenewal(enabled=False, before="8760h")
+    assert timedelta(days=365) <= leaf.not_valid_after_utc - leaf.not_valid_before_utc < timedelta(days=366)
+    early = leaf.not_valid_after_utc - timedelta(days=125)
+    assert check.expiry_warnings(held, early, off) == []
+    inside = leaf.not_valid_after_utc - timedelta(days=100)
+    within = (
+        "cluster.certificateRenewal.before (8760h), at most the last third of its lifetime with renewal off"
+    )
+    assert _warning("nodes/cp-1/apiserver", leaf, inside, within) in check.expiry_warnings(held, inside, off)
+
+
+def test_a_join_credential_of_unknown_lifetime_is_due_in_the_last_30_days() -> None:
+    """An entry without a lifetime has no cap on its window: a join credential's is then the 30 days
+    at most (RENEW_BEFORE), whatever the renewal window."""
+    end = datetime(2030, 1, 1, tzinfo=UTC)
+    join = check.Expiry("worker-1", JOIN_CONF, "system:node:worker-1", end)
+    assert join.window(CertificateRenewal(before="2160h")) == (
+        timedelta(days=30),
+        "the last third of its join window",
+    )
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_calendar_names_a_certificate_by_all_its_common_names(tree: Path) -> None:
+    """A certificate with two CNs (the padded join credential) is listed under both, comma-separated."""
+    _join_conf_padded_identity(tree)
+    subjects = {
+        e["subject"] for e in _json_calendar(tree) if (e["node"], e["file"]) == ("worker-2", JOIN_CONF)
+    }
+    assert subjects == {"kubernetes", "system:node:worker-2,system:node:cp-1"}  # the cluster CA, the client
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CALENDAR_LINE = re.compile(
+    r"  \S+ \S+Z (?P<colour>(?:\x1b\[[0-9;]*m)*) *-?\d+ days (?:\x1b\[0m)?(?P<rest>.*)"
+)
+
+
+def _coloured_calendar(report: check.Report) -> dict[tuple[str, ...], str]:
+    """(node, file, subject) -> the ANSI colour of its days in `bake check`'s calendar ("" uncoloured)."""
+    out = io.StringIO()
+    _print_calendar(Console(file=out, force_terminal=True, color_system="standard", width=400), report)
+    colours = {}
+    for line in out.getvalue().splitlines()[1:]:
+        m = _CALENDAR_LINE.fullmatch(line)
+        assert m, repr(line)
+        entry = re.match(r"(\S+) +(\S+)  \((.*?)\)", _ANSI.sub("", m["rest"]))
+        assert entry, repr(line)
+        colours[entry.groups()] = m["colour"]
+    assert len(colours) == len(report.calendar)
+    return colours
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_calendar_colours_a_join_credential_in_the_last_third_of_its_window(pristine: Path) -> None:
+    """A join credential (30 days, cluster.joinWindow) is yellow in its last 10 days only, by its own
+    window and not by the renewal window (30 days) of the other leaves, which stay uncoloured."""
+    certs = _bundle_certificates(_bundle(pristine))
+    join = certs["nodes/worker-1/join.conf"]
+    assert timedelta(days=30) <= join.not_valid_after_utc - join.not_valid_before_utc < timedelta(days=31)
+    joiners = ("cp-2", "cp-3", "worker-1", "worker-2")
+    joins = {("bundle", f"nodes/{n}/join.conf", f"system:node:{n}") for n in joiners}
+    joins |= {(n, JOIN_CONF, f"system:node:{n}") for n in joiners}
+    before = _coloured_calendar(check.check_tree(pristine, join.not_valid_after_utc - timedelta(days=11),
+                                                 _bundle(pristine)))  # fmt: skip
+    assert {k for k, colour in before.items() if colour} == set()
+    inside = _coloured_calendar(check.check_tree(pristine, join.not_valid_after_utc - timedelta(days=9),
+                                                 _bundle(pristine)))  # fmt: skip
+    assert {k: colour for k, colour in inside.items() if colour} == dict.fromkeys(joins, "\x1b[33m")
+
+
 # --------------------------------------------------------------------------------------------------
 # the list of detectors
 
@@ -996,3 +1360,45 @@ def test_json_calendar_entry(pristine: Path) -> None:
         "notAfter": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "daysLeft": entry["daysLeft"],
     }
+
+
+def _json_calendar(tree: Path) -> list[dict[str, Any]]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        cli.main(["check", str(tree), "--secrets", str(_bundle(tree)), "--json"])
+    calendar: list[dict[str, Any]] = json.loads(out.getvalue())["calendar"]
+    return calendar
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_json_calendar_notes_what_only_a_bake_renews(pristine: Path) -> None:
+    """External etcd: no control plane holds the etcd CA key (README, secrets table), so its
+    apiserver-etcd-client, in its seed and in the bundle, is renewed by a re-bake only; nothing else is."""
+    noted = {(e["node"], e["file"]): e["note"] for e in _json_calendar(pristine) if "note" in e}
+    cps = ("cp-1", "cp-2", "cp-3")
+    assert noted == {
+        **{(cp, f"{PKI}/apiserver-etcd-client.crt"): "renewed by re-bake only" for cp in cps},
+        **{("bundle", f"nodes/{cp}/apiserver-etcd-client"): "renewed by re-bake only" for cp in cps},
+    }
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_json_calendar_has_the_seed_servers_tls(tmp_path: Path) -> None:
+    """An https:// report URL: `bake serve`'s CA and server certificate (kept in the bundle's pki/) are
+    in the calendar too, each once, as the x509 parser reads them."""
+    out = tmp_path / "out"
+    proc = bake_once("--profile", "single-master", *ALG, "--set", "cluster.seed.reportUrl=https://10.77.0.1:8443",
+                     "-q", out=out)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    tree = _lay_out(out, "single-master", tmp_path / "laid")
+    calendar = _json_calendar(tree)
+    for name in ("seed-ca", "seed-server"):
+        cert = x509.load_pem_x509_certificate((_bundle(tree) / f"pki/{name}.crt").read_bytes())
+        (entry,) = [e for e in calendar if e["file"] == f"pki/{name}"]
+        assert entry == {
+            "node": "bundle",
+            "file": f"pki/{name}",
+            "subject": cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+            "notAfter": f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
+            "daysLeft": entry["daysLeft"],
+        }
