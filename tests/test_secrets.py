@@ -32,7 +32,7 @@ from .peers import program
 
 Files = list[tuple[str, bytes, int]]
 
-Baked = Callable[..., tuple[ClusterPlan, Bundle]]  # the `baked` fixture of conftest.py
+Issue = Callable[..., tuple[ClusterPlan, Bundle]]  # the `issue` fixture below
 
 
 def files(bundle: Bundle, plan: ClusterPlan) -> Files:
@@ -81,29 +81,60 @@ def now() -> datetime:
     return secrets.utcnow()
 
 
-@pytest.fixture(scope="module")
-def stacked(baked: Baked) -> tuple[ClusterPlan, Bundle]:
-    return baked("ha-stacked")
+KeyPool = dict[tuple[Any, ...], list[pki.PrivateKey]]
 
 
-@pytest.fixture(scope="module")
-def stacked_on_disk(stacked: tuple[ClusterPlan, Bundle], tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session")
+def key_pool() -> KeyPool:
+    return {}
+
+
+@pytest.fixture
+def issue(key_pool: KeyPool) -> Issue:
+    """`issue(profile, *sets)` -> (plan, a new bundle). Its keys are made once per session (key generation
+    is the slow part), the bundle is issued in each test: a test that reads a bundle calls the code that
+    made it, which is what mutation testing needs to run it on that code's mutants."""
+    real = pki.generate_keys
+
+    def generate(profile: tuple[Any, ...], algorithm: KeyAlgorithm, count: int, jobs: int = 1) -> list[Any]:
+        key = (*profile, algorithm, count)
+        if key not in key_pool:
+            key_pool[key] = real(algorithm, count, jobs)
+        return list(key_pool[key])
+
+    def get(name: str, *sets: str) -> tuple[ClusterPlan, Bundle]:
+        plan = build_plan(load_profile(name, sets))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pki, "generate_keys", lambda *a, **kw: generate((name, sets), *a, **kw))
+            bundle, _ = reconcile(plan, None, now=now())
+        return plan, bundle
+
+    return get
+
+
+@pytest.fixture
+def stacked(issue: Issue) -> tuple[ClusterPlan, Bundle]:
+    return issue("ha-stacked")
+
+
+@pytest.fixture
+def stacked_on_disk(stacked: tuple[ClusterPlan, Bundle], tmp_path: Path) -> Path:
     plan, bundle = stacked
-    return write_bundle(tmp_path_factory.mktemp("stacked") / "secrets", bundle, plan)
+    return write_bundle(tmp_path / "stacked" / "secrets", bundle, plan)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def stacked_loaded(stacked_on_disk: Path) -> Bundle:
-    """The RSA ha-stacked bundle read back from disk (loading RSA keys is slow: do it once)."""
+    """The RSA ha-stacked bundle read back from disk."""
     loaded = load_bundle(stacked_on_disk)
     assert loaded is not None
     return loaded
 
 
-@pytest.fixture(scope="module")
-def small(baked: Baked) -> tuple[ClusterPlan, Bundle]:
+@pytest.fixture
+def small(issue: Issue) -> tuple[ClusterPlan, Bundle]:
     """A cheap ECDSA bundle for tests that re-issue everything."""
-    return baked("single-node", "cluster.encryptionAlgorithm=ECDSA-P256")
+    return issue("single-node", "cluster.encryptionAlgorithm=ECDSA-P256")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -286,10 +317,10 @@ def test_with_renewal_off_a_window_longer_than_the_leaves_is_capped() -> None:
 # Join credentials (cluster.join: certificate): a leaf like the others, valid for cluster.joinWindow
 
 
-@pytest.fixture(scope="module")
-def joining(baked: Baked) -> tuple[ClusterPlan, Bundle]:
+@pytest.fixture
+def joining(issue: Issue) -> tuple[ClusterPlan, Bundle]:
     """single-master (1 control plane, 2 workers), cheap ECDSA keys, the default 720h join window."""
-    return baked("single-master", "cluster.encryptionAlgorithm=ECDSA-P256")
+    return issue("single-master", "cluster.encryptionAlgorithm=ECDSA-P256")
 
 
 def _join_cert(bundle: Bundle, node: str) -> x509.Certificate:
@@ -670,11 +701,11 @@ CORRUPTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def corruptible(baked: Baked) -> tuple[ClusterPlan, Bundle, Bundle]:
+@pytest.fixture
+def corruptible(issue: Issue) -> tuple[ClusterPlan, Bundle, Bundle]:
     """ECDSA keys load ~1000x faster than RSA ones (OpenSSL validates RSA keys on load)."""
-    plan, bundle = baked("ha-stacked", "cluster.encryptionAlgorithm=ECDSA-P256")
-    _, foreign = baked("single-node", "cluster.encryptionAlgorithm=ECDSA-P256")  # other CAs
+    plan, bundle = issue("ha-stacked", "cluster.encryptionAlgorithm=ECDSA-P256")
+    _, foreign = issue("single-node", "cluster.encryptionAlgorithm=ECDSA-P256")  # other CAs
     return plan, bundle, foreign
 
 
@@ -839,12 +870,12 @@ def test_ipv6_bundle_is_reused(tmp_path: Path) -> None:
     assert changes == []
 
 
-def test_join_credential_keys_are_ecdsa_p256_in_an_rsa_cluster(baked: Baked, tmp_path: Path) -> None:
+def test_join_credential_keys_are_ecdsa_p256_in_an_rsa_cluster(issue: Issue, tmp_path: Path) -> None:
     """The kubelet replaces the join credential with a key of its own, ECDSA P-256 (client-go's
     certificate manager): the bake makes the credential's key the same, whatever the cluster's
     algorithm, and every other key follows encryptionAlgorithm. openssl names the curve."""
     openssl = program("openssl")
-    _, bundle = baked("single-master")  # RSA-2048, the default
+    _, bundle = issue("single-master")  # RSA-2048, the default
     for node in ("worker-1", "worker-2"):
         path = tmp_path / f"{node}.key"
         path.write_bytes(bundle.leaf(node, "join.conf").key_pem)
@@ -860,8 +891,8 @@ def test_join_credential_keys_are_ecdsa_p256_in_an_rsa_cluster(baked: Baked, tmp
     assert "Private-Key: (2048 bit" in text, text[:200]
 
 
-def test_an_rsa_join_credential_from_an_older_bake_is_reissued(baked: Baked) -> None:
-    plan, fresh = baked("single-master")
+def test_an_rsa_join_credential_from_an_older_bake_is_reissued(issue: Issue) -> None:
+    plan, fresh = issue("single-master")
     old = copy.deepcopy(fresh)
     spec = dataclasses.replace(certlist.join_client("worker-1"), key=None)  # as bakes before ECDSA issued it
     rsa_key = KeyAlgorithm.RSA_2048.generate()
