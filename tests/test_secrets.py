@@ -7,6 +7,7 @@ import base64
 import copy
 import dataclasses
 import hashlib
+import hmac
 import json
 import shutil
 import subprocess
@@ -20,12 +21,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from builder.errors import SecretsError
+from builder.errors import Problem, SecretsError
 from builder.pki import certlist, secrets
 from builder.pki import crypto as pki
 from builder.pki.crypto import KeyAlgorithm
 from builder.pki.secrets import Bundle, Change, issuing, load_bundle, reconcile, required_specs
 from builder.plan import ClusterPlan, build_plan
+from builder.serve import tls as seed_tls
 from builder.validation.profile import load_profile, validate
 
 from .peers import program
@@ -79,6 +81,13 @@ def san_ips(cert: x509.Certificate) -> set[str]:
 
 def now() -> datetime:
     return secrets.utcnow()
+
+
+HINT = Problem(
+    "secrets",
+    "the bundle is inconsistent and was not changed; restore it from a backup, remove the offending node "
+    "directory under secrets/nodes/ to re-issue that node, or --rotate-ca to start over",
+)
 
 
 KeyPool = dict[tuple[Any, ...], list[pki.PrivateKey]]
@@ -239,6 +248,44 @@ def test_bundle_files_layout_and_modes(stacked: tuple[ClusterPlan, Bundle]) -> N
     assert files(bundle, plan) == fs  # stable order
 
 
+def test_bundle_json_is_the_leaf_index() -> None:
+    """bundle.json names every leaf's files by kubeadm's names under pki/ (etcd/server, kubeconfig/admin)."""
+    plan = _seed_plan()
+    bundle, _ = reconcile(plan, None, now=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))
+    (rel, content, mode), *_ = files(bundle, plan)
+    assert (rel, mode) == ("bundle.json", 0o600)
+    assert content.decode() == """\
+{
+  "algorithm": "ECDSA-P256",
+  "cluster": "single-node",
+  "created": 1893553445,
+  "encryptionKey": "encryption-key",
+  "format": 1,
+  "leaves": {
+    "_operator": {
+      "admin.conf": "kubeconfig/admin"
+    },
+    "dev-1": {
+      "admin.conf": "kubeconfig/admin",
+      "apiserver": "apiserver",
+      "apiserver-etcd-client": "apiserver-etcd-client",
+      "apiserver-kubelet-client": "apiserver-kubelet-client",
+      "controller-manager.conf": "kubeconfig/controller-manager",
+      "etcd-healthcheck-client": "etcd/healthcheck-client",
+      "etcd-peer": "etcd/peer",
+      "etcd-server": "etcd/server",
+      "front-proxy-client": "front-proxy-client",
+      "kubelet.conf": "kubeconfig/kubelet",
+      "scheduler.conf": "kubeconfig/scheduler",
+      "super-admin.conf": "kubeconfig/super-admin"
+    }
+  },
+  "reportKey": "report-key",
+  "seedServer": true
+}
+"""
+
+
 def test_round_trip_is_byte_identical(
     stacked: tuple[ClusterPlan, Bundle], stacked_on_disk: Path, stacked_loaded: Bundle
 ) -> None:
@@ -257,6 +304,24 @@ def test_round_trip_is_byte_identical(
         n: c.cert_pem + c.key_pem for n, c in bundle.cas.items()
     }
     assert snapshot(root) == {rel: content for rel, content, _ in files(loaded, plan)}
+
+
+def test_every_file_is_read_through_the_reader(seeded: tuple[ClusterPlan, Bundle], tmp_path: Path) -> None:
+    """A sealed bundle's files are opened by its reader (age files decrypted in memory): nothing may be
+    read from the disk behind its back. Here the files exist only in the reader."""
+    plan, bundle = seeded
+    content = {tmp_path / rel: data for rel, data, _ in files(bundle, plan)}
+    asked: list[Path] = []
+
+    def read(path: Path) -> bytes:
+        asked.append(path)
+        if path not in content:
+            raise FileNotFoundError(path)
+        return content[path]
+
+    loaded = load_bundle(tmp_path, read)
+    assert loaded is not None and files(loaded, plan) == files(bundle, plan)
+    assert sorted(asked) == sorted(content)
 
 
 def test_missing_bundle_directory_is_none(tmp_path: Path) -> None:
@@ -656,6 +721,16 @@ def _missing_leaf(root: Path, foreign: Bundle) -> None:
     (root / "nodes/cp-3/etcd/peer.crt").unlink()
 
 
+def _missing_leaf_key(root: Path, foreign: Bundle) -> None:
+    (root / "nodes/cp-2/kubeconfig/admin.key").unlink()
+
+
+def _encryption_key_with_junk(root: Path, foreign: Bundle) -> None:
+    """32 bytes in base64 once the `*` is skipped, as a lenient decoder would."""
+    encoded = (root / "encryption-key").read_bytes().strip()
+    (root / "encryption-key").write_bytes(encoded[:8] + b"*" + encoded[8:] + b"\n")
+
+
 def _wrong_algorithm(root: Path, foreign: Bundle) -> None:
     meta = json.loads((root / "bundle.json").read_text())
     meta["algorithm"] = "RSA-2048"
@@ -698,6 +773,8 @@ CORRUPTIONS = [
     pytest.param(_leaf_as_ca, "secrets/pki/etcd/ca.crt", "is not a CA"),
     pytest.param(_short_encryption_key, "secrets/encryption-key", "not 32 bytes in base64"),
     pytest.param(_missing_encryption_key, "secrets/encryption-key", "missing"),
+    pytest.param(_missing_leaf_key, "secrets/nodes/cp-2/kubeconfig/admin.key", "missing"),
+    pytest.param(_encryption_key_with_junk, "secrets/encryption-key", "not 32 bytes in base64"),
 ]
 
 
@@ -729,7 +806,7 @@ def test_corrupt_bundle_is_an_error_and_left_alone(
         load_bundle(root)
     problems = list(info.value.problems)
     assert any(needle in p.message for p in problems), [str(p) for p in problems]
-    assert problems[-1].path == "secrets" and "not changed" in problems[-1].message
+    assert problems[-1] == HINT
     assert snapshot(root) == before  # never repaired
     hits = [p for p in problems if p.path == path]
     assert hits, [str(p) for p in problems]
@@ -903,3 +980,317 @@ def test_an_rsa_join_credential_from_an_older_bake_is_reissued(issue: Issue) -> 
         "worker-1: re-issued join.conf: key is RSA-2048, expected ECDSA-P256"
     ], [str(c) for c in changes]
     assert KeyAlgorithm.of(again.leaf("worker-1", "join.conf").cert.public_key()) is KeyAlgorithm.ECDSA_P256
+
+
+# --------------------------------------------------------------------------------------------------
+# bake --only: what the carried-over owners would need re-issued, told, not done
+
+
+def test_stale_leaves_names_what_only_carries_over(stacked: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = stacked
+    d = data("ha-stacked")
+    d["nodes"][0]["ip"] = "10.77.0.15"
+    d["cluster"]["apiServer"]["certSANs"] = ["api.example.com"]
+    d["nodes"] = [n for n in d["nodes"] if n["name"] != "worker-2"]  # its leaves are judged by no spec
+    moved = plan_from(d)
+    owners = ["cp-1", "cp-2", "worker-1", "worker-2", secrets.OPERATOR, "not-in-the-bundle"]
+    kept, again = "kept, --only carries it over", "bake without --only"
+    assert [str(c) for c in secrets.stale_leaves(moved, bundle, owners, now())] == [
+        f"cp-1: apiserver {kept} (certificate does not cover SAN api.example.com; "
+        f"certificate does not cover SAN 10.77.0.15): {again}",
+        f"cp-1: etcd-server {kept} (certificate does not cover SAN 10.77.0.15): {again}",
+        f"cp-1: etcd-peer {kept} (certificate does not cover SAN 10.77.0.15): {again}",
+        f"cp-2: apiserver {kept} (certificate does not cover SAN api.example.com): {again}",
+    ]
+    assert secrets.stale_leaves(plan, bundle, owners, now()) == []
+
+
+def test_stale_leaves_near_expiry_and_unknown_leaves(small: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = small
+    admin = bundle.leaf(secrets.OPERATOR, "admin.conf").cert.not_valid_after_utc
+    later = admin - timedelta(days=25)
+    assert [str(c) for c in secrets.stale_leaves(plan, bundle, [secrets.OPERATOR], later)] == [
+        f"{secrets.OPERATOR}: admin.conf kept, --only carries it over (expires {admin:%Y-%m-%d %H:%M} UTC, "
+        "within cluster.certificateRenewal.before (720h)): bake without --only"
+    ]
+    # a leaf the plan no longer names is not judged (the next full bake drops it)
+    extra = dataclasses.replace(bundle, leaves={"dev-1": {"retired": bundle.leaf("dev-1", "apiserver")}})
+    assert secrets.stale_leaves(plan, extra, ["dev-1"], later) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Which files of a bundle hold a secret (age-encrypted when sealed)
+
+
+@pytest.mark.parametrize(
+    ("rel", "secret"),
+    [
+        ("token", True),
+        ("encryption-key", True),
+        ("report-key", True),
+        ("pki/ca.key", True),
+        ("pki/sa.key", True),
+        ("pki/seed-server.key", True),
+        ("nodes/cp-1/etcd/peer.key", True),
+        ("bundle.json", False),
+        ("pki/ca.crt", False),
+        ("pki/sa.pub", False),
+        ("nodes/cp-1/kubeconfig/admin.crt", False),
+        ("nodes/token/apiserver.crt", False),
+        ("pki/ca.key.crt", False),
+    ],
+)
+def test_secret_file(rel: str, secret: bool) -> None:
+    assert secrets.secret_file(rel) is secret
+
+
+# --------------------------------------------------------------------------------------------------
+# bake serve's secrets: the report key (cluster.seed.reportUrl) and the seed CA (an https:// URL)
+
+SEED = ("cluster.encryptionAlgorithm=ECDSA-P256", "cluster.seed.reportUrl=https://10.77.0.1:8443")
+
+
+def _seed_plan(*sets: str) -> ClusterPlan:
+    return build_plan(load_profile("single-node", [*SEED, *sets]))
+
+
+@pytest.fixture
+def seeded(issue: Issue) -> tuple[ClusterPlan, Bundle]:
+    return issue("single-node", *SEED)
+
+
+def test_an_https_seed_url_gets_a_seed_ca_of_its_own(tmp_path: Path) -> None:
+    plan = _seed_plan()
+    bundle, changes = reconcile(plan, None, now=now())
+    assert [str(c) for c in changes] == [
+        "bundle: created CAs, service-account key and bootstrap token",
+        "bundle: created the report key the nodes sign their reports with",
+        "bundle: created the seed CA (the nodes pin it for their reports)",
+    ]
+    assert bundle.seed_ca is not None and bundle.seed_server is not None and bundle.report_key is not None
+    ca, server = bundle.seed_ca.cert, bundle.seed_server.cert
+    assert ca.subject.rfc4514_string() == "CN=bake-seed-ca"
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    server.verify_directly_issued_by(ca)
+    assert san_ips(server) == {"10.77.0.1"}
+    assert {KeyAlgorithm.of(bundle.seed_ca.key), KeyAlgorithm.of(bundle.seed_server.key)} == {
+        KeyAlgorithm.ECDSA_P256
+    }
+    assert all(ca.public_key() != c.cert.public_key() for c in bundle.cas.values())
+    assert len(bundle.report_key) == 32
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    assert json.loads((root / "bundle.json").read_text())["seedServer"] is True
+    assert (root / "report-key").read_bytes() == base64.b64encode(bundle.report_key) + b"\n"
+    for rel in ("pki/seed-ca.crt", "pki/seed-ca.key", "pki/seed-server.crt", "pki/seed-server.key"):
+        assert (root / rel).stat().st_mode & 0o777 == 0o600, rel
+    loaded = load_bundle(root)
+    assert loaded is not None and loaded.seed_ca is not None and loaded.seed_server is not None
+    assert files(loaded, plan) == files(bundle, plan)
+    assert loaded.report_key == bundle.report_key
+    again, changes = reconcile(plan, loaded, now=now())
+    assert changes == [] and files(again, plan) == files(bundle, plan)
+
+
+def test_a_new_seed_host_reissues_only_the_seed_server(seeded: tuple[ClusterPlan, Bundle]) -> None:
+    _, bundle = seeded
+    assert bundle.seed_ca is not None and bundle.seed_server is not None
+    moved, changes = reconcile(_seed_plan("cluster.seed.reportUrl=https://10.77.0.2:8443"), bundle, now=now())
+    assert [str(c) for c in changes] == [
+        "bundle: re-issued the seed server certificate: certificate does not cover SAN 10.77.0.2; "
+        "subject CN is '10.77.0.1', expected '10.77.0.2'"
+    ]
+    assert moved.seed_ca == bundle.seed_ca and moved.report_key == bundle.report_key
+    assert moved.seed_server is not None and san_ips(moved.seed_server.cert) == {"10.77.0.2"}
+    moved.seed_server.cert.verify_directly_issued_by(bundle.seed_ca.cert)
+    assert moved.seed_server.key_pem != bundle.seed_server.key_pem
+
+
+def test_the_seed_server_is_judged_at_the_bakes_own_now() -> None:
+    """A bake with a fixed clock (past or future) keeps the seed server it made at that time; one whose
+    clock is before the certificate's NotBefore re-issues it."""
+    plan = _seed_plan()
+    for fixed in (datetime(2031, 1, 1, tzinfo=UTC), now() - timedelta(days=400)):
+        first, _ = reconcile(plan, None, now=fixed)
+        again, changes = reconcile(plan, first, now=fixed)
+        assert changes == [] and again.seed_server == first.seed_server
+    assert first.seed_server is not None
+    not_before = first.seed_server.cert.not_valid_before_utc
+    earlier, changes = reconcile(plan, first, now=not_before - timedelta(seconds=1))
+    assert [str(c) for c in changes if "seed" in c.what] == [
+        f"bundle: re-issued the seed server certificate: certificate is not valid before "
+        f"{not_before:%Y-%m-%dT%H:%M:%SZ}"
+    ]
+    assert earlier.seed_ca == first.seed_ca
+
+
+def test_a_seed_server_key_of_another_type_is_reissued(seeded: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = seeded
+    assert bundle.seed_ca is not None and bundle.seed_server is not None
+    spec = seed_tls.server_spec(plan.settings.seed)
+    rsa_key = KeyAlgorithm.RSA_2048.generate()
+    ca = bundle.seed_ca
+    cert = pki.sign(spec, rsa_key.public_key(), ca.cert, ca.key, now=now(), validity=timedelta(days=365))
+    odd = dataclasses.replace(bundle, seed_server=secrets.Issued.from_objects(cert, rsa_key))
+    again, changes = reconcile(plan, odd, now=now())
+    assert [str(c) for c in changes] == [
+        "bundle: re-issued the seed server certificate: key is RSA-2048, expected ECDSA-P256"
+    ]
+    assert again.seed_server is not None and KeyAlgorithm.of(again.seed_server.key) is KeyAlgorithm.ECDSA_P256
+
+
+def test_the_seed_server_is_renewed_in_its_last_30_days() -> None:
+    plan = _seed_plan()
+    bundle, _ = reconcile(plan, None, now=now())
+    assert bundle.seed_server is not None
+    not_after = bundle.seed_server.cert.not_valid_after_utc
+    for left in (timedelta(days=30), timedelta(days=31)):
+        again, changes = reconcile(plan, bundle, now=not_after - left)
+        assert [c for c in changes if c.owner == "bundle"] == [] and again.seed_server == bundle.seed_server
+    renewed, changes = reconcile(plan, bundle, now=not_after - timedelta(days=30, seconds=-1))
+    assert [str(c) for c in changes if c.owner == "bundle"] == [
+        f"bundle: re-issued the seed server certificate: expires {not_after:%Y-%m-%d}"
+    ]
+    assert renewed.seed_server is not None and renewed.seed_server.cert.not_valid_after_utc > not_after
+    assert renewed.seed_ca == bundle.seed_ca
+
+
+def test_a_short_lived_seed_server_is_renewed_in_its_last_third() -> None:
+    """240h leaves: 30 days would be more than their life; the last third (80h) is the window."""
+    plan = _seed_plan("cluster.certificateValidityPeriod=240h", "cluster.certificateRenewal.enabled=false")
+    bundle, _ = reconcile(plan, None, now=now())
+    assert bundle.seed_server is not None
+    cert = bundle.seed_server.cert
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert lifetime == timedelta(hours=240, minutes=5)  # kubeadm backdates NotBefore by 5 minutes
+    third = timedelta(hours=80, minutes=1, seconds=40)
+    again, _ = reconcile(plan, bundle, now=cert.not_valid_after_utc - third)
+    assert again.seed_server == bundle.seed_server
+    renewed, _ = reconcile(plan, bundle, now=cert.not_valid_after_utc - third + timedelta(seconds=1))
+    assert renewed.seed_server != bundle.seed_server
+
+
+def test_seed_secrets_are_dropped_with_the_urls(seeded: tuple[ClusterPlan, Bundle]) -> None:
+    _, bundle = seeded
+    plain, changes = reconcile(_seed_plan("cluster.seed.reportUrl=http://10.77.0.1:8080"), bundle, now=now())
+    assert [str(c) for c in changes] == [
+        "bundle: dropped the seed CA and its certificate (no https:// seed URL)"
+    ]
+    assert plain.seed_ca is None and plain.seed_server is None and plain.report_key == bundle.report_key
+    none, changes = reconcile(build_plan(load_profile("single-node", SEED[:1])), bundle, now=now())
+    assert [str(c) for c in changes] == [
+        "bundle: dropped the report key (cluster.seed.reportUrl is not set)",
+        "bundle: dropped the seed CA and its certificate (no https:// seed URL)",
+    ]
+    assert (none.report_key, none.seed_ca, none.seed_server) == (None, None, None)
+
+
+def test_rotate_ca_makes_a_new_seed_ca_and_keeps_the_report_key(seeded: tuple[ClusterPlan, Bundle]) -> None:
+    plan, bundle = seeded
+    assert bundle.seed_ca is not None and bundle.seed_server is not None
+    rotated, changes = reconcile(plan, bundle, now=now(), rotate_ca=True)
+    assert [str(c) for c in changes] == [
+        "bundle: rotated every CA and the service-account key (token kept)",
+        "bundle: created the seed CA (the nodes pin it for their reports)",
+    ]
+    assert rotated.report_key == bundle.report_key
+    assert rotated.seed_ca is not None and rotated.seed_server is not None
+    assert rotated.seed_ca.key_pem != bundle.seed_ca.key_pem
+    assert rotated.seed_server.key_pem != bundle.seed_server.key_pem
+    rotated.seed_server.cert.verify_directly_issued_by(rotated.seed_ca.cert)
+
+
+def test_report_node_key_is_hmac_of_the_names(seeded: tuple[ClusterPlan, Bundle]) -> None:
+    _, bundle = seeded
+    assert bundle.report_key is not None
+    key = secrets.report_node_key(bundle, "dev", "dev-1")
+    expect = hmac.new(bundle.report_key, b"bake-report-v1\0dev\0dev-1", hashlib.sha256).hexdigest()
+    assert key == expect.encode()
+    with pytest.raises(AssertionError) as info:
+        secrets.report_node_key(dataclasses.replace(bundle, report_key=None), "dev", "dev-1")
+    assert str(info.value) == "only with cluster.seed.reportUrl"
+
+
+def _seed_ca_is_a_leaf(root: Path, other: Bundle, rsa: Bundle) -> None:
+    shutil.copy(root / "pki/seed-server.crt", root / "pki/seed-ca.crt")
+    shutil.copy(root / "pki/seed-server.key", root / "pki/seed-ca.key")
+
+
+def _seed_server_of_another_ca(root: Path, other: Bundle, rsa: Bundle) -> None:
+    assert other.seed_server is not None
+    (root / "pki/seed-server.crt").write_bytes(other.seed_server.cert_pem)
+    (root / "pki/seed-server.key").write_bytes(other.seed_server.key_pem)
+
+
+def _seed_server_rsa(root: Path, other: Bundle, rsa: Bundle) -> None:
+    (root / "pki/seed-server.crt").write_bytes(rsa.cas["ca"].cert_pem)
+    (root / "pki/seed-server.key").write_bytes(rsa.cas["ca"].key_pem)
+
+
+def _seed_ca_rsa(root: Path, other: Bundle, rsa: Bundle) -> None:
+    (root / "pki/seed-ca.crt").write_bytes(rsa.cas["ca"].cert_pem)
+    (root / "pki/seed-ca.key").write_bytes(rsa.cas["ca"].key_pem)
+
+
+def _missing_seed_server_key(root: Path, other: Bundle, rsa: Bundle) -> None:
+    (root / "pki/seed-server.key").unlink()
+
+
+def _missing_seed_ca_cert(root: Path, other: Bundle, rsa: Bundle) -> None:
+    (root / "pki/seed-ca.crt").unlink()
+
+
+def _short_report_key(root: Path, other: Bundle, rsa: Bundle) -> None:
+    (root / "report-key").write_bytes(base64.b64encode(b"\0" * 31) + b"\n")
+
+
+def _report_key_not_base64(root: Path, other: Bundle, rsa: Bundle) -> None:
+    (root / "report-key").write_bytes(b"%" * 44 + b"\n")
+
+
+SEED_CORRUPTIONS = [
+    pytest.param(
+        _seed_ca_is_a_leaf,
+        ["secrets/pki/seed-ca.crt: is not a CA", "secrets/pki/seed-server.crt: not signed by the seed CA"],
+    ),
+    pytest.param(_seed_server_of_another_ca, ["secrets/pki/seed-server.crt: not signed by the seed CA"]),
+    pytest.param(
+        _seed_server_rsa,
+        [
+            "secrets/pki/seed-ca: the seed server keys are not ECDSA-P256",
+            "secrets/pki/seed-server.crt: not signed by the seed CA",
+        ],
+    ),
+    pytest.param(
+        _seed_ca_rsa,
+        [
+            "secrets/pki/seed-ca: the seed server keys are not ECDSA-P256",
+            "secrets/pki/seed-server.crt: not signed by the seed CA",
+        ],
+    ),
+    pytest.param(_missing_seed_server_key, ["secrets/pki/seed-server.key: missing"]),
+    pytest.param(_missing_seed_ca_cert, ["secrets/pki/seed-ca.crt: missing"]),
+    pytest.param(_short_report_key, ["secrets/report-key: not 32 bytes in base64"]),
+    pytest.param(_report_key_not_base64, ["secrets/report-key: not 32 bytes in base64"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "expect"), SEED_CORRUPTIONS, ids=[c.values[0].__name__.strip("_") for c in SEED_CORRUPTIONS]
+)
+def test_a_corrupt_seed_ca_is_an_error(
+    seeded: tuple[ClusterPlan, Bundle],
+    issue: Issue,
+    tmp_path: Path,
+    corrupt: Callable[[Path, Bundle, Bundle], None],
+    expect: list[str],
+) -> None:
+    plan, bundle = seeded
+    _, other = issue("single-node", *SEED)  # its own seed CA (those keys are made anew each time)
+    _, rsa = issue("single-node")
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    corrupt(root, other, rsa)
+    before = snapshot(root)
+    with pytest.raises(SecretsError) as info:
+        load_bundle(root)
+    assert [str(p) for p in info.value.problems] == [*expect, str(HINT)]
+    assert snapshot(root) == before
