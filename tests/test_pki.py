@@ -1169,6 +1169,30 @@ def test_kubeconfig_needs_exactly_one_auth(p256: Tree) -> None:
         kubeconfig(cluster_name="k", server="s", ca_cert=ca, user="u", client_cert=it.cert)
 
 
+BOTH = "kubeconfig: give either a token or a client certificate and key, not both"
+NEITHER = "kubeconfig: needs a client certificate and its key, or a token"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (("token", "client_key"), BOTH),
+        (("token", "client_cert"), BOTH),
+        (("token", "client_cert", "client_key"), BOTH),
+        (("client_key",), NEITHER),
+        (("client_cert",), NEITHER),
+        ((), NEITHER),
+    ],
+)
+def test_kubeconfig_refuses_half_an_identity(p256: Tree, given: tuple[str, ...], message: str) -> None:
+    """A kubeconfig carries a token or a client certificate with its key: any other mix is refused."""
+    it, ca = p256.items["admin.conf"], p256.items["ca"].cert
+    auth = {"token": "abcdef.0123456789abcdef", "client_cert": it.cert, "client_key": it.key}
+    with pytest.raises(ValueError) as info:
+        kubeconfig(cluster_name="k", server="s", ca_cert=ca, user="u", **{n: auth[n] for n in given})
+    assert str(info.value) == message
+
+
 # --------------------------------------------------------------------------------------------------
 # cost: signing must stay cheap next to key generation
 
