@@ -194,6 +194,21 @@ def test_fresh_bundle_contents(stacked: tuple[ClusterPlan, Bundle]) -> None:
     assert bundle.discovery_hash == "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
+def test_lifetimes_are_the_profiles() -> None:
+    """CAs live caCertificateValidityPeriod, leaves certificateValidityPeriod, both from a NotBefore 5
+    minutes in the past (kubeadm's CertificateBackdate)."""
+    sets = ["cluster.encryptionAlgorithm=ECDSA-P256", "cluster.certificateValidityPeriod=2000h",
+            "cluster.caCertificateValidityPeriod=20000h"]  # fmt: skip
+    plan = build_plan(load_profile("single-node", sets))
+    start = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    bundle, _ = reconcile(plan, None, now=start)
+    leaf_certs = [h.cert for c in bundle.leaves.values() for h in c.values()]
+    ca_certs = [ca.cert for ca in bundle.cas.values()]
+    assert {c.not_valid_before_utc for c in ca_certs + leaf_certs} == {start - timedelta(minutes=5)}
+    assert {c.not_valid_after_utc for c in ca_certs} == {start + timedelta(hours=20000)}
+    assert {c.not_valid_after_utc for c in leaf_certs} == {start + timedelta(hours=2000)}
+
+
 def test_keys_made_in_worker_processes_are_distinct_and_fit_their_certificates() -> None:
     """RSA keys come from a process pool: each certificate still gets its own key, of the right kind."""
     plan = build_plan(load_profile("ha-stacked", ["cluster.encryptionAlgorithm=RSA-2048"]))
@@ -358,6 +373,21 @@ def test_leaves_near_expiry_are_renewed_and_reported(small: tuple[ClusterPlan, B
     assert renewed.token == bundle.token
 
 
+def test_a_leaf_is_kept_until_inside_the_renewal_window(small: tuple[ClusterPlan, Bundle]) -> None:
+    """cluster.certificateRenewal.before is 720h (30 days) by default: a leaf with exactly that much left
+    is kept, one second less and it is re-issued."""
+    plan, bundle = small
+    admin = bundle.leaf(secrets.OPERATOR, "admin.conf").cert.not_valid_after_utc
+    kept, changes = reconcile(plan, bundle, now=admin - timedelta(days=30))
+    assert changes == [] and files(kept, plan) == files(bundle, plan)
+    _, changes = reconcile(plan, bundle, now=admin - timedelta(days=30) + timedelta(seconds=1))
+    assert Change(
+        secrets.OPERATOR,
+        f"re-issued admin.conf: expires {admin:%Y-%m-%d %H:%M} UTC, within cluster.certificateRenewal.before "
+        "(720h)",
+    ) in changes
+
+
 def test_with_renewal_off_a_window_longer_than_the_leaves_is_capped() -> None:
     """cluster.certificateRenewal.before (720h by default) may exceed a 240h validity when renewal is off:
     a bake then re-issues in the last third of the leaf's life (80h), not at every bake."""
@@ -418,7 +448,11 @@ def test_join_credentials_are_reused_until_the_last_third_of_the_window(
         ("worker-1", "re-issued join.conf"),
         ("worker-2", "re-issued join.conf"),
     ]
-    assert all("expires" in c.what for c in changes)
+    not_after = _join_cert(bundle, "worker-1").not_valid_after_utc
+    assert {c.what for c in changes} == {
+        f"re-issued join.conf: expires {not_after:%Y-%m-%d %H:%M} UTC, "
+        "within the last third of its join window"
+    }
     assert renewed.leaf("worker-1", "join.conf").cert_pem != bundle.leaf("worker-1", "join.conf").cert_pem
     assert {k: v for k, v in leaves(renewed).items() if k[1] != "join.conf"} == {
         k: v for k, v in leaves(bundle).items() if k[1] != "join.conf"
@@ -530,7 +564,11 @@ def test_new_api_server_san_reissues_every_apiserver_only(
         ("cp-2", "apiserver"),
         ("cp-3", "apiserver"),
     }
-    assert all("api.example.com" in c.what and "10.77.0.200" in c.what for c in changes)
+    for c in changes:
+        assert c.what == (
+            "re-issued apiserver: certificate does not cover SAN api.example.com; "
+            "certificate does not cover SAN 10.77.0.200"
+        )
     old, new = leaves(bundle), leaves(grown)
     assert {k for k in old if old[k] != new[k]} == {
         ("cp-1", "apiserver"),
@@ -606,7 +644,8 @@ def test_rotate_ca_replaces_every_ca_and_leaf(small: tuple[ClusterPlan, Bundle])
             assert spec.ca is not None
             rotated.leaf(node.name, spec.name).cert.verify_directly_issued_by(rotated.cas[spec.ca].cert)
     both, changes = reconcile(plan, bundle, now=now(), rotate_ca=True, rotate_token=True)
-    assert both.token != bundle.token
+    assert both.token != bundle.token and pki.TOKEN_RE.match(both.token)
+    assert changes == [Change("bundle", "rotated every CA, the service-account key and bootstrap token")]
 
 
 def test_algorithm_change_needs_rotate_ca(small: tuple[ClusterPlan, Bundle]) -> None:
@@ -614,11 +653,13 @@ def test_algorithm_change_needs_rotate_ca(small: tuple[ClusterPlan, Bundle]) -> 
     rsa_plan = build_plan(load_profile("single-node", ["cluster.encryptionAlgorithm=RSA-2048"]))
     with pytest.raises(SecretsError) as info:
         reconcile(rsa_plan, bundle, now=now())
-    (problem,) = info.value.problems
-    assert problem.path == "cluster.encryptionAlgorithm"
-    assert (
-        "RSA-2048" in problem.message and "ECDSA-P256" in problem.message and "rotate-ca" in problem.message
-    )
+    assert list(info.value.problems) == [
+        Problem(
+            "cluster.encryptionAlgorithm",
+            "the profile asks for RSA-2048 but the secrets bundle holds ECDSA-P256 keys; pass --rotate-ca to "
+            "regenerate every CA and key",
+        )
+    ]
     p384_plan = build_plan(load_profile("single-node", ["cluster.encryptionAlgorithm=ECDSA-P384"]))
     rotated, _ = reconcile(p384_plan, bundle, now=now(), rotate_ca=True)
     assert rotated.algorithm is KeyAlgorithm.ECDSA_P384
@@ -673,6 +714,11 @@ def test_a_bundle_from_before_encryption_gets_a_key_and_says_so(
 def _truncate_key(root: Path, foreign: Bundle) -> None:
     p = root / "nodes/cp-1/apiserver.key"
     p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+
+
+def _truncate_cert(root: Path, foreign: Bundle) -> None:
+    p = root / "nodes/cp-1/kubeconfig/scheduler.crt"
+    p.write_bytes(p.read_bytes()[:100])
 
 
 def _swap_keys(root: Path, foreign: Bundle) -> None:
@@ -758,6 +804,7 @@ def _missing_encryption_key(root: Path, foreign: Bundle) -> None:
 
 CORRUPTIONS = [
     pytest.param(_truncate_key, "secrets/nodes/cp-1/apiserver.key", "not a PEM private key"),
+    pytest.param(_truncate_cert, "secrets/nodes/cp-1/kubeconfig/scheduler.crt", "not a PEM certificate"),
     pytest.param(_swap_keys, "secrets/nodes/cp-1/apiserver", "does not belong"),
     pytest.param(_foreign_leaf, "secrets/nodes/cp-2/apiserver.crt", "not signed by any CA"),
     pytest.param(_foreign_ca, "secrets/nodes/cp-1/apiserver.crt", "not signed by any CA"),
