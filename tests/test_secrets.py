@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyrage
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -337,6 +338,54 @@ def test_every_file_is_read_through_the_reader(seeded: tuple[ClusterPlan, Bundle
     loaded = load_bundle(tmp_path, read)
     assert loaded is not None and files(loaded, plan) == files(bundle, plan)
     assert sorted(asked) == sorted(content)
+
+
+def _seal(root: Path, recipient: Any) -> None:
+    """What a sealed bundle holds on disk: each secret file as `<name>.age` (age's format), the rest clear."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if secrets.secret_file(str(path.relative_to(root))):
+            path.with_name(path.name + ".age").write_bytes(pyrage.encrypt(path.read_bytes(), [recipient]))
+            path.unlink()
+
+
+def test_a_sealed_bundle_is_read_with_the_identity_named_by_the_environment(
+    seeded: tuple[ClusterPlan, Bundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan, bundle = seeded
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    identity = pyrage.x25519.Identity.generate()
+    _seal(root, identity.to_public())
+    assert not list(root.rglob("*.key")) and (root / "pki/ca.key.age").exists()
+    (tmp_path / "identity").write_text(str(identity) + "\n")
+    monkeypatch.setenv("BAKE_SECRETS_IDENTITY", str(tmp_path / "identity"))
+    loaded = load_bundle(root)
+    assert loaded is not None and files(loaded, plan) == files(bundle, plan)
+
+
+def test_a_passphrase_bundle_is_opened_with_the_environments_passphrase_never_a_terminals(
+    small: tuple[ClusterPlan, Bundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundle's own key (`identity.age`, sealed with the passphrase) opens the other files."""
+    plan, bundle = small
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    own = pyrage.x25519.Identity.generate()
+    _seal(root, own.to_public())
+    sealed_own = pyrage.passphrase.encrypt(str(own).encode() + b"\n", "correct horse")
+    (root / "identity.age").write_bytes(sealed_own)
+    monkeypatch.delenv("BAKE_SECRETS_IDENTITY", raising=False)
+    monkeypatch.setenv("BAKE_SECRETS_PASSPHRASE", "correct horse")
+    loaded = load_bundle(root)
+    assert loaded is not None and files(loaded, plan) == files(bundle, plan)
+    # without the variable a bake does not ask, even on a terminal that would answer
+    monkeypatch.delenv("BAKE_SECRETS_PASSPHRASE")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "correct horse")
+    with pytest.raises(SecretsError) as info:
+        load_bundle(root)
+    assert [str(p) for p in info.value.problems] == [
+        f"{root / 'identity.age'}: the bundle is encrypted with a passphrase: set BAKE_SECRETS_PASSPHRASE, "
+        "give --passphrase-file, run on a terminal to be asked, or give an --identity; nothing was written"
+    ]
 
 
 def test_missing_bundle_directory_is_none(tmp_path: Path) -> None:
@@ -743,6 +792,10 @@ def _garbage_json(root: Path, foreign: Bundle) -> None:
     (root / "bundle.json").write_bytes(b"{not json\x00")
 
 
+def _missing_bundle_json(root: Path, foreign: Bundle) -> None:
+    (root / "bundle.json").unlink()
+
+
 def _json_not_a_mapping(root: Path, foreign: Bundle) -> None:
     (root / "bundle.json").write_text("[1, 2]\n")
 
@@ -814,6 +867,7 @@ CORRUPTIONS = [
     pytest.param(_foreign_leaf, "secrets/nodes/cp-2/apiserver.crt", "not signed by any CA of the bundle"),
     pytest.param(_foreign_ca, "secrets/nodes/cp-1/apiserver.crt", "not signed by any CA of the bundle"),
     pytest.param(_garbage_json, "secrets/bundle.json", "corrupt: "),
+    pytest.param(_missing_bundle_json, "secrets/bundle.json", "missing"),
     pytest.param(_json_not_a_mapping, "secrets/bundle.json", "corrupt: unknown format [1, 2]"),
     pytest.param(_missing_token, "secrets/token", "missing"),
     pytest.param(_bad_token, "secrets/token", "not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})"),
