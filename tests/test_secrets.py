@@ -766,8 +766,9 @@ def _truncate_key(root: Path, foreign: Bundle) -> None:
 
 
 def _truncate_cert(root: Path, foreign: Bundle) -> None:
-    p = root / "nodes/cp-1/kubeconfig/scheduler.crt"
-    p.write_bytes(p.read_bytes()[:100])
+    for node in ("cp-1", "cp-2"):
+        p = root / f"nodes/{node}/kubeconfig/scheduler.crt"
+        p.write_bytes(p.read_bytes()[:100])
 
 
 def _swap_keys(root: Path, foreign: Bundle) -> None:
@@ -796,6 +797,12 @@ def _missing_bundle_json(root: Path, foreign: Bundle) -> None:
     (root / "bundle.json").unlink()
 
 
+def _future_format(root: Path, foreign: Bundle) -> None:
+    meta = json.loads((root / "bundle.json").read_text())
+    meta["format"] = 2
+    (root / "bundle.json").write_text(json.dumps(meta))
+
+
 def _json_not_a_mapping(root: Path, foreign: Bundle) -> None:
     (root / "bundle.json").write_text("[1, 2]\n")
 
@@ -806,6 +813,22 @@ def _missing_token(root: Path, foreign: Bundle) -> None:
 
 def _bad_token(root: Path, foreign: Bundle) -> None:
     (root / "token").write_text("ABCDEF.0123456789abcdef\n")
+
+
+def _token_not_utf8(root: Path, foreign: Bundle) -> None:
+    (root / "token").write_bytes(b"\xffbcdef.0123456789abcdef\n")
+
+
+def _missing_sa_pub(root: Path, foreign: Bundle) -> None:
+    (root / "pki/sa.pub").unlink()
+
+
+def _missing_sa_key(root: Path, foreign: Bundle) -> None:
+    (root / "pki/sa.key").unlink()
+
+
+def _garbage_sa_key(root: Path, foreign: Bundle) -> None:
+    (root / "pki/sa.key").write_bytes(b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n")
 
 
 def _sa_mismatch(root: Path, foreign: Bundle) -> None:
@@ -847,6 +870,24 @@ def _path_escape(root: Path, foreign: Bundle) -> None:
     (root / "bundle.json").write_text(json.dumps(meta))
 
 
+def _owner_escape(root: Path, foreign: Bundle) -> None:
+    meta = json.loads((root / "bundle.json").read_text())
+    meta["leaves"]["../.."] = {"apiserver": "pki/ca"}
+    (root / "bundle.json").write_text(json.dumps(meta))
+
+
+def _absolute_owner(root: Path, foreign: Bundle) -> None:
+    meta = json.loads((root / "bundle.json").read_text())
+    meta["leaves"]["/etc"] = {"apiserver": "ssl/ca"}
+    (root / "bundle.json").write_text(json.dumps(meta))
+
+
+def _absolute_base(root: Path, foreign: Bundle) -> None:
+    meta = json.loads((root / "bundle.json").read_text())
+    meta["leaves"]["cp-1"]["apiserver"] = "/etc/ssl/ca"
+    (root / "bundle.json").write_text(json.dumps(meta))
+
+
 def _leaf_as_ca(root: Path, foreign: Bundle) -> None:
     shutil.copy(root / "nodes/cp-1/apiserver.crt", root / "pki/etcd/ca.crt")
     shutil.copy(root / "nodes/cp-1/apiserver.key", root / "pki/etcd/ca.key")
@@ -868,14 +909,22 @@ CORRUPTIONS = [
     pytest.param(_foreign_ca, "secrets/nodes/cp-1/apiserver.crt", "not signed by any CA of the bundle"),
     pytest.param(_garbage_json, "secrets/bundle.json", "corrupt: "),
     pytest.param(_missing_bundle_json, "secrets/bundle.json", "missing"),
+    pytest.param(_future_format, "secrets/bundle.json", "corrupt: unknown format 2"),
     pytest.param(_json_not_a_mapping, "secrets/bundle.json", "corrupt: unknown format [1, 2]"),
     pytest.param(_missing_token, "secrets/token", "missing"),
     pytest.param(_bad_token, "secrets/token", "not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})"),
+    pytest.param(_token_not_utf8, "secrets/token", "not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})"),
+    pytest.param(_missing_sa_pub, "secrets/pki/sa.pub", "missing"),
+    pytest.param(_missing_sa_key, "secrets/pki/sa.key", "missing"),
+    pytest.param(_garbage_sa_key, "secrets/pki/sa.key", "not a PEM private key: "),
     pytest.param(_sa_mismatch, "secrets/pki/sa.pub", "does not match sa.key"),
     pytest.param(_ca_key_mismatch, "secrets/pki/ca", "the key does not belong to the certificate"),
     pytest.param(_missing_leaf, "secrets/nodes/cp-3/etcd/peer.crt", "missing"),
     pytest.param(_wrong_algorithm, "secrets/pki/ca.key", "is not RSA-2048"),
     pytest.param(_path_escape, "secrets/bundle.json", "bad leaf path cp-1/../../pki/ca"),
+    pytest.param(_owner_escape, "secrets/bundle.json", "bad leaf path ../../pki/ca"),
+    pytest.param(_absolute_owner, "secrets/bundle.json", "bad leaf path /etc/ssl/ca"),
+    pytest.param(_absolute_base, "secrets/bundle.json", "bad leaf path cp-1//etc/ssl/ca"),
     pytest.param(_leaf_as_ca, "secrets/pki/etcd/ca.crt", "is not a CA"),
     pytest.param(_short_encryption_key, "secrets/encryption-key", "not 32 bytes in base64"),
     pytest.param(_missing_encryption_key, "secrets/encryption-key", "missing"),
@@ -927,17 +976,45 @@ def test_corrupt_bundle_lists_every_problem(
 ) -> None:
     plan, bundle, foreign = corruptible
     root = write_bundle(tmp_path / "secrets", bundle, plan)
-    for corrupt in (_truncate_key, _missing_token, _missing_leaf, _foreign_leaf, _sa_mismatch):
+    corruptions = (_truncate_key, _missing_token, _missing_leaf, _foreign_leaf, _sa_mismatch, _truncate_cert)
+    for corrupt in corruptions:
         corrupt(root, foreign)
     with pytest.raises(SecretsError) as info:
         load_bundle(root)
     got = [str(p) for p in info.value.problems]
-    assert len(got) == 6, got
-    assert any("not a PEM private key" in p for p in got)
+    assert len(got) == 8, got
+    assert any(p.startswith("secrets/nodes/cp-1/apiserver.key: not a PEM private key: ") for p in got)
     assert "secrets/token: missing" in got
-    assert any("etcd/peer.crt: missing" in p for p in got)
+    assert "secrets/nodes/cp-3/etcd/peer.crt: missing" in got
     assert "secrets/nodes/cp-2/apiserver.crt: not signed by any CA of the bundle" in got
     assert "secrets/pki/sa.pub: does not match sa.key" in got
+    # a leaf after a bad one (by name) of the same node is still checked
+    for node in ("cp-1", "cp-2"):
+        where = f"secrets/nodes/{node}/kubeconfig/scheduler.crt"
+        assert any(p.startswith(f"{where}: not a PEM certificate: ") for p in got), node
+    # a bad path does not stop the node's other leaves either
+    _path_escape(root, foreign)
+    with pytest.raises(SecretsError) as info:
+        load_bundle(root)
+    assert "secrets/bundle.json: bad leaf path cp-1/../../pki/ca" in [str(p) for p in info.value.problems]
+    assert "secrets/nodes/cp-1/kubeconfig/scheduler.crt" in {p.path for p in info.value.problems}
+
+
+def test_a_broken_ca_does_not_stop_the_others(
+    corruptible: tuple[ClusterPlan, Bundle, Bundle], tmp_path: Path
+) -> None:
+    """The cluster CA's key replaced: its leaves are refused, the front-proxy and etcd CAs' are still read."""
+    plan, bundle, foreign = corruptible
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    _ca_key_mismatch(root, foreign)
+    with pytest.raises(SecretsError) as info:
+        load_bundle(root)
+    problems = info.value.problems
+    assert problems[0] == Problem("secrets/pki/ca", "the key does not belong to the certificate")
+    unsigned = {p.path for p in problems[1:-1]}
+    assert all(p.message == "not signed by any CA of the bundle" for p in problems[1:-1])
+    assert "secrets/nodes/cp-1/apiserver.crt" in unsigned
+    assert not [p for p in unsigned if "front-proxy-client" in p or "/etcd/" in p or "etcd-client" in p]
 
 
 # --------------------------------------------------------------------------------------------------
