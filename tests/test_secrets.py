@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from builder.errors import Problem, SecretsError
+from builder.model import CertificateRenewal
 from builder.pki import certlist, secrets
 from builder.pki import crypto as pki
 from builder.pki.crypto import KeyAlgorithm
@@ -208,6 +209,11 @@ def test_lifetimes_are_the_profiles() -> None:
     assert {c.not_valid_before_utc for c in ca_certs + leaf_certs} == {start - timedelta(minutes=5)}
     assert {c.not_valid_after_utc for c in ca_certs} == {start + timedelta(hours=20000)}
     assert {c.not_valid_after_utc for c in leaf_certs} == {start + timedelta(hours=2000)}
+    seeded, _ = reconcile(_seed_plan(*sets[1:]), None, now=start)
+    assert seeded.seed_ca is not None and seeded.seed_server is not None
+    for pair, hours in ((seeded.seed_ca, 20000), (seeded.seed_server, 2000)):
+        assert pair.cert.not_valid_before_utc == start - timedelta(minutes=5)
+        assert pair.cert.not_valid_after_utc == start + timedelta(hours=hours)
 
 
 def test_keys_made_in_worker_processes_are_distinct_and_fit_their_certificates() -> None:
@@ -435,6 +441,35 @@ def test_a_leaf_is_kept_until_inside_the_renewal_window(small: tuple[ClusterPlan
         f"re-issued admin.conf: expires {admin:%Y-%m-%d %H:%M} UTC, within cluster.certificateRenewal.before "
         "(720h)",
     ) in changes
+
+
+BEFORE = "cluster.certificateRenewal.before"
+OFF = "at most the last third of its lifetime with renewal off"
+JOIN = "the last third of its join window"
+
+
+@pytest.mark.parametrize(
+    ("renewal", "lifetime", "join", "expect"),
+    [
+        ({}, timedelta(days=365), False, (timedelta(hours=720), f"{BEFORE} (720h)")),
+        ({"before": "2000h"}, timedelta(days=30), False, (timedelta(hours=2000), f"{BEFORE} (2000h)")),
+        ({"enabled": False, "before": "2000h"}, timedelta(hours=240), False,
+         (timedelta(hours=80), f"{BEFORE} (2000h), {OFF}")),
+        ({"enabled": False}, timedelta(days=365), False, (timedelta(hours=720), f"{BEFORE} (720h), {OFF}")),
+        ({}, timedelta(hours=720), True, (timedelta(hours=240), JOIN)),
+        ({}, timedelta(hours=2160), True, (timedelta(days=30), JOIN)),
+    ],
+)  # fmt: skip
+def test_due_window(
+    renewal: dict[str, Any], lifetime: timedelta, join: bool, expect: tuple[timedelta, str]
+) -> None:
+    """With renewal on, the nodes' own window even beyond a third of the life (they renew themselves); off,
+    at most the last third; a join credential the last third of its window, at most 30 days."""
+    settings = CertificateRenewal(**renewal)
+    if join:
+        assert secrets.due_window(settings, lifetime, join_credential=True) == expect
+    else:
+        assert secrets.due_window(settings, lifetime) == expect
 
 
 def test_with_renewal_off_a_window_longer_than_the_leaves_is_capped() -> None:
@@ -1068,6 +1103,36 @@ def test_required_spec_contents() -> None:
     assert specs["apiserver-etcd-client"].ca == "etcd-ca" and specs["apiserver-etcd-client"].orgs == ()
     assert specs["apiserver-kubelet-client"].orgs == ("kubeadm:cluster-admins",)
     assert specs["front-proxy-client"].ca == "front-proxy-ca"
+
+
+def test_required_specs_carry_the_endpoint_and_etcd_cert_sans() -> None:
+    """kubeadm's SANs: the apiserver adds controlPlaneEndpoint's host, etcd's server and peer certificates
+    their own etcd.serverCertSANs / etcd.peerCertSANs (each name a DNS SAN, each address an IP SAN)."""
+    sets = ["cluster.controlPlaneEndpoint=api.example.com:6443",
+            "cluster.etcd.serverCertSANs=[etcd.example.com, 10.9.9.9]",
+            "cluster.etcd.peerCertSANs=[peer.example.com, 10.8.8.8]"]  # fmt: skip
+    plan = build_plan(load_profile("ha-stacked", sets))
+    specs = {s.name: s for s in required_specs(plan, plan.node("cp-2"))}
+    sans = {name: (set(specs[name].dns), {str(ip) for ip in specs[name].ips}) for name in specs}
+    kubernetes = {"kubernetes", *(f"kubernetes.default{d}" for d in ("", ".svc", ".svc.cluster.local"))}
+    assert sans["apiserver"] == (
+        {"api.example.com", "cp-2", *kubernetes},
+        {"10.96.0.1", "10.77.0.12", "10.77.0.10"},
+    )
+    assert sans["etcd-server"] == (
+        {"cp-2", "localhost", "etcd.example.com"},
+        {"10.77.0.12", "127.0.0.1", "::1", "10.9.9.9"},
+    )
+    assert sans["etcd-peer"] == (
+        {"cp-2", "localhost", "peer.example.com"},
+        {"10.77.0.12", "127.0.0.1", "::1", "10.8.8.8"},
+    )
+    # the order a node's leaves are issued and listed in: its own, kubeconfigs, join credential, etcd's
+    assert list(specs) == [
+        "apiserver", "apiserver-kubelet-client", "front-proxy-client", "apiserver-etcd-client",
+        "admin.conf", "controller-manager.conf", "scheduler.conf", "join.conf",
+        "etcd-server", "etcd-peer", "etcd-healthcheck-client",
+    ]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
