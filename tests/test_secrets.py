@@ -1219,6 +1219,18 @@ def test_join_credential_keys_are_ecdsa_p256_in_an_rsa_cluster(issue: Issue, tmp
     assert "Private-Key: (2048 bit" in text, text[:200]
 
 
+def test_a_leaf_key_of_another_algorithm_is_reissued(small: tuple[ClusterPlan, Bundle]) -> None:
+    """The loader checks the CAs' keys against bundle.json's algorithm; a leaf's key is judged on reuse."""
+    plan, bundle = small
+    odd = copy.deepcopy(bundle)
+    spec = {s.name: s for s in required_specs(plan, plan.node("dev-1"))}["apiserver"]
+    rsa_key = KeyAlgorithm.RSA_2048.generate()
+    odd.leaves["dev-1"]["apiserver"] = issuing._issue(spec, odd, now(), timedelta(days=365), rsa_key)
+    again, changes = reconcile(plan, odd, now=now())
+    assert [str(c) for c in changes] == ["dev-1: re-issued apiserver: key is RSA-2048, expected ECDSA-P256"]
+    assert KeyAlgorithm.of(again.leaf("dev-1", "apiserver").key) is KeyAlgorithm.ECDSA_P256
+
+
 def test_an_rsa_join_credential_from_an_older_bake_is_reissued(issue: Issue) -> None:
     plan, fresh = issue("single-master")
     old = copy.deepcopy(fresh)
