@@ -1035,6 +1035,20 @@ def test_corrupt_bundle_lists_every_problem(
     assert "secrets/nodes/cp-1/kubeconfig/scheduler.crt" in {p.path for p in info.value.problems}
 
 
+@pytest.mark.parametrize("corrupt", [_missing_sa_key, _missing_sa_pub], ids=["sa.key", "sa.pub"])
+def test_a_missing_half_of_the_sa_pair_is_the_only_problem(
+    corruptible: tuple[ClusterPlan, Bundle, Bundle], tmp_path: Path, corrupt: Callable[[Path, Bundle], None]
+) -> None:
+    """The other half is not compared with nothing."""
+    plan, bundle, foreign = corruptible
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    corrupt(root, foreign)
+    with pytest.raises(SecretsError) as info:
+        load_bundle(root)
+    missing = "secrets/pki/sa.key" if corrupt is _missing_sa_key else "secrets/pki/sa.pub"
+    assert list(info.value.problems) == [Problem(missing, "missing"), HINT]
+
+
 def test_a_broken_ca_does_not_stop_the_others(
     corruptible: tuple[ClusterPlan, Bundle, Bundle], tmp_path: Path
 ) -> None:
