@@ -578,6 +578,21 @@ def test_a_renamed_worker_gets_a_credential_for_its_new_name(joining: tuple[Clus
     assert "worker-2" not in renamed.leaves
 
 
+def test_a_carried_over_leaf_the_plan_no_longer_names_round_trips(
+    joining: tuple[ClusterPlan, Bundle], tmp_path: Path
+) -> None:
+    """bake --only after cluster.join=token: the workers' join credentials are carried over untouched
+    though the plan names them no more; they are written and read back like any leaf."""
+    _, bundle = joining
+    plan = build_plan(
+        load_profile("single-master", ["cluster.encryptionAlgorithm=ECDSA-P256", "cluster.join=token"])
+    )
+    carried, changes = reconcile(plan, bundle, now=now(), only={"cp-1"})
+    assert changes == [] and carried.leaf("worker-1", "join.conf") == bundle.leaf("worker-1", "join.conf")
+    loaded = load_bundle(write_bundle(tmp_path / "secrets", carried, plan))
+    assert loaded is not None and leaves(loaded) == leaves(carried)
+
+
 def test_token_mode_issues_no_join_credentials(joining: tuple[ClusterPlan, Bundle]) -> None:
     _, bundle = joining
     plan = build_plan(
