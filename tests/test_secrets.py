@@ -1373,8 +1373,8 @@ def test_an_https_seed_url_gets_a_seed_ca_of_its_own(tmp_path: Path) -> None:
     root = write_bundle(tmp_path / "secrets", bundle, plan)
     assert json.loads((root / "bundle.json").read_text())["seedServer"] is True
     assert (root / "report-key").read_bytes() == base64.b64encode(bundle.report_key) + b"\n"
-    for rel in ("pki/seed-ca.crt", "pki/seed-ca.key", "pki/seed-server.crt", "pki/seed-server.key"):
-        assert (root / rel).stat().st_mode & 0o777 == 0o600, rel
+    for rel in ("report-key", *(f"pki/{b}.{e}" for b in ("seed-ca", "seed-server") for e in ("crt", "key"))):
+        assert (root / rel).stat().st_mode & 0o777 == 0o600, rel  # write_bundle applies bundle_files' mode
     loaded = load_bundle(root)
     assert loaded is not None and loaded.seed_ca is not None and loaded.seed_server is not None
     assert files(loaded, plan) == files(bundle, plan)
