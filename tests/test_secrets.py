@@ -276,7 +276,9 @@ def test_bundle_json_is_the_leaf_index() -> None:
     bundle, _ = reconcile(plan, None, now=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))
     (rel, content, mode), *_ = files(bundle, plan)
     assert (rel, mode) == ("bundle.json", 0o600)
-    assert content.decode() == """\
+    assert (
+        content.decode()
+        == """\
 {
   "algorithm": "ECDSA-P256",
   "cluster": "single-node",
@@ -306,6 +308,7 @@ def test_bundle_json_is_the_leaf_index() -> None:
   "seedServer": true
 }
 """
+    )
 
 
 def test_round_trip_is_byte_identical(
@@ -436,11 +439,14 @@ def test_a_leaf_is_kept_until_inside_the_renewal_window(small: tuple[ClusterPlan
     kept, changes = reconcile(plan, bundle, now=admin - timedelta(days=30))
     assert changes == [] and files(kept, plan) == files(bundle, plan)
     _, changes = reconcile(plan, bundle, now=admin - timedelta(days=30) + timedelta(seconds=1))
-    assert Change(
-        secrets.OPERATOR,
-        f"re-issued admin.conf: expires {admin:%Y-%m-%d %H:%M} UTC, within cluster.certificateRenewal.before "
-        "(720h)",
-    ) in changes
+    assert (
+        Change(
+            secrets.OPERATOR,
+            f"re-issued admin.conf: expires {admin:%Y-%m-%d %H:%M} UTC, within "
+            "cluster.certificateRenewal.before (720h)",
+        )
+        in changes
+    )
 
 
 BEFORE = "cluster.certificateRenewal.before"
