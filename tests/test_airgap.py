@@ -21,6 +21,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from builder import check
 from builder.emit import iso
@@ -606,10 +607,14 @@ def test_init_imports_checks_then_runs_kubeadm(tmp_path: Path, baked_site: tuple
     assert "mount -o ro /dev/fake-seed/bakeimg-amd64 /run/bake/images-seed" in calls
     assert not any(c.startswith("curl") and "/readyz" not in c for c in calls), "nothing is downloaded"
     applied = [c for c in calls[init:] if " apply " in c]
-    assert applied and applied[0].endswith("apply -f /var/lib/bake/cni/kube-flannel.yml")
+    assert applied and applied[0].endswith("apply -k /var/lib/bake/cni")
     assert "all 10 images this node needs are in containerd" in sb.text("bootstrap.log")
     assert (sb.root / "out/state/bootstrap.done").exists()
-    assert (sb.root / "upper/var/lib/bake/cni/kube-flannel.yml").read_text() == FLANNEL_MANIFEST
+    # what `apply -k` reads: the kustomization beside every manifest it names, the seeded one as it was
+    work = sb.root / "upper/var/lib/bake/cni"
+    kustomization = yaml.safe_load((work / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["kube-flannel.yml"]
+    assert (work / "kube-flannel.yml").read_text() == FLANNEL_MANIFEST
 
 
 @pytest.mark.integration

@@ -11,6 +11,7 @@ without changing this host.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shlex
@@ -383,27 +384,30 @@ def test_cni_configs_carry_the_pod_cidr() -> None:
     assert [d["kind"] for d in docs] == ["Installation", "APIServer"]
     pool = docs[0]["spec"]["calicoNetwork"]["ipPools"][0]  # type: ignore[index]
     assert pool["cidr"] == "10.200.0.0/16" and pool["blockSize"] == 26
-    installation = bootstrap.cni.cni_config_file(plan)
+    installation = bootstrap.cni.cni_config_file(plan, "amd64")
     assert installation is not None and installation.path == "/etc/bake/cni/calico-installation.yaml"
     assert list(yaml.safe_load_all(installation.content)) == docs
 
     plan = plan_of("single-master", "cluster.podSubnet=10.200.0.0/16", "cluster.cni=flannel")
-    patch = bootstrap.cni.cni_config_file(plan)
-    assert patch is not None
-    import json
-
-    net_conf = json.loads(yaml.safe_load(patch.content)["data"]["net-conf.json"])
-    assert net_conf == {"Network": "10.200.0.0/16", "EnableNFTables": False, "Backend": {"Type": "vxlan"}}
+    kustomization = bootstrap.cni.cni_config_file(plan, "amd64")
+    assert (
+        kustomization is not None and _env(plan, plan.node("cp-1"))["BAKE_CNI_CONFIG"] == kustomization.path
+    )
+    # the pod network in flannel's ConfigMap, applied through the real kubectl: tests/test_cni.py
+    assert yaml.safe_load(kustomization.content)["resources"] == ["kube-flannel.yml"]
+    (patch,) = yaml.safe_load(kustomization.content)["patches"]
+    added = [op["value"] for op in json.loads(patch["patch"]) if op["op"] == "add"]
+    assert [json.loads(v)["Network"] for v in added] == ["10.200.0.0/16"]
 
     plan = plan_of("single-master", "cluster.cni=cilium", "defaults.arch=arm64")
-    values = bootstrap.cni.cni_config_file(plan)
+    values = bootstrap.cni.cni_config_file(plan, "arm64")
     assert values is not None and yaml.safe_load(values.content)["ipam"] == {"mode": "kubernetes"}
     env = _env(plan, plan.node("cp-1"))
     assert env["BAKE_CNI_URLS"].split() == [
         f"{bootstrap.cni.CILIUM_CLI_BASE_URL}/{bootstrap.cni.CILIUM_CLI_VERSION}/cilium-linux-arm64.tar.gz",
         f"{bootstrap.cni.CILIUM_CLI_BASE_URL}/{bootstrap.cni.CILIUM_CLI_VERSION}/cilium-linux-arm64.tar.gz.sha256sum",
     ]
-    assert bootstrap.cni.cni_config_file(plan_of("single-master", "cluster.cni=none")) is None
+    assert bootstrap.cni.cni_config_file(plan_of("single-master", "cluster.cni=none"), "amd64") is None
 
 
 def test_cni_mirror_is_overridable() -> None:
@@ -634,8 +638,11 @@ if args[:1] == ["__run"]:  # the sandbox's `run`: one run of a unit's commands, 
         if rc:
             sys.exit(rc)
     sys.exit(0)
-if args[:1] == ["show"] and bake_unit(args[-1]) and "--property=ActiveState" in args:
-    print(state(args[-1]))
+if args[:1] == ["show"] and "--property=Id,ActiveState" in args:  # a block per unit, as systemctl prints
+    units = [a for a in args[1:] if not a.startswith("-")]
+    if not all(bake_unit(u) for u in units):
+        sys.exit(1)
+    print("\n\n".join(f"Id={u}\nActiveState={state(u)}" for u in units))
     sys.exit(0)
 with open("/var/tmp/stub-calls.log", "a") as f:
     f.write(" ".join(["systemctl", *args]) + "\n")
@@ -969,12 +976,34 @@ def test_failed_run_retries_with_backoff_in_the_same_boot(can_sandbox: None, tmp
     log = sb.text("bootstrap.log")
     assert "attempt 1 failed (exit 1); bake-bootstrap.service runs it again" in log
     assert "attempt 2 of 8 in this boot (the previous one failed): retrying in 1s" in log
+    # the failed phase, and only it, is named with where its output is
+    assert "phase kubeadm failed: journalctl -b -u bake-bootstrap-kubeadm.service" in log
+    assert log.count(" failed: journalctl ") == 1
     second = sb.runs[1]
     assert second.index(
         "kubeadm reset -f --cri-socket unix:///var/run/containerd/containerd.sock"
     ) < second.index("kubeadm join --config /run/kubeadm/kubeadm-join-config.yaml")
     assert (sb.root / "out/state/bootstrap.done").exists()
     assert not (sb.root / "out/run/bake/bootstrap.attempts").exists()
+
+
+@pytest.mark.integration
+def test_a_skipped_phase_leaves_the_node_not_done(can_sandbox: None, tmp_path: Path) -> None:
+    """A phase unit whose condition does not hold is skipped by systemd, which is not a failure: the
+    driver reads every phase's state and does not mark the node done."""
+    sb = _sandbox(tmp_path, "single-master", "worker-1")
+    drop_in = "/etc/systemd/system/bake-bootstrap-runtime.service.d"
+    sb.run(
+        f"mkdir -p {drop_in}\nprintf '[Unit]\\nConditionPathExists=/nowhere\\n' >{drop_in}/skip.conf\nrun\n"
+    )
+    assert sb.rcs == [0], sb.text("stdout.log")
+    log = sb.text("bootstrap.log")
+    assert (
+        "phase runtime did not run (bake-bootstrap-runtime.service is inactive: a condition of the unit did "
+        "not hold): the bootstrap is not done"
+    ) in log
+    assert log.count(" did not run ") == 1
+    assert not (sb.root / "out/state/bootstrap.done").exists()
 
 
 @pytest.mark.integration

@@ -49,24 +49,50 @@ on_exit() {
 
 phase_unit() { echo "bake-bootstrap-$1.service"; }
 
-phase_state() { systemctl show --property=ActiveState --value "$(phase_unit "$1")"; }
+# read_phase_states: PHASE_STATE[<phase>] = its unit's ActiveState, from one systemctl call for all of
+# them (every process start counts on a slow first boot). systemctl prints a block per unit.
+declare -A PHASE_STATE=()
+read_phase_states() {
+    local -A by_unit=()
+    local -a units=()
+    local phase line id='' state='' shown
+    for phase in "${PHASES[@]}"; do units+=("$(phase_unit "$phase")"); done
+    shown=$(systemctl show --property=Id,ActiveState "${units[@]}") || return 1
+    while IFS= read -r line; do
+        case $line in
+        Id=*) id=${line#Id=} ;;
+        ActiveState=*) state=${line#ActiveState=} ;;
+        *) id='' state='' ;; # the blank line between two units
+        esac
+        if [[ -n $id && -n $state ]]; then
+            by_unit[$id]=$state
+            id='' state=''
+        fi
+    done <<<"$shown"
+    PHASE_STATE=()
+    for phase in "${PHASES[@]}"; do
+        PHASE_STATE[$phase]=${by_unit[$(phase_unit "$phase")]:-unknown}
+    done
+}
 
 run_phases() {
     local last phase state
     last=$(phase_unit "${PHASES[-1]}")
     log "starting the phases (${PHASES[*]}) through $last"
     if ! systemctl start "$last"; then
-        for phase in "${PHASES[@]}"; do
-            state=$(phase_state "$phase" || true)
-            if [[ $state == failed ]]; then
-                log "phase $phase failed: journalctl -b -u $(phase_unit "$phase")"
-            fi
-        done
+        if read_phase_states; then
+            for phase in "${PHASES[@]}"; do
+                if [[ ${PHASE_STATE[$phase]} == failed ]]; then
+                    log "phase $phase failed: journalctl -b -u $(phase_unit "$phase")"
+                fi
+            done
+        fi
         return 1
     fi
     # A unit whose condition did not hold was skipped, not run: the node is not done then.
+    read_phase_states || return 1
     for phase in "${PHASES[@]}"; do
-        state=$(phase_state "$phase") || return 1
+        state=${PHASE_STATE[$phase]}
         if [[ $state != active ]]; then
             log "phase $phase did not run ($(phase_unit "$phase") is $state: a condition of the unit did not hold): the bootstrap is not done"
             return 2

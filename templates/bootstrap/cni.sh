@@ -30,9 +30,10 @@ cni_install() {
         kubectl_retry apply -f "$BAKE_CNI_CONFIG"
         ;;
     flannel)
-        kubectl_retry apply "${applied[@]}"
-        kubectl_retry -n kube-flannel patch configmap kube-flannel-cfg --type merge --patch-file "$BAKE_CNI_CONFIG"
-        kubectl_retry -n kube-flannel rollout restart daemonset/kube-flannel-ds
+        # One apply of the manifests with the profile's network patched into flannel's ConfigMap (the
+        # kustomization names them): no flannel pod starts with upstream's default network.
+        install -m 0600 "$BAKE_CNI_CONFIG" "$CNI_WORK_DIR/kustomization.yaml"
+        kubectl_retry apply -k "$CNI_WORK_DIR"
         ;;
     cilium)
         if ((${#seeded[@]} > 0)); then

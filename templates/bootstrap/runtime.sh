@@ -130,9 +130,8 @@ release_kubelet() {
 }
 
 kubelet_enabled() {
-    systemctl cat kubelet.service >/dev/null 2>&1 ||
-        die "kubelet.service is not installed (packages.mode=$BAKE_PACKAGE_MODE)"
-    systemctl enable kubelet.service
+    systemctl enable kubelet.service ||
+        die "kubelet.service cannot be enabled: is it installed? (packages.mode=$BAKE_PACKAGE_MODE)"
 }
 
 bake_start bake-bootstrap-runtime

@@ -94,7 +94,7 @@ def bootstrap_files(
         files.append(NodeFile(phase_script_path(phase), texts[f"{phase}.sh"].encode(), 0o755))
         files.append(public(phase_unit_path(phase), phase_unit_text(phase, report)))
     if bootstrap_role(node) is BootstrapRole.INIT:
-        cni_file = cni_config_file(plan)
+        cni_file = cni_config_file(plan, node.arch.value, cni_source)
         if cni_file is not None:
             files.append(cni_file)
         if values["BAKE_JOIN_TOKEN_ID"]:

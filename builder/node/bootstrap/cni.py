@@ -4,12 +4,14 @@ and its configuration, built as data with the profile's pod CIDRs."""
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass
 
 from ... import yamlio
 from ...files import NodeFile, public
 from ...model import Cni
 from ...plan import ClusterPlan
+from .. import airgap
 from .layout import CNI_DIR
 
 # --------------------------------------------------------------------------------------------------
@@ -52,6 +54,22 @@ class CniSource:
 
 
 DEFAULT_CNI_SOURCE = CniSource()
+
+
+def downloads(plan: ClusterPlan, arch: str, source: CniSource) -> tuple[str, ...]:
+    """What the init node fetches at first boot: nothing with cluster.airgap (the images seed brings the
+    manifests)."""
+    return () if plan.settings.airgap else source.urls(plan.settings.cni, arch)
+
+
+def manifest_names(plan: ClusterPlan, arch: str, source: CniSource) -> tuple[str, ...]:
+    """The file names of the manifests the init node applies, as cni.sh lays them out in its work
+    directory (downloaded, or copied from the images seed)."""
+    gap = plan.settings.airgap
+    names = (
+        airgap.seed_names(tuple(gap.cni_manifests), manifests=True) if gap else downloads(plan, arch, source)
+    )
+    return tuple(posixpath.basename(n) for n in names)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -120,13 +138,46 @@ def cilium_values(plan: ClusterPlan) -> dict[str, object]:
     }
 
 
-def cni_config_file(plan: ClusterPlan) -> NodeFile | None:
+FLANNEL_CONFIG_MAP = {"namespace": "kube-flannel", "name": "kube-flannel-cfg"}
+
+
+def flannel_kustomization(plan: ClusterPlan, manifests: tuple[str, ...]) -> dict[str, object]:
+    """Flannel's manifests with the profile's network in its ConfigMap, applied in one `kubectl apply -k`:
+    no flannel pod ever starts with upstream's default network (10.244.0.0/16), and no restart follows.
+    The JSON patch removes net-conf.json before adding it: kustomize's `replace` adds a missing key, and
+    `remove` fails the apply when upstream's ConfigMap no longer has it."""
+    key = "/data/net-conf.json"
+    net_conf = json.dumps(flannel_net_conf(plan), indent=2) + "\n"
+    patch = [{"op": "remove", "path": key}, {"op": "add", "path": key, "value": net_conf}]
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": list(manifests),
+        "patches": [
+            {
+                "target": {"version": "v1", "kind": "ConfigMap", **FLANNEL_CONFIG_MAP},
+                "patch": json.dumps(patch, indent=2),
+            }
+        ],
+    }
+
+
+def cni_config_path(cni: Cni) -> str | None:
+    """Where the init node's CNI configuration is (BAKE_CNI_CONFIG); cni.sh reads it by CNI."""
+    return {
+        Cni.CALICO: f"{CNI_DIR}/calico-installation.yaml",
+        Cni.FLANNEL: f"{CNI_DIR}/flannel-kustomization.yaml",
+        Cni.CILIUM: f"{CNI_DIR}/cilium-values.yaml",
+    }.get(cni)
+
+
+def cni_config_file(plan: ClusterPlan, arch: str, source: CniSource = DEFAULT_CNI_SOURCE) -> NodeFile | None:
     cni = plan.settings.cni
+    path = cni_config_path(cni)
+    if path is None:
+        return None
     if cni is Cni.CALICO:
-        return public(f"{CNI_DIR}/calico-installation.yaml", yamlio.dump_all(calico_documents(plan)))
+        return public(path, yamlio.dump_all(calico_documents(plan)))
     if cni is Cni.FLANNEL:
-        patch = {"data": {"net-conf.json": json.dumps(flannel_net_conf(plan), indent=2) + "\n"}}
-        return public(f"{CNI_DIR}/flannel-net-conf-patch.yaml", yamlio.dump(patch))
-    if cni is Cni.CILIUM:
-        return public(f"{CNI_DIR}/cilium-values.yaml", yamlio.dump(cilium_values(plan)))
-    return None
+        return public(path, yamlio.dump(flannel_kustomization(plan, manifest_names(plan, arch, source))))
+    return public(path, yamlio.dump(cilium_values(plan)))

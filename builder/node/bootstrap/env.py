@@ -27,7 +27,7 @@ from ..kubeadm_config import (
     JOIN_CONFIG_PATH,
     joins_with_token,
 )
-from .cni import DEFAULT_CNI_SOURCE, CniSource, cni_config_file
+from .cni import DEFAULT_CNI_SOURCE, CniSource, cni_config_path, downloads
 from .layout import (
     ADMIN_CONF_PATH,
     JOIN_TOKEN_REFRESH_SECONDS,
@@ -249,10 +249,10 @@ def env_values(
     kube_vip = (
         paths.manifest(StaticPod.KUBE_VIP) if node.kube_vip_kubeconfig == paths.SUPER_ADMIN_CONF else ""
     )
-    cni_file = cni_config_file(plan) if role is BootstrapRole.INIT else None
+    cni_config = cni_config_path(c.cni) if role is BootstrapRole.INIT else None
     gap = airgap_values(plan, node, role)
     external_etcd = role is BootstrapRole.INIT and plan.topology is Topology.EXTERNAL_ETCD
-    cni_urls = cni_source.urls(c.cni, node.arch.value) if role is BootstrapRole.INIT and not c.airgap else ()
+    cni_urls = downloads(plan, node.arch.value, cni_source) if role is BootstrapRole.INIT else ()
     fw = prep.firewall
     keeps_token = role is BootstrapRole.INIT and joins_with_token(plan)
     join_not_after = join_credential_not_after(node_files) if joining else ""
@@ -304,7 +304,7 @@ def env_values(
         kube_vip_manifest=kube_vip,
         cni=c.cni.value if role is BootstrapRole.INIT else "none",
         cni_urls=_words(cni_urls),
-        cni_config=cni_file.path if cni_file is not None else "",
+        cni_config=cni_config or "",
         cilium_version=cni_source.cilium_version,
         join=c.join.value,
         join_token_id=join_token_id(node_files) if keeps_token else "",
