@@ -647,7 +647,7 @@ if args[:1] == ["show"] and "--property=Id,ActiveState" in args:  # a block per 
 with open("/var/tmp/stub-calls.log", "a") as f:
     f.write(" ".join(["systemctl", *args]) + "\n")
 if args[:2] in (["mask", "--runtime"], ["unmask", "--runtime"]):
-    link = Path("/run/systemd/system") / args[2]
+    link = Path("/run/systemd/system") / args[-1]
     if args[0] == "mask":
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to("/dev/null")
@@ -1103,14 +1103,13 @@ def test_etcd_member_kubelet_held_until_the_runtime_is_configured(can_sandbox: N
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("etcd-1"))).run("run\nreboot\nrun\n")
     assert sb.rcs == [0, 0], sb.text("stdout.log")
     calls = sb.runs[0]
-    hold = calls.index("systemctl mask --runtime kubelet.service")
-    stop = calls.index("systemctl stop kubelet.service")
+    hold = calls.index("systemctl mask --runtime --now kubelet.service")  # masked and stopped
     install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "kubelet=1.37.2-*" in c)
     runtime = calls.index("systemctl restart containerd")
     release = calls.index("systemctl unmask --runtime kubelet.service")
     start = calls.index("systemctl restart kubelet")
-    assert hold < stop < install < runtime < release < calls.index("systemctl enable kubelet.service") < start
-    assert "systemctl mask --runtime kubelet.service" not in sb.runs[1]  # the runtime is ready now
+    assert hold < install < runtime < release < calls.index("systemctl enable kubelet.service") < start
+    assert not any(c.startswith("systemctl mask") for c in sb.runs[1])  # the runtime is ready now
 
 
 @pytest.mark.integration

@@ -20,8 +20,7 @@ check_clock() {
 # run the pod on a runtime with the wrong cgroup driver and sandbox image. It is held (masked in /run,
 # which a reboot clears) until the runtime phase has configured the runtime and releases it.
 hold_kubelet() {
-    systemctl mask --runtime kubelet.service || log "warning: cannot mask kubelet.service"
-    systemctl stop kubelet.service 2>/dev/null || true
+    systemctl mask --runtime --now kubelet.service || log "warning: cannot mask or stop kubelet.service"
     log "kubelet held until the container runtime is configured"
 }
 

@@ -276,7 +276,7 @@ def unit(name):
     start, end = (int(props.get(k) or 0) / 1e6 for k in
                   ("ExecMainStartTimestampMonotonic", "ExecMainExitTimestampMonotonic"))
     return (end - start if start and end >= start else None), int(props.get("NRestarts") or 0)
-steps = {}
+steps, retries = {}, {}
 journal = subprocess.run(["journalctl", "-b", "-o", "json", "--no-pager", "-u", "bake-bootstrap*"],
                          capture_output=True, text=True).stdout
 for line in journal.splitlines():
@@ -285,6 +285,9 @@ for line in journal.splitlines():
     m = re.search(r"step ([a-z0-9-]+): (start|done)$", msg) if isinstance(msg, str) else None
     if m:
         steps.setdefault(m.group(1), {})[m.group(2)] = int(entry["__MONOTONIC_TIMESTAMP"]) / 1e6
+    w = re.search(r"waiting for (.+) \(retry in [0-9.]+s\)$", msg) if isinstance(msg, str) else None
+    if w:
+        retries[w.group(1)[:80]] = retries.get(w.group(1)[:80], 0) + 1
 def step(name):
     s = steps.get(name, {})
     return s["done"] - s["start"] if "start" in s and "done" in s else 0.0
@@ -314,6 +317,7 @@ figures = {
     "restarts": restarts,
     "units": {p: round(t, 1) for p, t in phases.items() if t is not None},
     "steps": {name: round(step(name), 1) for name in steps},
+    "retries": retries,
 }
 print("BAKE-PHASES", json.dumps(figures))
 """
@@ -482,7 +486,10 @@ def report(results: Sequence[VmResult], host: HostKubectl | None = None) -> None
             f"{p.get('images_s')} s + waiting for other nodes {p.get('waiting_s')} s + its own overhead "
             f"{p.get('overhead_s')} s (target <= 10 s under TCG; {p.get('restarts')} restarts)"
         )
-        rows.append(f"[e2e] {r.name}: units (s) {p.get('units')}; steps (s) {p.get('steps')}")
+        rows.append(
+            f"[e2e] {r.name}: units (s) {p.get('units')}; steps (s) {p.get('steps')}; "
+            f"waits retried {p.get('retries')}"
+        )
     print("\n".join(rows), file=sys.stderr)
     failures = [r.explain() for r in results if not r.ok]
     failures += [f"{r.name}: {f}" for r in results for b in r.results
