@@ -10,8 +10,10 @@ import re
 import shlex
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 _PACKAGE = Path(__file__).resolve().parent
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
@@ -44,7 +46,10 @@ def templates_dir() -> Path:
 def templates() -> jinja2.Environment:
     """The one Jinja environment of every template. Its templates are plain text (no autoescape) and
     strict (an undefined name is an error); block tags take their own line (trim_blocks, lstrip_blocks);
-    comments are `{## ##}`, out of the way of bash's `${#array[@]}`; `shquote` quotes a shell word."""
+    comments are `{## ##}`, out of the way of bash's `${#array[@]}`; `shquote` quotes a shell word.
+    Jinja is imported here, on first use: a re-bake that renders no node never needs it."""
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,

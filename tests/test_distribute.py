@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from builder.files import NodeFile, Sensitivity
-from builder.node.distribute import node_pki_files, operator_admin_conf
+from builder.node.distribute import KubeconfigSource, node_pki_files, node_pki_sources, operator_admin_conf
 from builder.pki import crypto as pki
 from builder.pki import placement, secrets
 from builder.pki.secrets import Bundle
@@ -292,6 +292,49 @@ def test_kubeconfig_contents(stacked: tuple[ClusterPlan, Bundle], node: str, con
     doc = kubeconfig(by_path(plan, bundle, node)[f"/etc/kubernetes/{conf}"])
     cn, orgs = KUBECONFIG_SUBJECTS[conf]
     check_kubeconfig(doc, bundle, "ha-stacked", server, cn.format(node=node), orgs)
+
+
+def _kubeconfig_changes(source: KubeconfigSource, bundle: Bundle) -> dict[str, KubeconfigSource]:
+    """The source with one field (or only the client key) changed, by that field."""
+    other = bundle.leaf("worker-2", "join.conf")
+    assert other.cert_pem != source.client.cert_pem
+    return {
+        "cluster": dataclasses.replace(source, cluster="another"),
+        "server": dataclasses.replace(source, server="https://10.9.9.9:6443"),
+        "ca": dataclasses.replace(source, ca=bundle.cas["front-proxy-ca"]),
+        "user": dataclasses.replace(source, user="someone"),
+        "client": dataclasses.replace(source, client=other),
+        "client key only": dataclasses.replace(
+            source, client=dataclasses.replace(source.client, key=other.key, key_pem=other.key_pem)
+        ),
+    }
+
+
+@pytest.mark.parametrize("node", ["cp-1", "worker-1"])
+def test_pki_sources_render_the_pki_files(stacked: tuple[ClusterPlan, Bundle], node: str) -> None:
+    """What a node's inputs digest reads (node_pki_sources) is what its files are rendered from."""
+    plan, bundle = stacked
+    sources = node_pki_sources(plan, plan.node(node), bundle)
+    assert [s.file() for s in sources] == node_pki_files(plan, plan.node(node), bundle)
+    assert any(isinstance(s.content, KubeconfigSource) for s in sources)
+
+
+def test_a_kubeconfig_source_change_that_changes_the_file_changes_its_material(
+    stacked: tuple[ClusterPlan, Bundle],
+) -> None:
+    """A node's inputs digest reads a kubeconfig's source, not its bytes: any change of the source that
+    changes the file must change what the digest reads (else a re-bake would keep a stale kubeconfig)."""
+    plan, bundle = stacked
+    (join,) = node_pki_sources(plan, plan.node("worker-1"), bundle)
+    assert isinstance(join.content, KubeconfigSource) and join.path == JOIN_CONF
+    rendered, material = join.file().content, join.material
+    for field, source in _kubeconfig_changes(join.content, bundle).items():
+        changed = dataclasses.replace(join, content=source)
+        assert changed.file().content != rendered, field
+        assert changed.material != material, field
+    # the same bytes given as a file's content are not taken for a kubeconfig made from a source
+    assert dataclasses.replace(join, content=join.content.material).material != material
+    assert dataclasses.replace(join, sensitivity=Sensitivity.PUBLIC).material != material
 
 
 def test_kubeconfig_embeds_the_bundle_leaf(stacked: tuple[ClusterPlan, Bundle]) -> None:

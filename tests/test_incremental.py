@@ -5,6 +5,8 @@ digest function."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import os
 import shutil
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from builder import bake
 from builder.bake import incremental, render
@@ -20,10 +23,11 @@ from builder.bake.manifest import STATE_FILE, PreviousManifest
 from builder.emit import outputs
 from builder.pki import secrets
 
-from .helpers import bundle, tree_digest
+from .helpers import bundle, disk_files, tree_digest
 
 PROFILE = "ha-stacked"
 SETS = ("cluster.encryptionAlgorithm=ECDSA-P256",)
+JOIN_CONF = "/etc/bake/join.conf"
 
 
 def _options(out: Path, *sets: str, **kw: Any) -> bake.BakeOptions:
@@ -196,6 +200,29 @@ def test_reissued_join_credentials_render_the_joining_nodes_only(
     assert sorted(rendered) == ["cp-2", "cp-3", "worker-1", "worker-2"]
     assert {c.owner for c in result.changes} == {"cp-2", "cp-3", "worker-1", "worker-2"}
     _same_as_from_scratch(first, tmp_path, now=late)
+
+
+def test_a_join_credential_with_another_key_renders_its_node(
+    first: Path, rendered: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's inputs digest reads its kubeconfigs' sources, not the rendered files: a join credential
+    whose key alone differs (the bundle as reconcile hands it over) still renders its node again, and
+    only that node."""
+    spare = secrets.load_bundle(bundle(first, PROFILE)).leaf("worker-2", "join.conf")
+    real = secrets.reconcile
+
+    def other_key(*args: Any, **kw: Any) -> Any:
+        held, changes = real(*args, **kw)
+        join = held.leaf("worker-1", "join.conf")
+        held.leaves["worker-1"]["join.conf"] = dataclasses.replace(join, key=spare.key, key_pem=spare.key_pem)
+        return held, changes
+
+    monkeypatch.setattr(secrets, "reconcile", other_key)
+    result = bake.run(_options(first))
+    assert rendered == ["worker-1"]
+    user_data = yaml.safe_load((result.tree / "nodes" / "worker-1" / "user-data").read_bytes())
+    conf = yaml.safe_load(disk_files(user_data)[JOIN_CONF][0])
+    assert base64.b64decode(conf["users"][0]["user"]["client-key-data"]) == spare.key_pem
 
 
 def test_rotated_token_renders_every_node(first: Path, rendered: list[str]) -> None:

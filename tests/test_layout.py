@@ -157,6 +157,17 @@ def test_every_module_imports_on_its_own() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+RENDERING_ONLY = ("jinja2", "unittest.mock", "asyncio")
+"""Libraries only rendering a node needs (templates, the ISO's pinned clock once used mock): `bake`
+imports them when it renders, so that a re-bake that renders nothing does not pay for them."""
+
+
+def test_the_bake_command_does_not_import_what_only_rendering_needs() -> None:
+    code = f"import sys, builder.cli; print([m for m in {RENDERING_ONLY!r} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
 def test_tool_digest_covers_every_module_and_template() -> None:
     sources = incremental.tool_sources()
     paths = {p.resolve() for _, p in sources}

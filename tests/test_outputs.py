@@ -15,6 +15,7 @@ import pytest
 
 from builder.emit.outputs import STATE_DIR, OutputTree
 from builder.errors import OutputError
+from builder.files import walk_files
 
 CLUSTER = "demo"
 REPO = Path(__file__).resolve().parent.parent
@@ -301,3 +302,23 @@ def test_work_of_a_killed_bake_is_cleaned_up_by_the_next(tmp_path: Path) -> None
     _, final = bake(root, FIRST)
     assert not Path(done.stdout.strip()).exists()  # ... and the next bake removed it
     assert leftovers(root) == [] and generations(root) == [final]
+
+
+def test_walk_files_lists_what_os_walk_lists(tmp_path: Path) -> None:
+    """Every non-directory below the root by relative path, links to directories neither listed nor
+    entered: what os.walk gives, in one pass that keeps each entry's status at hand."""
+    root = tmp_path / "tree"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "top").write_text("1")
+    (root / "a" / "b" / "deep").write_text("2")
+    (root / "a" / "file-link").symlink_to(root / "top")
+    (root / "a" / "dir-link").symlink_to(root / "a" / "b", target_is_directory=True)
+    (root / "a" / "dangling").symlink_to(root / "nowhere")
+    expected = {
+        os.path.relpath(os.path.join(top, name), root) for top, _, names in os.walk(root) for name in names
+    }
+    listed = dict(walk_files(str(root)))
+    assert set(listed) == expected == {"top", "a/b/deep", "a/file-link", "a/dangling"}
+    assert all(entry.path == str(root / rel) for rel, entry in listed.items())
+    assert dict(walk_files(str(root / "missing"))) == {}

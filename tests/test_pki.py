@@ -880,6 +880,26 @@ def test_verify_reuse_wrong_ca(p256: Tree) -> None:
     ]
 
 
+def test_a_checked_signature_is_remembered_by_the_certificates_bytes(p256: Tree) -> None:
+    """A bake checks each leaf's signature when it loads the bundle and again when it decides to keep
+    it: the second answer comes from the first, for the same two certificates only (a copy parsed
+    again is the same certificate; a CA of the same name with another key is not)."""
+    it, ca = p256.items["apiserver"], p256.items["ca"].cert
+    impostor = pki.new_ca(
+        certlist.ca_specs()["ca"], KeyAlgorithm.ECDSA_P256.generate(), now=_now(), validity=CA_VALIDITY
+    )
+    assert pki.signature_problem(it.cert, ca) is None
+    before = pki.signature_problem.cache_info().hits
+    again = x509.load_pem_x509_certificate(pki.cert_pem(it.cert))
+    assert pki.signature_problem(again, x509.load_pem_x509_certificate(pki.cert_pem(ca))) is None
+    assert pki.signature_problem.cache_info().hits == before + 1
+    assert pki.signature_problem(it.cert, impostor) == "signature does not verify with the CA public key"
+    assert pki.verify_reuse(it.spec, again, it.key, impostor) == [
+        'certificate is not signed by the "ca" CA: signature does not verify with the CA public key'
+    ]
+    assert pki.verify_reuse(it.spec, again, it.key, ca) == []
+
+
 def test_verify_reuse_mismatched_key(p256: Tree) -> None:
     it = p256.items["apiserver"]
     msgs = pki.verify_reuse(it.spec, it.cert, p256.items["etcd-server"].key, p256.items["ca"].cert)

@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from builder.errors import Problem, SecretsError
 from builder.model import CertificateRenewal
-from builder.pki import certlist, secrets
+from builder.pki import bundledir, certlist, secrets
 from builder.pki import crypto as pki
 from builder.pki.crypto import KeyAlgorithm
 from builder.pki.secrets import Bundle, Change, issuing, load_bundle, reconcile, required_specs
@@ -270,6 +270,41 @@ def test_bundle_files_layout_and_modes(stacked: tuple[ClusterPlan, Bundle]) -> N
     assert files(bundle, plan) == fs  # stable order
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["none", "bytes", "mode", "missing", "stray file", "stray file deep", "link to a file", "link to a dir"],
+)
+def test_unchanged_sees_every_difference_on_disk(
+    stacked: tuple[ClusterPlan, Bundle], tmp_path: Path, damage: str
+) -> None:
+    """Whether the next bake writes the bundle again: only when the directory holds exactly its files,
+    bytes and modes (a link counts as what it points to, as a file does; a link to a directory is not
+    entered, as before)."""
+    plan, bundle = stacked
+    fs = files(bundle, plan)
+    root = tmp_path / "sec"
+    assert bundledir.save(root, fs)
+    leaf = root / "nodes" / "cp-2" / "apiserver.crt"
+    if damage == "bytes":
+        leaf.write_bytes(leaf.read_bytes().replace(b"-----END", b"-----end"))
+    elif damage == "mode":
+        leaf.chmod(0o640)
+    elif damage == "missing":
+        leaf.unlink()
+    elif damage == "stray file":
+        (root / "notes.txt").write_text("left by hand\n")
+    elif damage == "stray file deep":
+        (root / "nodes" / "cp-2" / "etcd" / "old.crt").write_bytes(b"x")
+    elif damage == "link to a file":
+        (root / "nodes" / "cp-2" / "copy.crt").symlink_to(leaf)
+    elif damage == "link to a dir":
+        (root / "nodes" / "elsewhere").symlink_to(tmp_path, target_is_directory=True)
+    assert bundledir.unchanged(root, fs) is (damage in ("none", "link to a dir"))
+    if damage != "none":
+        assert bundledir.save(root, fs) is (damage != "link to a dir")
+    assert snapshot(root) == {rel: data for rel, data, _ in fs}
+
+
 def test_bundle_json_is_the_leaf_index() -> None:
     """bundle.json names every leaf's files by kubeadm's names under pki/ (etcd/server, kubeconfig/admin)."""
     plan = _seed_plan()
@@ -394,6 +429,30 @@ def test_a_passphrase_bundle_is_opened_with_the_environments_passphrase_never_a_
     assert [str(p) for p in info.value.problems] == [
         f"{root / 'identity.age'}: the bundle is encrypted with a passphrase: set BAKE_SECRETS_PASSPHRASE, "
         "give --passphrase-file, run on a terminal to be asked, or give an --identity; nothing was written"
+    ]
+
+
+def test_a_sealed_file_beside_its_clear_copy_is_refused(
+    small: tuple[ClusterPlan, Bundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`token` and `token.age` both there: which one holds the secret is not guessed. A link to nothing
+    is no clear copy."""
+    plan, bundle = small
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    identity = pyrage.x25519.Identity.generate()
+    _seal(root, identity.to_public())
+    (tmp_path / "identity").write_text(str(identity) + "\n")
+    monkeypatch.setenv("BAKE_SECRETS_IDENTITY", str(tmp_path / "identity"))
+    clear_key = root / "pki" / "ca.key"
+    clear_key.symlink_to(tmp_path / "nowhere")
+    loaded = load_bundle(root)
+    assert loaded is not None and files(loaded, plan) == files(bundle, plan)
+    clear_key.unlink()
+    clear_key.write_bytes(bundle.cas["ca"].key_pem)
+    with pytest.raises(SecretsError) as info:
+        load_bundle(root)
+    assert [str(p) for p in info.value.problems] == [
+        f"{clear_key}: both ca.key and ca.key.age exist; remove one"
     ]
 
 

@@ -236,7 +236,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         for node in plan.nodes:
             if (options.only and node.name not in options.only) or node.name not in previous_inputs:
                 continue
-            pki_files = distribute.node_pki_files(plan, node, bundle)
+            pki_files = distribute.node_pki_sources(plan, node, bundle)
             shared.inputs[node.name] = incremental.node_inputs(node, pki_files, bundle, shared)
         files = list(secrets.bundle_files(bundle, plan))
         # The common re-bake: nothing changed. The current tree stays as it is, checked file by file,

@@ -13,7 +13,7 @@ from .. import __version__, resources
 from ..emit import packaging
 from ..emit.outputs import OutputTree
 from ..errors import OutputError
-from ..files import NodeFile
+from ..node.distribute import PkiFile
 from ..pki import secrets
 from ..plan import NodePlan, images
 from .manifest import cert_entries
@@ -40,11 +40,12 @@ def tool_digest() -> str:
     return h.hexdigest()
 
 
-def node_inputs(node: NodePlan, pki_files: list[NodeFile], bundle: secrets.Bundle, shared: Shared) -> str:
+def node_inputs(node: NodePlan, pki_files: list[PkiFile], bundle: secrets.Bundle, shared: Shared) -> str:
     """Digest of everything a node's files are made from: the plan (whole: a node's files may name
     other nodes; it holds join mode and window, generations, Secrets encryption), the bundle items it
     receives (its leaves, join credential, encryption key), the values every node gets, the images it
-    expects, code and templates.
+    expects, code and templates. The PKI files by what they are made from (distribute.PkiFile): a
+    re-bake digests every node without rendering its kubeconfigs.
     Same digest as the previous bake, and files that still match its manifest: nothing to re-render."""
     h = hashlib.sha256()
     for part in (tool_digest(), shared.plan_digest, node.name, bundle.token, bundle.discovery_hash):
@@ -54,7 +55,8 @@ def node_inputs(node: NodePlan, pki_files: list[NodeFile], bundle: secrets.Bundl
     # plan names by path only
     h.update(repr([i.normalized for i in images.node_images(shared.plan, node)]).encode())
     for f in pki_files:
-        h.update(f"\0{f.path}\0{f.mode:o}\0{f.owner}\0{f.sensitivity}\0".encode() + f.content)
+        material = f.material
+        h.update(f"\0{len(material)}\0".encode() + material)
     return h.hexdigest()
 
 

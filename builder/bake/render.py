@@ -39,10 +39,10 @@ def write_node(shared: Shared, index: int) -> NodeOutput:
     """One node's files and manifest entry: independent of every other node, so run in any process."""
     plan, bundle = shared.plan, shared.bundle
     node = plan.nodes[index]
-    pki_files = distribute.node_pki_files(plan, node, bundle)
-    inputs = shared.inputs.get(node.name) or incremental.node_inputs(node, pki_files, bundle, shared)
+    sources = distribute.node_pki_sources(plan, node, bundle)
+    inputs = shared.inputs.get(node.name) or incremental.node_inputs(node, sources, bundle, shared)
     rendered = cloudinit.render_node(
-        plan, node, pki_files=pki_files, token=bundle.token, ca_hash=bundle.discovery_hash
+        plan, node, pki_files=[f.file() for f in sources], token=bundle.token, ca_hash=bundle.discovery_hash
     )
     if shared.observe is not None:
         shared.observe(node, rendered)

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from ..errors import OutputError
-from ..files import private_dirs, sha256_rewound, write_new
+from ..files import private_dirs, sha256_rewound, walk_files, write_new
 
 STATE_DIR = ".bake"
 STAT_FILE = "files.stat"
@@ -30,22 +30,17 @@ does): rewriting it changes its ctime, which no tool can set back. Any other fil
 Text, written and read a line at a time: the generation's name, then `<status> <path>` per file."""
 
 
-def _files_under(root: str) -> list[str]:
-    """Every file below `root`, relative to it (os.path.relpath per file cost a tenth of a re-bake)."""
-    cut = len(root) + 1
-    return [os.path.join(top, name)[cut:] for top, _, names in os.walk(root) for name in names]
-
-
-def _same_status(path: str, status: str) -> bool:
-    try:
-        return _status(path) == status
-    except OSError:
-        return False
-
-
-def _status(path: str) -> str:
-    st = os.lstat(path)
-    return f"{st.st_size} {st.st_mode:o} {st.st_ino} {st.st_mtime_ns} {st.st_ctime_ns}"
+def _statuses(root: str) -> dict[str, str]:
+    """Every file below `root`, relative to it -> its status (size, mode, inode, mtime and ctime of the
+    file itself, not of what a link points to)."""
+    out = {}
+    for rel, entry in walk_files(root):
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:  # gone since it was listed
+            continue
+        out[rel] = f"{st.st_size} {st.st_mode:o} {st.st_ino} {st.st_mtime_ns} {st.st_ctime_ns}"
+    return out
 
 
 class OutputTree:
@@ -218,13 +213,13 @@ class OutputTree:
             return None
         sums = self._previous_sums()
         root = str(self.previous)
-        on_disk = [rel for rel in _files_under(root) if rel != "SHA256SUMS"]
+        on_disk = _statuses(root)
+        on_disk.pop("SHA256SUMS", None)
         if len(on_disk) != len(sums) or not all(rel in sums for rel in on_disk):  # paths are unique
             return None
         unchecked = dict(sums)
         for rel, status in self._recorded_status():
-            digest = unchecked.get(rel)
-            if digest is not None and _same_status(os.path.join(root, rel), status):
+            if rel in unchecked and on_disk.get(rel) == status:
                 del unchecked[rel]
         for rel, digest in unchecked.items():
             try:
@@ -259,8 +254,8 @@ class OutputTree:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(generation.name + "\n")
-            for rel in _files_under(root):
-                fh.write(f"{_status(os.path.join(root, rel))} {rel}\n")
+            for rel, status in _statuses(root).items():
+                fh.write(f"{status} {rel}\n")
         os.replace(tmp, self.state / STAT_FILE)
 
     def keep_previous(self, sums: dict[str, str]) -> Path:

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import Problem, SecretsError
-from ..files import private_dirs, write_new
+from ..files import private_dirs, walk_files, write_new
 from . import recipients, sealing
 from .secrets import load_bundle, secret_file
 
@@ -64,19 +64,23 @@ def unchanged(
     if not path.is_dir():
         return False
     wanted = recipients.layout(files, seal, secret_file)
-    on_disk = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
-    if on_disk != {rel for rel, _, _, _ in wanted}:
+    on_disk = {rel: entry for rel, entry in walk_files(str(path)) if entry.is_file()}
+    if on_disk.keys() != {rel for rel, _, _, _ in wanted}:
         return False
     for rel, data, mode, sealed in wanted:
-        target = path / rel
-        if (target.stat().st_mode & 0o7777) != mode:
+        entry = on_disk[rel]
+        try:
+            if (entry.stat().st_mode & 0o7777) != mode:
+                return False
+            with open(entry.path, "rb") as fh:
+                held = fh.read()
+        except OSError:
             return False
-        held = target.read_bytes()
         if sealed:
             if reader is None:
                 return False
             try:
-                held = reader.decrypt(target, held)
+                held = reader.decrypt(path / rel, held)
             except SecretsError:
                 return False
         if held != data and not (rel == recipients.RECIPIENTS and recipients.same_recipients(held, data)):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from .certs import CERTIFICATE_BACKDATE, cert_pem, discovery_hash, load_cert, new_ca, sign
 from .hostname import verify_hostname
 from .keys import KeyAlgorithm, PrivateKey, PublicKey, generate_keys, key_pem, load_key, public_pem
-from .reuse import is_ca, verify_reuse
+from .reuse import is_ca, signature_problem, verify_reuse
 from .spec import CertSpec, ExtUsage, IPAddress
 from .tokens import TOKEN_RE, generate_token
 
@@ -40,6 +40,7 @@ __all__ = [
     "new_ca",
     "public_pem",
     "sign",
+    "signature_problem",
     "verify_hostname",
     "verify_reuse",
 ]

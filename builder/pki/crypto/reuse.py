@@ -3,6 +3,7 @@ the stricter checks a bake adds: what decides whether a leaf of the bundle is ke
 
 from __future__ import annotations
 
+import functools
 import warnings
 from datetime import UTC, datetime
 
@@ -89,6 +90,14 @@ def _issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> str | None:
         return f"issuer {issuer!r} is not the CA subject {subject!r}"
     if not is_ca(ca_cert):
         return "the CA certificate is not a CA"
+    return signature_problem(cert, ca_cert)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def signature_problem(cert: x509.Certificate, ca_cert: x509.Certificate) -> str | None:
+    """Why `cert` is not signed by `ca_cert`'s key under its name; None: it is. Cached by the two
+    certificates (equal when their DER bytes are): a bake checks every leaf when it loads the bundle and
+    again when it decides to keep it, and each check costs as much as the rest of that decision."""
     try:
         cert.verify_directly_issued_by(ca_cert)
     except InvalidSignature:

@@ -164,7 +164,10 @@ def reconcile(
 def stale_leaves(plan: ClusterPlan, bundle: Bundle, owners: Iterable[str], now: datetime) -> list[Change]:
     """What a bake would re-issue among the leaves of `owners` (and why), without re-issuing it: for the
     owners `bake --only` carries over (their seeds, and the operator's admin.conf, keep their leaves)."""
-    out = []
+    out: list[Change] = []
+    owners = list(owners)
+    if not owners:  # every bake but --only's: no owner's specs to compute
+        return out
     index = spec_index(plan)
     for owner in owners:
         for name, held in bundle.leaves.get(owner, {}).items():
