@@ -920,15 +920,21 @@ def test_a_role_no_profile_has_may_hold_no_key(tree: Path) -> None:
     data = _manifest(tree)
     _manifest_node(data, "etcd-3")["role"] = "storage"
     _save_manifest(tree, data)
-    (tree / "http/etcd-3").mkdir(mode=0o700)  # a role bake does not know is published, as a worker's seed
+    code, findings = run_check(tree)
+    assert code == 1
+    key_findings = [
+        ("worker-private-key", "nodes/etcd-3", "storage holds a private key"),
+        ("etcd-ca-key-role", "nodes/etcd-3", "storage of a external-etcd cluster holds the etcd CA key"),
+    ]
+    assert [(f["check"], f["where"], f["message"]) for f in findings if f["level"] == "error"] == key_findings
+    # and its seed is withheld from the HTTP tree, as a key holder's: served, it is reported
+    (tree / "http/etcd-3").mkdir(mode=0o700)
     for name in ("user-data", "meta-data", "network-config"):
         shutil.copy2(tree / "nodes/etcd-3" / name, tree / "http/etcd-3" / name)
     code, findings = run_check(tree)
     assert code == 1
-    assert [(f["check"], f["where"], f["message"]) for f in findings if f["level"] == "error"] == [
-        ("worker-private-key", "nodes/etcd-3", "storage holds a private key"),
-        ("etcd-ca-key-role", "nodes/etcd-3", "storage of a external-etcd cluster holds the etcd CA key"),
-    ]
+    errors = [(f["check"], f["where"]) for f in findings if f["level"] == "error"]
+    assert errors == [("http-withheld-seed", "http/etcd-3"), *((c, w) for c, w, _ in key_findings)]
 
 
 @pytest.mark.usefixtures("no_cloud_init")

@@ -132,9 +132,10 @@ def http_published(role: Role | str, publish_control_planes: bool) -> bool:
     authentication: a control-plane seed there hands out the cluster CA keys and super-admin.conf. So
     only workers (whose seed carries no private key of the cluster, only their join credential) are
     published, unless the profile sets cluster.seed.httpPublishControlPlanes (an isolated provisioning
-    network). The bake and `bake check` both decide by this function.
+    network). The bake, `bake serve` and `bake check` all decide by this function; a role it does not
+    know (a tampered manifest) is withheld like a key holder.
     """
-    return role not in KEY_HOLDING_ROLES or publish_control_planes
+    return role == Role.WORKER or publish_control_planes
 
 
 SEED_NAMES = ("user-data", "meta-data", "network-config")
