@@ -20,7 +20,7 @@ import yaml
 from builder import bake
 from builder.bake import incremental, render
 from builder.bake.manifest import STATE_FILE, PreviousManifest
-from builder.emit import outputs
+from builder.emit import outputs, packaging
 from builder.pki import secrets
 
 from .helpers import bundle, disk_files, tree_digest
@@ -28,6 +28,7 @@ from .helpers import bundle, disk_files, tree_digest
 PROFILE = "ha-stacked"
 SETS = ("cluster.encryptionAlgorithm=ECDSA-P256",)
 JOIN_CONF = "/etc/bake/join.conf"
+ALL_NODES = ["cp-1", "cp-2", "cp-3", "worker-1", "worker-2"]
 
 
 def _options(out: Path, *sets: str, **kw: Any) -> bake.BakeOptions:
@@ -169,6 +170,51 @@ def test_plan_change_renders_again(first: Path, rendered: list[str], tmp_path: P
     bake.run(_options(first, extra))
     assert "worker-2" in rendered  # conservative: the whole plan is every node's input
     _same_as_from_scratch(first, tmp_path, extra)
+
+
+@pytest.mark.parametrize(
+    ("change", "packed"),
+    [
+        ("label", ["worker-2"]),  # its kubelet's labels: its seed only
+        ("publish", ["cp-1", "cp-2", "cp-3"]),  # their seeds go into the HTTP tree now
+        ("epoch", ALL_NODES),  # every ISO's timestamps
+        ("base-url", ALL_NODES),  # the HTTP tree's PXE and iPXE snippets
+    ],
+)
+def test_rendered_nodes_whose_files_come_out_the_same_are_not_packed_again(
+    first: Path,
+    rendered: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+    packed: list[str],
+) -> None:
+    """A profile edit renders every node (the whole plan is in each node's inputs); a node whose seed,
+    manifest entry and packing inputs came out the same gets its previous files linked, the others are
+    packed again. Judged by a bake from scratch: a packing input left out of the digest would leave a
+    stale file behind."""
+    sets: tuple[str, ...] = ()
+    kw: dict[str, Any] = {}
+    if change == "label":
+        sets = ("nodes[4].labels={rack: r9}",)
+    elif change == "publish":
+        sets = ("cluster.seed.httpPublishControlPlanes=true",)
+    elif change == "epoch":
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    else:
+        kw["base_url"] = "http://10.0.0.1/seeds"
+    names: list[str] = []
+    real = packaging.node_artifacts
+
+    def counting(rendered_node: Any, **kwargs: Any) -> Any:
+        names.append(rendered_node.node.name)
+        return real(rendered_node, **kwargs)
+
+    monkeypatch.setattr(packaging, "node_artifacts", counting)
+    bake.run(_options(first, *sets, **kw))
+    assert sorted(rendered) == ALL_NODES
+    assert sorted(names) == packed
+    _same_as_from_scratch(first, tmp_path, *sets, **kw)
 
 
 def test_reissued_certificates_render_their_node_only(

@@ -296,7 +296,7 @@ def test_only_rebuilds_one_node(tmp_path: Path) -> None:
     changed = {p for p in after if after[p] != before.get(p)}
     assert changed and all(
         p.startswith(("nodes/worker-2/", "http/worker-2/"))
-        or p in ("manifest.json", "SHA256SUMS", "inputs.json")
+        or p in ("manifest.json", "SHA256SUMS", "inputs.json", "packed.json")
         for p in changed
     ), changed
     assert "tier=edge" in (tmp_path / "single-master/nodes/worker-2/user-data").read_text()

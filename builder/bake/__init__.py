@@ -229,7 +229,13 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         publish = plan.settings.seed.http_publish_control_planes
         total = len(plan.nodes)
         plan_digest = hashlib.sha256(repr(plan).encode()).hexdigest()
-        shared = Shared(plan, bundle, epoch, base_url, publish, tree, options.observe, plan_digest)
+        # bake plan renders every node to compare, --only re-renders what it names: neither links
+        previous_packed = incremental.previous_inputs(tree, incremental.PACKED_FILE)
+        linkable = {} if in_process or options.only else previous_packed
+        shared = Shared(
+            plan, bundle, epoch, base_url, publish, tree, options.observe, plan_digest,
+            previous=previous, packed=linkable,
+        )  # fmt: skip
         previous_inputs = incremental.previous_inputs(tree)
         # a node the previous bake has no digest for is rendered whatever its inputs: its worker computes
         # the digest from the files it renders anyway (render.write_node)
@@ -301,6 +307,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             else:
                 todo.append(i)
         state = None if options.dry_run else tree.state
+        packed: dict[str, str] = {}
         with contextlib.closing(NodeEntries(state)) as node_entries:
             with contextlib.closing(parallel.ordered_map(render.write_node, shared, todo, jobs)) as outputs:
                 for i, node in enumerate(plan.nodes):
@@ -328,14 +335,18 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                         tree.linked += out.linked
                     node_entries.add(out.entry)
                     shared.inputs[node.name] = out.inputs
+                    packed[node.name] = out.packed
             if problems:
                 raise BakeError(problems)
             gzip_notes = _gzip_notes(plan, tree.size)
-            # what the next bake compares against; a node carried over by --only keeps its previous digest
-            inputs = {n.name: shared.inputs.get(n.name, previous_inputs.get(n.name)) for n in plan.nodes}
-            known = {name: digest for name, digest in inputs.items() if digest is not None}
-            inputs_text = json.dumps(known, indent=2, sort_keys=True) + "\n"
-            tree.write(incremental.INPUTS_FILE, inputs_text.encode(), 0o600)
+            # what the next bake compares against; a node not rendered keeps its previous digests
+            for name, fresh, before in (
+                (incremental.INPUTS_FILE, shared.inputs, previous_inputs),
+                (incremental.PACKED_FILE, packed, previous_packed),
+            ):
+                digests = {n.name: fresh.get(n.name, before.get(n.name)) for n in plan.nodes}
+                known = {node: digest for node, digest in digests.items() if digest is not None}
+                tree.write(name, (json.dumps(known, indent=2, sort_keys=True) + "\n").encode(), 0o600)
             image_seeds = []
             for seed in seeds:
                 if progress:

@@ -60,11 +60,30 @@ def node_inputs(node: NodePlan, pki_files: list[PkiFile], bundle: secrets.Bundle
     return h.hexdigest()
 
 
+def packed_inputs(entry: dict[str, Any], seed: dict[str, bytes], http: bool, shared: Shared) -> str:
+    """Digest of what a rendered node's artifacts and manifest entry are made from: its seed files, its
+    entry without the artifacts (packaging.node_artifacts and manifest.node_manifest are in the code's
+    digest), the timestamps and base URL they carry, and whether its seed is published.
+    A profile edit changes every node's inputs (the whole plan is in them), so every node is rendered
+    again; a node whose seed and entry came out the same is then linked, not packed and written again."""
+    h = hashlib.sha256()
+    for part in (
+        tool_digest(),
+        json.dumps(entry, sort_keys=True),
+        repr((shared.epoch, shared.base_url, http)),
+    ):
+        h.update(part.encode() + b"\0")
+    for name, data in sorted(seed.items()):
+        h.update(f"{name}\0{len(data)}\0".encode() + data)
+    return h.hexdigest()
+
+
 INPUTS_FILE = "inputs.json"  # node -> digest of its inputs; kept out of manifest.json, which is golden
+PACKED_FILE = "packed.json"  # node -> packed_inputs of its files
 
 
-def previous_inputs(tree: OutputTree) -> dict[str, str]:
-    raw = tree.previous_bytes(INPUTS_FILE)
+def previous_inputs(tree: OutputTree, name: str = INPUTS_FILE) -> dict[str, str]:
+    raw = tree.previous_bytes(name)
     try:
         data = json.loads(raw) if raw is not None else {}
     except ValueError:

@@ -33,6 +33,8 @@ class NodeOutput:
     remote: bool
     inputs: str
     """The digest of its inputs (incremental.node_inputs), for the next bake."""
+    packed: str
+    """incremental.packed_inputs, for the next bake."""
 
 
 def write_node(shared: Shared, index: int) -> NodeOutput:
@@ -49,18 +51,26 @@ def write_node(shared: Shared, index: int) -> NodeOutput:
     gz = packaging.gzip_bytes(rendered.user_data)
     problems = packaging.size_problems(index, rendered, list(plan.settings.seed.targets), gz)
     http = packaging.http_published(node.role, shared.publish)
-    arts = packaging.node_artifacts(rendered, epoch=shared.epoch, base_url=shared.base_url, gz=gz, http=http)
+    entry = node_manifest(node, rendered, {}, bundle)
+    packed = incremental.packed_inputs(entry, packaging.seed_files(rendered), http, shared)
     # written here, in the worker (its own files only, under nodes/<name>/ and http/<name>/): sending
     # ~200 KB a node back to the parent cost more than writing it
     tree = shared.tree
     rewritten, linked = tree.rewritten, tree.linked
-    for art in arts:
-        tree.write(art.rel, art.data, art.mode, art.same_as)
-    digests = {art.rel: tree.written[art.rel] for art in arts}
-    entry = node_text(node_manifest(node, rendered, digests, bundle))
+    found = shared.previous.node(node.name) if shared.previous is not None and shared.packed else None
+    if found is not None and incremental.reuse(tree, found[0], packed, shared.packed.get(node.name)):
+        text, digests = found[1], dict(found[0]["artifacts"])
+    else:
+        arts = packaging.node_artifacts(
+            rendered, epoch=shared.epoch, base_url=shared.base_url, gz=gz, http=http
+        )
+        for art in arts:
+            tree.write(art.rel, art.data, art.mode, art.same_as)
+        digests = {art.rel: tree.written[art.rel] for art in arts}
+        text = node_text({**entry, "artifacts": dict(sorted(digests.items()))})
     remote = os.getpid() != shared.parent
     return NodeOutput(
-        entry, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote, inputs
+        text, problems, digests, tree.rewritten - rewritten, tree.linked - linked, remote, inputs, packed
     )
 
 

@@ -10,6 +10,7 @@ from ..emit.outputs import OutputTree
 from ..node import cloudinit
 from ..pki import secrets
 from ..plan import ClusterPlan, NodePlan
+from .manifest import PreviousManifest
 
 
 @dataclass(frozen=True)
@@ -29,3 +30,7 @@ class Shared:
     parent: int = field(default_factory=os.getpid)
     inputs: dict[str, str] = field(default_factory=dict)
     """Node name -> digest of its inputs, known before rendering for the nodes the previous bake has."""
+    previous: PreviousManifest | None = None
+    packed: dict[str, str] = field(default_factory=dict)
+    """Node name -> the previous bake's incremental.packed_inputs: a rendered node whose digest is the
+    same gets its previous files linked (empty: every rendered node is packed)."""
