@@ -57,8 +57,9 @@ def write_node(shared: Shared, index: int) -> NodeOutput:
     # ~200 KB a node back to the parent cost more than writing it
     tree = shared.tree
     rewritten, linked = tree.rewritten, tree.linked
-    found = shared.previous.node(node.name) if shared.previous is not None and shared.packed else None
-    if found is not None and incremental.reuse(tree, found[0], packed, shared.packed.get(node.name)):
+    before = shared.packed.get(node.name)
+    found = shared.previous.node(node.name) if shared.previous is not None and before == packed else None
+    if found is not None and incremental.reuse(tree, found[0], packed, before):
         text, digests = found[1], dict(found[0]["artifacts"])
     else:
         arts = packaging.node_artifacts(
