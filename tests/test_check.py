@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyrage
 import pytest
 import yaml
 from cryptography import x509
@@ -37,7 +38,7 @@ from builder import check, cli
 from builder.cli.check import _print_calendar
 from builder.emit import iso
 from builder.model import CertificateRenewal, cloudinit_schema
-from builder.pki import secrets
+from builder.pki import sealing, secrets
 
 from .helpers import bake_once, bundle
 from .peers import program
@@ -215,6 +216,26 @@ class Fault:
 def _manifest_unreadable(t: Path) -> list[tuple[str, str]]:
     (t / "manifest.json").write_text("{")
     return [("manifest.json", r"unreadable: .+")]
+
+
+def _manifest_not_an_object(t: Path) -> list[tuple[str, str]]:
+    (t / "manifest.json").write_text("[]\n")
+    return [_exact("manifest.json", "unreadable: not a JSON object")]
+
+
+NO_NODE_LIST = "unreadable: no list of nodes, each with its name and role"
+
+
+def _manifest_nodes(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], list[tuple[str, str]]]:
+    """A manifest whose node list `change` spoils: nothing of the tree can be judged by it."""
+
+    def inject(t: Path) -> list[tuple[str, str]]:
+        data = _manifest(t)
+        change(data)
+        _save_manifest(t, data)
+        return [_exact("manifest.json", NO_NODE_LIST)]
+
+    return inject
 
 
 def _sums_missing(t: Path) -> list[tuple[str, str]]:
@@ -409,19 +430,22 @@ def _write_files_unlisted(t: Path) -> list[tuple[str, str]]:
     return [_exact("nodes/worker-2/user-data", "write_files differ from the manifest's file list")]
 
 
+DIFFERS = "content, mode or owner differs from the manifest"
+
+
 def _write_file_content(t: Path) -> list[tuple[str, str]]:
     doc = _user_data(t, "worker-1")
     entry = _entry(doc, "/etc/sysctl.d/k8s.conf")
     entry["content"] = entry["content"] + "kernel.panic = 1\n"
     _set_user_data(t, "worker-1", _dump(doc))
-    return [_exact("nodes/worker-1:/etc/sysctl.d/k8s.conf", "content or mode differs from the manifest")]
+    return [_exact("nodes/worker-1:/etc/sysctl.d/k8s.conf", DIFFERS)]
 
 
 def _write_file_mode(t: Path) -> list[tuple[str, str]]:
     doc = _user_data(t, "cp-2")
     _entry(doc, "/etc/crictl.yaml")["permissions"] = "0600"
     _set_user_data(t, "cp-2", _dump(doc))
-    return [_exact("nodes/cp-2:/etc/crictl.yaml", "content or mode differs from the manifest")]
+    return [_exact("nodes/cp-2:/etc/crictl.yaml", DIFFERS)]
 
 
 ARCHIVE = "/usr/local/lib/bake/first-boot.tar"
@@ -458,7 +482,7 @@ def _archived_script_content(t: Path) -> list[tuple[str, str]]:
     """A script changed inside the gzipped archive: check reads the archive member by member."""
     _repack(t, "worker-1", _member("usr/local/lib/bake/bootstrap/wait.sh"))
     where = "nodes/worker-1:/usr/local/lib/bake/bootstrap/wait.sh"
-    return [_exact(where, "content or mode differs from the manifest")]
+    return [_exact(where, DIFFERS)]
 
 
 def _archived_script_mode(t: Path) -> list[tuple[str, str]]:
@@ -467,7 +491,7 @@ def _archived_script_mode(t: Path) -> list[tuple[str, str]]:
         info.mode = 0o644
 
     _repack(t, "cp-2", change)
-    return [_exact("nodes/cp-2:/usr/local/sbin/bake-bootstrap", "content or mode differs from the manifest")]
+    return [_exact("nodes/cp-2:/usr/local/sbin/bake-bootstrap", DIFFERS)]
 
 
 def _archived_extra(t: Path) -> list[tuple[str, str]]:
@@ -503,6 +527,58 @@ def _archive_not_unpacked(t: Path) -> list[tuple[str, str]]:
     return [("nodes/etcd-1/user-data", rf"{ARCHIVE} is not unpacked by the first runcmd entry \(tar .+\)")]
 
 
+def _write_file_owner(t: Path) -> list[tuple[str, str]]:
+    """A key handed to another account: at mode 0600 its owner reads it."""
+    doc = _user_data(t, "cp-1")
+    _entry(doc, f"{PKI}/apiserver.key")["owner"] = "nobody:nogroup"
+    _set_user_data(t, "cp-1", _dump(doc))
+    return [_exact(f"nodes/cp-1:{PKI}/apiserver.key", DIFFERS)]
+
+
+def _archived_script_owner(t: Path) -> list[tuple[str, str]]:
+    """tar --same-owner gives an archived file the owner its header names."""
+
+    def change(members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
+        (info,) = [info for info, _ in members if info.name == "usr/local/sbin/bake-bootstrap"]
+        info.uname = "nobody"
+
+    _repack(t, "worker-1", change)
+    return [_exact("nodes/worker-1:/usr/local/sbin/bake-bootstrap", DIFFERS)]
+
+
+def _content_not_text(value: object, kind: str) -> Callable[[Path], list[tuple[str, str]]]:
+    """A content that is neither text nor !!binary (`content:` left empty is null): cloud-init fails on it
+    and writes neither that file nor the entries after it."""
+
+    def inject(t: Path) -> list[tuple[str, str]]:
+        doc = _user_data(t, "worker-2")
+        _entry(doc, "/etc/crictl.yaml")["content"] = value
+        _set_user_data(t, "worker-2", _dump(doc))
+        message = f"unreadable cloud-config: a write_files content is {kind}, neither text nor !!binary"
+        return [_exact("nodes/worker-2/user-data", message)]
+
+    return inject
+
+
+def _content_not_gzip(t: Path) -> list[tuple[str, str]]:
+    doc = _user_data(t, "worker-2")
+    entry = _entry(doc, "/etc/crictl.yaml")
+    entry["encoding"], entry["content"] = "gz+b64", base64.b64encode(entry["content"].encode()).decode()
+    _set_user_data(t, "worker-2", _dump(doc))
+    return [("nodes/worker-2/user-data", r"unreadable cloud-config: gz\+b64 content does not decompress: .+")]
+
+
+def _written_twice(t: Path) -> list[tuple[str, str]]:
+    """A write_files entry for a file the archive unpacks too: which one lands depends on the order."""
+    doc = _user_data(t, "worker-2")
+    doc["write_files"].append(
+        {"path": "/usr/local/sbin/bake-bootstrap", "permissions": "0755", "content": "x"}
+    )
+    _set_user_data(t, "worker-2", _dump(doc))
+    message = f"unreadable cloud-config: /usr/local/sbin/bake-bootstrap: both in write_files and in {ARCHIVE}"
+    return [_exact("nodes/worker-2/user-data", message)]
+
+
 def _key_group_readable(t: Path) -> list[tuple[str, str]]:
     _set_mode(t, "cp-1", f"{PKI}/apiserver.key", "0640", "0640")
     return [_exact(f"nodes/cp-1:{PKI}/apiserver.key", "private key written with permissions '0640'")]
@@ -512,6 +588,22 @@ def _key_default_permissions(t: Path) -> list[tuple[str, str]]:
     """No `permissions`: cloud-init's default 0644 would apply."""
     _set_mode(t, "etcd-2", f"{PKI}/etcd/peer.key", None, "0")
     return [_exact(f"nodes/etcd-2:{PKI}/etcd/peer.key", "private key written with permissions ''")]
+
+
+def _key_as_binary(t: Path) -> list[tuple[str, str]]:
+    """The key as YAML's !!binary (bytes, which cloud-init writes as they are) and readable by all."""
+    doc = _user_data(t, "cp-1")
+    entry = _entry(doc, f"{PKI}/apiserver.key")
+    assert "encoding" not in entry
+    entry["content"], entry["permissions"] = entry["content"].encode(), "0644"
+    data = _dump(doc)
+    assert data.count(b"!!binary") == 1
+    _set_user_data(t, "cp-1", data)
+    manifest = _manifest(t)
+    (f,) = [f for f in _manifest_node(manifest, "cp-1")["files"] if f["path"] == f"{PKI}/apiserver.key"]
+    f["mode"] = "0644"
+    _save_manifest(t, manifest)
+    return [_exact(f"nodes/cp-1:{PKI}/apiserver.key", "private key written with permissions '0644'")]
 
 
 def _worker_private_key(t: Path) -> list[tuple[str, str]]:
@@ -680,6 +772,14 @@ def _join_conf_pins_another_ca(t: Path) -> list[tuple[str, str]]:
 
 FAULTS = [
     Fault("manifest-unreadable", "truncated", _manifest_unreadable),
+    Fault("manifest-unreadable", "not-an-object", _manifest_not_an_object),
+    Fault("manifest-unreadable", "no-nodes", _manifest_nodes(lambda m: m.pop("nodes"))),
+    Fault("manifest-unreadable", "nodes-not-a-list", _manifest_nodes(lambda m: m.update(nodes={}))),
+    Fault("manifest-unreadable", "node-not-an-object", _manifest_nodes(lambda m: m["nodes"].append("cp-4"))),
+    Fault("manifest-unreadable", "node-without-name", _manifest_nodes(lambda m: m["nodes"][1].pop("name"))),
+    Fault(
+        "manifest-unreadable", "role-not-text", _manifest_nodes(lambda m: m["nodes"][-1].update(role=None))
+    ),
     Fault("sums-missing", "deleted", _sums_missing),
     Fault("sums-file-missing", "deleted", _sums_file_missing),
     Fault("sums-file-missing", "outside-the-tree", _sums_escape),
@@ -712,12 +812,19 @@ FAULTS = [
     Fault("write-file-differs", "mode", _write_file_mode),
     Fault("write-file-differs", "archived-content", _archived_script_content),
     Fault("write-file-differs", "archived-mode", _archived_script_mode),
+    Fault("write-file-differs", "owner", _write_file_owner),
+    Fault("write-file-differs", "archived-owner", _archived_script_owner),
+    Fault("user-data-unreadable", "content-null", _content_not_text(None, "NoneType")),
+    Fault("user-data-unreadable", "content-a-number", _content_not_text(42, "int")),
+    Fault("user-data-unreadable", "content-not-gzip", _content_not_gzip),
+    Fault("user-data-unreadable", "written-twice", _written_twice),
     Fault("write-files-list", "archived-extra", _archived_extra),
     Fault("user-data-unreadable", "archive-not-tar", _archive_not_tar),
     Fault("user-data-unreadable", "archive-symlink", _archive_symlink),
     Fault("archive-not-unpacked", "runcmd-reordered", _archive_not_unpacked),
     Fault("key-permissions", "0640", _key_group_readable),
     Fault("key-permissions", "default", _key_default_permissions),
+    Fault("key-permissions", "binary", _key_as_binary),
     Fault("worker-private-key", "leaf-key", _worker_private_key),
     Fault("worker-ca-crt", "ca.crt", _worker_ca_crt),
     Fault("ca-key-role", "etcd-member", _ca_key_on_etcd_member),
@@ -818,6 +925,29 @@ def test_a_seed_without_the_archive_needs_no_unpacking(tree: Path) -> None:
     assert code == 0, [f for f in findings if f["level"] == "error"]
 
 
+@pytest.mark.usefixtures("no_cloud_init")
+def test_an_entry_without_owner_or_content_gets_cloud_inits_defaults(tree: Path) -> None:
+    """cloud-init writes an entry without `owner` (or with an empty one) as root:root, and one without
+    `content` as an empty file: that is what the manifest is compared with."""
+    doc = _user_data(tree, "worker-1")
+    del _entry(doc, "/etc/crictl.yaml")["owner"]
+    _entry(doc, "/etc/sysctl.d/k8s.conf")["owner"] = ""
+    doc["write_files"].append({"path": "/etc/bake/empty", "permissions": "0644"})
+    _set_user_data(tree, "worker-1", _dump(doc))
+    data = _manifest(tree)
+    _manifest_node(data, "worker-1")["files"].append(
+        {
+            "path": "/etc/bake/empty",
+            "mode": "0644",
+            "owner": "root:root",
+            "sha256": hashlib.sha256(b"").hexdigest(),
+        }
+    )
+    _save_manifest(tree, data)
+    code, findings = run_check(tree)
+    assert code == 0, [f for f in findings if f["level"] == "error"]
+
+
 MODES_OK = "directories 0700, secret-bearing files 0600"
 BUNDLE_OK = "bundle consistent: keys match certificates, leaves chain to their CAs"
 
@@ -865,6 +995,8 @@ def test_without_secrets_option_the_bundle_is_found_where_bake_keeps_it(
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert cli.main(["check", str(tree), "--json"]) == 0, out.getvalue()
+    oks = [(f["where"], f["message"]) for f in json.loads(out.getvalue())["findings"] if f["level"] == "ok"]
+    assert ("secrets", BUNDLE_OK) in oks and ("secrets", MODES_OK) not in oks  # its modes: the tree's
     (tree / "secrets").rename(tmp_path / "gone")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -885,6 +1017,41 @@ def test_without_secrets_option_the_bundle_is_found_where_bake_keeps_it(
         "bundle-missing",
         f"no secrets bundle at {tree / 'secrets'} (--secrets names it)",
     )
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_a_sealed_bundle_is_checked_with_the_keys_given_or_named_as_not_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle sealed with age (`bake --encrypt-to`): opened with the identity passed in (`bake check
+    --identity`), it is checked and in the calendar; without one, its first sealed file is named and the
+    finding says that the bundle was not checked."""
+    monkeypatch.delenv("BAKE_SECRETS_IDENTITY", raising=False)
+    monkeypatch.delenv("BAKE_SECRETS_PASSPHRASE", raising=False)
+    identity = pyrage.x25519.Identity.generate()
+    key = tmp_path / "key.txt"
+    key.write_text(f"{identity}\n")
+    out = tmp_path / "out"
+    proc = bake_once(
+        "--profile", "single-master", *ALG, "--encrypt-to", str(identity.to_public()), "-q", out=out
+    )
+    assert proc.returncode == 0, proc.stderr
+    tree, sealed = out / "single-master", bundle(out, "single-master")
+    assert (sealed / "token.age").is_file() and not (sealed / "token").exists()
+    opened = check.check_tree(tree, secrets_dir=sealed, keys=sealing.Keys((key,)))
+    assert opened.errors == 0, [f for f in opened.findings if f.level == "error"]
+    assert ("secrets", BUNDLE_OK) in [(f.where, f.message) for f in opened.findings if f.level == "ok"]
+    assert {"pki/ca", "nodes/cp-1/apiserver"} <= {e.file for e in opened.calendar if e.node == "bundle"}
+    closed = check.check_tree(tree, secrets_dir=sealed)
+    assert [(f.check, f.where, f.message) for f in closed.findings if f.level == "error"] == [
+        (
+            "bundle-invalid",
+            str(sealed / "token.age"),
+            "encrypted with age, and no identity was given (--identity FILE or BAKE_SECRETS_IDENTITY); "
+            "the bundle's keys and certificates were not checked, nor is it in the expiry calendar",
+        )
+    ]
+    assert not [e for e in closed.calendar if e.node == "bundle"]
 
 
 @pytest.mark.usefixtures("no_cloud_init")
@@ -1260,6 +1427,37 @@ def test_calendar_names_a_certificate_by_all_its_common_names(tree: Path) -> Non
     assert subjects == {"kubernetes", "system:node:worker-2,system:node:cp-1"}  # the cluster CA, the client
 
 
+def _self_signed(cn: str) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder(
+            issuer_name=name, subject_name=name, public_key=key.public_key(), serial_number=9,
+            not_valid_before=now - timedelta(minutes=5), not_valid_after=now + timedelta(days=30),
+        )
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_calendar_skips_what_is_no_certificate_and_goes_on(tree: Path) -> None:
+    """A seed's .conf that only looks like a kubeconfig, and a PEM block that is no certificate, are
+    left out of the calendar; the files and certificates after them are still in it."""
+    _add_file(tree, "worker-1", "/etc/a.conf", b"client-certificate-data: [\n", "0644")  # before join.conf
+    garbage = b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+    _add_file(tree, "worker-1", "/etc/bake/extra.crt", garbage + _self_signed("extra"), "0644")
+    calendar = _json_calendar(tree)
+    assert {(e["file"], e["subject"]) for e in calendar if e["node"] == "worker-1"} == {
+        ("/etc/bake/extra.crt", "extra"),
+        (JOIN_CONF, "kubernetes"),
+        (JOIN_CONF, "system:node:worker-1"),
+    }
+    code, findings = run_check(tree)
+    assert code == 0, [f for f in findings if f["level"] == "error"]
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CALENDAR_LINE = re.compile(
     r"  \S+ \S+Z (?P<colour>(?:\x1b\[[0-9;]*m)*) *-?\d+ days (?:\x1b\[0m)?(?P<rest>.*)"
@@ -1386,6 +1584,13 @@ def test_json_calendar_notes_what_only_a_bake_renews(pristine: Path) -> None:
         **{(cp, f"{PKI}/apiserver-etcd-client.crt"): "renewed by re-bake only" for cp in cps},
         **{("bundle", f"nodes/{cp}/apiserver-etcd-client"): "renewed by re-bake only" for cp in cps},
     }
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+def test_calendar_is_soonest_first_then_by_node_file_and_subject(pristine: Path) -> None:
+    calendar = [(e["notAfter"], e["node"], e["file"], e["subject"]) for e in _json_calendar(pristine)]
+    assert calendar == sorted(calendar)
+    assert calendar[0][2].endswith("join.conf") and calendar[-1][0] > calendar[0][0]  # 30 days, 10 years
 
 
 @pytest.mark.usefixtures("no_cloud_init")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .. import parallel
 from ..errors import BakeError
@@ -57,6 +57,14 @@ def bundle_location(tree: Path, manifest: dict[str, Any], secrets_dir: Path | No
     return legacy if not default.exists() and legacy.is_dir() else default
 
 
+def _lists_nodes(nodes: object) -> TypeGuard[list[dict[str, Any]]]:
+    """The manifest's nodes are what the checks read: objects that name each node and its role."""
+    return isinstance(nodes, list) and all(
+        isinstance(n, dict) and isinstance(n.get("name"), str) and isinstance(n.get("role"), str)
+        for n in nodes
+    )
+
+
 def check_tree(
     tree: Path,
     now: datetime | None = None,
@@ -78,9 +86,17 @@ def check_tree(
     if not isinstance(manifest, dict):
         report.error("manifest-unreadable", "manifest.json", "unreadable: not a JSON object")
         return report
+    nodes = manifest.get("nodes")
+    if not _lists_nodes(nodes):
+        report.error(
+            "manifest-unreadable",
+            "manifest.json",
+            "unreadable: no list of nodes, each with its name and role",
+        )
+        return report
     report.renewal = renewal_of(manifest)
     jobs = jobs or parallel.default_jobs()
-    batch = start_schema(tree, [n for n in manifest.get("nodes", []) if isinstance(n, dict)], jobs)
+    batch = start_schema(tree, nodes, jobs)
     check_checksums(tree, report)
     check_modes(tree, report)
     bundle = None
@@ -109,10 +125,10 @@ def check_tree(
         report.calendar += bundle_calendar(bundle)
         report.ok("secrets", "bundle consistent: keys match certificates, leaves chain to their CAs")
     user_data = []
-    names = [str(n.get("name")) for n in manifest.get("nodes", []) if isinstance(n, dict)]
+    names = [n["name"] for n in nodes]
     cluster = str(manifest.get("cluster", ""))
     report_keys = node_report_keys(bundle, cluster, names) if bundle is not None else {}
-    for node in manifest.get("nodes", []):
+    for node in nodes:
         path = check_node(tree, node, bundle, manifest, report, report_keys)
         if path is not None:
             user_data.append(path)

@@ -41,7 +41,7 @@ DETECTORS: dict[str, str] = {
     "manifest does not allow (httpPublishControlPlanes)",
     "user-data-unreadable": "a node's user-data is not a readable cloud-config",
     "write-files-list": "a node's write_files paths differ from the manifest's file list",
-    "write-file-differs": "a write_files entry's content or mode differs from the manifest",
+    "write-file-differs": "a write_files entry's content, mode or owner differs from the manifest",
     "archive-not-unpacked": "a user-data ships the first-boot archive but its first runcmd entry does not "
     "unpack it (the node would start units whose scripts are not there)",
     "key-permissions": "a private key is written with permissions open to group or others",

@@ -78,14 +78,17 @@ def check_node(
         report.error(
             "write-files-list", f"nodes/{name}/user-data", "write_files differ from the manifest's file list"
         )
-    for path, (content, perms, _owner) in files.items():
+    for path, (content, perms, owner) in files.items():
         want = expected.get(path)
         if want and (
             hashlib.sha256(content).hexdigest() != want["sha256"]
             or perms.lstrip("0") != want["mode"].lstrip("0")
+            or owner != want.get("owner")
         ):
             report.error(
-                "write-file-differs", f"nodes/{name}:{path}", "content or mode differs from the manifest"
+                "write-file-differs",
+                f"nodes/{name}:{path}",
+                "content, mode or owner differs from the manifest",
             )
         holds_key = PRIVATE_KEY_MARKER in content
         if holds_key and (int(perms, 8) & 0o077 if perms else True):

@@ -15,6 +15,8 @@ from .. import yamlio
 from ..node import archive
 
 PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
+DEFAULT_OWNER = "root:root"
+"""The owner cloud-init gives a write_files entry that names none (or an empty one)."""
 
 
 _B64 = frozenset({"b64", "base64"})
@@ -24,8 +26,15 @@ _GZ = frozenset({"gz", "gzip"})
 
 def decoded_content(raw: object, encoding: object) -> bytes:
     """A write_files entry's content as cloud-init writes it to disk (its encodings: b64, gz, gz+b64 and
-    their spellings; anything else is text). The bake writes b64 and, for the archive, gz+b64."""
-    data = raw.encode() if isinstance(raw, str) else bytes(raw) if isinstance(raw, bytes | bytearray) else b""
+    their spellings; anything else is text). The bake writes b64 and, for the archive, gz+b64. Content
+    that is neither text nor YAML's !!binary (a number, `content:` left empty) is unreadable: cloud-init
+    fails on it and writes neither that file nor the entries after it."""
+    if isinstance(raw, str):
+        data = raw.encode()
+    elif isinstance(raw, bytes):
+        data = raw
+    else:
+        raise ValueError(f"a write_files content is {type(raw).__name__}, neither text nor !!binary")
     if encoding in _B64 | _GZ_B64:
         data = base64.b64decode(data)
     if encoding in _GZ_B64 | _GZ:
@@ -52,7 +61,11 @@ def files_of(doc: Any) -> dict[str, tuple[bytes, str, str]]:
         if entry["path"] == archive.ARCHIVE_PATH:
             unpacked = archive.members(content)
             continue
-        out[entry["path"]] = (content, str(entry.get("permissions", "")), str(entry.get("owner", "")))
+        out[entry["path"]] = (
+            content,
+            str(entry.get("permissions", "")),
+            str(entry.get("owner") or DEFAULT_OWNER),
+        )
     for path, member in unpacked.items():
         if path in out:
             raise ValueError(f"{path}: both in write_files and in {archive.ARCHIVE_PATH}")
