@@ -76,16 +76,8 @@ def _kubeconfig_source(
     return KubeconfigSource(plan.name, server.url, bundle.cas["ca"], spec.cn, bundle.leaf(owner, spec.name))
 
 
-def kubeconfig_bytes(plan: ClusterPlan, bundle: Bundle, owner: str, kind: str, server: Endpoint) -> bytes:
-    return _kubeconfig_source(plan, bundle, owner, certlist.kubeconfig_client(kind, owner), server).render()
-
-
-def join_kubeconfig_bytes(plan: ClusterPlan, bundle: Bundle, node: NodePlan) -> bytes:
-    """The node's discovery kubeconfig: the stable endpoint, the cluster CA pinned, its join credential."""
-    return _join_kubeconfig(plan, bundle, node).render()
-
-
 def _join_kubeconfig(plan: ClusterPlan, bundle: Bundle, node: NodePlan) -> KubeconfigSource:
+    """The node's discovery kubeconfig: the stable endpoint, the cluster CA pinned, its join credential."""
     return _kubeconfig_source(plan, bundle, node.name, certlist.join_client(node.name), plan.api_endpoint())
 
 
@@ -99,7 +91,8 @@ class PkiFile:
 
     def file(self) -> NodeFile:
         data = self.content.render() if isinstance(self.content, KubeconfigSource) else self.content
-        return secret(self.path, data) if self.sensitivity is Sensitivity.SECRET else public(self.path, data)
+        # anything not known public is written as a secret (0600)
+        return public(self.path, data) if self.sensitivity is Sensitivity.PUBLIC else secret(self.path, data)
 
     @property
     def material(self) -> bytes:
@@ -112,7 +105,8 @@ class PkiFile:
 
 def operator_admin_conf(plan: ClusterPlan, bundle: Bundle) -> bytes:
     """The operator's admin.conf: kubeadm's admin identity, pointing at the stable endpoint."""
-    return kubeconfig_bytes(plan, bundle, OPERATOR, "admin", plan.api_endpoint())
+    spec = certlist.kubeconfig_client("admin", OPERATOR)
+    return _kubeconfig_source(plan, bundle, OPERATOR, spec, plan.api_endpoint()).render()
 
 
 def node_pki_files(plan: ClusterPlan, node: NodePlan, bundle: Bundle) -> list[NodeFile]:
