@@ -607,7 +607,9 @@ def test_init_imports_checks_then_runs_kubeadm(tmp_path: Path, baked_site: tuple
     assert "mount -o ro /dev/fake-seed/bakeimg-amd64 /run/bake/images-seed" in calls
     assert not any(c.startswith("curl") and "/readyz" not in c for c in calls), "nothing is downloaded"
     applied = [c for c in calls[init:] if " apply " in c]
-    assert applied and applied[0].endswith("apply -k /var/lib/bake/cni")
+    assert applied and applied[0].endswith(
+        "apply --server-side --force-conflicts --validate=false -k /var/lib/bake/cni"
+    )
     assert "all 10 images this node needs are in containerd" in sb.text("bootstrap.log")
     assert (sb.root / "out/state/bootstrap.done").exists()
     # what `apply -k` reads: the kustomization beside every manifest it names, the seeded one as it was

@@ -1106,7 +1106,7 @@ def test_etcd_member_kubelet_held_until_the_runtime_is_configured(can_sandbox: N
     hold = calls.index("systemctl mask --runtime --now kubelet.service")  # masked and stopped
     install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "kubelet=1.37.2-*" in c)
     runtime = calls.index("systemctl restart containerd")
-    release = calls.index("systemctl unmask --runtime kubelet.service")
+    release = calls.index("systemctl unmask --runtime --no-reload kubelet.service")
     start = calls.index("systemctl restart kubelet")
     assert hold < install < runtime < release < calls.index("systemctl enable kubelet.service") < start
     assert not any(c.startswith("systemctl mask") for c in sb.runs[1])  # the runtime is ready now
@@ -1279,7 +1279,7 @@ def test_host_prep_modules_swap_and_containerd_schema(can_sandbox: None, tmp_pat
     ):
         assert re.search(rf"^{re.escape(key)}\s*=\s*1$", sysctl, re.M), key
     # swap off now and for good
-    assert "swapoff -a" in calls and "systemctl mask swap.target" in calls
+    assert "swapoff -a" in calls and "systemctl mask --no-reload swap.target" in calls
     assert "#bake-swap-off# /swapfile none swap sw 0 0" in sb.text("fstab")
     # the containerd config in the schema this containerd reads, with the systemd cgroup driver
     installed = sb.root / "upper/etc/containerd/config.toml"

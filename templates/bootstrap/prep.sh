@@ -33,9 +33,10 @@ kernel_modules_and_sysctl() {
 
 swap_off() {
     swapoff -a
-    # Comment out swap entries in fstab and mask swap.target, so no swap comes back at the next boot.
+    # Comment out swap entries in fstab and mask swap.target, so no swap comes back at the next boot
+    # (which is when the mask matters: systemd reads it then, or at the kubelet's enable, not at once).
     sed -E -i '/^[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]/ s/^/#bake-swap-off# /' /etc/fstab
-    systemctl mask swap.target
+    systemctl mask --no-reload swap.target
 }
 
 selinux_permissive() {

@@ -31,8 +31,10 @@ runtime_ready() {
         install -D -m 0644 "/etc/bake/containerd/config-v$schema.toml" /etc/containerd/config.toml
         log "containerd $major.x: installed config schema $schema as /etc/containerd/config.toml"
     fi
-    systemctl daemon-reload
-    systemctl enable "$BAKE_RUNTIME_SERVICE"
+    # No reload of systemd's configuration here: cloud-init's runcmd reloaded it before the bootstrap, and
+    # a package installs its unit with one. Each reload costs seconds on a slow first boot; the kubelet's
+    # enable below does the one this phase needs.
+    systemctl enable --no-reload "$BAKE_RUNTIME_SERVICE"
     systemctl restart "$BAKE_RUNTIME_SERVICE"
     retry 60 2 "$BAKE_RUNTIME_SERVICE to answer on $BAKE_CRI_SOCKET" test -S "${BAKE_CRI_SOCKET#unix://}" ||
         die "$BAKE_RUNTIME_SERVICE did not come up (journalctl -u $BAKE_RUNTIME_SERVICE)"
@@ -125,7 +127,7 @@ check_images() {
 # boot that held it and configured the runtime.
 release_kubelet() {
     if [[ -L $KUBELET_RUNTIME_MASK ]]; then
-        systemctl unmask --runtime kubelet.service
+        systemctl unmask --runtime --no-reload kubelet.service  # kubelet_enabled's enable reloads
     fi
 }
 

@@ -4,11 +4,13 @@ here (`BootstrapEnv`, `AIRGAP_NAMES`), each one `shlex.quote`d, so no profile st
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import Any
 
 from cryptography import x509
 
@@ -117,7 +119,7 @@ def pem_certificates(f: NodeFile) -> list[bytes]:
         return _PEM_CERTIFICATE.findall(f.content)
     if not f.path.endswith(".conf") or not any(k.encode() in f.content for k in _KUBECONFIG_CERT_KEYS):
         return []
-    doc = yamlio.load_own(f.content)
+    doc = _kubeconfig(f.content)
     found: list[bytes] = []
     for section, inner in (("clusters", "cluster"), ("users", "user")):
         for entry in doc.get(section) or []:
@@ -128,13 +130,27 @@ def pem_certificates(f: NodeFile) -> list[bytes]:
     return found
 
 
+@functools.lru_cache(maxsize=64)
+def _kubeconfig(content: bytes) -> Any:
+    """A kubeconfig this tool wrote, parsed once: the clock check and the join credential's expiry both
+    read a worker's join kubeconfig. Read only, never changed."""
+    return yamlio.load_own(content)
+
+
+@functools.lru_cache(maxsize=256)
+def _validity(pem: bytes) -> tuple[int, int]:
+    """(NotBefore, NotAfter) in Unix time; cached, as every node of a cluster carries the same CAs."""
+    cert = x509.load_pem_x509_certificate(pem)
+    return int(cert.not_valid_before_utc.timestamp()), int(cert.not_valid_after_utc.timestamp())
+
+
 def certificates_not_before(files: Sequence[NodeFile]) -> int | None:
     """The latest NotBefore (Unix time) of the certificates baked for a node: before it, some of them
     are not valid yet and TLS with them fails, so the bootstrap warns about a clock behind it."""
     latest: int | None = None
     for f in files:
         for pem in pem_certificates(f):
-            when = int(x509.load_pem_x509_certificate(pem).not_valid_before_utc.timestamp())
+            when = _validity(pem)[0]
             latest = when if latest is None else max(latest, when)
     return latest
 
@@ -154,9 +170,9 @@ def join_credential_not_after(node_files: Sequence[NodeFile]) -> str:
     """When the node's join credential expires (Unix time), or "" when it joins with the token."""
     for f in node_files:
         if f.path == paths.JOIN_KUBECONFIG:
-            doc = yamlio.load_own(f.content)
+            doc = _kubeconfig(f.content)
             pem = base64.b64decode(doc["users"][0]["user"]["client-certificate-data"])
-            return str(int(x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()))
+            return str(_validity(pem)[1])
     return ""
 
 
