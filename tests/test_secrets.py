@@ -392,13 +392,19 @@ def _seal(root: Path, recipient: Any) -> None:
             path.unlink()
 
 
+def _sealed_bundle(tmp_path: Path, plan: ClusterPlan, bundle: Bundle) -> tuple[Path, Any]:
+    """The bundle written under tmp_path/secrets and sealed to a new identity: (its root, the identity)."""
+    root = write_bundle(tmp_path / "secrets", bundle, plan)
+    identity = pyrage.x25519.Identity.generate()
+    _seal(root, identity.to_public())
+    return root, identity
+
+
 def test_a_sealed_bundle_is_read_with_the_identity_named_by_the_environment(
     seeded: tuple[ClusterPlan, Bundle], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan, bundle = seeded
-    root = write_bundle(tmp_path / "secrets", bundle, plan)
-    identity = pyrage.x25519.Identity.generate()
-    _seal(root, identity.to_public())
+    root, identity = _sealed_bundle(tmp_path, plan, bundle)
     assert not list(root.rglob("*.key")) and (root / "pki/ca.key.age").exists()
     (tmp_path / "identity").write_text(str(identity) + "\n")
     monkeypatch.setenv("BAKE_SECRETS_IDENTITY", str(tmp_path / "identity"))
@@ -411,9 +417,7 @@ def test_a_passphrase_bundle_is_opened_with_the_environments_passphrase_never_a_
 ) -> None:
     """The bundle's own key (`identity.age`, sealed with the passphrase) opens the other files."""
     plan, bundle = small
-    root = write_bundle(tmp_path / "secrets", bundle, plan)
-    own = pyrage.x25519.Identity.generate()
-    _seal(root, own.to_public())
+    root, own = _sealed_bundle(tmp_path, plan, bundle)
     sealed_own = pyrage.passphrase.encrypt(str(own).encode() + b"\n", "correct horse")
     (root / "identity.age").write_bytes(sealed_own)
     monkeypatch.delenv("BAKE_SECRETS_IDENTITY", raising=False)

@@ -15,7 +15,7 @@
 ATTEMPT=1
 
 start_attempt() {
-    mkdir -p "$(dirname "$ATTEMPTS_FILE")"
+    mkdir -p "${ATTEMPTS_FILE%/*}"
     local previous=0
     [[ -s $ATTEMPTS_FILE ]] && previous=$(<"$ATTEMPTS_FILE")
     [[ $previous =~ ^[0-9]+$ ]] || previous=0
@@ -101,7 +101,7 @@ run_phases() {
 }
 
 finish() {
-    mkdir -p "$(dirname "$CAPI_SENTINEL")"
+    mkdir -p "${CAPI_SENTINEL%/*}"
     echo success >"$CAPI_SENTINEL"
     : >"$DONE_FILE"
     rm -f "$ATTEMPTS_FILE" "$BAKED_FILES"

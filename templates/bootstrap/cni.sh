@@ -12,7 +12,7 @@ cni_install() {
     install -d -m 0700 "$CNI_WORK_DIR"
     local url file name
     for url in "${urls[@]}"; do
-        file="$CNI_WORK_DIR/$(basename "$url")"
+        file="$CNI_WORK_DIR/${url##*/}"
         log "downloading $url"
         fetch -o "$file.tmp" "$url"
         mv "$file.tmp" "$file"
@@ -20,7 +20,7 @@ cni_install() {
     done
     # cluster.airgap: the manifests came with the images seed (the runtime phase copied them here).
     for name in "${seeded[@]}"; do
-        applied+=(-f "$CNI_WORK_DIR/$(basename "$name")")
+        applied+=(-f "$CNI_WORK_DIR/${name##*/}")
     done
     case $BAKE_CNI in
     calico)

@@ -24,7 +24,7 @@ need_kubeadm() {
 keep_baked_files() {
     local -a files
     split BAKE_KEEP_FILES files
-    install -d -m 0700 "$(dirname "$BAKED_FILES")"
+    install -d -m 0700 "${BAKED_FILES%/*}"
     (umask 077 && printf '%s\0' "${files[@]#/}" | tar -C / --null -T - -cpf "$BAKED_FILES.tmp")
     mv "$BAKED_FILES.tmp" "$BAKED_FILES"
     log "kept ${#files[@]} baked files for a clean retry"

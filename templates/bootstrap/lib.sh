@@ -38,7 +38,12 @@ readonly KUBELET_RUNTIME_MASK=/run/systemd/system/kubelet.service
 NAME=bake-bootstrap
 TEE_PID=
 
-log() { printf '%s %s[%s]: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$NAME" "$$" "$*"; }
+# The time from bash's own printf, in UTC whatever the host's zone: a `date` per line is a process start,
+# and those cost on a slow first boot.
+log() {
+    local TZ=UTC0
+    printf '%(%Y-%m-%dT%H:%M:%SZ)T %s[%s]: %s\n' -1 "$NAME" "$$" "$*"
+}
 die() {
     log "ERROR: $*"
     exit 1
@@ -58,10 +63,9 @@ flush_log() {
 # directory (kubeadm's output and the baked PKI kept for retries: 0700 too), then the env file.
 bake_start() {
     NAME=$1
-    install -d -m 0700 "$(dirname "$LOG_FILE")" "$STATE_DIR"
+    install -d -m 0700 "${LOG_FILE%/*}" "$STATE_DIR" "$STEPS_DIR"
     (umask 077 && : >>"$LOG_FILE")
     chmod 0600 "$LOG_FILE"
-    mkdir -p "$STEPS_DIR"
     exec > >(tee -a "$LOG_FILE") 2>&1
     TEE_PID=$!
     trap flush_log EXIT
@@ -113,7 +117,7 @@ kubectl_retry() { retry "$BAKE_KUBECTL_RETRY_SECONDS" 10 "kubectl $*" kubectl_ad
 kubeadm_config_ready() {
     [[ -n $BAKE_KUBEADM_CONFIG ]] || return 0
     local saved
-    saved="$SAVED_CONFIG_DIR/$(basename "$BAKE_KUBEADM_CONFIG")"
+    saved="$SAVED_CONFIG_DIR/${BAKE_KUBEADM_CONFIG##*/}"
     if [[ -s $BAKE_KUBEADM_CONFIG ]]; then
         if ! cmp -s "$BAKE_KUBEADM_CONFIG" "$saved"; then
             install -d -m 0700 "$SAVED_CONFIG_DIR"
@@ -121,7 +125,7 @@ kubeadm_config_ready() {
         fi
     elif [[ -s $saved ]]; then
         log "restoring $BAKE_KUBEADM_CONFIG from $saved"
-        install -d -m 0755 "$(dirname "$BAKE_KUBEADM_CONFIG")"
+        install -d -m 0755 "${BAKE_KUBEADM_CONFIG%/*}"
         cp -p "$saved" "$BAKE_KUBEADM_CONFIG"
     else
         die "$BAKE_KUBEADM_CONFIG is missing and no saved copy exists: re-seed this node"

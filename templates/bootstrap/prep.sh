@@ -9,7 +9,7 @@
 check_clock() {
     [[ -n $BAKE_CERTS_NOT_BEFORE ]] || return 0
     local now
-    now=$(date -u +%s)
+    printf -v now '%(%s)T' -1
     if ((now < BAKE_CERTS_NOT_BEFORE)); then
         log "WARNING: the clock ($(date -u +%Y-%m-%dT%H:%M:%SZ)) is before this node's certificates are valid ($(date -u -d "@$BAKE_CERTS_NOT_BEFORE" +%Y-%m-%dT%H:%M:%SZ)): TLS fails until the time is right; check time synchronisation (timedatectl, chronyc tracking)"
     fi

@@ -100,7 +100,7 @@ airgap_images() {
     done
     install -d -m 0700 "$CNI_WORK_DIR"
     for name in "${manifests[@]}"; do
-        install -m 0600 "$src/$name" "$CNI_WORK_DIR/$(basename "$name")"
+        install -m 0600 "$src/$name" "$CNI_WORK_DIR/${name##*/}"
     done
     if [[ $mounted == yes ]]; then
         umount "$IMAGES_MOUNT"

@@ -67,7 +67,9 @@ wait_for_external_etcd() {
 # bake: past it kubeadm's discovery fails with a TLS error, so say what happened and what to do.
 check_join_credential() {
     [[ -n $BAKE_JOIN_NOT_AFTER ]] || return 0
-    if (($(date -u +%s) >= BAKE_JOIN_NOT_AFTER)); then
+    local now
+    printf -v now '%(%s)T' -1
+    if ((now >= BAKE_JOIN_NOT_AFTER)); then
         die "this node's join credential $BAKE_JOIN_CREDENTIAL expired at $(date -u -d "@$BAKE_JOIN_NOT_AFTER" +%Y-%m-%dT%H:%M:%SZ) (cluster.joinWindow from the bake): bake again (it issues a new one) and re-seed this node, or check the clock"
     fi
 }
