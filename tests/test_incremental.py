@@ -165,17 +165,26 @@ def test_digests_made_by_worker_processes_are_the_ones_a_rebake_computes(
     assert rendered == [] and again.rewritten == 0 and again.tree == result.tree
 
 
-def test_plan_change_renders_again(first: Path, rendered: list[str], tmp_path: Path) -> None:
-    extra = "nodes[4].labels={rack: r9}"
+@pytest.mark.parametrize(
+    ("extra", "again"),
+    [
+        ("nodes[4].labels={rack: r9}", ["worker-2"]),  # a worker: its own files only
+        ("nodes[0].labels={rack: r9}", ALL_NODES),  # conservative: the plan but its workers is every node's
+        ("cluster.podSubnet=10.250.0.0/16", ALL_NODES),
+    ],
+)
+def test_plan_change_renders_again(
+    first: Path, rendered: list[str], tmp_path: Path, extra: str, again: list[str]
+) -> None:
     bake.run(_options(first, extra))
-    assert "worker-2" in rendered  # conservative: the whole plan is every node's input
+    assert sorted(rendered) == again
     _same_as_from_scratch(first, tmp_path, extra)
 
 
 @pytest.mark.parametrize(
     ("change", "packed"),
     [
-        ("label", ["worker-2"]),  # its kubelet's labels: its seed only
+        ("label", ["cp-1"]),  # its kubelet's labels: its seed only
         ("publish", ["cp-1", "cp-2", "cp-3"]),  # their seeds go into the HTTP tree now
         ("epoch", ALL_NODES),  # every ISO's timestamps
         ("base-url", ALL_NODES),  # the HTTP tree's PXE and iPXE snippets
@@ -189,14 +198,14 @@ def test_rendered_nodes_whose_files_come_out_the_same_are_not_packed_again(
     change: str,
     packed: list[str],
 ) -> None:
-    """A profile edit renders every node (the whole plan is in each node's inputs); a node whose seed,
+    """A profile edit outside the workers renders every node (incremental.plan_digest); a node whose seed,
     manifest entry and packing inputs came out the same gets its previous files linked, the others are
     packed again. Judged by a bake from scratch: a packing input left out of the digest would leave a
     stale file behind."""
     sets: tuple[str, ...] = ()
     kw: dict[str, Any] = {}
     if change == "label":
-        sets = ("nodes[4].labels={rack: r9}",)
+        sets = ("nodes[0].labels={rack: r9}",)
     elif change == "publish":
         sets = ("cluster.seed.httpPublishControlPlanes=true",)
     elif change == "epoch":
@@ -359,3 +368,82 @@ def test_edited_cni_manifest_renders_again(tmp_path: Path, rendered: list[str]) 
     shutil.copytree(bundle(out, "site"), bundle(scratch, "site"))
     bake.run(options(scratch))
     assert tree_digest((scratch / "site").resolve()) == tree_digest((out / "site").resolve())
+
+
+# A worker edit renders that worker only (incremental.plan_digest leaves the other workers out of every
+# node's inputs). What makes that safe is that no node's files name a worker but its own: each edit below
+# is baked incrementally and compared, file for file, with a bake from scratch, which renders every node
+# from the edited profile. A node that did read another worker would keep a stale file and fail.
+WORKER_EDITS: dict[str, dict[str, Any]] = {
+    "ip": {"ip": "10.77.0.99"},
+    "mac": {"mac": "52:54:00:77:00:99"},
+    "interface": {"interface": "ens3"},
+    "prefixLength": {"prefixLength": 16},
+    "gateway": {"gateway": "10.77.0.254"},
+    "dns": {"dns": ["10.77.0.53"]},
+    "arch": {"arch": "arm64"},
+    "os": {"os": "rocky-9"},
+    "kubernetesVersion": {"kubernetesVersion": "1.36"},
+    "labels": {"labels": {"rack": "r9"}},
+    "kubeletExtraArgs": {"kubeletExtraArgs": [{"name": "max-pods", "value": "50"}]},
+    "generation": {"generation": 3},
+    "name": {"name": "worker-9"},
+}
+PROFILE_NODES = Path(__file__).resolve().parents[1] / "profiles"
+
+
+def _site(base: str, nodes: list[dict[str, Any]], path: Path) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {"extends": base, "cluster": {"encryptionAlgorithm": "ECDSA-P256"}, "nodes": nodes},
+            sort_keys=False,
+        )
+    )
+    return path
+
+
+def _worker_edit(base: str, edit: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
+    """(nodes before, nodes after, the workers the edit should render)."""
+    before: list[dict[str, Any]] = yaml.safe_load((PROFILE_NODES / f"{base}.yaml").read_text())["nodes"]
+    workers = [i for i, n in enumerate(before) if n["role"] == "worker"]
+    after = [dict(n) for n in before]
+    last = after[workers[-1]]
+    if edit == "added":
+        after.append({**last, "name": "worker-9", "ip": "10.77.0.99", "mac": "52:54:00:77:00:99"})
+        return before, after, {"worker-9"}
+    if edit == "removed":  # the first worker: the others move up a place among the workers
+        del after[workers[0]]
+        return before, after, {after[i - 1]["name"] for i in workers[1:]}
+    after[workers[-1]] = {**last, **WORKER_EDITS[edit]}
+    return before, after, {after[workers[-1]]["name"]}
+
+
+@pytest.mark.parametrize(
+    ("base", "edit"),
+    [
+        *(("ha-stacked", e) for e in [*WORKER_EDITS, "added", "removed"]),
+        *(
+            (base, e)
+            for base in ("ha-external-etcd", "single-master")
+            for e in ("ip", "labels", "name", "added", "removed")
+        ),
+    ],
+)
+def test_a_worker_edit_renders_that_worker_only(
+    tmp_path: Path, rendered: list[str], base: str, edit: str
+) -> None:
+    before, after, expected = _worker_edit(base, edit)
+    out = tmp_path / "out"
+
+    def options(out: Path, profile: Path) -> bake.BakeOptions:
+        return bake.BakeOptions(profile=str(profile), out_root=out, secrets=out / "secrets", jobs=1)
+
+    bake.run(options(out, _site(base, before, tmp_path / "before.yaml")))
+    rendered.clear()
+    edited = _site(base, after, tmp_path / "after.yaml")
+    bake.run(options(out, edited))
+    assert set(rendered) == expected
+    scratch = tmp_path / "scratch"
+    shutil.copytree(out / "secrets", scratch / "secrets")
+    bake.run(options(scratch, edited))
+    assert tree_digest((scratch / base).resolve()) == tree_digest((out / base).resolve())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -228,7 +227,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         problems: list[Problem] = []
         publish = plan.settings.seed.http_publish_control_planes
         total = len(plan.nodes)
-        plan_digest = hashlib.sha256(repr(plan).encode()).hexdigest()
+        plan_digest = incremental.plan_digest(plan)
         # bake plan renders every node to compare, --only re-renders what it names: neither links
         previous_packed = incremental.previous_inputs(tree, incremental.PACKED_FILE)
         linkable = {} if in_process or options.only else previous_packed

@@ -3,6 +3,7 @@ not change is linked, not rendered; `--only` carries the other nodes over."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -13,9 +14,10 @@ from .. import __version__, resources
 from ..emit import packaging
 from ..emit.outputs import OutputTree
 from ..errors import OutputError
+from ..model import Role
 from ..node.distribute import PkiFile
 from ..pki import secrets
-from ..plan import NodePlan, images
+from ..plan import ClusterPlan, NodePlan, images
 from .manifest import cert_entries
 from .shared import Shared
 
@@ -40,15 +42,26 @@ def tool_digest() -> str:
     return h.hexdigest()
 
 
+def plan_digest(plan: ClusterPlan) -> str:
+    """The part of the plan that every node's files may be made from: all of it but the workers and the
+    plan's warnings (which only the command line prints). A node's files never name a worker other than
+    itself (tests/test_incremental.py edits, adds and removes workers and renders every other node), so
+    a worker edit renders that worker only; node_inputs adds the node's own plan."""
+    kept = dataclasses.replace(
+        plan, nodes=tuple(n for n in plan.nodes if n.role is not Role.WORKER), warnings=()
+    )
+    return hashlib.sha256(repr(kept).encode()).hexdigest()
+
+
 def node_inputs(node: NodePlan, pki_files: list[PkiFile], bundle: secrets.Bundle, shared: Shared) -> str:
-    """Digest of everything a node's files are made from: the plan (whole: a node's files may name
-    other nodes; it holds join mode and window, generations, Secrets encryption), the bundle items it
-    receives (its leaves, join credential, encryption key), the values every node gets, the images it
-    expects, code and templates. The PKI files by what they are made from (distribute.PkiFile): a
-    re-bake digests every node without rendering its kubeconfigs.
+    """Digest of everything a node's files are made from: the plan (plan_digest: all but the other
+    workers; it holds join mode and window, generations, Secrets encryption) and the node's own, the
+    bundle items it receives (its leaves, join credential, encryption key), the values every node gets,
+    the images it expects, code and templates. The PKI files by what they are made from
+    (distribute.PkiFile): a re-bake digests every node without rendering its kubeconfigs.
     Same digest as the previous bake, and files that still match its manifest: nothing to re-render."""
     h = hashlib.sha256()
-    for part in (tool_digest(), shared.plan_digest, node.name, bundle.token, bundle.discovery_hash):
+    for part in (tool_digest(), shared.plan_digest, repr(node), bundle.token, bundle.discovery_hash):
         h.update(part.encode() + b"\0")
     h.update(repr((shared.epoch, shared.base_url, shared.publish, cert_entries(bundle, node.name))).encode())
     # the images the node checks before kubeadm: the CNI's are read from its manifests' content, which the
@@ -64,8 +77,9 @@ def packed_inputs(entry: dict[str, Any], seed: dict[str, bytes], http: bool, sha
     """Digest of what a rendered node's artifacts and manifest entry are made from: its seed files, its
     entry without the artifacts (packaging.node_artifacts and manifest.node_manifest are in the code's
     digest), the timestamps and base URL they carry, and whether its seed is published.
-    A profile edit changes every node's inputs (the whole plan is in them), so every node is rendered
-    again; a node whose seed and entry came out the same is then linked, not packed and written again."""
+    A profile edit outside the workers changes every node's inputs (plan_digest), so every node is
+    rendered again; a node whose seed and entry came out the same is then linked, not packed and written
+    again."""
     h = hashlib.sha256()
     for part in (
         tool_digest(),

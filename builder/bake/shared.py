@@ -26,7 +26,7 @@ class Shared:
     observe: Callable[[NodePlan, cloudinit.RenderedNode], None] | None = None
     """BakeOptions.observe: only with one job, so that it is called in this process."""
     plan_digest: str = ""
-    """sha256 of the whole plan, part of every node's inputs (incremental.node_inputs)."""
+    """incremental.plan_digest: the plan but its workers, part of every node's inputs."""
     parent: int = field(default_factory=os.getpid)
     inputs: dict[str, str] = field(default_factory=dict)
     """Node name -> digest of its inputs, known before rendering for the nodes the previous bake has."""
