@@ -84,10 +84,13 @@ def test_unchanged_rebake_renders_nothing(first: Path, rendered: list[str], tmp_
     assert tree_digest((first / PROFILE).resolve()) == before
 
 
-@pytest.mark.parametrize("record", ["kept", "lost", "of another generation", "corrupt"])
-def test_unchanged_rebake_keeps_the_current_generation(first: Path, rendered: list[str], record: str) -> None:
+@pytest.mark.parametrize("record", ["kept", "shuffled", "lost", "of another generation", "corrupt"])
+def test_unchanged_rebake_keeps_the_current_generation(
+    first: Path, rendered: list[str], record: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Nothing changed: no new generation of links is built and swapped in; the tree stays as it is,
-    every file checked against SHA256SUMS (hashed, or known unchanged by the status the bake recorded)."""
+    every file checked against SHA256SUMS: hashed, or known unchanged by the status the bake recorded
+    (in whatever order the record lists them)."""
     gen = (first / PROFILE).resolve()
     stat_file = gen.parent / outputs.STAT_FILE
     generation, *lines = stat_file.read_text().splitlines()
@@ -101,13 +104,25 @@ def test_unchanged_rebake_keeps_the_current_generation(first: Path, rendered: li
         assert (int(mtime), int(ctime)) == (st.st_mtime_ns, st.st_ctime_ns)
     if record == "lost":
         stat_file.unlink()
+    elif record == "shuffled":
+        stat_file.write_text("\n".join([generation, *reversed(lines)]) + "\n")
     elif record == "of another generation":
         stat_file.write_text("\n".join(["gen-1", *lines]) + "\n")
     elif record == "corrupt":
         stat_file.write_bytes(b"\xff\x00garbage\n")
     inodes = {p: p.stat().st_ino for p in gen.rglob("*") if p.is_file()}
+    hashed: list[str] = []
+    real_hash = outputs.sha256_rewound
+
+    def counting(fh: Any) -> tuple[str, int]:
+        hashed.append(fh.name)
+        return real_hash(fh)
+
+    monkeypatch.setattr(outputs, "sha256_rewound", counting)
     result = bake.run(_options(first))
     assert rendered == [] and result.rewritten == 0
+    listed = {str(gen / line.split("  ", 1)[1]) for line in (gen / "SHA256SUMS").read_text().splitlines()}
+    assert sorted(hashed) == ([] if record in ("kept", "shuffled") else sorted(listed))
     assert result.tree == gen and (first / PROFILE).resolve() == gen
     assert [p.name for p in gen.parent.iterdir() if p.name.startswith("gen-")] == [gen.name]
     assert {p: p.stat().st_ino for p in gen.rglob("*") if p.is_file()} == inodes
