@@ -408,18 +408,17 @@ PROFILE_NODES = Path(__file__).resolve().parents[1] / "profiles"
 
 
 def _site(base: str, nodes: list[dict[str, Any]], path: Path) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {"extends": base, "cluster": {"encryptionAlgorithm": "ECDSA-P256"}, "nodes": nodes},
-            sort_keys=False,
-        )
-    )
+    """`base` (an embedded profile, `+token` for cluster.join=token) with these nodes."""
+    name, _, join = base.partition("+")
+    cluster = {"encryptionAlgorithm": "ECDSA-P256", **({"join": join} if join else {})}
+    path.write_text(yaml.safe_dump({"extends": name, "cluster": cluster, "nodes": nodes}, sort_keys=False))
     return path
 
 
 def _worker_edit(base: str, edit: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[str]]:
     """(nodes before, nodes after, the workers the edit should render)."""
-    before: list[dict[str, Any]] = yaml.safe_load((PROFILE_NODES / f"{base}.yaml").read_text())["nodes"]
+    profile = PROFILE_NODES / f"{base.partition('+')[0]}.yaml"
+    before: list[dict[str, Any]] = yaml.safe_load(profile.read_text())["nodes"]
     workers = [i for i, n in enumerate(before) if n["role"] == "worker"]
     after = [dict(n) for n in before]
     last = after[workers[-1]]
@@ -439,8 +438,9 @@ def _worker_edit(base: str, edit: str) -> tuple[list[dict[str, Any]], list[dict[
         *(("ha-stacked", e) for e in [*WORKER_EDITS, "added", "removed"]),
         *(
             (base, e)
-            for base in ("ha-external-etcd", "single-master")
+            for base in ("ha-external-etcd", "single-master", "ha-stacked+token", "ipv6-ha-stacked")
             for e in ("ip", "labels", "name", "added", "removed")
+            if not (base == "ipv6-ha-stacked" and e in ("ip", "added"))  # IPv4 addresses in the edits
         ),
     ],
 )
@@ -461,4 +461,5 @@ def test_a_worker_edit_renders_that_worker_only(
     scratch = tmp_path / "scratch"
     shutil.copytree(out / "secrets", scratch / "secrets")
     bake.run(options(scratch, edited))
-    assert tree_digest((scratch / base).resolve()) == tree_digest((out / base).resolve())
+    cluster = base.partition("+")[0]
+    assert tree_digest((scratch / cluster).resolve()) == tree_digest((out / cluster).resolve())

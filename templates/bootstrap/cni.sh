@@ -32,8 +32,8 @@ cni_install() {
     flannel)
         # One apply of the manifests with the profile's network patched into flannel's ConfigMap (the
         # kustomization names them): no flannel pod starts with upstream's default network. Server-side
-        # and without kubectl's own validation: that fetches and parses the API's OpenAPI documents first,
-        # nearly two thirds of the apply's work (the manifests are upstream's release, the patch ours).
+        # and without kubectl's own validation, which first fetches and parses the API's OpenAPI documents:
+        # half the apply's time on an emulated first boot (the manifests are upstream's, the patch ours).
         install -m 0600 "$BAKE_CNI_CONFIG" "$CNI_WORK_DIR/kustomization.yaml"
         kubectl_retry apply --server-side --force-conflicts --validate=false -k "$CNI_WORK_DIR"
         ;;
