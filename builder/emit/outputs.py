@@ -165,7 +165,7 @@ class OutputTree:
             produce(fh)
             digest, size = sha256_rewound(fh)
         self.written[rel] = digest
-        if self.previous is not None and self._previous_sums().get(rel) == digest:
+        if self.previous is not None and self._previous_sum(rel) == digest:
             old = self.previous / rel
             try:
                 st = old.stat()
@@ -182,6 +182,22 @@ class OutputTree:
     def size(self, rel: str) -> int:
         """The size of a file of the new generation."""
         return self.path(rel).stat().st_size
+
+    def _previous_sum(self, rel: str) -> str | None:
+        """One digest of the previous SHA256SUMS, read a line at a time unless the whole of it is loaded
+        already: a re-bake that renders nodes does not hold 110,000 digests for a handful of lookups."""
+        if self._sums is not None:
+            return self._sums.get(rel)
+        assert self.previous is not None
+        try:
+            with (self.previous / "SHA256SUMS").open(encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    digest, sep, name = line.rstrip("\n").partition("  ")
+                    if sep and name == rel:
+                        return digest
+        except OSError:
+            pass
+        return None
 
     def _previous_sums(self) -> dict[str, str]:
         if self._sums is None:
