@@ -184,7 +184,7 @@ def test_digests_made_by_worker_processes_are_the_ones_a_rebake_computes(
     ("extra", "again"),
     [
         ("nodes[4].labels={rack: r9}", ["worker-2"]),  # a worker: its own files only
-        ("nodes[0].labels={rack: r9}", ALL_NODES),  # conservative: the plan but its workers is every node's
+        ("nodes[0].labels={rack: r9}", ALL_NODES),  # a control plane: in every node's plan inputs
         ("cluster.podSubnet=10.250.0.0/16", ALL_NODES),
     ],
 )
