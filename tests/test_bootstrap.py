@@ -878,7 +878,7 @@ def test_init_runs_to_done(can_sandbox: None, tmp_path: Path) -> None:
     assert sb.rcs == [0, 0], sb.text("stdout.log")
     calls = sb.calls
     init = calls.index(INIT_CALL)
-    assert calls.index("systemctl enable kubelet.service") < init
+    assert calls.index("systemctl enable --no-reload kubelet.service") < init
     assert any("apply --server-side" in c and "tigera-operator.yaml" in c for c in calls[init:])
     assert any(c.endswith("apply -f /etc/bake/cni/calico-installation.yaml") for c in calls[init:])
     assert (sb.root / "out/state/bootstrap.done").exists()
@@ -1108,7 +1108,8 @@ def test_etcd_member_kubelet_held_until_the_runtime_is_configured(can_sandbox: N
     runtime = calls.index("systemctl restart containerd")
     release = calls.index("systemctl unmask --runtime --no-reload kubelet.service")
     start = calls.index("systemctl restart kubelet")
-    assert hold < install < runtime < release < calls.index("systemctl enable kubelet.service") < start
+    enable = calls.index("systemctl enable --no-reload kubelet.service")
+    assert hold < install < runtime < release < enable < start
     assert not any(c.startswith("systemctl mask") for c in sb.runs[1])  # the runtime is ready now
 
 
@@ -1167,7 +1168,7 @@ def test_etcd_member_restarts_kubelet(can_sandbox: None, tmp_path: Path) -> None
     assert sb.rcs == [0], sb.text("stdout.log")
     calls = sb.calls
     assert calls.index(
-        "systemctl daemon-reload", calls.index("systemctl enable kubelet.service")
+        "systemctl daemon-reload", calls.index("systemctl enable --no-reload kubelet.service")
     ) < calls.index("systemctl restart kubelet")
     assert not any(c.startswith("kubeadm") for c in calls)
     assert (sb.root / "out/state/bootstrap.done").exists()

@@ -32,8 +32,7 @@ runtime_ready() {
         log "containerd $major.x: installed config schema $schema as /etc/containerd/config.toml"
     fi
     # No reload of systemd's configuration here: cloud-init's runcmd reloaded it before the bootstrap, and
-    # a package installs its unit with one. Each reload costs seconds on a slow first boot; the kubelet's
-    # enable below does the one this phase needs.
+    # a package installs its unit with one. Each reload costs seconds on a slow first boot.
     systemctl enable --no-reload "$BAKE_RUNTIME_SERVICE"
     systemctl restart "$BAKE_RUNTIME_SERVICE"
     retry 60 2 "$BAKE_RUNTIME_SERVICE to answer on $BAKE_CRI_SOCKET" test -S "${BAKE_CRI_SOCKET#unix://}" ||
@@ -127,12 +126,14 @@ check_images() {
 # boot that held it and configured the runtime.
 release_kubelet() {
     if [[ -L $KUBELET_RUNTIME_MASK ]]; then
-        systemctl unmask --runtime --no-reload kubelet.service  # kubelet_enabled's enable reloads
+        systemctl unmask --runtime --no-reload kubelet.service
     fi
 }
 
+# Without a reload either: whoever starts the kubelet next reloads first (kubeadm's kubelet-start phase,
+# cmd/kubeadm/app/util/initsystem; an etcd member's etcd_member_start), and picks up the unmask then.
 kubelet_enabled() {
-    systemctl enable kubelet.service ||
+    systemctl enable --no-reload kubelet.service ||
         die "kubelet.service cannot be enabled: is it installed? (packages.mode=$BAKE_PACKAGE_MODE)"
 }
 
