@@ -10,7 +10,7 @@ import dataclasses
 import json
 import os
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,10 @@ def first(tmp_path: Path, rendered: list[str]) -> Path:
 def _nodes(out: Path) -> list[str]:
     manifest = json.loads((out / PROFILE / "manifest.json").read_bytes())
     return [n["name"] for n in manifest["nodes"]]
+
+
+def _steady_file(out: Path) -> Path:
+    return (out / PROFILE).resolve().parent / incremental.STEADY_FILE
 
 
 def _same_as_from_scratch(out: Path, tmp_path: Path, *sets: str, **kw: Any) -> None:
@@ -280,6 +284,7 @@ def test_a_join_credential_with_another_key_renders_its_node(
     only that node."""
     spare = secrets.load_bundle(bundle(first, PROFILE)).leaf("worker-2", "join.conf")
     real = secrets.reconcile
+    _steady_file(first).unlink()  # the bundle's files are unchanged: its record would keep the tree
 
     def other_key(*args: Any, **kw: Any) -> Any:
         held, changes = real(*args, **kw)
@@ -463,3 +468,152 @@ def test_a_worker_edit_renders_that_worker_only(
     bake.run(options(scratch, edited))
     cluster = base.partition("+")[0]
     assert tree_digest((scratch / cluster).resolve()) == tree_digest((out / cluster).resolve())
+
+
+# --------------------------------------------------------------------------------------------------
+# A re-bake with the same inputs: kept on them alone (incremental.steady)
+
+
+def test_an_unchanged_rebake_is_kept_without_loading_the_bundle(
+    first: Path, rendered: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gen = (first / PROFILE).resolve()
+    before = tree_digest(gen)
+
+    def refused(*args: Any, **kw: Any) -> Any:
+        raise AssertionError("the bundle was loaded")
+
+    monkeypatch.setattr(secrets, "load_bundle", refused)
+    result = bake.run(_options(first))
+    assert result.steady and rendered == [] and result.rewritten == 0 and not result.changes
+    assert result.tree == gen and tree_digest(gen) == before
+    sums = (gen / "SHA256SUMS").read_text().splitlines()
+    assert result.written == dict(reversed(line.split("  ", 1)) for line in sums)
+    assert result.linked == len(sums) + 1
+
+
+def test_without_its_record_an_unchanged_rebake_checks_everything_and_records_again(
+    first: Path, rendered: list[str]
+) -> None:
+    gen = (first / PROFILE).resolve()
+    _steady_file(first).unlink()
+    result = bake.run(_options(first))
+    assert not result.steady and result.tree == gen and rendered == [] and result.rewritten == 0
+    assert bake.run(_options(first)).steady
+
+
+def _edit_bundle_byte(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One byte of the token's secret, the file's length kept: another valid token."""
+    token = bundle(out, PROFILE) / "token"
+    text = bytearray(token.read_bytes())
+    at = len(text.rstrip(b"\n")) - 1
+    text[at] = ord("y") if text[at] == ord("x") else ord("x")
+    token.write_bytes(bytes(text))
+
+
+def _chmod_bundle_file(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (bundle(out, PROFILE) / "token").chmod(0o640)
+
+
+def _source_date_epoch(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+
+
+def _new_code(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(incremental, "tool_digest", lambda: "another version")
+
+
+INPUT_CHANGES: dict[str, tuple[tuple[str, ...], dict[str, Any], Any]] = {
+    # name: (--set, BakeOptions fields, what is done to the inputs before the re-bake)
+    "a profile value": (("nodes[3].labels={site: b}",), {}, None),
+    "the base URL": ((), {"base_url": "http://10.77.0.1:8081/"}, None),
+    "a byte of the bundle": ((), {}, _edit_bundle_byte),
+    "a bundle file's mode": ((), {}, _chmod_bundle_file),
+    "SOURCE_DATE_EPOCH": ((), {}, _source_date_epoch),
+    "code or templates": ((), {}, _new_code),
+}
+
+
+@pytest.mark.parametrize("change", list(INPUT_CHANGES))
+def test_any_input_change_bakes_in_full(
+    first: Path, tmp_path: Path, change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-bake is not kept on the record, and its tree is the one a bake from scratch makes."""
+    sets, kw, edit = INPUT_CHANGES[change]
+    assert bake.run(_options(first)).steady
+    if edit is not None:
+        edit(first, monkeypatch)
+    result = bake.run(_options(first, *sets, **kw))
+    assert not result.steady
+    if edit is _chmod_bundle_file:
+        assert result.bundle_written  # the bundle put back as it must be
+    _same_as_from_scratch(first, tmp_path, *sets, **kw)
+    assert bake.run(_options(first, *sets, **kw)).steady  # and recorded again
+
+
+def test_an_edited_output_file_bakes_in_full(first: Path, rendered: list[str]) -> None:
+    gen = (first / PROFILE).resolve()
+    before = tree_digest(gen)
+    user_data = gen / "nodes" / "worker-1" / "user-data"
+    user_data.chmod(0o600)
+    user_data.write_bytes(user_data.read_bytes() + b"# edited\n")
+    result = bake.run(_options(first))
+    assert not result.steady and rendered == ["worker-1"]
+    assert tree_digest((first / PROFILE).resolve()) == before
+
+
+def test_a_tree_of_another_bake_is_not_kept(first: Path, rendered: list[str]) -> None:
+    """bake --only made a new generation: the record names the one before it."""
+    bake.run(_options(first, only=("worker-2",)))
+    result = bake.run(_options(first))
+    assert not result.steady
+    assert bake.run(_options(first)).steady
+
+
+def test_the_record_holds_until_a_certificate_is_due(first: Path, rendered: list[str]) -> None:
+    """Within its span a bake in full would change nothing; at its end a certificate is re-issued, and
+    before its start (a certificate not valid yet) too: the span is neither too long nor too short."""
+    doc = json.loads(_steady_file(first).read_bytes())
+    start, until = (datetime.fromisoformat(doc[k]) for k in ("from", "until"))
+    second = timedelta(seconds=1)
+    last = bake.run(_options(first, now=until - second))
+    assert last.steady
+    _steady_file(first).unlink()
+    full = bake.run(_options(first, now=until - second))
+    assert not full.steady and full.changes == [] and full.rewritten == 0
+    assert bake.run(_options(first, now=start)).steady
+    at_end = bake.run(_options(first, now=until))
+    assert not at_end.steady
+    assert bake.run(_options(first, now=until + second)).changes  # due now: re-issued
+    early = _options(first, now=start - second)
+    assert not bake.run(early).steady
+
+
+def test_the_span_is_the_calendars(first: Path) -> None:
+    """From the latest NotBefore of the bundle's certificates to the first one due, read with openssl and
+    judged by the windows the README gives: the last third of a join credential's lifetime, at most
+    30 days; cluster.certificateRenewal.before (720h) for the rest."""
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    starts, dues = [], []
+    for crt in sorted(bundle(first, PROFILE).rglob("*.crt")):
+        out = subprocess.run(
+            [openssl, "x509", "-noout", "-startdate", "-enddate", "-in", str(crt)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        dates = dict(line.split("=", 1) for line in out.splitlines())
+        begin, end = (
+            datetime.strptime(dates[k], "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+            for k in ("notBefore", "notAfter")
+        )
+        join = crt.name == "join.crt"
+        window = min(timedelta(days=30), (end - begin) / 3) if join else timedelta(hours=720)
+        starts.append(begin)
+        dues.append(end - window)
+    assert len(starts) > 20
+    doc = json.loads(_steady_file(first).read_bytes())
+    assert datetime.fromisoformat(doc["from"]) == max(starts)
+    assert datetime.fromisoformat(doc["until"]) == min(dues)

@@ -80,6 +80,9 @@ class BakeResult:
     expiring: list[str] = field(default_factory=list)
     """Certificates of the bundle inside their window (secrets.due_window, cluster.certificateRenewal.before)
     that the bake did not re-issue: CAs, leaves --only kept (a warning, on stderr)."""
+    steady: bool = False
+    """Kept on its inputs alone: the same as those of the bake that made the current tree, which every
+    file still matches (incremental.steady); nothing of the bundle was loaded."""
 
     @functools.cached_property
     def manifest(self) -> dict[str, Any]:
@@ -104,6 +107,20 @@ def _expiring(plan: ClusterPlan, bundle: secrets.Bundle, now: datetime) -> list[
     from .. import check  # the calendar is `bake check`'s
 
     return check.expiry_warnings(bundle, now, plan.settings.certificate_renewal)
+
+
+def _keep_steady(
+    tree: OutputTree, final: Path, plan: ClusterPlan, bundle: secrets.Bundle, bundle_path: Path,
+    base_url: str | None, now: datetime, warnings: list[str],
+) -> None:  # fmt: skip
+    """Record the inputs of a bake that warned of no certificate due, for the next bake to keep `final`
+    on them alone (incremental.steady), with the warnings it printed."""
+    from .. import check  # the calendar is `bake check`'s
+
+    span = check.steady_span(bundle, plan.settings.certificate_renewal)
+    key = incremental.steady_key(plan, bundle_path, base_url)
+    if key is not None and span[0] <= now < span[1]:
+        incremental.record_steady(tree, final, key, span, warnings)
 
 
 def _gzip_notes(plan: ClusterPlan, size: Callable[[str], int]) -> list[str]:
@@ -190,6 +207,20 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         bundle_path = options.secrets or bundledir.default_path(plan.name)
         keys = options.keys or sealing.Keys.from_env()
         reader = sealing.Reader(bundle_path, keys)
+        # a bake that may keep the current tree as it is: not a plan, not --only, no archives to read back,
+        # nothing asked of the bundle
+        keepable = not (
+            options.dry_run or in_process or options.only or seeds or options.rotate_ca
+            or options.rotate_token or options.encrypt_to or options.passphrase
+        )  # fmt: skip
+        key = incremental.steady_key(plan, bundle_path, base_url) if keepable else None
+        as_recorded = incremental.steady(tree, key, now) if key is not None else None
+        if as_recorded is not None:
+            final = tree.keep_previous(as_recorded[0])
+            return BakeResult(
+                plan, final, bundle_path, [], 0, tree.linked, as_recorded[1], False, dict(tree.written), [],
+                steady=True,
+            )  # fmt: skip
         existing, notices = _existing_bundle(tree, bundle_path, options.dry_run, reader)
         current = reader.seal() if bundle_path.exists() else None
         seal = sealing.wanted(
@@ -247,7 +278,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
         # The common re-bake: nothing changed. The current tree stays as it is, checked file by file,
         # instead of a new generation of links that is then swapped in.
         if (
-            not (options.dry_run or in_process or options.only or seeds)
+            keepable
             and existing is not None
             and changes == notices
             and previous is not None
@@ -273,9 +304,12 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             if kept is not None and all(r in kept for r in [*expected, "manifest.json"]):
                 final = tree.keep_previous(kept)
                 warnings = stale + _gzip_notes(plan, lambda rel: (final / rel).stat().st_size)
+                expiring = _expiring(plan, bundle, now)
+                if not expiring:
+                    _keep_steady(tree, final, plan, bundle, bundle_path, base_url, now, warnings)
                 return BakeResult(
                     plan, final, bundle_path, changes, 0, tree.linked, warnings, False,
-                    dict(tree.written), _expiring(plan, bundle, now),
+                    dict(tree.written), expiring,
                 )  # fmt: skip
         if admin_conf is not None:
             tree.write("admin.conf", admin_conf, 0o600)
@@ -368,8 +402,11 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             final = tree.commit()
             if state is not None:
                 node_entries.keep(manifest, final)
+            expiring = _expiring(plan, bundle, now)
+            warnings = seed_warnings(seeds) + stale + gzip_notes
+            if keepable and not expiring:
+                _keep_steady(tree, final, plan, bundle, bundle_path, base_url, now, warnings)
             return BakeResult(
-                plan, final, bundle_path, changes, tree.rewritten, tree.linked,
-                seed_warnings(seeds) + stale + gzip_notes, bundle_written, dict(tree.written),
-                _expiring(plan, bundle, now),
+                plan, final, bundle_path, changes, tree.rewritten, tree.linked, warnings, bundle_written,
+                dict(tree.written), expiring,
             )  # fmt: skip

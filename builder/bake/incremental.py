@@ -7,6 +7,9 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +17,10 @@ from .. import __version__, resources
 from ..emit import packaging
 from ..emit.outputs import OutputTree
 from ..errors import OutputError
+from ..files import write_new
 from ..model import Role
 from ..node.distribute import PkiFile
-from ..pki import secrets
+from ..pki import bundledir, secrets
 from ..plan import ClusterPlan, NodePlan, images
 from .manifest import cert_entries
 from .shared import Shared
@@ -154,3 +158,62 @@ def carry_over(
             tree.write(art.rel, art.data, art.mode, art.same_as)
             artifacts[art.rel] = hashlib.sha256(art.data).hexdigest()
     return {**entry, "artifacts": dict(sorted(artifacts.items()))}
+
+
+# --------------------------------------------------------------------------------------------------
+# A re-bake with the inputs of the current tree's bake: kept on those inputs alone
+
+STEADY_FILE = "steady.json"
+"""In the cluster's state directory (beside outputs.STAT_FILE): the digest of the inputs of the bake that
+made the current generation, and the span of time its decisions hold in. A bake with the same inputs in
+that span would find nothing to change: it keeps the generation after checking its files alone."""
+
+
+def steady_key(plan: ClusterPlan, bundle_path: Path, base_url: str | None) -> str | None:
+    """Digest of everything a bake's output is made of apart from the time: code and templates, the plan
+    (the profile and --set, resolved), the bundle's files byte for byte, where it is, the seeds' base URL
+    and SOURCE_DATE_EPOCH. None when the bundle is missing or sealed (a bake opens a sealed one)."""
+    bundle = bundledir.clear_digest(bundle_path)
+    if bundle is None:
+        return None
+    h = hashlib.sha256()
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    for part in (tool_digest(), repr(plan), str(bundle_path.resolve()), repr(base_url), repr(epoch), bundle):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()
+
+
+def record_steady(
+    tree: OutputTree, generation: Path, key: str, span: tuple[datetime, datetime], warnings: list[str]
+) -> None:
+    """After a bake: what the next one needs to keep `generation` without redoing this one's work."""
+    doc = {
+        "generation": generation.name,
+        "key": key,
+        "from": span[0].isoformat(),
+        "until": span[1].isoformat(),
+        "warnings": warnings,
+    }
+    tmp = tree.state / f"{STEADY_FILE}.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    write_new(tmp, (json.dumps(doc, indent=2) + "\n").encode(), 0o600)
+    os.replace(tmp, tree.state / STEADY_FILE)
+
+
+def steady(tree: OutputTree, key: str, now: datetime) -> tuple[Mapping[str, str], list[str]] | None:
+    """The current generation's SHA256SUMS and warnings when its bake had these inputs, `now` is within
+    the span its decisions hold in, and every file is still the one it wrote (intact_previous); else
+    None: the bake runs in full."""
+    if tree.previous is None:
+        return None
+    try:
+        doc = json.loads((tree.state / STEADY_FILE).read_bytes())
+        recorded = (doc["generation"], doc["key"])
+        span = (datetime.fromisoformat(doc["from"]), datetime.fromisoformat(doc["until"]))
+        warnings = [str(w) for w in doc["warnings"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if recorded != (tree.previous.name, key) or not span[0] <= now < span[1]:
+        return None
+    sums = tree.intact_previous()
+    return (sums, warnings) if sums is not None else None

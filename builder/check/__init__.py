@@ -20,7 +20,7 @@ from typing import Any, TypeGuard
 from .. import parallel
 from ..errors import BakeError
 from ..pki import bundledir, certlist, sealing, secrets
-from .expiry import bundle_calendar, check_expiry, expiring, expiry_warnings, renewal_of
+from .expiry import bundle_calendar, check_expiry, expiring, expiry_warnings, renewal_of, steady_span
 from .findings import DETECTORS, REBAKE_ONLY, Expiry, Finding, Report
 from .node_secrets import node_report_keys
 from .schema import check_schema, start_schema
@@ -38,6 +38,7 @@ __all__ = [
     "check_tree",
     "expiring",
     "expiry_warnings",
+    "steady_span",
     "write_files_of",
 ]
 

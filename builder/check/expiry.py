@@ -3,13 +3,14 @@ cluster.certificateRenewal): `bake check`'s calendar and findings, and the warni
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
 
 from ..model import CertificateRenewal
 from ..pki import secrets
+from ..pki.secrets.windows import RENEW_BEFORE
 from .findings import Expiry, Report, calendar_entry
 
 
@@ -54,6 +55,19 @@ def expiry_warnings(bundle: secrets.Bundle, now: datetime, renewal: CertificateR
         f"in {e.days_left(now)} days (within {e.window(renewal)[1]})"
         for e in expiring(bundle_calendar(bundle), now, renewal)
     ]
+
+
+def steady_span(bundle: secrets.Bundle, renewal: CertificateRenewal) -> tuple[datetime, datetime]:
+    """When a bake's decisions that depend on the time stay as they are for this bundle: from the latest
+    NotBefore (a certificate not valid yet is re-issued) until the first certificate is due (re-issued,
+    or warned about). Each certificate's window is the larger of its due_window and the seed server's
+    own rule (seed_server: the last third of its lifetime, at most RENEW_BEFORE): never later than either."""
+    starts, ends = [], []
+    for e in bundle_calendar(bundle):
+        lifetime = e.lifetime if e.lifetime is not None else timedelta(0)
+        starts.append(e.not_after - lifetime)
+        ends.append(e.not_after - max(e.window(renewal)[0], min(RENEW_BEFORE, lifetime / 3)))
+    return max(starts), min(ends)
 
 
 def check_expiry(report: Report, where: str, cert: x509.Certificate, join_credential: bool = False) -> None:

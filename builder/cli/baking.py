@@ -166,11 +166,16 @@ def _summary(console: Console, result: BakeResult) -> None:
         )  # fmt: skip
     console.print(table)
     targets = ", ".join(t.value for t in result.plan.settings.seed.targets)
-    console.print(
-        f"checked: user-data size ({targets}), secrets per role, every leaf against kubeadm's reuse rules; "
-        f"discovery hash {m['discoveryTokenCaCertHash']}",
-        highlight=False,
+    checked = (
+        f"user-data size ({targets}), secrets per role, every leaf against kubeadm's reuse rules; "
+        f"discovery hash {m['discoveryTokenCaCertHash']}"
     )
+    if result.steady:
+        checked = (
+            "code, profile, secrets bundle (byte for byte) and SOURCE_DATE_EPOCH are those of the bake that "
+            f"made this tree, and every file is the one it wrote; that bake checked {checked}"
+        )
+    console.print(f"checked: {checked}", highlight=False)
     withheld = [n["name"] for n in m["nodes"] if not any(rel.startswith("http/") for rel in n["artifacts"])]
     if withheld:
         console.print(

@@ -14,6 +14,7 @@ their clear bytes, since age ciphertext differs at every encryption.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterable
@@ -86,6 +87,25 @@ def unchanged(
         if held != data and not (rel == recipients.RECIPIENTS and recipients.same_recipients(held, data)):
             return False
     return True
+
+
+def clear_digest(path: Path) -> str | None:
+    """Digest of every file of a bundle in clear (path, mode, bytes); None when there is none at `path`
+    or it is sealed (`sealing.Reader.sealed`: opening it is what proves the keys are at hand)."""
+    if not path.is_dir():
+        return None
+    h = hashlib.sha256()
+    for rel, entry in sorted(walk_files(str(path))):
+        if rel in (recipients.RECIPIENTS, recipients.OWN_IDENTITY) or rel.endswith(recipients.SUFFIX):
+            return None
+        try:
+            with open(entry.path, "rb") as fh:
+                data = fh.read()
+            mode = entry.stat(follow_symlinks=False).st_mode
+        except OSError:
+            return None
+        h.update(f"{rel}\0{mode:o}\0{len(data)}\0".encode() + data)
+    return h.hexdigest()
 
 
 def save(
