@@ -1103,7 +1103,9 @@ def test_etcd_member_kubelet_held_until_the_runtime_is_configured(can_sandbox: N
     sb = Sandbox(tmp_path / "sb", _render(plan, plan.node("etcd-1"))).run("run\nreboot\nrun\n")
     assert sb.rcs == [0, 0], sb.text("stdout.log")
     calls = sb.runs[0]
-    hold = calls.index("systemctl mask --runtime --now kubelet.service")  # masked and stopped
+    stop = calls.index("systemctl stop kubelet.service")
+    hold = calls.index("systemctl mask --runtime --no-reload kubelet.service")  # stopped, then masked
+    assert stop < hold
     install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and "kubelet=1.37.2-*" in c)
     runtime = calls.index("systemctl restart containerd")
     release = calls.index("systemctl unmask --runtime --no-reload kubelet.service")

@@ -19,8 +19,15 @@ check_clock() {
 # prebaked image) can start it while the etcd drop-in and static pod are already in place, and it would
 # run the pod on a runtime with the wrong cgroup driver and sandbox image. It is held (masked in /run,
 # which a reboot clears) until the runtime phase has configured the runtime and releases it.
+# Stopped first (a stopped unit is not restarted by its Restart=; exit 5: no kubelet installed yet), then
+# masked without a reload of systemd's configuration, which costs seconds on a slow first boot: whatever
+# would start it next reloads first and finds it masked (a package's postinst), or starts it after the
+# release (kubeadm).
 hold_kubelet() {
-    systemctl mask --runtime --now kubelet.service || log "warning: cannot mask or stop kubelet.service"
+    local rc=0
+    systemctl stop kubelet.service 2>/dev/null || rc=$?
+    ((rc == 0 || rc == 5)) || log "warning: cannot stop kubelet.service (systemctl exit $rc)"
+    systemctl mask --runtime --no-reload kubelet.service || log "warning: cannot mask kubelet.service"
     log "kubelet held until the container runtime is configured"
 }
 
