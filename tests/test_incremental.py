@@ -617,3 +617,18 @@ def test_the_span_is_the_calendars(first: Path) -> None:
     doc = json.loads(_steady_file(first).read_bytes())
     assert datetime.fromisoformat(doc["from"]) == max(starts)
     assert datetime.fromisoformat(doc["until"]) == min(dues)
+
+
+@pytest.mark.parametrize("damage", ["not JSON", "a time without its zone", "a field missing"])
+def test_a_damaged_record_bakes_in_full(first: Path, rendered: list[str], damage: str) -> None:
+    record = _steady_file(first)
+    doc = json.loads(record.read_bytes())
+    if damage == "not JSON":
+        record.write_bytes(b"\xff{")
+    elif damage == "a time without its zone":
+        record.write_text(json.dumps({**doc, "from": doc["from"].removesuffix("+00:00")}))
+    else:
+        record.write_text(json.dumps({k: v for k, v in doc.items() if k != "warnings"}))
+    result = bake.run(_options(first))
+    assert not result.steady and rendered == [] and result.rewritten == 0
+    assert json.loads(record.read_bytes()) == doc  # recorded again

@@ -209,11 +209,11 @@ def steady(tree: OutputTree, key: str, now: datetime) -> tuple[Mapping[str, str]
     try:
         doc = json.loads((tree.state / STEADY_FILE).read_bytes())
         recorded = (doc["generation"], doc["key"])
-        span = (datetime.fromisoformat(doc["from"]), datetime.fromisoformat(doc["until"]))
+        within = datetime.fromisoformat(doc["from"]) <= now < datetime.fromisoformat(doc["until"])
         warnings = [str(w) for w in doc["warnings"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # TypeError: a time without its zone, too
         return None
-    if recorded != (tree.previous.name, key) or not span[0] <= now < span[1]:
+    if recorded != (tree.previous.name, key) or not within:
         return None
     sums = tree.intact_previous()
     return (sums, warnings) if sums is not None else None
