@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import multiprocessing as mp
 import os
 import signal
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 
 def default_jobs() -> int:
@@ -79,7 +80,11 @@ def ordered_map(
     plan); `fn` must be a module-level function and items and results picklable. At most `window`
     results per worker are in flight, so memory does not grow with the number of items. With one job,
     one item, or no fork on this platform, it runs here, serially: the same results either way.
+    The process machinery is imported here: a bake that renders no node starts none.
     """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
     if jobs <= 1 or len(items) <= 1 or "fork" not in mp.get_all_start_methods():
         for item in items:
             yield fn(shared, item)

@@ -8,12 +8,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__, parallel, resources
 from ..bake import BakeOptions, BakeResult, run
@@ -21,6 +16,9 @@ from ..bake import Progress as ProgressFn
 from ..errors import BakeError
 from ..pki import sealing
 from .common import DEFAULT_PROFILE, age_arguments, bundle_keys
+
+if TYPE_CHECKING:  # rich is imported where it prints: `bake -q` that keeps its tree prints nothing
+    from rich.console import Console
 
 EPILOG = """\
 examples:
@@ -127,11 +125,22 @@ def _bake_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    if stderr:
+        return Console(stderr=True)
+    return Console(stderr=False, width=None if sys.stdout.isatty() else 140)
+
+
 @contextmanager
-def _progress(console: Console, enabled: bool) -> Iterator[ProgressFn | None]:
-    if not enabled:
+def _progress(console: Console | None) -> Iterator[ProgressFn | None]:
+    """A progress bar on `console` when it is a terminal."""
+    if console is None or not console.is_terminal:
         yield None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn("[bold]baking[/] {task.description}"),
         BarColumn(),
@@ -149,6 +158,9 @@ def _progress(console: Console, enabled: bool) -> Iterator[ProgressFn | None]:
 
 
 def _summary(console: Console, result: BakeResult) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     m = result.manifest
     title = f"{m['cluster']}: Kubernetes {m['kubernetesVersion']}, {m['topology']}"
     if m["endpoint"]:
@@ -221,17 +233,20 @@ def _options(args: argparse.Namespace) -> BakeOptions:
 def bake_main(argv: Sequence[str]) -> int:
     args = _bake_parser().parse_args(argv)
     options = _options(args)
-    console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
-    err = Console(stderr=True)
-    interactive = err.is_terminal and not args.quiet and not args.json
-    with _progress(err, interactive) as update:
+    err = None if args.quiet or args.json else _console(stderr=True)
+    with _progress(err) as update:
         result = run(options, update)
-    for warning in result.expiring:  # stderr, whatever -q / --json say: not an error
-        err.print(Text.assemble(("warning ", "yellow"), warning), highlight=False, soft_wrap=True)
+    if result.expiring:  # on stderr, whatever -q / --json say: not an error
+        from rich.text import Text
+
+        err = err or _console(stderr=True)
+        for warning in result.expiring:
+            err.print(Text.assemble(("warning ", "yellow"), warning), highlight=False, soft_wrap=True)
     if args.json:
         sys.stdout.flush()
         sys.stdout.buffer.write((result.tree / "manifest.json").read_bytes())
     elif not args.quiet:
+        console = _console()
         _summary(console, result)
         console.print(f"outputs in {args.out / result.plan.name}, secrets bundle in {result.secrets_dir}")
     return 0
@@ -251,6 +266,8 @@ def _plan_parser() -> argparse.ArgumentParser:
 
 
 def _print_plan(console: Console, doc: dict[str, Any]) -> None:
+    from rich.text import Text
+
     state = "" if doc["treeExists"] else " (no tree yet)"
     console.print(f"plan for {doc['cluster']}: {doc['tree']}{state}", highlight=False)
     sec = doc["secrets"]
@@ -296,5 +313,5 @@ def plan_main(argv: Sequence[str]) -> int:
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     elif not args.quiet:
-        _print_plan(Console(width=None if sys.stdout.isatty() else 140), doc)
+        _print_plan(_console(), doc)
     return 1 if doc["changes"] else 0

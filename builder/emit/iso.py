@@ -22,10 +22,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from time import struct_time
 from types import ModuleType
-from typing import IO, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO
 
-import pycdlib
-from pycdlib.pycdlibexception import PyCdlibException
+if TYPE_CHECKING:  # imported by the functions that use it: a bake that renders no node packs no ISO
+    import pycdlib
 
 from ..errors import BakeError, Problem
 
@@ -191,6 +191,9 @@ def build_seed_iso(files: Mapping[str, bytes], *, epoch: int) -> bytes:
     """
     _check_epoch(epoch)
     names = _check_names(files)
+    import pycdlib
+    from pycdlib.pycdlibexception import PyCdlibException
+
     iso = pycdlib.PyCdlib()
     out = io.BytesIO()
     try:
@@ -226,6 +229,9 @@ def read_seed_iso(data_or_path: bytes | Path) -> dict[str, bytes]:
     else:
         data = bytes(data_or_path)
         where = "seed ISO"
+    import pycdlib
+    from pycdlib.pycdlibexception import PyCdlibException
+
     iso = pycdlib.PyCdlib()
     try:
         iso.open_fp(io.BytesIO(data))
@@ -272,6 +278,9 @@ def write_tree_iso(
     _check_epoch(epoch)
     ordered = sorted(entries, key=lambda e: e[0])
     dirs = sorted({name.split("/", 1)[0] for name, _ in ordered if "/" in name})
+    import pycdlib
+    from pycdlib.pycdlibexception import PyCdlibException
+
     iso = pycdlib.PyCdlib()
     handles: list[IO[bytes]] = []
     try:
@@ -312,6 +321,9 @@ def write_tree_iso(
 
 def read_tree_iso(path: Path) -> dict[str, bytes]:
     """{`name` or `dir/name`: content} of an image written by write_tree_iso; for checks of small images."""
+    import pycdlib
+    from pycdlib.pycdlibexception import PyCdlibException
+
     iso = pycdlib.PyCdlib()
     try:
         iso.open(str(path))

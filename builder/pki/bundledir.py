@@ -98,12 +98,18 @@ def clear_digest(path: Path) -> str | None:
     for rel, entry in sorted(walk_files(str(path))):
         if rel in (recipients.RECIPIENTS, recipients.OWN_IDENTITY) or rel.endswith(recipients.SUFFIX):
             return None
-        try:
-            with open(entry.path, "rb") as fh:
-                data = fh.read()
-            mode = entry.stat(follow_symlinks=False).st_mode
+        try:  # os-level calls: a re-bake of 1,000 workers reads 2,000 small files here
+            fd = os.open(entry.path, os.O_RDONLY)
+            try:
+                mode = os.fstat(fd).st_mode
+                chunks = []
+                while chunk := os.read(fd, 1 << 16):
+                    chunks.append(chunk)
+            finally:
+                os.close(fd)
         except OSError:
             return None
+        data = b"".join(chunks)
         h.update(f"{rel}\0{mode:o}\0{len(data)}\0".encode() + data)
     return h.hexdigest()
 

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import ssl
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..model import Seed
 from ..pki.crypto import CertSpec, ExtUsage, IPAddress
+
+if TYPE_CHECKING:  # the server's own: a bake reads this module for the certificates' specs only
+    import ssl
 
 CA_NAME = "seed-ca"
 SERVER_NAME = "seed-server"
@@ -80,6 +83,8 @@ def server_spec(seed: Seed) -> CertSpec:
 def server_context(cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     """A server context from the bundle's PEM bytes (written for an instant to a private directory:
     the ssl module loads files only)."""
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     with tempfile.TemporaryDirectory(prefix="bake-serve-") as tmp:
