@@ -7,9 +7,10 @@ with BAKE_DEBUG=1); 130 interrupted.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import BakeError
@@ -25,47 +26,27 @@ def _print_problems(err: Console, exc: BakeError) -> None:
         err.print(Text.assemble(("error ", "bold red"), str(problem)), highlight=False, soft_wrap=True)
 
 
-def _run(command: str, argv: list[str]) -> int:
-    """The sub-command's module is imported when it runs: a re-bake that keeps its tree is mostly start-up
-    time, and no command needs another's libraries (the server's TLS, cloud-init's schema, rich's tables)."""
-    if command == "check":
-        from .check import check_main
-
-        return check_main(argv)
-    if command == "images":
-        from .images import images_main
-
-        return images_main(argv)
-    if command == "plan":
-        from .baking import plan_main
-
-        return plan_main(argv)
-    if command == "secrets":
-        from .secrets import secrets_main
-
-        return secrets_main(argv)
-    if command == "serve":
-        from .serve import serve_main
-
-        return serve_main(argv)
-    if command == "status":
-        from .serve import status_main
-
-        return status_main(argv)
-    from .baking import bake_main
-
-    return bake_main(argv)
-
-
-COMMANDS = ("check", "images", "plan", "secrets", "serve", "status")
+# sub-command -> (module of this package, its entry point). A module is imported when its command runs:
+# a re-bake that keeps its tree is mostly start-up time, and no command needs another's libraries (the
+# server's TLS, cloud-init's schema, rich's tables).
+COMMANDS = {
+    "check": ("check", "check_main"),
+    "images": ("images", "images_main"),
+    "plan": ("baking", "plan_main"),
+    "secrets": ("secrets", "secrets_main"),
+    "serve": ("serve", "serve_main"),
+    "status": ("serve", "status_main"),
+}
+BAKE = ("baking", "bake_main")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    module, entry = COMMANDS[command] if command is not None else BAKE
     try:
-        if argv and argv[0] in COMMANDS:
-            return _run(argv[0], argv[1:])
-        return _run("bake", argv)
+        run: Callable[[list[str]], int] = getattr(importlib.import_module(f".{module}", __name__), entry)
+        return run(argv[1:] if command is not None else argv)
     except BakeError as exc:
         _print_problems(_stderr(), exc)
         return exc.exit_code
