@@ -109,20 +109,6 @@ def _expiring(plan: ClusterPlan, bundle: secrets.Bundle, now: datetime) -> list[
     return check.expiry_warnings(bundle, now, plan.settings.certificate_renewal)
 
 
-def _keep_steady(
-    tree: OutputTree, final: Path, plan: ClusterPlan, bundle: secrets.Bundle, bundle_path: Path,
-    base_url: str | None, now: datetime, warnings: list[str],
-) -> None:  # fmt: skip
-    """Record the inputs of a bake that warned of no certificate due, for the next bake to keep `final`
-    on them alone (incremental.steady), with the warnings it printed."""
-    from .. import check  # the calendar is `bake check`'s
-
-    span = check.steady_span(bundle, plan.settings.certificate_renewal)
-    key = incremental.steady_key(plan, bundle_path, base_url)
-    if key is not None and span[0] <= now < span[1]:
-        incremental.record_steady(tree, final, key, span, warnings)
-
-
 def _gzip_notes(plan: ClusterPlan, size: Callable[[str], int]) -> list[str]:
     """packaging.gzip_notes for the nodes of a tree whose files `size` measures (rendered, reused or
     carried over alike: read from the files themselves)."""
@@ -306,7 +292,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
                 warnings = stale + _gzip_notes(plan, lambda rel: (final / rel).stat().st_size)
                 expiring = _expiring(plan, bundle, now)
                 if not expiring:
-                    _keep_steady(tree, final, plan, bundle, bundle_path, base_url, now, warnings)
+                    incremental.record_steady(tree, final, plan, bundle, bundle_path, base_url, now, warnings)
                 return BakeResult(
                     plan, final, bundle_path, changes, 0, tree.linked, warnings, False,
                     dict(tree.written), expiring,
@@ -405,7 +391,7 @@ def run(options: BakeOptions, progress: Progress | None = None) -> BakeResult:
             expiring = _expiring(plan, bundle, now)
             warnings = seed_warnings(seeds) + stale + gzip_notes
             if keepable and not expiring:
-                _keep_steady(tree, final, plan, bundle, bundle_path, base_url, now, warnings)
+                incremental.record_steady(tree, final, plan, bundle, bundle_path, base_url, now, warnings)
             return BakeResult(
                 plan, final, bundle_path, changes, tree.rewritten, tree.linked, warnings, bundle_written,
                 dict(tree.written), expiring,

@@ -184,14 +184,22 @@ def steady_key(plan: ClusterPlan, bundle_path: Path, base_url: str | None) -> st
 
 
 def record_steady(
-    tree: OutputTree, generation: Path, key: str, span: tuple[datetime, datetime], warnings: list[str]
-) -> None:
-    """After a bake: what the next one needs to keep `generation` without redoing this one's work."""
+    tree: OutputTree, generation: Path, plan: ClusterPlan, bundle: secrets.Bundle, bundle_path: Path,
+    base_url: str | None, now: datetime, warnings: list[str],
+) -> None:  # fmt: skip
+    """After a bake that warned of no certificate due: what the next one needs to keep `generation`
+    without redoing this one's work, with the warnings this one printed."""
+    from .. import check  # the calendar is `bake check`'s
+
+    start, until = check.steady_span(bundle, plan.settings.certificate_renewal)
+    key = steady_key(plan, bundle_path, base_url)
+    if key is None or not start <= now < until:
+        return
     doc = {
         "generation": generation.name,
         "key": key,
-        "from": span[0].isoformat(),
-        "until": span[1].isoformat(),
+        "from": start.isoformat(),
+        "until": until.isoformat(),
         "warnings": warnings,
     }
     tmp = tree.state / f"{STEADY_FILE}.{os.getpid()}"
