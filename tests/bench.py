@@ -158,13 +158,13 @@ def bench_big(work: Path, figures: dict[int, tuple[float, float]], workers: int)
     )
 
 
-def bench_localds(work: Path, workers: int, bake_wall: float) -> None:
+def bench_localds(work: Path, workers: int, bake_wall: float) -> float | None:
     localds = shutil.which("cloud-localds")
     print("\n== the same seeds packed by cloud-localds, one process per seed ==")
     if localds is None:
         print("cloud-localds not installed (Debian package cloud-image-utils): skipped")
         SUMMARY.add("bake / cloud-localds", "not measured (no cloud-localds)", "<= 0.12", None)
-        return
+        return None
     tree = (work / f"out-{workers}" / f"fleet-{workers}").resolve()
     nodes = sorted(p for p in (tree / "nodes").iterdir() if p.is_dir())
     dest = work / "localds"
@@ -194,6 +194,60 @@ def bench_localds(work: Path, workers: int, bake_wall: float) -> None:
         f"{bake_wall:.2f} / {wall:.2f} s = {ratio:.2f}",
         "<= 0.12",
         ratio <= 0.12,
+    )
+    return wall
+
+
+def bench_floor(work: Path, workers: int, localds_wall: float) -> None:
+    """What the bake / cloud-localds target leaves for rendering: the fleet's PKI on every core, plus
+    packing and writing the baked seeds (gzip, ISO, the node's and HTTP files, through the bake's own
+    output writer) with rendering taken as free, split ideally over the cores."""
+    from builder import parallel
+    from builder.emit import iso, packaging
+    from builder.emit.outputs import OutputTree
+    from builder.pki import secrets
+    from builder.plan import build_plan
+    from builder.validation.profile import load_profile
+
+    print("\n== the floor under bake / cloud-localds: PKI and packing, rendering taken as free ==")
+    tree = (work / f"out-{workers}" / f"fleet-{workers}").resolve()
+    seeds = {
+        node.name: {name: (node / name).read_bytes() for name in packaging.SEED_NAMES}
+        for node in sorted(p for p in (tree / "nodes").iterdir() if p.is_dir())
+    }
+    published = {p.name for p in (tree / "http").iterdir()} if (tree / "http").is_dir() else set()
+    plan = build_plan(load_profile(str(fleet_profile(work, workers)), []))
+    jobs = parallel.default_jobs()
+    t = time.perf_counter()
+    secrets.reconcile(plan, None, now=datetime.now(UTC), jobs=jobs)
+    pki_wall = time.perf_counter() - t
+    t = time.perf_counter()
+    with OutputTree(work / "floor", plan.name) as out:
+        for name, seed in seeds.items():
+            rel = f"nodes/{name}"
+            gz = packaging.gzip_bytes(seed["user-data"])
+            for fname, data in seed.items():
+                out.write(f"{rel}/{fname}", data, 0o600)
+            out.write(f"{rel}/user-data.gz", gz, 0o600)
+            out.write(f"{rel}/seed.iso", iso.build_seed_iso(seed, epoch=0), 0o600)
+            if name in published:
+                for art in packaging.http_artifacts(name, seed, None):
+                    out.write(art.rel, art.data, art.mode, art.same_as)
+    packing = time.perf_counter() - t
+    floor = pki_wall + packing / jobs
+    print(
+        f"PKI of the fleet ({jobs} processes) {pki_wall:.2f} s; packing and writing {len(seeds)} seeds "
+        f"{packing:.2f} s in one process ({1000 * packing / len(seeds):.2f} ms a seed)"
+    )
+    print(
+        f"floor: {pki_wall:.2f} + {packing:.2f} / {jobs} cores = {floor:.2f} s = {floor / localds_wall:.2f} "
+        f"of cloud-localds ({localds_wall:.2f} s), before Python starts or a node is rendered"
+    )
+    SUMMARY.add(
+        f"  its floor: PKI + packing on {jobs} cores, nothing rendered",
+        f"{floor:.2f} / {localds_wall:.2f} s = {floor / localds_wall:.2f}",
+        "",
+        None,
     )
 
 
@@ -441,7 +495,9 @@ def main() -> None:
         work = Path(tmp)
         figures = bench_fleets(work, sizes)
         biggest = max(sizes)
-        bench_localds(work, biggest, figures[biggest][0])
+        localds = bench_localds(work, biggest, figures[biggest][0])
+        if localds is not None:
+            bench_floor(work, biggest, localds)
         bench_rebake(work, biggest, figures[biggest][0])
         bench_check(work, biggest)
         bench_seed_sizes(work)

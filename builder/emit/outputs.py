@@ -57,6 +57,8 @@ class OutputTree:
         self.rewritten = 0
         self.linked = 0
         self._sums: dict[str, str] | None = None
+        self._dirs: set[str] = set()
+        """Directories of the new generation (relative) that `write` made or found: not checked again."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -124,10 +126,13 @@ class OutputTree:
     def write(self, rel: str, data: bytes, mode: int = 0o600, same_as: str | None = None) -> None:
         """Write one file of the new generation (never outside it), hard-linking unchanged bytes: the
         previous generation's file, or `same_as`, a file of this one written before with these bytes."""
-        if rel.startswith("/") or ".." in Path(rel).parts:
+        if rel.startswith("/") or ".." in rel.split("/"):
             raise OutputError(f"refusing to write outside the output tree: {rel}")
         target = self.path(rel)
-        private_dirs(target.parent)
+        parent, _, _ = rel.rpartition("/")
+        if parent not in self._dirs:  # nine files a node: its directories are made once, then known
+            private_dirs(target.parent)
+            self._dirs.add(parent)
         digest = hashlib.sha256(data).hexdigest()
         self.written[rel] = digest
         if self.previous is not None:
