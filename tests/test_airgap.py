@@ -638,7 +638,9 @@ def test_missing_image_stops_before_kubeadm(tmp_path: Path, baked_site: tuple[Pa
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("can_sandbox")
-def test_an_archive_that_does_not_import_fails_the_step(tmp_path: Path, baked_site: tuple[Path, Path]) -> None:
+def test_an_archive_that_does_not_import_fails_the_step(
+    tmp_path: Path, baked_site: tuple[Path, Path]
+) -> None:
     _, tree = baked_site
     sb = _airgap_sandbox(tmp_path, tree, "cp-2")
     (tmp_path / "seeds/bakeimg-amd64/vip.tar").write_bytes(b"not a tar archive")  # the fake ctr fails on it

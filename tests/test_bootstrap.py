@@ -470,12 +470,25 @@ kubeadm)
                 echo "[bootstrap-token] Using token: $token"  # phases/init/bootstraptoken.go
             fi
             echo "kubeadm join 10.77.0.10:6443 --token $token --discovery-token-ca-cert-hash sha256:00"
+            # as the real one, once the control plane answers (phases/uploadconfig); a pod network applied
+            # beside kubeadm starts on that line: kubeadm's remaining phases take seconds, the double's
+            # none, so it lasts until the apply started (or no such watcher runs)
+            cm='ConfigMap "kubeadm-config" in the "kube-system" Namespace'
+            echo "[upload-config] Storing the configuration used in $cm"
+            beside=/run/bake/cni-beside-kubeadm  # the apply started; a failing run fails once it is done
+            [[ -e /run/stub-kubeadm-fail-once ]] && beside=/var/lib/bake/steps/cni.done
+            for _ in $(seq 50); do
+                [[ -e $beside ]] && break
+                pgrep -f "cni.sh beside-kubeadm" >/dev/null || break
+                sleep 0.1
+            done
         fi
         if [[ -e /run/stub-kubeadm-fail-once ]]; then
             rm -f /run/stub-kubeadm-fail-once
             echo "kubeadm stub: failing" >&2
             exit 1
         fi
+        printf '%s\n' "kubeadm $1: exit 0" >>/var/tmp/stub-calls.log  # the order of what ran beside it
         if [[ -e /run/stub-kubeadm-node-exists-once ]]; then
             rm -f /run/stub-kubeadm-node-exists-once
             printf '%s %s\n' "error execution phase kubelet-start: a Node with name \"$(hostname)\"" \
@@ -888,6 +901,35 @@ def test_init_runs_to_done(can_sandbox: None, tmp_path: Path) -> None:
     manifest = sb.root / "upper/etc/kubernetes/manifests/kube-vip.yaml"
     assert b"/etc/kubernetes/super-admin.conf" not in manifest.read_bytes()
     assert calls.count(INIT_CALL) == 1
+
+
+@pytest.mark.integration
+def test_the_pod_network_is_applied_beside_kubeadm_init(can_sandbox: None, tmp_path: Path) -> None:
+    sb = _sandbox(tmp_path, "single-master", "cp-1").run("run\n")
+    assert sb.rcs == [0], sb.text("stdout.log")
+    calls = sb.calls
+    applies = [i for i, c in enumerate(calls) if c.startswith("kubectl") and " apply " in c]
+    # once kubeadm printed its upload-config line, before it ended; the cni phase had nothing left
+    init, ended = calls.index(INIT_CALL), calls.index("kubeadm init: exit 0")
+    assert applies and init < applies[0] and applies[-1] < ended
+    log = sb.text("bootstrap.log")
+    assert "kubeadm init has its admin.conf client: applying the pod network beside it" in log
+    assert "step cni: already done" in log
+    assert (sb.root / "out/state/bootstrap.done").exists()
+
+
+@pytest.mark.integration
+def test_a_failed_kubeadm_init_applies_the_pod_network_again(can_sandbox: None, tmp_path: Path) -> None:
+    """The first try applied the pod network beside kubeadm, then kubeadm failed: the reset wipes the
+    cluster's state, so the next try applies it again."""
+    sb = _sandbox(tmp_path, "single-master", "cp-1").run("touch /run/stub-kubeadm-fail-once\nrun\nrun\n")
+    assert sb.rcs == [1, 0], sb.text("stdout.log")
+    assert any(c.startswith("kubectl") and " apply " in c for c in sb.runs[0])
+    second = sb.runs[1]
+    reset = second.index("kubeadm reset -f --cri-socket unix:///var/run/containerd/containerd.sock")
+    applies = [i for i, c in enumerate(second) if c.startswith("kubectl") and " apply " in c]
+    assert applies and reset < second.index(INIT_CALL) < applies[0] < second.index("kubeadm init: exit 0")
+    assert (sb.root / "out/state/bootstrap.done").exists()
 
 
 @pytest.mark.integration

@@ -56,7 +56,36 @@ cni_install() {
     esac
 }
 
-bake_start bake-bootstrap-cni
-if [[ $BAKE_ROLE == init ]]; then
+# The line `kubeadm init` prints as it uploads its configuration (phases/uploadconfig): its first use of
+# admin.conf, which it has bound to kubeadm:cluster-admins by then (initData.Client, in v1.37.2).
+readonly KUBEADM_CLIENT_CUE='[upload-config] Storing the configuration'
+
+# beside_kubeadm OUTPUT: run by the kubeadm phase beside `kubeadm init` (first control plane), whose output
+# it watches: the pod network is applied once admin.conf works, while kubeadm still creates its tokens,
+# RBAC and add-ons (ten seconds and more on an emulated first boot), instead of after them. The kubeadm
+# phase waits for an apply under way, and stops this while it still waits for the cue (kubeadm failed, or
+# another version words the line otherwise); the cni phase applies whatever was not applied here.
+beside_kubeadm() {
+    local out=$1
+    until [[ -s $out && $(<"$out") == *"$KUBEADM_CLIENT_CUE"* ]]; do sleep 1; done
+    : >"$CNI_BESIDE_STARTED"
+    log "kubeadm init has its admin.conf client: applying the pod network beside it"
     step cni cni_install
-fi
+}
+
+case ${1:-} in
+beside-kubeadm)
+    bake_env bake-bootstrap-cni
+    beside_kubeadm "$2"
+    ;;
+"")
+    bake_start bake-bootstrap-cni
+    if [[ $BAKE_ROLE == init ]]; then
+        step cni cni_install
+    fi
+    ;;
+*)
+    echo "usage: $0 [beside-kubeadm KUBEADM_OUTPUT]" >&2
+    exit 2
+    ;;
+esac

@@ -37,6 +37,8 @@ reset_half_done_kubeadm() {
     kubeadm reset -f --cri-socket "$BAKE_CRI_SOCKET" || log "warning: kubeadm reset reported errors; going on"
     [[ -s $BAKED_FILES ]] || die "$BAKED_FILES is missing: cannot restore the baked files; re-seed this node"
     tar -C / -xpf "$BAKED_FILES"
+    # the pod network applied beside the half-done run went with the cluster's state
+    rm -f "$STEPS_DIR/cni.done"
     log "restored the baked files kubeadm reset deleted"
     if [[ $1 == join && -r $ADMIN_CONF ]]; then
         # kubeadm join refuses a Node of this name that is Ready: the earlier attempt may have
@@ -61,12 +63,37 @@ run_kubeadm() {
     log "running: ${cmd[*]}"
     local out="$STATE_DIR/kubeadm-$1.out"
     (umask 077 && : >"$out")
+    [[ $1 != init ]] || cni_beside_start "$out"
     if ! "${cmd[@]}" 2>&1 | tee "$out"; then
+        cni_beside_end failed
         if grep -q 'already exists in the cluster' "$out"; then
             log "kubeadm $1: node $BAKE_NODE_NAME is still registered and Ready from an earlier attempt; its kubelet is stopped now, so the control plane marks it NotReady within about a minute, and a later attempt joins"
         fi
         return 1
     fi
+    cni_beside_end ok
+}
+
+# The pod network applied beside `kubeadm init` (cni.sh beside-kubeadm says when and why).
+CNI_BESIDE_PID=
+cni_beside_start() {
+    [[ $BAKE_CNI != none && ! -e "$STEPS_DIR/cni.done" ]] || return 0
+    rm -f "$CNI_BESIDE_STARTED"
+    "$PHASE_DIR/cni.sh" beside-kubeadm "$1" &
+    CNI_BESIDE_PID=$!
+}
+
+# cni_beside_end ok|failed: after kubeadm, wait for an apply under way; stop one still waiting for its cue,
+# and any after a failed kubeadm (a reset follows, and the cni phase applies after the next run).
+cni_beside_end() {
+    [[ -n $CNI_BESIDE_PID ]] || return 0
+    if [[ $1 == ok && -e $CNI_BESIDE_STARTED ]]; then
+        wait "$CNI_BESIDE_PID" || log "the pod network could not be applied beside kubeadm: the cni phase applies it"
+    else
+        kill "$CNI_BESIDE_PID" 2>/dev/null || true
+        wait "$CNI_BESIDE_PID" 2>/dev/null || true
+    fi
+    CNI_BESIDE_PID=
 }
 
 kube_vip_to_admin_conf() {

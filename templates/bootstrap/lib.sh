@@ -22,6 +22,8 @@ readonly CAPI_SENTINEL=/run/cluster-api/bootstrap-success.complete
 readonly ADMIN_CONF=/etc/kubernetes/admin.conf
 readonly SYSCTL_FILE=/etc/sysctl.d/k8s.conf
 readonly CNI_WORK_DIR=/var/lib/bake/cni
+# written by cni.sh beside `kubeadm init` when it starts applying the pod network (kubeadm.sh waits for it)
+readonly CNI_BESIDE_STARTED=/run/bake/cni-beside-kubeadm
 readonly IMAGES_MOUNT=/run/bake/images-seed
 readonly IMAGES_FETCH_DIR=/var/lib/bake/images-fetch
 readonly BAKED_FILES=/var/lib/bake/baked-files.tar
@@ -62,13 +64,19 @@ flush_log() {
 # and the CNI tools print; a wider log left by an earlier version is narrowed before use), the state
 # directory (kubeadm's output and the baked PKI kept for retries: 0700 too), then the env file.
 bake_start() {
-    NAME=$1
     install -d -m 0700 "${LOG_FILE%/*}" "$STATE_DIR" "$STEPS_DIR"
     (umask 077 && : >>"$LOG_FILE")
     chmod 0600 "$LOG_FILE"
     exec > >(tee -a "$LOG_FILE") 2>&1
     TEE_PID=$!
     trap flush_log EXIT
+    bake_env "$1"
+}
+
+# bake_env NAME: the name in the log lines, the failure trap and the env file; alone for a script that a
+# phase runs beside itself, whose output goes where the phase's does already.
+bake_env() {
+    NAME=$1
     trap 'log "FAILED (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
     [[ -r $ENV_FILE ]] || die "$ENV_FILE is missing: this node was not seeded by bake"
     # shellcheck source=/dev/null
