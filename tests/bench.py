@@ -203,7 +203,7 @@ def bench_floor(work: Path, workers: int, localds_wall: float) -> None:
     packing and writing the baked seeds (gzip, ISO, the node's and HTTP files, through the bake's own
     output writer) with rendering taken as free, split ideally over the cores."""
     from builder import parallel
-    from builder.emit import iso, packaging
+    from builder.emit import packaging
     from builder.emit.outputs import OutputTree
     from builder.pki import secrets
     from builder.plan import build_plan
@@ -224,15 +224,10 @@ def bench_floor(work: Path, workers: int, localds_wall: float) -> None:
     t = time.perf_counter()
     with OutputTree(work / "floor", plan.name) as out:
         for name, seed in seeds.items():
-            rel = f"nodes/{name}"
             gz = packaging.gzip_bytes(seed["user-data"])
-            for fname, data in seed.items():
-                out.write(f"{rel}/{fname}", data, 0o600)
-            out.write(f"{rel}/user-data.gz", gz, 0o600)
-            out.write(f"{rel}/seed.iso", iso.build_seed_iso(seed, epoch=0), 0o600)
-            if name in published:
-                for art in packaging.http_artifacts(name, seed, None):
-                    out.write(art.rel, art.data, art.mode, art.same_as)
+            http = name in published
+            for art in packaging.seed_artifacts(name, seed, epoch=0, base_url=None, gz=gz, http=http):
+                out.write(art.rel, art.data, art.mode, art.same_as)
     packing = time.perf_counter() - t
     floor = pki_wall + packing / jobs
     print(

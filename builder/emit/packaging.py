@@ -168,8 +168,15 @@ def node_artifacts(
 ) -> list[Artifact]:
     """Everything written for one node, relative to the cluster's output root, 0600 throughout;
     `http` (see http_published) says whether its HTTP seed directory is among them."""
-    name = rendered.node.name
-    seed = seed_files(rendered)
+    return seed_artifacts(
+        rendered.node.name, seed_files(rendered), epoch=epoch, base_url=base_url, gz=gz, http=http
+    )
+
+
+def seed_artifacts(
+    name: str, seed: dict[str, bytes], *, epoch: int, base_url: str | None, gz: bytes, http: bool
+) -> list[Artifact]:
+    """node_artifacts from the node's three seed files (`make bench` packs baked ones with it)."""
     out = [Artifact(f"nodes/{name}/{fname}", data, 0o600) for fname, data in seed.items()]
     out.append(Artifact(f"nodes/{name}/user-data.gz", gz, 0o600))
     out.append(Artifact(f"nodes/{name}/seed.iso", iso.build_seed_iso(seed, epoch=epoch), 0o600))
