@@ -36,41 +36,73 @@ def _rendered(size: int) -> RenderedNode:
     return RenderedNode(plan.nodes[0], (), b"#" * size, b"instance-id: x\n", b"version: 2\n", "x")
 
 
-@pytest.mark.parametrize(("target", "limit"), [("aws", 16384), ("hetzner", 32768), ("openstack", 65535)])
-def test_size_limit_is_exact(target: str, limit: int) -> None:
-    at = _rendered(limit)
-    assert packaging.size_problems(0, at, [SizeTarget(target)], packaging.gzip_bytes(at.user_data)) == []
-    over = _rendered(limit + 1)
-    gz = packaging.gzip_bytes(over.user_data)
-    if target == "aws":  # AWS takes gzip user-data: only a gzip form over the limit fails there
-        gz = b"\x1f" * (limit + 1)
-    (problem,) = packaging.size_problems(0, over, [SizeTarget(target)], gz)
+# The providers' documented caps, written out here rather than read from packaging.CAPS: (limit, what
+# counts, whether the API field carries binary user-data, which cloud-init then decompresses).
+DOCUMENTED = {
+    "aws": (16384, "bytes", True),  # EC2: 16 KB of user data before base64
+    "hetzner": (32768, "bytes", False),  # user_data: a JSON string of at most 32 KiB
+    "openstack": (65535, "base64", True),  # nova: user_data {format: base64, maxLength: 65535}
+    "azure": (65535, "bytes", True),  # customData: the decoded binary array is at most 65,535 bytes
+    "gcp": (262144, "bytes", False),  # a metadata value: a string of at most 256 KB
+}
+
+
+def _largest_raw(target: str) -> int:
+    """The most bytes of user-data the target takes, found with the real base64 encoder."""
+    limit, counted, _ = DOCUMENTED[target]
+    if counted == "bytes":
+        return limit
+    size = limit * 3 // 4 + 3
+    while len(base64.b64encode(b"x" * size)) > limit:
+        size -= 1
+    return size
+
+
+def test_the_caps_are_the_documented_ones() -> None:
+    assert set(packaging.CAPS) == set(SizeTarget) - {SizeTarget.NOCLOUD}
+    for target, (limit, counted, binary) in DOCUMENTED.items():
+        cap = packaging.CAPS[SizeTarget(target)]
+        assert (cap.limit, cap.counts_base64, cap.takes_gzip) == (limit, counted == "base64", binary), target
+    assert _largest_raw("openstack") == 49149
+    for size in (0, 1, 2, 3, 4, 49149, 49150, 54329):
+        assert packaging.CAPS[SizeTarget.OPENSTACK].measure(size) == len(base64.b64encode(b"x" * size))
+
+
+@pytest.mark.parametrize("target", sorted(DOCUMENTED))
+def test_size_limit_is_exact(target: str) -> None:
+    """The largest user-data a target takes passes, one byte more fails, and the message says by how
+    much as the provider counts it; a gzip form over the cap too fails even where gzip is taken."""
+    largest, (limit, counted, binary) = _largest_raw(target), DOCUMENTED[target]
+    at = _rendered(largest)
+    assert packaging.size_problems(0, at, [SizeTarget(target)], b"\x1f" * (largest + 1)) == []
+    over = _rendered(largest + 1)
+    (problem,) = packaging.size_problems(0, over, [SizeTarget(target)], b"\x1f" * (largest + 1))
     assert problem.path == "nodes[0] (dev-1)"
-    assert f"1 over the {target} limit of {limit:,}" in problem.message
-    gz_says = "not even gzip fits" if target == "aws" else "its gzip form user-data.gz ("
+    excess = len(base64.b64encode(over.user_data)) - limit if counted == "base64" else 1
+    assert f"{excess:,} over the {target} limit of {limit:,}" in problem.message, problem.message
+    if counted == "base64":
+        assert f", {len(base64.b64encode(over.user_data)):,} in base64: " in problem.message
+    gz_says = "not even its gzip form user-data.gz fits" if binary else "takes text user-data only"
     assert gz_says in problem.message and "HTTP seed tree" in problem.message
     assert packaging.size_problems(0, over, [SizeTarget.NOCLOUD], b"") == []
 
 
-@pytest.mark.parametrize(("target", "passes"), [("aws", True), ("hetzner", False), ("openstack", False)])
-def test_gzip_form_passes_only_where_the_target_takes_gzip(target: str, passes: bool) -> None:
-    """AWS takes gzip user-data: raw over the limit, gzip within it, ship user-data.gz. The others are
-    not counted on to decompress, so the raw size still fails there."""
-    limit = packaging.SIZE_LIMITS[SizeTarget(target)]
-    assert limit is not None
-    over = _rendered(limit + 1)
-    fitting_gzip = b"\x1f" * limit
+@pytest.mark.parametrize("target", sorted(DOCUMENTED))
+def test_gzip_form_passes_only_where_the_target_takes_gzip(target: str) -> None:
+    """Raw over the cap, gzip within it: where the API field carries binary user-data the bake passes and
+    says to ship user-data.gz; a text-only field (Hetzner, GCP metadata) still fails on the raw size."""
+    largest, (_, _, binary) = _largest_raw(target), DOCUMENTED[target]
+    over = _rendered(largest + 1)
+    fitting_gzip = b"\x1f" * largest
     problems = packaging.size_problems(0, over, [SizeTarget(target)], fitting_gzip)
-    assert (problems == []) is passes
-    if not passes:
-        assert f"its gzip form user-data.gz ({limit:,} bytes) fits" in problems[0].message
-        assert f"if {target} takes gzip user-data" in problems[0].message
-    notes = packaging.gzip_notes([("w-1", limit + 1, limit), ("w-2", limit, 100)], [SizeTarget(target)])
-    if passes:
+    assert (problems == []) is binary
+    notes = packaging.gzip_notes([("w-1", largest + 1, largest), ("w-2", largest, 100)], [SizeTarget(target)])
+    if binary:
         (note,) = notes
         assert note.startswith(f"{target}: ship nodes/<node>/user-data.gz, not user-data, for w-1: ")
-        assert f"largest {limit:,} bytes" in note and "w-2" not in note
+        assert f"largest {largest:,} bytes" in note and "w-2" not in note
     else:
+        assert "takes text user-data only" in problems[0].message
         assert notes == []
 
 
@@ -84,7 +116,11 @@ def test_a_bake_over_the_aws_limit_passes_when_gzip_fits_and_says_so(
     node = first.tree / "nodes" / "dev-1"
     raw, gz = (node / "user-data").stat().st_size, (node / "user-data.gz").stat().st_size
     assert gz < raw
-    monkeypatch.setitem(packaging.SIZE_LIMITS, SizeTarget.AWS, (raw + gz) // 2)
+    monkeypatch.setitem(
+        packaging.CAPS,
+        SizeTarget.AWS,
+        dataclasses.replace(packaging.CAPS[SizeTarget.AWS], limit=(raw + gz) // 2),
+    )
     options = bake_module.BakeOptions(
         profile="single-node", sets=("cluster.seed.targets=[aws]",), out_root=tmp_path, jobs=1,
         secrets=bundle(tmp_path, "single-node"),
@@ -99,9 +135,11 @@ def test_a_bake_over_the_aws_limit_passes_when_gzip_fits_and_says_so(
     again = bake_module.run(options)
     assert again.tree == result.tree and again.rewritten == 0
     assert [w for w in again.warnings if "user-data.gz" in w] == [note]
-    monkeypatch.setitem(packaging.SIZE_LIMITS, SizeTarget.AWS, gz - 1)
+    monkeypatch.setitem(
+        packaging.CAPS, SizeTarget.AWS, dataclasses.replace(packaging.CAPS[SizeTarget.AWS], limit=gz - 1)
+    )
     fresh = dataclasses.replace(options, out_root=tmp_path / "fresh")  # the limit is no input of a re-bake
-    with pytest.raises(BakeError, match="not even gzip fits"):
+    with pytest.raises(BakeError, match=r"not even its gzip form user-data\.gz fits"):
         bake_module.run(fresh)
 
 
@@ -132,6 +170,49 @@ def test_ha_stacked_worker_passes_aws_by_its_gzip_form(tmp_path: Path) -> None:
         plain = subprocess.run(["gzip", "-dc"], input=packed, capture_output=True, check=True).stdout
         assert plain == (node / "user-data").read_bytes()
         assert len(packed) <= AWS_USER_DATA < len(plain), (name, len(packed), len(plain))
+
+
+def test_control_planes_under_openstack_and_azure_as_the_providers_count(tmp_path: Path) -> None:
+    """Real ha-stacked seeds. Nova counts the base64 text: an ECDSA-P256 control plane's raw user-data is
+    under 65,535 bytes but over it in base64, so it fails raw and passes by user-data.gz, which the bake
+    names; Azure counts bytes and takes it raw. With RSA-2048 keys not even the gzip form fits Nova, while
+    Azure takes that gzip form: only OpenStack fails, naming the control planes alone."""
+    ecdsa = bake("--profile", "ha-stacked", "--set", "cluster.encryptionAlgorithm=ECDSA-P256",
+                 "--set", "cluster.seed.targets=[openstack, azure]", out=tmp_path / "ecdsa")  # fmt: skip
+    assert ecdsa.returncode == 0, ecdsa.stderr
+    cp1 = tmp_path / "ecdsa" / "ha-stacked" / "nodes" / "cp-1"
+    raw, gz = (cp1 / "user-data").read_bytes(), (cp1 / "user-data.gz").read_bytes()
+    assert len(raw) <= 65535 < len(base64.b64encode(raw)) and len(base64.b64encode(gz)) <= 65535
+    said = ecdsa.stdout + ecdsa.stderr
+    (note,) = [line for line in said.splitlines() if "user-data.gz" in line and "openstack" in line]
+    assert "cp-1, cp-2, cp-3:" in note and "worker" not in note, note
+    assert not [line for line in said.splitlines() if "user-data.gz" in line and "azure" in line], said
+
+    # RSA-2048: Azure takes every control plane by its gzip form; Nova fails the nodes whose gzip form is
+    # over its cap in base64 too (the first control plane's, which holds super-admin.conf and kubelet.conf).
+    azure = bake("--profile", "ha-stacked", "--set", "cluster.seed.targets=[azure]", out=tmp_path / "rsa")
+    assert azure.returncode == 0, azure.stderr
+    nodes = tmp_path / "rsa" / "ha-stacked" / "nodes"
+    sizes = {
+        d.name: ((d / "user-data").read_bytes(), (d / "user-data.gz").read_bytes()) for d in nodes.iterdir()
+    }
+    assert all(len(gz) <= 65535 for _, gz in sizes.values())
+    over_azure = sorted(n for n, (raw, _) in sizes.items() if len(raw) > 65535)
+    assert over_azure == ["cp-1", "cp-2", "cp-3"], over_azure
+    assert f"azure: ship nodes/<node>/user-data.gz, not user-data, for {', '.join(over_azure)}:" in (
+        azure.stdout + azure.stderr
+    )
+    nova_rejects = {
+        n for n, (raw, gz) in sizes.items() if min(len(base64.b64encode(x)) for x in (raw, gz)) > 65535
+    }
+    assert "cp-1" in nova_rejects
+    rsa = bake("--profile", "ha-stacked", "--set", "cluster.seed.targets=[openstack, azure]",
+               out=tmp_path / "rsa")  # fmt: skip
+    assert rsa.returncode == 2, rsa.stderr
+    problems = [line for line in rsa.stderr.splitlines() if "over the" in line]
+    assert all("over the openstack limit of 65,535" in line for line in problems), problems
+    assert all("not even its gzip form user-data.gz fits" in line for line in problems), problems
+    assert {n for n in sizes if any(f"({n})" in line for line in problems)} == nova_rejects, problems
 
 
 def test_gzip_is_deterministic_and_readable() -> None:

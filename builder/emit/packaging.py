@@ -16,14 +16,53 @@ from ..node.archive import gzip_bytes as gzip_bytes  # the seeds' user-data.gz, 
 from ..node.cloudinit import RenderedNode
 from . import iso
 
-SIZE_LIMITS: dict[SizeTarget, int | None] = {
-    SizeTarget.AWS: 16384,  # EC2 user data, before base64
-    SizeTarget.HETZNER: 32768,
-    SizeTarget.OPENSTACK: 65535,  # nova user_data column
-    SizeTarget.AZURE: 65535,  # customData, before base64
-    SizeTarget.GCP: 262144,  # metadata value limit
-    SizeTarget.NOCLOUD: None,
-}
+
+@dataclass(frozen=True)
+class UserDataCap:
+    """A provider's user-data cap, counted the way its API counts it.
+
+    Nova checks the base64 text it is given (`maxLength` 65,535 on `user_data`, so at most 49,149
+    bytes), the others the bytes. A provider whose API field carries any bytes (base64 in transit) can
+    take `user-data.gz`: cloud-init decompresses gzip user-data whatever the datasource.
+    """
+
+    limit: int
+    counts_base64: bool
+    takes_gzip: bool
+    source: str
+
+    def measure(self, size: int) -> int:
+        """What the provider counts for `size` bytes of user-data."""
+        return 4 * -(-size // 3) if self.counts_base64 else size
+
+    def fits(self, size: int) -> bool:
+        return self.measure(size) <= self.limit
+
+    def ships(self, raw: int, gz: int) -> str | None:
+        """Which of a node's files to give the provider: `user-data`, `user-data.gz`, or None (neither
+        fits)."""
+        if self.fits(raw):
+            return "user-data"
+        return "user-data.gz" if self.takes_gzip and self.fits(gz) else None
+
+    def describe(self, size: int) -> str:
+        """`size` as the provider counts it: `54,329 bytes, 72,440 in base64`."""
+        return f"{size:,} bytes" + (f", {self.measure(size):,} in base64" if self.counts_base64 else "")
+
+
+CAPS: dict[SizeTarget, UserDataCap] = {
+    SizeTarget.AWS: UserDataCap(16384, counts_base64=False, takes_gzip=True,
+                                source="EC2 user data, before base64"),
+    SizeTarget.HETZNER: UserDataCap(32768, counts_base64=False, takes_gzip=False,
+                                    source="user_data, a JSON string: text only"),
+    SizeTarget.OPENSTACK: UserDataCap(65535, counts_base64=True, takes_gzip=True,
+                                      source="nova user_data: maxLength of the base64 text"),
+    SizeTarget.AZURE: UserDataCap(65535, counts_base64=False, takes_gzip=True,
+                                  source="customData: the decoded binary array"),
+    SizeTarget.GCP: UserDataCap(262144, counts_base64=False, takes_gzip=False,
+                                source="metadata value, a string: text only"),
+}  # fmt: skip
+"""Every target but `nocloud`, which has no cap."""
 
 
 # Roles whose seed holds private keys of the cluster: control planes (CA keys, sa.key, super-admin.conf,
@@ -41,15 +80,6 @@ class Artifact:
     is a hard link to it (the HTTP tree's copy of a seed file)."""
 
 
-ACCEPTS_GZIP = frozenset({SizeTarget.AWS})
-"""Targets that take gzip user-data as it is (cloud-init decompresses it): EC2 documents it. Others
-may too, but the bake only counts on what the provider documents."""
-
-
-def _fits_as_gzip(target: SizeTarget, limit: int, gz: bytes) -> bool:
-    return target in ACCEPTS_GZIP and len(gz) <= limit
-
-
 def size_problems(
     node_index: int, rendered: RenderedNode, targets: list[SizeTarget], gz: bytes
 ) -> list[Problem]:
@@ -61,35 +91,34 @@ def size_problems(
         else ""
     )
     for target in targets:
-        limit = SIZE_LIMITS[target]
-        if limit is None or size <= limit or _fits_as_gzip(target, limit, gz):
-            continue  # the last: gzip_notes says to ship user-data.gz
-        way_out = (
-            f"its gzip form user-data.gz ({len(gz):,} bytes) fits: ship that instead if {target.value} "
-            "takes gzip user-data"
-            if len(gz) <= limit
-            else "not even gzip fits"
+        cap = CAPS.get(target)
+        if cap is None or cap.ships(size, len(gz)):
+            continue  # user-data.gz: gzip_notes says to ship it
+        gz_clause = (
+            f"not even its gzip form user-data.gz fits ({cap.describe(len(gz))}), "
+            if cap.takes_gzip
+            else f"{target.value} takes text user-data only, "
         )
         problems.append(
             Problem(
                 f"nodes[{node_index}] ({rendered.node.name})",
-                f"user-data is {size:,} bytes, {size - limit:,} over the {target.value} limit of {limit:,}; "
-                f"{way_out}, or serve the HTTP seed tree (cluster.seed.httpBaseUrl, outputs/<cluster>/http/"
-                f"{http_note})",
+                f"user-data is {cap.describe(size)}: {cap.measure(size) - cap.limit:,} over the "
+                f"{target.value} limit of {cap.limit:,} ({cap.source}); {gz_clause}serve the HTTP seed "
+                f"tree instead (cluster.seed.httpBaseUrl, outputs/<cluster>/http/{http_note})",
             )
         )
     return problems
 
 
 def gzip_notes(sizes: Sequence[tuple[str, int, int]], targets: Sequence[SizeTarget]) -> list[str]:
-    """For each target whose limit the raw user-data of some nodes exceeds while their gzip form fits
+    """For each target whose cap the raw user-data of some nodes exceeds while their gzip form fits
     and the target takes gzip: which file to ship instead. `sizes`: (node, raw size, gzip size)."""
     notes = []
     for target in targets:
-        limit = SIZE_LIMITS[target]
-        if limit is None or target not in ACCEPTS_GZIP:
+        cap = CAPS.get(target)
+        if cap is None:
             continue
-        over = [(name, gz) for name, raw, gz in sizes if raw > limit and gz <= limit]
+        over = [(name, gz) for name, raw, gz in sizes if cap.ships(raw, gz) == "user-data.gz"]
         if not over:
             continue
         names = ", ".join(name for name, _ in over[:5])
@@ -97,8 +126,8 @@ def gzip_notes(sizes: Sequence[tuple[str, int, int]], targets: Sequence[SizeTarg
             names += f" and {len(over) - 5} more"
         notes.append(
             f"{target.value}: ship nodes/<node>/user-data.gz, not user-data, for {names}: their raw "
-            f"user-data is over the {target.value} limit of {limit:,} bytes, their gzip form fits "
-            f"(largest {max(gz for _, gz in over):,} bytes; {target.value} takes gzip user-data)"
+            f"user-data is over the {target.value} limit of {cap.limit:,} ({cap.source}), their gzip form "
+            f"fits (largest {cap.describe(max(gz for _, gz in over))}; cloud-init decompresses it)"
         )
     return notes
 

@@ -1,7 +1,7 @@
 """The shared first-boot program in one archive: bake's scripts and bake-* units, shipped as one
 write_files entry and unpacked by the first runcmd entry.
 
-Clouds cap user-data (AWS 16,384 bytes, OpenStack and Azure 65,535): the first-boot scripts, the same
+Clouds cap user-data (packaging.CAPS: AWS 16,384 bytes, Azure 65,535): the first-boot scripts, the same
 bytes on every node, were two thirds of a worker's. One tar of them (fixed mtime, uid, gid and owner
 names, sorted names, each file's mode), in deterministic gzip and base64 (cloud-init's `gz+b64`), costs a
 third of their plain form; the same inputs give the same bytes, so re-bakes stay byte-identical.
