@@ -10,6 +10,8 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -310,6 +312,37 @@ def test_new_code_or_templates_render_every_node(
 ) -> None:
     monkeypatch.setattr(incremental, "tool_digest", lambda: "another version")
     bake.run(_options(first))
+    assert sorted(rendered) == sorted(_nodes(first))
+
+
+def test_the_environment_names_the_libraries_that_shape_the_files() -> None:
+    """Python, zlib and the installed versions of the libraries whose output is in a node's files, as
+    importlib.metadata reads them."""
+    from importlib.metadata import distribution
+
+    found = incremental.environment()
+    assert sys.version in found and zlib.ZLIB_RUNTIME_VERSION in found
+    for name in ("PyYAML", "Jinja2", "pycdlib", "zopfli", "cryptography"):
+        dist = distribution(name)
+        assert any(
+            entry.endswith(".dist-info") and entry.lower().startswith(f"{dist.name.lower()}-{dist.version}")
+            for entry in found
+        ), (name, dist.version)
+
+
+def test_an_upgraded_library_renders_every_node(
+    first: Path, rendered: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A distribution installed or upgraded beside bake (here a PyYAML of another version in a second
+    site-packages directory) changes the code digest: every node is rendered again, none is linked."""
+    site = tmp_path / "lib" / "site-packages"
+    (site / "PyYAML-99.0.dist-info").mkdir(parents=True)
+    incremental.tool_digest.cache_clear()
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
+    try:
+        bake.run(_options(first))
+    finally:
+        incremental.tool_digest.cache_clear()
     assert sorted(rendered) == sorted(_nodes(first))
 
 
