@@ -605,6 +605,9 @@ def test_init_imports_checks_then_runs_kubeadm(tmp_path: Path, baked_site: tuple
     init = calls.index("kubeadm init --config /run/kubeadm/kubeadm.yaml --skip-token-print")
     listed = calls.index("ctr -n k8s.io images ls -q")
     assert calls.index("systemctl restart containerd") < calls.index(imports[0]) and listed < init
+    # kubeadm's version is asked once, beside the imports, and the wait phase reads that answer
+    assert calls.count("kubeadm version -o short") == 1
+    assert calls.index("kubeadm version -o short") < listed
     assert "mount -o ro /dev/fake-seed/bakeimg-amd64 /run/bake/images-seed" in calls
     assert not any(c.startswith("curl") and "/readyz" not in c for c in calls), "nothing is downloaded"
     applied = [c for c in calls[init:] if " apply " in c]

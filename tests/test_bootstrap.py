@@ -262,9 +262,7 @@ def test_phase_units_form_one_chain() -> None:
             assert {"time-sync.target", "network-online.target"} <= set(keys["After"][0].split())
         else:
             assert keys["Requires"] == keys["After"] == [f"bake-bootstrap-{phases[i - 1]}.service"]
-    # kubeadm's presence is checked before the waits, not after them
-    wait = _unit_keys(bootstrap.units.phase_unit_text("wait"))
-    assert wait["ExecStartPre"] == ["/usr/local/lib/bake/bootstrap/kubeadm.sh check"]
+    assert not any("ExecStartPre" in _unit_keys(bootstrap.units.phase_unit_text(p)) for p in phases)
     assert 'last=$(phase_unit "${PHASES[-1]}")' in bootstrap.script_text()
 
 
@@ -1277,6 +1275,27 @@ def test_skewed_worker_installs_the_clusters_kubeadm_and_its_own_kubelet(
         assert "--setopt=disable_excludes=kubernetes,kubernetes-kubelet" in words
         assert {"kubelet-1.35.0", "kubeadm-1.37.2", "kubectl-1.37.2"} <= set(words)
     assert "kubeadm must be the cluster's version" not in sb.text("bootstrap.log")
+
+
+@pytest.mark.integration
+def test_kubeadm_is_checked_before_the_waits(can_sandbox: None, tmp_path: Path) -> None:
+    """The wait phase checks kubeadm first: a kubeadm of another version is named in a warning (asked
+    once a boot), a node without kubeadm fails there, before it waits for anything."""
+    sb = _sandbox(tmp_path / "other", "ha-stacked", "worker-1").run(
+        f"export STUB_KUBEADM_VERSION=1.36.0\n{TEST_STOP} after-waits\nrun\n"
+    )
+    assert sb.rcs == [0], sb.text("stdout.log")
+    warning = "kubeadm v1.36.0 is installed; kubeadm must be the cluster's version, 1.37.2"
+    assert warning in sb.text("bootstrap.log")
+    assert sb.calls.count("kubeadm version -o short") == 1
+    assert sb.calls.index("kubeadm version -o short") < min(
+        i for i, c in enumerate(sb.calls) if "/readyz" in c
+    )
+
+    sb = _sandbox(tmp_path / "none", "ha-stacked", "worker-1").run("rm /usr/local/sbin/kubeadm\nrun\n")
+    assert sb.rcs == [1], sb.text("stdout.log")
+    assert "kubeadm is not installed (packages.mode=prebaked)" in sb.text("bootstrap.log")
+    assert not any(c.startswith("curl") for c in sb.calls), sb.calls
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ readonly IMAGES_MOUNT=/run/bake/images-seed
 readonly IMAGES_FETCH_DIR=/var/lib/bake/images-fetch
 readonly BAKED_FILES=/var/lib/bake/baked-files.tar
 readonly ATTEMPTS_FILE=/run/bake/bootstrap.attempts
+readonly KUBEADM_VERSION_FILE=/run/bake/kubeadm-version
 readonly GIVE_UP_STATUS=75
 readonly UNIT=bake-bootstrap.service
 readonly JOIN_TOKEN_TIMER=bake-join-token.timer
@@ -62,11 +63,15 @@ flush_log() {
 
 # bake_start NAME: the log (0600 in a 0700 directory from its first byte: it keeps what kubeadm, kubectl
 # and the CNI tools print; a wider log left by an earlier version is narrowed before use), the state
-# directory (kubeadm's output and the baked PKI kept for retries: 0700 too), then the env file.
+# directory (kubeadm's output and the baked PKI kept for retries: 0700 too), then the env file. The
+# driver, which runs first at every boot, sets them up; a phase does only when they are missing (tests
+# of bash's own, no process: each one started costs on a slow first boot).
 bake_start() {
-    install -d -m 0700 "${LOG_FILE%/*}" "$STATE_DIR" "$STEPS_DIR"
-    (umask 077 && : >>"$LOG_FILE")
-    chmod 0600 "$LOG_FILE"
+    if [[ $1 == "${UNIT%.service}" || ! -d $STEPS_DIR || ! -f $LOG_FILE ]]; then
+        install -d -m 0700 "${LOG_FILE%/*}" "$STATE_DIR" "$STEPS_DIR"
+        (umask 077 && : >>"$LOG_FILE")
+        chmod 0600 "$LOG_FILE"
+    fi
     exec > >(tee -a "$LOG_FILE") 2>&1
     TEE_PID=$!
     trap flush_log EXIT
@@ -117,6 +122,19 @@ retry() {
 fetch() { curl -fsSL --retry 5 --retry-delay 5 --connect-timeout 20 "$@"; }
 
 kubectl_admin() { kubectl --kubeconfig "$ADMIN_CONF" "$@"; }
+
+# kubeadm_version: what `kubeadm version -o short` says, asked once a boot: the runtime phase asks while
+# the images import, the wait phase reads the answer (a Go binary's start takes a second under emulation).
+kubeadm_version() {
+    if [[ ! -s $KUBEADM_VERSION_FILE ]]; then
+        local have
+        have=$(kubeadm version -o short 2>/dev/null) || return 0
+        mkdir -p "${KUBEADM_VERSION_FILE%/*}"
+        printf '%s\n' "$have" >"$KUBEADM_VERSION_FILE.$$"
+        mv -f "$KUBEADM_VERSION_FILE.$$" "$KUBEADM_VERSION_FILE"
+    fi
+    printf '%s\n' "$(<"$KUBEADM_VERSION_FILE")"
+}
 
 # kubectl_retry ARGS...: kubectl through the endpoint (a VIP can move, an API server restart): retried.
 kubectl_retry() { retry "$BAKE_KUBECTL_RETRY_SECONDS" 10 "kubectl $*" kubectl_admin "$@"; }

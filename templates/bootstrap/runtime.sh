@@ -94,13 +94,17 @@ import_all() {
 # warm_binaries: the binaries the next phases start (kubeadm, the kubelet, kubectl) read into the page
 # cache while the imports keep the CPUs busy. On a freshly booted prebaked image none of them is cached,
 # and the first start of each reads tens of megabytes from disk on the bootstrap's critical path
-# (kubectl's took 3.7 s under emulation, its next start 0.9 s).
+# (kubectl's took 3.7 s under emulation, its next start 0.9 s). kubeadm's version, which the wait phase
+# checks, is asked here too.
 warm_binaries() {
     local name path
     for name in kubeadm kubelet kubectl; do
         path=$(command -v "$name") || continue
         cat -- "$path" >/dev/null || true
     done
+    if command -v kubeadm >/dev/null; then
+        kubeadm_version >/dev/null || true
+    fi
 }
 
 # present_images: the fully qualified name of every image the runtime holds, one a line.
