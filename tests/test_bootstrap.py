@@ -262,7 +262,9 @@ def test_phase_units_form_one_chain() -> None:
             assert {"time-sync.target", "network-online.target"} <= set(keys["After"][0].split())
         else:
             assert keys["Requires"] == keys["After"] == [f"bake-bootstrap-{phases[i - 1]}.service"]
-    assert not any("ExecStartPre" in _unit_keys(bootstrap.units.phase_unit_text(p)) for p in phases)
+    # kubeadm's presence is checked before the waits, not after them
+    wait = _unit_keys(bootstrap.units.phase_unit_text("wait"))
+    assert wait["ExecStartPre"] == ["/usr/local/lib/bake/bootstrap/kubeadm.sh check"]
     assert 'last=$(phase_unit "${PHASES[-1]}")' in bootstrap.script_text()
 
 
@@ -1279,10 +1281,10 @@ def test_skewed_worker_installs_the_clusters_kubeadm_and_its_own_kubelet(
 
 @pytest.mark.integration
 def test_kubeadm_is_checked_before_the_waits(can_sandbox: None, tmp_path: Path) -> None:
-    """The wait phase checks kubeadm first: a kubeadm of another version is named in a warning (asked
+    """The wait unit checks kubeadm first: a kubeadm of another version is named in a warning (asked
     once a boot), a node without kubeadm fails there, before it waits for anything."""
     sb = _sandbox(tmp_path / "other", "ha-stacked", "worker-1").run(
-        f"export STUB_KUBEADM_VERSION=1.36.0\n{TEST_STOP} after-waits\nrun\n"
+        "export STUB_KUBEADM_VERSION=1.36.0\nrun\n"
     )
     assert sb.rcs == [0], sb.text("stdout.log")
     warning = "kubeadm v1.36.0 is installed; kubeadm must be the cluster's version, 1.37.2"

@@ -3,9 +3,20 @@
 # pod), after a clean reset of a half-done earlier try; on the first control plane, the join token kept
 # alive and kube-vip moved to admin.conf.
 #   kubeadm.sh            the phase
+#   kubeadm.sh check      kubeadm is installed, at the cluster's version (before the waits: ExecStartPre=
+#                         of bake-bootstrap-wait.service, so a node without kubeadm fails without waiting)
 #   kubeadm.sh join-token the join token check of bake-join-token.service (cluster.join: token)
 # shellcheck source=lib.sh
 . /usr/local/lib/bake/bootstrap/lib.sh
+
+need_kubeadm() {
+    [[ $BAKE_ROLE != etcd ]] || return 0
+    command -v kubeadm >/dev/null || die "kubeadm is not installed (packages.mode=$BAKE_PACKAGE_MODE)"
+    local have
+    have=$(kubeadm_version)
+    [[ ${have#v} == "$BAKE_KUBERNETES_VERSION" ]] ||
+        log "warning: kubeadm ${have:-?} is installed; kubeadm must be the cluster's version, $BAKE_KUBERNETES_VERSION"
+}
 
 # kubeadm reset deletes /etc/kubernetes/pki, the kubeconfigs and /etc/kubernetes/manifests
 # (cmd/kubeadm/app/cmd/phases/reset/cleanupnode.go), i.e. the baked PKI too. So the baked files are
@@ -133,6 +144,11 @@ etcd_member_start() {
 }
 
 case ${1:-} in
+check)
+    bake_start bake-bootstrap-wait
+    need_kubeadm
+    exit 0
+    ;;
 join-token) # $JOIN_TOKEN_TIMER, on the first control plane once init is done
     bake_start bake-join-token
     [[ -n $BAKE_JOIN_TOKEN_ID ]] || die "join-token: this node keeps no bootstrap token (cluster.join is $BAKE_JOIN)"
@@ -142,7 +158,7 @@ join-token) # $JOIN_TOKEN_TIMER, on the first control plane once init is done
     ;;
 "") ;;
 *)
-    echo "usage: $0 [join-token]" >&2
+    echo "usage: $0 [check|join-token]" >&2
     exit 2
     ;;
 esac

@@ -1,19 +1,9 @@
 #!/bin/bash
 # bake-bootstrap-wait.service: what must hold before kubeadm runs on this node, waited for (bounded):
-# kubeadm itself first (a node without it fails at once, not after the waits), the external etcd members
-# (first control plane), the control-plane endpoint and the control planes that join before this one
-# (joining nodes), and a join credential that has not expired.
+# the external etcd members (first control plane), the control-plane endpoint and the control planes
+# that join before this one (joining nodes), and a join credential that has not expired.
 # shellcheck source=lib.sh
 . /usr/local/lib/bake/bootstrap/lib.sh
-
-need_kubeadm() {
-    [[ $BAKE_ROLE != etcd ]] || return 0
-    command -v kubeadm >/dev/null || die "kubeadm is not installed (packages.mode=$BAKE_PACKAGE_MODE)"
-    local have
-    have=$(kubeadm_version)
-    [[ ${have#v} == "$BAKE_KUBERNETES_VERSION" ]] ||
-        log "warning: kubeadm ${have:-?} is installed; kubeadm must be the cluster's version, $BAKE_KUBERNETES_VERSION"
-}
 
 endpoint_ready() { curl -gkfsS --max-time 10 -o /dev/null "https://$BAKE_API_ENDPOINT/readyz"; }
 
@@ -85,7 +75,6 @@ check_join_credential() {
 }
 
 bake_start bake-bootstrap-wait
-need_kubeadm
 case $BAKE_ROLE in
 init)
     if [[ -n $BAKE_ETCD_ENDPOINTS && ! -e "$STEPS_DIR/kubeadm-init.done" ]]; then

@@ -87,7 +87,7 @@ _PHASE_DESCRIPTIONS = {
     "prep": "host preparation (kernel modules, sysctls, swap, SELinux, firewall)",
     "packages": "repositories and packages",
     "runtime": "container runtime, air-gapped images, kubelet enabled",
-    "wait": "kubeadm there, then wait for what it needs (etcd, endpoint, earlier control planes)",
+    "wait": "wait for what kubeadm needs (etcd, endpoint, earlier control planes)",
     "kubeadm": "kubeadm init or join (etcd member: its kubelet)",
     "cni": "pod network add-on",
 }
@@ -105,6 +105,9 @@ def phase_unit_text(phase: str, report: bool = False) -> str:
     else:
         previous = phase_unit_name(PHASES[index - 1])
         deps = f"Requires={previous}\nAfter={previous}\n"
+    # The wait phase first checks that kubeadm is there at all: a node without it fails at once
+    # instead of after the waits.
+    check = f"ExecStartPre={phase_script_path('kubeadm')} check\n" if phase == "wait" else ""
     pre, post = report_lines(phase) if report else ("", "")
     return (
         "[Unit]\n"
@@ -117,6 +120,7 @@ def phase_unit_text(phase: str, report: bool = False) -> str:
         "Type=oneshot\n"
         "RemainAfterExit=yes\n"
         f"{pre}"
+        f"{check}"
         f"ExecStart={phase_script_path(phase)}\n"
         f"{post}"
         "TimeoutStartSec=infinity\n"
