@@ -25,6 +25,9 @@ JOIN_KUBECONFIG = f"{BAKE_DIR}/join.conf"
 """The discovery kubeconfig of `kubeadm join` (discovery.file) with the node's join credential. Outside
 /etc/kubernetes: kubeadm writes its own bootstrap-kubelet.conf from it; `kubeadm reset` never touches it."""
 BOOTSTRAP_ENV = f"{BAKE_DIR}/bootstrap.env"
+KEY_PACK = f"{BAKE_DIR}/keys.json"
+"""The node's RSA keys and the kubeconfigs holding them, packed (builder.node.compact_keys), 0600; the
+prep phase unpacks it."""
 REPORT_KEY = f"{BAKE_DIR}/report.key"
 """The node's own key for its first-boot reports to `bake serve` (cluster.seed.reportUrl), 0600."""
 REPORT_ENV = f"{BAKE_DIR}/report.env"

@@ -35,6 +35,9 @@ FIRST_BOOT_ARCHIVE = "/usr/local/lib/bake/first-boot.tar"
 """Where the seed's write_files puts the shared first-boot program's archive (runcmd unpacks it)."""
 WRITE_FILES_ENCODINGS = (None, "b64", "gz+b64")
 """The encodings bake writes; a test meeting another one fails rather than misreading it."""
+KEY_PACK = "/etc/bake/keys.json"
+KEY_PACK_PROGRAM = "/usr/local/lib/bake/bootstrap/keypack.py"
+"""The node's RSA keys and kubeconfigs as their primes, and the program its prep phase unpacks them with."""
 
 
 def write_file_content(entry: dict[str, Any]) -> bytes:
@@ -51,8 +54,9 @@ def write_file_content(entry: dict[str, Any]) -> bytes:
 
 def disk_files(doc: dict[str, Any]) -> dict[str, tuple[bytes, str, str]]:
     """path -> (content, permissions, owner) of what a cloud-config's write_files leaves on the node once
-    runcmd has unpacked the first-boot archive (read here with Python's tarfile; the archive itself is
-    not listed). A path written twice fails."""
+    runcmd has unpacked the first-boot archive (read here with Python's tarfile) and the prep phase its
+    key pack (with the program the seed ships, as the node runs it); neither the archive nor the pack is
+    listed. A path written twice fails."""
     out: dict[str, tuple[bytes, str, str]] = {}
     members: dict[str, tuple[bytes, str, str]] = {}
     for entry in doc.get("write_files", []):
@@ -68,7 +72,17 @@ def disk_files(doc: dict[str, Any]) -> dict[str, tuple[bytes, str, str]]:
             continue
         out[entry["path"]] = (content, str(entry.get("permissions", "")), str(entry.get("owner", "")))
     assert not set(out) & set(members), set(out) & set(members)
-    return out | members
+    out |= members
+    if KEY_PACK in out:
+        pack, permissions, _ = out.pop(KEY_PACK)
+        assert permissions == "0600", permissions
+        program: dict[str, Any] = {}
+        exec(compile(out[KEY_PACK_PROGRAM][0], KEY_PACK_PROGRAM, "exec"), program)  # the shipped bytes
+        unpacked = program["unpack"](json.loads(pack), lambda p: out[p][0] if p in out else None)
+        for path, content, mode, owner in unpacked:
+            assert path not in out, path
+            out[path] = (content, mode, owner)
+    return out
 
 
 def bake(*args: str, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

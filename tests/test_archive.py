@@ -23,7 +23,15 @@ import yaml
 from builder.files import NodeFile, secret
 from builder.node import archive, bootstrap
 
-from .helpers import FIRST_BOOT_ARCHIVE, REPO, bake, disk_files, write_file_content
+from .helpers import (
+    FIRST_BOOT_ARCHIVE,
+    KEY_PACK,
+    KEY_PACK_PROGRAM,
+    REPO,
+    bake,
+    disk_files,
+    write_file_content,
+)
 from .peers import program
 
 TEMPLATES = REPO / "templates" / "bootstrap"
@@ -39,6 +47,8 @@ SCRIPTS = {
 }
 RENEWAL = {"/usr/local/sbin/bake-renew-certs": ("0755", "renew-certs.sh")}
 REPORT = {"/usr/local/lib/bake/bootstrap/report.sh": ("0755", "report.sh")}
+KEYPACK = {KEY_PACK_PROGRAM: ("0755", "")}
+"""A control plane's key pack program (RSA keys, the default): builder/node/keypack.py as it is."""
 BOOT_UNITS = [f"{UNITS}bake-bootstrap.service", *(f"{UNITS}bake-bootstrap-{p}.service" for p in PHASES)]
 RENEWAL_UNITS = [f"{UNITS}bake-renew-certs.service", f"{UNITS}bake-renew-certs.timer"]
 REPORT_URL = "cluster.seed.reportUrl=http://10.77.0.1:8080"
@@ -130,7 +140,7 @@ def _tree_files(root: Path) -> dict[str, tuple[bytes, str, int]]:
     ("node", "expected"),
     [
         ("worker-1", {**SCRIPTS, **REPORT}),
-        ("cp-1", {**SCRIPTS, **REPORT, **RENEWAL}),
+        ("cp-1", {**SCRIPTS, **REPORT, **RENEWAL, **KEYPACK}),
     ],
 )
 def test_unpacking_gives_the_files_the_node_had(
@@ -146,6 +156,9 @@ def test_unpacking_gives_the_files_the_node_had(
         content, got_mode, uid = unpacked[path]
         assert got_mode == mode, path
         assert uid == 0 or os.geteuid() != 0, path
+        if not source:
+            assert content == (REPO / "builder/node/keypack.py").read_bytes(), path
+            continue
         assert content.decode() == _without_comments((TEMPLATES / source).read_text(), source), path
     # the units, as the renderer writes them (unchanged by the archive)
     report = True
@@ -157,8 +170,9 @@ def test_unpacking_gives_the_files_the_node_had(
         if path in texts:  # the renewal's units: by their place and mode (tests/test_renewal.py)
             assert content.decode() == texts[path], path
     # together with the other write_files: exactly the manifest's file set, each file once
-    plain = {e["path"] for e in doc["write_files"]} - {FIRST_BOOT_ARCHIVE}
+    plain = {e["path"] for e in doc["write_files"]} - {FIRST_BOOT_ARCHIVE, KEY_PACK}
     assert not plain & set(unpacked)
+    plain |= set(disk_files(doc)) - set(unpacked)  # and the key pack's files
     manifest = json.loads((tree / "manifest.json").read_text())
     (entry,) = [n for n in manifest["nodes"] if n["name"] == node]
     listed = {f["path"]: f for f in entry["files"]}

@@ -29,10 +29,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder import resources
+from builder import paths, resources
 from builder.files import NodeFile, public, secret
-from builder.node import archive, bootstrap, cloudinit, distribute, host
+from builder.node import archive, bootstrap, cloudinit, compact_keys, distribute, host
 from builder.node.bootstrap.env import BootstrapRole
+from builder.pki import secrets
 from builder.plan import ClusterPlan, NodePlan
 from builder.validation.profile import load_profile
 
@@ -901,6 +902,40 @@ def test_init_runs_to_done(can_sandbox: None, tmp_path: Path) -> None:
     manifest = sb.root / "upper/etc/kubernetes/manifests/kube-vip.yaml"
     assert b"/etc/kubernetes/super-admin.conf" not in manifest.read_bytes()
     assert calls.count(INIT_CALL) == 1
+
+
+@pytest.mark.integration
+def test_prep_unpacks_the_key_pack_and_a_reset_gives_its_files_back(
+    can_sandbox: None, tmp_path: Path
+) -> None:
+    """RSA keys ship as their primes (builder.node.compact_keys): the prep unit's drop-in rebuilds them
+    with the real python3, once, before kubeadm. A failed init is reset (its stand-in deletes the PKI and the
+    kubeconfigs, as kubeadm reset does), and the baked copy puts every packed file back, byte for byte."""
+    plan = plan_of("single-master", "cluster.packages.mode=prebaked", "cluster.encryptionAlgorithm=RSA-2048")
+    bundle, _ = secrets.reconcile(plan, None, now=secrets.utcnow())
+    node = plan.node("cp-1")
+    rendered = cloudinit.render_node(
+        plan, node, pki_files=distribute.node_pki_files(plan, node, bundle), token=bundle.token,
+        ca_hash=bundle.discovery_hash,
+    )  # fmt: skip
+    assert set(compact_keys.unpacker_files()) <= set(rendered.files)
+    (entry,) = [e for e in yaml.safe_load(rendered.user_data)["write_files"] if e["path"] == paths.KEY_PACK]
+    packed = [f["path"] for f in json.loads(entry["content"])["files"]]
+    assert paths.ADMIN_CONF in packed and f"{paths.PKI_DIR}/ca.key" in packed
+    sb = Sandbox(tmp_path / "sb", rendered, plan).run("touch /run/stub-kubeadm-fail-once\nrun\nrun\n")
+    assert sb.rcs == [1, 0], sb.text("stdout.log")
+    assert "kubeadm reset -f --cri-socket unix:///var/run/containerd/containerd.sock" in sb.runs[1]
+    assert (
+        sb.text("stdout.log").count(
+            f"keypack: wrote {len(packed)} of {len(packed)} files from {paths.KEY_PACK}"
+        )
+        == 1
+    )
+    want = {f.path: f for f in rendered.files}
+    for path in packed:
+        on_disk = sb.root / "upper" / path.lstrip("/")
+        assert on_disk.read_bytes() == want[path].content, path
+        assert on_disk.stat().st_mode & 0o7777 == want[path].mode == 0o600, path
 
 
 @pytest.mark.integration

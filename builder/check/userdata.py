@@ -1,10 +1,11 @@
-"""A user-data read as cloud-init would write it to the node's disk: write_files decoded, the first-boot
-archive unpacked, so that no scan misses a key or token hidden in an encoding."""
+"""A user-data read as it lands on the node's disk: write_files decoded, the first-boot archive and the
+key pack unpacked, so that no scan misses a key or token hidden in an encoding."""
 
 from __future__ import annotations
 
 import base64
 import gzip
+import json
 import zlib
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import yaml
 
 from .. import yamlio
-from ..node import archive
+from ..node import archive, compact_keys, keypack
 
 PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 DEFAULT_OWNER = "root:root"
@@ -47,8 +48,9 @@ def decoded_content(raw: object, encoding: object) -> bytes:
 
 def write_files_of(user_data: bytes) -> dict[str, tuple[bytes, str, str]]:
     """path -> (decoded content, permissions, owner) of what a user-data's write_files puts on the
-    node's disk: the shared first-boot archive (builder.node.archive) stands for the files it unpacks
-    to, read member by member; a path written twice is unreadable (ValueError)."""
+    node's disk: the shared first-boot archive (builder.node.archive) and the key pack
+    (builder.node.keypack) stand for the files they unpack to, read with the node's own code; a path
+    written twice is unreadable (ValueError)."""
     return files_of(yamlio.load_own(user_data))
 
 
@@ -56,10 +58,14 @@ def files_of(doc: Any) -> dict[str, tuple[bytes, str, str]]:
     """write_files_of on an already parsed user-data (the seed check parses it once for several checks)."""
     out: dict[str, tuple[bytes, str, str]] = {}
     unpacked: dict[str, tuple[bytes, str, str]] = {}
+    pack: Any = None
     for entry in (doc or {}).get("write_files", []) or []:
         content = decoded_content(entry.get("content", ""), entry.get("encoding"))
         if entry["path"] == archive.ARCHIVE_PATH:
             unpacked = archive.members(content)
+            continue
+        if entry["path"] == compact_keys.PACK_PATH:
+            pack = _key_pack(content, str(entry.get("permissions", "")))
             continue
         out[entry["path"]] = (
             content,
@@ -70,7 +76,28 @@ def files_of(doc: Any) -> dict[str, tuple[bytes, str, str]]:
         if path in out:
             raise ValueError(f"{path}: both in write_files and in {archive.ARCHIVE_PATH}")
         out[path] = member
+    if pack is not None:
+        try:
+            unpacked_keys = keypack.unpack(pack, lambda p: out[p][0] if p in out else None)
+        except (LookupError, TypeError, AttributeError) as exc:  # a pack edited by hand
+            raise ValueError(f"{compact_keys.PACK_PATH}: unreadable: {exc!r}") from None
+        for path, content, permissions, owner in unpacked_keys:
+            if path in out:
+                raise ValueError(f"{path}: both in write_files and in {compact_keys.PACK_PATH}")
+            out[path] = (content, permissions, owner)
     return out
+
+
+def _key_pack(content: bytes, permissions: str) -> Any:
+    """The key pack's JSON; it holds private keys (as primes), so it is written 0600 or is refused."""
+    if not permissions or int(permissions, 8) & 0o077:
+        raise ValueError(
+            f"{compact_keys.PACK_PATH}: holds private keys, written with permissions {permissions!r}"
+        )
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise ValueError(f"{compact_keys.PACK_PATH}: not JSON: {exc}") from None
 
 
 def looks_secret(data: bytes) -> bool:

@@ -15,7 +15,8 @@ are neither enabled nor started before runcmd. A reboot after runcmd finds the f
 archive, kept at ARCHIVE_PATH); one before the final stage ran runs runcmd at the next boot, as before.
 
 Node-specific and secret files (env files, keys, kubeconfigs, configuration) stay plain write_files
-entries with their own modes and owners. The scripts in the archive are shipped without their full-line
+entries with their own modes and owners, but RSA keys and the kubeconfigs holding them, which go in the
+node's key pack (builder.node.compact_keys). The scripts in the archive are shipped without their full-line
 comments (`strip_comments`), each naming its commented source in the package in a header line.
 """
 
@@ -32,7 +33,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..files import NodeFile
-from . import bootstrap, renewal
+from . import bootstrap, compact_keys, renewal
 
 ARCHIVE_PATH = "/usr/local/lib/bake/first-boot.tar"
 """Where cloud-init writes the archive (a plain tar: gz+b64 is decoded by cloud-init); kept after
@@ -67,9 +68,11 @@ def _bake_unit(path: str) -> bool:
 
 
 def in_archive(f: NodeFile) -> bool:
-    """Whether a node file goes into the archive: bake's scripts and its own units (bake-*.service,
-    bake-*.timer; no drop-in), none of them secret. Everything else stays a write_files entry."""
-    return not f.secret and f.owner == OWNER and (f.path in SCRIPT_SOURCES or _bake_unit(f.path))
+    """Whether a node file goes into the archive: bake's scripts (the key pack's unpacker among them) and
+    its own units (bake-*.service, bake-*.timer; no drop-in), none of them secret. Everything else stays
+    a write_files entry."""
+    program = f.path in SCRIPT_SOURCES or f.path == compact_keys.SCRIPT_PATH or _bake_unit(f.path)
+    return not f.secret and f.owner == OWNER and program
 
 
 def split(files: Sequence[NodeFile]) -> tuple[list[NodeFile], list[NodeFile]]:

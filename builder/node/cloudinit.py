@@ -22,7 +22,7 @@ from ..files import NodeFile
 from ..model import User
 from ..plan import ClusterPlan, NodePlan
 from ..serve import nodefiles as report_files
-from . import archive, bootstrap, host, kubeadm_config, renewal, static_pods
+from . import archive, bootstrap, compact_keys, host, kubeadm_config, renewal, static_pods
 
 SUDO_RULE = "ALL=(ALL) NOPASSWD:ALL"
 # sha512_crypt cost, pinned so re-bakes stay byte-identical whatever libpass's default becomes.
@@ -144,7 +144,8 @@ def user_data_doc(plan: ClusterPlan, node: NodePlan, files: Sequence[NodeFile]) 
     # Password logins over SSH only when the profile gave someone a password.
     doc["ssh_pwauth"] = any("passwd" in u for u in users)
     program, others = archive.split(files)
-    entries = [write_file_entry(f) for f in others]
+    key_pack, others = compact_keys.pack(others)
+    entries = [write_file_entry(f) for f in [*others, *([key_pack] if key_pack else [])]]
     runcmd: list[list[str]] = []
     if program:
         # the shared first-boot program, unpacked before systemd reads its units (builder.node.archive)
@@ -219,7 +220,8 @@ def node_files(
     )
     boot = bootstrap.bootstrap_files(plan, node, prep, node_files=others, cni_source=cni_source)
     reports = report_files.report_files(plan, node)
-    merged = merge_files([others, boot, renewal.renewal_files(plan, node), reports], node)
+    unpacker = compact_keys.unpacker_files() if compact_keys.packable(others) else ()
+    merged = merge_files([others, boot, unpacker, renewal.renewal_files(plan, node), reports], node)
     return tuple(archive.shipped(merged))
 
 
