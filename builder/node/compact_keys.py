@@ -159,8 +159,8 @@ def _parts(f: NodeFile, files: Callable[[int], Any], by_content: dict[bytes, str
 
 
 def packable(files: Sequence[NodeFile]) -> bool:
-    """Whether a node ships a key pack (and so its unpacker): a secret file with an RSA key."""
-    return any(_parts(f, lambda n: None, {}) is not None for f in files)
+    """Whether a node ships a key pack, and so the unpacker and the drop-in that runs it."""
+    return any(_candidate(f) for f in files) and pack(files)[0] is not None
 
 
 def pack(files: Sequence[NodeFile]) -> tuple[NodeFile | None, list[NodeFile]]:
