@@ -38,6 +38,7 @@ from builder import check, cli
 from builder.cli.check import _print_calendar
 from builder.emit import iso
 from builder.model import CertificateRenewal, cloudinit_schema
+from builder.node import compact_keys
 from builder.pki import sealing, secrets
 
 from .helpers import bake_once, bundle
@@ -841,7 +842,14 @@ FAULTS = [
     Fault("encryption-key-role", "etcd-member", _encryption_key_on_etcd_member),
 ]
 # detectors whose fault needs something other than a tree edit (or another bake): tested below
-SEPARATE = {"cert-expired", "cert-expiring", "schema", "schema-unavailable", "report-key"}
+SEPARATE = {
+    "cert-expired",
+    "cert-expiring",
+    "schema",
+    "schema-unavailable",
+    "report-key",
+    "key-pack-not-unpacked",
+}
 
 
 def _matches(findings: list[dict[str, str]], detector: str, expected: list[tuple[str, str]]) -> None:
@@ -862,6 +870,47 @@ def test_fault_is_reported_exactly(tree: Path, fault: Fault) -> None:
     _matches(errors, fault.detector, expected)
     warnings = [f["check"] for f in findings if f["level"] == "warning"]
     assert warnings == (["schema-unavailable"] if fault.detector != "manifest-unreadable" else [])
+
+
+@pytest.fixture(scope="module")
+def rsa_pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """single-master with RSA keys: its control plane's keys travel in a key pack."""
+    out = tmp_path_factory.mktemp("check-rsa")
+    proc = bake_once("--profile", "single-master", "-q", out=out)
+    assert proc.returncode == 0, proc.stderr
+    return _lay_out(out, "single-master", tmp_path_factory.mktemp("pristine-rsa"))
+
+
+@pytest.mark.usefixtures("no_cloud_init")
+@pytest.mark.parametrize("dropped", [compact_keys.DROPIN_PATH, compact_keys.SCRIPT_PATH])
+def test_a_key_pack_nothing_unpacks_is_reported(rsa_pristine: Path, tmp_path: Path, dropped: str) -> None:
+    """The pack's drop-in or program gone from the seed (and from the manifest, so that nothing else
+    differs): the node would boot without its keys, and kubeadm would make its own."""
+    tree = _copy(rsa_pristine, tmp_path)
+    assert run_check(tree)[0] == 0
+    if dropped == compact_keys.DROPIN_PATH:
+        doc = _user_data(tree, "cp-1")
+        doc["write_files"] = [e for e in doc["write_files"] if e["path"] != dropped]
+        _set_user_data(tree, "cp-1", _dump(doc))
+    else:
+
+        def drop(members: list[tuple[tarfile.TarInfo, bytes]]) -> None:
+            members[:] = [(i, c) for i, c in members if "/" + i.name != dropped]
+
+        _repack(tree, "cp-1", drop)
+    manifest = _manifest(tree)
+    (node,) = [n for n in manifest["nodes"] if n["name"] == "cp-1"]
+    node["files"] = [f for f in node["files"] if f["path"] != dropped]
+    _save_manifest(tree, manifest)
+    code, findings = run_check(tree)
+    errors = [f for f in findings if f["level"] == "error"]
+    assert code == 1 and {f["check"] for f in errors} == {"key-pack-not-unpacked"}, errors
+    (error,) = errors
+    assert error["where"] == "nodes/cp-1/user-data"
+    assert error["message"] == (
+        f"{compact_keys.PACK_PATH} is not unpacked: {compact_keys.DROPIN_PATH} (its ExecStartPre=) or "
+        f"{compact_keys.SCRIPT_PATH} is missing or changed"
+    )
 
 
 REPORT_KEY = "/etc/bake/report.key"

@@ -44,6 +44,8 @@ DETECTORS: dict[str, str] = {
     "write-file-differs": "a write_files entry's content, mode or owner differs from the manifest",
     "archive-not-unpacked": "a user-data ships the first-boot archive but its first runcmd entry does not "
     "unpack it (the node would start units whose scripts are not there)",
+    "key-pack-not-unpacked": "a user-data ships a key pack but not the prep unit's drop-in and program that "
+    "unpack it (the node would have no keys, and kubeadm would make its own)",
     "key-permissions": "a private key is written with permissions open to group or others",
     "worker-private-key": "a worker holds a private key",
     "worker-ca-crt": "a worker holds /etc/kubernetes/pki/ca.crt",

@@ -15,7 +15,7 @@ from cryptography import x509
 from .. import paths, yamlio
 from ..emit import iso, packaging
 from ..files import NodeFile
-from ..node import archive, bootstrap, renewal
+from ..node import archive, bootstrap, compact_keys, renewal
 from ..pki import secrets
 from .findings import REBAKE_ONLY, Report
 from .node_secrets import ROLE_NAMES, check_join_secrets, check_report_keys, check_role_secrets
@@ -73,6 +73,7 @@ def check_node(
         report.error("user-data-unreadable", f"nodes/{name}/user-data", f"unreadable cloud-config: {exc}")
         return None
     _archive_unpacked(name, doc, report)
+    _key_pack_unpacked(name, doc, files, report)
     expected = {f["path"]: f for f in node.get("files", [])}
     if set(expected) != set(files):
         report.error(
@@ -117,6 +118,26 @@ def _archive_unpacked(name: str, doc: Any, report: Report) -> None:
             f"nodes/{name}/user-data",
             f"{archive.ARCHIVE_PATH} is not unpacked by the first runcmd entry "
             f"({' '.join(archive.EXTRACT_COMMAND)})",
+        )
+
+
+def _key_pack_unpacked(name: str, doc: Any, files: dict[str, tuple[bytes, str, str]], report: Report) -> None:
+    """The key pack's files exist on the node only once the prep unit's drop-in has run its program."""
+    if not isinstance(doc, dict) or not any(
+        e.get("path") == compact_keys.PACK_PATH for e in doc.get("write_files") or []
+    ):
+        return
+    dropin = files.get(compact_keys.DROPIN_PATH)
+    if (
+        compact_keys.SCRIPT_PATH not in files
+        or dropin is None
+        or dropin[0] != compact_keys.DROPIN_TEXT.encode()
+    ):
+        report.error(
+            "key-pack-not-unpacked",
+            f"nodes/{name}/user-data",
+            f"{compact_keys.PACK_PATH} is not unpacked: {compact_keys.DROPIN_PATH} (its ExecStartPre=) or "
+            f"{compact_keys.SCRIPT_PATH} is missing or changed",
         )
 
 
