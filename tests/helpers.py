@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from builder.node import cloudinit, distribute
+from builder.pki import secrets
 from builder.plan import ClusterPlan, build_plan
 from builder.validation.profile import load_profile
 
@@ -29,6 +31,17 @@ def plan_of(name: str, *sets: str) -> ClusterPlan:
     """The plan of an embedded profile (or a profile file) with `--set` overrides; shared by every test
     of the session, so a test changes a copy (`dataclasses.replace`, `model_copy`), never the plan."""
     return build_plan(load_profile(name, list(sets)))
+
+
+def rendered_node(plan: ClusterPlan, name: str) -> cloudinit.RenderedNode:
+    """One node rendered as a bake renders it, with a secrets bundle made for its plan (the real secrets
+    stage, in memory)."""
+    bundle, _ = secrets.reconcile(plan, None, now=secrets.utcnow())
+    node = plan.node(name)
+    return cloudinit.render_node(
+        plan, node, pki_files=distribute.node_pki_files(plan, node, bundle), token=bundle.token,
+        ca_hash=bundle.discovery_hash,
+    )  # fmt: skip
 
 
 FIRST_BOOT_ARCHIVE = "/usr/local/lib/bake/first-boot.tar"

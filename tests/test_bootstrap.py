@@ -37,7 +37,7 @@ from builder.pki import secrets
 from builder.plan import ClusterPlan, NodePlan
 from builder.validation.profile import load_profile
 
-from .helpers import OVERLAYS, plan_of, write_file_content
+from .helpers import OVERLAYS, plan_of, rendered_node, write_file_content
 from .peers import missing, program
 
 TOKEN = "abcdef.0123456789abcdef"
@@ -912,12 +912,7 @@ def test_prep_unpacks_the_key_pack_and_a_reset_gives_its_files_back(
     with the real python3, once, before kubeadm. A failed init is reset (its stand-in deletes the PKI and the
     kubeconfigs, as kubeadm reset does), and the baked copy puts every packed file back, byte for byte."""
     plan = plan_of("single-master", "cluster.packages.mode=prebaked", "cluster.encryptionAlgorithm=RSA-2048")
-    bundle, _ = secrets.reconcile(plan, None, now=secrets.utcnow())
-    node = plan.node("cp-1")
-    rendered = cloudinit.render_node(
-        plan, node, pki_files=distribute.node_pki_files(plan, node, bundle), token=bundle.token,
-        ca_hash=bundle.discovery_hash,
-    )  # fmt: skip
+    rendered = rendered_node(plan, "cp-1")
     assert set(compact_keys.unpacker_files()) <= set(rendered.files)
     (entry,) = [e for e in yaml.safe_load(rendered.user_data)["write_files"] if e["path"] == paths.KEY_PACK]
     packed = [f["path"] for f in json.loads(entry["content"])["files"]]
@@ -1618,7 +1613,6 @@ def _baked_for_real(
     from datetime import UTC, datetime
 
     from builder.node import distribute
-    from builder.pki import secrets
 
     addresses = LOOPBACK_EXTERNAL if profile == "ha-external-etcd" else LOOPBACK_STACKED
     plan = plan_of(profile, "cluster.packages.mode=prebaked", *(addresses if loopback else ()))

@@ -5,11 +5,13 @@ runs in the system's python3; a seed read back gives the node's files exactly.""
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import math
 import os
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from builder.node import cloudinit, compact_keys, distribute, keypack
 from builder.pki import secrets
 from tests import k8s
 
-from .helpers import KEY_PACK, KEY_PACK_PROGRAM, disk_files, plan_of
+from .helpers import KEY_PACK, KEY_PACK_PROGRAM, disk_files, plan_of, rendered_node
 from .peers import missing, program
 
 AZURE = 65_535  # a control plane's raw user-data target (issue 12): Azure's customData cap, in bytes
@@ -46,6 +48,17 @@ def _rebuilt(part: dict[str, object]) -> bytes:
 def test_the_module_paths_agree_with_the_test_helpers() -> None:
     assert (compact_keys.PACK_PATH, compact_keys.SCRIPT_PATH) == (KEY_PACK, KEY_PACK_PROGRAM)
     assert compact_keys.PACK_PATH == paths.KEY_PACK
+
+
+def test_the_node_program_is_python_3_8_and_standard_library_only() -> None:
+    """What it runs on: cloud-init's python3 (3.8 on the oldest systems cloud-init 22.4 runs on), with
+    nothing installed beside it."""
+    source = Path(keypack.__file__).read_text()
+    tree = ast.parse(source, feature_version=(3, 8))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+    assert source.startswith("#!/usr/bin/python3\n")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,13 +160,7 @@ def test_only_secret_files_go_in() -> None:
 
 @cache
 def _rsa_control_plane(profile: str, name: str) -> cloudinit.RenderedNode:
-    plan = plan_of(profile, "cluster.encryptionAlgorithm=RSA-2048")
-    bundle, _ = secrets.reconcile(plan, None, now=secrets.utcnow())
-    node = plan.node(name)
-    return cloudinit.render_node(
-        plan, node, pki_files=distribute.node_pki_files(plan, node, bundle), token=bundle.token,
-        ca_hash=bundle.discovery_hash,
-    )  # fmt: skip
+    return rendered_node(plan_of(profile, "cluster.encryptionAlgorithm=RSA-2048"), name)
 
 
 def _logical(rendered: cloudinit.RenderedNode) -> dict[str, tuple[bytes, str, str]]:

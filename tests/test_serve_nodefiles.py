@@ -27,7 +27,7 @@ from builder.pki import secrets
 from builder.plan import ClusterPlan, build_plan
 from builder.validation.profile import load_profile
 
-from .helpers import OVERLAYS, bundle, tree_digest
+from .helpers import OVERLAYS, bundle, rendered_node, tree_digest
 from .peers import missing, program
 from .serve_support import CLUSTER, bake_loopback, free_port, load, running, seed_files
 
@@ -312,12 +312,7 @@ def test_units_with_reports_pass_systemd_analyze_verify(can_sandbox: None, tmp_p
     program("systemd-analyze", "systemd")
     sets = ["cluster.packages.mode=prebaked", "cluster.seed.reportUrl=http://10.77.0.1:8080"]
     plan = build_plan(load_profile("single-master", sets))
-    bundle_, _ = secrets.reconcile(plan, None, now=secrets.utcnow())
-    node = plan.node("worker-1")
-    rendered = cloudinit.render_node(
-        plan, node, pki_files=distribute.node_pki_files(plan, node, bundle_), token=bundle_.token,
-        ca_hash=bundle_.discovery_hash,
-    )  # fmt: skip
+    rendered = rendered_node(plan, "worker-1")
     sb = Sandbox(tmp_path / "sb", rendered, plan)
     units = [bootstrap.layout.UNIT_PATH]
     units += [bootstrap.units.phase_unit_path(p) for p in bootstrap.layout.PHASES]
